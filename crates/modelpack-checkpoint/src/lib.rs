@@ -1,0 +1,1 @@
+//! Reading Hugging Face checkpoints (config.json and single or sharded safetensors) via mmap.

@@ -1,0 +1,1 @@
+//! File digests, the package manifest, keys and OpenSSF Model Signing bundles.

@@ -1,0 +1,5 @@
+//! One module per command group; each exposes clap `Args` and a `run` returning [`crate::exit::CmdResult`].
+
+pub mod inspect;
+pub mod quantize;
+pub mod sign;

@@ -1,0 +1,25 @@
+//! Project tasks, run as `cargo xtask <task>`:
+//! - `venv`: create the pinned Python venv of external judges (~/.cache/modelpack/venv).
+//! - `fixtures [--check]`: regenerate the checked-in fixtures, or fail if they differ.
+//! - `test`: the full test suite (venv + `cargo test --workspace` with interop required).
+//! - `bench`: end-to-end benchmarks side by side with the reference tools.
+
+mod fixtures;
+mod golden;
+mod util;
+mod venv;
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rest = if args.is_empty() { &[][..] } else { &args[1..] };
+    match args.first().map(String::as_str) {
+        Some("venv") => {
+            let py = venv::ensure()?;
+            println!("{}", py.display());
+            Ok(())
+        }
+        Some("fixtures") => fixtures::run(rest),
+        Some("test") => venv::test(rest),
+        _ => anyhow::bail!("usage: cargo xtask <venv|fixtures [--check]|test|bench> [...]"),
+    }
+}
