@@ -32,7 +32,7 @@ pub fn test(extra: &[String]) -> anyhow::Result<()> {
     let py = ensure()?;
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root())
-        .args(["test", "--workspace", "--release"])
+        .args(["test", "--workspace", "--profile", "ci"])
         .args(extra)
         .env("MODELPACK_PYTHON", &py)
         .env("MODELPACK_REQUIRE_INTEROP", "1");

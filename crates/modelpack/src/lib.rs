@@ -1,6 +1,10 @@
 //! modelpack as a library: plan a quantization job, run it streaming and in parallel, and seal
 //! the result as a signed package. The `modelpack` binary is a thin clap layer over this crate.
 
+pub mod exec;
+pub mod package;
+pub mod signals;
+
 pub use modelpack_checkpoint as checkpoint;
 pub use modelpack_format as format;
 pub use modelpack_quant as quant;
