@@ -1,0 +1,417 @@
+//! Which files a package consists of, and their SHA-256 digests.
+//!
+//! The rules mirror `model_signing` 1.1.1 (`files` serialization, default configuration) so
+//! both tools see the same resources: every regular file under the root, named by its
+//! `/`-separated relative path, except the top-level ignore paths ([`DEFAULT_IGNORE_PATHS`]);
+//! a path is ignored when its leading components equal an ignore path (`.git/x` too).
+//! Symbolic links and special files anywhere (ignored directories included, as
+//! `model_signing` checks them too) are errors when signing.
+
+use crate::SignError;
+use rayon::prelude::*;
+use sha2::{Digest as _, Sha256};
+use std::cmp::Ordering;
+use std::fs::File;
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+/// The signature file's name inside a package.
+pub const SIGNATURE_FILE: &str = "model.sig";
+
+/// Paths never part of the signed resources, in the order we write them into the statement's
+/// `ignore_paths` (`model_signing` writes the same set in hash-set order, which varies from
+/// run to run; verifiers treat it as a set).
+pub const DEFAULT_IGNORE_PATHS: [&str; 5] = [
+    SIGNATURE_FILE,
+    ".git",
+    ".gitattributes",
+    ".github",
+    ".gitignore",
+];
+
+/// Files at least this big are mapped instead of read (no copy through a buffer).
+const MMAP_THRESHOLD: u64 = 4 << 20;
+/// Read buffer for small files and the fallback path.
+const READ_BUF: usize = 256 << 10;
+/// Hash a mapping in slices this big so the kernel's read-ahead stays ahead of the hasher.
+const MMAP_SLICE: usize = 8 << 20;
+
+/// One package file: its name in the bundle, SHA-256 and size.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileDigest {
+    /// Path relative to the package root, `/`-separated, validated by [`validate_rel_path`].
+    pub path: String,
+    /// SHA-256 of the whole file.
+    pub sha256: [u8; 32],
+    /// Size in bytes.
+    pub size: u64,
+}
+
+/// Order resource names by path components, as `model_signing` does (it sorts `PurePosixPath`
+/// objects): `a/b` sorts before `a.txt` because component `a` < `a.txt`, although the plain
+/// strings sort the other way (`.` < `/`).
+pub fn cmp_paths(a: &str, b: &str) -> Ordering {
+    a.split('/').cmp(b.split('/'))
+}
+
+/// Check a resource name, from our own walk or from an untrusted bundle: relative, `/`
+/// separators, no empty, `.` or `..` components, no backslashes or NULs. Such names cannot
+/// escape the package root when joined to it.
+pub fn validate_rel_path(p: &str) -> Result<(), SignError> {
+    let bad = |reason| {
+        Err(SignError::BadPath {
+            path: p.to_string(),
+            reason,
+        })
+    };
+    if p.is_empty() {
+        return bad("empty");
+    }
+    if p.starts_with('/') {
+        return bad("absolute path");
+    }
+    if p.contains('\\') {
+        return bad("backslash in path");
+    }
+    if p.contains('\0') {
+        return bad("NUL in path");
+    }
+    for c in p.split('/') {
+        match c {
+            "" => return bad("empty path component"),
+            "." => return bad("'.' path component"),
+            ".." => return bad("'..' escapes the package"),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Is `rel` equal to or inside one of `ignore` (component-wise prefix)?
+pub(crate) fn is_ignored(rel: &str, ignore: &[String]) -> bool {
+    ignore.iter().any(|ig| {
+        let mut r = rel.split('/');
+        ig.split('/').all(|c| r.next() == Some(c))
+    })
+}
+
+/// What the walk found at one path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum EntryKind {
+    /// A regular file of this size.
+    File(u64),
+    /// A symbolic link (never followed).
+    Symlink,
+    /// A FIFO, socket or device.
+    Special,
+}
+
+/// One non-directory entry under the root.
+#[derive(Debug, Clone)]
+pub(crate) struct Entry {
+    pub rel: String,
+    pub kind: EntryKind,
+    pub ignored: bool,
+}
+
+/// Walk `root` without following links. Directories are descended into (ignored ones too);
+/// every other entry is returned, sorted by [`cmp_paths`]. Names that are not UTF-8 are
+/// errors (they cannot appear in a bundle).
+pub(crate) fn walk(root: &Path, ignore: &[String]) -> Result<Vec<Entry>, SignError> {
+    let meta = std::fs::symlink_metadata(root).map_err(|e| SignError::io(root, e))?;
+    if meta.file_type().is_symlink() {
+        return Err(SignError::Symlink {
+            path: root.to_path_buf(),
+        });
+    }
+    if !meta.is_dir() {
+        return Err(SignError::io(
+            root,
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "package is not a directory",
+            ),
+        ));
+    }
+    let mut out = Vec::new();
+    let mut stack: Vec<(PathBuf, String)> = vec![(root.to_path_buf(), String::new())];
+    while let Some((dir, prefix)) = stack.pop() {
+        let rd = std::fs::read_dir(&dir).map_err(|e| SignError::io(&dir, e))?;
+        for ent in rd {
+            let ent = ent.map_err(|e| SignError::io(&dir, e))?;
+            let path = ent.path();
+            let name = ent
+                .file_name()
+                .into_string()
+                .map_err(|_| SignError::NonUtf8Path { path: path.clone() })?;
+            let rel = if prefix.is_empty() {
+                name
+            } else {
+                format!("{prefix}/{name}")
+            };
+            let ft = ent.file_type().map_err(|e| SignError::io(&path, e))?;
+            let kind = if ft.is_symlink() {
+                EntryKind::Symlink
+            } else if ft.is_dir() {
+                stack.push((path, rel));
+                continue;
+            } else if ft.is_file() {
+                let m = ent.metadata().map_err(|e| SignError::io(&path, e))?;
+                EntryKind::File(m.len())
+            } else {
+                EntryKind::Special
+            };
+            let ignored = is_ignored(&rel, ignore);
+            out.push(Entry { rel, kind, ignored });
+        }
+    }
+    out.sort_by(|a, b| cmp_paths(&a.rel, &b.rel));
+    Ok(out)
+}
+
+/// The signable resources of `root` (sizes only, not hashed), enforcing the signing rules:
+/// no symlinks or special files anywhere, valid names, at least one file.
+pub(crate) fn list_resources(root: &Path) -> Result<Vec<(String, u64)>, SignError> {
+    let ignore: Vec<String> = DEFAULT_IGNORE_PATHS.iter().map(|s| s.to_string()).collect();
+    let mut files = Vec::new();
+    for e in walk(root, &ignore)? {
+        match e.kind {
+            EntryKind::Symlink => {
+                return Err(SignError::Symlink {
+                    path: root.join(&e.rel),
+                })
+            }
+            EntryKind::Special => {
+                return Err(SignError::NotRegular {
+                    path: root.join(&e.rel),
+                })
+            }
+            EntryKind::File(_) if e.ignored => {}
+            EntryKind::File(size) => {
+                validate_rel_path(&e.rel)?;
+                files.push((e.rel, size));
+            }
+        }
+    }
+    if files.is_empty() {
+        return Err(SignError::EmptyPackage {
+            root: root.to_path_buf(),
+        });
+    }
+    Ok(files)
+}
+
+/// SHA-256 and size of one file, in bounded memory: files of 4 MiB and more are memory-mapped
+/// (page-cache pages, no anonymous copy), smaller ones read through a 256 KiB buffer. The file
+/// must be a regular file; a symlink is refused (opened with `O_NOFOLLOW`).
+pub fn hash_file(path: &Path) -> Result<([u8; 32], u64), SignError> {
+    let file = open_nofollow(path)?;
+    let meta = file.metadata().map_err(|e| SignError::io(path, e))?;
+    if !meta.is_file() {
+        return Err(SignError::NotRegular {
+            path: path.to_path_buf(),
+        });
+    }
+    let mut h = Sha256::new();
+    let len = meta.len();
+    if len >= MMAP_THRESHOLD && usize::try_from(len).is_ok() {
+        // SAFETY: the mapping is read-only and private to this function. If another process
+        // truncates the file while we hash it, reads past the new end fault (SIGBUS); package
+        // files are not expected to change under a signer/verifier, and the size is re-checked
+        // below so a file that *grew* is not silently half-hashed.
+        let map = unsafe { memmap2::MmapOptions::new().map(&file) }
+            .map_err(|e| SignError::io(path, e))?;
+        #[cfg(unix)]
+        let _ = map.advise(memmap2::Advice::Sequential);
+        for chunk in map.chunks(MMAP_SLICE) {
+            h.update(chunk);
+        }
+    } else {
+        let mut buf = vec![0u8; READ_BUF.min(usize::try_from(len).unwrap_or(READ_BUF).max(1))];
+        let mut f = &file;
+        let mut total = 0u64;
+        loop {
+            let n = match f.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(SignError::io(path, e)),
+            };
+            h.update(&buf[..n]);
+            total += n as u64;
+        }
+        if total != len {
+            return Err(changed_while_hashing(path));
+        }
+    }
+    let after = file.metadata().map_err(|e| SignError::io(path, e))?.len();
+    if after != len {
+        return Err(changed_while_hashing(path));
+    }
+    Ok((h.finalize().into(), len))
+}
+
+fn changed_while_hashing(path: &Path) -> SignError {
+    SignError::io(
+        path,
+        std::io::Error::other("file changed size while being hashed"),
+    )
+}
+
+fn open_nofollow(path: &Path) -> Result<File, SignError> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.read(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    }
+    opts.open(path).map_err(|e| {
+        if e.raw_os_error() == Some(libc::ELOOP) {
+            SignError::Symlink {
+                path: path.to_path_buf(),
+            }
+        } else {
+            SignError::io(path, e)
+        }
+    })
+}
+
+/// Hash many files of `root` in parallel on the current rayon pool, biggest first so one
+/// large file does not start last. Returns digests in the order of `files`.
+pub(crate) fn hash_many(
+    root: &Path,
+    files: &[(String, u64)],
+) -> Result<Vec<FileDigest>, SignError> {
+    let mut order: Vec<usize> = (0..files.len()).collect();
+    order.sort_by(|&a, &b| files[b].1.cmp(&files[a].1));
+    let mut hashed: Vec<(usize, FileDigest)> = order
+        .par_iter()
+        .with_max_len(1)
+        .map(|&i| {
+            let (rel, _) = &files[i];
+            let (sha256, size) = hash_file(&root.join(rel))?;
+            Ok((
+                i,
+                FileDigest {
+                    path: rel.clone(),
+                    sha256,
+                    size,
+                },
+            ))
+        })
+        .collect::<Result<_, SignError>>()?;
+    hashed.sort_by_key(|(i, _)| *i);
+    Ok(hashed.into_iter().map(|(_, d)| d).collect())
+}
+
+/// Every resource of the package at `root` with its digest, in bundle order ([`cmp_paths`]).
+/// Files are hashed in parallel on the current rayon pool. Errors on symlinks, special files,
+/// unreadable files and an empty package.
+pub fn hash_package(root: &Path) -> Result<Vec<FileDigest>, SignError> {
+    let files = list_resources(root)?;
+    hash_many(root, &files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn component_order_differs_from_string_order() {
+        let mut v = vec!["a.txt", "a/b", "b", "a/a/z", "a-b", "A"];
+        v.sort_by(|a, b| cmp_paths(a, b));
+        // Component order: "A" < "a" (then a/a/z, a/b) < "a-b" < "a.txt" < "b".
+        assert_eq!(v, ["A", "a/a/z", "a/b", "a-b", "a.txt", "b"]);
+        assert!("a.txt" < "a/b", "plain strings sort the other way");
+    }
+
+    #[test]
+    fn path_validation() {
+        for ok in ["a", "a/b.c", ".hidden", "x/..y", "...", "dir/.git"] {
+            validate_rel_path(ok).unwrap();
+        }
+        for bad in [
+            "", "/abs", "a/../b", "..", "a\\b", "a//b", "a/", "./a", "a/.", "a\0b",
+        ] {
+            assert!(validate_rel_path(bad).is_err(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn ignore_is_component_prefix_at_top_level() {
+        let ig: Vec<String> = DEFAULT_IGNORE_PATHS.iter().map(|s| s.to_string()).collect();
+        assert!(is_ignored(".git", &ig));
+        assert!(is_ignored(".git/HEAD", &ig));
+        assert!(is_ignored("model.sig", &ig));
+        assert!(!is_ignored("sub/.git", &ig));
+        assert!(!is_ignored(".gitfoo", &ig));
+        assert!(!is_ignored("model.sig.bak", &ig));
+    }
+
+    #[test]
+    fn hash_file_matches_known_vectors_both_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        // SHA-256("abc") from FIPS 180-2.
+        let p = dir.path().join("abc");
+        std::fs::write(&p, b"abc").unwrap();
+        let (d, n) = hash_file(&p).unwrap();
+        assert_eq!(
+            hex::encode(d),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(n, 3);
+        // 5 MiB of 'a' (mmap path) equals the digest of the same bytes hashed in one call by
+        // a second, independent route: the `sha2` one-shot API over an in-memory vector.
+        let big = vec![b'a'; 5 << 20];
+        let p = dir.path().join("big");
+        std::fs::write(&p, &big).unwrap();
+        let (d, n) = hash_file(&p).unwrap();
+        assert_eq!(d, <[u8; 32]>::from(Sha256::digest(&big)));
+        assert_eq!(n, 5 << 20);
+        // Empty file: SHA-256 of the empty string.
+        let p = dir.path().join("empty");
+        std::fs::write(&p, b"").unwrap();
+        assert_eq!(
+            hex::encode(hash_file(&p).unwrap().0),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn package_rules() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = dir.path();
+        assert!(matches!(
+            hash_package(r),
+            Err(SignError::EmptyPackage { .. })
+        ));
+        std::fs::create_dir_all(r.join(".git/objects")).unwrap();
+        std::fs::write(r.join(".git/objects/x"), b"g").unwrap();
+        std::fs::write(r.join("model.sig"), b"sig").unwrap();
+        std::fs::write(r.join(".gitignore"), b"*").unwrap();
+        assert!(matches!(
+            hash_package(r),
+            Err(SignError::EmptyPackage { .. })
+        ));
+        std::fs::create_dir_all(r.join("a")).unwrap();
+        std::fs::write(r.join("a/b"), b"1").unwrap();
+        std::fs::write(r.join("a.txt"), b"2").unwrap();
+        std::fs::write(r.join("sub.sig"), b"3").unwrap();
+        let got: Vec<String> = hash_package(r)
+            .unwrap()
+            .into_iter()
+            .map(|d| d.path)
+            .collect();
+        assert_eq!(got, ["a/b", "a.txt", "sub.sig"]);
+        std::os::unix::fs::symlink("a.txt", r.join(".git/link")).unwrap();
+        assert!(
+            matches!(hash_package(r), Err(SignError::Symlink { .. })),
+            "symlink inside .git"
+        );
+        std::fs::remove_file(r.join(".git/link")).unwrap();
+        std::fs::write(r.join("a\\b"), b"x").unwrap();
+        assert!(matches!(hash_package(r), Err(SignError::BadPath { .. })));
+    }
+}
