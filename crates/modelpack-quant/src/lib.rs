@@ -4,8 +4,15 @@
 //! safetensors files written by other tools) and output buffers, so it can be fuzzed, benched
 //! and property-tested in isolation.
 
+pub mod convert;
 pub mod ct;
 pub mod gguf;
+pub mod metrics;
+pub mod simd;
+
+pub use gguf::{dequantize_rows, quantize_rows, quantize_tensor_par, GgmlType};
+pub use metrics::ErrorStats;
+pub use simd::{active_level, set_level, Level};
 
 use thiserror::Error;
 
@@ -48,4 +55,7 @@ pub enum QuantError {
     /// Input or output buffer sizes do not fit the requested shape or format.
     #[error("bad shape: {0}")]
     Shape(String),
+    /// The requested output type has a layout but no quantizer here (e.g. Q4_K, Q6_K, Q5_0).
+    #[error("quantizing to {0} is not supported")]
+    Unsupported(&'static str),
 }

@@ -1,0 +1,143 @@
+//! Quantization error metrics (SQNR, relative RMSE, max abs error, cosine similarity).
+//!
+//! Sums are kept in f64 and accumulated element by element in index order, so a chunk's
+//! statistics are a pure function of the chunk. The pipeline splits tensors into chunks of a size
+//! independent of the thread count and merges them in chunk order, which makes the reported
+//! figures (and the manifest that records them) bit-identical on any machine and thread count.
+
+/// Running error statistics of a quantized tensor (or of a chunk of it) against its source.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct ErrorStats {
+    /// Σ x² over the reference (source) values.
+    pub sum_sq_ref: f64,
+    /// Σ (x − x̂)² over the reconstruction error.
+    pub sum_sq_err: f64,
+    /// Σ x̂² over the dequantized values (for cosine similarity).
+    pub sum_sq_deq: f64,
+    /// Σ x·x̂ (for cosine similarity).
+    pub dot: f64,
+    /// max |x − x̂|.
+    pub max_abs_err: f32,
+    /// Number of elements seen.
+    pub count: u64,
+}
+
+impl ErrorStats {
+    /// Empty statistics (no elements).
+    pub const fn new() -> Self {
+        ErrorStats {
+            sum_sq_ref: 0.0,
+            sum_sq_err: 0.0,
+            sum_sq_deq: 0.0,
+            dot: 0.0,
+            max_abs_err: 0.0,
+            count: 0,
+        }
+    }
+
+    /// Accumulate reference values `x` against their reconstruction `y` (same length), in order.
+    pub fn add(&mut self, x: &[f32], y: &[f32]) {
+        debug_assert_eq!(x.len(), y.len());
+        for (&a, &b) in x.iter().zip(y) {
+            let (a64, b64) = (f64::from(a), f64::from(b));
+            let e = a64 - b64;
+            self.sum_sq_ref += a64 * a64;
+            self.sum_sq_err += e * e;
+            self.sum_sq_deq += b64 * b64;
+            self.dot += a64 * b64;
+            let ae = (a - b).abs();
+            if ae > self.max_abs_err {
+                self.max_abs_err = ae;
+            }
+        }
+        self.count += x.len() as u64;
+    }
+
+    /// Fold `other` (the statistics of the following chunk) into `self`. Merge in chunk order
+    /// for reproducible sums.
+    pub fn merge(&mut self, other: &ErrorStats) {
+        self.sum_sq_ref += other.sum_sq_ref;
+        self.sum_sq_err += other.sum_sq_err;
+        self.sum_sq_deq += other.sum_sq_deq;
+        self.dot += other.dot;
+        if other.max_abs_err > self.max_abs_err {
+            self.max_abs_err = other.max_abs_err;
+        }
+        self.count += other.count;
+    }
+
+    /// Signal-to-quantization-noise ratio in dB, `10·log10(Σx² / Σ(x−x̂)²)`.
+    /// `+inf` for a lossless result (including an all-zero tensor), `-inf` for a zero reference
+    /// with non-zero error.
+    pub fn sqnr_db(&self) -> f64 {
+        if self.sum_sq_err == 0.0 {
+            return f64::INFINITY;
+        }
+        10.0 * (self.sum_sq_ref / self.sum_sq_err).log10()
+    }
+
+    /// Relative RMSE, `sqrt(Σ(x−x̂)² / Σx²)`; 0 when lossless, `+inf` when the reference is all
+    /// zero but the reconstruction is not.
+    pub fn rel_rmse(&self) -> f64 {
+        if self.sum_sq_err == 0.0 {
+            return 0.0;
+        }
+        (self.sum_sq_err / self.sum_sq_ref).sqrt()
+    }
+
+    /// Cosine similarity between source and reconstruction; 1 when both are all zero.
+    pub fn cosine(&self) -> f64 {
+        let den = (self.sum_sq_ref * self.sum_sq_deq).sqrt();
+        if den == 0.0 {
+            return if self.sum_sq_ref == self.sum_sq_deq {
+                1.0
+            } else {
+                0.0
+            };
+        }
+        self.dot / den
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn figures_match_hand_computation() {
+        let mut s = ErrorStats::new();
+        s.add(&[3.0, -4.0], &[3.0, -3.0]);
+        // Σx² = 25, Σe² = 1 → SQNR = 10·log10(25) ≈ 13.9794 dB, rel RMSE = 0.2.
+        assert!((s.sqnr_db() - 13.979_400_086_720_377).abs() < 1e-12);
+        assert!((s.rel_rmse() - 0.2).abs() < 1e-15);
+        assert_eq!(s.max_abs_err, 1.0);
+        assert_eq!(s.count, 2);
+        // cos = (9 + 12) / (5 · sqrt(18))
+        assert!((s.cosine() - 21.0 / (5.0 * 18f64.sqrt())).abs() < 1e-15);
+    }
+
+    #[test]
+    fn merge_equals_one_pass() {
+        let x = [1.0, 2.5, -7.0, 0.125];
+        let y = [1.0, 2.0, -6.5, 0.0];
+        let mut all = ErrorStats::new();
+        all.add(&x, &y);
+        let mut a = ErrorStats::new();
+        a.add(&x[..2], &y[..2]);
+        let mut b = ErrorStats::new();
+        b.add(&x[2..], &y[2..]);
+        a.merge(&b);
+        assert_eq!(a, all);
+    }
+
+    #[test]
+    fn lossless_and_empty_edge_cases() {
+        let mut s = ErrorStats::new();
+        assert_eq!(s.sqnr_db(), f64::INFINITY);
+        assert_eq!(s.rel_rmse(), 0.0);
+        assert_eq!(s.cosine(), 1.0);
+        s.add(&[0.0], &[1.0]);
+        assert_eq!(s.sqnr_db(), f64::NEG_INFINITY);
+        assert_eq!(s.rel_rmse(), f64::INFINITY);
+    }
+}
