@@ -1,16 +1,43 @@
-//! `modelpack keygen | sign | verify`.
-use crate::exit::{CmdError, CmdResult};
-use std::path::PathBuf;
+//! `modelpack keygen | sign | verify`: thin wrappers over `modelpack_sign`.
+use crate::exit::{Classify, CmdError, CmdResult, OK, VERIFY_FAILED};
+use anyhow::Context as _;
+use modelpack_sign::{Curve, FileStatus, PrivateKey, PublicKey, VerifyReport};
+use serde_json::json;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+/// Curves offered by `keygen`.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum CurveArg {
+    /// NIST P-256 with SHA-256 (default).
+    P256,
+    /// NIST P-384 with SHA-384.
+    P384,
+}
 
 /// Arguments of `modelpack keygen`.
 #[derive(clap::Args)]
 pub struct KeygenArgs {
-    /// Output name: writes NAME.pem and NAME.pub.
+    /// Output name: writes NAME.pem (private, mode 0600) and NAME.pub; never overwrites.
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Elliptic curve; it also fixes the signature hash.
+    #[arg(long, value_enum, default_value = "p256")]
+    pub curve: CurveArg,
     /// Print one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
+}
+
+/// Where the password of an encrypted private key comes from (never the command line).
+#[derive(clap::Args)]
+pub struct PasswordArgs {
+    /// Read the key's password from this file (first line).
+    #[arg(long, value_name = "FILE", conflicts_with = "password_env")]
+    pub password_file: Option<PathBuf>,
+    /// Read the key's password from this environment variable.
+    #[arg(long, value_name = "VAR")]
+    pub password_env: Option<String>,
 }
 
 /// Arguments of `modelpack sign`.
@@ -18,9 +45,12 @@ pub struct KeygenArgs {
 pub struct SignArgs {
     /// Package directory.
     pub package: PathBuf,
-    /// Private key (PEM).
+    /// Private key (PEM: PKCS#8, encrypted PKCS#8 or SEC1).
     #[arg(long)]
     pub key: PathBuf,
+    #[command(flatten)]
+    /// Password source for an encrypted key.
+    pub password: PasswordArgs,
     /// Print one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
@@ -40,14 +70,277 @@ pub struct VerifyArgs {
 }
 
 /// Run `keygen`.
-pub fn keygen(_a: KeygenArgs) -> CmdResult {
-    Err(CmdError::usage("keygen: not implemented yet"))
+pub fn keygen(a: KeygenArgs) -> CmdResult {
+    let curve = match a.curve {
+        CurveArg::P256 => Curve::P256,
+        CurveArg::P384 => Curve::P384,
+    };
+    let base = a.output.as_os_str().to_owned();
+    let pem_path = PathBuf::from({
+        let mut s = base.clone();
+        s.push(".pem");
+        s
+    });
+    let pub_path = PathBuf::from({
+        let mut s = base;
+        s.push(".pub");
+        s
+    });
+    for p in [&pem_path, &pub_path] {
+        if std::fs::symlink_metadata(p).is_ok() {
+            return Err(CmdError::usage(format!(
+                "{} already exists; refusing to overwrite",
+                p.display()
+            )));
+        }
+    }
+    let key = PrivateKey::generate(curve);
+    let public = key.public();
+    write_new(&pem_path, key.to_pkcs8_pem().as_bytes(), 0o600)?;
+    if let Err(e) = write_new(&pub_path, public.to_pem().as_bytes(), 0o644) {
+        let _ = std::fs::remove_file(&pem_path);
+        return Err(e);
+    }
+    eprintln!(
+        "wrote {} (private, 0600) and {} ({curve}, key hint {})",
+        pem_path.display(),
+        pub_path.display(),
+        public.hint()
+    );
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "status": "ok",
+                "curve": curve.name(),
+                "private_key": pem_path,
+                "public_key": pub_path,
+                "key_hint": public.hint(),
+            })
+        );
+    }
+    Ok(OK)
 }
+
+/// Create `path` exclusively with `mode` (so a private key is never briefly world-readable).
+fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CmdError> {
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        opts.mode(mode);
+    }
+    #[cfg(not(unix))]
+    let _ = mode;
+    let mut f = opts
+        .open(path)
+        .with_context(|| format!("cannot create {}", path.display()))
+        .input()?;
+    f.write_all(bytes)
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", path.display()))
+        .internal()
+}
+
+/// The password for an encrypted key, from a file or an environment variable. A single
+/// trailing newline (`\n` or `\r\n`) is not part of the password.
+fn read_password(p: &PasswordArgs) -> Result<Option<Vec<u8>>, CmdError> {
+    let mut pw = if let Some(f) = &p.password_file {
+        std::fs::read(f)
+            .with_context(|| format!("cannot read password file {}", f.display()))
+            .input()?
+    } else if let Some(var) = &p.password_env {
+        let v = std::env::var_os(var).ok_or_else(|| {
+            CmdError::usage(format!(
+                "environment variable {var} (--password-env) is not set"
+            ))
+        })?;
+        v.into_encoded_bytes()
+    } else {
+        return Ok(None);
+    };
+    if pw.ends_with(b"\n") {
+        pw.pop();
+        if pw.ends_with(b"\r") {
+            pw.pop();
+        }
+    }
+    Ok(Some(pw))
+}
+
+/// Load a private key, warning when its file is readable by group or others.
+pub fn load_private_key(path: &Path, password: &PasswordArgs) -> Result<PrivateKey, CmdError> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read private key {}", path.display()))
+        .input()?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(m) = std::fs::metadata(path) {
+            let mode = m.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                eprintln!(
+                    "warning: private key {} is readable by group or others (mode {mode:04o}); chmod 600 it",
+                    path.display()
+                );
+            }
+        }
+    }
+    let pw = read_password(password)?;
+    PrivateKey::from_pem(&text, pw.as_deref())
+        .with_context(|| format!("private key {}", path.display()))
+        .input()
+}
+
 /// Run `sign`.
-pub fn sign(_a: SignArgs) -> CmdResult {
-    Err(CmdError::usage("sign: not implemented yet"))
+pub fn sign(a: SignArgs) -> CmdResult {
+    let key = load_private_key(&a.key, &a.password)?;
+    let digests = modelpack_sign::hash_package(&a.package)
+        .with_context(|| format!("cannot hash package {}", a.package.display()))
+        .input()?;
+    let root = hex::encode(modelpack_sign::root_digest(
+        digests.iter().map(|d| &d.sha256),
+    ));
+    let files = digests.len();
+    let bytes: u64 = digests.iter().map(|d| d.size).sum();
+    let bundle = modelpack_sign::sign_package(&a.package, &key, Some(digests))
+        .with_context(|| format!("cannot sign {}", a.package.display()))
+        .input()?;
+    modelpack_sign::write_signature(&a.package, &bundle).internal()?;
+    let sig_path = a.package.join(modelpack_sign::SIGNATURE_FILE);
+    let hint = key.public().hint();
+    eprintln!(
+        "signed {files} files ({bytes} bytes) of {}: root digest {root}, key hint {hint}",
+        a.package.display()
+    );
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "status": "ok",
+                "signature": sig_path,
+                "key_hint": hint,
+                "root_digest": root,
+                "counts": {"files": files, "bytes": bytes},
+            })
+        );
+    }
+    Ok(OK)
 }
+
 /// Run `verify`.
-pub fn verify(_a: VerifyArgs) -> CmdResult {
-    Err(CmdError::usage("verify: not implemented yet"))
+pub fn verify(a: VerifyArgs) -> CmdResult {
+    let text = std::fs::read_to_string(&a.key)
+        .with_context(|| format!("cannot read public key {}", a.key.display()))
+        .input()?;
+    let key = PublicKey::from_pem(&text)
+        .with_context(|| format!("public key {}", a.key.display()))
+        .input()?;
+    let report = modelpack_sign::verify_package(&a.package, &key)
+        .with_context(|| format!("cannot verify {}", a.package.display()))
+        .input()?;
+    print_human(&a.package, &report);
+    if a.json {
+        println!("{}", report_json(&report));
+    }
+    Ok(if report.passed() { OK } else { VERIFY_FAILED })
+}
+
+fn hex_opt(d: Option<[u8; 32]>) -> serde_json::Value {
+    d.map_or(serde_json::Value::Null, |d| hex::encode(d).into())
+}
+
+/// The stable `--json` document of `verify`.
+fn report_json(r: &VerifyReport) -> serde_json::Value {
+    let files: Vec<_> = r
+        .files
+        .iter()
+        .map(|f| {
+            let (expected, actual) = match f.status {
+                FileStatus::Ok => (f.digest, f.digest),
+                ref s => (s.expected(), s.actual()),
+            };
+            json!({"path": f.path, "status": f.status.name(), "expected": hex_opt(expected), "actual": hex_opt(actual)})
+        })
+        .collect();
+    let count = |name: &str| r.files.iter().filter(|f| f.status.name() == name).count();
+    json!({
+        "status": if r.passed() { "ok" } else { "failed" },
+        "signature": {"ok": r.signature_error.is_none(), "error": r.signature_error},
+        "key_hint": r.key_hint,
+        "bundle_key_hint": r.bundle_key_hint,
+        "root_digest": r.root_digest,
+        "files": files,
+        "counts": {
+            "files_checked": r.files_checked,
+            "bytes_checked": r.bytes_checked,
+            "ok": count("ok"),
+            "changed": count("changed"),
+            "missing": count("missing"),
+            "extra": count("extra"),
+            "symlink": count("symlink"),
+            "special": count("special"),
+        },
+    })
+}
+
+fn print_human(pkg: &Path, r: &VerifyReport) {
+    let h = |d: Option<[u8; 32]>| d.map_or_else(|| "-".to_string(), hex::encode);
+    if let Some(e) = &r.signature_error {
+        eprintln!("FAILED {}: signature: {e}", pkg.display());
+        return;
+    }
+    for f in &r.files {
+        let s = &f.status;
+        match s {
+            FileStatus::Ok => {}
+            FileStatus::Changed { .. } => {
+                eprintln!(
+                    "changed: {} expected {} actual {}",
+                    f.path,
+                    h(s.expected()),
+                    h(s.actual())
+                )
+            }
+            FileStatus::Missing { .. } => {
+                eprintln!("missing: {} expected {}", f.path, h(s.expected()))
+            }
+            FileStatus::Extra { .. } => eprintln!("extra:   {} actual {}", f.path, h(s.actual())),
+            FileStatus::Symlink { .. } => {
+                eprintln!(
+                    "symlink: {} (not followed) expected {}",
+                    f.path,
+                    h(s.expected())
+                )
+            }
+            FileStatus::Special { .. } => {
+                eprintln!(
+                    "special: {} (not a regular file) expected {}",
+                    f.path,
+                    h(s.expected())
+                )
+            }
+        }
+    }
+    let bad = r
+        .files
+        .iter()
+        .filter(|f| f.status != FileStatus::Ok)
+        .count();
+    let root = r.root_digest.as_deref().unwrap_or("-");
+    if bad == 0 {
+        eprintln!(
+            "OK {}: signature valid (key hint {}), {} files, {} bytes match; root digest {root}",
+            pkg.display(),
+            r.key_hint,
+            r.files_checked,
+            r.bytes_checked
+        );
+    } else {
+        eprintln!(
+            "FAILED {}: signature valid but {bad} file(s) do not match; root digest {root}",
+            pkg.display()
+        );
+    }
 }
