@@ -1,1 +1,490 @@
 //! Reading Hugging Face checkpoints (config.json and single or sharded safetensors) via mmap.
+//!
+//! [`Checkpoint::open`] validates every header against its file before anything reads tensor
+//! data (DESIGN §5.1), so later stages can slice the mapped bytes without re-checking. Tensor
+//! data is exposed as borrowed bytes; files written by other tools may put it at odd offsets,
+//! so nothing here casts it to wider types.
+
+mod config;
+mod dtype;
+mod error;
+mod header;
+
+pub use config::ModelConfig;
+pub use dtype::Dtype;
+pub use error::CheckpointError;
+pub use header::{MAX_HEADER_LEN, MAX_TENSORS};
+
+use header::Entry;
+use memmap2::Mmap;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+/// File name of the shard index of sharded checkpoints.
+pub const INDEX_FILE: &str = "model.safetensors.index.json";
+/// File name of the model configuration.
+pub const CONFIG_FILE: &str = "config.json";
+
+/// One validated safetensors file, memory-mapped.
+#[derive(Debug)]
+pub struct Shard {
+    path: PathBuf,
+    mmap: Option<Mmap>,
+    entries: Vec<Entry>,
+    metadata: Vec<(String, String)>,
+    data_start: usize,
+}
+
+impl Shard {
+    /// Map and validate one safetensors file.
+    ///
+    /// The mapping assumes nobody truncates the file while we hold it (the same contract as
+    /// every mmap-based reader): checkpoints are inputs we only read.
+    pub fn open(path: &Path) -> Result<Shard, CheckpointError> {
+        let file = File::open(path).map_err(|e| CheckpointError::io(path, e))?;
+        let meta = file.metadata().map_err(|e| CheckpointError::io(path, e))?;
+        if !meta.is_file() {
+            return Err(CheckpointError::NotAFile {
+                path: path.to_path_buf(),
+            });
+        }
+        // Mapping an empty file fails on Linux; an empty file is simply too short.
+        let mmap = if meta.len() == 0 {
+            None
+        } else {
+            // SAFETY: read-only private mapping of a regular file; see the contract above.
+            Some(unsafe { Mmap::map(&file) }.map_err(|e| CheckpointError::io(path, e))?)
+        };
+        let bytes: &[u8] = mmap.as_deref().unwrap_or(&[]);
+        let header = header::parse(path, bytes)?;
+        Ok(Shard {
+            path: path.to_path_buf(),
+            entries: header.entries,
+            metadata: header.metadata,
+            data_start: header.data_start,
+            mmap,
+        })
+    }
+
+    /// Path of the file as opened.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// File size in bytes.
+    pub fn size(&self) -> u64 {
+        self.bytes().len() as u64
+    }
+
+    /// The whole file's bytes (header included).
+    pub fn bytes(&self) -> &[u8] {
+        self.mmap.as_deref().unwrap_or(&[])
+    }
+
+    /// Offset of the data area (8 + header length): tensor offsets are relative to it on disk.
+    pub fn data_start(&self) -> usize {
+        self.data_start
+    }
+
+    /// `__metadata__` entries in file order (e.g. `format: pt`).
+    pub fn metadata(&self) -> &[(String, String)] {
+        &self.metadata
+    }
+
+    /// Number of tensors in this file.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether the file holds no tensors.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Tensors of this file, sorted by name; `shard` is filled with `index`.
+    pub fn tensors(&self, index: usize) -> impl Iterator<Item = TensorView<'_>> {
+        self.entries.iter().map(move |e| self.view(e, index))
+    }
+
+    fn view<'a>(&'a self, e: &'a Entry, shard: usize) -> TensorView<'a> {
+        TensorView {
+            name: &e.name,
+            dtype: e.dtype,
+            shape: &e.shape,
+            // Bounds were validated against the file when the header was parsed.
+            data: &self.bytes()[e.start..e.end],
+            shard,
+            offset: e.start as u64,
+        }
+    }
+
+    fn find(&self, name: &str) -> Option<&Entry> {
+        self.entries
+            .binary_search_by(|e| e.name.as_str().cmp(name))
+            .ok()
+            .map(|i| &self.entries[i])
+    }
+}
+
+/// A borrowed tensor: metadata and its raw little-endian bytes, straight from the mapping.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct TensorView<'a> {
+    /// Tensor name as in the file (`model.layers.0.self_attn.q_proj.weight`).
+    pub name: &'a str,
+    /// Element type.
+    pub dtype: Dtype,
+    /// Dimensions, outermost first (HF order: `[out, in]` for Linear weights).
+    pub shape: &'a [usize],
+    /// Exactly `numel × dtype size` bytes; may start at any alignment.
+    pub data: &'a [u8],
+    /// Index into [`Checkpoint::shards`].
+    pub shard: usize,
+    /// Absolute byte offset of `data` in its shard file.
+    pub offset: u64,
+}
+
+impl TensorView<'_> {
+    /// Number of elements (validated not to overflow when the header was read).
+    pub fn numel(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    /// Size of the data in bytes.
+    pub fn nbytes(&self) -> usize {
+        self.data.len()
+    }
+}
+
+/// An opened, validated Hugging Face checkpoint.
+#[derive(Debug)]
+pub struct Checkpoint {
+    root: PathBuf,
+    index: Option<PathBuf>,
+    config_path: Option<PathBuf>,
+    config: Option<ModelConfig>,
+    shards: Vec<Shard>,
+    /// (shard, entry) of every tensor, sorted by tensor name.
+    order: Vec<(usize, usize)>,
+}
+
+impl Checkpoint {
+    /// Open a checkpoint directory or a single `.safetensors` file.
+    ///
+    /// A directory uses `model.safetensors.index.json` when present (every listed shard must
+    /// exist and hold exactly the tensors mapped to it), else `model.safetensors`, else every
+    /// `*.safetensors` file in it. A single file's directory is the root for `config.json`
+    /// and the auxiliary files.
+    pub fn open(path: &Path) -> Result<Checkpoint, CheckpointError> {
+        let meta = std::fs::metadata(path).map_err(|e| CheckpointError::io(path, e))?;
+        let (root, index, shard_paths) = if meta.is_dir() {
+            let index = path.join(INDEX_FILE);
+            if index.exists() {
+                let files = read_index(&index)?;
+                (path.to_path_buf(), Some((index, files.1)), files.0)
+            } else {
+                (path.to_path_buf(), None, find_shards(path)?)
+            }
+        } else if meta.is_file() {
+            let root = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            (root, None, vec![path.to_path_buf()])
+        } else {
+            return Err(CheckpointError::NotAFile {
+                path: path.to_path_buf(),
+            });
+        };
+
+        let shards = shard_paths
+            .iter()
+            .map(|p| Shard::open(p))
+            .collect::<Result<Vec<_>, _>>()?;
+
+        // Name → (shard, entry), refusing a tensor held by two files.
+        let mut all: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
+        for (si, shard) in shards.iter().enumerate() {
+            for (ei, e) in shard.entries.iter().enumerate() {
+                if let Some(&(other, _)) = all.get(e.name.as_str()) {
+                    return Err(CheckpointError::DuplicateAcrossShards {
+                        tensor: e.name.clone(),
+                        first: shards[other].path.clone(),
+                        second: shard.path.clone(),
+                    });
+                }
+                all.insert(&e.name, (si, ei));
+            }
+        }
+        let index_path = match index {
+            Some((index_path, weight_map)) => {
+                check_index(&index_path, &weight_map, &shard_paths, &shards, &all)?;
+                Some(index_path)
+            }
+            None => None,
+        };
+        let order: Vec<(usize, usize)> = all.into_values().collect();
+
+        let config_file = root.join(CONFIG_FILE);
+        let (config_path, config) = if config_file.is_file() {
+            let c = ModelConfig::read(&config_file)?;
+            (Some(config_file), Some(c))
+        } else {
+            (None, None)
+        };
+        Ok(Checkpoint {
+            root,
+            index: index_path,
+            config_path,
+            config,
+            shards,
+            order,
+        })
+    }
+
+    /// The directory containing the weights.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Parsed `config.json`, when the directory has one.
+    pub fn config(&self) -> Option<&ModelConfig> {
+        self.config.as_ref()
+    }
+
+    /// Path of `config.json`, when present.
+    pub fn config_path(&self) -> Option<&Path> {
+        self.config_path.as_deref()
+    }
+
+    /// Path of the shard index, for sharded checkpoints.
+    pub fn index_path(&self) -> Option<&Path> {
+        self.index.as_deref()
+    }
+
+    /// The weight files, in index order (sorted file names).
+    pub fn shards(&self) -> &[Shard] {
+        &self.shards
+    }
+
+    /// Every tensor, sorted by name (byte order): a deterministic order for plans and output.
+    pub fn tensors(&self) -> impl Iterator<Item = TensorView<'_>> {
+        self.order
+            .iter()
+            .map(|&(s, e)| self.shards[s].view(&self.shards[s].entries[e], s))
+    }
+
+    /// One tensor by exact name.
+    pub fn tensor(&self, name: &str) -> Option<TensorView<'_>> {
+        let i = self
+            .order
+            .binary_search_by(|&(s, e)| self.shards[s].entries[e].name.as_str().cmp(name))
+            .ok()?;
+        let (s, e) = self.order[i];
+        Some(self.shards[s].view(&self.shards[s].entries[e], s))
+    }
+
+    /// Number of tensors.
+    pub fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    /// Whether the checkpoint has no tensors.
+    pub fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+
+    /// Total elements over all tensors.
+    pub fn parameter_count(&self) -> u64 {
+        self.tensors().map(|t| t.numel() as u64).sum()
+    }
+
+    /// Total tensor data bytes (headers excluded).
+    pub fn tensor_bytes(&self) -> u64 {
+        self.tensors().map(|t| t.nbytes() as u64).sum()
+    }
+
+    /// Every input file the weights came from (shards, index, config.json), for provenance.
+    pub fn source_files(&self) -> Vec<PathBuf> {
+        let mut v: Vec<PathBuf> = self.shards.iter().map(|s| s.path.clone()).collect();
+        v.extend(self.index.clone());
+        v.extend(self.config_path.clone());
+        v
+    }
+
+    /// Non-weight files a package should carry unchanged: tokenizer files, generation config,
+    /// chat templates, vocab/merges, licence and notice files. Top-level regular files only,
+    /// sorted by name; symlinks are skipped (a package must not point outside itself), and so
+    /// are weights, the index and `config.json` (which the package writer regenerates).
+    pub fn aux_files(&self) -> Vec<PathBuf> {
+        let Ok(dir) = std::fs::read_dir(&self.root) else {
+            return Vec::new();
+        };
+        let mut out: Vec<PathBuf> = dir
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter(|e| e.file_name().to_str().is_some_and(is_aux_name))
+            .map(|e| e.path())
+            .collect();
+        out.sort();
+        out
+    }
+}
+
+/// Whether a top-level file name is one of the auxiliary files a runtime needs beside weights.
+pub fn is_aux_name(name: &str) -> bool {
+    const EXACT: &[&str] = &[
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "tokenizer.model",
+        "special_tokens_map.json",
+        "added_tokens.json",
+        "generation_config.json",
+        "vocab.json",
+        "vocab.txt",
+        "merges.txt",
+        "preprocessor_config.json",
+        "processor_config.json",
+    ];
+    let lower = name.to_ascii_lowercase();
+    EXACT.contains(&name)
+        || name.starts_with("chat_template.")
+        || lower.starts_with("license")
+        || lower.starts_with("licence")
+        || lower.starts_with("notice")
+        || lower == "use_policy.md"
+}
+
+/// Parse the index: sorted unique shard file names and the (tensor, file) pairs.
+#[allow(clippy::type_complexity)]
+fn read_index(index: &Path) -> Result<(Vec<PathBuf>, Vec<(String, String)>), CheckpointError> {
+    let bad = |reason: String| CheckpointError::BadIndex {
+        index: index.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(index).map_err(|e| CheckpointError::io(index, e))?;
+    #[derive(serde::Deserialize)]
+    struct IndexDoc {
+        weight_map: Option<header::DupMap<String>>,
+    }
+    let doc: IndexDoc = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let Some(header::DupMap(pairs)) = doc.weight_map else {
+        return Err(bad("no \"weight_map\"".into()));
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (t, _) in &pairs {
+        if !seen.insert(t.as_str()) {
+            return Err(bad(format!("tensor {t:?} listed twice in weight_map")));
+        }
+    }
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut files: Vec<&str> = pairs.iter().map(|(_, f)| f.as_str()).collect();
+    files.sort_unstable();
+    files.dedup();
+    let mut paths = Vec::with_capacity(files.len());
+    for f in files {
+        let plain = Path::new(f).file_name().and_then(|n| n.to_str()) == Some(f);
+        if !plain || f == ".." || f == "." {
+            return Err(bad(format!("shard name {f:?} is not a plain file name")));
+        }
+        let p = dir.join(f);
+        if !p.exists() {
+            let tensor = pairs
+                .iter()
+                .find(|(_, g)| g == f)
+                .map(|(t, _)| t.clone())
+                .unwrap_or_default();
+            return Err(CheckpointError::MissingShard {
+                index: index.to_path_buf(),
+                shard: f.to_owned(),
+                tensor,
+            });
+        }
+        paths.push(p);
+    }
+    if paths.is_empty() {
+        return Err(bad("\"weight_map\" is empty".into()));
+    }
+    Ok((paths, pairs))
+}
+
+fn check_index(
+    index: &Path,
+    weight_map: &[(String, String)],
+    shard_paths: &[PathBuf],
+    shards: &[Shard],
+    all: &BTreeMap<&str, (usize, usize)>,
+) -> Result<(), CheckpointError> {
+    let by_file: HashMap<&str, usize> = shard_paths
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| Some((p.file_name()?.to_str()?, i)))
+        .collect();
+    let mut mapped: HashMap<&str, usize> = HashMap::with_capacity(weight_map.len());
+    for (tensor, file) in weight_map {
+        let si = by_file[file.as_str()];
+        if shards[si].find(tensor).is_none() {
+            return Err(CheckpointError::TensorNotInShard {
+                index: index.to_path_buf(),
+                tensor: tensor.clone(),
+                shard: file.clone(),
+            });
+        }
+        mapped.insert(tensor, si);
+    }
+    for (&name, &(si, _)) in all {
+        if mapped.get(name) != Some(&si) {
+            return Err(CheckpointError::UnindexedTensor {
+                shard: shards[si].path.clone(),
+                index: index.to_path_buf(),
+                tensor: name.to_owned(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Weight files of a directory without an index: `model.safetensors` if present, else all
+/// `*.safetensors` (sorted). None is an error that says what was found instead.
+fn find_shards(dir: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
+    let single = dir.join("model.safetensors");
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let rd = std::fs::read_dir(dir).map_err(|e| CheckpointError::io(dir, e))?;
+    let mut found = Vec::new();
+    let mut others = Vec::new();
+    for e in rd {
+        let e = e.map_err(|e| CheckpointError::io(dir, e))?;
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.ends_with(".safetensors") && e.path().is_file() {
+            found.push(e.path());
+        } else if name.ends_with(".bin")
+            || name.ends_with(".pth")
+            || name.ends_with(".pt")
+            || name.ends_with(".gguf")
+        {
+            others.push(name);
+        }
+    }
+    if found.is_empty() {
+        others.sort();
+        let hint = if others.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; found {} (only safetensors checkpoints are read)",
+                others.join(", ")
+            )
+        };
+        return Err(CheckpointError::NoWeights {
+            dir: dir.to_path_buf(),
+            hint,
+        });
+    }
+    found.sort();
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests;
