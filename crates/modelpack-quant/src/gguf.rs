@@ -133,7 +133,7 @@ impl GgmlType {
     /// Bytes of a row of `n` elements; `None` when `n` is not a multiple of the block size or the
     /// size overflows.
     pub fn row_bytes(self, n: usize) -> Option<usize> {
-        if n % self.block_size() != 0 {
+        if !n.is_multiple_of(self.block_size()) {
             return None;
         }
         (n / self.block_size()).checked_mul(self.type_size())
@@ -237,8 +237,8 @@ impl BlockFormat for BlockQ8_0 {
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         let mut qs = [0i8; QK];
         for (q, &v) in qs.iter_mut().zip(x) {
-            // roundf: half away from zero. |v * id| <= 127 (+ rounding), the cast saturates.
-            *q = (v * id).round() as i8;
+            // roundf: half away from zero; |v * id| <= 127 (+ rounding) whenever id is finite.
+            *q = cvtt_i8((v * id).round());
         }
         BlockQ8_0 {
             d: f16::from_bits(f32_to_f16(d)),
@@ -272,6 +272,21 @@ impl BlockFormat for BlockQ8_0 {
     }
 }
 
+/// C's `(int8_t)f` as the references run on x86-64 (`cvttss2si` to 32 bits, then the low byte):
+/// truncation toward zero, and 0 for NaN, ±inf and values outside the i32 range.
+///
+/// This matters only for blocks whose scale is so small that `id = 1/d` overflows to +inf
+/// (max |x| below about 3.7e-37 in Q8_0): there `x * id` is ±inf or NaN, and both llama.cpp and
+/// the `gguf` package store 0 for every element. Rust's saturating `as i8` would store ±127.
+#[inline]
+pub(crate) fn cvtt_i8(v: f32) -> i8 {
+    if v > -2_147_483_648.0 && v < 2_147_483_648.0 {
+        v as i32 as i8
+    } else {
+        0
+    }
+}
+
 /// Pack 32 4-bit values: low nibbles hold the first half of the block.
 #[inline]
 fn pack_nibbles(q: &[u8; QK]) -> [u8; QK / 2] {
@@ -302,7 +317,7 @@ impl BlockFormat for BlockQ4_0 {
         let mut q = [0u8; QK];
         for (q, &v) in q.iter_mut().zip(x) {
             // Truncating cast, then clamp to 15 (x*id + 8.5 lies in [0.5, 16.5]).
-            *q = ((v * id + 8.5) as i8).min(15) as u8;
+            *q = cvtt_i8(v * id + 8.5).min(15) as u8;
         }
         BlockQ4_0 {
             d: f16::from_bits(f32_to_f16(d)),
@@ -353,7 +368,7 @@ impl BlockFormat for BlockQ4_1 {
         let id = if d != 0.0 { 1.0 / d } else { 0.0 };
         let mut q = [0u8; QK];
         for (q, &v) in q.iter_mut().zip(x) {
-            *q = (((v - min) * id + 0.5) as i8).min(15) as u8;
+            *q = cvtt_i8((v - min) * id + 0.5).min(15) as u8;
         }
         BlockQ4_1 {
             d: f16::from_bits(f32_to_f16(d)),
@@ -406,7 +421,7 @@ fn check_shape(
         ))
     })?;
     let in_row = row_len * elem_in;
-    if input_len % in_row != 0 {
+    if !input_len.is_multiple_of(in_row) {
         return Err(QuantError::Shape(format!(
             "input of {input_len} bytes is not whole rows of {row_len} elements ({in_row} bytes)"
         )));
@@ -611,7 +626,7 @@ pub fn dequantize_rows(
             ty.block_size()
         ))
     })?;
-    if input.len() % rb != 0 || out.len() != input.len() / rb * row_len {
+    if !input.len().is_multiple_of(rb) || out.len() != input.len() / rb * row_len {
         return Err(QuantError::Shape(format!(
             "{} bytes of {ty} rows of {row_len} elements do not fill {} output values",
             input.len(),

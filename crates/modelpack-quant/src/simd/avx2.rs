@@ -1,21 +1,287 @@
-//! avx2 kernels (placeholder: scalar until the vector code lands).
+//! AVX2 (+ F16C) kernels for Q8_0, Q4_0 and Q4_1.
+//!
+//! Same algorithm as the AVX-512 kernels with a block in four ymm registers: fused source
+//! conversion on load, the scalar reference's arithmetic lane by lane (separate mul and add, never
+//! FMA), integer maxima of |x| bit patterns (which also flag NaN/inf blocks for the scalar path).
 
-use crate::gguf::{quantize_blocks_ref, BlockQ4_0, BlockQ4_1, BlockQ8_0, GgmlType};
+use crate::convert::load;
+use crate::gguf::{quantize_blocks_ref, BlockQ4_0, BlockQ4_1, BlockQ8_0, GgmlType, QK};
 use crate::{QuantError, SrcDtype};
+use std::arch::x86_64::*;
 
-/// Quantize whole blocks of `ty` (Q8_0, Q4_0 or Q4_1).
+const F32: u8 = 0;
+const F16: u8 = 1;
+const BF16: u8 = 2;
+
+/// Quantize whole blocks of `ty` (Q8_0, Q4_0 or Q4_1); `input` holds `out.len() / ty.type_size()`
+/// blocks of `src` elements.
 ///
 /// # Safety
-/// The CPU must support the avx2 level's features.
+/// The CPU must support AVX2 and F16C.
 pub(crate) unsafe fn quantize(
     ty: GgmlType,
     src: SrcDtype,
     input: &[u8],
     out: &mut [u8],
 ) -> Result<(), QuantError> {
-    match ty {
-        GgmlType::Q8_0 => quantize_blocks_ref::<BlockQ8_0>(src, input, out, 0),
-        GgmlType::Q4_0 => quantize_blocks_ref::<BlockQ4_0>(src, input, out, 0),
-        _ => quantize_blocks_ref::<BlockQ4_1>(src, input, out, 0),
+    // SAFETY: the caller guarantees the features; the kernels bound every access by the slices.
+    unsafe {
+        match (ty, src) {
+            (GgmlType::Q8_0, SrcDtype::F32) => q8_0::<F32>(input, out),
+            (GgmlType::Q8_0, SrcDtype::F16) => q8_0::<F16>(input, out),
+            (GgmlType::Q8_0, SrcDtype::BF16) => q8_0::<BF16>(input, out),
+            (GgmlType::Q4_0, SrcDtype::F32) => q4_0::<F32>(input, out),
+            (GgmlType::Q4_0, SrcDtype::F16) => q4_0::<F16>(input, out),
+            (GgmlType::Q4_0, SrcDtype::BF16) => q4_0::<BF16>(input, out),
+            (_, SrcDtype::F32) => q4_1::<F32>(input, out),
+            (_, SrcDtype::F16) => q4_1::<F16>(input, out),
+            (_, SrcDtype::BF16) => q4_1::<BF16>(input, out),
+        }
     }
+}
+
+const fn src_of<const S: u8>() -> SrcDtype {
+    match S {
+        F32 => SrcDtype::F32,
+        F16 => SrcDtype::F16,
+        _ => SrcDtype::BF16,
+    }
+}
+
+/// Load 8 elements at `p` (unaligned) as f32.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn load8<const S: u8>(p: *const u8) -> __m256 {
+    // SAFETY: the caller guarantees 8 elements are readable at `p`; loads are unaligned.
+    unsafe {
+        match S {
+            F32 => _mm256_loadu_ps(p.cast()),
+            F16 => _mm256_cvtph_ps(_mm_loadu_si128(p.cast())),
+            _ => _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
+                _mm_loadu_si128(p.cast()),
+            ))),
+        }
+    }
+}
+
+/// Load a block of 32 elements as four vectors.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn load_block<const S: u8>(b: &[u8]) -> [__m256; 4] {
+    debug_assert_eq!(b.len(), QK * src_of::<S>().size());
+    let p = b.as_ptr();
+    let step = 8 * src_of::<S>().size();
+    // SAFETY: `b` holds exactly 32 elements.
+    unsafe {
+        [
+            load8::<S>(p),
+            load8::<S>(p.add(step)),
+            load8::<S>(p.add(2 * step)),
+            load8::<S>(p.add(3 * step)),
+        ]
+    }
+}
+
+/// f32 → f16 bits, round to nearest even (exactly `convert::f32_to_f16`).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn f16_bits(x: f32) -> u16 {
+    _mm_extract_epi16::<0>(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(x))) as u16
+}
+
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn hmax_epu32(v: __m256i) -> u32 {
+    let m = _mm_max_epu32(_mm256_castsi256_si128(v), _mm256_extracti128_si256::<1>(v));
+    let m = _mm_max_epu32(m, _mm_shuffle_epi32::<0b01_00_11_10>(m));
+    let m = _mm_max_epu32(m, _mm_shuffle_epi32::<0b10_11_00_01>(m));
+    _mm_cvtsi128_si32(m) as u32
+}
+
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn hmin_ps(v: __m256) -> f32 {
+    let m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let m = _mm_min_ps(m, _mm_movehl_ps(m, m));
+    let m = _mm_min_ss(m, _mm_shuffle_ps::<0b01>(m, m));
+    _mm_cvtss_f32(m)
+}
+
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn hmax_ps(v: __m256) -> f32 {
+    let m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps::<1>(v));
+    let m = _mm_max_ps(m, _mm_movehl_ps(m, m));
+    let m = _mm_max_ss(m, _mm_shuffle_ps::<0b01>(m, m));
+    _mm_cvtss_f32(m)
+}
+
+/// |x| bit patterns of a block, and their maximum (≥ 0x7f80_0000 when a NaN/inf is present).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn abs_bits(x: &[__m256; 4]) -> ([__m256i; 4], u32) {
+    let m = _mm256_set1_epi32(0x7fff_ffff);
+    let a = x.map(|v| _mm256_and_si256(_mm256_castps_si256(v), m));
+    let hmax = hmax_epu32(_mm256_max_epu32(
+        _mm256_max_epu32(a[0], a[1]),
+        _mm256_max_epu32(a[2], a[3]),
+    ));
+    (a, hmax)
+}
+
+/// `roundf` (half away from zero) of every lane, as i32; see the AVX-512 twin for the proof sketch.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn round_away(v: __m256) -> __m256i {
+    let sign = _mm256_set1_ps(-0.0);
+    let a = _mm256_andnot_ps(sign, v);
+    let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(a);
+    let f = _mm256_sub_ps(a, t);
+    let up = _mm256_and_ps(
+        _mm256_cmp_ps::<_CMP_GE_OQ>(f, _mm256_set1_ps(0.5)),
+        _mm256_set1_ps(1.0),
+    );
+    let r = _mm256_or_ps(_mm256_add_ps(t, up), _mm256_and_ps(v, sign));
+    _mm256_cvttps_epi32(r)
+}
+
+/// Restores element order after two rounds of in-lane packing.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn unlane() -> __m256i {
+    _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)
+}
+
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn q8_0<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
+    let src = src_of::<S>();
+    let in_blk = QK * src.size();
+    for (i, (ib, ob)) in input
+        .chunks_exact(in_blk)
+        .zip(out.chunks_exact_mut(34))
+        .enumerate()
+    {
+        // SAFETY: `ib` is one whole block.
+        let x = unsafe { load_block::<S>(ib) };
+        let (_, hmax) = abs_bits(&x);
+        if hmax >= 0x7f80_0000 {
+            return quantize_blocks_ref::<BlockQ8_0>(src, ib, ob, i * QK);
+        }
+        let amax = f32::from_bits(hmax);
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        if id == f32::INFINITY {
+            // 1/d overflowed: the references store 0 for every element (see `cvtt_i8`).
+            ob[..2].copy_from_slice(&f16_bits(d).to_le_bytes());
+            ob[2..34].fill(0);
+            continue;
+        }
+        let vid = _mm256_set1_ps(id);
+        let q = x.map(|v| round_away(_mm256_mul_ps(v, vid)));
+        // Saturating packs (like the reference's saturating cast), then undo the lane interleave.
+        let p01 = _mm256_packs_epi32(q[0], q[1]);
+        let p23 = _mm256_packs_epi32(q[2], q[3]);
+        let b = _mm256_permutevar8x32_epi32(_mm256_packs_epi16(p01, p23), unlane());
+        ob[..2].copy_from_slice(&f16_bits(d).to_le_bytes());
+        // SAFETY: `ob[2..34]` is 32 bytes.
+        unsafe { _mm256_storeu_si256(ob[2..34].as_mut_ptr().cast(), b) };
+    }
+    Ok(())
+}
+
+/// `min(15, trunc(v))` of a block, packed as `q[j] | q[j + 16] << 4` into 16 bytes.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn pack_nibbles(v: [__m256; 4]) -> __m128i {
+    let fifteen = _mm256_set1_epi32(15);
+    let q = v.map(|v| _mm256_min_epi32(_mm256_cvttps_epi32(v), fifteen));
+    let r0 = _mm256_or_si256(q[0], _mm256_slli_epi32::<4>(q[2]));
+    let r1 = _mm256_or_si256(q[1], _mm256_slli_epi32::<4>(q[3]));
+    let w = _mm256_packus_epi32(r0, r1);
+    let b = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(w, w), unlane());
+    _mm256_castsi256_si128(b)
+}
+
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn q4_0<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
+    let src = src_of::<S>();
+    let in_blk = QK * src.size();
+    for (i, (ib, ob)) in input
+        .chunks_exact(in_blk)
+        .zip(out.chunks_exact_mut(18))
+        .enumerate()
+    {
+        // SAFETY: `ib` is one whole block.
+        let x = unsafe { load_block::<S>(ib) };
+        let (a, hmax) = abs_bits(&x);
+        if hmax >= 0x7f80_0000 {
+            return quantize_blocks_ref::<BlockQ4_0>(src, ib, ob, i * QK);
+        }
+        // First element whose |x| is the maximum: its signed value sets the scale.
+        let hv = _mm256_set1_epi32(hmax as i32);
+        let mut mask = 0u32;
+        for (k, &ak) in a.iter().enumerate() {
+            let m = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(ak, hv))) as u32;
+            mask |= m << (8 * k);
+        }
+        let max = load(src, ib, mask.trailing_zeros() as usize);
+        let d = max / -8.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let (vid, k) = (_mm256_set1_ps(id), _mm256_set1_ps(8.5));
+        let v = x.map(|v| _mm256_add_ps(_mm256_mul_ps(v, vid), k));
+        ob[..2].copy_from_slice(&f16_bits(d).to_le_bytes());
+        // SAFETY: `ob[2..18]` is 16 bytes.
+        unsafe { _mm_storeu_si128(ob[2..18].as_mut_ptr().cast(), pack_nibbles(v)) };
+    }
+    Ok(())
+}
+
+/// The first element of the block comparing equal to 0.0, with its sign (see the AVX-512 twin).
+#[inline]
+fn first_zero(src: SrcDtype, b: &[u8]) -> f32 {
+    (0..QK)
+        .map(|j| load(src, b, j))
+        .find(|&v| v == 0.0)
+        .unwrap_or(0.0)
+}
+
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn q4_1<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
+    let src = src_of::<S>();
+    let in_blk = QK * src.size();
+    for (i, (ib, ob)) in input
+        .chunks_exact(in_blk)
+        .zip(out.chunks_exact_mut(20))
+        .enumerate()
+    {
+        // SAFETY: `ib` is one whole block.
+        let x = unsafe { load_block::<S>(ib) };
+        let (_, hmax) = abs_bits(&x);
+        if hmax >= 0x7f80_0000 {
+            return quantize_blocks_ref::<BlockQ4_1>(src, ib, ob, i * QK);
+        }
+        let mut min = hmin_ps(_mm256_min_ps(
+            _mm256_min_ps(x[0], x[1]),
+            _mm256_min_ps(x[2], x[3]),
+        ));
+        let mut max = hmax_ps(_mm256_max_ps(
+            _mm256_max_ps(x[0], x[1]),
+            _mm256_max_ps(x[2], x[3]),
+        ));
+        if min == 0.0 {
+            min = first_zero(src, ib);
+        }
+        if max == 0.0 {
+            max = first_zero(src, ib);
+        }
+        let d = (max - min) / 15.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let (vmin, vid, h) = (_mm256_set1_ps(min), _mm256_set1_ps(id), _mm256_set1_ps(0.5));
+        let v = x.map(|v| _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v, vmin), vid), h));
+        ob[..2].copy_from_slice(&f16_bits(d).to_le_bytes());
+        ob[2..4].copy_from_slice(&f16_bits(min).to_le_bytes());
+        // SAFETY: `ob[4..20]` is 16 bytes.
+        unsafe { _mm_storeu_si128(ob[4..20].as_mut_ptr().cast(), pack_nibbles(v)) };
+    }
+    Ok(())
 }

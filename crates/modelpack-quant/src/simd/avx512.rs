@@ -1,21 +1,244 @@
-//! avx512 kernels (placeholder: scalar until the vector code lands).
+//! AVX-512 (F + BW + VL, with F16C) kernels for Q8_0, Q4_0 and Q4_1.
+//!
+//! A block of 32 values is two zmm registers. The source conversion is fused into the load
+//! (bf16: zero-extend and shift left 16; f16: `vcvtph2ps`, exact; f32: unaligned load), so no
+//! f32 copy of the input exists. Every arithmetic step is the scalar reference's, lane by lane:
+//! separate multiply and add (never FMA), the same `1/d`, the same truncations. Maxima of |x| are
+//! taken on the integer bit patterns (order-preserving for non-negative floats), which also
+//! detects NaN/inf: such a block is handed to the scalar reference, which reports the error.
 
-use crate::gguf::{quantize_blocks_ref, BlockQ4_0, BlockQ4_1, BlockQ8_0, GgmlType};
+use crate::convert::load;
+use crate::gguf::{quantize_blocks_ref, BlockQ4_0, BlockQ4_1, BlockQ8_0, GgmlType, QK};
 use crate::{QuantError, SrcDtype};
+use std::arch::x86_64::*;
 
-/// Quantize whole blocks of `ty` (Q8_0, Q4_0 or Q4_1).
+const F32: u8 = 0;
+const F16: u8 = 1;
+const BF16: u8 = 2;
+
+/// Quantize whole blocks of `ty` (Q8_0, Q4_0 or Q4_1); `input` holds `out.len() / ty.type_size()`
+/// blocks of `src` elements.
 ///
 /// # Safety
-/// The CPU must support the avx512 level's features.
+/// The CPU must support AVX-512 F, BW, VL and F16C.
 pub(crate) unsafe fn quantize(
     ty: GgmlType,
     src: SrcDtype,
     input: &[u8],
     out: &mut [u8],
 ) -> Result<(), QuantError> {
-    match ty {
-        GgmlType::Q8_0 => quantize_blocks_ref::<BlockQ8_0>(src, input, out, 0),
-        GgmlType::Q4_0 => quantize_blocks_ref::<BlockQ4_0>(src, input, out, 0),
-        _ => quantize_blocks_ref::<BlockQ4_1>(src, input, out, 0),
+    // SAFETY: the caller guarantees the features; the kernels bound every access by the slices.
+    unsafe {
+        match (ty, src) {
+            (GgmlType::Q8_0, SrcDtype::F32) => q8_0::<F32>(input, out),
+            (GgmlType::Q8_0, SrcDtype::F16) => q8_0::<F16>(input, out),
+            (GgmlType::Q8_0, SrcDtype::BF16) => q8_0::<BF16>(input, out),
+            (GgmlType::Q4_0, SrcDtype::F32) => q4_0::<F32>(input, out),
+            (GgmlType::Q4_0, SrcDtype::F16) => q4_0::<F16>(input, out),
+            (GgmlType::Q4_0, SrcDtype::BF16) => q4_0::<BF16>(input, out),
+            (_, SrcDtype::F32) => q4_1::<F32>(input, out),
+            (_, SrcDtype::F16) => q4_1::<F16>(input, out),
+            (_, SrcDtype::BF16) => q4_1::<BF16>(input, out),
+        }
     }
+}
+
+const fn src_of<const S: u8>() -> SrcDtype {
+    match S {
+        F32 => SrcDtype::F32,
+        F16 => SrcDtype::F16,
+        _ => SrcDtype::BF16,
+    }
+}
+
+/// Load 16 elements starting at `p` (unaligned) as f32.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+unsafe fn load16<const S: u8>(p: *const u8) -> __m512 {
+    // SAFETY: the caller guarantees 16 elements are readable at `p`; loads are unaligned.
+    unsafe {
+        match S {
+            F32 => _mm512_loadu_ps(p.cast()),
+            F16 => _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())),
+            _ => _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
+                _mm256_loadu_si256(p.cast()),
+            ))),
+        }
+    }
+}
+
+/// Load a block of 32 elements.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+unsafe fn load_block<const S: u8>(b: &[u8]) -> (__m512, __m512) {
+    debug_assert_eq!(b.len(), QK * src_of::<S>().size());
+    let p = b.as_ptr();
+    // SAFETY: `b` holds exactly 32 elements.
+    unsafe {
+        (
+            load16::<S>(p),
+            load16::<S>(p.add(16 * src_of::<S>().size())),
+        )
+    }
+}
+
+/// f32 → f16 bits, round to nearest even (exactly `convert::f32_to_f16`).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+fn f16_bits(x: f32) -> u16 {
+    _mm_extract_epi16::<0>(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(x))) as u16
+}
+
+/// |x| bit patterns of a block, and their maximum (≥ 0x7f80_0000 when a NaN/inf is present).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+fn abs_bits(x0: __m512, x1: __m512) -> (__m512i, __m512i, u32) {
+    let m = _mm512_set1_epi32(0x7fff_ffff);
+    let a0 = _mm512_and_si512(_mm512_castps_si512(x0), m);
+    let a1 = _mm512_and_si512(_mm512_castps_si512(x1), m);
+    let hmax = _mm512_reduce_max_epu32(_mm512_max_epu32(a0, a1));
+    (a0, a1, hmax)
+}
+
+/// `roundf` (half away from zero) of every lane, as i32: trunc(|v|) + (frac ≥ 0.5), sign restored.
+/// `frac = |v| - trunc(|v|)` is exact, so this equals `f32::round` for every finite input.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+fn round_away(v: __m512) -> __m512i {
+    let sign = _mm512_set1_epi32(i32::MIN);
+    let vi = _mm512_castps_si512(v);
+    let a = _mm512_castsi512_ps(_mm512_andnot_si512(sign, vi));
+    let t = _mm512_roundscale_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(a);
+    let f = _mm512_sub_ps(a, t);
+    let up = _mm512_cmp_ps_mask::<_CMP_GE_OQ>(f, _mm512_set1_ps(0.5));
+    let r = _mm512_mask_add_ps(t, up, t, _mm512_set1_ps(1.0));
+    let r = _mm512_or_si512(_mm512_castps_si512(r), _mm512_and_si512(vi, sign));
+    _mm512_cvttps_epi32(_mm512_castsi512_ps(r))
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+unsafe fn q8_0<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
+    let src = src_of::<S>();
+    let in_blk = QK * src.size();
+    for (i, (ib, ob)) in input
+        .chunks_exact(in_blk)
+        .zip(out.chunks_exact_mut(34))
+        .enumerate()
+    {
+        // SAFETY: `ib` is one whole block.
+        let (x0, x1) = unsafe { load_block::<S>(ib) };
+        let (_, _, hmax) = abs_bits(x0, x1);
+        if hmax >= 0x7f80_0000 {
+            return quantize_blocks_ref::<BlockQ8_0>(src, ib, ob, i * QK);
+        }
+        let amax = f32::from_bits(hmax);
+        let d = amax / 127.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        if id == f32::INFINITY {
+            // 1/d overflowed: the references store 0 for every element (see `cvtt_i8`).
+            ob[..2].copy_from_slice(&f16_bits(d).to_le_bytes());
+            ob[2..34].fill(0);
+            continue;
+        }
+        let vid = _mm512_set1_ps(id);
+        let q0 = _mm512_cvtsepi32_epi8(round_away(_mm512_mul_ps(x0, vid)));
+        let q1 = _mm512_cvtsepi32_epi8(round_away(_mm512_mul_ps(x1, vid)));
+        ob[..2].copy_from_slice(&f16_bits(d).to_le_bytes());
+        let p = ob[2..34].as_mut_ptr();
+        // SAFETY: `ob[2..34]` has room for two 16-byte unaligned stores.
+        unsafe {
+            _mm_storeu_si128(p.cast(), q0);
+            _mm_storeu_si128(p.add(16).cast(), q1);
+        }
+    }
+    Ok(())
+}
+
+/// `min(15, trunc(v))` of two half-blocks, packed as `lo | hi << 4` into 16 bytes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+fn pack_nibbles(v0: __m512, v1: __m512) -> __m128i {
+    let fifteen = _mm512_set1_epi32(15);
+    let q0 = _mm512_min_epi32(_mm512_cvttps_epi32(v0), fifteen);
+    let q1 = _mm512_min_epi32(_mm512_cvttps_epi32(v1), fifteen);
+    _mm512_cvtepi32_epi8(_mm512_or_si512(q0, _mm512_slli_epi32::<4>(q1)))
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+unsafe fn q4_0<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
+    let src = src_of::<S>();
+    let in_blk = QK * src.size();
+    for (i, (ib, ob)) in input
+        .chunks_exact(in_blk)
+        .zip(out.chunks_exact_mut(18))
+        .enumerate()
+    {
+        // SAFETY: `ib` is one whole block.
+        let (x0, x1) = unsafe { load_block::<S>(ib) };
+        let (a0, a1, hmax) = abs_bits(x0, x1);
+        if hmax >= 0x7f80_0000 {
+            return quantize_blocks_ref::<BlockQ4_0>(src, ib, ob, i * QK);
+        }
+        // First element whose |x| is the maximum: its signed value sets the scale.
+        let hv = _mm512_set1_epi32(hmax as i32);
+        let mask = u32::from(_mm512_cmpeq_epi32_mask(a0, hv))
+            | u32::from(_mm512_cmpeq_epi32_mask(a1, hv)) << 16;
+        let max = load(src, ib, mask.trailing_zeros() as usize);
+        let d = max / -8.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let vid = _mm512_set1_ps(id);
+        let k = _mm512_set1_ps(8.5);
+        let v0 = _mm512_add_ps(_mm512_mul_ps(x0, vid), k);
+        let v1 = _mm512_add_ps(_mm512_mul_ps(x1, vid), k);
+        ob[..2].copy_from_slice(&f16_bits(d).to_le_bytes());
+        // SAFETY: `ob[2..18]` is 16 bytes.
+        unsafe { _mm_storeu_si128(ob[2..18].as_mut_ptr().cast(), pack_nibbles(v0, v1)) };
+    }
+    Ok(())
+}
+
+/// The first element of the block comparing equal to 0.0, with its sign (the reference's
+/// strict-comparison loop keeps the first of equal values; only ±0 compare equal with different bits).
+#[inline]
+fn first_zero(src: SrcDtype, b: &[u8]) -> f32 {
+    (0..QK)
+        .map(|j| load(src, b, j))
+        .find(|&v| v == 0.0)
+        .unwrap_or(0.0)
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+unsafe fn q4_1<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
+    let src = src_of::<S>();
+    let in_blk = QK * src.size();
+    for (i, (ib, ob)) in input
+        .chunks_exact(in_blk)
+        .zip(out.chunks_exact_mut(20))
+        .enumerate()
+    {
+        // SAFETY: `ib` is one whole block.
+        let (x0, x1) = unsafe { load_block::<S>(ib) };
+        let (_, _, hmax) = abs_bits(x0, x1);
+        if hmax >= 0x7f80_0000 {
+            return quantize_blocks_ref::<BlockQ4_1>(src, ib, ob, i * QK);
+        }
+        let mut min = _mm512_reduce_min_ps(_mm512_min_ps(x0, x1));
+        let mut max = _mm512_reduce_max_ps(_mm512_max_ps(x0, x1));
+        if min == 0.0 {
+            min = first_zero(src, ib);
+        }
+        if max == 0.0 {
+            max = first_zero(src, ib);
+        }
+        let d = (max - min) / 15.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let (vmin, vid, h) = (_mm512_set1_ps(min), _mm512_set1_ps(id), _mm512_set1_ps(0.5));
+        let v0 = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(x0, vmin), vid), h);
+        let v1 = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(x1, vmin), vid), h);
+        ob[..2].copy_from_slice(&f16_bits(d).to_le_bytes());
+        ob[2..4].copy_from_slice(&f16_bits(min).to_le_bytes());
+        // SAFETY: `ob[4..20]` is 16 bytes.
+        unsafe { _mm_storeu_si128(ob[4..20].as_mut_ptr().cast(), pack_nibbles(v0, v1)) };
+    }
+    Ok(())
 }
