@@ -242,3 +242,43 @@ unsafe fn q4_1<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantErr
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `round_away` equals `f32::round` for every f32 with |x| ≤ 256 (both signs), which covers
+    /// all Q8_0 can produce (|x·id| ≤ 127.0001), and for every f32 around 2^23, where the spacing
+    /// of floats reaches 1 and `floor(x + 0.5)`-style shortcuts break.
+    #[test]
+    fn round_away_is_exact_exhaustively() {
+        if !std::is_x86_feature_detected!("avx512f") || !std::is_x86_feature_detected!("avx512bw") {
+            return;
+        }
+        #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+        fn check(start: u32, end: u32) -> Option<u32> {
+            let lanes = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+            let mut b = start;
+            while b < end {
+                for sign in [0u32, 0x8000_0000] {
+                    let bits = _mm512_add_epi32(_mm512_set1_epi32((b | sign) as i32), lanes);
+                    let got = round_away(_mm512_castsi512_ps(bits));
+                    let mut g = [0i32; 16];
+                    // SAFETY: 16 i32 of room.
+                    unsafe { _mm512_storeu_si512(g.as_mut_ptr().cast(), got) };
+                    for (k, &gv) in g.iter().enumerate() {
+                        let x = f32::from_bits((b | sign) + k as u32);
+                        if gv != x.round() as i32 {
+                            return Some(x.to_bits());
+                        }
+                    }
+                }
+                b += 16;
+            }
+            None
+        }
+        // SAFETY: features checked above.
+        let bad = unsafe { check(0, 0x4380_0010).or(check(0x4aff_0000, 0x4b01_0000)) };
+        assert_eq!(bad.map(f32::from_bits), None);
+    }
+}
