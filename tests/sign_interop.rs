@@ -2,8 +2,9 @@
 //! 1. packages signed by modelpack verify with `model_signing verify key`;
 //! 2. packages signed by `model_signing sign key` with OpenSSL-made P-256 (PKCS#8 and SEC1)
 //!    and P-384 keys verify with `modelpack verify`;
-//! 3. both tools reject the same tampered copies;
-//! plus: our statement is the same document as theirs, with our fixed key order.
+//! 3. both tools reject the same tampered copies.
+//!
+//! Plus: our statement is the same document as theirs, with our fixed key order.
 mod common;
 mod sign_support;
 

@@ -766,8 +766,8 @@ mod tests {
 
     #[test]
     fn pae_matches_dsse_spec_example() {
-        // DSSE v1 protocol.md example: PAE("http://example.com/HelloWorld", "hello world").
-        // We only support the in-toto type, so check the framing on our type by hand.
+        // Written out by hand from the DSSE v1 definition:
+        // "DSSEv1" SP len(type) SP type SP len(body) SP body, lengths in decimal bytes.
         let p = pae(b"hello world");
         assert_eq!(
             p,
@@ -786,5 +786,169 @@ mod tests {
         let deep = "[".repeat(40) + &"]".repeat(40);
         assert!(check_json_depth(deep.as_bytes(), 32, "t").is_err());
         check_json_depth(deep.as_bytes(), 40, "t").unwrap();
+    }
+
+    use crate::{hash_package, Curve};
+
+    /// A package `{a.txt, sub/b}` in a tempdir.
+    fn pkg() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("sub")).unwrap();
+        std::fs::write(d.path().join("a.txt"), b"alpha").unwrap();
+        std::fs::write(d.path().join("sub/b"), b"beta").unwrap();
+        d
+    }
+
+    /// Wrap an arbitrary statement in a correctly signed bundle, to reach the checks that run
+    /// after the signature.
+    fn signed_bundle(key: &PrivateKey, payload: &[u8], nsigs: usize) -> Vec<u8> {
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let sig = b64.encode(key.sign_der(&pae(payload)));
+        let sigs: Vec<_> = (0..nsigs)
+            .map(|_| serde_json::json!({"sig": sig, "keyid": ""}))
+            .collect();
+        serde_json::to_vec(&serde_json::json!({
+            "mediaType": BUNDLE_MEDIA_TYPE,
+            "verificationMaterial": {"publicKey": {"hint": key.public().hint()}, "tlogEntries": []},
+            "dsseEnvelope": {"payload": b64.encode(payload), "payloadType": PAYLOAD_TYPE, "signatures": sigs},
+        }))
+        .unwrap()
+    }
+
+    /// A statement over `resources` (name, hex digest) with a correct root digest unless
+    /// `root` is given.
+    fn statement(
+        resources: &[(&str, String)],
+        ignore: &[&str],
+        root: Option<String>,
+        method: &str,
+    ) -> Vec<u8> {
+        let mut raw = Vec::new();
+        for (_, d) in resources {
+            raw.extend_from_slice(&hex::decode(d).unwrap());
+        }
+        let root = root.unwrap_or_else(|| hex::encode(Sha256::digest(&raw)));
+        let res: Vec<_> = resources
+            .iter()
+            .map(|(n, d)| serde_json::json!({"name": n, "algorithm": "sha256", "digest": d}))
+            .collect();
+        serde_json::to_vec(&serde_json::json!({
+            "_type": STATEMENT_TYPE,
+            "subject": [{"name": "x", "digest": {"sha256": root}}],
+            "predicateType": PREDICATE_TYPE,
+            "predicate": {"serialization": {"method": method, "hash_type": "sha256", "allow_symlinks": false,
+                "ignore_paths": ignore}, "resources": res},
+        }))
+        .unwrap()
+    }
+
+    fn hexsha(b: &[u8]) -> String {
+        hex::encode(Sha256::digest(b))
+    }
+
+    fn verify_with(
+        d: &Path,
+        key: &PrivateKey,
+        payload: &[u8],
+        nsigs: usize,
+    ) -> Result<VerifyReport, SignError> {
+        std::fs::write(d.join(SIGNATURE_FILE), signed_bundle(key, payload, nsigs)).unwrap();
+        verify_package(d, &key.public())
+    }
+
+    #[test]
+    fn hostile_signed_statements_are_rejected() {
+        let d = pkg();
+        let key = PrivateKey::generate(Curve::P256);
+        let good = [("a.txt", hexsha(b"alpha")), ("sub/b", hexsha(b"beta"))];
+        // Control: a hand-built statement in another key order verifies.
+        let r = verify_with(d.path(), &key, &statement(&good, &[], None, "files"), 1).unwrap();
+        assert!(r.passed(), "{r:?}");
+
+        for bad in ["../a.txt", "/etc/passwd", "sub\\b", "sub/./b", ""] {
+            let res = [("a.txt", hexsha(b"alpha")), (bad, hexsha(b"beta"))];
+            let e =
+                verify_with(d.path(), &key, &statement(&res, &[], None, "files"), 1).unwrap_err();
+            assert!(matches!(e, SignError::BadPath { .. }), "{bad:?}: {e}");
+        }
+        for bad in ["..", ".", "/", "x/../.."] {
+            let e = verify_with(d.path(), &key, &statement(&good, &[bad], None, "files"), 1)
+                .unwrap_err();
+            assert!(
+                matches!(e, SignError::BadPath { .. }),
+                "ignore {bad:?}: {e}"
+            );
+        }
+        let dup = [("a.txt", hexsha(b"alpha")), ("a.txt", hexsha(b"alpha"))];
+        let e = verify_with(d.path(), &key, &statement(&dup, &[], None, "files"), 1).unwrap_err();
+        assert!(e.to_string().contains("listed twice"), "{e}");
+        let e = verify_with(
+            d.path(),
+            &key,
+            &statement(&good, &[], Some("00".repeat(32)), "files"),
+            1,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("inconsistent"), "{e}");
+        let e = verify_with(d.path(), &key, &statement(&good, &[], None, "shards"), 1).unwrap_err();
+        assert!(e.to_string().contains("not supported"), "{e}");
+        let e = verify_with(d.path(), &key, &statement(&good, &[], None, "files"), 2).unwrap_err();
+        assert!(e.to_string().contains("2 signatures"), "{e}");
+        let e = verify_with(d.path(), &key, &statement(&good, &[], None, "files"), 0).unwrap_err();
+        assert!(e.to_string().contains("no signatures"), "{e}");
+        let e = verify_with(d.path(), &key, &statement(&[], &[], None, "files"), 1).unwrap_err();
+        assert!(e.to_string().contains("no resources"), "{e}");
+    }
+
+    #[test]
+    fn signed_ignore_paths_are_honoured_like_model_signing() {
+        let d = pkg();
+        std::fs::write(d.path().join("README.md"), b"unsigned").unwrap();
+        let key = PrivateKey::generate(Curve::P384);
+        let good = [("a.txt", hexsha(b"alpha")), ("sub/b", hexsha(b"beta"))];
+        let r = verify_with(
+            d.path(),
+            &key,
+            &statement(&good, &["README.md"], None, "files"),
+            1,
+        )
+        .unwrap();
+        assert!(r.passed(), "{r:?}");
+        let r = verify_with(d.path(), &key, &statement(&good, &[], None, "files"), 1).unwrap();
+        assert!(!r.passed());
+        assert_eq!(r.files.last().unwrap().path, "README.md");
+        assert_eq!(r.files.last().unwrap().status.name(), "extra");
+    }
+
+    #[test]
+    fn precomputed_digests_must_cover_the_package_exactly() {
+        let d = pkg();
+        let key = PrivateKey::generate(Curve::P256);
+        let digests = hash_package(d.path()).unwrap();
+        let plain = sign_package(d.path(), &key, None).unwrap();
+        // Given in another order: same bytes.
+        let mut rev = digests.clone();
+        rev.reverse();
+        assert_eq!(sign_package(d.path(), &key, Some(rev)).unwrap(), plain);
+        let e = sign_package(d.path(), &key, Some(digests[..1].to_vec())).unwrap_err();
+        assert!(e.to_string().contains("sub/b has no digest"), "{e}");
+        let mut wrong = digests.clone();
+        wrong[0].size += 1;
+        let e = sign_package(d.path(), &key, Some(wrong)).unwrap_err();
+        assert!(e.to_string().contains("bytes on disk"), "{e}");
+        let mut extra = digests.clone();
+        extra.push(FileDigest {
+            path: "ghost".into(),
+            sha256: [0; 32],
+            size: 0,
+        });
+        let e = sign_package(d.path(), &key, Some(extra)).unwrap_err();
+        assert!(e.to_string().contains("ghost is not a resource"), "{e}");
+        let mut esc = digests;
+        esc[0].path = "../a.txt".into();
+        assert!(matches!(
+            sign_package(d.path(), &key, Some(esc)),
+            Err(SignError::BadPath { .. })
+        ));
     }
 }
