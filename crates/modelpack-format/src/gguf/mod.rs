@@ -289,6 +289,12 @@ impl MetaValue {
             MetaValue::U64(v) => out.extend_from_slice(&v.to_le_bytes()),
             MetaValue::I64(v) => out.extend_from_slice(&v.to_le_bytes()),
             MetaValue::F64(v) => out.extend_from_slice(&v.to_le_bytes()),
+            MetaValue::EmptyArray(MetaType::Array) => {
+                return Err(FormatError::BadMetadata {
+                    key: key.to_owned(),
+                    reason: "arrays of arrays are not readable by llama.cpp".into(),
+                })
+            }
             MetaValue::EmptyArray(elem) => {
                 out.extend_from_slice(&(*elem as u32).to_le_bytes());
                 out.extend_from_slice(&0u64.to_le_bytes());
@@ -305,9 +311,14 @@ impl MetaValue {
                         ),
                     });
                 }
+                if elem == MetaType::Array {
+                    return Err(FormatError::BadMetadata {
+                        key: key.to_owned(),
+                        reason: "arrays of arrays are not readable by llama.cpp".into(),
+                    });
+                }
                 out.extend_from_slice(&(elem as u32).to_le_bytes());
                 out.extend_from_slice(&(items.len() as u64).to_le_bytes());
-                // Nested arrays encode as element type, count, elements: exactly `encode`.
                 for item in items {
                     item.encode(key, out)?;
                 }
@@ -661,13 +672,6 @@ mod tests {
                 MetaValue::Array(vec![MetaValue::I32(1), MetaValue::I32(-1)]),
             ),
             ("empty".into(), MetaValue::EmptyArray(MetaType::String)),
-            (
-                "nested".into(),
-                MetaValue::Array(vec![
-                    MetaValue::Array(vec![MetaValue::U8(1)]),
-                    MetaValue::EmptyArray(MetaType::F32),
-                ]),
-            ),
             ("u64".into(), MetaValue::U64(u64::MAX)),
             ("i64".into(), MetaValue::I64(i64::MIN)),
             ("f64".into(), MetaValue::F64(-0.25)),
