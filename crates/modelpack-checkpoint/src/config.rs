@@ -48,10 +48,7 @@ pub struct ModelConfig {
 impl ModelConfig {
     /// Parse `config.json` text; `path` is for messages only.
     pub fn parse(path: &Path, text: &str) -> Result<ModelConfig, CheckpointError> {
-        let bad = |message: String| CheckpointError::BadConfig {
-            path: path.to_path_buf(),
-            message,
-        };
+        let bad = |message: String| CheckpointError::BadConfig { path: path.to_path_buf(), message };
         let raw: serde_json::Value = serde_json::from_str(text).map_err(|e| bad(e.to_string()))?;
         if !raw.is_object() {
             return Err(bad("top level is not a JSON object".into()));
@@ -84,10 +81,8 @@ impl ModelConfig {
     /// Read and parse `config.json` from a file.
     pub fn read(path: &Path) -> Result<ModelConfig, CheckpointError> {
         let bytes = std::fs::read(path).map_err(|e| CheckpointError::io(path, e))?;
-        let text = std::str::from_utf8(&bytes).map_err(|e| CheckpointError::BadConfig {
-            path: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let text = std::str::from_utf8(&bytes)
+            .map_err(|e| CheckpointError::BadConfig { path: path.to_path_buf(), message: e.to_string() })?;
         ModelConfig::parse(path, text)
     }
 
@@ -103,8 +98,7 @@ impl ModelConfig {
 
     /// Per-head width: `head_dim` if given, else `hidden_size / num_attention_heads`.
     pub fn head_dim_or_default(&self) -> Option<usize> {
-        self.head_dim
-            .or_else(|| self.hidden_size?.checked_div(self.num_attention_heads?))
+        self.head_dim.or_else(|| self.hidden_size?.checked_div(self.num_attention_heads?))
     }
 }
 
@@ -112,9 +106,7 @@ impl ModelConfig {
 fn field<T: DeserializeOwned>(raw: &serde_json::Value, name: &str) -> Result<Option<T>, String> {
     match raw.get(name) {
         None | Some(serde_json::Value::Null) => Ok(None),
-        Some(v) => T::deserialize(v)
-            .map(Some)
-            .map_err(|e| format!("field {name:?}: {e}")),
+        Some(v) => T::deserialize(v).map(Some).map_err(|e| format!("field {name:?}: {e}")),
     }
 }
 
@@ -141,13 +133,9 @@ mod tests {
 
     #[test]
     fn wrong_types_are_errors_naming_the_field() {
-        let e =
-            ModelConfig::parse(Path::new("x/config.json"), r#"{"hidden_size":"64"}"#).unwrap_err();
+        let e = ModelConfig::parse(Path::new("x/config.json"), r#"{"hidden_size":"64"}"#).unwrap_err();
         let msg = e.to_string();
-        assert!(
-            msg.contains("x/config.json") && msg.contains("\"hidden_size\""),
-            "{msg}"
-        );
+        assert!(msg.contains("x/config.json") && msg.contains("\"hidden_size\""), "{msg}");
         assert!(ModelConfig::parse(Path::new("c"), "[1]").is_err());
         assert!(ModelConfig::parse(Path::new("c"), "{").is_err());
     }

@@ -268,9 +268,6 @@ pub enum CheckpointError {
 
 impl CheckpointError {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        CheckpointError::Io {
-            path: path.into(),
-            source,
-        }
+        CheckpointError::Io { path: path.into(), source }
     }
 }

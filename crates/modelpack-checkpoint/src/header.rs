@@ -77,9 +77,8 @@ impl<'de> Visitor<'de> for HeaderSeed<'_> {
                 self.too_many.set(true);
                 return Err(de::Error::custom("too many tensors"));
             }
-            let t = map
-                .next_value::<RawTensor>()
-                .map_err(|e| de::Error::custom(format_args!("tensor {key:?}: {e}")))?;
+            let t =
+                map.next_value::<RawTensor>().map_err(|e| de::Error::custom(format_args!("tensor {key:?}: {e}")))?;
             out.push((key, RawValue::Tensor(t)));
         }
         Ok(out)
@@ -124,10 +123,7 @@ fn sniff(bytes: &[u8]) -> String {
         "it is an HDF5 file".into()
     } else {
         let hex: Vec<String> = head.iter().map(|b| format!("{b:02x}")).collect();
-        format!(
-            "no JSON header after the 8-byte length; file starts with {}",
-            hex.join(" ")
-        )
+        format!("no JSON header after the 8-byte length; file starts with {}", hex.join(" "))
     }
 }
 
@@ -136,11 +132,7 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Header, CheckpointError
     let p = || path.to_path_buf();
     let size = bytes.len() as u64;
     let Some(prefix) = bytes.get(..8) else {
-        return Err(CheckpointError::Truncated {
-            path: p(),
-            size,
-            needed: 8,
-        });
+        return Err(CheckpointError::Truncated { path: p(), size, needed: 8 });
     };
     let mut arr = [0u8; 8];
     arr.copy_from_slice(prefix);
@@ -148,67 +140,31 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Header, CheckpointError
     // What follows the prefix must be a JSON object; anything else is another kind of file.
     match bytes.get(8) {
         Some(b'{') => {}
-        Some(_) => {
-            return Err(CheckpointError::NotSafetensors {
-                path: p(),
-                reason: sniff(bytes),
-            })
-        }
-        None => {
-            return Err(CheckpointError::Truncated {
-                path: p(),
-                size,
-                needed: 8u64.saturating_add(n.max(2)),
-            })
-        }
+        Some(_) => return Err(CheckpointError::NotSafetensors { path: p(), reason: sniff(bytes) }),
+        None => return Err(CheckpointError::Truncated { path: p(), size, needed: 8u64.saturating_add(n.max(2)) }),
     }
     if n > MAX_HEADER_LEN {
-        return Err(CheckpointError::HeaderTooLarge {
-            path: p(),
-            len: n,
-            limit: MAX_HEADER_LEN,
-        });
+        return Err(CheckpointError::HeaderTooLarge { path: p(), len: n, limit: MAX_HEADER_LEN });
     }
     let available = size - 8;
     if n > available {
-        return Err(CheckpointError::HeaderPastEnd {
-            path: p(),
-            len: n,
-            available,
-        });
+        return Err(CheckpointError::HeaderPastEnd { path: p(), len: n, available });
     }
     // n ≤ 100 MB and ≤ file size: fits usize.
     let n = n as usize;
     let data_start = 8 + n;
-    let text =
-        std::str::from_utf8(&bytes[8..data_start]).map_err(|e| CheckpointError::HeaderUtf8 {
-            path: p(),
-            offset: e.valid_up_to(),
-        })?;
+    let text = std::str::from_utf8(&bytes[8..data_start])
+        .map_err(|e| CheckpointError::HeaderUtf8 { path: p(), offset: e.valid_up_to() })?;
 
     let too_many = Cell::new(false);
     let raw = {
         let mut de = serde_json::Deserializer::from_str(text);
-        HeaderSeed {
-            too_many: &too_many,
-        }
-        .deserialize(&mut de)
-        .and_then(|v| de.end().map(|()| v))
+        HeaderSeed { too_many: &too_many }.deserialize(&mut de).and_then(|v| de.end().map(|()| v))
     };
     let raw = match raw {
         Ok(v) => v,
-        Err(_) if too_many.get() => {
-            return Err(CheckpointError::TooManyTensors {
-                path: p(),
-                limit: MAX_TENSORS,
-            })
-        }
-        Err(e) => {
-            return Err(CheckpointError::BadJson {
-                path: p(),
-                message: e.to_string(),
-            })
-        }
+        Err(_) if too_many.get() => return Err(CheckpointError::TooManyTensors { path: p(), limit: MAX_TENSORS }),
+        Err(e) => return Err(CheckpointError::BadJson { path: p(), message: e.to_string() }),
     };
 
     let data_len = (bytes.len() - data_start) as u64;
@@ -219,10 +175,7 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Header, CheckpointError
     let mut seen = std::collections::HashSet::with_capacity(raw.len());
     for (name, value) in raw {
         if !seen.insert(name.clone()) {
-            return Err(CheckpointError::DuplicateTensor {
-                path: p(),
-                tensor: name,
-            });
+            return Err(CheckpointError::DuplicateTensor { path: p(), tensor: name });
         }
         let t = match value {
             RawValue::Metadata(v) => {
@@ -232,48 +185,21 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Header, CheckpointError
             RawValue::Tensor(t) => t,
         };
         let Some(dtype) = Dtype::from_name(&t.dtype) else {
-            return Err(CheckpointError::UnknownDtype {
-                path: p(),
-                tensor: name,
-                dtype: t.dtype,
-            });
+            return Err(CheckpointError::UnknownDtype { path: p(), tensor: name, dtype: t.dtype });
         };
-        let overflow = || CheckpointError::ShapeOverflow {
-            path: p(),
-            tensor: name.clone(),
-            shape: t.shape.clone(),
-        };
-        let numel = t
-            .shape
-            .iter()
-            .try_fold(1u64, |acc, &d| acc.checked_mul(d))
-            .ok_or_else(overflow)?;
-        let bits = numel
-            .checked_mul(dtype.bits() as u64)
-            .ok_or_else(overflow)?;
+        let overflow = || CheckpointError::ShapeOverflow { path: p(), tensor: name.clone(), shape: t.shape.clone() };
+        let numel = t.shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).ok_or_else(overflow)?;
+        let bits = numel.checked_mul(dtype.bits() as u64).ok_or_else(overflow)?;
         if bits % 8 != 0 {
-            return Err(CheckpointError::PartialByte {
-                path: p(),
-                tensor: name,
-                dtype,
-            });
+            return Err(CheckpointError::PartialByte { path: p(), tensor: name, dtype });
         }
         let expected = bits / 8;
         let (start, end) = t.data_offsets;
         if end < start {
-            return Err(CheckpointError::ReversedOffsets {
-                path: p(),
-                tensor: name,
-                start,
-                end,
-            });
+            return Err(CheckpointError::ReversedOffsets { path: p(), tensor: name, start, end });
         }
-        let shape: Vec<usize> = t
-            .shape
-            .iter()
-            .map(|&d| usize::try_from(d))
-            .collect::<Result<_, _>>()
-            .map_err(|_| overflow())?;
+        let shape: Vec<usize> =
+            t.shape.iter().map(|&d| usize::try_from(d)).collect::<Result<_, _>>().map_err(|_| overflow())?;
         if end - start != expected {
             return Err(CheckpointError::SizeMismatch {
                 path: p(),
@@ -285,13 +211,7 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Header, CheckpointError
             });
         }
         spans.push((start, end, entries.len()));
-        entries.push(Entry {
-            name,
-            dtype,
-            shape,
-            start: 0,
-            end: 0,
-        });
+        entries.push(Entry { name, dtype, shape, start: 0, end: 0 });
     }
 
     // The data area must be tiled exactly: sorted by offset, each tensor starts where the
@@ -339,12 +259,7 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Header, CheckpointError
         prev = Some(i);
     }
     if cursor < data_len {
-        return Err(CheckpointError::Hole {
-            path: p(),
-            what: "trailing bytes".into(),
-            start: cursor,
-            end: data_len,
-        });
+        return Err(CheckpointError::Hole { path: p(), what: "trailing bytes".into(), start: cursor, end: data_len });
     }
     for &(start, end, i) in &spans {
         // In bounds of `bytes`, hence of usize.
@@ -352,21 +267,11 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Header, CheckpointError
         entries[i].end = data_start + end as usize;
     }
     entries.sort_unstable_by(|a, b| a.name.cmp(&b.name));
-    Ok(Header {
-        entries,
-        metadata: metadata.unwrap_or_default(),
-        data_start,
-    })
+    Ok(Header { entries, metadata: metadata.unwrap_or_default(), data_start })
 }
 
-fn parse_metadata(
-    path: &Path,
-    v: serde_json::Value,
-) -> Result<Vec<(String, String)>, CheckpointError> {
-    let bad = |reason: String| CheckpointError::BadMetadata {
-        path: path.to_path_buf(),
-        reason,
-    };
+fn parse_metadata(path: &Path, v: serde_json::Value) -> Result<Vec<(String, String)>, CheckpointError> {
+    let bad = |reason: String| CheckpointError::BadMetadata { path: path.to_path_buf(), reason };
     match v {
         serde_json::Value::Null => Ok(Vec::new()),
         serde_json::Value::Object(m) => m

@@ -45,9 +45,7 @@ impl Shard {
         let file = File::open(path).map_err(|e| CheckpointError::io(path, e))?;
         let meta = file.metadata().map_err(|e| CheckpointError::io(path, e))?;
         if !meta.is_file() {
-            return Err(CheckpointError::NotAFile {
-                path: path.to_path_buf(),
-            });
+            return Err(CheckpointError::NotAFile { path: path.to_path_buf() });
         }
         // Mapping an empty file fails on Linux; an empty file is simply too short.
         let mmap = if meta.len() == 0 {
@@ -120,10 +118,7 @@ impl Shard {
     }
 
     fn find(&self, name: &str) -> Option<&Entry> {
-        self.entries
-            .binary_search_by(|e| e.name.as_str().cmp(name))
-            .ok()
-            .map(|i| &self.entries[i])
+        self.entries.binary_search_by(|e| e.name.as_str().cmp(name)).ok().map(|i| &self.entries[i])
     }
 }
 
@@ -192,15 +187,10 @@ impl Checkpoint {
             };
             (root, None, vec![path.to_path_buf()])
         } else {
-            return Err(CheckpointError::NotAFile {
-                path: path.to_path_buf(),
-            });
+            return Err(CheckpointError::NotAFile { path: path.to_path_buf() });
         };
 
-        let shards = shard_paths
-            .iter()
-            .map(|p| Shard::open(p))
-            .collect::<Result<Vec<_>, _>>()?;
+        let shards = shard_paths.iter().map(|p| Shard::open(p)).collect::<Result<Vec<_>, _>>()?;
 
         // Name → (shard, entry), refusing a tensor held by two files.
         let mut all: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
@@ -232,14 +222,7 @@ impl Checkpoint {
         } else {
             (None, None)
         };
-        Ok(Checkpoint {
-            root,
-            index: index_path,
-            config_path,
-            config,
-            shards,
-            order,
-        })
+        Ok(Checkpoint { root, index: index_path, config_path, config, shards, order })
     }
 
     /// The directory containing the weights.
@@ -269,17 +252,12 @@ impl Checkpoint {
 
     /// Every tensor, sorted by name (byte order): a deterministic order for plans and output.
     pub fn tensors(&self) -> impl Iterator<Item = TensorView<'_>> {
-        self.order
-            .iter()
-            .map(|&(s, e)| self.shards[s].view(&self.shards[s].entries[e], s))
+        self.order.iter().map(|&(s, e)| self.shards[s].view(&self.shards[s].entries[e], s))
     }
 
     /// One tensor by exact name.
     pub fn tensor(&self, name: &str) -> Option<TensorView<'_>> {
-        let i = self
-            .order
-            .binary_search_by(|&(s, e)| self.shards[s].entries[e].name.as_str().cmp(name))
-            .ok()?;
+        let i = self.order.binary_search_by(|&(s, e)| self.shards[s].entries[e].name.as_str().cmp(name)).ok()?;
         let (s, e) = self.order[i];
         Some(self.shards[s].view(&self.shards[s].entries[e], s))
     }
@@ -358,10 +336,7 @@ pub fn is_aux_name(name: &str) -> bool {
 /// Parse the index: sorted unique shard file names and the (tensor, file) pairs.
 #[allow(clippy::type_complexity)]
 fn read_index(index: &Path) -> Result<(Vec<PathBuf>, Vec<(String, String)>), CheckpointError> {
-    let bad = |reason: String| CheckpointError::BadIndex {
-        index: index.to_path_buf(),
-        reason,
-    };
+    let bad = |reason: String| CheckpointError::BadIndex { index: index.to_path_buf(), reason };
     let text = std::fs::read_to_string(index).map_err(|e| CheckpointError::io(index, e))?;
     #[derive(serde::Deserialize)]
     struct IndexDoc {
@@ -389,16 +364,8 @@ fn read_index(index: &Path) -> Result<(Vec<PathBuf>, Vec<(String, String)>), Che
         }
         let p = dir.join(f);
         if !p.exists() {
-            let tensor = pairs
-                .iter()
-                .find(|(_, g)| g == f)
-                .map(|(t, _)| t.clone())
-                .unwrap_or_default();
-            return Err(CheckpointError::MissingShard {
-                index: index.to_path_buf(),
-                shard: f.to_owned(),
-                tensor,
-            });
+            let tensor = pairs.iter().find(|(_, g)| g == f).map(|(t, _)| t.clone()).unwrap_or_default();
+            return Err(CheckpointError::MissingShard { index: index.to_path_buf(), shard: f.to_owned(), tensor });
         }
         paths.push(p);
     }
@@ -415,11 +382,8 @@ fn check_index(
     shards: &[Shard],
     all: &BTreeMap<&str, (usize, usize)>,
 ) -> Result<(), CheckpointError> {
-    let by_file: HashMap<&str, usize> = shard_paths
-        .iter()
-        .enumerate()
-        .filter_map(|(i, p)| Some((p.file_name()?.to_str()?, i)))
-        .collect();
+    let by_file: HashMap<&str, usize> =
+        shard_paths.iter().enumerate().filter_map(|(i, p)| Some((p.file_name()?.to_str()?, i))).collect();
     let mut mapped: HashMap<&str, usize> = HashMap::with_capacity(weight_map.len());
     for (tensor, file) in weight_map {
         let si = by_file[file.as_str()];
@@ -459,11 +423,7 @@ fn find_shards(dir: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.ends_with(".safetensors") && e.path().is_file() {
             found.push(e.path());
-        } else if name.ends_with(".bin")
-            || name.ends_with(".pth")
-            || name.ends_with(".pt")
-            || name.ends_with(".gguf")
-        {
+        } else if name.ends_with(".bin") || name.ends_with(".pth") || name.ends_with(".pt") || name.ends_with(".gguf") {
             others.push(name);
         }
     }
@@ -472,15 +432,9 @@ fn find_shards(dir: &Path) -> Result<Vec<PathBuf>, CheckpointError> {
         let hint = if others.is_empty() {
             String::new()
         } else {
-            format!(
-                "; found {} (only safetensors checkpoints are read)",
-                others.join(", ")
-            )
+            format!("; found {} (only safetensors checkpoints are read)", others.join(", "))
         };
-        return Err(CheckpointError::NoWeights {
-            dir: dir.to_path_buf(),
-            hint,
-        });
+        return Err(CheckpointError::NoWeights { dir: dir.to_path_buf(), hint });
     }
     found.sort();
     Ok(found)

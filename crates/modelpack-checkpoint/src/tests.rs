@@ -38,26 +38,12 @@ fn matches_the_safetensors_crate() {
     use safetensors::tensor::TensorView as StView;
     let odd: Vec<u8> = (0..7u8).collect();
     let bf: Vec<u8> = (0..24u8).map(|i| i.wrapping_mul(37)).collect();
-    let f: Vec<u8> = (0..40u8)
-        .map(|i| i.wrapping_mul(11).wrapping_add(3))
-        .collect();
+    let f: Vec<u8> = (0..40u8).map(|i| i.wrapping_mul(11).wrapping_add(3)).collect();
     let tensors = vec![
-        (
-            "a_odd",
-            StView::new(safetensors::Dtype::U8, vec![7], &odd).unwrap(),
-        ),
-        (
-            "b_bf16",
-            StView::new(safetensors::Dtype::BF16, vec![3, 4], &bf).unwrap(),
-        ),
-        (
-            "c_f32",
-            StView::new(safetensors::Dtype::F32, vec![2, 5], &f).unwrap(),
-        ),
-        (
-            "d_empty",
-            StView::new(safetensors::Dtype::I64, vec![0, 3], &[]).unwrap(),
-        ),
+        ("a_odd", StView::new(safetensors::Dtype::U8, vec![7], &odd).unwrap()),
+        ("b_bf16", StView::new(safetensors::Dtype::BF16, vec![3, 4], &bf).unwrap()),
+        ("c_f32", StView::new(safetensors::Dtype::F32, vec![2, 5], &f).unwrap()),
+        ("d_empty", StView::new(safetensors::Dtype::I64, vec![0, 3], &[]).unwrap()),
     ];
     let bytes = safetensors::serialize(tensors, None).unwrap();
     let ck = open_bytes(&bytes).unwrap();
@@ -86,9 +72,7 @@ fn same_as_reference(ck: &Checkpoint, bytes: &[u8]) {
 fn odd_offsets_as_other_writers_make_them() {
     // The reference writer sorts by alignment, so build the unaligned layout by hand and let
     // the reference reader confirm it is a valid file.
-    let data: Vec<u8> = (0..(3 + 8 + 12) as u8)
-        .map(|i| i.wrapping_mul(29))
-        .collect();
+    let data: Vec<u8> = (0..(3 + 8 + 12) as u8).map(|i| i.wrapping_mul(29)).collect();
     let b = raw_file(
         r#"{"a":{"dtype":"I8","shape":[3],"data_offsets":[0,3]},"b":{"dtype":"F32","shape":[2],"data_offsets":[3,11]},"c":{"dtype":"BF16","shape":[2,3],"data_offsets":[11,23]}}"#,
         &data,
@@ -108,10 +92,7 @@ fn metadata_is_kept() {
         &[1, 2, 3, 4],
     );
     let ck = open_bytes(&b).unwrap();
-    assert_eq!(
-        ck.shards()[0].metadata(),
-        &[("format".to_string(), "pt".to_string())]
-    );
+    assert_eq!(ck.shards()[0].metadata(), &[("format".to_string(), "pt".to_string())]);
     assert_eq!(ck.tensor("x").unwrap().data, &[1, 2, 3, 4]);
 }
 
@@ -126,88 +107,46 @@ fn each_violation_has_its_own_error() {
     // Header length 2^63.
     let mut b = (1u64 << 63).to_le_bytes().to_vec();
     b.extend_from_slice(b"{}      ");
-    assert!(
-        err(&b).contains("exceeds the 100000000-byte limit"),
-        "{}",
-        err(&b)
-    );
+    assert!(err(&b).contains("exceeds the 100000000-byte limit"), "{}", err(&b));
     // Header longer than the file.
     let mut b = 1000u64.to_le_bytes().to_vec();
     b.extend_from_slice(b"{}      ");
     assert!(err(&b).contains("longer than the file"));
     // Invalid UTF-8.
-    let mut b = raw_file(
-        r#"{"x":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}}"#,
-        &[],
-    );
+    let mut b = raw_file(r#"{"x":{"dtype":"U8","shape":[0],"data_offsets":[0,0]}}"#, &[]);
     b[10] = 0xff;
     assert!(err(&b).contains("not valid UTF-8"));
     assert!(t(r#"{"x": nope}"#, &[]).contains("invalid header JSON"));
+    assert!(t(r#"{"x":{"dtype":"U8","shape":[-1],"data_offsets":[0,0]}}"#, &[]).contains("invalid header JSON"));
     assert!(t(
-        r#"{"x":{"dtype":"U8","shape":[-1],"data_offsets":[0,0]}}"#,
-        &[]
+        r#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[2,6]}}"#,
+        &[0; 6]
     )
-    .contains("invalid header JSON"));
-    assert!(t(r#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[2,6]}}"#, &[0; 6])
-        .contains("overlap"));
+    .contains("overlap"));
     assert!(t(r#"{"a":{"dtype":"U8","shape":[4],"data_offsets":[0,4]},"b":{"dtype":"U8","shape":[4],"data_offsets":[100,104]}}"#, &[0; 8])
         .contains("out of bounds"));
+    assert!(t(r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#, &[0; 4]).contains("size mismatch"));
+    assert!(t(r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,4]}}"#, &[0; 4])
+        .contains("overflows"));
     assert!(t(
-        r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#,
+        r#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"a":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}}"#,
         &[0; 4]
     )
-    .contains("size mismatch"));
-    assert!(t(
-        r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,4]}}"#,
-        &[0; 4]
-    )
-    .contains("overflows"));
-    assert!(t(r#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]},"a":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}}"#, &[0; 4])
-        .contains("duplicate tensor name \"a\""));
-    assert!(t(
-        r#"{"a":{"dtype":"Q4_0","shape":[2],"data_offsets":[0,2]}}"#,
-        &[0; 2]
-    )
-    .contains("unknown dtype \"Q4_0\""));
-    assert!(t(
-        r#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[2,0]}}"#,
-        &[0; 2]
-    )
-    .contains("reversed"));
-    assert!(t(
-        r#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}}"#,
-        &[0; 4]
-    )
-    .contains("gap before tensor \"a\""));
-    assert!(t(
-        r#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}}"#,
-        &[0; 4]
-    )
-    .contains("trailing bytes"));
-    assert!(t(
-        r#"{"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]}}"#,
-        &[0; 4]
-    )
-    .contains("truncated"));
-    assert!(t(
-        r#"{"a":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}}"#,
-        &[0; 2]
-    )
-    .contains("whole bytes"));
+    .contains("duplicate tensor name \"a\""));
+    assert!(t(r#"{"a":{"dtype":"Q4_0","shape":[2],"data_offsets":[0,2]}}"#, &[0; 2]).contains("unknown dtype \"Q4_0\""));
+    assert!(t(r#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[2,0]}}"#, &[0; 2]).contains("reversed"));
+    assert!(t(r#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[2,4]}}"#, &[0; 4]).contains("gap before tensor \"a\""));
+    assert!(t(r#"{"a":{"dtype":"U8","shape":[2],"data_offsets":[0,2]}}"#, &[0; 4]).contains("trailing bytes"));
+    assert!(t(r#"{"a":{"dtype":"U8","shape":[8],"data_offsets":[0,8]}}"#, &[0; 4]).contains("truncated"));
+    assert!(t(r#"{"a":{"dtype":"F4","shape":[3],"data_offsets":[0,2]}}"#, &[0; 2]).contains("whole bytes"));
     assert!(t(r#"{"__metadata__":{"x":1}}"#, &[]).contains("__metadata__"));
     assert!(t(r#"[1]"#, &[]).contains("not a safetensors file"));
 }
 
 #[test]
 fn every_offset_check_names_the_tensor() {
-    let m = err(&raw_file(
-        r#"{"w.q":{"dtype":"BF16","shape":[3],"data_offsets":[0,4]}}"#,
-        &[0; 4],
-    ));
-    assert!(
-        m.contains("\"w.q\"") && m.contains("model.safetensors"),
-        "{m}"
-    );
+    let m = err(&raw_file(r#"{"w.q":{"dtype":"BF16","shape":[3],"data_offsets":[0,4]}}"#, &[0; 4]));
+    assert!(m.contains("\"w.q\"") && m.contains("model.safetensors"), "{m}");
 }
 
 fn shard(tensors: &[(&str, usize)]) -> Vec<u8> {
@@ -217,10 +156,7 @@ fn shard(tensors: &[(&str, usize)]) -> Vec<u8> {
         if i > 0 {
             h.push(',');
         }
-        h += &format!(
-            r#""{n}":{{"dtype":"U8","shape":[{len}],"data_offsets":[{off},{}]}}"#,
-            off + len
-        );
+        h += &format!(r#""{n}":{{"dtype":"U8","shape":[{len}],"data_offsets":[{off},{}]}}"#, off + len);
         off += len;
     }
     h.push('}');
@@ -236,27 +172,15 @@ fn sharded_dir(index: &str, shards: &[(&str, &[(&str, usize)])]) -> tempfile::Te
     dir
 }
 
-const INDEX: &str = r#"{"metadata":{"total_size":6},"weight_map":{"a":"s1.safetensors","b":"s2.safetensors","c":"s1.safetensors"}}"#;
+const INDEX: &str =
+    r#"{"metadata":{"total_size":6},"weight_map":{"a":"s1.safetensors","b":"s2.safetensors","c":"s1.safetensors"}}"#;
 
 #[test]
 fn sharded_checkpoint() {
-    let d = sharded_dir(
-        INDEX,
-        &[
-            ("s1.safetensors", &[("c", 1), ("a", 2)]),
-            ("s2.safetensors", &[("b", 3)]),
-        ],
-    );
-    write(
-        d.path(),
-        "config.json",
-        br#"{"model_type":"llama","hidden_size":8}"#,
-    );
+    let d = sharded_dir(INDEX, &[("s1.safetensors", &[("c", 1), ("a", 2)]), ("s2.safetensors", &[("b", 3)])]);
+    write(d.path(), "config.json", br#"{"model_type":"llama","hidden_size":8}"#);
     let ck = Checkpoint::open(d.path()).unwrap();
-    let v: Vec<(&str, usize, usize)> = ck
-        .tensors()
-        .map(|t| (t.name, t.shard, t.nbytes()))
-        .collect();
+    let v: Vec<(&str, usize, usize)> = ck.tensors().map(|t| (t.name, t.shard, t.nbytes())).collect();
     assert_eq!(v, [("a", 0, 2), ("b", 1, 3), ("c", 0, 1)]);
     assert_eq!(ck.config().unwrap().hidden_size, Some(8));
     assert_eq!(ck.index_path(), Some(d.path().join(INDEX_FILE).as_path()));
@@ -267,36 +191,12 @@ fn sharded_checkpoint() {
 fn sharded_errors() {
     let e = |d: &tempfile::TempDir| Checkpoint::open(d.path()).unwrap_err().to_string();
     let d = sharded_dir(INDEX, &[("s1.safetensors", &[("c", 1), ("a", 2)])]);
-    assert!(
-        e(&d).contains("missing shard \"s2.safetensors\""),
-        "{}",
-        e(&d)
-    );
-    let d = sharded_dir(
-        INDEX,
-        &[
-            ("s1.safetensors", &[("a", 2)]),
-            ("s2.safetensors", &[("b", 3)]),
-        ],
-    );
-    assert!(e(&d).contains(
-        "tensor \"c\" is mapped to \"s1.safetensors\" but that shard does not contain it"
-    ));
-    let d = sharded_dir(
-        INDEX,
-        &[
-            ("s1.safetensors", &[("c", 1), ("a", 2)]),
-            ("s2.safetensors", &[("b", 3), ("x", 1)]),
-        ],
-    );
+    assert!(e(&d).contains("missing shard \"s2.safetensors\""), "{}", e(&d));
+    let d = sharded_dir(INDEX, &[("s1.safetensors", &[("a", 2)]), ("s2.safetensors", &[("b", 3)])]);
+    assert!(e(&d).contains("tensor \"c\" is mapped to \"s1.safetensors\" but that shard does not contain it"));
+    let d = sharded_dir(INDEX, &[("s1.safetensors", &[("c", 1), ("a", 2)]), ("s2.safetensors", &[("b", 3), ("x", 1)])]);
     assert!(e(&d).contains("tensor \"x\" is not listed"), "{}", e(&d));
-    let d = sharded_dir(
-        INDEX,
-        &[
-            ("s1.safetensors", &[("c", 1), ("a", 2)]),
-            ("s2.safetensors", &[("b", 3), ("a", 1)]),
-        ],
-    );
+    let d = sharded_dir(INDEX, &[("s1.safetensors", &[("c", 1), ("a", 2)]), ("s2.safetensors", &[("b", 3), ("a", 1)])]);
     assert!(e(&d).contains("present in two shards"), "{}", e(&d));
     let dup = r#"{"weight_map":{"a":"s1.safetensors","a":"s1.safetensors"}}"#;
     let d = sharded_dir(dup, &[("s1.safetensors", &[("a", 2)])]);
@@ -313,10 +213,7 @@ fn directory_discovery_and_aux_files() {
     let d = tempfile::tempdir().unwrap();
     write(d.path(), "pytorch_model.bin", b"PK");
     let m = Checkpoint::open(d.path()).unwrap_err().to_string();
-    assert!(
-        m.contains("no weights found") && m.contains("pytorch_model.bin"),
-        "{m}"
-    );
+    assert!(m.contains("no weights found") && m.contains("pytorch_model.bin"), "{m}");
     write(d.path(), "model.safetensors", &shard(&[("w", 4)]));
     for f in [
         "tokenizer.json",
@@ -330,28 +227,15 @@ fn directory_discovery_and_aux_files() {
     }
     write(d.path(), "config.json", b"{}");
     #[cfg(unix)]
-    std::os::unix::fs::symlink(d.path().join("tokenizer.json"), d.path().join("vocab.json"))
-        .unwrap();
+    std::os::unix::fs::symlink(d.path().join("tokenizer.json"), d.path().join("vocab.json")).unwrap();
     let ck = Checkpoint::open(d.path()).unwrap();
-    let aux: Vec<String> = ck
-        .aux_files()
-        .iter()
-        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
-        .collect();
+    let aux: Vec<String> =
+        ck.aux_files().iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
     assert_eq!(
         aux,
-        [
-            "LICENSE",
-            "chat_template.jinja",
-            "generation_config.json",
-            "tokenizer.json",
-            "tokenizer_config.json"
-        ]
+        ["LICENSE", "chat_template.jinja", "generation_config.json", "tokenizer.json", "tokenizer_config.json"]
     );
     write(d.path(), "config.json", b"{\"vocab_size\": true}");
     let m = Checkpoint::open(d.path()).unwrap_err().to_string();
-    assert!(
-        m.contains("bad config.json") && m.contains("vocab_size"),
-        "{m}"
-    );
+    assert!(m.contains("bad config.json") && m.contains("vocab_size"), "{m}");
 }
