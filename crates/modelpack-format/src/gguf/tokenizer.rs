@@ -316,129 +316,346 @@ pub fn vocab(tj: &Value, config: &Value) -> Result<(Vec<String>, Vec<i32>), Form
     Ok((tokens, types))
 }
 
-/// The special-token types of `gguf.SpecialVocab`, with their GGUF key stems.
-const SPECIAL: &[(&str, &str)] = &[
-    ("bos", "bos"),
-    ("eos", "eos"),
-    ("unk", "unknown"),
-    ("sep", "seperator"), // sic: the GGUF key is spelled this way
-    ("pad", "padding"),
-    ("cls", "cls"),
-    ("mask", "mask"),
-];
-
-fn token_content(entry: Option<&Value>) -> Option<&str> {
-    match entry? {
-        Value::String(s) => Some(s),
-        Value::Object(o) => o.get("content").and_then(Value::as_str),
-        _ => None,
+/// Python truthiness of an optional JSON value (`None`, null, false, 0, "", [], {} are false).
+fn truthy(v: Option<&Value>) -> bool {
+    match v {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::Number(n)) => n.as_f64() != Some(0.0),
+        Some(Value::String(s)) => !s.is_empty(),
+        Some(Value::Array(a)) => !a.is_empty(),
+        Some(Value::Object(o)) => !o.is_empty(),
     }
 }
 
-/// Special token ids, add-token flags and chat templates (as `gguf.SpecialVocab` does):
-/// ids come from tokenizer_config.json's `{bos,eos,...}_token` strings looked up in
-/// tokenizer.json's `added_tokens`, else from config.json's `{typ}_token_id`; flags from
-/// `add_{bos,eos}_token`, else from a `TemplateProcessing` post-processor.
+/// `x in (a, b)` for optional JSON values, with Python equality (a missing value is None).
+fn is_one_of(x: &Value, options: [Option<&Value>; 2]) -> bool {
+    options.iter().any(|o| o.unwrap_or(&Value::Null) == x)
+}
+
+/// Insert or update a key of an insertion-ordered list (Python dict semantics).
+fn dict_set<V>(list: &mut Vec<(String, V)>, key: &str, value: V) {
+    match list.iter_mut().find(|(k, _)| k == key) {
+        Some(slot) => slot.1 = value,
+        None => list.push((key.to_owned(), value)),
+    }
+}
+
+fn special_token_id(v: &Value) -> Option<&Value> {
+    v.get("SpecialToken").and_then(|s| s.get("id"))
+}
+
+/// GGUF key of a special token id, for the types `GGUFWriter` has a handler for (no `cls`).
+fn id_key(typ: &str) -> Option<&'static str> {
+    Some(match typ {
+        "bos" => "tokenizer.ggml.bos_token_id",
+        "eos" => "tokenizer.ggml.eos_token_id",
+        "unk" => "tokenizer.ggml.unknown_token_id",
+        "sep" => "tokenizer.ggml.seperator_token_id", // sic: the GGUF key is spelled this way
+        "pad" => "tokenizer.ggml.padding_token_id",
+        "mask" => "tokenizer.ggml.mask_token_id",
+        "eot" => "tokenizer.ggml.eot_token_id",
+        "eom" => "tokenizer.ggml.eom_token_id",
+        _ => return None,
+    })
+}
+
+/// GGUF key of an add-special-token flag, for the types `GGUFWriter` has a handler for.
+fn add_key(typ: &str) -> Option<&'static str> {
+    Some(match typ {
+        "bos" => "tokenizer.ggml.add_bos_token",
+        "eos" => "tokenizer.ggml.add_eos_token",
+        "sep" => "tokenizer.ggml.add_sep_token",
+        _ => return None,
+    })
+}
+
+/// Special token ids, add-token flags and chat templates, reproducing `gguf.SpecialVocab`
+/// (gguf 0.19) and `GGUFWriter.add_chat_template` key for key and in the same order:
+/// flags inferred from a `RobertaProcessing`/`TemplateProcessing` post-processor, then
+/// tokenizer_config.json's `add_*_token` flags and `*_token` strings looked up in tokenizer.json
+/// `added_tokens`, then config.json's `*_token_id` (also under `text_config`). The first id
+/// found for a type wins; `cls` ids and flags other than bos/eos/sep have no GGUF key.
 fn special_metadata(
     tj: &Value,
     tc: Option<&Value>,
     config: &Value,
-    n_vocab: usize,
+    chat_template_fallback: Option<&Value>,
+    n_vocab: Option<usize>,
 ) -> Result<Vec<(String, MetaValue)>, FormatError> {
     let added = added_tokens(tj)?;
-    let mut md = Vec::new();
-    let mut names: HashMap<&str, &str> = HashMap::new();
-    for (typ, key) in SPECIAL {
-        let content = tc.and_then(|c| token_content(c.get(format!("{typ}_token"))));
-        if let Some(c) = content {
-            names.insert(typ, c);
-        }
-        let from_tc = content.and_then(|c| added.iter().find(|a| a.content == c).map(|a| a.id));
-        let from_config = match config.get(format!("{typ}_token_id")) {
-            Some(Value::Number(n)) => n.as_u64().and_then(|n| usize::try_from(n).ok()),
-            // A list (several eos ids, e.g. Llama-3.1): llama.cpp takes none from config.json.
-            _ => None,
+    let mut types: Vec<&str> = vec!["bos", "eos", "unk", "sep", "pad", "cls", "mask"];
+    let mut tcm: serde_json::Map<String, Value> =
+        tc.and_then(Value::as_object).cloned().unwrap_or_default();
+    let tc_truthy = !tcm.is_empty();
+    let mut ids: Vec<(String, u32)> = Vec::new();
+    let mut adds: Vec<(String, bool)> = Vec::new();
+
+    let mut special_bos = tcm.get("bos_token").cloned();
+    let mut special_cls = tcm.get("cls_token").cloned();
+    let mut special_eos = tcm.get("eos_token").cloned();
+    let mut special_sep = tcm.get("sep_token").cloned();
+    if !truthy(special_bos.as_ref()) && truthy(special_cls.as_ref()) && tc_truthy {
+        special_bos.clone_from(&special_cls);
+        tcm.insert(
+            "bos_token".into(),
+            special_bos.clone().unwrap_or(Value::Null),
+        );
+    }
+    if !truthy(special_eos.as_ref()) && truthy(special_sep.as_ref()) && tc_truthy {
+        special_eos.clone_from(&special_sep);
+        tcm.insert(
+            "eos_token".into(),
+            special_eos.clone().unwrap_or(Value::Null),
+        );
+    }
+
+    if let Some(pp) = tj.get("post_processor").filter(|p| truthy(Some(p))) {
+        let processors: Vec<&Value> = match pp.get("processors") {
+            Some(Value::Array(a)) => a.iter().collect(),
+            _ => vec![pp],
         };
-        if let Some(id) = from_tc.or(from_config).filter(|&id| id < n_vocab) {
-            md.push((
-                format!("tokenizer.ggml.{key}_token_id"),
-                MetaValue::U32(id as u32),
-            ));
-        }
-    }
-    for typ in ["bos", "eos"] {
-        let flag = tc
-            .and_then(|c| c.get(format!("add_{typ}_token")))
-            .and_then(Value::as_bool)
-            .or_else(|| post_processor_adds(tj, typ, names.get(typ).copied()));
-        if let Some(f) = flag {
-            md.push((
-                format!("tokenizer.ggml.add_{typ}_token"),
-                MetaValue::Bool(f),
-            ));
-        }
-    }
-    match tc.and_then(|c| c.get("chat_template")) {
-        None | Some(Value::Null) => {}
-        Some(Value::String(t)) => {
-            md.push((
-                "tokenizer.chat_template".into(),
-                MetaValue::string(t.as_str()),
-            ));
-        }
-        Some(Value::Array(list)) => {
-            // Named templates: `default` is the chat template, others get a suffix.
-            for item in list {
-                let (Some(name), Some(t)) = (
-                    item.get("name").and_then(Value::as_str),
-                    item.get("template").and_then(Value::as_str),
-                ) else {
-                    return Err(FormatError::BadTokenizer {
-                        file: "tokenizer_config.json",
-                        reason: "chat_template entry without string `name` and `template`".into(),
-                    });
-                };
-                let key = if name == "default" {
-                    "tokenizer.chat_template".to_owned()
-                } else {
-                    format!("tokenizer.chat_template.{name}")
-                };
-                md.push((key, MetaValue::string(t)));
+        for p in processors {
+            match p.get("type").and_then(Value::as_str) {
+                Some("RobertaProcessing") => {
+                    for t in ["bos", "eos", "sep"] {
+                        dict_set(&mut adds, t, true);
+                    }
+                    if !truthy(special_cls.as_ref()) && tc_truthy {
+                        special_cls = p.pointer("/cls/0").cloned().or(special_bos.clone());
+                        tcm.insert(
+                            "cls_token".into(),
+                            special_cls.clone().unwrap_or(Value::Null),
+                        );
+                    }
+                    if !truthy(special_sep.as_ref()) && tc_truthy {
+                        special_sep = p.pointer("/sep/0").cloned().or(special_eos.clone());
+                        tcm.insert(
+                            "sep_token".into(),
+                            special_sep.clone().unwrap_or(Value::Null),
+                        );
+                    }
+                }
+                Some("TemplateProcessing") => {
+                    let empty = Vec::new();
+                    let single = p.get("single").and_then(Value::as_array).unwrap_or(&empty);
+                    let pair = p.get("pair").and_then(Value::as_array).unwrap_or(&empty);
+                    let mut first: Option<Value> = None;
+                    let mut last: Option<Value> = None;
+                    if single.len() > 1 {
+                        first = special_token_id(&single[0])
+                            .filter(|v| truthy(Some(v)))
+                            .cloned();
+                        if let Some(f) = &first {
+                            if !tc_truthy {
+                                special_bos = Some(f.clone());
+                            }
+                            let add = is_one_of(f, [special_bos.as_ref(), special_cls.as_ref()]);
+                            dict_set(&mut adds, "bos", add);
+                        }
+                        last = special_token_id(&single[single.len() - 1])
+                            .filter(|v| truthy(Some(v)))
+                            .cloned();
+                        if let Some(l) = &last {
+                            if !tc_truthy {
+                                special_eos = Some(l.clone());
+                            } else if Some(l) != special_eos.as_ref() {
+                                let old = special_eos.clone().unwrap_or(Value::Null);
+                                if !types.contains(&"eot") {
+                                    types.push("eot");
+                                    tcm.insert("eot_token".into(), old);
+                                } else if !types.contains(&"eom") {
+                                    types.push("eom");
+                                    tcm.insert("eom_token".into(), old);
+                                }
+                                tcm.insert("eos_token".into(), l.clone());
+                                special_eos = Some(l.clone());
+                            }
+                            dict_set(&mut adds, "eos", Some(l) == special_eos.as_ref());
+                        }
+                    }
+                    if !pair.is_empty() {
+                        let start = usize::from(
+                            first.is_some() && special_token_id(&pair[0]) == first.as_ref(),
+                        );
+                        let stop = if last.is_some()
+                            && special_token_id(&pair[pair.len() - 1]) == last.as_ref()
+                        {
+                            pair.len() - 1
+                        } else {
+                            pair.len()
+                        };
+                        let inner = if start < stop {
+                            &pair[start..stop]
+                        } else {
+                            &[][..]
+                        };
+                        if let (Some(a), Some(b)) = (inner.first(), inner.last()) {
+                            let seq = |v: &Value| v.pointer("/Sequence/id").cloned();
+                            if seq(a) == Some(Value::from("A"))
+                                && seq(b) == Some(Value::from("B"))
+                                && inner.len() > 2
+                            {
+                                let middle = &inner[1..inner.len() - 1];
+                                let mut add_sep = false;
+                                let seps = [special_sep.as_ref(), special_eos.as_ref()];
+                                if let Some(e) =
+                                    special_token_id(&middle[0]).filter(|v| truthy(Some(v)))
+                                {
+                                    if is_one_of(e, seps) && last.is_none() {
+                                        add_sep = true;
+                                    }
+                                }
+                                if middle.len() == 2 {
+                                    if let Some(e) =
+                                        special_token_id(&middle[1]).filter(|v| truthy(Some(v)))
+                                    {
+                                        if is_one_of(e, seps) {
+                                            add_sep = true;
+                                        }
+                                    }
+                                }
+                                dict_set(&mut adds, "sep", add_sep);
+                                if add_sep && !truthy(special_sep.as_ref()) && tc_truthy {
+                                    tcm.insert(
+                                        "sep_token".into(),
+                                        special_eos.clone().unwrap_or(Value::Null),
+                                    );
+                                }
+                            }
+                        }
+                    }
+                }
+                _ => {}
             }
         }
-        Some(other) => {
+    }
+
+    let mut set_id = |typ: &str, tid: Option<&Value>| -> Result<(), FormatError> {
+        let Some(Value::Number(n)) = tid else {
+            return Ok(());
+        };
+        if n.is_f64() {
+            return Ok(()); // Python: not an int
+        }
+        let Some(id) = n.as_u64() else {
             return Err(FormatError::BadTokenizer {
                 file: "tokenizer_config.json",
-                reason: format!("chat_template is neither a string nor a list: {other}"),
-            })
+                reason: format!("negative id {n} for special token type {typ}"),
+            });
+        };
+        if n_vocab.is_some_and(|nv| id >= nv as u64) || ids.iter().any(|(t, _)| t == typ) {
+            return Ok(());
         }
+        let id = u32::try_from(id).map_err(|_| FormatError::BadTokenizer {
+            file: "tokenizer_config.json",
+            reason: format!("special token id {id} for {typ} does not fit in u32"),
+        })?;
+        ids.push((typ.to_owned(), id));
+        Ok(())
+    };
+
+    let mut chat_template: Option<Value> = None;
+    if tc_truthy {
+        let ct = match tcm.get("chat_template") {
+            Some(v) => Some(v),
+            None => chat_template_fallback,
+        };
+        if let Some(v @ (Value::String(_) | Value::Array(_))) = ct {
+            chat_template = Some(v.clone());
+        }
+        for typ in &types {
+            if let Some(Value::Bool(b)) = tcm.get(&format!("add_{typ}_token")) {
+                dict_set(&mut adds, typ, *b);
+            }
+            let content = match tcm.get(&format!("{typ}_token")) {
+                Some(Value::String(s)) => s.as_str(),
+                Some(Value::Object(o)) => match o.get("content") {
+                    Some(Value::String(s)) => s.as_str(),
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            let found = added
+                .iter()
+                .find(|a| a.content == content)
+                .map(|a| Value::from(a.id));
+            set_id(typ, found.as_ref())?;
+        }
+    }
+    for typ in &types {
+        let key = format!("{typ}_token_id");
+        let tid = match config.get(&key) {
+            None | Some(Value::Null) => config.get("text_config").and_then(|t| t.get(&key)),
+            v => v,
+        };
+        set_id(typ, tid)?;
+    }
+
+    let mut md = Vec::new();
+    for (typ, id) in &ids {
+        if let Some(k) = id_key(typ) {
+            md.push((k.to_owned(), MetaValue::U32(*id)));
+        }
+    }
+    for (typ, b) in &adds {
+        if let Some(k) = add_key(typ) {
+            md.push((k.to_owned(), MetaValue::Bool(*b)));
+        }
+    }
+    match chat_template {
+        Some(Value::String(t)) => md.push((CHAT_TEMPLATE.into(), MetaValue::String(t))),
+        Some(Value::Array(list)) => {
+            let mut default = None;
+            let mut names = std::collections::BTreeSet::new();
+            for item in &list {
+                let name: String = item
+                    .get("name")
+                    .and_then(Value::as_str)
+                    .unwrap_or("")
+                    .chars()
+                    .map(|c| if c.is_ascii_alphanumeric() { c } else { '_' })
+                    .collect();
+                let template = match item.get("template") {
+                    None | Some(Value::Null) => continue,
+                    Some(Value::String(t)) => t,
+                    Some(other) => {
+                        return Err(FormatError::BadTokenizer {
+                            file: "tokenizer_config.json",
+                            reason: format!("chat template `{name}` is not a string: {other}"),
+                        })
+                    }
+                };
+                if name.is_empty() {
+                    continue;
+                }
+                if name == "default" {
+                    default = Some(template.clone());
+                } else {
+                    md.push((
+                        format!("{CHAT_TEMPLATE}.{name}"),
+                        MetaValue::string(template.as_str()),
+                    ));
+                    names.insert(name);
+                }
+            }
+            if !names.is_empty() {
+                md.push((
+                    "tokenizer.chat_templates".into(),
+                    MetaValue::string_array(names),
+                ));
+            }
+            if let Some(t) = default {
+                md.push((CHAT_TEMPLATE.into(), MetaValue::String(t)));
+            }
+        }
+        _ => {}
     }
     Ok(md)
 }
 
-/// Whether a `TemplateProcessing` post-processor puts `token` (bos: first, eos: last) around a
-/// single sequence; `None` when there is no such post-processor.
-fn post_processor_adds(tj: &Value, typ: &str, token: Option<&str>) -> Option<bool> {
-    let pp = tj.get("post_processor")?;
-    let tp = if pp.get("type").and_then(Value::as_str) == Some("Sequence") {
-        pp.get("processors")?
-            .as_array()?
-            .iter()
-            .find(|p| p.get("type").and_then(Value::as_str) == Some("TemplateProcessing"))?
-    } else if pp.get("type").and_then(Value::as_str) == Some("TemplateProcessing") {
-        pp
-    } else {
-        return None;
-    };
-    let single = tp.get("single")?.as_array()?;
-    let piece = if typ == "bos" {
-        single.first()?
-    } else {
-        single.last()?
-    };
-    let special = piece.pointer("/SpecialToken/id").and_then(Value::as_str);
-    Some(special.is_some() && (token.is_none() || special == token))
-}
+/// The GGUF key of the (default) chat template.
+pub const CHAT_TEMPLATE: &str = "tokenizer.chat_template";
 
 /// All `tokenizer.*` metadata for a byte-level BPE `tokenizer.json`: model `gpt2`, pre-tokenizer
 /// name, tokens, token types, merges, special token ids, `add_bos_token`/`add_eos_token` and
@@ -451,6 +668,18 @@ pub fn tokenizer_metadata(
     tokenizer_json: &Value,
     tokenizer_config: Option<&Value>,
     config: &Value,
+) -> Result<Vec<(String, MetaValue)>, FormatError> {
+    tokenizer_metadata_with_template(tokenizer_json, tokenizer_config, config, None)
+}
+
+/// [`tokenizer_metadata`], with the chat template of a separate file used when
+/// tokenizer_config.json has no `chat_template` key: the text of `chat_template.jinja` as a JSON
+/// string, or the `chat_template` value of `chat_template.json` (string or named list).
+pub fn tokenizer_metadata_with_template(
+    tokenizer_json: &Value,
+    tokenizer_config: Option<&Value>,
+    config: &Value,
+    chat_template_fallback: Option<&Value>,
 ) -> Result<Vec<(String, MetaValue)>, FormatError> {
     if !is_byte_level_bpe(tokenizer_json) {
         let model = tokenizer_json
@@ -468,7 +697,6 @@ pub fn tokenizer_metadata(
     let (tokens, types) = vocab(tokenizer_json, config)?;
     let merges = merges(tokenizer_json)?;
     let (pre, _) = detect_pre_tokenizer(tokenizer_json, config);
-    let n = tokens.len();
     let mut md = vec![
         ("tokenizer.ggml.model".to_owned(), MetaValue::string("gpt2")),
         ("tokenizer.ggml.pre".to_owned(), MetaValue::string(pre)),
@@ -482,11 +710,13 @@ pub fn tokenizer_metadata(
             MetaValue::string_array(merges),
         ),
     ];
+    // llama.cpp's converter builds SpecialVocab without n_vocab for BPE: no range filter.
     md.extend(special_metadata(
         tokenizer_json,
         tokenizer_config,
         config,
-        n,
+        chat_template_fallback,
+        None,
     )?);
     Ok(md)
 }
