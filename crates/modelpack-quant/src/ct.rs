@@ -1,1 +1,461 @@
-//! compressed-tensors pack-quantized schemes (int4 group-wise, int8 per-channel).
+//! compressed-tensors `pack-quantized` schemes (int4 group-wise / per-channel, int8 per-channel),
+//! bit-exact with compressed-tensors 0.20 (DESIGN §5.3).
+//!
+//! The pipeline hands [`quantize_rows`] a chunk of whole rows of one `[out, in]` Linear weight and
+//! gets back the chunk's slice of the three output tensors as raw little-endian bytes:
+//! `weight_packed` (I32 `[rows, packed_cols]`), `weight_scale` (`[rows, scale_cols]` in the scale
+//! dtype) and, when asymmetric, `weight_zero_point` (I32 `[zp_rows, scale_cols]`, packed along
+//! dim 0, so a chunk must start at a multiple of [`CtScheme::rows_per_zp_word`]).
+//!
+//! # Arithmetic
+//! compressed-tensors runs the whole computation in torch, in the weight's dtype: every
+//! intermediate tensor is rounded to bf16 (bf16 model) or f16 (f16 model), while each single
+//! operation is computed in f32 first (torch upcasts half-precision operands). The kernels mirror
+//! that literally: an f32 operation followed by a round-to-nearest-even to the element dtype.
+//!
+//! For an f32 model compressed-tensors keeps everything in f32 and writes f32 scales
+//! ([`ScaleDtype::for_source`] picks that). Asking for bf16/f16 scales on an f32 source (smaller
+//! files) rounds only the scale to that dtype; the element steps then stay in f32, as torch's type
+//! promotion of an f32 tensor with a bf16 scale would do. In general the element steps round to the
+//! source dtype when it equals the scale dtype and are plain f32 otherwise.
+//!
+//! NaN or ±inf anywhere in the input is refused with [`QuantError::NonFinite`] (the index is into
+//! the chunk's `input`), like the GGUF kernels: one such value would poison its group's scale.
+
+mod scalar;
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use crate::convert::{round_bf16, round_f16};
+use crate::metrics::ErrorStats;
+use crate::simd::{self, Level};
+use crate::{QuantError, SrcDtype};
+
+/// How many input columns share one scale (and zero point).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Strategy {
+    /// One scale per output row (`strategy: "channel"`).
+    Channel,
+    /// One scale per run of this many columns of a row (`strategy: "group"`, `group_size`); it
+    /// must divide the row length.
+    Group(usize),
+}
+
+/// The dtype scales are computed in and stored as (compressed-tensors uses the model dtype).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ScaleDtype {
+    /// bfloat16 scales: steps round to bf16 (bf16 models).
+    BF16,
+    /// IEEE half scales: steps round to f16 (f16 models).
+    F16,
+    /// f32 scales: no rounding (what compressed-tensors writes for f32 models).
+    F32,
+}
+
+impl ScaleDtype {
+    /// What compressed-tensors itself would use for a model stored as `src`: the same dtype.
+    pub const fn for_source(src: SrcDtype) -> ScaleDtype {
+        match src {
+            SrcDtype::BF16 => ScaleDtype::BF16,
+            SrcDtype::F16 => ScaleDtype::F16,
+            SrcDtype::F32 => ScaleDtype::F32,
+        }
+    }
+
+    /// Bytes per stored scale.
+    pub const fn size(self) -> usize {
+        match self {
+            ScaleDtype::BF16 | ScaleDtype::F16 => 2,
+            ScaleDtype::F32 => 4,
+        }
+    }
+
+    /// safetensors dtype name of the `weight_scale` tensor.
+    pub const fn safetensors_name(self) -> &'static str {
+        match self {
+            ScaleDtype::BF16 => "BF16",
+            ScaleDtype::F16 => "F16",
+            ScaleDtype::F32 => "F32",
+        }
+    }
+
+    /// `torch.finfo(dtype).eps`: the value a zero scale is replaced by (2^-7, 2^-10, 2^-23), so
+    /// an all-zero group divides by something finite and dequantizes to exact zeros.
+    pub fn eps(self) -> f32 {
+        match self {
+            ScaleDtype::BF16 => f32::powi(2.0, -7),
+            ScaleDtype::F16 => f32::powi(2.0, -10),
+            ScaleDtype::F32 => f32::EPSILON,
+        }
+    }
+
+    /// Round an f32 to the nearest value of this dtype (ties to even), widened back.
+    #[inline]
+    pub fn round(self, x: f32) -> f32 {
+        match self {
+            ScaleDtype::BF16 => round_bf16(x),
+            ScaleDtype::F16 => round_f16(x),
+            ScaleDtype::F32 => x,
+        }
+    }
+
+    /// The dtype a source dtype's intermediate results round to (see the module docs).
+    pub(crate) const fn of_source(src: SrcDtype) -> ScaleDtype {
+        ScaleDtype::for_source(src)
+    }
+}
+
+/// The dtype per-element steps (`w/scale`, `+zp`, dequantization) round to: the common dtype of
+/// source and scale, f32 when they differ (torch type promotion).
+#[inline]
+pub(crate) fn elem_dtype(src: SrcDtype, scale: ScaleDtype) -> ScaleDtype {
+    if ScaleDtype::of_source(src) == scale {
+        scale
+    } else {
+        ScaleDtype::F32
+    }
+}
+
+/// A compressed-tensors weight quantization scheme (`config_groups.*.weights`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct CtScheme {
+    /// `num_bits`: 4 or 8.
+    pub bits: u8,
+    /// Channel or group strategy.
+    pub strategy: Strategy,
+    /// `symmetric`: no zero point when true.
+    pub symmetric: bool,
+}
+
+impl CtScheme {
+    /// W4A16 group-wise symmetric (the usual vLLM int4 scheme).
+    pub const fn w4_group_sym(group: usize) -> CtScheme {
+        CtScheme {
+            bits: 4,
+            strategy: Strategy::Group(group),
+            symmetric: true,
+        }
+    }
+
+    /// W8A16 per-channel symmetric.
+    pub const fn w8_channel_sym() -> CtScheme {
+        CtScheme {
+            bits: 8,
+            strategy: Strategy::Channel,
+            symmetric: true,
+        }
+    }
+
+    /// Refuse schemes the format cannot express (bits other than 4/8, a zero group size).
+    pub fn validate(&self) -> Result<(), QuantError> {
+        if self.bits != 4 && self.bits != 8 {
+            return Err(QuantError::Shape(format!(
+                "compressed-tensors pack-quantized needs 4 or 8 bits, not {}",
+                self.bits
+            )));
+        }
+        if self.strategy == Strategy::Group(0) {
+            return Err(QuantError::Shape("group size 0".into()));
+        }
+        Ok(())
+    }
+
+    /// Smallest quantized value (`-2^(bits-1)`).
+    pub const fn qmin(&self) -> i32 {
+        -(1 << (self.bits - 1))
+    }
+
+    /// Largest quantized value (`2^(bits-1) - 1`).
+    pub const fn qmax(&self) -> i32 {
+        (1 << (self.bits - 1)) - 1
+    }
+
+    /// Values per packed i32 word (8 for int4, 4 for int8).
+    pub const fn per_word(&self) -> usize {
+        32 / self.bits as usize
+    }
+
+    /// i32 words per packed row: `ceil(cols * bits / 32)` (a partial last word is zero-padded,
+    /// as compressed-tensors does).
+    pub const fn packed_cols(&self, cols: usize) -> usize {
+        cols.div_ceil(self.per_word())
+    }
+
+    /// Scales per row (`1` per channel, `cols / group`); an error if the group does not divide
+    /// `cols` (the caller then falls back to another group or to per-channel).
+    pub fn scale_cols(&self, cols: usize) -> Result<usize, QuantError> {
+        match self.strategy {
+            Strategy::Channel => Ok(1),
+            Strategy::Group(g) if g > 0 && cols.is_multiple_of(g) && cols > 0 => Ok(cols / g),
+            Strategy::Group(g) => Err(QuantError::Shape(format!(
+                "group size {g} does not divide the row length {cols}"
+            ))),
+        }
+    }
+
+    /// Columns per scale.
+    fn group_len(&self, cols: usize) -> usize {
+        match self.strategy {
+            Strategy::Channel => cols,
+            Strategy::Group(g) => g,
+        }
+    }
+
+    /// Rows of the packed zero-point tensor for `rows` weight rows: `ceil(rows * bits / 32)`.
+    pub const fn zp_rows(&self, rows: usize) -> usize {
+        rows.div_ceil(self.per_word())
+    }
+
+    /// Weight rows per zero-point word (`32 / bits`): asymmetric chunks must start at a multiple
+    /// of this row so each chunk writes whole zero-point words.
+    pub const fn rows_per_zp_word(&self) -> usize {
+        self.per_word()
+    }
+}
+
+/// Validated geometry of one call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Geom {
+    pub rows: usize,
+    pub cols: usize,
+    pub group: usize,
+    pub scale_cols: usize,
+    pub packed_cols: usize,
+}
+
+fn check(
+    s: &CtScheme,
+    src_size: usize,
+    scale_dtype: ScaleDtype,
+    input_len: usize,
+    row0: usize,
+    rows: usize,
+    cols: usize,
+    packed_len: usize,
+    scale_len: usize,
+    zp_len: Option<usize>,
+) -> Result<Geom, QuantError> {
+    s.validate()?;
+    if cols == 0 {
+        return Err(QuantError::Shape("row length 0".into()));
+    }
+    let scale_cols = s.scale_cols(cols)?;
+    let packed_cols = s.packed_cols(cols);
+    let want = |what: &str, got: usize, want: Option<usize>| match want {
+        Some(w) if w == got => Ok(()),
+        Some(w) => Err(QuantError::Shape(format!(
+            "{what}: {got} bytes, expected {w} for {rows} rows x {cols} columns"
+        ))),
+        None => Err(QuantError::Shape(format!("{what}: size overflows"))),
+    };
+    want(
+        "input",
+        input_len,
+        rows.checked_mul(cols).and_then(|n| n.checked_mul(src_size)),
+    )?;
+    want(
+        "weight_packed",
+        packed_len,
+        rows.checked_mul(packed_cols).and_then(|n| n.checked_mul(4)),
+    )?;
+    want(
+        "weight_scale",
+        scale_len,
+        rows.checked_mul(scale_cols)
+            .and_then(|n| n.checked_mul(scale_dtype.size())),
+    )?;
+    match (s.symmetric, zp_len) {
+        (true, None) => {}
+        (true, Some(_)) => {
+            return Err(QuantError::Shape(
+                "symmetric scheme has no weight_zero_point".into(),
+            ))
+        }
+        (false, None) => {
+            return Err(QuantError::Shape(
+                "asymmetric scheme needs a weight_zero_point buffer".into(),
+            ))
+        }
+        (false, Some(n)) => {
+            want(
+                "weight_zero_point",
+                n,
+                Some(s.zp_rows(rows) * scale_cols * 4),
+            )?;
+            if !row0.is_multiple_of(s.rows_per_zp_word()) {
+                return Err(QuantError::Shape(format!(
+                    "chunk starts at row {row0}, not a multiple of {} (zero points pack {} rows per word)",
+                    s.rows_per_zp_word(),
+                    s.rows_per_zp_word()
+                )));
+            }
+        }
+    }
+    Ok(Geom {
+        rows,
+        cols,
+        group: s.group_len(cols),
+        scale_cols,
+        packed_cols,
+    })
+}
+
+/// Quantize a chunk of whole rows with the active SIMD level.
+///
+/// `input` holds `rows * cols` little-endian `src` elements (rows `row0..row0+rows` of the
+/// weight; `row0` only matters for zero-point packing and must be a multiple of
+/// [`CtScheme::rows_per_zp_word`] for asymmetric schemes). Outputs are exactly sized:
+/// `packed` = `rows * packed_cols(cols) * 4` bytes, `scale` = `rows * scale_cols(cols) *
+/// scale_dtype.size()`, `zp` = `zp_rows(rows) * scale_cols * 4` (asymmetric only, else `None`).
+/// When `stats` is `Some`, the chunk's error against the dequantized values is added to it.
+///
+/// Errors: [`QuantError::Shape`] for inconsistent sizes, [`QuantError::NonFinite`] for the first
+/// NaN/±inf (index into `input`); on error the outputs hold unspecified bytes.
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_rows(
+    s: &CtScheme,
+    src: SrcDtype,
+    scale_dtype: ScaleDtype,
+    input: &[u8],
+    row0: usize,
+    rows: usize,
+    cols: usize,
+    packed: &mut [u8],
+    scale: &mut [u8],
+    zp: Option<&mut [u8]>,
+    stats: Option<&mut ErrorStats>,
+) -> Result<(), QuantError> {
+    quantize_rows_at(
+        simd::active_level(),
+        s,
+        src,
+        scale_dtype,
+        input,
+        row0,
+        rows,
+        cols,
+        packed,
+        scale,
+        zp,
+        stats,
+    )
+}
+
+/// [`quantize_rows`] at an explicit SIMD level (clamped to what the CPU supports); every level
+/// writes the same bytes, so tests and benchmarks compare paths with this.
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_rows_at(
+    level: Level,
+    s: &CtScheme,
+    src: SrcDtype,
+    scale_dtype: ScaleDtype,
+    input: &[u8],
+    row0: usize,
+    rows: usize,
+    cols: usize,
+    packed: &mut [u8],
+    scale: &mut [u8],
+    mut zp: Option<&mut [u8]>,
+    stats: Option<&mut ErrorStats>,
+) -> Result<(), QuantError> {
+    let g = check(
+        s,
+        src.size(),
+        scale_dtype,
+        input.len(),
+        row0,
+        rows,
+        cols,
+        packed.len(),
+        scale.len(),
+        zp.as_ref().map(|z| z.len()),
+    )?;
+    if let Some(z) = zp.as_deref_mut() {
+        z.fill(0);
+    }
+    let level = simd::clamp(level);
+    let mut done = false;
+    #[cfg(target_arch = "x86_64")]
+    if level > Level::Scalar {
+        // SAFETY: `clamp` only returns levels whose features this CPU has.
+        done = unsafe {
+            x86::quantize(
+                level,
+                s,
+                src,
+                scale_dtype,
+                input,
+                &g,
+                packed,
+                scale,
+                zp.as_deref_mut(),
+            )?
+        };
+    }
+    if !done {
+        scalar::quantize(
+            s,
+            src,
+            scale_dtype,
+            input,
+            &g,
+            packed,
+            scale,
+            zp.as_deref_mut(),
+        )?;
+    }
+    if let Some(stats) = stats {
+        scalar::accumulate_stats(
+            s,
+            src,
+            scale_dtype,
+            input,
+            &g,
+            packed,
+            scale,
+            zp.as_deref(),
+            stats,
+        );
+    }
+    Ok(())
+}
+
+/// Dequantize a chunk written by [`quantize_rows`] back to f32 (`out` = `rows * cols` values):
+/// `(q - zp) * scale`, rounded to the scale dtype as the consumer computes it in that dtype.
+/// Used for comparisons, metrics and tests.
+#[allow(clippy::too_many_arguments)]
+pub fn dequantize_rows(
+    s: &CtScheme,
+    scale_dtype: ScaleDtype,
+    packed: &[u8],
+    scale: &[u8],
+    zp: Option<&[u8]>,
+    row0: usize,
+    rows: usize,
+    cols: usize,
+    out: &mut [f32],
+) -> Result<(), QuantError> {
+    let g = check(
+        s,
+        4,
+        scale_dtype,
+        out.len() * 4,
+        row0,
+        rows,
+        cols,
+        packed.len(),
+        scale.len(),
+        zp.map(|z| z.len()),
+    )?;
+    scalar::dequantize(
+        s,
+        scale_dtype,
+        scale_dtype,
+        packed,
+        scale,
+        zp,
+        &g,
+        |i, v| out[i] = v,
+    );
+    Ok(())
+}
