@@ -728,3 +728,269 @@ fn i32_array(v: Vec<i32>) -> MetaValue {
         MetaValue::Array(v.into_iter().map(MetaValue::I32).collect())
     }
 }
+
+/// One piece of a SentencePiece model.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpPiece {
+    /// The piece text (`▁the`, `<0x0A>`, `<s>`).
+    pub piece: String,
+    /// Its score (log probability for unigram, merge rank for BPE models).
+    pub score: f32,
+    /// SentencePiece type: 1 normal, 2 unknown, 3 control, 4 user-defined, 5 unused, 6 byte.
+    pub kind: u32,
+}
+
+const SPM: &str = "tokenizer.model";
+
+fn bad_spm(reason: impl Into<String>) -> FormatError {
+    FormatError::BadTokenizer {
+        file: SPM,
+        reason: reason.into(),
+    }
+}
+
+/// One protobuf field: number, varint value (0 for other wire types), payload bytes.
+type PbField<'a> = (u64, u64, &'a [u8]);
+
+/// A bounds-checked protobuf wire-format reader (only what `ModelProto` needs).
+struct Pb<'a> {
+    b: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Pb<'a> {
+    fn varint(&mut self) -> Result<u64, FormatError> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *self
+                .b
+                .get(self.pos)
+                .ok_or_else(|| bad_spm("truncated varint"))?;
+            self.pos += 1;
+            v |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(bad_spm("varint longer than 10 bytes"))
+    }
+
+    fn take(&mut self, n: u64) -> Result<&'a [u8], FormatError> {
+        let end = usize::try_from(n)
+            .ok()
+            .and_then(|n| self.pos.checked_add(n))
+            .filter(|&e| e <= self.b.len())
+            .ok_or_else(|| bad_spm(format!("field of {n} bytes past the end")))?;
+        let s = &self.b[self.pos..end];
+        self.pos = end;
+        Ok(s)
+    }
+
+    /// Next field as (number, wire type, payload): varints in `.1`, bytes in `.2`.
+    fn field(&mut self) -> Result<Option<PbField<'a>>, FormatError> {
+        if self.pos >= self.b.len() {
+            return Ok(None);
+        }
+        let key = self.varint()?;
+        let (num, wire) = (key >> 3, key & 7);
+        Ok(Some(match wire {
+            0 => (num, self.varint()?, &[][..]),
+            1 => (num, 0, self.take(8)?),
+            2 => {
+                let n = self.varint()?;
+                (num, 0, self.take(n)?)
+            }
+            5 => (num, 0, self.take(4)?),
+            w => return Err(bad_spm(format!("unsupported protobuf wire type {w}"))),
+        }))
+    }
+}
+
+/// Parse a SentencePiece `tokenizer.model` (`ModelProto`): its pieces, and its model type
+/// (`trainer_spec.model_type`: 1 unigram, 2 BPE, 3 word, 4 char; 1 when absent).
+pub fn parse_sentencepiece(bytes: &[u8]) -> Result<(Vec<SpPiece>, u64), FormatError> {
+    let mut pb = Pb { b: bytes, pos: 0 };
+    let mut pieces = Vec::new();
+    let mut model_type = 1;
+    while let Some((num, _, payload)) = pb.field()? {
+        match num {
+            1 => {
+                if pieces.len() >= MAX_VOCAB {
+                    return Err(bad_spm(format!("more than {MAX_VOCAB} pieces")));
+                }
+                let mut p = Pb { b: payload, pos: 0 };
+                let mut sp = SpPiece {
+                    piece: String::new(),
+                    score: 0.0,
+                    kind: 1,
+                };
+                while let Some((n, v, data)) = p.field()? {
+                    match n {
+                        1 => {
+                            sp.piece = String::from_utf8(data.to_vec()).map_err(|_| {
+                                bad_spm(format!("piece {} is not UTF-8", pieces.len()))
+                            })?;
+                        }
+                        2 if data.len() == 4 => {
+                            sp.score = f32::from_le_bytes([data[0], data[1], data[2], data[3]]);
+                        }
+                        3 => sp.kind = u32::try_from(v).unwrap_or(u32::MAX),
+                        _ => {}
+                    }
+                }
+                pieces.push(sp);
+            }
+            2 => {
+                let mut t = Pb { b: payload, pos: 0 };
+                while let Some((n, v, _)) = t.field()? {
+                    if n == 3 {
+                        model_type = v;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    if pieces.is_empty() {
+        return Err(bad_spm("no pieces: not a SentencePiece model"));
+    }
+    Ok((pieces, model_type))
+}
+
+/// All `tokenizer.*` metadata for a SentencePiece `tokenizer.model` (Llama 2, Mistral, ...),
+/// as llama.cpp's `_set_vocab_sentencepiece`: model `llama`, pre `default`, tokens, scores and
+/// types by id padded to config.json's `vocab_size` with `[PAD{id}]` (score -10000, UNUSED);
+/// entries of `added_tokens.json` and tokenizer_config.json's `added_tokens_decoder` override
+/// ids (score -1000; CONTROL if special or special-looking, else USER_DEFINED); then the special
+/// tokens as `gguf.SpecialVocab` with ids limited to the vocabulary, and, for arch `llama`,
+/// `tokenizer.ggml.add_space_prefix` from tokenizer_config.json's `add_prefix_space`.
+///
+/// SentencePiece user-defined pieces become NORMAL, as in the converter.
+pub fn sentencepiece_metadata(
+    model: &[u8],
+    added_tokens_json: Option<&Value>,
+    tokenizer_json: Option<&Value>,
+    tokenizer_config: Option<&Value>,
+    config: &Value,
+) -> Result<Vec<(String, MetaValue)>, FormatError> {
+    let (pieces, model_type) = parse_sentencepiece(model)?;
+    if model_type != 1 && model_type != 2 {
+        return Err(FormatError::UnsupportedTokenizer(format!(
+            "SentencePiece model type {model_type} (only unigram 1 and BPE 2)"
+        )));
+    }
+    let n = match config.get("vocab_size") {
+        None | Some(Value::Null) => pieces.len(),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .filter(|&n| n <= MAX_VOCAB)
+            .ok_or_else(|| FormatError::BadConfig {
+                key: "vocab_size".into(),
+                reason: format!("is not an integer up to {MAX_VOCAB}: {v}"),
+            })?,
+    };
+    let mut tokens: Vec<String> = (0..n).map(|i| format!("[PAD{i}]")).collect();
+    let mut scores = vec![-10000.0f32; n];
+    let mut types = vec![token_type::UNUSED; n];
+    for (id, p) in pieces.iter().enumerate().take(n) {
+        tokens[id].clone_from(&p.piece);
+        scores[id] = p.score;
+        types[id] = match p.kind {
+            2 => token_type::UNKNOWN,
+            3 => token_type::CONTROL,
+            5 => token_type::UNUSED,
+            6 => token_type::BYTE,
+            _ => token_type::NORMAL,
+        };
+    }
+    if let Some(at) = added_tokens_json {
+        let obj = at.as_object().ok_or_else(|| FormatError::BadTokenizer {
+            file: "added_tokens.json",
+            reason: "is not an object".into(),
+        })?;
+        for (tok, id) in obj {
+            let id = id.as_u64().ok_or_else(|| FormatError::BadTokenizer {
+                file: "added_tokens.json",
+                reason: format!("id of {tok:?} is not an integer"),
+            })?;
+            if let Some(i) = usize::try_from(id).ok().filter(|&i| i < n) {
+                tokens[i].clone_from(tok);
+                scores[i] = -1000.0;
+                types[i] = token_type::USER_DEFINED;
+            }
+        }
+    }
+    if let Some(dec) = tokenizer_config.and_then(|c| c.get("added_tokens_decoder")) {
+        let obj = dec.as_object().ok_or_else(|| FormatError::BadTokenizer {
+            file: "tokenizer_config.json",
+            reason: "added_tokens_decoder is not an object".into(),
+        })?;
+        for (id, data) in obj {
+            let bad = |r: String| FormatError::BadTokenizer {
+                file: "tokenizer_config.json",
+                reason: r,
+            };
+            let id: usize = id
+                .parse()
+                .map_err(|_| bad(format!("added token id {id:?}")))?;
+            let content = data
+                .get("content")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad(format!("added token {id} has no string content")))?;
+            if id >= n {
+                continue;
+            }
+            let special = truthy(data.get("special"));
+            if special || looks_special(content) {
+                types[id] = token_type::CONTROL;
+                tokens[id] = content.to_owned();
+            } else {
+                types[id] = token_type::USER_DEFINED;
+                tokens[id] = content.replace('\u{2581}', " ");
+            }
+            scores[id] = -1000.0;
+        }
+    }
+    let empty = Value::Object(serde_json::Map::new());
+    let tj = tokenizer_json.unwrap_or(&empty);
+    let mut md = vec![
+        (
+            "tokenizer.ggml.model".to_owned(),
+            MetaValue::string("llama"),
+        ),
+        (
+            "tokenizer.ggml.pre".to_owned(),
+            MetaValue::string("default"),
+        ),
+        (
+            "tokenizer.ggml.tokens".to_owned(),
+            MetaValue::string_array(tokens),
+        ),
+        (
+            "tokenizer.ggml.scores".to_owned(),
+            if scores.is_empty() {
+                MetaValue::EmptyArray(MetaType::F32)
+            } else {
+                MetaValue::Array(scores.into_iter().map(MetaValue::F32).collect())
+            },
+        ),
+        ("tokenizer.ggml.token_type".to_owned(), i32_array(types)),
+    ];
+    md.extend(special_metadata(
+        tj,
+        tokenizer_config,
+        config,
+        None,
+        Some(n),
+    )?);
+    if super::llama::gguf_arch(config).ok() == Some("llama") {
+        if let Some(Value::Bool(b)) = tokenizer_config.and_then(|c| c.get("add_prefix_space")) {
+            md.push((
+                "tokenizer.ggml.add_space_prefix".into(),
+                MetaValue::Bool(*b),
+            ));
+        }
+    }
+    Ok(md)
+}
