@@ -4,6 +4,7 @@
 //! - `test`: the full test suite (venv + `cargo test --workspace` with interop required).
 //! - `bench`: end-to-end benchmarks side by side with the reference tools.
 
+mod fixture_gen;
 mod fixtures;
 mod golden;
 mod util;

@@ -88,7 +88,7 @@ pub enum CheckpointError {
         reason: String,
     },
     /// The file ends before the data its header describes.
-    #[error("{}: truncated file: {size} bytes, but its header describes {needed} bytes", path.display())]
+    #[error("{}: truncated file: {size} bytes, but at least {needed} are needed", path.display())]
     Truncated {
         /// The file.
         path: PathBuf,
@@ -220,7 +220,7 @@ pub enum CheckpointError {
         data_len: u64,
     },
     /// Two tensors share bytes.
-    #[error("{}: tensors {first:?} and {second:?} overlap (data_offsets {second:?} starts at {start}, before {first:?} ends at {end})", path.display())]
+    #[error("{}: tensors {first:?} and {second:?} overlap: {second:?} starts at {start}, before {first:?} ends at {end}", path.display())]
     Overlap {
         /// The file.
         path: PathBuf,
