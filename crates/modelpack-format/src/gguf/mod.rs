@@ -113,6 +113,24 @@ pub fn ggml_type_info(id: u32) -> Option<GgmlTypeInfo> {
     GGML_TYPES.iter().copied().find(|t| t.id == id)
 }
 
+/// `general.file_type` (llama.cpp's `llama_ftype`) for a file whose 2-D weights are mostly
+/// `ggml_type`: F32 0, F16 1, Q4_0 2, Q4_1 3, Q8_0 7, BF16 32. `None` for types whose file type
+/// depends on the mix (K-quants: Q4_K_M is 15, Q4_K_S 14) or that we do not write.
+pub fn file_type_for(ggml_type: u32) -> Option<u32> {
+    Some(match ggml_type {
+        GGML_F32 => 0,
+        GGML_F16 => 1,
+        GGML_Q4_0 => 2,
+        GGML_Q4_1 => 3,
+        GGML_Q8_0 => 7,
+        GGML_BF16 => 32,
+        _ => return None,
+    })
+}
+
+/// `general.quantization_version` that llama.cpp expects for its current block formats.
+pub const QUANTIZATION_VERSION: u32 = 2;
+
 /// Round `x` up to a multiple of `align` (a power of two); `None` on overflow.
 pub fn align_up(x: u64, align: u64) -> Option<u64> {
     debug_assert!(align.is_power_of_two());
@@ -271,6 +289,35 @@ impl MetaValue {
             MetaValue::Array(v) => Some(v),
             MetaValue::EmptyArray(_) => Some(&[]),
             _ => None,
+        }
+    }
+
+    /// The value as JSON (for `inspect --json`): numbers, bools, strings, arrays; non-finite
+    /// floats become null. Arrays longer than `max_items` are cut to that many elements.
+    pub fn to_json(&self, max_items: usize) -> serde_json::Value {
+        use serde_json::Value as J;
+        let float = |x: f64| serde_json::Number::from_f64(x).map_or(J::Null, J::Number);
+        match self {
+            MetaValue::U8(v) => J::from(*v),
+            MetaValue::I8(v) => J::from(*v),
+            MetaValue::U16(v) => J::from(*v),
+            MetaValue::I16(v) => J::from(*v),
+            MetaValue::U32(v) => J::from(*v),
+            MetaValue::I32(v) => J::from(*v),
+            MetaValue::U64(v) => J::from(*v),
+            MetaValue::I64(v) => J::from(*v),
+            MetaValue::F32(v) => float(f64::from(*v)),
+            MetaValue::F64(v) => float(*v),
+            MetaValue::Bool(v) => J::Bool(*v),
+            MetaValue::String(v) => J::String(v.clone()),
+            MetaValue::EmptyArray(_) => J::Array(Vec::new()),
+            MetaValue::Array(items) => J::Array(
+                items
+                    .iter()
+                    .take(max_items)
+                    .map(|v| v.to_json(max_items))
+                    .collect(),
+            ),
         }
     }
 
@@ -701,5 +748,22 @@ mod tests {
         assert_eq!(f.tensors[1].data, &b[..]);
         assert_eq!(f.tensor("q").unwrap().offset, 32);
         assert_eq!(f.get("str").and_then(MetaValue::as_str), Some("héllo"));
+    }
+}
+
+#[cfg(test)]
+mod small_tests {
+    use super::*;
+
+    #[test]
+    fn file_types_and_json() {
+        assert_eq!(file_type_for(GGML_Q8_0), Some(7));
+        assert_eq!(file_type_for(GGML_Q4_0), Some(2));
+        assert_eq!(file_type_for(GGML_Q4_1), Some(3));
+        assert_eq!(file_type_for(GGML_Q4_K), None);
+        let v = MetaValue::Array(vec![MetaValue::F32(0.5), MetaValue::F32(f32::NAN)]);
+        assert_eq!(v.to_json(10), serde_json::json!([0.5, null]));
+        assert_eq!(v.to_json(1), serde_json::json!([0.5]));
+        assert_eq!(MetaValue::I64(-3).to_json(0), serde_json::json!(-3));
     }
 }

@@ -690,12 +690,17 @@ pub fn tokenizer_metadata_with_template(
             .pointer("/pre_tokenizer/type")
             .and_then(Value::as_str);
         return Err(FormatError::UnsupportedTokenizer(format!(
-            "tokenizer.json model `{model}` with pre-tokenizer `{}` is not byte-level BPE",
+            "tokenizer.json model `{model}` with pre-tokenizer `{}` is not byte-level BPE \
+             (SentencePiece models convert from tokenizer.model)",
             pre.unwrap_or("none")
         )));
     }
     let (tokens, types) = vocab(tokenizer_json, config)?;
     let merges = merges(tokenizer_json)?;
+    if merges.is_empty() {
+        // llama.cpp refuses a BPE vocabulary without merges at load time.
+        return Err(bad_tj("byte-level BPE without `model.merges`"));
+    }
     let (pre, _) = detect_pre_tokenizer(tokenizer_json, config);
     let mut md = vec![
         ("tokenizer.ggml.model".to_owned(), MetaValue::string("gpt2")),
