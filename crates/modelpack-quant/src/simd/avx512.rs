@@ -82,13 +82,6 @@ unsafe fn load_block<const S: u8>(b: &[u8]) -> (__m512, __m512) {
     }
 }
 
-/// f32 → f16 bits, round to nearest even (exactly `convert::f32_to_f16`).
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-fn f16_bits(x: f32) -> u16 {
-    _mm_extract_epi16::<0>(_mm_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm_set_ss(x))) as u16
-}
-
 /// |x| bit patterns of a block, and their maximum (≥ 0x7f80_0000 when a NaN/inf is present).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
@@ -116,45 +109,84 @@ fn round_away(v: __m512) -> __m512i {
     _mm512_cvttps_epi32(_mm512_castsi512_ps(r))
 }
 
+/// Blocks per group: the per-block scales of a group are divided, inverted and rounded to f16
+/// together in one zmm (16 lanes), instead of two scalar divisions and a conversion per block.
+const G: usize = 16;
+
+/// Scales of a group: `d = num / den` per lane, `id = d != 0 ? 1/d : 0`, and `f16(d)`.
+/// Lane-wise IEEE division is the scalar division, so this is the reference's arithmetic.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+fn group_scales(num: &[f32; G], den: f32) -> ([f32; G], [f32; G], [u16; G]) {
+    let (mut d, mut id, mut dh) = ([0f32; G], [0f32; G], [0u16; G]);
+    // SAFETY: all arrays hold 16 lanes; unaligned loads/stores.
+    unsafe {
+        let vd = _mm512_div_ps(_mm512_loadu_ps(num.as_ptr()), _mm512_set1_ps(den));
+        let nz = _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(vd, _mm512_setzero_ps());
+        let vid = _mm512_maskz_div_ps(nz, _mm512_set1_ps(1.0), vd);
+        _mm512_storeu_ps(d.as_mut_ptr(), vd);
+        _mm512_storeu_ps(id.as_mut_ptr(), vid);
+        _mm256_storeu_si256(
+            dh.as_mut_ptr().cast(),
+            _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(vd),
+        );
+    }
+    (d, id, dh)
+}
+
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
 unsafe fn q8_0<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
     let src = src_of::<S>();
     let in_blk = QK * src.size();
-    for (i, (ib, ob)) in input
-        .chunks_exact(in_blk)
-        .zip(out.chunks_exact_mut(34))
+    for (gi, (ig, og)) in input
+        .chunks(G * in_blk)
+        .zip(out.chunks_mut(G * 34))
         .enumerate()
     {
-        // SAFETY: `ib` is one whole block.
-        let (x0, x1) = unsafe { load_block::<S>(ib) };
-        let (_, _, hmax) = abs_bits(x0, x1);
-        if hmax >= 0x7f80_0000 {
-            return quantize_blocks_ref::<BlockQ8_0>(src, ib, ob, i * QK);
+        // Pass 1: max |x| of every block (integer max of |x| bits; flags NaN/inf).
+        let mut amax = [0f32; G];
+        for (j, ib) in ig.chunks_exact(in_blk).enumerate() {
+            // SAFETY: `ib` is one whole block.
+            let (x0, x1) = unsafe { load_block::<S>(ib) };
+            let (_, _, hmax) = abs_bits(x0, x1);
+            if hmax >= 0x7f80_0000 {
+                let ob = &mut og[j * 34..(j + 1) * 34];
+                return quantize_blocks_ref::<BlockQ8_0>(src, ib, ob, (gi * G + j) * QK);
+            }
+            amax[j] = f32::from_bits(hmax);
         }
-        let amax = f32::from_bits(hmax);
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        if id == f32::INFINITY {
-            // 1/d overflowed: the references store 0 for every element (see `cvtt_i8`).
-            ob[..2].copy_from_slice(&f16_bits(d).to_le_bytes());
-            ob[2..34].fill(0);
-            continue;
-        }
-        let vid = _mm512_set1_ps(id);
-        let q0 = _mm512_cvtsepi32_epi8(round_away(_mm512_mul_ps(x0, vid)));
-        let q1 = _mm512_cvtsepi32_epi8(round_away(_mm512_mul_ps(x1, vid)));
-        ob[..2].copy_from_slice(&f16_bits(d).to_le_bytes());
-        let p = ob[2..34].as_mut_ptr();
-        // SAFETY: `ob[2..34]` has room for two 16-byte unaligned stores.
-        unsafe {
-            _mm_storeu_si128(p.cast(), q0);
-            _mm_storeu_si128(p.add(16).cast(), q1);
+        let (_, id, dh) = group_scales(&amax, 127.0);
+        // Pass 2: quantize (the group's input is still in L1).
+        for (j, (ib, ob)) in ig
+            .chunks_exact(in_blk)
+            .zip(og.chunks_exact_mut(34))
+            .enumerate()
+        {
+            ob[..2].copy_from_slice(&dh[j].to_le_bytes());
+            if id[j] == f32::INFINITY {
+                // 1/d overflowed: the references store 0 for every element (see `cvtt_i8`).
+                ob[2..34].fill(0);
+                continue;
+            }
+            // SAFETY: `ib` is one whole block.
+            let (x0, x1) = unsafe { load_block::<S>(ib) };
+            let vid = _mm512_set1_ps(id[j]);
+            let q0 = _mm512_cvtsepi32_epi8(round_away(_mm512_mul_ps(x0, vid)));
+            let q1 = _mm512_cvtsepi32_epi8(round_away(_mm512_mul_ps(x1, vid)));
+            let p = ob[2..34].as_mut_ptr();
+            // SAFETY: `ob[2..34]` has room for two 16-byte unaligned stores.
+            unsafe {
+                _mm_storeu_si128(p.cast(), q0);
+                _mm_storeu_si128(p.add(16).cast(), q1);
+            }
         }
     }
     Ok(())
 }
 
-/// `min(15, trunc(v))` of two half-blocks, packed as `lo | hi << 4` into 16 bytes.
+/// `min(15, trunc(v))` of two half-blocks, packed as `lo | hi << 4` into 16 bytes. Lanes that
+/// are ±inf/NaN (a block whose `1/d` overflowed) convert to `i32::MIN`, whose low byte is 0, as
+/// in the references.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
 fn pack_nibbles(v0: __m512, v1: __m512) -> __m128i {
@@ -168,31 +200,43 @@ fn pack_nibbles(v0: __m512, v1: __m512) -> __m128i {
 unsafe fn q4_0<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
     let src = src_of::<S>();
     let in_blk = QK * src.size();
-    for (i, (ib, ob)) in input
-        .chunks_exact(in_blk)
-        .zip(out.chunks_exact_mut(18))
+    for (gi, (ig, og)) in input
+        .chunks(G * in_blk)
+        .zip(out.chunks_mut(G * 18))
         .enumerate()
     {
-        // SAFETY: `ib` is one whole block.
-        let (x0, x1) = unsafe { load_block::<S>(ib) };
-        let (a0, a1, hmax) = abs_bits(x0, x1);
-        if hmax >= 0x7f80_0000 {
-            return quantize_blocks_ref::<BlockQ4_0>(src, ib, ob, i * QK);
+        // Pass 1: the signed value of largest |x|, first occurrence, of every block.
+        let mut max = [0f32; G];
+        for (j, ib) in ig.chunks_exact(in_blk).enumerate() {
+            // SAFETY: `ib` is one whole block.
+            let (x0, x1) = unsafe { load_block::<S>(ib) };
+            let (a0, a1, hmax) = abs_bits(x0, x1);
+            if hmax >= 0x7f80_0000 {
+                let ob = &mut og[j * 18..(j + 1) * 18];
+                return quantize_blocks_ref::<BlockQ4_0>(src, ib, ob, (gi * G + j) * QK);
+            }
+            let hv = _mm512_set1_epi32(hmax as i32);
+            let mask = u32::from(_mm512_cmpeq_epi32_mask(a0, hv))
+                | u32::from(_mm512_cmpeq_epi32_mask(a1, hv)) << 16;
+            max[j] = load(src, ib, mask.trailing_zeros() as usize);
         }
-        // First element whose |x| is the maximum: its signed value sets the scale.
-        let hv = _mm512_set1_epi32(hmax as i32);
-        let mask = u32::from(_mm512_cmpeq_epi32_mask(a0, hv))
-            | u32::from(_mm512_cmpeq_epi32_mask(a1, hv)) << 16;
-        let max = load(src, ib, mask.trailing_zeros() as usize);
-        let d = max / -8.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let vid = _mm512_set1_ps(id);
+        let (_, id, dh) = group_scales(&max, -8.0);
+        // Pass 2: quantize.
         let k = _mm512_set1_ps(8.5);
-        let v0 = _mm512_add_ps(_mm512_mul_ps(x0, vid), k);
-        let v1 = _mm512_add_ps(_mm512_mul_ps(x1, vid), k);
-        ob[..2].copy_from_slice(&f16_bits(d).to_le_bytes());
-        // SAFETY: `ob[2..18]` is 16 bytes.
-        unsafe { _mm_storeu_si128(ob[2..18].as_mut_ptr().cast(), pack_nibbles(v0, v1)) };
+        for (j, (ib, ob)) in ig
+            .chunks_exact(in_blk)
+            .zip(og.chunks_exact_mut(18))
+            .enumerate()
+        {
+            // SAFETY: `ib` is one whole block.
+            let (x0, x1) = unsafe { load_block::<S>(ib) };
+            let vid = _mm512_set1_ps(id[j]);
+            let v0 = _mm512_add_ps(_mm512_mul_ps(x0, vid), k);
+            let v1 = _mm512_add_ps(_mm512_mul_ps(x1, vid), k);
+            ob[..2].copy_from_slice(&dh[j].to_le_bytes());
+            // SAFETY: `ob[2..18]` is 16 bytes.
+            unsafe { _mm_storeu_si128(ob[2..18].as_mut_ptr().cast(), pack_nibbles(v0, v1)) };
+        }
     }
     Ok(())
 }
@@ -211,34 +255,57 @@ fn first_zero(src: SrcDtype, b: &[u8]) -> f32 {
 unsafe fn q4_1<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
     let src = src_of::<S>();
     let in_blk = QK * src.size();
-    for (i, (ib, ob)) in input
-        .chunks_exact(in_blk)
-        .zip(out.chunks_exact_mut(20))
+    for (gi, (ig, og)) in input
+        .chunks(G * in_blk)
+        .zip(out.chunks_mut(G * 20))
         .enumerate()
     {
-        // SAFETY: `ib` is one whole block.
-        let (x0, x1) = unsafe { load_block::<S>(ib) };
-        let (_, _, hmax) = abs_bits(x0, x1);
-        if hmax >= 0x7f80_0000 {
-            return quantize_blocks_ref::<BlockQ4_1>(src, ib, ob, i * QK);
+        // Pass 1: min and max of every block (first occurrence for signed zeros).
+        let (mut min, mut range) = ([0f32; G], [0f32; G]);
+        for (j, ib) in ig.chunks_exact(in_blk).enumerate() {
+            // SAFETY: `ib` is one whole block.
+            let (x0, x1) = unsafe { load_block::<S>(ib) };
+            let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x0, x0)
+                | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x1, x1);
+            let mut mn = _mm512_reduce_min_ps(_mm512_min_ps(x0, x1));
+            let mut mx = _mm512_reduce_max_ps(_mm512_max_ps(x0, x1));
+            if nan != 0 || mn == f32::NEG_INFINITY || mx == f32::INFINITY {
+                let ob = &mut og[j * 20..(j + 1) * 20];
+                return quantize_blocks_ref::<BlockQ4_1>(src, ib, ob, (gi * G + j) * QK);
+            }
+            if mn == 0.0 {
+                mn = first_zero(src, ib);
+            }
+            if mx == 0.0 {
+                mx = first_zero(src, ib);
+            }
+            min[j] = mn;
+            range[j] = mx - mn;
         }
-        let mut min = _mm512_reduce_min_ps(_mm512_min_ps(x0, x1));
-        let mut max = _mm512_reduce_max_ps(_mm512_max_ps(x0, x1));
-        if min == 0.0 {
-            min = first_zero(src, ib);
+        let (_, id, dh) = group_scales(&range, 15.0);
+        let mut mh = [0u16; G];
+        // SAFETY: 16 lanes each.
+        unsafe {
+            let v = _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(_mm512_loadu_ps(min.as_ptr()));
+            _mm256_storeu_si256(mh.as_mut_ptr().cast(), v);
         }
-        if max == 0.0 {
-            max = first_zero(src, ib);
+        // Pass 2: quantize.
+        let h = _mm512_set1_ps(0.5);
+        for (j, (ib, ob)) in ig
+            .chunks_exact(in_blk)
+            .zip(og.chunks_exact_mut(20))
+            .enumerate()
+        {
+            // SAFETY: `ib` is one whole block.
+            let (x0, x1) = unsafe { load_block::<S>(ib) };
+            let (vmin, vid) = (_mm512_set1_ps(min[j]), _mm512_set1_ps(id[j]));
+            let v0 = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(x0, vmin), vid), h);
+            let v1 = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(x1, vmin), vid), h);
+            ob[..2].copy_from_slice(&dh[j].to_le_bytes());
+            ob[2..4].copy_from_slice(&mh[j].to_le_bytes());
+            // SAFETY: `ob[4..20]` is 16 bytes.
+            unsafe { _mm_storeu_si128(ob[4..20].as_mut_ptr().cast(), pack_nibbles(v0, v1)) };
         }
-        let d = (max - min) / 15.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let (vmin, vid, h) = (_mm512_set1_ps(min), _mm512_set1_ps(id), _mm512_set1_ps(0.5));
-        let v0 = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(x0, vmin), vid), h);
-        let v1 = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(x1, vmin), vid), h);
-        ob[..2].copy_from_slice(&f16_bits(d).to_le_bytes());
-        ob[2..4].copy_from_slice(&f16_bits(min).to_le_bytes());
-        // SAFETY: `ob[4..20]` is 16 bytes.
-        unsafe { _mm_storeu_si128(ob[4..20].as_mut_ptr().cast(), pack_nibbles(v0, v1)) };
     }
     Ok(())
 }
