@@ -36,9 +36,30 @@ pub fn gguf_golden(check: bool) -> anyhow::Result<()> {
     result
 }
 
-/// compressed-tensors golden vectors (filled in by the compressed-tensors work).
-pub fn ct_golden(_check: bool) -> anyhow::Result<()> {
-    Ok(())
+/// `fixtures/golden/ct/`: `xtask/py/golden_ct.py` (our own numpy implementation of the
+/// compressed-tensors 0.20 math, cross-checked against the library-written fixtures) for the
+/// schemes those fixtures do not cover. With `check`, regenerate into a scratch directory and fail
+/// on any difference.
+pub fn ct_golden(check: bool) -> anyhow::Result<()> {
+    let py = crate::venv::ensure()?;
+    let script = root().join("xtask/py/golden_ct.py");
+    let dest = root().join("fixtures/golden/ct");
+    if !check {
+        if dest.exists() {
+            std::fs::remove_dir_all(&dest)?;
+        }
+        run(Command::new(&py).arg(&script).arg(&dest))?;
+        eprintln!("xtask: wrote {}", dest.display());
+        return Ok(());
+    }
+    let scratch = std::env::temp_dir().join(format!("modelpack-golden-ct-{}", std::process::id()));
+    if scratch.exists() {
+        std::fs::remove_dir_all(&scratch)?;
+    }
+    run(Command::new(&py).arg(&script).arg(&scratch))?;
+    let result = compare_dirs(&scratch, &dest);
+    std::fs::remove_dir_all(&scratch).ok();
+    result
 }
 
 /// Fail unless the two directories hold the same file names with the same bytes.
