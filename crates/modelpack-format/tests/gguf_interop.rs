@@ -310,3 +310,60 @@ w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); 
     );
     assert_eq!(c.data, &(0..68u8).collect::<Vec<_>>()[..]);
 }
+
+fn sub_type_name(v: &MetaValue) -> Value {
+    match v.as_array().and_then(|a| a.first()) {
+        Some(first) => Value::from(type_name(first)),
+        None => Value::Null,
+    }
+}
+
+fn value_json(v: &MetaValue) -> Value {
+    match v {
+        MetaValue::F32(x) => serde_json::json!(f64::from(*x)),
+        other => other.to_json(usize::MAX),
+    }
+}
+
+/// Our whole file is byte-identical to the reference writer's for the same content.
+#[test]
+fn file_is_byte_identical_to_reference_writer() {
+    let Some(py) = common::python() else { return };
+    // GGUFWriter writes general.architecture first; empty arrays need an element type, which
+    // gguf-py cannot express, so they are left out here.
+    let md: Vec<(String, MetaValue)> = every_type_metadata()
+        .into_iter()
+        .filter(|(_, v)| !matches!(v, MetaValue::EmptyArray(_)))
+        .collect();
+    assert_eq!(md[0].0, "general.architecture");
+    let case = tensors();
+    let want_types = ["F32", "F16", "Q8_0", "BF16", "Q4_0"];
+    let spec = serde_json::json!({
+        "arch": "llama",
+        "metadata": md[1..].iter().map(|(k, v)| serde_json::json!([k, type_name(v), value_json(v), sub_type_name(v)])).collect::<Vec<_>>(),
+        "tensors": case.tensors.iter().zip(&case.data).zip(want_types).map(|((t, d), ty)| serde_json::json!([t.name, t.ne, ty, common::hex(d)])).collect::<Vec<_>>(),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let spec_path = dir.path().join("spec.json");
+    std::fs::write(&spec_path, spec.to_string()).unwrap();
+    let ref_path = dir.path().join("ref.gguf");
+    let out = std::process::Command::new(&py)
+        .args([
+            common::script("gguf_write_ref.py").as_os_str(),
+            spec_path.as_os_str(),
+            ref_path.as_os_str(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let reference = std::fs::read(&ref_path).unwrap();
+    let data: Vec<&[u8]> = case.data.iter().map(Vec::as_slice).collect();
+    let ours = modelpack_format::gguf::write_to_vec(&md, &case.tensors, &data, 32).unwrap();
+    assert_eq!(ours.len(), reference.len(), "file size");
+    let first_diff = ours.iter().zip(&reference).position(|(a, b)| a != b);
+    assert_eq!(first_diff, None, "first differing byte");
+}
