@@ -79,7 +79,7 @@ fn make_block(kind: u8, seed: u64, k: i32) -> Vec<f32> {
         9 => {
             // Sparse: mostly signed zeros with a few values.
             b.iter_mut().for_each(|v| {
-                *v = if r.next() % 4 == 0 {
+                *v = if r.next().is_multiple_of(4) {
                     *v
                 } else if r.next() & 1 == 0 {
                     0.0
@@ -156,7 +156,11 @@ fn err_key(e: &Result<(), QuantError>) -> Option<(usize, u32)> {
     match e {
         Err(QuantError::NonFinite { index, value }) => Some((
             *index,
-            value.to_bits() | 0x0040_0000 * u32::from(value.is_nan()),
+            if value.is_nan() {
+                0x7fc0_0000
+            } else {
+                value.to_bits()
+            },
         )),
         Err(e) => panic!("unexpected error {e}"),
         Ok(()) => None,
