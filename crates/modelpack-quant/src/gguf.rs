@@ -480,7 +480,7 @@ pub fn quantize_rows_at(
         GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 => {
             quantize_blocks(level, ty, src, input, out)?
         }
-        _ => convert_rows(ty, src, input, out)?,
+        _ => convert_rows(level, ty, src, input, out)?,
     }
     if let Some(stats) = stats {
         accumulate_stats(ty, src, input, out, stats);
@@ -544,12 +544,30 @@ fn check_finite(x: &[f32], base: usize) -> Result<(), QuantError> {
     }
 }
 
-/// Plain conversions (F32/F16/BF16 targets), a block of 32 at a time.
+/// Plain conversions (F32/F16/BF16 targets): vectorised at the AVX-512 level, else scalar.
 fn convert_rows(
+    level: Level,
     ty: GgmlType,
     src: SrcDtype,
     input: &[u8],
     out: &mut [u8],
+) -> Result<(), QuantError> {
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx512 {
+        // SAFETY: `clamp` only returns levels whose features the CPU has.
+        return unsafe { simd::avx512::convert(ty, src, input, out) };
+    }
+    let _ = level;
+    convert_rows_ref(ty, src, input, out, 0)
+}
+
+/// Scalar plain conversion; `base` is the element index of `input[0]` for error reporting.
+pub(crate) fn convert_rows_ref(
+    ty: GgmlType,
+    src: SrcDtype,
+    input: &[u8],
+    out: &mut [u8],
+    base: usize,
 ) -> Result<(), QuantError> {
     let mut x = [0.0f32; QK];
     let osz = ty.type_size();
@@ -560,7 +578,7 @@ fn convert_rows(
     {
         let x = &mut x[..ib.len() / src.size()];
         load_slice(src, ib, x);
-        check_finite(x, c * QK)?;
+        check_finite(x, base + c * QK)?;
         match ty {
             GgmlType::F32 => ob
                 .chunks_exact_mut(4)

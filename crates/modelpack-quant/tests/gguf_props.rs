@@ -201,6 +201,34 @@ proptest! {
     }
 
     #[test]
+    fn plain_conversions_any_length(kinds in prop::collection::vec((any::<u8>(), any::<u64>(), -30i32..30), 1..6),
+                                    len in 1usize..160, bad in any::<Option<prop::sample::Index>>()) {
+        let mut x: Vec<f32> = kinds.iter().flat_map(|&(k, s, e)| make_block(k, s, e)).collect();
+        x.truncate(len);
+        if let Some(b) = bad {
+            let i = b.index(x.len());
+            x[i] = f32::NAN;
+        }
+        for src in SRCS {
+            let input = encode(src, &x);
+            for ty in [GgmlType::F32, GgmlType::F16, GgmlType::BF16] {
+                let (want, want_err) = run(Level::Scalar, ty, src, &input, x.len());
+                if want_err.is_none() && ty == GgmlType::F32 {
+                    // Widening to f32 is exact: the output is the decoded source.
+                    prop_assert_eq!(&want, &encode(SrcDtype::F32, &decode(src, &input)));
+                }
+                for level in Level::supported() {
+                    let (got, got_err) = run(level, ty, src, &input, x.len());
+                    prop_assert_eq!(got_err, want_err, "{:?} {:?} {:?}", level, ty, src);
+                    if want_err.is_none() {
+                        prop_assert!(got == want, "{:?} {:?} {:?}: bytes differ", level, ty, src);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
     fn non_finite_is_rejected_identically((x, row_len) in tensor(), pos in any::<prop::sample::Index>(),
                                           which in 0usize..3, pos2 in any::<prop::sample::Index>()) {
         let mut x = x;

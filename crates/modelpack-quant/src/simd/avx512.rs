@@ -8,7 +8,9 @@
 //! detects NaN/inf: such a block is handed to the scalar reference, which reports the error.
 
 use crate::convert::load;
-use crate::gguf::{quantize_blocks_ref, BlockQ4_0, BlockQ4_1, BlockQ8_0, GgmlType, QK};
+use crate::gguf::{
+    convert_rows_ref, quantize_blocks_ref, BlockQ4_0, BlockQ4_1, BlockQ8_0, GgmlType, QK,
+};
 use crate::{QuantError, SrcDtype};
 use std::arch::x86_64::*;
 
@@ -107,6 +109,76 @@ fn round_away(v: __m512) -> __m512i {
     let r = _mm512_mask_add_ps(t, up, t, _mm512_set1_ps(1.0));
     let r = _mm512_or_si512(_mm512_castps_si512(r), _mm512_and_si512(vi, sign));
     _mm512_cvttps_epi32(_mm512_castsi512_ps(r))
+}
+
+/// Plain conversion to F32/F16/BF16 (round to nearest even), 16 elements at a time; a vector
+/// holding NaN/inf, and the tail, go through the scalar path (which reports the error).
+///
+/// # Safety
+/// The CPU must support AVX-512 F, BW, VL and F16C.
+pub(crate) unsafe fn convert(
+    ty: GgmlType,
+    src: SrcDtype,
+    input: &[u8],
+    out: &mut [u8],
+) -> Result<(), QuantError> {
+    // SAFETY: the caller guarantees the features.
+    unsafe {
+        match src {
+            SrcDtype::F32 => conv::<F32>(ty, input, out),
+            SrcDtype::F16 => conv::<F16>(ty, input, out),
+            SrcDtype::BF16 => conv::<BF16>(ty, input, out),
+        }
+    }
+}
+
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+unsafe fn conv<const S: u8>(ty: GgmlType, input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
+    let src = src_of::<S>();
+    let (es, os) = (src.size(), ty.type_size());
+    let n = input.len() / es;
+    let nv = n / 16;
+    let absm = _mm512_set1_epi32(0x7fff_ffff);
+    let inf = _mm512_set1_epi32(0x7f80_0000);
+    for i in 0..nv {
+        let (ib, ob) = (
+            &input[i * 16 * es..(i + 1) * 16 * es],
+            &mut out[i * 16 * os..(i + 1) * 16 * os],
+        );
+        // SAFETY: `ib` holds 16 elements.
+        let x = unsafe { load16::<S>(ib.as_ptr()) };
+        let bits = _mm512_castps_si512(x);
+        if _mm512_cmpge_epu32_mask(_mm512_and_si512(bits, absm), inf) != 0 {
+            return convert_rows_ref(ty, src, ib, ob, i * 16);
+        }
+        // SAFETY: `ob` holds 16 outputs of `os` bytes; unaligned stores.
+        unsafe {
+            match ty {
+                GgmlType::F32 => _mm512_storeu_ps(ob.as_mut_ptr().cast(), x),
+                GgmlType::F16 => _mm256_storeu_si256(
+                    ob.as_mut_ptr().cast(),
+                    _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x),
+                ),
+                _ => {
+                    // Round to nearest even on the bit pattern (finite inputs only).
+                    let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
+                    let r =
+                        _mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), lsb);
+                    _mm256_storeu_si256(
+                        ob.as_mut_ptr().cast(),
+                        _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(r)),
+                    );
+                }
+            }
+        }
+    }
+    convert_rows_ref(
+        ty,
+        src,
+        &input[nv * 16 * es..],
+        &mut out[nv * 16 * os..],
+        nv * 16,
+    )
 }
 
 /// Blocks per group: the per-block scales of a group are divided, inverted and rounded to f16
