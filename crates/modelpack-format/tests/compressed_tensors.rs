@@ -1,5 +1,5 @@
 //! quantization_config and config.json against what compressed-tensors 0.20 itself wrote for
-//! the shared fixtures (copied to tests/data/ct/ from shared/fixtures/compressed-tensors).
+//! the fixtures in `fixtures/compressed-tensors/`.
 
 use modelpack_format::compressed_tensors::{
     quantization_config, shard_file_name, sharded_index, with_quantization_config, CtGroup,
@@ -7,10 +7,12 @@ use modelpack_format::compressed_tensors::{
 };
 use serde_json::{json, Value};
 
-fn load(name: &str) -> Value {
+/// config.json of fixture `dir` under fixtures/compressed-tensors.
+fn load(dir: &str) -> Value {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/ct")
-        .join(name);
+        .join("../../fixtures/compressed-tensors")
+        .join(dir)
+        .join("config.json");
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
 
@@ -41,16 +43,10 @@ fn linear(bits: u32, strategy: CtStrategy) -> CtGroup {
 
 #[test]
 fn configs_equal_the_fixtures_key_for_key() {
-    let dense = load("dense_bf16.config.json");
+    let dense = load("dense_bf16");
     for (fixture, group) in [
-        (
-            "w4a16_g128_sym.config.json",
-            linear(4, CtStrategy::Group(128)),
-        ),
-        (
-            "w8a16_channel_sym.config.json",
-            linear(8, CtStrategy::Channel),
-        ),
+        ("w4a16_g128_sym", linear(4, CtStrategy::Group(128))),
+        ("w8a16_channel_sym", linear(8, CtStrategy::Channel)),
     ] {
         let want = load(fixture);
         let qc = quantization_config(&[group], &["lm_head".to_string()]);
@@ -86,7 +82,7 @@ fn fallback_groups_and_asymmetric() {
     assert_eq!(qc["config_groups"]["group_0"]["weights"]["group_size"], 128);
     assert_eq!(qc["ignore"], json!(["lm_head", "model.layers.0.mlp.gate"]));
     // The key set of a weights entry is exactly the fixture's.
-    let want = load("w4a16_g128_sym.config.json");
+    let want = load("w4a16_g128_sym");
     let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
     assert_eq!(
         keys(g1),
@@ -100,7 +96,7 @@ fn fallback_groups_and_asymmetric() {
 
 #[test]
 fn existing_quantization_config_is_refused() {
-    let q = load("w4a16_g128_sym.config.json");
+    let q = load("w4a16_g128_sym");
     let e = with_quantization_config(&q, json!({}), false).unwrap_err();
     assert!(e.to_string().contains("quantization_config"), "{e}");
     let replaced = with_quantization_config(&q, json!({"x": 1}), true).unwrap();

@@ -14,7 +14,7 @@ use std::ffi::OsStr;
 
 fn dense_config() -> Value {
     let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/data/ct/dense_bf16.config.json");
+        .join("../../fixtures/compressed-tensors/dense_bf16/config.json");
     serde_json::from_slice(&std::fs::read(p).unwrap()).unwrap()
 }
 

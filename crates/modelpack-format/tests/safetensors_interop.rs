@@ -98,11 +98,9 @@ fn reference_reader_and_writer_agree_with_our_layout() {
 /// The header of compressed-tensors' own output, rebuilt from its tensor list, is byte-equal.
 #[test]
 fn fixture_header_is_reproduced_exactly() {
-    let dir = std::path::Path::new("/work/shared/fixtures/compressed-tensors/w4a16_g128_sym");
-    let Ok(file) = std::fs::read(dir.join("model.safetensors")) else {
-        eprintln!("skipping: shared fixture not present");
-        return;
-    };
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../fixtures/compressed-tensors/w4a16_g128_sym");
+    let file = std::fs::read(dir.join("model.safetensors")).unwrap();
     let n = u64::from_le_bytes(file[..8].try_into().unwrap()) as usize;
     let header: serde_json::Value = serde_json::from_slice(&file[8..8 + n]).unwrap();
     let mut tensors: Vec<(String, String, Vec<usize>)> = header
