@@ -109,6 +109,14 @@ fn check(fixture_name: &str, arch: &str, pre: &str, tensors: usize) {
         pre
     );
     let bytes = convert(&dir);
+    // Opt-in: keep the converted file, e.g. to load it in llama.cpp by hand.
+    if let Some(out) = std::env::var_os("MODELPACK_FORMAT_OUT") {
+        std::fs::write(
+            Path::new(&out).join(format!("{fixture_name}-f32.gguf")),
+            &bytes,
+        )
+        .unwrap();
+    }
     let f = GgufFile::parse(&bytes).unwrap();
     assert_eq!(
         f.get("general.architecture"),
