@@ -4,6 +4,14 @@
 //! (header bytes plus every tensor's absolute offset) up front, so the pipeline can preallocate
 //! the file and let parallel workers write each chunk at its final offset. Readers exist for
 //! `inspect`, tests and fuzzing, and treat their input as hostile.
+//!
+//! - [`gguf::layout`] / [`gguf::GgufFile::parse`]: GGUF v3 writer layout and reader.
+//! - [`gguf::llama`]: config.json → hyperparameters, HF → GGUF names, q/k row permutation.
+//! - [`gguf::tokenizer`]: tokenizer.json (byte-level BPE) or tokenizer.model (SentencePiece) →
+//!   `tokenizer.*` metadata, as llama.cpp's converter writes it.
+//! - [`safetensors::safetensors_layout`]: safetensors header and offsets, byte-identical to the
+//!   reference writer when tensors are in [`safetensors::canonical_order`].
+//! - [`compressed_tensors`]: `quantization_config`, config.json update, sharded index.
 
 pub mod compressed_tensors;
 mod error;
