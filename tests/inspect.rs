@@ -1,0 +1,233 @@
+//! `modelpack inspect` on the tiny fixtures (numbers checked against values derived from the
+//! fixture's config.json, not from the code under test) and on files written by Python's
+//! `safetensors`, including data at odd offsets.
+mod common;
+
+use modelpack::checkpoint::Checkpoint;
+use serde_json::Value;
+use std::path::Path;
+
+fn inspect_json(path: &Path, extra: &[&str]) -> Value {
+    let out = common::modelpack().arg("inspect").arg(path).arg("--json").args(extra).output().unwrap();
+    assert!(out.status.success(), "inspect failed: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("exactly one JSON document on stdout")
+}
+
+/// Parameter count of a llama model from its config: embeddings, untied lm_head, per layer
+/// q/k/v/o, gate/up/down and two norms, final norm.
+fn expected_params(cfg: &Value) -> u64 {
+    let g = |k: &str| cfg[k].as_u64().unwrap();
+    let (h, i, l, v) = (g("hidden_size"), g("intermediate_size"), g("num_hidden_layers"), g("vocab_size"));
+    let kv = g("num_key_value_heads") * (h / g("num_attention_heads"));
+    let per_layer = h * h * 2 + 2 * kv * h + 3 * h * i + 2 * h;
+    v * h * 2 + l * per_layer + h
+}
+
+fn read_config(dir: &str) -> Value {
+    serde_json::from_slice(&std::fs::read(common::fixture(dir).join("config.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn fixtures_report_config_numbers() {
+    for (dir, dtype, size, shards) in [
+        ("tiny-llama", "BF16", 2, 1),
+        ("tiny-llama-sharded", "BF16", 2, 2),
+        ("tiny-llama-f16", "F16", 2, 1),
+        ("tiny-llama-f32", "F32", 4, 1),
+    ] {
+        let cfg = read_config(dir);
+        let params = expected_params(&cfg);
+        let r = inspect_json(&common::fixture(dir), &[]);
+        assert_eq!(r["kind"], "checkpoint", "{dir}");
+        assert_eq!(r["architecture"], "LlamaForCausalLM", "{dir}");
+        assert_eq!(r["model_type"], "llama", "{dir}");
+        assert_eq!(r["parameter_count"].as_u64(), Some(params), "{dir}");
+        assert_eq!(r["total_bytes"].as_u64(), Some(params * size), "{dir}");
+        let layers = cfg["num_hidden_layers"].as_u64().unwrap();
+        assert_eq!(r["tensor_count"].as_u64(), Some(9 * layers + 3), "{dir}");
+        assert_eq!(r["shards"].as_array().unwrap().len(), shards, "{dir}");
+        let hist = r["dtypes"].as_object().unwrap();
+        assert_eq!(hist.len(), 1, "{dir}");
+        assert_eq!(hist[dtype]["parameters"].as_u64(), Some(params), "{dir}");
+        assert_eq!(r["config"]["num_key_value_heads"], cfg["num_key_value_heads"]);
+        assert_eq!(r["config"]["vocab_size"], cfg["vocab_size"]);
+        let tensors = r["tensors"].as_array().unwrap();
+        let kv_rows = cfg["num_key_value_heads"].as_u64().unwrap() * cfg["head_dim"].as_u64().unwrap();
+        let k = tensors.iter().find(|t| t["name"] == "model.layers.1.self_attn.k_proj.weight").unwrap();
+        assert_eq!(k["shape"], serde_json::json!([kv_rows, cfg["hidden_size"]]));
+        assert_eq!(k["dtype"], dtype);
+        let names: Vec<&str> = tensors.iter().map(|t| t["name"].as_str().unwrap()).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted, "tensors listed in name order");
+        assert!(names.contains(&"lm_head.weight"), "untied lm_head expected");
+        let aux: Vec<&str> = r["aux_files"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+        assert_eq!(aux, ["generation_config.json", "tokenizer.json", "tokenizer_config.json"], "{dir}");
+    }
+}
+
+#[test]
+fn vocab_size_matches_tokenizer() {
+    let cfg = read_config("tiny-llama");
+    let tj: Value =
+        serde_json::from_slice(&std::fs::read(common::fixture("tiny-llama/tokenizer.json")).unwrap()).unwrap();
+    let n = tj["model"]["vocab"].as_object().unwrap().len() + tj["added_tokens"].as_array().unwrap().len();
+    assert_eq!(cfg["vocab_size"].as_u64(), Some(n as u64));
+    let emb = inspect_json(&common::fixture("tiny-llama"), &["--tensors", "embed_tokens"]);
+    assert_eq!(emb["tensors"][0]["shape"][0].as_u64(), Some(n as u64));
+}
+
+#[test]
+fn variants_hold_the_same_model() {
+    let bf = Checkpoint::open(&common::fixture("tiny-llama")).unwrap();
+    let sh = Checkpoint::open(&common::fixture("tiny-llama-sharded")).unwrap();
+    let f32 = Checkpoint::open(&common::fixture("tiny-llama-f32")).unwrap();
+    let f16 = Checkpoint::open(&common::fixture("tiny-llama-f16")).unwrap();
+    assert_eq!(sh.shards().len(), 2);
+    for t in bf.tensors() {
+        assert_eq!(sh.tensor(t.name).unwrap().data, t.data, "{}", t.name);
+        let wide = f32.tensor(t.name).unwrap();
+        let half = f16.tensor(t.name).unwrap();
+        for (k, pair) in t.data.chunks_exact(2).enumerate() {
+            let v = f32::from_bits(u32::from(u16::from_le_bytes([pair[0], pair[1]])) << 16);
+            let w = f32::from_le_bytes(wide.data[4 * k..4 * k + 4].try_into().unwrap());
+            assert_eq!(v.to_bits(), w.to_bits(), "{}[{k}]: f32 variant holds the bf16 values exactly", t.name);
+            let h = f16_to_f32(u16::from_le_bytes([half.data[2 * k], half.data[2 * k + 1]]));
+            assert!((h - v).abs() <= v.abs() * 1e-3 + 1e-7, "{}[{k}]: {h} vs {v}", t.name);
+        }
+    }
+}
+
+/// IEEE half → f32 for finite values (the fixtures hold no inf/NaN).
+fn f16_to_f32(h: u16) -> f32 {
+    let sign = if h & 0x8000 != 0 { -1.0 } else { 1.0 };
+    let exp = i32::from((h >> 10) & 0x1f);
+    let mant = f32::from(h & 0x3ff);
+    assert_ne!(exp, 31, "inf/NaN in a fixture");
+    if exp == 0 {
+        sign * mant * 2f32.powi(-24)
+    } else {
+        sign * (1.0 + mant / 1024.0) * 2f32.powi(exp - 15)
+    }
+}
+
+#[test]
+fn weights_look_trained() {
+    let ck = Checkpoint::open(&common::fixture("tiny-llama")).unwrap();
+    let vals = |name: &str| -> Vec<f32> {
+        ck.tensor(name)
+            .unwrap()
+            .data
+            .chunks_exact(2)
+            .map(|p| f32::from_bits(u32::from(u16::from_le_bytes([p[0], p[1]])) << 16))
+            .collect()
+    };
+    let q = vals("model.layers.0.mlp.up_proj.weight");
+    let rms = (q.iter().map(|x| x * x).sum::<f32>() / q.len() as f32).sqrt();
+    assert!((0.01..0.05).contains(&rms), "std {rms}");
+    let max = q.iter().fold(0f32, |m, x| m.max(x.abs()));
+    assert!(max > 8.0 * rms, "heavy tail / outlier column expected: max {max}, rms {rms}");
+    let norm = vals("model.norm.weight");
+    let mean = norm.iter().sum::<f32>() / norm.len() as f32;
+    assert!((0.9..1.1).contains(&mean), "{mean}");
+}
+
+#[test]
+fn human_output_and_filter() {
+    let out = common::modelpack().arg("inspect").arg(common::fixture("tiny-llama-sharded")).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let params = expected_params(&read_config("tiny-llama-sharded"));
+    let grouped = {
+        let s = params.to_string();
+        let mut g = String::new();
+        for (i, c) in s.chars().enumerate() {
+            if i > 0 && (s.len() - i) % 3 == 0 {
+                g.push(',');
+            }
+            g.push(c);
+        }
+        g
+    };
+    assert!(text.contains("LlamaForCausalLM (llama)"), "{text}");
+    assert!(text.contains(&format!("parameters:   {grouped}")), "{text}");
+    assert!(text.contains("2 shards (model.safetensors.index.json)"), "{text}");
+    let row = text.lines().find(|l| l.trim_start().starts_with("model.layers.0.mlp.down_proj.weight")).unwrap();
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols, ["model.layers.0.mlp.down_proj.weight", "BF16", "[64,", "192]", "24,576"], "{row}");
+
+    let r = inspect_json(&common::fixture("tiny-llama"), &["--tensors", r"k_proj\.weight$"]);
+    let names: Vec<&str> = r["tensors"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["model.layers.0.self_attn.k_proj.weight", "model.layers.1.self_attn.k_proj.weight"]);
+    assert_eq!(r["tensor_count"].as_u64(), Some(21), "totals cover every tensor");
+}
+
+#[test]
+fn bad_regex_and_gguf_are_input_errors() {
+    let out =
+        common::modelpack().args(["inspect", "--tensors", "("]).arg(common::fixture("tiny-llama")).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--tensors"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let g = dir.path().join("m.gguf");
+    std::fs::write(&g, b"GGUF\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00")
+        .unwrap();
+    let out = common::modelpack().arg("inspect").arg(&g).arg("--json").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(doc["error"].as_str().unwrap().contains("GGUF inspection is not yet supported"), "{doc}");
+}
+
+#[test]
+fn closed_stdout_is_not_an_error() {
+    let bin = assert_cmd::cargo::cargo_bin("modelpack");
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "'{}' inspect '{}' | head -c 1 >/dev/null; echo done",
+            bin.display(),
+            common::fixture("tiny-llama").display()
+        ))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("panicked") && !err.contains("error"), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "done");
+}
+
+#[test]
+fn reads_what_python_safetensors_writes() {
+    let Some(py) = common::python() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let script = common::root().join("xtask/py/write_safetensors.py");
+    let out = std::process::Command::new(&py).arg(&script).arg(dir.path()).output().unwrap();
+    assert!(out.status.success(), "python: {}", String::from_utf8_lossy(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut odd_offsets = 0;
+    for (file, tensors) in report.as_object().unwrap() {
+        let path = dir.path().join(file);
+        let ck = Checkpoint::open(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let tensors = tensors.as_object().unwrap();
+        assert_eq!(ck.len(), tensors.len(), "{file}");
+        for (name, want) in tensors {
+            let t = ck.tensor(name).unwrap_or_else(|| panic!("{file}: {name} missing"));
+            assert_eq!(t.dtype.name(), want["dtype"], "{file}/{name}");
+            let shape: Vec<u64> = t.shape.iter().map(|&d| d as u64).collect();
+            assert_eq!(serde_json::json!(shape), want["shape"], "{file}/{name}");
+            assert_eq!(hex::encode(t.data), want["hex"].as_str().unwrap(), "{file}/{name}");
+            if t.dtype.size() > 1 && t.offset % 2 == 1 {
+                odd_offsets += 1;
+            }
+        }
+        // The CLI reports the same names, dtypes and shapes.
+        let r = inspect_json(&path, &[]);
+        for t in r["tensors"].as_array().unwrap() {
+            let want = &tensors[t["name"].as_str().unwrap()];
+            assert_eq!(t["dtype"], want["dtype"]);
+            assert_eq!(t["shape"], want["shape"]);
+        }
+        assert_eq!(r["tensor_count"].as_u64(), Some(tensors.len() as u64));
+    }
+    assert_eq!(odd_offsets, 2, "unaligned.safetensors must put F32 and BF16 data at odd offsets");
+}
