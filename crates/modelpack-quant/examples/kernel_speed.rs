@@ -63,6 +63,20 @@ fn main() {
         2.0 * a.len() as f64 / tc / 1e9
     );
     drop((a, b));
+    if std::env::var_os("STATS_ONLY").is_some() {
+        let small = input(SrcDtype::BF16, 64 << 10);
+        let n = small.len() / 2;
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+            let mut o = vec![0u8; ty.row_bytes(n).unwrap()];
+            let t0 = best(500, || quantize_rows_at(Level::Avx512, ty, SrcDtype::BF16, &small, 4096, &mut o, None).unwrap());
+            let t1 = best(200, || {
+                let mut st = modelpack_quant::ErrorStats::new();
+                quantize_rows_at(Level::Avx512, ty, SrcDtype::BF16, &small, 4096, &mut o, Some(&mut st)).unwrap()
+            });
+            println!("{} bf16 64KiB: {:.2} Gelem/s, with stats {:.2}", ty.name(), n as f64 / t0 / 1e9, n as f64 / t1 / 1e9);
+        }
+        return;
+    }
     println!("| format | src | level | 64 KiB 1t | {mib} MiB 1t | {mib} MiB 2t | 2t/1t |");
     println!("|---|---|---|---|---|---|---|");
     for (src, sname) in [

@@ -18,7 +18,7 @@
 //! non-finite value would poison its block's scale.
 
 use crate::convert::{f16_to_f32, f32_to_bf16, f32_to_f16, load_slice};
-use crate::metrics::ErrorStats;
+use crate::metrics::{ErrorStats, Lanes};
 use crate::simd::{self, Level};
 use crate::{QuantError, SrcDtype};
 use half::f16;
@@ -483,7 +483,7 @@ pub fn quantize_rows_at(
         _ => convert_rows(level, ty, src, input, out)?,
     }
     if let Some(stats) = stats {
-        accumulate_stats(ty, src, input, out, stats);
+        accumulate_stats(level, ty, src, input, out, stats);
     }
     Ok(())
 }
@@ -597,8 +597,26 @@ pub(crate) fn convert_rows_ref(
     Ok(())
 }
 
-/// Error statistics of a quantized chunk, block by block in element order.
-fn accumulate_stats(ty: GgmlType, src: SrcDtype, input: &[u8], out: &[u8], stats: &mut ErrorStats) {
+/// Error statistics of a quantized chunk (source vs. dequantized output), accumulated in the
+/// lane order of [`crate::metrics::Lanes`]: identical at every level.
+fn accumulate_stats(
+    level: Level,
+    ty: GgmlType,
+    src: SrcDtype,
+    input: &[u8],
+    out: &[u8],
+    stats: &mut ErrorStats,
+) {
+    let mut lanes = Lanes::default();
+    let block = matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1);
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx512 && block {
+        // SAFETY: `clamp` only returns levels whose features the CPU has.
+        unsafe { simd::avx512::stats(ty, src, input, out, &mut lanes) };
+        stats.merge(&lanes.finish());
+        return;
+    }
+    let _ = (level, block);
     let mut x = [0.0f32; QK];
     let mut y = [0.0f32; QK];
     let in_blk = QK * src.size();
@@ -612,8 +630,9 @@ fn accumulate_stats(ty: GgmlType, src: SrcDtype, input: &[u8], out: &[u8], stats
             GgmlType::Q4_1 => BlockQ4_1::read_bytes(ob).dequantize(&mut y),
             _ => decode_plain(ty, ob, &mut y[..m]),
         }
-        stats.add(&x[..m], &y[..m]);
+        lanes.add(&x[..m], &y[..m]);
     }
+    stats.merge(&lanes.finish());
 }
 
 fn decode_plain(ty: GgmlType, b: &[u8], out: &mut [f32]) {

@@ -3,7 +3,8 @@
 //! stays within each format's worst-case bound.
 
 use modelpack_quant::convert::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
-use modelpack_quant::gguf::{dequantize_rows, quantize_rows_at, GgmlType};
+use modelpack_quant::gguf::{dequantize_rows, quantize_rows_at, quantize_tensor_par, GgmlType};
+use modelpack_quant::ErrorStats;
 use modelpack_quant::{Level, QuantError, SrcDtype};
 use proptest::prelude::*;
 
@@ -201,6 +202,39 @@ proptest! {
     }
 
     #[test]
+    fn stats_identical_at_every_level_and_close_to_sequential((x, row_len) in tensor()) {
+        for src in SRCS {
+            let input = encode(src, &x);
+            for ty in TYPES {
+                let mut out = vec![0u8; ty.row_bytes(row_len).unwrap() * (x.len() / row_len)];
+                let mut want = ErrorStats::new();
+                if quantize_rows_at(Level::Scalar, ty, src, &input, row_len, &mut out, Some(&mut want)).is_err() {
+                    continue;
+                }
+                // Independent reference: sequential f64 sums over the public dequantizer's output.
+                let mut y = vec![0f32; x.len()];
+                dequantize_rows(ty, &out, row_len, &mut y).unwrap();
+                let mut seq = ErrorStats::new();
+                seq.add(&decode(src, &input), &y);
+                prop_assert_eq!(want.count, seq.count);
+                prop_assert_eq!(want.max_abs_err.to_bits(), seq.max_abs_err.to_bits());
+                for (a, b) in [(want.sum_sq_ref, seq.sum_sq_ref), (want.sum_sq_err, seq.sum_sq_err), (want.dot, seq.dot)] {
+                    prop_assert!((a - b).abs() <= 1e-12 * b.abs() || !b.is_finite(), "{:?} {:?}: {} vs {}", ty, src, a, b);
+                }
+                for level in Level::supported() {
+                    let mut got = ErrorStats::new();
+                    let mut o2 = vec![0u8; out.len()];
+                    quantize_rows_at(level, ty, src, &input, row_len, &mut o2, Some(&mut got)).unwrap();
+                    prop_assert!(o2 == out, "stats changed the bytes");
+                    let bits = |s: &ErrorStats| (s.sum_sq_ref.to_bits(), s.sum_sq_err.to_bits(), s.sum_sq_deq.to_bits(),
+                                                  s.dot.to_bits(), s.max_abs_err.to_bits(), s.count);
+                    prop_assert_eq!(bits(&got), bits(&want), "{:?} {:?} {:?}", level, ty, src);
+                }
+            }
+        }
+    }
+
+    #[test]
     fn plain_conversions_any_length(kinds in prop::collection::vec((any::<u8>(), any::<u64>(), -30i32..30), 1..6),
                                     len in 1usize..160, bad in any::<Option<prop::sample::Index>>()) {
         let mut x: Vec<f32> = kinds.iter().flat_map(|&(k, s, e)| make_block(k, s, e)).collect();
@@ -334,6 +368,63 @@ fn q8_0_rounding_matches_f32_round_near_ties() {
         let (out, _) = run(level, GgmlType::Q8_0, SrcDtype::F32, &input, QK);
         for (j, &p) in probes.iter().enumerate() {
             assert_eq!(out[2 + 1 + j] as i8, p.round() as i8, "{level:?} x = {p}");
+        }
+    }
+}
+
+#[test]
+fn parallel_output_and_stats_independent_of_thread_count() {
+    // 300 rows of 4096 (≈1.2 M elements: many chunks of PAR_CHUNK_ELEMS) with varied blocks.
+    let row_len = 4096;
+    let x: Vec<f32> = (0..300 * row_len / QK)
+        .flat_map(|b| make_block(b as u8, b as u64 * 7919, (b % 23) as i32 - 11))
+        .collect();
+    let x: Vec<f32> = x
+        .into_iter()
+        .map(|v| if v.abs() > 1e30 { 1.0 } else { v })
+        .collect();
+    for src in SRCS {
+        let input = encode(src, &x);
+        for ty in TYPES {
+            let n_out = ty.row_bytes(row_len).unwrap() * 300;
+            let run_in = |threads: usize| {
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .build()
+                    .unwrap();
+                let mut out = vec![0u8; n_out];
+                let mut st = ErrorStats::new();
+                let r = pool.install(|| {
+                    quantize_tensor_par(ty, src, &input, row_len, &mut out, Some(&mut st))
+                });
+                (r.is_ok(), out, st)
+            };
+            let (ok1, o1, s1) = run_in(1);
+            let (ok2, o2, s2) = run_in(2);
+            assert_eq!(ok1, ok2);
+            if !ok1 {
+                continue;
+            }
+            assert!(o1 == o2, "{ty:?} {src:?}: bytes depend on the thread count");
+            let bits = |s: &ErrorStats| {
+                (
+                    s.sum_sq_ref.to_bits(),
+                    s.sum_sq_err.to_bits(),
+                    s.sum_sq_deq.to_bits(),
+                    s.dot.to_bits(),
+                    s.max_abs_err.to_bits(),
+                    s.count,
+                )
+            };
+            assert_eq!(
+                bits(&s1),
+                bits(&s2),
+                "{ty:?} {src:?}: stats depend on the thread count"
+            );
+            // And equal to the single-call quantizer.
+            let mut o3 = vec![0u8; n_out];
+            quantize_rows_at(Level::Scalar, ty, src, &input, row_len, &mut o3, None).unwrap();
+            assert!(o1 == o3, "{ty:?} {src:?}: parallel differs from scalar");
         }
     }
 }
