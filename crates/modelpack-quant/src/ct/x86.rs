@@ -1,14 +1,44 @@
-//! x86-64 SIMD dispatch for the compressed-tensors kernels.
+//! AVX2 and AVX-512 kernels for the compressed-tensors schemes.
+//!
+//! One group at a time, two passes over its (L1-resident) source bytes: the first loads with the
+//! dtype conversion fused (bf16: widen and shift; f16: `vcvtph2ps`, exact; f32: unaligned load),
+//! takes min/max and flags NaN/inf by their all-ones exponent; the group's scale and zero point
+//! then come from the scalar [`qparams`] (one per 32..N elements, so its cost is small and its
+//! rounding is by definition the reference's). The second pass does, lane by lane, exactly the
+//! scalar steps: a true IEEE division (`vdivps`, never reciprocal-multiply, as torch divides),
+//! rounding to the element dtype (bf16: integer round-to-nearest-even on the bit pattern; f16:
+//! `vcvtps2ph` with round-to-nearest then back), `+ zp` and its rounding when asymmetric,
+//! `roundscale` to nearest-even integer, clamp, `+ 2^(bits-1)`, and packs the nibbles/bytes.
+//! A row with a non-finite value is reported exactly as the scalar path reports it.
+//!
+//! Groups whose length is not a multiple of the vector width (rare: odd per-channel rows) go to
+//! the scalar reference for the whole call.
 
-use super::{CtScheme, Geom, ScaleDtype};
+use super::scalar::{put_zp, qparams, store_scale};
+use super::{elem_dtype, CtScheme, Geom, ScaleDtype};
+use crate::convert::load;
 use crate::simd::Level;
 use crate::{QuantError, SrcDtype};
+use std::arch::x86_64::*;
 
-/// Run the best SIMD kernel for this call; `Ok(false)` when none applies (the caller then runs
-/// the scalar reference).
+/// Dtype codes for const generics (source and element-rounding dtypes).
+const F32: u8 = 0;
+const F16: u8 = 1;
+const BF16: u8 = 2;
+
+const fn code(d: ScaleDtype) -> u8 {
+    match d {
+        ScaleDtype::F32 => F32,
+        ScaleDtype::F16 => F16,
+        ScaleDtype::BF16 => BF16,
+    }
+}
+
+/// Run the SIMD kernel of `level` for this call; `Ok(false)` when the shape needs the scalar
+/// reference instead.
 ///
 /// # Safety
-/// The CPU must support `level`'s features.
+/// The CPU must support `level`'s features (AVX2 + F16C, or AVX-512 F/BW/VL + F16C).
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn quantize(
     level: Level,
@@ -21,6 +51,368 @@ pub(crate) unsafe fn quantize(
     scale: &mut [u8],
     zp: Option<&mut [u8]>,
 ) -> Result<bool, QuantError> {
-    let _ = (level, s, src, sd, input, g, packed, scale, zp);
-    Ok(false)
+    let width = if level == Level::Avx512 { 16 } else { 8 };
+    if !g.group.is_multiple_of(width) {
+        return Ok(false);
+    }
+    let sc = code(ScaleDtype::of_source(src));
+    let ed = code(elem_dtype(src, sd));
+    let k = Kernel {
+        s,
+        src,
+        sd,
+        input,
+        g,
+    };
+    macro_rules! go {
+        ($f:ident) => {
+            match (sc, ed, s.bits, s.symmetric) {
+                (BF16, BF16, 4, true) => k.$f::<BF16, BF16, 4, true>(packed, scale, zp),
+                (BF16, BF16, 4, false) => k.$f::<BF16, BF16, 4, false>(packed, scale, zp),
+                (BF16, BF16, _, true) => k.$f::<BF16, BF16, 8, true>(packed, scale, zp),
+                (BF16, BF16, _, false) => k.$f::<BF16, BF16, 8, false>(packed, scale, zp),
+                (BF16, _, 4, true) => k.$f::<BF16, F32, 4, true>(packed, scale, zp),
+                (BF16, _, 4, false) => k.$f::<BF16, F32, 4, false>(packed, scale, zp),
+                (BF16, _, _, true) => k.$f::<BF16, F32, 8, true>(packed, scale, zp),
+                (BF16, _, _, false) => k.$f::<BF16, F32, 8, false>(packed, scale, zp),
+                (F16, F16, 4, true) => k.$f::<F16, F16, 4, true>(packed, scale, zp),
+                (F16, F16, 4, false) => k.$f::<F16, F16, 4, false>(packed, scale, zp),
+                (F16, F16, _, true) => k.$f::<F16, F16, 8, true>(packed, scale, zp),
+                (F16, F16, _, false) => k.$f::<F16, F16, 8, false>(packed, scale, zp),
+                (F16, _, 4, true) => k.$f::<F16, F32, 4, true>(packed, scale, zp),
+                (F16, _, 4, false) => k.$f::<F16, F32, 4, false>(packed, scale, zp),
+                (F16, _, _, true) => k.$f::<F16, F32, 8, true>(packed, scale, zp),
+                (F16, _, _, false) => k.$f::<F16, F32, 8, false>(packed, scale, zp),
+                (_, _, 4, true) => k.$f::<F32, F32, 4, true>(packed, scale, zp),
+                (_, _, 4, false) => k.$f::<F32, F32, 4, false>(packed, scale, zp),
+                (_, _, _, true) => k.$f::<F32, F32, 8, true>(packed, scale, zp),
+                (_, _, _, false) => k.$f::<F32, F32, 8, false>(packed, scale, zp),
+            }
+        };
+    }
+    // SAFETY: the caller guarantees the CPU features of `level`; the kernels bound every
+    // pointer access by the slice lengths validated in `check`.
+    unsafe {
+        if level == Level::Avx512 {
+            go!(rows512)?;
+        } else {
+            go!(rows256)?;
+        }
+    }
+    Ok(true)
+}
+
+/// The call's inputs, shared by both kernel widths.
+struct Kernel<'a> {
+    s: &'a CtScheme,
+    src: SrcDtype,
+    sd: ScaleDtype,
+    input: &'a [u8],
+    g: &'a Geom,
+}
+
+impl Kernel<'_> {
+    /// The error the scalar reference reports for row `r` (first non-finite element).
+    #[cold]
+    fn non_finite(&self, r: usize) -> QuantError {
+        let row = r * self.g.cols;
+        for i in 0..self.g.cols {
+            let v = load(self.src, self.input, row + i);
+            if !v.is_finite() {
+                return QuantError::NonFinite {
+                    index: row + i,
+                    value: v,
+                };
+            }
+        }
+        QuantError::Shape("non-finite flag without a non-finite value".into())
+    }
+
+    /// Scale/zero point of chunk row `r`, group `j` from its min/max; stored to the outputs.
+    #[inline(always)]
+    fn params(
+        &self,
+        r: usize,
+        j: usize,
+        mn: f32,
+        mx: f32,
+        scale: &mut [u8],
+        zp: &mut Option<&mut [u8]>,
+    ) -> (f32, i32) {
+        let (sc, z) = qparams(self.s, self.src, self.sd, mn, mx);
+        store_scale(self.sd, scale, r * self.g.scale_cols + j, sc);
+        if let Some(zpb) = zp.as_deref_mut() {
+            put_zp(self.s, zpb, self.g.scale_cols, r, j, z);
+        }
+        (sc, z)
+    }
+
+    /// AVX-512 kernel over all rows of the chunk.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    unsafe fn rows512<const S: u8, const E: u8, const B: u8, const SYM: bool>(
+        &self,
+        packed: &mut [u8],
+        scale: &mut [u8],
+        mut zp: Option<&mut [u8]>,
+    ) -> Result<(), QuantError> {
+        let g = self.g;
+        let es = self.src.size();
+        let obytes = g.group * B as usize / 8;
+        let pw = g.packed_cols * 4;
+        assert!(self.input.len() >= g.rows * g.cols * es && packed.len() >= g.rows * pw);
+        let expo = _mm512_set1_epi32(0x7f80_0000);
+        let qmin = _mm512_set1_ps(self.s.qmin() as f32);
+        let qmax = _mm512_set1_ps(self.s.qmax() as f32);
+        let off = _mm512_set1_epi32(1 << (B - 1));
+        for r in 0..g.rows {
+            for j in 0..g.scale_cols {
+                // SAFETY: group j of row r lies inside `input` (asserted above); every load reads
+                // 16 elements at k < group, k + 16 <= group.
+                let gp = unsafe { self.input.as_ptr().add((r * g.cols + j * g.group) * es) };
+                let mut vmin = _mm512_set1_ps(f32::INFINITY);
+                let mut vmax = _mm512_set1_ps(f32::NEG_INFINITY);
+                let mut bad: u16 = 0;
+                let mut k = 0;
+                while k < g.group {
+                    let v = unsafe { load16::<S>(gp.add(k * es)) };
+                    let e = _mm512_and_si512(_mm512_castps_si512(v), expo);
+                    bad |= _mm512_cmpeq_epi32_mask(e, expo);
+                    vmin = _mm512_min_ps(vmin, v);
+                    vmax = _mm512_max_ps(vmax, v);
+                    k += 16;
+                }
+                if bad != 0 {
+                    return Err(self.non_finite(r));
+                }
+                let mn = _mm512_reduce_min_ps(vmin);
+                let mx = _mm512_reduce_max_ps(vmax);
+                let (sc, z) = self.params(r, j, mn, mx, scale, &mut zp);
+                let vs = _mm512_set1_ps(sc);
+                let vz = _mm512_set1_ps(z as f32);
+                let out = &mut packed[r * pw + j * obytes..r * pw + (j + 1) * obytes];
+                let mut k = 0;
+                while k < g.group {
+                    let v = unsafe { load16::<S>(gp.add(k * es)) };
+                    let mut x = round512::<E>(_mm512_div_ps(v, vs));
+                    if !SYM {
+                        x = round512::<E>(_mm512_add_ps(x, vz));
+                    }
+                    let q = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
+                        x,
+                    );
+                    let q = _mm512_min_ps(_mm512_max_ps(q, qmin), qmax);
+                    let u = _mm512_add_epi32(_mm512_cvtps_epi32(q), off);
+                    let bytes = _mm512_cvtepi32_epi8(u); // 16 values 0..2^B-1, in order
+                    if B == 4 {
+                        let b = nibbles(bytes);
+                        out[k / 2..k / 2 + 8].copy_from_slice(&b.to_le_bytes());
+                    } else {
+                        let mut a = [0u8; 16];
+                        // SAFETY: `a` is 16 bytes; unaligned store.
+                        unsafe { _mm_storeu_si128(a.as_mut_ptr().cast(), bytes) };
+                        out[k..k + 16].copy_from_slice(&a);
+                    }
+                    k += 16;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// AVX2 kernel over all rows of the chunk (8 lanes).
+    #[target_feature(enable = "avx2,f16c")]
+    unsafe fn rows256<const S: u8, const E: u8, const B: u8, const SYM: bool>(
+        &self,
+        packed: &mut [u8],
+        scale: &mut [u8],
+        mut zp: Option<&mut [u8]>,
+    ) -> Result<(), QuantError> {
+        let g = self.g;
+        let es = self.src.size();
+        let obytes = g.group * B as usize / 8;
+        let pw = g.packed_cols * 4;
+        assert!(self.input.len() >= g.rows * g.cols * es && packed.len() >= g.rows * pw);
+        let expo = _mm256_set1_epi32(0x7f80_0000);
+        let qmin = _mm256_set1_ps(self.s.qmin() as f32);
+        let qmax = _mm256_set1_ps(self.s.qmax() as f32);
+        let off = _mm256_set1_epi32(1 << (B - 1));
+        for r in 0..g.rows {
+            for j in 0..g.scale_cols {
+                // SAFETY: as in rows512, with 8-element loads.
+                let gp = unsafe { self.input.as_ptr().add((r * g.cols + j * g.group) * es) };
+                let mut vmin = _mm256_set1_ps(f32::INFINITY);
+                let mut vmax = _mm256_set1_ps(f32::NEG_INFINITY);
+                let mut bad = _mm256_setzero_si256();
+                let mut k = 0;
+                while k < g.group {
+                    let v = unsafe { load8::<S>(gp.add(k * es)) };
+                    let e = _mm256_and_si256(_mm256_castps_si256(v), expo);
+                    bad = _mm256_or_si256(bad, _mm256_cmpeq_epi32(e, expo));
+                    vmin = _mm256_min_ps(vmin, v);
+                    vmax = _mm256_max_ps(vmax, v);
+                    k += 8;
+                }
+                if _mm256_testz_si256(bad, bad) == 0 {
+                    return Err(self.non_finite(r));
+                }
+                let mut lo = [0f32; 8];
+                let mut hi = [0f32; 8];
+                // SAFETY: 8-float arrays, unaligned stores.
+                unsafe {
+                    _mm256_storeu_ps(lo.as_mut_ptr(), vmin);
+                    _mm256_storeu_ps(hi.as_mut_ptr(), vmax);
+                }
+                let mn = lo.iter().fold(f32::INFINITY, |a, &b| a.min(b));
+                let mx = hi.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
+                let (sc, z) = self.params(r, j, mn, mx, scale, &mut zp);
+                let vs = _mm256_set1_ps(sc);
+                let vz = _mm256_set1_ps(z as f32);
+                let out = &mut packed[r * pw + j * obytes..r * pw + (j + 1) * obytes];
+                let mut k = 0;
+                while k < g.group {
+                    // Two vectors at a time when possible (16 values -> 8 or 16 bytes).
+                    let quant = |p: *const u8| -> __m256i {
+                        // SAFETY: p + 8 elements stays inside the group (k + 8 <= group).
+                        let v = unsafe { load8::<S>(p) };
+                        let mut x = round256::<E>(_mm256_div_ps(v, vs));
+                        if !SYM {
+                            x = round256::<E>(_mm256_add_ps(x, vz));
+                        }
+                        let q =
+                            _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
+                        let q = _mm256_min_ps(_mm256_max_ps(q, qmin), qmax);
+                        _mm256_add_epi32(_mm256_cvtps_epi32(q), off)
+                    };
+                    let u0 = quant(unsafe { gp.add(k * es) });
+                    if k + 16 <= g.group {
+                        let u1 = quant(unsafe { gp.add((k + 8) * es) });
+                        let bytes = bytes16(u0, u1);
+                        if B == 4 {
+                            let b = nibbles(bytes);
+                            out[k / 2..k / 2 + 8].copy_from_slice(&b.to_le_bytes());
+                        } else {
+                            let mut a = [0u8; 16];
+                            // SAFETY: 16-byte array, unaligned store.
+                            unsafe { _mm_storeu_si128(a.as_mut_ptr().cast(), bytes) };
+                            out[k..k + 16].copy_from_slice(&a);
+                        }
+                        k += 16;
+                    } else {
+                        let bytes = bytes16(u0, _mm256_setzero_si256());
+                        if B == 4 {
+                            let b = nibbles(bytes);
+                            out[k / 2..k / 2 + 4].copy_from_slice(&b.to_le_bytes()[..4]);
+                        } else {
+                            let mut a = [0u8; 16];
+                            // SAFETY: 16-byte array, unaligned store.
+                            unsafe { _mm_storeu_si128(a.as_mut_ptr().cast(), bytes) };
+                            out[k..k + 8].copy_from_slice(&a[..8]);
+                        }
+                        k += 8;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Pack 16 bytes holding values 0..15 into 8 bytes: element 2i in the low nibble of byte i,
+/// element 2i+1 in the high nibble (so element k of each 32-bit LE word sits at bits 4k).
+#[inline(always)]
+fn nibbles(bytes: __m128i) -> u64 {
+    // SAFETY: SSE2 is part of the x86-64 baseline.
+    unsafe {
+        let lo = _mm_and_si128(bytes, _mm_set1_epi16(0x000f));
+        let hi = _mm_and_si128(_mm_srli_epi16::<4>(bytes), _mm_set1_epi16(0x00f0));
+        let w = _mm_or_si128(lo, hi); // 8 u16 lanes < 256
+        _mm_cvtsi128_si64(_mm_packus_epi16(w, w)) as u64
+    }
+}
+
+/// 16 i32 lanes (values 0..255) of two AVX2 vectors → 16 bytes in element order.
+#[inline]
+#[target_feature(enable = "avx2")]
+fn bytes16(u0: __m256i, u1: __m256i) -> __m128i {
+    let p = _mm256_packs_epi32(u0, u1); // [u0 0..3, u1 0..3 | u0 4..7, u1 4..7] as i16
+    let p = _mm256_permute4x64_epi64::<0b11_01_10_00>(p); // [u0 0..7 | u1 0..7]
+    _mm_packus_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256::<1>(p))
+}
+
+/// Load 16 source elements at `p` (unaligned) as f32, conversion fused.
+///
+/// # Safety
+/// `p` must be valid for 16 elements of the source dtype `S`; AVX-512 F/BW + F16C available.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+unsafe fn load16<const S: u8>(p: *const u8) -> __m512 {
+    // SAFETY: per the function contract.
+    unsafe {
+        match S {
+            F32 => _mm512_loadu_ps(p.cast()),
+            F16 => _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())),
+            _ => _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
+                _mm256_loadu_si256(p.cast()),
+            ))),
+        }
+    }
+}
+
+/// Load 8 source elements at `p` (unaligned) as f32, conversion fused.
+///
+/// # Safety
+/// `p` must be valid for 8 elements of the source dtype `S`; AVX2 + F16C available.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn load8<const S: u8>(p: *const u8) -> __m256 {
+    // SAFETY: per the function contract.
+    unsafe {
+        match S {
+            F32 => _mm256_loadu_ps(p.cast()),
+            F16 => _mm256_cvtph_ps(_mm_loadu_si128(p.cast())),
+            _ => _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
+                _mm_loadu_si128(p.cast()),
+            ))),
+        }
+    }
+}
+
+/// Round each lane to the element dtype `E` (nearest, ties to even) and widen back.
+/// bf16: add `0x7fff + lsb` to the bit pattern and clear the low half (exact RNE for every
+/// non-NaN value, subnormals and overflow to inf included); f16: `vcvtps2ph` round-to-nearest.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+fn round512<const E: u8>(x: __m512) -> __m512 {
+    match E {
+        F32 => x,
+        F16 => _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x)),
+        _ => {
+            let b = _mm512_castps_si512(x);
+            let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
+            let b = _mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), lsb);
+            _mm512_castsi512_ps(_mm512_and_si512(
+                b,
+                _mm512_set1_epi32(0xffff_0000u32 as i32),
+            ))
+        }
+    }
+}
+
+/// [`round512`] for 8 lanes.
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn round256<const E: u8>(x: __m256) -> __m256 {
+    match E {
+        F32 => x,
+        F16 => _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x)),
+        _ => {
+            let b = _mm256_castps_si256(x);
+            let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(b), _mm256_set1_epi32(1));
+            let b = _mm256_add_epi32(_mm256_add_epi32(b, _mm256_set1_epi32(0x7fff)), lsb);
+            _mm256_castsi256_ps(_mm256_and_si256(
+                b,
+                _mm256_set1_epi32(0xffff_0000u32 as i32),
+            ))
+        }
+    }
 }
