@@ -183,12 +183,12 @@ unsafe fn conv<const S: u8>(ty: GgmlType, input: &[u8], out: &mut [u8]) -> Resul
 }
 
 /// Error statistics of quantized blocks (`out`) against their source, in [`Lanes`] order:
-/// element `j` of the chunk in f64 lane `j % 8`, separate multiply and add, dequantization as in
+/// element `j` of the chunk in f64 lane `j % 16`, separate multiply and add, dequantization as in
 /// `BlockFormat::dequantize` (f32 `d * q`, `+ m` for Q4_1).
 ///
 /// # Safety
 /// The CPU must support AVX-512 F, BW, VL and F16C; `ty` is Q8_0, Q4_0 or Q4_1 and `out` holds the
-/// quantized blocks of `input` (whole blocks; `lanes.count` a multiple of 8).
+/// quantized blocks of `input` (whole blocks; `lanes.count` a multiple of 16).
 pub(crate) unsafe fn stats(
     ty: GgmlType,
     src: SrcDtype,
@@ -250,16 +250,14 @@ unsafe fn stats_impl<const S: u8>(ty: GgmlType, input: &[u8], out: &[u8], lanes:
     let src = src_of::<S>();
     let in_blk = QK * src.size();
     let bs = ty.type_size();
-    debug_assert_eq!(lanes.count % 8, 0);
-    // SAFETY: the lane arrays are 8 f64 each; unaligned loads/stores.
-    let (mut r, mut e, mut q, mut t) = unsafe {
-        (
-            _mm512_loadu_pd(lanes.sq_ref.as_ptr()),
-            _mm512_loadu_pd(lanes.sq_err.as_ptr()),
-            _mm512_loadu_pd(lanes.sq_deq.as_ptr()),
-            _mm512_loadu_pd(lanes.dot.as_ptr()),
-        )
-    };
+    debug_assert_eq!(lanes.count % 16, 0);
+    // acc[0] holds lanes 0..8 (elements 0..8 and 16..24 of a block), acc[1] lanes 8..16.
+    // SAFETY: the lane arrays are 16 f64 each; unaligned loads/stores.
+    let ld = |v: &[f64; 16], h: usize| unsafe { _mm512_loadu_pd(v.as_ptr().add(8 * h)) };
+    let mut r = [ld(&lanes.sq_ref, 0), ld(&lanes.sq_ref, 1)];
+    let mut e = [ld(&lanes.sq_err, 0), ld(&lanes.sq_err, 1)];
+    let mut q = [ld(&lanes.sq_deq, 0), ld(&lanes.sq_deq, 1)];
+    let mut t = [ld(&lanes.dot, 0), ld(&lanes.dot, 1)];
     let mut mx = _mm512_setzero_ps();
     let mut n = 0u64;
     for (ib, ob) in input.chunks_exact(in_blk).zip(out.chunks_exact(bs)) {
@@ -271,30 +269,35 @@ unsafe fn stats_impl<const S: u8>(ty: GgmlType, input: &[u8], out: &[u8], lanes:
         mx = _mm512_max_ps(_mm512_abs_ps(_mm512_sub_ps(x0, y0)), mx);
         mx = _mm512_max_ps(_mm512_abs_ps(_mm512_sub_ps(x1, y1)), mx);
         for (xv, yv) in [(x0, y0), (x1, y1)] {
-            for (xh, yh) in [
+            let halves = [
                 (_mm512_castps512_ps256(xv), _mm512_castps512_ps256(yv)),
                 (
                     _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(xv))),
                     _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(yv))),
                 ),
-            ] {
+            ];
+            for (h, (xh, yh)) in halves.into_iter().enumerate() {
                 let (a, b) = (_mm512_cvtps_pd(xh), _mm512_cvtps_pd(yh));
                 let d = _mm512_sub_pd(a, b);
-                r = _mm512_add_pd(r, _mm512_mul_pd(a, a));
-                e = _mm512_add_pd(e, _mm512_mul_pd(d, d));
-                q = _mm512_add_pd(q, _mm512_mul_pd(b, b));
-                t = _mm512_add_pd(t, _mm512_mul_pd(a, b));
+                r[h] = _mm512_add_pd(r[h], _mm512_mul_pd(a, a));
+                e[h] = _mm512_add_pd(e[h], _mm512_mul_pd(d, d));
+                q[h] = _mm512_add_pd(q[h], _mm512_mul_pd(b, b));
+                t[h] = _mm512_add_pd(t[h], _mm512_mul_pd(a, b));
             }
         }
         n += QK as u64;
     }
-    // SAFETY: as above.
-    unsafe {
-        _mm512_storeu_pd(lanes.sq_ref.as_mut_ptr(), r);
-        _mm512_storeu_pd(lanes.sq_err.as_mut_ptr(), e);
-        _mm512_storeu_pd(lanes.sq_deq.as_mut_ptr(), q);
-        _mm512_storeu_pd(lanes.dot.as_mut_ptr(), t);
-    }
+    let st = |v: &mut [f64; 16], acc: [__m512d; 2]| {
+        // SAFETY: as above.
+        unsafe {
+            _mm512_storeu_pd(v.as_mut_ptr(), acc[0]);
+            _mm512_storeu_pd(v.as_mut_ptr().add(8), acc[1]);
+        }
+    };
+    st(&mut lanes.sq_ref, r);
+    st(&mut lanes.sq_err, e);
+    st(&mut lanes.sq_deq, q);
+    st(&mut lanes.dot, t);
     lanes.max_abs_err = lanes.max_abs_err.max(_mm512_reduce_max_ps(mx));
     lanes.count += n;
 }
