@@ -239,3 +239,31 @@ fn directory_discovery_and_aux_files() {
     let m = Checkpoint::open(d.path()).unwrap_err().to_string();
     assert!(m.contains("bad config.json") && m.contains("vocab_size"), "{m}");
 }
+
+#[test]
+fn no_panic_on_any_truncation_or_byte_flip() {
+    let good = raw_file(
+        r#"{"__metadata__":{"format":"pt"},"a":{"dtype":"I8","shape":[3],"data_offsets":[0,3]},"b":{"dtype":"F32","shape":[2],"data_offsets":[3,11]}}"#,
+        &[9; 11],
+    );
+    let p = Path::new("x.safetensors");
+    let mut accepted = 0;
+    assert!(header::parse(p, &good).is_ok());
+    for len in 0..good.len() {
+        assert!(header::parse(p, &good[..len]).is_err(), "prefix of {len} bytes accepted");
+    }
+    // Every single-byte change: either a clean error or a file the reference reader also accepts.
+    for i in 0..good.len() {
+        for v in [0u8, b'"', b'}', b'9', 0xff, good[i] ^ 1] {
+            let mut b = good.clone();
+            b[i] = v;
+            let ours = header::parse(p, &b);
+            let reference = safetensors::SafeTensors::deserialize(&b);
+            if ours.is_ok() {
+                accepted += 1;
+                assert!(reference.is_ok(), "we accept what the reference refuses: byte {i} = {v:#x}");
+            }
+        }
+    }
+    assert!(accepted > 0, "flips inside tensor data keep the file valid");
+}
