@@ -211,6 +211,18 @@ pub fn sign_package(
     key: &PrivateKey,
     digests: Option<Vec<FileDigest>>,
 ) -> Result<Vec<u8>, SignError> {
+    sign_package_as(root, &model_name(root), key, digests)
+}
+
+/// [`sign_package`] with an explicit subject name. For signing inside a staging directory
+/// (`.out.tmp-1234`) that is renamed afterwards: pass the final directory name, so the bytes
+/// do not depend on the temporary name and match what signing the final directory gives.
+pub fn sign_package_as(
+    root: &Path,
+    name: &str,
+    key: &PrivateKey,
+    digests: Option<Vec<FileDigest>>,
+) -> Result<Vec<u8>, SignError> {
     let files = list_resources(root)?;
     let mut digests = match digests {
         None => hash_many(root, &files)?,
@@ -220,7 +232,7 @@ pub fn sign_package(
         }
     };
     digests.sort_by(|a, b| cmp_paths(&a.path, &b.path));
-    let payload = statement_json(&model_name(root), &digests);
+    let payload = statement_json(name, &digests);
     let sig = key.sign_der(&pae(&payload));
     let b64 = base64::engine::general_purpose::STANDARD;
     let bundle = BundleOut {
@@ -930,6 +942,17 @@ mod tests {
         let mut rev = digests.clone();
         rev.reverse();
         assert_eq!(sign_package(d.path(), &key, Some(rev)).unwrap(), plain);
+        // Signing a staging copy under the final name gives the same bytes.
+        let staging = tempfile::tempdir().unwrap();
+        std::fs::create_dir(staging.path().join("sub")).unwrap();
+        std::fs::copy(d.path().join("a.txt"), staging.path().join("a.txt")).unwrap();
+        std::fs::copy(d.path().join("sub/b"), staging.path().join("sub/b")).unwrap();
+        let final_name = d.path().file_name().unwrap().to_str().unwrap();
+        assert_eq!(
+            sign_package_as(staging.path(), final_name, &key, None).unwrap(),
+            plain
+        );
+        assert_ne!(sign_package(staging.path(), &key, None).unwrap(), plain);
         let e = sign_package(d.path(), &key, Some(digests[..1].to_vec())).unwrap_err();
         assert!(e.to_string().contains("sub/b has no digest"), "{e}");
         let mut wrong = digests.clone();
