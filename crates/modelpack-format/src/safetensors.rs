@@ -131,3 +131,41 @@ pub fn safetensors_layout(
         file_size,
     })
 }
+
+/// Split tensors (their data sizes, in output order) into consecutive shards of at most
+/// `max_shard_size` data bytes, the greedy rule of transformers' `save_pretrained`: a tensor
+/// that does not fit in the current non-empty shard starts the next one; a tensor larger than
+/// the limit gets a shard of its own. Returns index ranges into `sizes`; one shard (possibly
+/// empty) when everything fits.
+pub fn shard_plan(sizes: &[u64], max_shard_size: u64) -> Vec<std::ops::Range<usize>> {
+    let mut shards = Vec::new();
+    let (mut start, mut current) = (0usize, 0u64);
+    for (i, &s) in sizes.iter().enumerate() {
+        if i > start && current.saturating_add(s) > max_shard_size {
+            shards.push(start..i);
+            start = i;
+            current = 0;
+        }
+        current = current.saturating_add(s);
+    }
+    shards.push(start..sizes.len());
+    shards
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shard_plan;
+
+    #[test]
+    fn shards_are_greedy_and_bounded() {
+        assert_eq!(shard_plan(&[], 10), vec![0..0]);
+        assert_eq!(shard_plan(&[3, 3, 3], 10), vec![0..3]);
+        assert_eq!(shard_plan(&[3, 3, 3, 3], 10), vec![0..3, 3..4]);
+        assert_eq!(
+            shard_plan(&[4, 20, 4, 6, 1], 10),
+            vec![0..1, 1..2, 2..4, 4..5]
+        );
+        assert_eq!(shard_plan(&[10, 10], 10), vec![0..1, 1..2]);
+        assert_eq!(shard_plan(&[u64::MAX, 1], 10), vec![0..1, 1..2]);
+    }
+}
