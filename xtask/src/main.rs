@@ -2,11 +2,13 @@
 //! - `venv`: create the pinned Python venv of external judges (~/.cache/modelpack/venv).
 //! - `fixtures [--check]`: regenerate the checked-in fixtures, or fail if they differ.
 //! - `test`: the full test suite (venv + `cargo test --workspace` with interop required).
+//! - `llama [--print-dir]`: build (or reuse) llama.cpp and the quant harness; print its directory.
 //! - `bench`: end-to-end benchmarks side by side with the reference tools.
 
 mod fixture_gen;
 mod fixtures;
 mod golden;
+mod llama;
 mod util;
 mod venv;
 
@@ -21,6 +23,7 @@ fn main() -> anyhow::Result<()> {
         }
         Some("fixtures") => fixtures::run(rest),
         Some("test") => venv::test(rest),
+        Some("llama") => llama::run(rest),
         _ => anyhow::bail!("usage: cargo xtask <venv|fixtures [--check]|test|bench> [...]"),
     }
 }
