@@ -5,6 +5,9 @@
 //! `cargo bench -p modelpack-quant --bench kernels` (filter with a criterion regex, e.g.
 //! `-- 'Q8_0/bf16/avx512'`). `MODELPACK_BENCH_QUICK=1` skips the 256 MiB sizes.
 
+// criterion's macros generate undocumented public functions.
+#![allow(missing_docs)]
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use modelpack_quant::gguf::{quantize_rows_at, quantize_tensor_par, GgmlType};
 use modelpack_quant::{set_level, Level, SrcDtype};

@@ -82,6 +82,19 @@ unsafe fn load_block<const S: u8>(b: &[u8]) -> [__m256; 4] {
     }
 }
 
+/// Prefetch the input block [`super::avx512::PREFETCH`] bytes ahead (see there).
+#[inline]
+#[target_feature(enable = "avx2,f16c")]
+fn prefetch_ahead(b: &[u8]) {
+    let p = b.as_ptr().wrapping_add(super::avx512::PREFETCH);
+    let mut off = 0;
+    while off < b.len() {
+        // A hint: never faults, whatever the address.
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off).cast());
+        off += 64;
+    }
+}
+
 /// f32 → f16 bits, round to nearest even (exactly `convert::f32_to_f16`).
 #[inline]
 #[target_feature(enable = "avx2,f16c")]
@@ -161,6 +174,7 @@ unsafe fn q8_0<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantErr
         .zip(out.chunks_exact_mut(34))
         .enumerate()
     {
+        prefetch_ahead(ib);
         // SAFETY: `ib` is one whole block.
         let x = unsafe { load_block::<S>(ib) };
         let (_, hmax) = abs_bits(&x);
@@ -211,6 +225,7 @@ unsafe fn q4_0<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantErr
         .zip(out.chunks_exact_mut(18))
         .enumerate()
     {
+        prefetch_ahead(ib);
         // SAFETY: `ib` is one whole block.
         let x = unsafe { load_block::<S>(ib) };
         let (a, hmax) = abs_bits(&x);
@@ -254,6 +269,7 @@ unsafe fn q4_1<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantErr
         .zip(out.chunks_exact_mut(20))
         .enumerate()
     {
+        prefetch_ahead(ib);
         // SAFETY: `ib` is one whole block.
         let x = unsafe { load_block::<S>(ib) };
         let (_, hmax) = abs_bits(&x);

@@ -112,6 +112,24 @@ fn round_away(v: __m512) -> __m512i {
     _mm512_cvttps_epi32(_mm512_castsi512_ps(r))
 }
 
+/// Prefetch distance in bytes of input: a few groups ahead, far enough to cover memory latency
+/// when the input streams from DRAM (the pipeline reads mmap'd checkpoints). Measured on the
+/// 2-core AVX-512 machine, Q8_0 from bf16 out of cache: 1.86 → 2.63 Gelem/s per core.
+pub(crate) const PREFETCH: usize = 4096;
+
+/// Prefetch the input block `PREFETCH` bytes ahead of `b` (one request per 64-byte line).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+pub(crate) fn prefetch_ahead(b: &[u8]) {
+    let p = b.as_ptr().wrapping_add(PREFETCH);
+    let mut off = 0;
+    while off < b.len() {
+        // A hint: never faults, whatever the address.
+        _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(off).cast());
+        off += 64;
+    }
+}
+
 /// Plain conversion to F32/F16/BF16 (round to nearest even), 16 elements at a time; a vector
 /// holding NaN/inf, and the tail, go through the scalar path (which reports the error).
 ///
@@ -339,6 +357,7 @@ unsafe fn q8_0<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantErr
         // Pass 1: max |x| of every block (integer max of |x| bits; flags NaN/inf).
         let mut amax = [0f32; G];
         for (j, ib) in ig.chunks_exact(in_blk).enumerate() {
+            prefetch_ahead(ib);
             // SAFETY: `ib` is one whole block.
             let (x0, x1) = unsafe { load_block::<S>(ib) };
             let (_, _, hmax) = abs_bits(x0, x1);
@@ -401,6 +420,7 @@ unsafe fn q4_0<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantErr
         // Pass 1: the signed value of largest |x|, first occurrence, of every block.
         let mut max = [0f32; G];
         for (j, ib) in ig.chunks_exact(in_blk).enumerate() {
+            prefetch_ahead(ib);
             // SAFETY: `ib` is one whole block.
             let (x0, x1) = unsafe { load_block::<S>(ib) };
             let (a0, a1, hmax) = abs_bits(x0, x1);
@@ -456,6 +476,7 @@ unsafe fn q4_1<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantErr
         // Pass 1: min and max of every block (first occurrence for signed zeros).
         let (mut min, mut range) = ([0f32; G], [0f32; G]);
         for (j, ib) in ig.chunks_exact(in_blk).enumerate() {
+            prefetch_ahead(ib);
             // SAFETY: `ib` is one whole block.
             let (x0, x1) = unsafe { load_block::<S>(ib) };
             let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x0, x0)
