@@ -277,6 +277,9 @@ pub fn arch_metadata(config: &Value) -> Result<(String, Vec<(String, MetaValue)>
                     MetaValue::U32(orig),
                 ));
             }
+            (Some("linear" | "yarn"), None) => {
+                return Err(bad("rope_scaling.factor", "is missing"));
+            }
             (Some(other), _) => {
                 return Err(bad(
                     "rope_scaling",
