@@ -264,6 +264,17 @@ fn bad_tensors() {
     v.resize(v.len().div_ceil(32) * 32 + 64, 0);
     let e = GgufFile::parse(&v).unwrap_err();
     assert!(matches!(e, FormatError::TensorOutOfBounds { .. }), "{e}");
+    // An overlap hidden behind a zero-sized tensor between the two.
+    let mut infos = tensor_info("a", &[16], GGML_F32, 0);
+    infos.extend(tensor_info("z", &[0], GGML_F32, 32));
+    infos.extend(tensor_info("b", &[8], GGML_F32, 32));
+    let mut v = file(3, 0, &infos);
+    v.resize(v.len().div_ceil(32) * 32 + 128, 0);
+    let e = GgufFile::parse(&v).unwrap_err();
+    assert!(
+        matches!(e, FormatError::TensorOutOfBounds { ref tensor, .. } if tensor == "b"),
+        "{e}"
+    );
     let mut infos = tensor_info("a", &[8], GGML_F32, 0);
     infos.extend(tensor_info("a", &[8], GGML_F32, 32));
     let mut v = file(2, 0, &infos);

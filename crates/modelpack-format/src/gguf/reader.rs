@@ -216,18 +216,22 @@ impl<'a> GgufFile<'a> {
             });
         }
         spans.sort_unstable();
-        for w in spans.windows(2) {
-            let (prev, next) = (w[0], w[1]);
-            // Zero-sized tensors overlap nothing.
-            if next.0 < prev.1 && next.0 != next.1 {
-                let t = &tensors[next.2];
+        // Zero-sized tensors overlap nothing; otherwise each start must not precede the
+        // furthest end seen so far.
+        let mut max_end = 0u64;
+        for &(start, end, idx) in &spans {
+            if start == end {
+                continue;
+            }
+            if start < max_end {
                 return Err(FormatError::TensorOutOfBounds {
-                    tensor: t.info.name.clone(),
-                    start: next.0,
-                    end: next.1,
+                    tensor: tensors[idx].info.name.clone(),
+                    start,
+                    end,
                     data_len,
                 });
             }
+            max_end = end;
         }
 
         Ok(GgufFile {
