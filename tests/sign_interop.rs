@@ -131,7 +131,8 @@ fn model_signing_signatures_verify_with_modelpack() {
 /// Our statement is the document model_signing writes for the same directory (it emits
 /// protobuf Struct keys and `ignore_paths` in hash order, which changes between runs), and our
 /// bytes are exactly that document printed with our fixed key order by Python's `json`
-/// (two-space indent, as protobuf's MessageToJson). The bundle envelope has their key order.
+/// (two-space indent, ASCII-only escapes, as protobuf's MessageToJson). The bundle envelope
+/// has their key order.
 #[test]
 fn statement_and_bundle_match_model_signing() {
     let Some(py) = common::python() else { return };
@@ -139,8 +140,14 @@ fn statement_and_bundle_match_model_signing() {
     let keys = common::fixture("keys");
     let ours = t.path().join("ours/pkg");
     let theirs = t.path().join("theirs/pkg");
-    write_pkg(&ours, 0);
-    write_pkg(&theirs, 0);
+    for dir in [&ours, &theirs] {
+        write_pkg(dir, 0);
+        // Names that exercise escaping: non-ASCII, astral plane, DEL, quote, backslash-free.
+        std::fs::create_dir_all(dir.join("é")).unwrap();
+        std::fs::write(dir.join("é/ü.txt"), b"x").unwrap();
+        std::fs::write(dir.join("emoji\u{1F600}.bin"), b"y").unwrap();
+        std::fs::write(dir.join("del\u{7f} \"q\".bin"), b"z").unwrap();
+    }
     mp_sign(&ours, &keys.join("p256-pkcs8.pem"));
     ms_sign(&py, &theirs, &keys.join("p256-pkcs8.pem"));
     let script = r#"
@@ -183,8 +190,12 @@ canon = {
                       for r in theirs["predicate"]["resources"]],
     },
 }
-expected = json.dumps(canon, indent=2, ensure_ascii=False).encode()
+expected = json.dumps(canon, indent=2).encode()
 assert ours_payload == expected, (ours_payload, expected)
+# Independent of the re-print: the same lines (escaping included), in another order.
+theirs_raw_payload = base64.b64decode(tb["dsseEnvelope"]["payload"])
+lines = lambda b: sorted(l.rstrip(b",") for l in b.split(b"\n"))
+assert lines(ours_payload) == lines(theirs_raw_payload), (ours_payload, theirs_raw_payload)
 print("ok")
 "#;
     let out = common::run_python(

@@ -183,7 +183,26 @@ pub fn statement_json(name: &str, digests: &[FileDigest]) -> Vec<u8> {
         },
     };
     // Serializing plain structs of strings cannot fail.
-    serde_json::to_vec_pretty(&st).unwrap_or_default()
+    ascii_only(&serde_json::to_string_pretty(&st).unwrap_or_default()).into_bytes()
+}
+
+/// Escape every character outside printable ASCII as `\uXXXX` (UTF-16 units, lowercase hex),
+/// as Python's `json.dumps(ensure_ascii=True)` inside protobuf's `MessageToJson` does, so
+/// non-ASCII file names give the same statement bytes as `model_signing`. Safe as a pass over
+/// finished JSON: outside strings, serde_json output is plain ASCII.
+fn ascii_only(json: &str) -> String {
+    let mut out = String::with_capacity(json.len());
+    for c in json.chars() {
+        if (' '..='~').contains(&c) || c == '\n' {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for u in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{u:04x}"));
+            }
+        }
+    }
+    out
 }
 
 /// The subject name `model_signing` uses: the directory's last component (resolved when the
@@ -785,6 +804,16 @@ mod tests {
             p,
             b"DSSEv1 28 application/vnd.in-toto+json 11 hello world".to_vec()
         );
+    }
+
+    #[test]
+    fn non_ascii_is_escaped_like_python() {
+        // Expected strings written from Python's json.dumps("é\x7f😀") == '"\\u00e9\\u007f\\ud83d\\ude00"'.
+        assert_eq!(
+            ascii_only("\"é\u{7f}😀\"\n"),
+            "\"\\u00e9\\u007f\\ud83d\\ude00\"\n"
+        );
+        assert_eq!(ascii_only("{\"a\": \"b/c\"}"), "{\"a\": \"b/c\"}");
     }
 
     #[test]
