@@ -231,3 +231,23 @@ fn reads_what_python_safetensors_writes() {
     }
     assert_eq!(odd_offsets, 2, "unaligned.safetensors must put F32 and BF16 data at odd offsets");
 }
+
+#[test]
+fn qwen2_fixture_has_biases_and_tied_embeddings() {
+    let cfg = read_config("tiny-qwen2");
+    let r = inspect_json(&common::fixture("tiny-qwen2"), &[]);
+    assert_eq!(r["architecture"], "Qwen2ForCausalLM");
+    assert_eq!(r["config"]["tie_word_embeddings"], true);
+    let tensors = r["tensors"].as_array().unwrap();
+    let find = |n: &str| tensors.iter().find(|t| t["name"] == n);
+    assert!(find("lm_head.weight").is_none(), "tied: no lm_head");
+    let kv_rows = cfg["num_key_value_heads"].as_u64().unwrap()
+        * (cfg["hidden_size"].as_u64().unwrap() / cfg["num_attention_heads"].as_u64().unwrap());
+    assert_eq!(find("model.layers.0.self_attn.k_proj.bias").unwrap()["shape"], serde_json::json!([kv_rows]));
+    assert_eq!(find("model.layers.1.self_attn.q_proj.bias").unwrap()["shape"], serde_json::json!([cfg["hidden_size"]]));
+    // Llama count minus lm_head, plus q/k/v biases per layer.
+    let h = cfg["hidden_size"].as_u64().unwrap();
+    let l = cfg["num_hidden_layers"].as_u64().unwrap();
+    let params = expected_params(&cfg) - cfg["vocab_size"].as_u64().unwrap() * h + l * (h + 2 * kv_rows);
+    assert_eq!(r["parameter_count"].as_u64(), Some(params));
+}
