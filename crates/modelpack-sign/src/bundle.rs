@@ -312,6 +312,46 @@ fn check_cover(
     }
 }
 
+/// Digests of every resource of `root`, reusing `known` ones (files the caller wrote and
+/// hashed on the way out) and hashing only the rest (copied tokenizer files, the manifest) in
+/// parallel. `known` entries must be resources of the package with their on-disk size, at most
+/// once each. Result in bundle order, ready for [`sign_package_as`].
+pub fn complete_digests(root: &Path, known: Vec<FileDigest>) -> Result<Vec<FileDigest>, SignError> {
+    let files = list_resources(root)?;
+    let on_disk: HashMap<&str, u64> = files.iter().map(|(p, s)| (p.as_str(), *s)).collect();
+    let mut seen = HashSet::new();
+    let mut problems = Vec::new();
+    for d in &known {
+        validate_rel_path(&d.path)?;
+        if !seen.insert(d.path.clone()) {
+            problems.push(format!("{} given twice", d.path));
+            continue;
+        }
+        match on_disk.get(d.path.as_str()) {
+            None => problems.push(format!("{} is not a resource of the package", d.path)),
+            Some(&s) if s != d.size => problems.push(format!(
+                "{} is {s} bytes on disk, digest says {}",
+                d.path, d.size
+            )),
+            Some(_) => {}
+        }
+    }
+    if !problems.is_empty() {
+        return Err(SignError::DigestsMismatch {
+            root: root.to_path_buf(),
+            detail: problems.join("; "),
+        });
+    }
+    let rest: Vec<(String, u64)> = files
+        .into_iter()
+        .filter(|(p, _)| !seen.contains(p))
+        .collect();
+    let mut all = known;
+    all.extend(hash_many(root, &rest)?);
+    all.sort_by(|a, b| cmp_paths(&a.path, &b.path));
+    Ok(all)
+}
+
 /// Write `bundle` as `root/model.sig` atomically (temporary file, fsync, rename), replacing
 /// an old signature.
 pub fn write_signature(root: &Path, bundle: &[u8]) -> Result<(), SignError> {
@@ -996,6 +1036,16 @@ mod tests {
         });
         let e = sign_package(d.path(), &key, Some(extra)).unwrap_err();
         assert!(e.to_string().contains("ghost is not a resource"), "{e}");
+        // complete_digests hashes only what is not known, and checks what is.
+        let mut fake = digests[..1].to_vec();
+        fake[0].sha256 = [7; 32];
+        let all = crate::complete_digests(d.path(), fake.clone()).unwrap();
+        assert_eq!(all.len(), 2);
+        assert_eq!(all[0], fake[0], "known digest reused, not recomputed");
+        assert_eq!(all[1], digests[1]);
+        let mut bad = digests.clone();
+        bad[1].size = 99;
+        assert!(crate::complete_digests(d.path(), bad).is_err());
         let mut esc = digests;
         esc[0].path = "../a.txt".into();
         assert!(matches!(

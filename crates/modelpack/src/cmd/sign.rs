@@ -32,7 +32,7 @@ pub struct KeygenArgs {
 /// Where the password of an encrypted private key comes from (never the command line).
 #[derive(clap::Args)]
 pub struct PasswordArgs {
-    /// Read the key's password from this file (first line).
+    /// Read the key's password from this file (one trailing newline is ignored).
     #[arg(long, value_name = "FILE", conflicts_with = "password_env")]
     pub password_file: Option<PathBuf>,
     /// Read the key's password from this environment variable.
