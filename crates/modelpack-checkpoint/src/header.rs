@@ -139,7 +139,8 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Header, CheckpointError
     let n = u64::from_le_bytes(arr);
     // What follows the prefix must be a JSON object; anything else is another kind of file.
     match bytes.get(8) {
-        Some(b'{') => {}
+        // JSON allows leading whitespace and the reference reader accepts it.
+        Some(b'{' | b' ' | b'\t' | b'\n' | b'\r') => {}
         Some(_) => return Err(CheckpointError::NotSafetensors { path: p(), reason: sniff(bytes) }),
         None => return Err(CheckpointError::Truncated { path: p(), size, needed: 8u64.saturating_add(n.max(2)) }),
     }

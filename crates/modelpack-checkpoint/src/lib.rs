@@ -386,14 +386,15 @@ fn check_index(
         shard_paths.iter().enumerate().filter_map(|(i, p)| Some((p.file_name()?.to_str()?, i))).collect();
     let mut mapped: HashMap<&str, usize> = HashMap::with_capacity(weight_map.len());
     for (tensor, file) in weight_map {
-        let si = by_file[file.as_str()];
-        if shards[si].find(tensor).is_none() {
+        // Every weight_map file became a shard path in `read_index`; a miss is reported, not assumed.
+        let found = by_file.get(file.as_str()).copied().filter(|&si| shards[si].find(tensor).is_some());
+        let Some(si) = found else {
             return Err(CheckpointError::TensorNotInShard {
                 index: index.to_path_buf(),
                 tensor: tensor.clone(),
                 shard: file.clone(),
             });
-        }
+        };
         mapped.insert(tensor, si);
     }
     for (&name, &(si, _)) in all {
