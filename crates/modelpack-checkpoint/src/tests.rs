@@ -279,3 +279,10 @@ fn no_panic_on_any_truncation_or_byte_flip() {
     }
     assert!(accepted > 0, "flips inside tensor data keep the file valid");
 }
+
+#[test]
+fn checkpoint_can_be_shared_across_threads() {
+    fn send_sync<T: Send + Sync>() {}
+    send_sync::<Checkpoint>();
+    send_sync::<TensorView<'static>>();
+}
