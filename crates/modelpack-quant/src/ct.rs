@@ -459,3 +459,102 @@ pub fn dequantize_rows(
     );
     Ok(())
 }
+
+/// Elements per chunk of [`quantize_tensor_par`] (rounded to whole rows, and to a multiple of
+/// [`CtScheme::rows_per_zp_word`] rows). Fixed, so bytes and statistics never depend on the
+/// thread count.
+pub const PAR_CHUNK_ELEMS: usize = 1 << 16;
+
+/// Rows per chunk of [`quantize_tensor_par`] for rows of `cols` elements.
+pub fn par_chunk_rows(s: &CtScheme, cols: usize) -> usize {
+    let per = s.rows_per_zp_word();
+    ((PAR_CHUNK_ELEMS / cols.max(1)).max(1)).div_ceil(per) * per
+}
+
+/// [`quantize_rows`] over a whole `[rows, cols]` weight on the current rayon pool: fixed chunks of
+/// [`par_chunk_rows`] rows, quantized in parallel with the active SIMD level, statistics merged in
+/// chunk order. Same bytes and statistics for any thread count; a non-finite error reports the
+/// first offending element of the tensor (index into `input`).
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_tensor_par(
+    s: &CtScheme,
+    src: SrcDtype,
+    scale_dtype: ScaleDtype,
+    input: &[u8],
+    rows: usize,
+    cols: usize,
+    packed: &mut [u8],
+    scale: &mut [u8],
+    zp: Option<&mut [u8]>,
+    stats: Option<&mut ErrorStats>,
+) -> Result<(), QuantError> {
+    use rayon::prelude::*;
+    let g = check(
+        s,
+        src.size(),
+        scale_dtype,
+        input.len(),
+        0,
+        rows,
+        cols,
+        packed.len(),
+        scale.len(),
+        zp.as_ref().map(|z| z.len()),
+    )?;
+    if rows == 0 {
+        return Ok(());
+    }
+    let level = simd::active_level();
+    let cr = par_chunk_rows(s, cols);
+    let in_c = cr * cols * src.size();
+    let p_c = cr * g.packed_cols * 4;
+    let s_c = cr * g.scale_cols * scale_dtype.size();
+    let z_c = s.zp_rows(cr) * g.scale_cols * 4;
+    let zps: Vec<Option<&mut [u8]>> = match zp {
+        Some(z) => z.chunks_mut(z_c).map(Some).collect(),
+        None => (0..rows.div_ceil(cr)).map(|_| None).collect(),
+    };
+    let want_stats = stats.is_some();
+    let results: Vec<Result<ErrorStats, QuantError>> = input
+        .par_chunks(in_c)
+        .zip(packed.par_chunks_mut(p_c))
+        .zip(scale.par_chunks_mut(s_c))
+        .zip(zps.into_par_iter())
+        .enumerate()
+        .map(|(i, (((inp, p), sc), z))| {
+            let r0 = i * cr;
+            let n = (rows - r0).min(cr);
+            let mut st = ErrorStats::new();
+            quantize_rows_at(
+                level,
+                s,
+                src,
+                scale_dtype,
+                inp,
+                r0,
+                n,
+                cols,
+                p,
+                sc,
+                z,
+                want_stats.then_some(&mut st),
+            )
+            .map_err(|e| match e {
+                QuantError::NonFinite { index, value } => QuantError::NonFinite {
+                    index: index + r0 * cols,
+                    value,
+                },
+                e => e,
+            })?;
+            Ok(st)
+        })
+        .collect();
+    let mut total = ErrorStats::new();
+    for r in results {
+        total.merge(&r?);
+    }
+    if let Some(stats) = stats {
+        stats.merge(&total);
+    }
+    Ok(())
+}

@@ -141,7 +141,7 @@ fn case() -> impl Strategy<Value = Case> {
         0u8..3,
         1usize..14,
         prop::sample::select(vec![1usize, 3, 5]),
-        prop::sample::select(vec![8usize, 24, 40, 100, 136, 256]),
+        prop::sample::select(vec![8usize, 24, 40, 100, 136, 256, 512, 520]),
         any::<u64>(),
         prop::collection::vec(0u8..8, 14),
         prop::option::weighted(0.15, (any::<u64>(), 0u8..3)),

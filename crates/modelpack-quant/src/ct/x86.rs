@@ -147,9 +147,30 @@ impl Kernel<'_> {
         (sc, z)
     }
 
-    /// AVX-512 kernel over all rows of the chunk.
+    /// AVX-512 kernel over all rows of the chunk: common group sizes get a register-resident
+    /// single-pass version (`NV` vectors per group), others the two-pass loop.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
     unsafe fn rows512<const S: u8, const E: u8, const B: u8, const SYM: bool>(
+        &self,
+        packed: &mut [u8],
+        scale: &mut [u8],
+        zp: Option<&mut [u8]>,
+    ) -> Result<(), QuantError> {
+        // SAFETY: same contract as this function.
+        unsafe {
+            match self.g.group {
+                32 => self.rows512_n::<S, E, B, SYM, 2>(packed, scale, zp),
+                64 => self.rows512_n::<S, E, B, SYM, 4>(packed, scale, zp),
+                128 => self.rows512_n::<S, E, B, SYM, 8>(packed, scale, zp),
+                _ => self.rows512_n::<S, E, B, SYM, 0>(packed, scale, zp),
+            }
+        }
+    }
+
+    /// [`Self::rows512`] with `NV` 16-lane vectors per group held in registers (`NV = 0`: any
+    /// multiple of 16, loaded twice).
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    unsafe fn rows512_n<const S: u8, const E: u8, const B: u8, const SYM: bool, const NV: usize>(
         &self,
         packed: &mut [u8],
         scale: &mut [u8],
@@ -159,60 +180,58 @@ impl Kernel<'_> {
         let es = self.src.size();
         let obytes = g.group * B as usize / 8;
         let pw = g.packed_cols * 4;
-        assert!(self.input.len() >= g.rows * g.cols * es && packed.len() >= g.rows * pw);
-        let expo = _mm512_set1_epi32(0x7f80_0000);
-        let qmin = _mm512_set1_ps(self.s.qmin() as f32);
-        let qmax = _mm512_set1_ps(self.s.qmax() as f32);
-        let off = _mm512_set1_epi32(1 << (B - 1));
+        assert!(self.input.len() >= g.rows * g.cols * es);
+        assert!(packed.len() >= g.rows * pw && obytes * g.scale_cols <= pw);
+        assert!(NV == 0 || (NV <= 8 && NV * 16 == g.group));
+        let absm = _mm512_set1_epi32(0x7fff_ffff);
+        let c = Q512 {
+            qmin: _mm512_set1_ps(self.s.qmin() as f32),
+            qmax: _mm512_set1_ps(self.s.qmax() as f32),
+            off: _mm512_set1_epi32(1 << (B - 1)),
+        };
+        let mut regs = [_mm512_setzero_ps(); 8];
         for r in 0..g.rows {
             for j in 0..g.scale_cols {
-                // SAFETY: group j of row r lies inside `input` (asserted above); every load reads
-                // 16 elements at k < group, k + 16 <= group.
+                // SAFETY (all pointer use below): group j of row r lies inside `input` and its
+                // `obytes` of output inside `packed` (asserted above); loads read 16 elements at
+                // k + 16 <= group, stores write 8 or 16 bytes at k * B / 8 + that <= obytes.
                 let gp = unsafe { self.input.as_ptr().add((r * g.cols + j * g.group) * es) };
+                let op = unsafe { packed.as_mut_ptr().add(r * pw + j * obytes) };
+                let nv = if NV > 0 { NV } else { g.group / 16 };
                 let mut vmin = _mm512_set1_ps(f32::INFINITY);
                 let mut vmax = _mm512_set1_ps(f32::NEG_INFINITY);
-                let mut bad: u16 = 0;
-                let mut k = 0;
-                while k < g.group {
-                    let v = unsafe { load16::<S>(gp.add(k * es)) };
-                    let e = _mm512_and_si512(_mm512_castps_si512(v), expo);
-                    bad |= _mm512_cmpeq_epi32_mask(e, expo);
-                    vmin = _mm512_min_ps(vmin, v);
-                    vmax = _mm512_max_ps(vmax, v);
-                    k += 16;
+                let mut amax = _mm512_setzero_si512();
+                for i in 0..nv {
+                    let v = unsafe { load16::<S>(gp.add(i * 16 * es)) };
+                    if NV > 0 {
+                        regs[i] = v;
+                    }
+                    // |v| as bits: order-preserving, and >= 0x7f800000 exactly for inf/NaN.
+                    amax = _mm512_max_epu32(amax, _mm512_and_si512(_mm512_castps_si512(v), absm));
+                    if !SYM {
+                        vmin = _mm512_min_ps(vmin, v);
+                        vmax = _mm512_max_ps(vmax, v);
+                    }
                 }
-                if bad != 0 {
+                let amax = _mm512_reduce_max_epu32(amax);
+                if amax >= 0x7f80_0000 {
                     return Err(self.non_finite(r));
                 }
-                let mn = _mm512_reduce_min_ps(vmin);
-                let mx = _mm512_reduce_max_ps(vmax);
+                let (mn, mx) = if SYM {
+                    (0.0, f32::from_bits(amax))
+                } else {
+                    (_mm512_reduce_min_ps(vmin), _mm512_reduce_max_ps(vmax))
+                };
                 let (sc, z) = self.params(r, j, mn, mx, scale, &mut zp);
                 let vs = _mm512_set1_ps(sc);
                 let vz = _mm512_set1_ps(z as f32);
-                let out = &mut packed[r * pw + j * obytes..r * pw + (j + 1) * obytes];
-                let mut k = 0;
-                while k < g.group {
-                    let v = unsafe { load16::<S>(gp.add(k * es)) };
-                    let mut x = round512::<E>(_mm512_div_ps(v, vs));
-                    if !SYM {
-                        x = round512::<E>(_mm512_add_ps(x, vz));
-                    }
-                    let q = _mm512_roundscale_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(
-                        x,
-                    );
-                    let q = _mm512_min_ps(_mm512_max_ps(q, qmin), qmax);
-                    let u = _mm512_add_epi32(_mm512_cvtps_epi32(q), off);
-                    let bytes = _mm512_cvtepi32_epi8(u); // 16 values 0..2^B-1, in order
-                    if B == 4 {
-                        let b = nibbles(bytes);
-                        out[k / 2..k / 2 + 8].copy_from_slice(&b.to_le_bytes());
+                for i in 0..nv {
+                    let v = if NV > 0 {
+                        regs[i]
                     } else {
-                        let mut a = [0u8; 16];
-                        // SAFETY: `a` is 16 bytes; unaligned store.
-                        unsafe { _mm_storeu_si128(a.as_mut_ptr().cast(), bytes) };
-                        out[k..k + 16].copy_from_slice(&a);
-                    }
-                    k += 16;
+                        unsafe { load16::<S>(gp.add(i * 16 * es)) }
+                    };
+                    unsafe { q16::<E, B, SYM>(v, vs, vz, &c, op.add(i * 2 * B as usize)) };
                 }
             }
         }
@@ -314,6 +333,49 @@ impl Kernel<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// Clamp bounds and offset of the AVX-512 element step.
+struct Q512 {
+    qmin: __m512,
+    qmax: __m512,
+    off: __m512i,
+}
+
+/// Quantize and pack 16 values (the scalar `quant_one` lane by lane) to `dst`: 8 bytes (int4)
+/// or 16 bytes (int8). `clamp(round(x))` is computed as `round(clamp(x))`, equal because rounding
+/// is monotonic and the bounds are integers; the rounding is the conversion's embedded
+/// round-to-nearest-even.
+///
+/// # Safety
+/// `dst` must be valid for `B * 2` bytes; AVX-512 F/BW/VL + F16C available.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+unsafe fn q16<const E: u8, const B: u8, const SYM: bool>(
+    v: __m512,
+    vs: __m512,
+    vz: __m512,
+    c: &Q512,
+    dst: *mut u8,
+) {
+    let mut x = round512::<E>(_mm512_div_ps(v, vs));
+    if !SYM {
+        x = round512::<E>(_mm512_add_ps(x, vz));
+    }
+    let x = _mm512_min_ps(_mm512_max_ps(x, c.qmin), c.qmax);
+    let q = _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
+    let u = _mm512_add_epi32(q, c.off);
+    // SAFETY: per the function contract.
+    unsafe {
+        if B == 4 {
+            // Each qword holds elements 2i (low dword) and 2i+1 (high dword, < 16): shifting the
+            // qword right by 28 puts 2i+1 at bits 4..8 of the low byte; vpmovqb keeps that byte.
+            let w = _mm512_or_si512(u, _mm512_srli_epi64::<28>(u));
+            _mm_storel_epi64(dst.cast(), _mm512_cvtepi64_epi8(w));
+        } else {
+            _mm_storeu_si128(dst.cast(), _mm512_cvtepi32_epi8(u));
+        }
     }
 }
 
