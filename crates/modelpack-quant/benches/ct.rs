@@ -5,6 +5,9 @@
 //! `cargo bench -p modelpack-quant --bench ct` (filter with a criterion regex, e.g.
 //! `-- 'w4_g128_sym/bf16/256MiB/avx512'`). `MODELPACK_BENCH_QUICK=1` skips the 256 MiB sizes.
 
+// criterion_group! generates an undocumented public function.
+#![allow(missing_docs)]
+
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use modelpack_quant::ct::{quantize_rows_at, quantize_tensor_par, CtScheme, ScaleDtype, Strategy};
 use modelpack_quant::{set_level, Level, SrcDtype};

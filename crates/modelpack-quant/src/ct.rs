@@ -223,6 +223,7 @@ pub(crate) struct Geom {
     pub packed_cols: usize,
 }
 
+#[allow(clippy::too_many_arguments)]
 fn check(
     s: &CtScheme,
     src_size: usize,

@@ -158,6 +158,14 @@ impl Kernel<'_> {
     ) -> Result<(), QuantError> {
         // SAFETY: same contract as this function.
         unsafe {
+            if S == BF16 && self.g.group.is_multiple_of(32) {
+                return match self.g.group {
+                    32 => self.rows512_bf16::<E, B, SYM, 1>(packed, scale, zp),
+                    64 => self.rows512_bf16::<E, B, SYM, 2>(packed, scale, zp),
+                    128 => self.rows512_bf16::<E, B, SYM, 4>(packed, scale, zp),
+                    _ => self.rows512_bf16::<E, B, SYM, 0>(packed, scale, zp),
+                };
+            }
             match self.g.group {
                 32 => self.rows512_n::<S, E, B, SYM, 2>(packed, scale, zp),
                 64 => self.rows512_n::<S, E, B, SYM, 4>(packed, scale, zp),
@@ -169,6 +177,8 @@ impl Kernel<'_> {
 
     /// [`Self::rows512`] with `NV` 16-lane vectors per group held in registers (`NV = 0`: any
     /// multiple of 16, loaded twice).
+    // `i` offsets the pointer and, for register-resident groups only, indexes `regs`.
+    #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
     unsafe fn rows512_n<const S: u8, const E: u8, const B: u8, const SYM: bool, const NV: usize>(
         &self,
@@ -196,6 +206,7 @@ impl Kernel<'_> {
                 // `obytes` of output inside `packed` (asserted above); loads read 16 elements at
                 // k + 16 <= group, stores write 8 or 16 bytes at k * B / 8 + that <= obytes.
                 let gp = unsafe { self.input.as_ptr().add((r * g.cols + j * g.group) * es) };
+                prefetch_ahead(gp, g.group * es);
                 let op = unsafe { packed.as_mut_ptr().add(r * pw + j * obytes) };
                 let nv = if NV > 0 { NV } else { g.group / 16 };
                 let mut vmin = _mm512_set1_ps(f32::INFINITY);
@@ -238,6 +249,122 @@ impl Kernel<'_> {
         Ok(())
     }
 
+    /// bf16 AVX-512 kernel, `NP` pairs of vectors per group held in registers (`NP = 0`: any
+    /// multiple of 32, loaded twice). A 64-byte load holds 32 bf16 values; as 16 dwords, the
+    /// even elements are `dword << 16` and the odd ones `dword & 0xffff0000`, one operation each.
+    /// Quantizing the two halves separately keeps each packed pair of elements in the same lane,
+    /// so they combine with a shift and an add before one narrowing store.
+    // `i` offsets the pointer and, for register-resident groups only, indexes `regs`.
+    #[allow(clippy::needless_range_loop)]
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    unsafe fn rows512_bf16<const E: u8, const B: u8, const SYM: bool, const NP: usize>(
+        &self,
+        packed: &mut [u8],
+        scale: &mut [u8],
+        mut zp: Option<&mut [u8]>,
+    ) -> Result<(), QuantError> {
+        let g = self.g;
+        let obytes = g.group * B as usize / 8;
+        let pw = g.packed_cols * 4;
+        assert!(self.src == SrcDtype::BF16 && self.input.len() >= g.rows * g.cols * 2);
+        assert!(packed.len() >= g.rows * pw && obytes * g.scale_cols <= pw);
+        assert!(NP == 0 || (NP <= 4 && NP * 32 == g.group));
+        let absm = _mm512_set1_epi32(0x7fff_ffff);
+        let hi = _mm512_set1_epi32(0xffff_0000u32 as i32);
+        let qmin = _mm512_set1_ps(self.s.qmin() as f32);
+        let qmax = _mm512_set1_ps(self.s.qmax() as f32);
+        let mut regs = [_mm512_setzero_si512(); 4];
+        let split = |w: __m512i| -> (__m512, __m512) {
+            (
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(w)),
+                _mm512_castsi512_ps(_mm512_and_si512(w, hi)),
+            )
+        };
+        for r in 0..g.rows {
+            for j in 0..g.scale_cols {
+                // SAFETY (all pointer use below): group j of row r lies inside `input` and its
+                // `obytes` of output inside `packed` (asserted above); loads read 64 bytes at
+                // 32 * i + 32 <= group elements, stores write B * 4 bytes at i * B * 4 + that
+                // <= obytes.
+                let gp = unsafe { self.input.as_ptr().add((r * g.cols + j * g.group) * 2) };
+                prefetch_ahead(gp, g.group * 2);
+                let op = unsafe { packed.as_mut_ptr().add(r * pw + j * obytes) };
+                let np = if NP > 0 { NP } else { g.group / 32 };
+                let mut vmin = _mm512_set1_ps(f32::INFINITY);
+                let mut vmax = _mm512_set1_ps(f32::NEG_INFINITY);
+                let mut amax = _mm512_setzero_si512();
+                for i in 0..np {
+                    let w = unsafe { _mm512_loadu_si512(gp.add(i * 64).cast()) };
+                    if NP > 0 {
+                        regs[i] = w;
+                    }
+                    let (e, o) = split(w);
+                    // |v| as bits: order-preserving, and >= 0x7f800000 exactly for inf/NaN.
+                    let ae = _mm512_and_si512(_mm512_castps_si512(e), absm);
+                    let ao = _mm512_and_si512(_mm512_castps_si512(o), absm);
+                    amax = _mm512_max_epu32(amax, _mm512_max_epu32(ae, ao));
+                    if !SYM {
+                        vmin = _mm512_min_ps(vmin, _mm512_min_ps(e, o));
+                        vmax = _mm512_max_ps(vmax, _mm512_max_ps(e, o));
+                    }
+                }
+                let amax = _mm512_reduce_max_epu32(amax);
+                if amax >= 0x7f80_0000 {
+                    return Err(self.non_finite(r));
+                }
+                let (mn, mx) = if SYM {
+                    (0.0, f32::from_bits(amax))
+                } else {
+                    (_mm512_reduce_min_ps(vmin), _mm512_reduce_max_ps(vmax))
+                };
+                let (sc, z) = self.params(r, j, mn, mx, scale, &mut zp);
+                let vs = _mm512_set1_ps(sc);
+                let vz = _mm512_set1_ps(z as f32);
+                let quant = |v: __m512| -> __m512i {
+                    let mut x = round512::<E>(_mm512_div_ps(v, vs));
+                    if !SYM {
+                        x = round512::<E>(_mm512_add_ps(x, vz));
+                    }
+                    let x = _mm512_min_ps(_mm512_max_ps(x, qmin), qmax);
+                    _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x)
+                };
+                for i in 0..np {
+                    let w = if NP > 0 {
+                        regs[i]
+                    } else {
+                        unsafe { _mm512_loadu_si512(gp.add(i * 64).cast()) }
+                    };
+                    let (e, o) = split(w);
+                    let (qe, qo) = (quant(e), quant(o));
+                    // (qe + 2^(B-1)) | (qo + 2^(B-1)) << B, as one add: the fields cannot carry.
+                    let bias = if B == 4 { 0x88 } else { 0x8080 };
+                    let packed2 = _mm512_add_epi32(
+                        _mm512_add_epi32(
+                            qe,
+                            if B == 4 {
+                                _mm512_slli_epi32::<4>(qo)
+                            } else {
+                                _mm512_slli_epi32::<8>(qo)
+                            },
+                        ),
+                        _mm512_set1_epi32(bias),
+                    );
+                    unsafe {
+                        if B == 4 {
+                            _mm_storeu_si128(op.add(i * 16).cast(), _mm512_cvtepi32_epi8(packed2));
+                        } else {
+                            _mm256_storeu_si256(
+                                op.add(i * 32).cast(),
+                                _mm512_cvtepi32_epi16(packed2),
+                            );
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// AVX2 kernel over all rows of the chunk (8 lanes).
     #[target_feature(enable = "avx2,f16c")]
     unsafe fn rows256<const S: u8, const E: u8, const B: u8, const SYM: bool>(
@@ -259,6 +386,7 @@ impl Kernel<'_> {
             for j in 0..g.scale_cols {
                 // SAFETY: as in rows512, with 8-element loads.
                 let gp = unsafe { self.input.as_ptr().add((r * g.cols + j * g.group) * es) };
+                prefetch_ahead(gp, g.group * es);
                 let mut vmin = _mm256_set1_ps(f32::INFINITY);
                 let mut vmax = _mm256_set1_ps(f32::NEG_INFINITY);
                 let mut bad = _mm256_setzero_si256();
@@ -333,6 +461,24 @@ impl Kernel<'_> {
             }
         }
         Ok(())
+    }
+}
+
+/// Software prefetch distance in bytes of input: the hardware prefetcher alone leaves the
+/// out-of-cache kernel waiting on DRAM. Measured on the 2-core AVX-512 machine, bf16 int4 g128,
+/// 256 MiB, one thread: ~1.3 Gelem/s without, ~2.0 with 4096 (2048 and 8192 were slower).
+const PREFETCH: usize = 4096;
+
+/// Prefetch the `len` input bytes `PREFETCH` bytes after `p` (one hint per 64-byte line; a hint
+/// never faults, whatever the address).
+#[inline(always)]
+fn prefetch_ahead(p: *const u8, len: usize) {
+    let q = p.wrapping_add(PREFETCH);
+    let mut off = 0;
+    while off < len {
+        // SAFETY: prefetch is a hint that never faults; SSE is baseline on x86-64.
+        unsafe { _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(off).cast()) };
+        off += 64;
     }
 }
 
