@@ -18,7 +18,7 @@ pub(crate) mod avx512;
 pub enum Level {
     /// Portable scalar reference kernels (the definition of correct output).
     Scalar,
-    /// AVX2 + FMA-free F16C kernels (256-bit).
+    /// AVX2 + F16C kernels (256-bit).
     Avx2,
     /// AVX-512 F + BW + VL kernels (512-bit), with F16C for f16 loads.
     Avx512,
