@@ -162,17 +162,30 @@ impl CtScheme {
 
     /// Smallest quantized value (`-2^(bits-1)`).
     pub const fn qmin(&self) -> i32 {
-        -(1 << (self.bits - 1))
+        -(1 << (self.safe_bits() - 1))
     }
 
     /// Largest quantized value (`2^(bits-1) - 1`).
     pub const fn qmax(&self) -> i32 {
-        (1 << (self.bits - 1)) - 1
+        (1 << (self.safe_bits() - 1)) - 1
+    }
+
+    /// `bits` clamped to 1..=16 so the layout helpers never overflow or divide by zero on a
+    /// scheme that [`CtScheme::validate`] would refuse (their results are then meaningless).
+    const fn safe_bits(&self) -> u32 {
+        let b = self.bits as u32;
+        if b == 0 {
+            1
+        } else if b > 16 {
+            16
+        } else {
+            b
+        }
     }
 
     /// Values per packed i32 word (8 for int4, 4 for int8).
     pub const fn per_word(&self) -> usize {
-        32 / self.bits as usize
+        32 / self.safe_bits() as usize
     }
 
     /// i32 words per packed row: `ceil(cols * bits / 32)` (a partial last word is zero-padded,

@@ -222,7 +222,9 @@ pub(crate) fn dequantize(
     }
 }
 
-/// Add the chunk's error statistics (source vs. dequantized, element order).
+/// Add the chunk's error statistics (source vs. dequantized, element order), one row at a time
+/// so no chunk-sized f32 buffer exists. Dequantized values are `(q - zp) * scale` rounded to the
+/// element dtype, i.e. what the consumer's computation in the model dtype yields.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn accumulate_stats(
     s: &CtScheme,
@@ -236,39 +238,27 @@ pub(crate) fn accumulate_stats(
     stats: &mut ErrorStats,
 ) {
     let es = src.size();
+    let ed = elem_dtype(src, sd);
+    let per = s.per_word();
+    let bits = u32::from(s.bits);
+    let mask = (1u32 << bits) - 1;
+    let off = 1i32 << (bits - 1);
     let mut x = vec![0f32; g.cols];
     let mut y = vec![0f32; g.cols];
-    let ed = elem_dtype(src, sd);
-    // Row by row so no chunk-sized f32 buffer is needed.
     for r in 0..g.rows {
         load_slice(src, &input[r * g.cols * es..(r + 1) * g.cols * es], &mut x);
-        let row_geom = Geom { rows: 1, ..*g };
-        let pw = g.packed_cols * 4;
-        let sw = g.scale_cols * sd.size();
-        // Zero points are packed across rows: read this row's through a one-row view.
-        let mut zrow = vec![0u8; g.scale_cols * 4];
-        if let Some(zpb) = zp {
-            for j in 0..g.scale_cols {
-                put_zp(
-                    s,
-                    &mut zrow,
-                    g.scale_cols,
-                    0,
-                    j,
-                    get_zp(s, zpb, g.scale_cols, r, j),
-                );
+        let prow = &packed[r * g.packed_cols * 4..(r + 1) * g.packed_cols * 4];
+        for (j, yg) in y.chunks_mut(g.group).enumerate() {
+            let sc = load_scale(sd, scale, r * g.scale_cols + j);
+            let z = zp.map_or(0, |zpb| get_zp(s, zpb, g.scale_cols, r, j));
+            let c0 = j * g.group;
+            for (k, o) in yg.iter_mut().enumerate() {
+                let c = c0 + k;
+                let w = word(prow, c / per);
+                let q = ((w >> (bits * (c % per) as u32)) & mask) as i32 - off;
+                *o = ed.round((q - z) as f32 * sc);
             }
         }
-        dequantize(
-            s,
-            sd,
-            ed,
-            &packed[r * pw..(r + 1) * pw],
-            &scale[r * sw..(r + 1) * sw],
-            zp.map(|_| zrow.as_slice()),
-            &row_geom,
-            |i, v| y[i] = v,
-        );
         stats.add(&x, &y);
     }
 }
