@@ -289,6 +289,7 @@ impl Kernel<'_> {
                 let gp = unsafe { self.input.as_ptr().add((r * g.cols + j * g.group) * 2) };
                 prefetch_ahead(gp, g.group * 2);
                 let op = unsafe { packed.as_mut_ptr().add(r * pw + j * obytes) };
+                prefetch_out(op, PREFETCH * B as usize / 16, obytes);
                 let np = if NP > 0 { NP } else { g.group / 32 };
                 let mut vmin = _mm512_set1_ps(f32::INFINITY);
                 let mut vmax = _mm512_set1_ps(f32::NEG_INFINITY);
@@ -478,6 +479,19 @@ fn prefetch_ahead(p: *const u8, len: usize) {
     while off < len {
         // SAFETY: prefetch is a hint that never faults; SSE is baseline on x86-64.
         unsafe { _mm_prefetch::<_MM_HINT_T0>(q.wrapping_add(off).cast()) };
+        off += 64;
+    }
+}
+
+/// Prefetch with write intent the `len` output bytes `dist` bytes after `p`, so stores to fresh
+/// lines of the packed tensor do not stall on the read-for-ownership (a hint; never faults).
+#[inline(always)]
+fn prefetch_out(p: *mut u8, dist: usize, len: usize) {
+    let q = p.wrapping_add(dist);
+    let mut off = 0;
+    while off < len {
+        // SAFETY: prefetch is a hint that never faults; SSE is baseline on x86-64.
+        unsafe { _mm_prefetch::<_MM_HINT_ET0>(q.wrapping_add(off).cast::<i8>()) };
         off += 64;
     }
 }
