@@ -2,7 +2,7 @@
 //! with int4 g128 symmetric at the level named by `MODELPACK_SIMD` (default: best), `CT_SPEED_REPS`
 //! times, and print the best run's elements per second (best-of, to see through a busy shared
 //! machine): `MODELPACK_SIMD=avx512 cargo test --release -p modelpack-quant --test
-//! ct_speed -- --ignored --nocapture`.
+//! ct_speed -- --ignored --nocapture`. `CT_SPEED_STATS=1` adds the error-statistics pass.
 
 use modelpack_quant::ct::{quantize_rows, CtScheme, ScaleDtype};
 use modelpack_quant::{active_level, SrcDtype};
@@ -35,6 +35,9 @@ fn ct_speed() {
     let sch = CtScheme::w4_group_sym(128);
     let mut packed = vec![0u8; rows * sch.packed_cols(cols) * 4];
     let mut scale = vec![0u8; rows * sch.scale_cols(cols).unwrap() * 2];
+    // CT_SPEED_STATS=1 also accumulates error statistics (a separate scalar pass).
+    let with_stats = std::env::var_os("CT_SPEED_STATS").is_some();
+    let mut stats = modelpack_quant::ErrorStats::new();
     let mut best = f64::INFINITY;
     for _ in 0..reps {
         let t = Instant::now();
@@ -49,7 +52,7 @@ fn ct_speed() {
             &mut packed,
             &mut scale,
             None,
-            None,
+            with_stats.then_some(&mut stats),
         )
         .unwrap();
         best = best.min(t.elapsed().as_secs_f64());
