@@ -239,7 +239,6 @@ pub(crate) fn accumulate_stats(
 ) {
     let es = src.size();
     let ed = elem_dtype(src, sd);
-    let per = s.per_word();
     let bits = u32::from(s.bits);
     let mask = (1u32 << bits) - 1;
     let off = 1i32 << (bits - 1);
@@ -252,11 +251,23 @@ pub(crate) fn accumulate_stats(
             let sc = load_scale(sd, scale, r * g.scale_cols + j);
             let z = zp.map_or(0, |zpb| get_zp(s, zpb, g.scale_cols, r, j));
             let c0 = j * g.group;
+            // Every code u of the group dequantizes to one value: tabulate them when the group
+            // is long enough to pay for the table.
+            let codes = 1usize << bits;
+            let deq = |u: u32| ed.round((u as i32 - off - z) as f32 * sc);
+            let mut lut = [0f32; 256];
+            let use_lut = g.group >= 4 * codes;
+            if use_lut {
+                for (u, v) in lut.iter_mut().take(codes).enumerate() {
+                    *v = deq(u as u32);
+                }
+            }
             for (k, o) in yg.iter_mut().enumerate() {
                 let c = c0 + k;
-                let w = word(prow, c / per);
-                let q = ((w >> (bits * (c % per) as u32)) & mask) as i32 - off;
-                *o = ed.round((q - z) as f32 * sc);
+                // Element c sits at bits [c*bits, c*bits+bits) of the LE row: byte c*bits/8.
+                let b = prow[c * bits as usize / 8];
+                let u = (u32::from(b) >> ((c * bits as usize) % 8)) & mask;
+                *o = if use_lut { lut[u as usize] } else { deq(u) };
             }
         }
         stats.add(&x, &y);
