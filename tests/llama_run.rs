@@ -60,9 +60,7 @@ struct LlamaRun {
 
 /// Run a command; panics with its output unless it exits 0. Returns (stdout bytes, stderr).
 fn output_of(cmd: &mut Command) -> (Vec<u8>, String) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
     let se = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         out.status.success(),
@@ -82,38 +80,32 @@ fn output_of(cmd: &mut Command) -> (Vec<u8>, String) {
 /// (llama.cpp's default context threads apply).
 fn run_llama(dir: &Path, gguf: &Path) -> LlamaRun {
     let bin = dir.join("bin");
-    let (ids, _) = output_of(
-        Command::new(bin.join("llama-tokenize"))
-            .arg("-m")
-            .arg(gguf)
-            .args(["-p", PROMPT, "--ids", "--log-disable"]),
-    );
+    let (ids, _) = output_of(Command::new(bin.join("llama-tokenize")).arg("-m").arg(gguf).args([
+        "-p",
+        PROMPT,
+        "--ids",
+        "--log-disable",
+    ]));
     let ids = String::from_utf8_lossy(&ids);
     let prompt_ids = ids
         .trim()
         .trim_start_matches('[')
         .trim_end_matches(']')
         .split(',')
-        .map(|s| {
-            s.trim()
-                .parse::<u32>()
-                .unwrap_or_else(|_| panic!("llama-tokenize printed {ids:?}"))
-        })
+        .map(|s| s.trim().parse::<u32>().unwrap_or_else(|_| panic!("llama-tokenize printed {ids:?}")))
         .collect();
 
-    let (text, log) = output_of(
-        Command::new(bin.join("llama-simple"))
-            .arg("-m")
-            .arg(gguf)
-            .args(["-n", &N_PREDICT.to_string(), PROMPT]),
-    );
+    let (text, log) = output_of(Command::new(bin.join("llama-simple")).arg("-m").arg(gguf).args([
+        "-n",
+        &N_PREDICT.to_string(),
+        PROMPT,
+    ]));
     let mut info = BTreeMap::new();
     for line in log.lines() {
         // "print_info: n_embd                = 64"
         if let Some(rest) = line.split("print_info: ").nth(1) {
             if let Some((k, v)) = rest.split_once('=') {
-                info.entry(k.trim().to_string())
-                    .or_insert_with(|| v.trim().to_string());
+                info.entry(k.trim().to_string()).or_insert_with(|| v.trim().to_string());
             }
         }
     }
@@ -124,12 +116,7 @@ fn run_llama(dir: &Path, gguf: &Path) -> LlamaRun {
         .and_then(|s| s.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no 'decoded N tokens' line in llama-simple's log:\n{log}"));
-    LlamaRun {
-        info,
-        text,
-        n_generated,
-        prompt_ids,
-    }
+    LlamaRun { info, text, n_generated, prompt_ids }
 }
 
 /// Hyperparameters that llama.cpp must report for a model.
@@ -145,16 +132,9 @@ struct Expect {
 
 fn check_run(run: &LlamaRun, want: &Expect) {
     let get = |k: &str| {
-        run.info
-            .get(k)
-            .unwrap_or_else(|| panic!("llama.cpp did not report {k}; it said {:#?}", run.info))
-            .as_str()
+        run.info.get(k).unwrap_or_else(|| panic!("llama.cpp did not report {k}; it said {:#?}", run.info)).as_str()
     };
-    let num = |k: &str| {
-        get(k)
-            .parse::<u64>()
-            .unwrap_or_else(|_| panic!("{k} = {:?}", get(k)))
-    };
+    let num = |k: &str| get(k).parse::<u64>().unwrap_or_else(|_| panic!("{k} = {:?}", get(k)));
     assert_eq!(get("arch"), "llama");
     assert_eq!(num("n_vocab"), want.n_vocab, "n_vocab");
     assert_eq!(num("n_embd"), want.n_embd, "n_embd");
@@ -168,22 +148,9 @@ fn check_run(run: &LlamaRun, want: &Expect) {
         want.file_type
     );
     let text = String::from_utf8_lossy(&run.text);
-    assert!(
-        (1..=N_PREDICT).contains(&run.n_generated),
-        "{} tokens generated; output {text:?}",
-        run.n_generated
-    );
-    assert!(
-        text.contains(PROMPT),
-        "llama-simple did not echo the prompt: {text:?}"
-    );
-    assert!(
-        !run.prompt_ids.is_empty()
-            && run
-                .prompt_ids
-                .iter()
-                .all(|&id| u64::from(id) < want.n_vocab)
-    );
+    assert!((1..=N_PREDICT).contains(&run.n_generated), "{} tokens generated; output {text:?}", run.n_generated);
+    assert!(text.contains(PROMPT), "llama-simple did not echo the prompt: {text:?}");
+    assert!(!run.prompt_ids.is_empty() && run.prompt_ids.iter().all(|&id| u64::from(id) < want.n_vocab));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -195,21 +162,13 @@ fn modelpack_package_runs(scheme: &str, file_type: &'static str) {
     let input = common::fixture("tiny-llama");
     if !input.join("config.json").is_file() {
         // TODO(llama): remove this skip once fixtures/tiny-llama lands.
-        eprintln!(
-            "skipping: {} does not exist yet (waits for the fixture)",
-            input.display()
-        );
+        eprintln!("skipping: {} does not exist yet (waits for the fixture)", input.display());
         return;
     }
-    let help = common::modelpack()
-        .args(["quantize", "--help"])
-        .output()
-        .unwrap();
+    let help = common::modelpack().args(["quantize", "--help"]).output().unwrap();
     if !String::from_utf8_lossy(&help.stdout).contains("--target") {
         // TODO(llama): remove this skip once `modelpack quantize --target cpu` lands.
-        eprintln!(
-            "skipping: `modelpack quantize` has no --target yet (waits for the GGUF pipeline)"
-        );
+        eprintln!("skipping: `modelpack quantize` has no --target yet (waits for the GGUF pipeline)");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -222,21 +181,14 @@ fn modelpack_package_runs(scheme: &str, file_type: &'static str) {
         .args(["--target", "cpu", "--scheme", scheme, "--no-progress"])
         .assert()
         .success();
-    let config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(input.join("config.json")).unwrap()).unwrap();
-    let c = |k: &str| {
-        config[k]
-            .as_u64()
-            .unwrap_or_else(|| panic!("config.json has no integer {k}"))
-    };
+    let config: serde_json::Value = serde_json::from_slice(&std::fs::read(input.join("config.json")).unwrap()).unwrap();
+    let c = |k: &str| config[k].as_u64().unwrap_or_else(|| panic!("config.json has no integer {k}"));
     let want = Expect {
         n_vocab: c("vocab_size"),
         n_embd: c("hidden_size"),
         n_layer: c("num_hidden_layers"),
         n_head: c("num_attention_heads"),
-        n_head_kv: config["num_key_value_heads"]
-            .as_u64()
-            .unwrap_or_else(|| c("num_attention_heads")),
+        n_head_kv: config["num_key_value_heads"].as_u64().unwrap_or_else(|| c("num_attention_heads")),
         file_type,
     };
     let run = run_llama(&dir, &out.join("model.gguf"));
@@ -258,8 +210,7 @@ fn modelpack_package_runs_int4() {
 // ---------------------------------------------------------------------------------------------
 
 /// Runs the script file given as the first argument (`common::run_python` takes inline source).
-const RUN_SCRIPT: &str =
-    "import runpy,sys; sys.argv=sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')";
+const RUN_SCRIPT: &str = "import runpy,sys; sys.argv=sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')";
 
 fn script() -> PathBuf {
     common::root().join("xtask/py/tiny_llama_gguf.py")
@@ -273,24 +224,11 @@ fn python_gguf_runs(qtype: &str, file_type: &'static str) {
     let hp = common::run_python(
         &py,
         RUN_SCRIPT,
-        &[
-            script().as_os_str(),
-            "write".as_ref(),
-            gguf.as_os_str(),
-            "--type".as_ref(),
-            qtype.as_ref(),
-        ],
+        &[script().as_os_str(), "write".as_ref(), gguf.as_os_str(), "--type".as_ref(), qtype.as_ref()],
     );
     // The generator's hyperparameters (xtask/py/tiny_llama_gguf.py: HP, 256 bytes + 6 merges + 2
     // control tokens), written out here rather than read back from the script.
-    let want = Expect {
-        n_vocab: 264,
-        n_embd: 64,
-        n_layer: 2,
-        n_head: 4,
-        n_head_kv: 2,
-        file_type,
-    };
+    let want = Expect { n_vocab: 264, n_embd: 64, n_layer: 2, n_head: 4, n_head_kv: 2, file_type };
     assert!(hp.contains("\"n_vocab\": 264"), "generator changed: {hp}");
     let bos = 262;
     let run = run_llama(&dir, &gguf);
@@ -299,39 +237,19 @@ fn python_gguf_runs(qtype: &str, file_type: &'static str) {
     assert_eq!(run.prompt_ids, [bos, 116, 257, 32, 99, 97, 116]);
 
     // The same greedy steps in float64 numpy on the gguf-dequantized weights.
-    let mut args: Vec<std::ffi::OsString> = vec![
-        script().into(),
-        "greedy".into(),
-        gguf.clone().into(),
-        N_PREDICT.to_string().into(),
-    ];
+    let mut args: Vec<std::ffi::OsString> =
+        vec![script().into(), "greedy".into(), gguf.clone().into(), N_PREDICT.to_string().into()];
     args.extend(run.prompt_ids.iter().map(|id| id.to_string().into()));
     let argrefs: Vec<&std::ffi::OsStr> = args.iter().map(|a| a.as_os_str()).collect();
     let reference = common::run_python(&py, RUN_SCRIPT, &argrefs);
     let reference: serde_json::Value = serde_json::from_str(&reference).unwrap();
-    let margins: Vec<f64> = reference["margins"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m.as_f64().unwrap())
-        .collect();
-    let pieces: Vec<&str> = reference["pieces"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap())
-        .collect();
+    let margins: Vec<f64> = reference["margins"].as_array().unwrap().iter().map(|m| m.as_f64().unwrap()).collect();
+    let pieces: Vec<&str> = reference["pieces"].as_array().unwrap().iter().map(|p| p.as_str().unwrap()).collect();
     // Steps are compared up to the first one whose reference margin is below MIN_MARGIN: there
     // llama.cpp's quantized-activation arithmetic may pick the runner-up, and everything after
     // a legitimate flip is a different continuation. (The last margin may be the EOS step.)
-    let confident = margins
-        .iter()
-        .position(|&m| m < MIN_MARGIN)
-        .unwrap_or(margins.len());
-    assert!(
-        confident >= 3,
-        "only {confident} confident reference steps (margins {margins:?}): pick another seed"
-    );
+    let confident = margins.iter().position(|&m| m < MIN_MARGIN).unwrap_or(margins.len());
+    assert!(confident >= 3, "only {confident} confident reference steps (margins {margins:?}): pick another seed");
     let echo = hex::encode(format!("<|bos|>{PROMPT}"));
     let ours = hex::encode(&run.text);
     let want = format!("{echo}{}", pieces[..confident.min(pieces.len())].concat());
@@ -449,9 +367,6 @@ fn quant_harness_rejects_bad_input() {
         let out = run(&args, &input);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         assert!(out.stdout.is_empty(), "{args:?} wrote output");
-        assert!(
-            String::from_utf8_lossy(&out.stderr).starts_with("quant_harness: "),
-            "{args:?}"
-        );
+        assert!(String::from_utf8_lossy(&out.stderr).starts_with("quant_harness: "), "{args:?}");
     }
 }

@@ -7,31 +7,14 @@ use sign_support::*;
 use std::path::Path;
 
 fn verify_json(pkg: &Path, key: &Path) -> (i32, serde_json::Value) {
-    let out = common::modelpack()
-        .arg("verify")
-        .arg(pkg)
-        .arg("--key")
-        .arg(key)
-        .arg("--json")
-        .output()
-        .unwrap();
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
-        panic!(
-            "stdout not JSON ({e}): {}",
-            String::from_utf8_lossy(&out.stdout)
-        )
-    });
+    let out = common::modelpack().arg("verify").arg(pkg).arg("--key").arg(key).arg("--json").output().unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("stdout not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
     (out.status.code().unwrap(), doc)
 }
 
 fn sign(pkg: &Path, key: &Path) {
-    common::modelpack()
-        .arg("sign")
-        .arg(pkg)
-        .arg("--key")
-        .arg(key)
-        .assert()
-        .success();
+    common::modelpack().arg("sign").arg(pkg).arg("--key").arg(key).assert().success();
 }
 
 #[test]
@@ -41,19 +24,11 @@ fn keygen_sign_verify_round_trip_is_deterministic() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        assert_eq!(
-            std::fs::metadata(&pem).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&pem).unwrap().permissions().mode() & 0o777, 0o600);
     }
     // Refuses to overwrite either file.
     let before = std::fs::read(&pem).unwrap();
-    common::modelpack()
-        .arg("keygen")
-        .arg("-o")
-        .arg(t.path().join("k"))
-        .assert()
-        .code(2);
+    common::modelpack().arg("keygen").arg("-o").arg(t.path().join("k")).assert().code(2);
     assert_eq!(std::fs::read(&pem).unwrap(), before);
 
     let pkg = t.path().join("pkg");
@@ -61,11 +36,7 @@ fn keygen_sign_verify_round_trip_is_deterministic() {
     sign(&pkg, &pem);
     let first = std::fs::read(pkg.join("model.sig")).unwrap();
     sign(&pkg, &pem);
-    assert_eq!(
-        std::fs::read(pkg.join("model.sig")).unwrap(),
-        first,
-        "same package + key => same bytes"
-    );
+    assert_eq!(std::fs::read(pkg.join("model.sig")).unwrap(), first, "same package + key => same bytes");
 
     let (code, doc) = verify_json(&pkg, &public);
     assert_eq!(code, 0, "{doc:#}");
@@ -81,27 +52,17 @@ fn keygen_sign_verify_round_trip_is_deterministic() {
         assert_eq!(f["expected"], want);
         assert_eq!(f["actual"], want);
     }
-    let bytes: u64 = PKG_FILES
-        .iter()
-        .map(|f| std::fs::metadata(pkg.join(f)).unwrap().len())
-        .sum();
+    let bytes: u64 = PKG_FILES.iter().map(|f| std::fs::metadata(pkg.join(f)).unwrap().len()).sum();
     assert_eq!(doc["counts"]["files_checked"], 5);
     assert_eq!(doc["counts"]["bytes_checked"], bytes);
 
     // The statement names every resource with the independently computed digest.
     let bundle: serde_json::Value = serde_json::from_slice(&first).unwrap();
-    let st: serde_json::Value = serde_json::from_slice(&b64_decode(
-        bundle["dsseEnvelope"]["payload"].as_str().unwrap(),
-    ))
-    .unwrap();
+    let st: serde_json::Value =
+        serde_json::from_slice(&b64_decode(bundle["dsseEnvelope"]["payload"].as_str().unwrap())).unwrap();
     assert_eq!(st["subject"][0]["name"], "pkg");
     assert_eq!(st["subject"][0]["digest"]["sha256"], expected_root(&pkg));
-    for (r, f) in st["predicate"]["resources"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .zip(PKG_FILES)
-    {
+    for (r, f) in st["predicate"]["resources"].as_array().unwrap().iter().zip(PKG_FILES) {
         assert_eq!(r["name"], f);
         assert_eq!(r["algorithm"], "sha256");
         assert_eq!(r["digest"], sha_file(&pkg.join(f)));
@@ -120,11 +81,7 @@ fn every_tamper_case_fails_naming_its_cause() {
     let other = t.path().join("other");
     write_pkg(&other, 1);
     sign(&other, &pem);
-    let keys = CaseKeys {
-        good_pub: good_pub.clone(),
-        wrong_pub,
-        other_curve_pub,
-    };
+    let keys = CaseKeys { good_pub: good_pub.clone(), wrong_pub, other_curve_pub };
     let cases = tamper_cases(&t.path().join("work"), &signed, &other, &keys);
     assert!(cases.len() >= 15);
 
@@ -136,12 +93,7 @@ fn every_tamper_case_fails_naming_its_cause() {
         assert_eq!(code, 1, "{}: {doc:#}", case.name);
         assert_eq!(doc["status"], "failed", "{}", case.name);
         let files = doc["files"].as_array().unwrap();
-        let find = |p: &str| {
-            files
-                .iter()
-                .find(|f| f["path"] == p)
-                .unwrap_or_else(|| panic!("{}: no {p}", case.name))
-        };
+        let find = |p: &str| files.iter().find(|f| f["path"] == p).unwrap_or_else(|| panic!("{}: no {p}", case.name));
         let mut failing = 0;
         for cause in &case.causes {
             match cause {
@@ -173,11 +125,7 @@ fn every_tamper_case_fails_naming_its_cause() {
                     assert_eq!(doc["signature"]["ok"], false, "{}", case.name);
                     let e = doc["signature"]["error"].as_str().unwrap();
                     assert!(e.contains(text), "{}: {e}", case.name);
-                    assert!(
-                        files.is_empty(),
-                        "{}: files checked despite bad signature",
-                        case.name
-                    );
+                    assert!(files.is_empty(), "{}: files checked despite bad signature", case.name);
                 }
             }
         }
@@ -195,19 +143,10 @@ fn human_report_names_files_and_digests() {
     sign(&pkg, &pem);
     let old = sha_file(&pkg.join("a.txt"));
     std::fs::write(pkg.join("a.txt"), b"changed").unwrap();
-    let out = common::modelpack()
-        .arg("verify")
-        .arg(&pkg)
-        .arg("--key")
-        .arg(&public)
-        .output()
-        .unwrap();
+    let out = common::modelpack().arg("verify").arg(&pkg).arg("--key").arg(&public).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("a.txt") && err.contains(&old) && err.contains(&sha(b"changed")),
-        "{err}"
-    );
+    assert!(err.contains("a.txt") && err.contains(&old) && err.contains(&sha(b"changed")), "{err}");
     assert!(out.stdout.is_empty(), "human mode prints nothing on stdout");
 }
 
@@ -218,13 +157,7 @@ fn signing_refuses_bad_packages() {
     let empty = t.path().join("empty");
     std::fs::create_dir_all(empty.join(".git")).unwrap();
     std::fs::write(empty.join(".git/config"), b"x").unwrap();
-    let out = common::modelpack()
-        .arg("sign")
-        .arg(&empty)
-        .arg("--key")
-        .arg(&pem)
-        .output()
-        .unwrap();
+    let out = common::modelpack().arg("sign").arg(&empty).arg("--key").arg(&pem).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no files"));
 
@@ -233,13 +166,7 @@ fn signing_refuses_bad_packages() {
         let pkg = t.path().join("pkg");
         write_pkg(&pkg, 0);
         std::os::unix::fs::symlink("/etc/hostname", pkg.join("a/link")).unwrap();
-        let out = common::modelpack()
-            .arg("sign")
-            .arg(&pkg)
-            .arg("--key")
-            .arg(&pem)
-            .output()
-            .unwrap();
+        let out = common::modelpack().arg("sign").arg(&pkg).arg("--key").arg(&pem).output().unwrap();
         assert_eq!(out.status.code(), Some(2));
         assert!(String::from_utf8_lossy(&out.stderr).contains("symbolic link"));
         assert!(!pkg.join("model.sig").exists());
@@ -253,32 +180,14 @@ fn key_handling() {
     write_pkg(&pkg, 0);
     let keys = common::fixture("keys");
     // Fixture keys are checked out 0644: signing works and warns.
-    let out = common::modelpack()
-        .arg("sign")
-        .arg(&pkg)
-        .arg("--key")
-        .arg(keys.join("p256-sec1.pem"))
-        .output()
-        .unwrap();
+    let out = common::modelpack().arg("sign").arg(&pkg).arg("--key").arg(keys.join("p256-sec1.pem")).output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("readable by group or others"));
-    common::modelpack()
-        .arg("verify")
-        .arg(&pkg)
-        .arg("--key")
-        .arg(keys.join("p256.pub"))
-        .assert()
-        .code(0);
+    common::modelpack().arg("verify").arg(&pkg).arg("--key").arg(keys.join("p256.pub")).assert().code(0);
 
     // Encrypted PKCS#8: no password is a usage error naming the options.
     let enc = keys.join("p384-enc.pem");
-    let out = common::modelpack()
-        .arg("sign")
-        .arg(&pkg)
-        .arg("--key")
-        .arg(&enc)
-        .output()
-        .unwrap();
+    let out = common::modelpack().arg("sign").arg(&pkg).arg("--key").arg(&enc).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--password-file or --password-env"));
     let pwfile = t.path().join("pw");
@@ -292,13 +201,7 @@ fn key_handling() {
         .arg(&pwfile)
         .assert()
         .code(0);
-    common::modelpack()
-        .arg("verify")
-        .arg(&pkg)
-        .arg("--key")
-        .arg(keys.join("p384.pub"))
-        .assert()
-        .code(0);
+    common::modelpack().arg("verify").arg(&pkg).arg("--key").arg(keys.join("p384.pub")).assert().code(0);
     common::modelpack()
         .env("MP_TEST_PW", "s3cret")
         .arg("sign")
@@ -321,22 +224,11 @@ fn key_handling() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("wrong password"));
 
     // Wrong kinds of key are named.
-    let out = common::modelpack()
-        .arg("sign")
-        .arg(&pkg)
-        .arg("--key")
-        .arg(keys.join("rsa.pem"))
-        .output()
-        .unwrap();
+    let out = common::modelpack().arg("sign").arg(&pkg).arg("--key").arg(keys.join("rsa.pem")).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("RSA key not supported"));
-    let out = common::modelpack()
-        .arg("verify")
-        .arg(&pkg)
-        .arg("--key")
-        .arg(keys.join("p256-pkcs8.pem"))
-        .output()
-        .unwrap();
+    let out =
+        common::modelpack().arg("verify").arg(&pkg).arg("--key").arg(keys.join("p256-pkcs8.pem")).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("private key where a public key"));
 }
@@ -359,8 +251,7 @@ fn malformed_bundles_are_input_errors() {
     let (code, _) = verify_json(&pkg, &public);
     assert_eq!(code, 2);
     sign(&pkg, &pem);
-    let good: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(pkg.join("model.sig")).unwrap()).unwrap();
+    let good: serde_json::Value = serde_json::from_slice(&std::fs::read(pkg.join("model.sig")).unwrap()).unwrap();
 
     let mut b = good.clone();
     b["dsseEnvelope"]["signatures"] = serde_json::json!([]);
@@ -381,8 +272,5 @@ fn malformed_bundles_are_input_errors() {
     drop(f);
     let (code, doc) = verify_json(&pkg, &public);
     assert_eq!(code, 2);
-    assert!(
-        doc["error"].as_str().unwrap().contains("over the limit"),
-        "{doc:#}"
-    );
+    assert!(doc["error"].as_str().unwrap().contains("over the limit"), "{doc:#}");
 }

@@ -26,11 +26,7 @@ fn ms_sign(py: &Path, pkg: &Path, key: &Path) {
         .arg(pkg.join("model.sig"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "model_signing sign: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "model_signing sign: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 /// `model_signing verify key`; returns (success, combined output).
@@ -44,38 +40,16 @@ fn ms_verify(py: &Path, pkg: &Path, key: &Path) -> (bool, String) {
         .arg(key)
         .output()
         .unwrap();
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (
-        out.status.success() && text.contains("Verification succeeded"),
-        text,
-    )
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.success() && text.contains("Verification succeeded"), text)
 }
 
 fn mp_sign(pkg: &Path, key: &Path) {
-    common::modelpack()
-        .arg("sign")
-        .arg(pkg)
-        .arg("--key")
-        .arg(key)
-        .assert()
-        .success();
+    common::modelpack().arg("sign").arg(pkg).arg("--key").arg(key).assert().success();
 }
 
 fn mp_verify_code(pkg: &Path, key: &Path) -> i32 {
-    common::modelpack()
-        .arg("verify")
-        .arg(pkg)
-        .arg("--key")
-        .arg(key)
-        .output()
-        .unwrap()
-        .status
-        .code()
-        .unwrap()
+    common::modelpack().arg("verify").arg(pkg).arg("--key").arg(key).output().unwrap().status.code().unwrap()
 }
 
 #[test]
@@ -114,12 +88,7 @@ fn model_signing_signatures_verify_with_modelpack() {
             .arg("--json")
             .output()
             .unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{key}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
+        assert_eq!(out.status.code(), Some(0), "{key}: {}", String::from_utf8_lossy(&out.stdout));
         let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         assert_eq!(doc["root_digest"], expected_root(&pkg), "{key}");
         // And tampering with their package is caught by us.
@@ -198,14 +167,8 @@ lines = lambda b: sorted(l.rstrip(b",") for l in b.split(b"\n"))
 assert lines(ours_payload) == lines(theirs_raw_payload), (ours_payload, theirs_raw_payload)
 print("ok")
 "#;
-    let out = common::run_python(
-        &py,
-        script,
-        &[
-            ours.join("model.sig").as_os_str(),
-            theirs.join("model.sig").as_os_str(),
-        ],
-    );
+    let out =
+        common::run_python(&py, script, &[ours.join("model.sig").as_os_str(), theirs.join("model.sig").as_os_str()]);
     assert_eq!(out.trim(), "ok");
 }
 
@@ -225,19 +188,10 @@ fn both_tools_reject_the_same_tampered_copies() {
     // Control: both accept the original.
     assert!(ms_verify(&py, &signed, &good_pub).0);
     assert_eq!(mp_verify_code(&signed, &good_pub), 0);
-    let keys = CaseKeys {
-        good_pub,
-        wrong_pub,
-        other_curve_pub,
-    };
+    let keys = CaseKeys { good_pub, wrong_pub, other_curve_pub };
     for case in tamper_cases(&t.path().join("work"), &signed, &other, &keys) {
         let (ok, text) = ms_verify(&py, &case.pkg, &case.key);
         assert!(!ok, "model_signing accepted {}: {text}", case.name);
-        assert_eq!(
-            mp_verify_code(&case.pkg, &case.key),
-            1,
-            "modelpack on {}",
-            case.name
-        );
+        assert_eq!(mp_verify_code(&case.pkg, &case.key), 1, "modelpack on {}", case.name);
     }
 }

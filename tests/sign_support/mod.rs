@@ -21,33 +21,17 @@ pub fn sha_file(p: &Path) -> String {
 /// string order, plus an ignored `.gitattributes`. `variant` changes two files' contents.
 pub fn write_pkg(dir: &Path, variant: u8) {
     std::fs::create_dir_all(dir.join("a")).unwrap();
-    std::fs::write(
-        dir.join("modelpack.json"),
-        format!("{{\"format_version\": 1, \"v\": {variant}}}\n"),
-    )
-    .unwrap();
-    let gguf: Vec<u8> = (0..70_000u32)
-        .map(|i| (i.wrapping_mul(31) ^ u32::from(variant)) as u8)
-        .collect();
+    std::fs::write(dir.join("modelpack.json"), format!("{{\"format_version\": 1, \"v\": {variant}}}\n")).unwrap();
+    let gguf: Vec<u8> = (0..70_000u32).map(|i| (i.wrapping_mul(31) ^ u32::from(variant)) as u8).collect();
     std::fs::write(dir.join("model.gguf"), gguf).unwrap();
-    std::fs::write(
-        dir.join("tokenizer.json"),
-        b"{\"model\": {\"type\": \"BPE\"}}",
-    )
-    .unwrap();
+    std::fs::write(dir.join("tokenizer.json"), b"{\"model\": {\"type\": \"BPE\"}}").unwrap();
     std::fs::write(dir.join("a/b.bin"), b"nested").unwrap();
     std::fs::write(dir.join("a.txt"), b"top-level a.txt").unwrap();
     std::fs::write(dir.join(".gitattributes"), b"*.gguf filter=lfs").unwrap();
 }
 
 /// The resources of [`write_pkg`] in bundle (path-component) order.
-pub const PKG_FILES: [&str; 5] = [
-    "a/b.bin",
-    "a.txt",
-    "model.gguf",
-    "modelpack.json",
-    "tokenizer.json",
-];
+pub const PKG_FILES: [&str; 5] = ["a/b.bin", "a.txt", "model.gguf", "modelpack.json", "tokenizer.json"];
 
 /// Root digest of a package, computed independently: SHA-256 over the raw file digests in
 /// [`PKG_FILES`] order.
@@ -76,13 +60,7 @@ pub fn copy_dir(src: &Path, dst: &Path) {
 /// `modelpack keygen -o dir/name --curve curve`; returns (private, public) paths.
 pub fn keygen(dir: &Path, name: &str, curve: &str) -> (PathBuf, PathBuf) {
     let base = dir.join(name);
-    crate::common::modelpack()
-        .arg("keygen")
-        .arg("-o")
-        .arg(&base)
-        .args(["--curve", curve])
-        .assert()
-        .success();
+    crate::common::modelpack().arg("keygen").arg("-o").arg(&base).args(["--curve", curve]).assert().success();
     (base.with_extension("pem"), base.with_extension("pub"))
 }
 
@@ -162,12 +140,8 @@ pub struct CaseKeys {
 }
 
 fn edit_payload(sig: &Path, f: impl FnOnce(&mut serde_json::Value, String) -> String) {
-    let mut bundle: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(sig).unwrap()).unwrap();
-    let payload = bundle["dsseEnvelope"]["payload"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let mut bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(sig).unwrap()).unwrap();
+    let payload = bundle["dsseEnvelope"]["payload"].as_str().unwrap().to_string();
     let new = f(&mut bundle, payload);
     bundle["dsseEnvelope"]["payload"] = new.into();
     std::fs::write(sig, serde_json::to_vec(&bundle).unwrap()).unwrap();
@@ -196,10 +170,7 @@ pub fn tamper_cases(work: &Path, signed: &Path, other_signed: &Path, keys: &Case
             name,
             pkg: p,
             key: keys.good_pub.clone(),
-            causes: vec![Cause::Changed {
-                path: f.into(),
-                expected: orig(f),
-            }],
+            causes: vec![Cause::Changed { path: f.into(), expected: orig(f) }],
         });
     }
     let (name, p) = fresh("truncated model.gguf");
@@ -209,10 +180,7 @@ pub fn tamper_cases(work: &Path, signed: &Path, other_signed: &Path, keys: &Case
         name,
         pkg: p,
         key: keys.good_pub.clone(),
-        causes: vec![Cause::Changed {
-            path: "model.gguf".into(),
-            expected: orig("model.gguf"),
-        }],
+        causes: vec![Cause::Changed { path: "model.gguf".into(), expected: orig("model.gguf") }],
     });
 
     let (name, p) = fresh("removed tokenizer.json");
@@ -226,12 +194,7 @@ pub fn tamper_cases(work: &Path, signed: &Path, other_signed: &Path, keys: &Case
 
     let (name, p) = fresh("added a/evil.py");
     std::fs::write(p.join("a/evil.py"), b"import os").unwrap();
-    cases.push(Case {
-        name,
-        pkg: p,
-        key: keys.good_pub.clone(),
-        causes: vec![Cause::Extra("a/evil.py".into())],
-    });
+    cases.push(Case { name, pkg: p, key: keys.good_pub.clone(), causes: vec![Cause::Extra("a/evil.py".into())] });
 
     let (name, p) = fresh("renamed a.txt to b.txt");
     std::fs::rename(p.join("a.txt"), p.join("b.txt")).unwrap();
@@ -249,14 +212,8 @@ pub fn tamper_cases(work: &Path, signed: &Path, other_signed: &Path, keys: &Case
         pkg: p,
         key: keys.good_pub.clone(),
         causes: vec![
-            Cause::Changed {
-                path: "model.gguf".into(),
-                expected: sha_file(&other_signed.join("model.gguf")),
-            },
-            Cause::Changed {
-                path: "modelpack.json".into(),
-                expected: sha_file(&other_signed.join("modelpack.json")),
-            },
+            Cause::Changed { path: "model.gguf".into(), expected: sha_file(&other_signed.join("model.gguf")) },
+            Cause::Changed { path: "modelpack.json".into(), expected: sha_file(&other_signed.join("modelpack.json")) },
         ],
     });
 
@@ -270,12 +227,7 @@ pub fn tamper_cases(work: &Path, signed: &Path, other_signed: &Path, keys: &Case
         assert!(text.contains(&old));
         b64_encode(text.replace(&old, &new).as_bytes())
     });
-    cases.push(Case {
-        name,
-        pkg: p,
-        key: keys.good_pub.clone(),
-        causes: vec![Cause::Signature("invalid ECDSA")],
-    });
+    cases.push(Case { name, pkg: p, key: keys.good_pub.clone(), causes: vec![Cause::Signature("invalid ECDSA")] });
 
     let (name, p) = fresh("payload base64 edited in place");
     edit_payload(&p.join("model.sig"), |_, b64| {
@@ -284,42 +236,21 @@ pub fn tamper_cases(work: &Path, signed: &Path, other_signed: &Path, keys: &Case
         chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
         chars.into_iter().collect()
     });
-    cases.push(Case {
-        name,
-        pkg: p,
-        key: keys.good_pub.clone(),
-        causes: vec![Cause::Signature("invalid ECDSA")],
-    });
+    cases.push(Case { name, pkg: p, key: keys.good_pub.clone(), causes: vec![Cause::Signature("invalid ECDSA")] });
 
     let (name, p) = fresh("wrong key");
-    cases.push(Case {
-        name,
-        pkg: p,
-        key: keys.wrong_pub.clone(),
-        causes: vec![Cause::Signature("another key")],
-    });
+    cases.push(Case { name, pkg: p, key: keys.wrong_pub.clone(), causes: vec![Cause::Signature("another key")] });
 
     let (name, p) = fresh("key of the other curve");
-    cases.push(Case {
-        name,
-        pkg: p,
-        key: keys.other_curve_pub.clone(),
-        causes: vec![Cause::Signature("another key")],
-    });
+    cases.push(Case { name, pkg: p, key: keys.other_curve_pub.clone(), causes: vec![Cause::Signature("another key")] });
 
     // Hint removed: the ECDSA check itself must reject the wrong key.
     let (name, p) = fresh("wrong key, bundle without key hint");
     let sig = p.join("model.sig");
-    let mut bundle: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(&sig).unwrap()).unwrap();
+    let mut bundle: serde_json::Value = serde_json::from_slice(&std::fs::read(&sig).unwrap()).unwrap();
     bundle["verificationMaterial"]["publicKey"]["hint"] = "".into();
     std::fs::write(&sig, serde_json::to_vec(&bundle).unwrap()).unwrap();
-    cases.push(Case {
-        name,
-        pkg: p,
-        key: keys.wrong_pub.clone(),
-        causes: vec![Cause::Signature("invalid ECDSA")],
-    });
+    cases.push(Case { name, pkg: p, key: keys.wrong_pub.clone(), causes: vec![Cause::Signature("invalid ECDSA")] });
 
     // A symlink to an identical copy outside: following it would wrongly pass.
     let (name, p) = fresh("symlink replacing a.txt");
@@ -328,12 +259,7 @@ pub fn tamper_cases(work: &Path, signed: &Path, other_signed: &Path, keys: &Case
     std::fs::remove_file(p.join("a.txt")).unwrap();
     #[cfg(unix)]
     std::os::unix::fs::symlink(&outside, p.join("a.txt")).unwrap();
-    cases.push(Case {
-        name,
-        pkg: p,
-        key: keys.good_pub.clone(),
-        causes: vec![Cause::Symlink("a.txt".into())],
-    });
+    cases.push(Case { name, pkg: p, key: keys.good_pub.clone(), causes: vec![Cause::Symlink("a.txt".into())] });
 
     cases
 }

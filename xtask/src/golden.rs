@@ -25,8 +25,7 @@ pub fn gguf_golden(check: bool) -> anyhow::Result<()> {
         eprintln!("xtask: wrote {}", dest.display());
         return Ok(());
     }
-    let scratch =
-        std::env::temp_dir().join(format!("modelpack-golden-gguf-{}", std::process::id()));
+    let scratch = std::env::temp_dir().join(format!("modelpack-golden-gguf-{}", std::process::id()));
     if scratch.exists() {
         std::fs::remove_dir_all(&scratch)?;
     }
@@ -73,11 +72,7 @@ fn compare_dirs(fresh: &Path, checked_in: &Path) -> anyhow::Result<()> {
         Ok(v)
     };
     let (a, b) = (names(fresh)?, names(checked_in)?);
-    anyhow::ensure!(
-        a == b,
-        "{}: files differ from a fresh generation: {a:?} vs {b:?}",
-        checked_in.display()
-    );
+    anyhow::ensure!(a == b, "{}: files differ from a fresh generation: {a:?} vs {b:?}", checked_in.display());
     let mut differ = Vec::new();
     for n in &a {
         if std::fs::read(fresh.join(n))? != std::fs::read(checked_in.join(n))? {

@@ -26,14 +26,8 @@ pub const VERSION: &str = "0.3.36";
 /// SHA-256 of `llama_cpp_python-0.3.36.tar.gz` as served by PyPI: a changed file is an error.
 const SDIST_SHA256: &str = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e";
 /// The CMake targets we need; everything else in llama.cpp is never compiled.
-const TARGETS: &[&str] = &[
-    "llama-completion",
-    "llama-simple",
-    "llama-tokenize",
-    "llama-quantize",
-    "llama-gguf",
-    "llama-eval-callback",
-];
+const TARGETS: &[&str] =
+    &["llama-completion", "llama-simple", "llama-tokenize", "llama-quantize", "llama-gguf", "llama-eval-callback"];
 /// Parts of the sdist the build never reads (vocab test files, docs, CI config, the web UI).
 const EXCLUDES: &[&str] = &["models", "docs", ".github", ".git", "tools/ui", "media"];
 
@@ -57,10 +51,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
 
 /// The build configuration; stored in `.complete`, so changing any of it rebuilds.
 fn config_key(native: bool) -> String {
-    format!(
-        "llama-cpp-python {VERSION} sha256 {SDIST_SHA256}\ntargets {}\nnative {native}\n",
-        TARGETS.join(" ")
-    )
+    format!("llama-cpp-python {VERSION} sha256 {SDIST_SHA256}\ntargets {}\nnative {native}\n", TARGETS.join(" "))
 }
 
 /// Build (or reuse) llama.cpp and the harness; returns the cache directory.
@@ -95,38 +86,20 @@ fn sdist() -> anyhow::Result<PathBuf> {
     eprintln!("xtask llama: downloading the llama-cpp-python {VERSION} sdist from PyPI");
     run_cmd(
         Command::new("python3")
-            .args([
-                "-m",
-                "pip",
-                "download",
-                "--disable-pip-version-check",
-                "-q",
-                "--no-deps",
-            ])
-            .args([
-                "--no-binary",
-                ":all:",
-                &format!("llama-cpp-python=={VERSION}"),
-                "-d",
-            ])
+            .args(["-m", "pip", "download", "--disable-pip-version-check", "-q", "--no-deps"])
+            .args(["--no-binary", ":all:", &format!("llama-cpp-python=={VERSION}"), "-d"])
             .arg(&tmp),
     )?;
     let got = tmp.join(&name);
-    let digest =
-        sha256_file(&got).with_context(|| format!("pip did not produce {}", got.display()))?;
-    ensure!(
-        digest == SDIST_SHA256,
-        "{}: sha256 {digest}, expected {SDIST_SHA256}",
-        got.display()
-    );
+    let digest = sha256_file(&got).with_context(|| format!("pip did not produce {}", got.display()))?;
+    ensure!(digest == SDIST_SHA256, "{}: sha256 {digest}, expected {SDIST_SHA256}", got.display());
     std::fs::rename(&got, &path)?;
     std::fs::remove_dir_all(&tmp)?;
     Ok(path)
 }
 
 fn sha256_file(path: &Path) -> anyhow::Result<String> {
-    let mut file =
-        std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut hasher = sha2::Sha256::new();
     std::io::copy(&mut file, &mut hasher)?;
     Ok(hex::encode(hasher.finalize()))
@@ -145,11 +118,7 @@ fn build(dir: &Path, key: &str, native: bool) -> anyhow::Result<()> {
 
     let top = format!("llama_cpp_python-{VERSION}/vendor/llama.cpp");
     let mut tar = Command::new("tar");
-    tar.arg("xzf")
-        .arg(&tarball)
-        .arg("-C")
-        .arg(&src)
-        .arg("--strip-components=3");
+    tar.arg("xzf").arg(&tarball).arg("-C").arg(&src).arg("--strip-components=3");
     for ex in EXCLUDES {
         tar.arg(format!("--exclude={top}/{ex}"));
     }
@@ -159,10 +128,7 @@ fn build(dir: &Path, key: &str, native: bool) -> anyhow::Result<()> {
         .ok()
         .and_then(|j| j.parse::<usize>().ok())
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
-    eprintln!(
-        "xtask llama: building llama.cpp ({VERSION}) with {jobs} jobs in {}",
-        stage.display()
-    );
+    eprintln!("xtask llama: building llama.cpp ({VERSION}) with {jobs} jobs in {}", stage.display());
     let on_off = |b: bool| if b { "ON" } else { "OFF" };
     run_cmd(
         Command::new("cmake")
@@ -204,13 +170,9 @@ fn build(dir: &Path, key: &str, native: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(&bin)?;
     std::fs::create_dir_all(&lib)?;
     for t in TARGETS {
-        std::fs::copy(build.join("bin").join(t), bin.join(t))
-            .with_context(|| format!("{t} was not built"))?;
+        std::fs::copy(build.join("bin").join(t), bin.join(t)).with_context(|| format!("{t} was not built"))?;
     }
-    std::fs::copy(
-        build.join("ggml/src/libggml-base.a"),
-        lib.join("libggml-base.a"),
-    )?;
+    std::fs::copy(build.join("ggml/src/libggml-base.a"), lib.join("libggml-base.a"))?;
     std::fs::remove_dir_all(&build)?;
     std::fs::write(stage.join(".complete"), key)?;
     if dir.exists() {
@@ -218,20 +180,13 @@ fn build(dir: &Path, key: &str, native: bool) -> anyhow::Result<()> {
     }
     if let Err(e) = std::fs::rename(&stage, dir) {
         // Another process may have finished the same build first: use it if it is complete.
-        if std::fs::read_to_string(dir.join(".complete"))
-            .ok()
-            .as_deref()
-            == Some(key)
-        {
+        if std::fs::read_to_string(dir.join(".complete")).ok().as_deref() == Some(key) {
             std::fs::remove_dir_all(&stage)?;
         } else {
             return Err(e).with_context(|| format!("moving {} into place", stage.display()));
         }
     }
-    eprintln!(
-        "xtask llama: built in {:.0} s",
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("xtask llama: built in {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 

@@ -88,10 +88,9 @@ pub fn with_quantization_config(
     quantization_config: Value,
     replace: bool,
 ) -> Result<Value, FormatError> {
-    let obj = config.as_object().ok_or_else(|| FormatError::BadConfig {
-        key: "(root)".into(),
-        reason: "is not a JSON object".into(),
-    })?;
+    let obj = config
+        .as_object()
+        .ok_or_else(|| FormatError::BadConfig { key: "(root)".into(), reason: "is not a JSON object".into() })?;
     if obj.contains_key("quantization_config") && !replace {
         return Err(FormatError::BadConfig {
             key: "quantization_config".into(),
@@ -129,10 +128,7 @@ pub fn shard_file_name(index: usize, count: usize) -> String {
 pub fn sharded_index(total_size: u64, weight_map: &[(String, String)]) -> Value {
     let mut entries: Vec<&(String, String)> = weight_map.iter().collect();
     entries.sort_by(|a, b| a.0.cmp(&b.0));
-    let map: Map<String, Value> = entries
-        .into_iter()
-        .map(|(t, f)| (t.clone(), Value::String(f.clone())))
-        .collect();
+    let map: Map<String, Value> = entries.into_iter().map(|(t, f)| (t.clone(), Value::String(f.clone()))).collect();
     json!({
         "metadata": { "total_size": total_size },
         "weight_map": map,

@@ -24,8 +24,8 @@ pub fn dtype_size(dtype: &str) -> Option<usize> {
 /// Position of a dtype in the safetensors crate's `Dtype` enum (derive(Ord) order, 0.4+).
 fn dtype_rank(dtype: &str) -> usize {
     const ORDER: &[&str] = &[
-        "BOOL", "F4", "F6_E2M3", "F6_E3M2", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0", "I16",
-        "U16", "F16", "BF16", "I32", "U32", "F32", "F64", "I64", "U64",
+        "BOOL", "F4", "F6_E2M3", "F6_E3M2", "U8", "I8", "F8_E5M2", "F8_E4M3", "F8_E8M0", "I16", "U16", "F16", "BF16",
+        "I32", "U32", "F32", "F64", "I64", "U64",
     ];
     ORDER.iter().position(|d| *d == dtype).unwrap_or(usize::MAX)
 }
@@ -71,10 +71,7 @@ pub fn safetensors_layout(
 ) -> Result<StLayout, FormatError> {
     let mut root = Map::new();
     if !metadata.is_empty() {
-        let m: Map<String, Value> = metadata
-            .iter()
-            .map(|(k, v)| (k.clone(), Value::String(v.clone())))
-            .collect();
+        let m: Map<String, Value> = metadata.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
         root.insert("__metadata__".into(), Value::Object(m));
     }
     let mut cursor = 0u64;
@@ -87,27 +84,20 @@ pub fn safetensors_layout(
                 reason: "is not a valid safetensors tensor name".into(),
             });
         }
-        let elem = dtype_size(dtype).ok_or_else(|| FormatError::UnknownDtype {
-            tensor: name.clone(),
-            dtype: (*dtype).to_owned(),
-        })?;
+        let elem = dtype_size(dtype)
+            .ok_or_else(|| FormatError::UnknownDtype { tensor: name.clone(), dtype: (*dtype).to_owned() })?;
         let size = shape
             .iter()
             .try_fold(elem as u64, |acc, &d| acc.checked_mul(d as u64))
             .ok_or_else(|| FormatError::Overflow(format!("size of tensor `{name}`")))?;
-        let end = cursor
-            .checked_add(size)
-            .ok_or_else(|| FormatError::Overflow("safetensors data section".into()))?;
+        let end = cursor.checked_add(size).ok_or_else(|| FormatError::Overflow("safetensors data section".into()))?;
         let entry = serde_json::json!({
             "dtype": dtype,
             "shape": shape,
             "data_offsets": [cursor, end],
         });
         if root.insert(name.clone(), entry).is_some() {
-            return Err(FormatError::Duplicate {
-                what: "tensor",
-                name: name.clone(),
-            });
+            return Err(FormatError::Duplicate { what: "tensor", name: name.clone() });
         }
         rel.push(cursor);
         sizes.push(size);
@@ -121,15 +111,9 @@ pub fn safetensors_layout(
     header.extend_from_slice(&(json.len() as u64).to_le_bytes());
     header.extend_from_slice(&json);
     let data_start = header.len() as u64;
-    let file_size = data_start
-        .checked_add(cursor)
-        .ok_or_else(|| FormatError::Overflow("safetensors file size".into()))?;
-    Ok(StLayout {
-        header,
-        offsets: rel.iter().map(|r| r + data_start).collect(),
-        sizes,
-        file_size,
-    })
+    let file_size =
+        data_start.checked_add(cursor).ok_or_else(|| FormatError::Overflow("safetensors file size".into()))?;
+    Ok(StLayout { header, offsets: rel.iter().map(|r| r + data_start).collect(), sizes, file_size })
 }
 
 /// Split tensors (their data sizes, in output order) into consecutive shards of at most
@@ -161,10 +145,7 @@ mod tests {
         assert_eq!(shard_plan(&[], 10), vec![0..0]);
         assert_eq!(shard_plan(&[3, 3, 3], 10), vec![0..3]);
         assert_eq!(shard_plan(&[3, 3, 3, 3], 10), vec![0..3, 3..4]);
-        assert_eq!(
-            shard_plan(&[4, 20, 4, 6, 1], 10),
-            vec![0..1, 1..2, 2..4, 4..5]
-        );
+        assert_eq!(shard_plan(&[4, 20, 4, 6, 1], 10), vec![0..1, 1..2, 2..4, 4..5]);
         assert_eq!(shard_plan(&[10, 10], 10), vec![0..1, 1..2]);
         assert_eq!(shard_plan(&[u64::MAX, 1], 10), vec![0..1, 1..2]);
     }

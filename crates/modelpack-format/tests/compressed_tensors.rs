@@ -2,8 +2,7 @@
 //! the fixtures in `fixtures/compressed-tensors/`.
 
 use modelpack_format::compressed_tensors::{
-    quantization_config, shard_file_name, sharded_index, with_quantization_config, CtGroup,
-    CtStrategy,
+    quantization_config, shard_file_name, sharded_index, with_quantization_config, CtGroup, CtStrategy,
 };
 use serde_json::{json, Value};
 
@@ -20,40 +19,26 @@ fn load(dir: &str) -> Value {
 fn ordered_eq(a: &Value, b: &Value) -> bool {
     match (a, b) {
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .zip(y)
-                    .all(|((ka, va), (kb, vb))| ka == kb && ordered_eq(va, vb))
+            x.len() == y.len() && x.iter().zip(y).all(|((ka, va), (kb, vb))| ka == kb && ordered_eq(va, vb))
         }
-        (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| ordered_eq(p, q))
-        }
+        (Value::Array(x), Value::Array(y)) => x.len() == y.len() && x.iter().zip(y).all(|(p, q)| ordered_eq(p, q)),
         _ => a == b,
     }
 }
 
 fn linear(bits: u32, strategy: CtStrategy) -> CtGroup {
-    CtGroup {
-        targets: vec!["Linear".into()],
-        num_bits: bits,
-        symmetric: true,
-        strategy,
-    }
+    CtGroup { targets: vec!["Linear".into()], num_bits: bits, symmetric: true, strategy }
 }
 
 #[test]
 fn configs_equal_the_fixtures_key_for_key() {
     let dense = load("dense_bf16");
-    for (fixture, group) in [
-        ("w4a16_g128_sym", linear(4, CtStrategy::Group(128))),
-        ("w8a16_channel_sym", linear(8, CtStrategy::Channel)),
-    ] {
+    for (fixture, group) in
+        [("w4a16_g128_sym", linear(4, CtStrategy::Group(128))), ("w8a16_channel_sym", linear(8, CtStrategy::Channel))]
+    {
         let want = load(fixture);
         let qc = quantization_config(&[group], &["lm_head".to_string()]);
-        assert!(
-            ordered_eq(&qc, &want["quantization_config"]),
-            "{fixture}:\n{qc:#}"
-        );
+        assert!(ordered_eq(&qc, &want["quantization_config"]), "{fixture}:\n{qc:#}");
         let full = with_quantization_config(&dense, qc, false).unwrap();
         assert!(ordered_eq(&full, &want), "{fixture}");
     }
@@ -70,10 +55,7 @@ fn fallback_groups_and_asymmetric() {
             strategy: CtStrategy::Channel,
         },
     ];
-    let qc = quantization_config(
-        &groups,
-        &["lm_head".into(), "model.layers.0.mlp.gate".into()],
-    );
+    let qc = quantization_config(&groups, &["lm_head".into(), "model.layers.0.mlp.gate".into()]);
     let g1 = &qc["config_groups"]["group_1"];
     assert_eq!(g1["targets"], json!(["re:.*down_proj$"]));
     assert_eq!(g1["weights"]["strategy"], "channel");
@@ -84,14 +66,8 @@ fn fallback_groups_and_asymmetric() {
     // The key set of a weights entry is exactly the fixture's.
     let want = load("w4a16_g128_sym");
     let keys = |v: &Value| v.as_object().unwrap().keys().cloned().collect::<Vec<_>>();
-    assert_eq!(
-        keys(g1),
-        keys(&want["quantization_config"]["config_groups"]["group_0"])
-    );
-    assert_eq!(
-        keys(&g1["weights"]),
-        keys(&want["quantization_config"]["config_groups"]["group_0"]["weights"])
-    );
+    assert_eq!(keys(g1), keys(&want["quantization_config"]["config_groups"]["group_0"]));
+    assert_eq!(keys(&g1["weights"]), keys(&want["quantization_config"]["config_groups"]["group_0"]["weights"]));
 }
 
 #[test]
@@ -101,10 +77,7 @@ fn existing_quantization_config_is_refused() {
     assert!(e.to_string().contains("quantization_config"), "{e}");
     let replaced = with_quantization_config(&q, json!({"x": 1}), true).unwrap();
     assert_eq!(replaced["quantization_config"], json!({"x": 1}));
-    assert_eq!(
-        replaced.as_object().unwrap().len(),
-        q.as_object().unwrap().len()
-    );
+    assert_eq!(replaced.as_object().unwrap().len(), q.as_object().unwrap().len());
     // Unsorted originals get the key appended.
     let unsorted = json!({"z": 1, "a": 2});
     let out = with_quantization_config(&unsorted, json!(1), false).unwrap();
@@ -117,13 +90,8 @@ fn existing_quantization_config_is_refused() {
 fn shard_names_and_index() {
     assert_eq!(shard_file_name(1, 3), "model-00001-of-00003.safetensors");
     assert_eq!(shard_file_name(12, 12), "model-00012-of-00012.safetensors");
-    let idx = sharded_index(
-        1234,
-        &[
-            ("b.weight".into(), shard_file_name(2, 2)),
-            ("a.weight".into(), shard_file_name(1, 2)),
-        ],
-    );
+    let idx =
+        sharded_index(1234, &[("b.weight".into(), shard_file_name(2, 2)), ("a.weight".into(), shard_file_name(1, 2))]);
     let text = serde_json::to_string(&idx).unwrap();
     assert_eq!(
         text,

@@ -5,21 +5,16 @@
 
 mod common;
 
-use modelpack_format::gguf::llama::{
-    arch_metadata, is_skipped_tensor, qk_permutation_for, tensor_name, LlamaDims,
-};
+use modelpack_format::gguf::llama::{arch_metadata, is_skipped_tensor, qk_permutation_for, tensor_name, LlamaDims};
 use modelpack_format::gguf::tokenizer::{detect_pre_tokenizer, tokenizer_metadata};
 use modelpack_format::gguf::{
-    file_type_for, write_to_vec, GgufFile, GgufTensorInfo, MetaValue, GGML_F32,
-    QUANTIZATION_VERSION,
+    file_type_for, write_to_vec, GgufFile, GgufTensorInfo, MetaValue, GGML_F32, QUANTIZATION_VERSION,
 };
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fixtures").join(name)
 }
 
 fn json(p: &Path) -> Value {
@@ -38,12 +33,8 @@ fn read_bf16(path: &Path) -> Vec<(String, Vec<usize>, Vec<f32>)> {
         .filter(|(k, _)| *k != "__metadata__")
         .map(|(k, v)| {
             assert_eq!(v["dtype"], "BF16");
-            let shape: Vec<usize> = v["shape"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_u64().unwrap() as usize)
-                .collect();
+            let shape: Vec<usize> =
+                v["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as usize).collect();
             let a = v["data_offsets"][0].as_u64().unwrap() as usize + 8 + n;
             let e = v["data_offsets"][1].as_u64().unwrap() as usize + 8 + n;
             let vals = b[a..e]
@@ -63,14 +54,8 @@ fn convert(dir: &Path) -> Vec<u8> {
     let tc = json(&dir.join("tokenizer_config.json"));
     let dims = LlamaDims::from_config(&config).unwrap();
     let (_, mut md) = arch_metadata(&config).unwrap();
-    md.push((
-        "general.file_type".into(),
-        MetaValue::U32(file_type_for(GGML_F32).unwrap()),
-    ));
-    md.push((
-        "general.quantization_version".into(),
-        MetaValue::U32(QUANTIZATION_VERSION),
-    ));
+    md.push(("general.file_type".into(), MetaValue::U32(file_type_for(GGML_F32).unwrap())));
+    md.push(("general.quantization_version".into(), MetaValue::U32(QUANTIZATION_VERSION)));
     md.extend(tokenizer_metadata(&tj, Some(&tc), &config).unwrap());
     let mut infos = Vec::new();
     let mut datas: Vec<Vec<u8>> = Vec::new();
@@ -90,11 +75,7 @@ fn convert(dir: &Path) -> Vec<u8> {
                 bytes.extend_from_slice(&v.to_le_bytes());
             }
         }
-        infos.push(GgufTensorInfo {
-            name,
-            ne: shape.iter().rev().map(|&d| d as u64).collect(),
-            ggml_type: GGML_F32,
-        });
+        infos.push(GgufTensorInfo { name, ne: shape.iter().rev().map(|&d| d as u64).collect(), ggml_type: GGML_F32 });
         datas.push(bytes);
     }
     let refs: Vec<&[u8]> = datas.iter().map(Vec::as_slice).collect();
@@ -104,45 +85,24 @@ fn convert(dir: &Path) -> Vec<u8> {
 fn check(fixture_name: &str, arch: &str, pre: &str, tensors: usize) {
     let dir = fixture(fixture_name);
     let config = json(&dir.join("config.json"));
-    assert_eq!(
-        detect_pre_tokenizer(&json(&dir.join("tokenizer.json")), &config).0,
-        pre
-    );
+    assert_eq!(detect_pre_tokenizer(&json(&dir.join("tokenizer.json")), &config).0, pre);
     let bytes = convert(&dir);
     // Opt-in: keep the converted file, e.g. to load it in llama.cpp by hand.
     if let Some(out) = std::env::var_os("MODELPACK_FORMAT_OUT") {
-        std::fs::write(
-            Path::new(&out).join(format!("{fixture_name}-f32.gguf")),
-            &bytes,
-        )
-        .unwrap();
+        std::fs::write(Path::new(&out).join(format!("{fixture_name}-f32.gguf")), &bytes).unwrap();
     }
     let f = GgufFile::parse(&bytes).unwrap();
-    assert_eq!(
-        f.get("general.architecture"),
-        Some(&MetaValue::string(arch))
-    );
+    assert_eq!(f.get("general.architecture"), Some(&MetaValue::string(arch)));
     assert_eq!(f.tensors.len(), tensors);
-    let n_tokens = f
-        .get("tokenizer.ggml.tokens")
-        .unwrap()
-        .as_array()
-        .unwrap()
-        .len();
+    let n_tokens = f.get("tokenizer.ggml.tokens").unwrap().as_array().unwrap().len();
     assert_eq!(n_tokens, 272);
 
     let Some(py) = common::python() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("model.gguf");
     std::fs::write(&path, &bytes).unwrap();
-    let r = common::run_json(
-        &py,
-        &[
-            common::script("check_llama_gguf.py").as_os_str(),
-            path.as_os_str(),
-            dir.as_os_str(),
-        ],
-    );
+    let r =
+        common::run_json(&py, &[common::script("check_llama_gguf.py").as_os_str(), path.as_os_str(), dir.as_os_str()]);
     assert_eq!(r["mismatches"], serde_json::json!([]), "{r}");
     assert_eq!(r["extra"], serde_json::json!([]));
     assert_eq!(r["checked"], tensors);
@@ -157,13 +117,7 @@ fn check(fixture_name: &str, arch: &str, pre: &str, tensors: usize) {
     assert_eq!(fields["general.file_type"], 0);
 
     // Special tokens and merges exactly as gguf.SpecialVocab reads the fixture directory.
-    let judge = common::run_json(
-        &py,
-        &[
-            common::script("special_vocab_dump.py").as_os_str(),
-            dir.as_os_str(),
-        ],
-    );
+    let judge = common::run_json(&py, &[common::script("special_vocab_dump.py").as_os_str(), dir.as_os_str()]);
     for entry in judge.as_array().unwrap() {
         let key = entry[0].as_str().unwrap();
         let ours = f.get(key).unwrap_or_else(|| panic!("missing {key}"));
@@ -175,13 +129,8 @@ fn check(fixture_name: &str, arch: &str, pre: &str, tensors: usize) {
         .iter()
         .filter(|(k, _)| {
             k.starts_with("tokenizer.")
-                && ![
-                    "tokenizer.ggml.model",
-                    "tokenizer.ggml.pre",
-                    "tokenizer.ggml.tokens",
-                    "tokenizer.ggml.token_type",
-                ]
-                .contains(&k.as_str())
+                && !["tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type"]
+                    .contains(&k.as_str())
         })
         .count();
     assert_eq!(ours_special, judge.as_array().unwrap().len());

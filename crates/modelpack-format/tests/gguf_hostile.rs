@@ -1,9 +1,7 @@
 //! The GGUF reader on hostile input: every malformed file is a typed error, never a panic or a
 //! huge allocation.
 
-use modelpack_format::gguf::{
-    write_to_vec, GgufFile, GgufTensorInfo, MetaValue, ReaderLimits, GGML_F32, GGML_Q8_0,
-};
+use modelpack_format::gguf::{write_to_vec, GgufFile, GgufTensorInfo, MetaValue, ReaderLimits, GGML_F32, GGML_Q8_0};
 use modelpack_format::FormatError;
 use proptest::prelude::*;
 
@@ -43,30 +41,13 @@ fn tensor_info(name: &str, ne: &[u64], ty: u32, offset: u64) -> Vec<u8> {
 
 fn valid() -> Vec<u8> {
     let md = vec![
-        (
-            "general.architecture".to_string(),
-            MetaValue::string("llama"),
-        ),
-        (
-            "tokenizer.ggml.tokens".to_string(),
-            MetaValue::string_array(["a", "b", "c"]),
-        ),
-        (
-            "x".to_string(),
-            MetaValue::Array(vec![MetaValue::F32(1.0), MetaValue::F32(2.0)]),
-        ),
+        ("general.architecture".to_string(), MetaValue::string("llama")),
+        ("tokenizer.ggml.tokens".to_string(), MetaValue::string_array(["a", "b", "c"])),
+        ("x".to_string(), MetaValue::Array(vec![MetaValue::F32(1.0), MetaValue::F32(2.0)])),
     ];
     let ts = vec![
-        GgufTensorInfo {
-            name: "a".into(),
-            ne: vec![4, 2],
-            ggml_type: GGML_F32,
-        },
-        GgufTensorInfo {
-            name: "b".into(),
-            ne: vec![32],
-            ggml_type: GGML_Q8_0,
-        },
+        GgufTensorInfo { name: "a".into(), ne: vec![4, 2], ggml_type: GGML_F32 },
+        GgufTensorInfo { name: "b".into(), ne: vec![32], ggml_type: GGML_Q8_0 },
     ];
     write_to_vec(&md, &ts, &[&[1u8; 32], &[2u8; 34]], 32).unwrap()
 }
@@ -102,23 +83,14 @@ fn bad_magic_and_version() {
     assert!(matches!(GgufFile::parse(&v), Err(FormatError::BadMagic(_))));
     let mut v = valid();
     v[4] = 1;
-    assert!(matches!(
-        GgufFile::parse(&v),
-        Err(FormatError::UnsupportedVersion(1))
-    ));
+    assert!(matches!(GgufFile::parse(&v), Err(FormatError::UnsupportedVersion(1))));
 }
 
 #[test]
 fn huge_counts_fail_before_allocating() {
     for (t, k) in [(u64::MAX, 0), (0, u64::MAX), (1 << 19, 0), (0, 1 << 15)] {
         let e = GgufFile::parse(&file(t, k, &[])).unwrap_err();
-        assert!(
-            matches!(
-                e,
-                FormatError::TooMany { .. } | FormatError::Truncated { .. }
-            ),
-            "{t} {k}: {e}"
-        );
+        assert!(matches!(e, FormatError::TooMany { .. } | FormatError::Truncated { .. }), "{t} {k}: {e}");
     }
     // Array claiming 2^24 u64s in a tiny file.
     let mut arr = 10u32.to_le_bytes().to_vec();
@@ -132,13 +104,7 @@ fn huge_counts_fail_before_allocating() {
     assert!(matches!(e, FormatError::TooMany { .. }), "{e}");
     // String length u64::MAX.
     let e = GgufFile::parse(&file(0, 1, &kv("s", 8, &le64(u64::MAX)))).unwrap_err();
-    assert!(
-        matches!(
-            e,
-            FormatError::TooMany { .. } | FormatError::Truncated { .. }
-        ),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::TooMany { .. } | FormatError::Truncated { .. }), "{e}");
     // Key length past the end.
     let e = GgufFile::parse(&file(0, 1, &le64(1000))).unwrap_err();
     assert!(matches!(e, FormatError::Truncated { .. }), "{e}");
@@ -146,10 +112,7 @@ fn huge_counts_fail_before_allocating() {
 
 #[test]
 fn total_array_budget_is_enforced() {
-    let limits = ReaderLimits {
-        max_array_elements: 5,
-        ..ReaderLimits::default()
-    };
+    let limits = ReaderLimits { max_array_elements: 5, ..ReaderLimits::default() };
     let mut arr = 0u32.to_le_bytes().to_vec();
     arr.extend_from_slice(&le64(3));
     arr.extend_from_slice(&[1, 2, 3]);
@@ -162,17 +125,11 @@ fn total_array_budget_is_enforced() {
 #[test]
 fn bad_value_types_and_values() {
     let e = GgufFile::parse(&file(0, 1, &kv("k", 13, &[0; 8]))).unwrap_err();
-    assert!(
-        matches!(e, FormatError::BadValueType { type_id: 13, ref key } if key == "k"),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::BadValueType { type_id: 13, ref key } if key == "k"), "{e}");
     let mut arr = 99u32.to_le_bytes().to_vec();
     arr.extend_from_slice(&le64(1));
     let e = GgufFile::parse(&file(0, 1, &kv("k", 9, &arr))).unwrap_err();
-    assert!(
-        matches!(e, FormatError::BadValueType { type_id: 99, .. }),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::BadValueType { type_id: 99, .. }), "{e}");
     let e = GgufFile::parse(&file(0, 1, &kv("k", 7, &[2]))).unwrap_err();
     assert!(matches!(e, FormatError::BadMetadata { .. }), "{e}");
     let e = GgufFile::parse(&file(0, 1, &kv("k\u{0}", 7, &[1]))).map(|_| ());
@@ -203,15 +160,9 @@ fn bad_value_types_and_values() {
     assert!(matches!(e, FormatError::Duplicate { .. }), "{e}");
     // general.alignment not a power of two, or of the wrong type.
     let f = file(0, 1, &kv("general.alignment", 4, &48u32.to_le_bytes()));
-    assert!(matches!(
-        GgufFile::parse(&f),
-        Err(FormatError::BadMetadata { .. })
-    ));
+    assert!(matches!(GgufFile::parse(&f), Err(FormatError::BadMetadata { .. })));
     let f = file(0, 1, &kv("general.alignment", 0, &[32]));
-    assert!(matches!(
-        GgufFile::parse(&f),
-        Err(FormatError::BadMetadata { .. })
-    ));
+    assert!(matches!(GgufFile::parse(&f), Err(FormatError::BadMetadata { .. })));
 }
 
 /// A file with one tensor info and `data_len` bytes of data after the 32-aligned header.
@@ -227,27 +178,15 @@ fn bad_tensors() {
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (one_tensor(&[4], GGML_F32, 0, 15), "data past end"),
         (one_tensor(&[4], GGML_F32, 32, 40), "offset past end"),
-        (
-            one_tensor(&[4], GGML_F32, u64::MAX - 7, 16),
-            "offset overflow",
-        ),
+        (one_tensor(&[4], GGML_F32, u64::MAX - 7, 16), "offset overflow"),
         (one_tensor(&[4], GGML_F32, 8, 64), "misaligned"),
         (one_tensor(&[4], 4, 0, 16), "removed type 4"),
         (one_tensor(&[4], 1000, 0, 16), "unknown type"),
-        (
-            one_tensor(&[33], GGML_Q8_0, 0, 64),
-            "row not a block multiple",
-        ),
+        (one_tensor(&[33], GGML_Q8_0, 0, 64), "row not a block multiple"),
         (one_tensor(&[1, 1, 1, 1, 1], GGML_F32, 0, 4), "5 dims"),
         (one_tensor(&[], GGML_F32, 0, 4), "0 dims"),
-        (
-            one_tensor(&[u64::MAX, 2], GGML_F32, 0, 4),
-            "element overflow",
-        ),
-        (
-            one_tensor(&[1 << 40, 1 << 40], GGML_F32, 0, 4),
-            "size overflow",
-        ),
+        (one_tensor(&[u64::MAX, 2], GGML_F32, 0, 4), "element overflow"),
+        (one_tensor(&[1 << 40, 1 << 40], GGML_F32, 0, 4), "size overflow"),
     ];
     for (bytes, what) in cases {
         assert!(GgufFile::parse(&bytes).is_err(), "{what} parsed");
@@ -271,18 +210,12 @@ fn bad_tensors() {
     let mut v = file(3, 0, &infos);
     v.resize(v.len().div_ceil(32) * 32 + 128, 0);
     let e = GgufFile::parse(&v).unwrap_err();
-    assert!(
-        matches!(e, FormatError::TensorOutOfBounds { ref tensor, .. } if tensor == "b"),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::TensorOutOfBounds { ref tensor, .. } if tensor == "b"), "{e}");
     let mut infos = tensor_info("a", &[8], GGML_F32, 0);
     infos.extend(tensor_info("a", &[8], GGML_F32, 32));
     let mut v = file(2, 0, &infos);
     v.resize(v.len().div_ceil(32) * 32 + 64, 0);
-    assert!(matches!(
-        GgufFile::parse(&v),
-        Err(FormatError::Duplicate { .. })
-    ));
+    assert!(matches!(GgufFile::parse(&v), Err(FormatError::Duplicate { .. })));
 }
 
 proptest! {

@@ -4,8 +4,7 @@
 mod common;
 
 use modelpack_format::gguf::{
-    layout, GgufFile, GgufTensorInfo, MetaType, MetaValue, GGML_BF16, GGML_F16, GGML_F32,
-    GGML_Q4_0, GGML_Q8_0,
+    layout, GgufFile, GgufTensorInfo, MetaType, MetaValue, GGML_BF16, GGML_F16, GGML_F32, GGML_Q4_0, GGML_Q8_0,
 };
 use serde_json::Value;
 use std::ffi::OsStr;
@@ -25,30 +24,12 @@ fn every_type_metadata() -> Vec<(String, MetaValue)> {
         ("t.u64".into(), MetaValue::U64(u64::MAX - 1)),
         ("t.i64".into(), MetaValue::I64(i64::MIN + 1)),
         ("t.f64".into(), MetaValue::F64(-1.0 / 3.0)),
-        (
-            "t.arr_str".into(),
-            MetaValue::string_array(["a b", "Ġthe", "", "<|x|>"]),
-        ),
-        (
-            "t.arr_i32".into(),
-            MetaValue::Array(vec![MetaValue::I32(1), MetaValue::I32(-3)]),
-        ),
-        (
-            "t.arr_f32".into(),
-            MetaValue::Array(vec![MetaValue::F32(0.5), MetaValue::F32(-2.25)]),
-        ),
-        (
-            "t.arr_u8".into(),
-            MetaValue::Array(vec![MetaValue::U8(0), MetaValue::U8(255)]),
-        ),
-        (
-            "t.arr_bool".into(),
-            MetaValue::Array(vec![MetaValue::Bool(false), MetaValue::Bool(true)]),
-        ),
-        (
-            "t.arr_empty".into(),
-            MetaValue::EmptyArray(MetaType::String),
-        ),
+        ("t.arr_str".into(), MetaValue::string_array(["a b", "Ġthe", "", "<|x|>"])),
+        ("t.arr_i32".into(), MetaValue::Array(vec![MetaValue::I32(1), MetaValue::I32(-3)])),
+        ("t.arr_f32".into(), MetaValue::Array(vec![MetaValue::F32(0.5), MetaValue::F32(-2.25)])),
+        ("t.arr_u8".into(), MetaValue::Array(vec![MetaValue::U8(0), MetaValue::U8(255)])),
+        ("t.arr_bool".into(), MetaValue::Array(vec![MetaValue::Bool(false), MetaValue::Bool(true)])),
+        ("t.arr_empty".into(), MetaValue::EmptyArray(MetaType::String)),
     ]
 }
 
@@ -77,9 +58,9 @@ fn same(py: &Value, ours: &MetaValue) -> bool {
         MetaValue::F64(x) => py.as_f64() == Some(*x),
         MetaValue::Bool(b) => py.as_bool() == Some(*b),
         MetaValue::String(s) => py.as_str() == Some(s),
-        MetaValue::Array(items) => py.as_array().is_some_and(|a| {
-            a.len() == items.len() && a.iter().zip(items).all(|(p, o)| same(p, o))
-        }),
+        MetaValue::Array(items) => {
+            py.as_array().is_some_and(|a| a.len() == items.len() && a.iter().zip(items).all(|(p, o)| same(p, o)))
+        }
         MetaValue::EmptyArray(_) => py.as_array().is_some_and(Vec::is_empty),
         MetaValue::I8(_) | MetaValue::I16(_) | MetaValue::I32(_) | MetaValue::I64(_) => {
             let v = match *ours {
@@ -101,18 +82,12 @@ struct Case {
 }
 
 fn tensors() -> Case {
-    let f32s: Vec<u8> = [
-        1.0f32, -2.5, 3.25, 0.0, 1e-3, -7.0, 8.0, 9.5, -0.125, 10.0, 11.0, 12.0,
-    ]
-    .iter()
-    .flat_map(|x| x.to_le_bytes())
-    .collect();
-    let f16s: Vec<u8> = (0u16..8)
-        .flat_map(|i| (0x3c00u16 + i).to_le_bytes())
+    let f32s: Vec<u8> = [1.0f32, -2.5, 3.25, 0.0, 1e-3, -7.0, 8.0, 9.5, -0.125, 10.0, 11.0, 12.0]
+        .iter()
+        .flat_map(|x| x.to_le_bytes())
         .collect();
-    let bf16s: Vec<u8> = (0u16..16)
-        .flat_map(|i| (0x3f80u16 ^ (i << 3)).to_le_bytes())
-        .collect();
+    let f16s: Vec<u8> = (0u16..8).flat_map(|i| (0x3c00u16 + i).to_le_bytes()).collect();
+    let bf16s: Vec<u8> = (0u16..16).flat_map(|i| (0x3f80u16 ^ (i << 3)).to_le_bytes()).collect();
     // Q8_0: per block f16 d then 32 i8; two rows of 64 = 4 blocks.
     let mut q8 = Vec::new();
     for b in 0..4u8 {
@@ -124,31 +99,11 @@ fn tensors() -> Case {
     q4.extend((0..16u8).map(|j| j * 17));
     Case {
         tensors: vec![
-            GgufTensorInfo {
-                name: "token_embd.weight".into(),
-                ne: vec![4, 3],
-                ggml_type: GGML_F32,
-            },
-            GgufTensorInfo {
-                name: "blk.0.attn_norm.weight".into(),
-                ne: vec![8],
-                ggml_type: GGML_F16,
-            },
-            GgufTensorInfo {
-                name: "blk.0.attn_q.weight".into(),
-                ne: vec![64, 2],
-                ggml_type: GGML_Q8_0,
-            },
-            GgufTensorInfo {
-                name: "blk.0.bf".into(),
-                ne: vec![4, 2, 2],
-                ggml_type: GGML_BF16,
-            },
-            GgufTensorInfo {
-                name: "output.weight".into(),
-                ne: vec![32, 1],
-                ggml_type: GGML_Q4_0,
-            },
+            GgufTensorInfo { name: "token_embd.weight".into(), ne: vec![4, 3], ggml_type: GGML_F32 },
+            GgufTensorInfo { name: "blk.0.attn_norm.weight".into(), ne: vec![8], ggml_type: GGML_F16 },
+            GgufTensorInfo { name: "blk.0.attn_q.weight".into(), ne: vec![64, 2], ggml_type: GGML_Q8_0 },
+            GgufTensorInfo { name: "blk.0.bf".into(), ne: vec![4, 2, 2], ggml_type: GGML_BF16 },
+            GgufTensorInfo { name: "output.weight".into(), ne: vec![32, 1], ggml_type: GGML_Q4_0 },
         ],
         data: vec![f32s, f16s, q8, bf16s, q4],
     }
@@ -164,21 +119,13 @@ fn check_with_reference_reader(metadata: &[(String, MetaValue)], alignment: u32)
     let mut buf = vec![0u8; l.file_size as usize];
     buf[..l.header.len()].copy_from_slice(&l.header);
     for (i, d) in case.data.iter().enumerate() {
-        assert_eq!(
-            d.len() as u64,
-            l.tensor_sizes[i],
-            "{}",
-            case.tensors[i].name
-        );
+        assert_eq!(d.len() as u64, l.tensor_sizes[i], "{}", case.tensors[i].name);
         let o = l.tensor_offsets[i] as usize;
         buf[o..o + d.len()].copy_from_slice(d);
     }
     std::fs::write(&path, &buf).unwrap();
 
-    let dump = common::run_json(
-        &py,
-        &[common::script("gguf_dump.py").as_os_str(), path.as_os_str()],
-    );
+    let dump = common::run_json(&py, &[common::script("gguf_dump.py").as_os_str(), path.as_os_str()]);
     assert_eq!(dump["version"], 3);
     assert_eq!(dump["alignment"], alignment);
     let fields = dump["fields"].as_object().unwrap();
@@ -192,11 +139,7 @@ fn check_with_reference_reader(metadata: &[(String, MetaValue)], alignment: u32)
             assert_eq!(f["types"][1], type_name(&items[0]), "element type of {k}");
         }
         // gguf-py records no element type for an empty array (our reader does: unit tests).
-        assert!(
-            same(&f["value"], v),
-            "value of {k}: python {} vs ours {v:?}",
-            f["value"]
-        );
+        assert!(same(&f["value"], v), "value of {k}: python {} vs ours {v:?}", f["value"]);
     }
     let want_types = ["F32", "F16", "Q8_0", "BF16", "Q4_0"];
     let ts = dump["tensors"].as_array().unwrap();
@@ -205,12 +148,7 @@ fn check_with_reference_reader(metadata: &[(String, MetaValue)], alignment: u32)
         let ours = &case.tensors[i];
         assert_eq!(t["name"], ours.name.as_str());
         assert_eq!(t["type"], want_types[i], "{}", ours.name);
-        let shape: Vec<u64> = t["shape"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|x| x.as_u64().unwrap())
-            .collect();
+        let shape: Vec<u64> = t["shape"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap()).collect();
         assert_eq!(shape, ours.ne, "{}", ours.name);
         assert_eq!(t["n_bytes"], case.data[i].len(), "{}", ours.name);
         assert_eq!(t["offset"], l.tensor_offsets[i], "{}", ours.name);
@@ -258,56 +196,30 @@ w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); 
         .args([OsStr::new("-c"), OsStr::new(script), path.as_os_str()])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let bytes = std::fs::read(&path).unwrap();
     let f = GgufFile::parse(&bytes).unwrap();
     assert_eq!(f.version, 3);
-    assert_eq!(
-        f.get("general.architecture"),
-        Some(&MetaValue::string("llama"))
-    );
+    assert_eq!(f.get("general.architecture"), Some(&MetaValue::string("llama")));
     assert_eq!(f.get("general.name"), Some(&MetaValue::string("ref")));
     assert_eq!(f.get("llama.block_count"), Some(&MetaValue::U32(3)));
-    assert_eq!(
-        f.get("llama.attention.layer_norm_rms_epsilon"),
-        Some(&MetaValue::F32(1e-6))
-    );
-    assert_eq!(
-        f.get("tokenizer.ggml.add_bos_token"),
-        Some(&MetaValue::Bool(true))
-    );
-    assert_eq!(
-        f.get("tokenizer.ggml.tokens"),
-        Some(&MetaValue::string_array(["<s>", "a", "Ġb"]))
-    );
+    assert_eq!(f.get("llama.attention.layer_norm_rms_epsilon"), Some(&MetaValue::F32(1e-6)));
+    assert_eq!(f.get("tokenizer.ggml.add_bos_token"), Some(&MetaValue::Bool(true)));
+    assert_eq!(f.get("tokenizer.ggml.tokens"), Some(&MetaValue::string_array(["<s>", "a", "Ġb"])));
     assert_eq!(
         f.get("tokenizer.ggml.token_type"),
-        Some(&MetaValue::Array(vec![
-            MetaValue::I32(3),
-            MetaValue::I32(1),
-            MetaValue::I32(1)
-        ]))
+        Some(&MetaValue::Array(vec![MetaValue::I32(3), MetaValue::I32(1), MetaValue::I32(1)]))
     );
     assert_eq!(f.get("x.i64"), Some(&MetaValue::I64(-5)));
     assert_eq!(f.get("x.f64"), Some(&MetaValue::F64(0.1)));
     let a = f.tensor("a.weight").unwrap();
-    assert_eq!(
-        (a.info.ne.clone(), a.info.ggml_type),
-        (vec![4, 3], GGML_F32)
-    );
+    assert_eq!((a.info.ne.clone(), a.info.ggml_type), (vec![4, 3], GGML_F32));
     let want: Vec<u8> = (0..12).flat_map(|i| (i as f32).to_le_bytes()).collect();
     assert_eq!(a.data, &want[..]);
     let b = f.tensor("b.weight").unwrap();
     assert_eq!((b.info.ne.clone(), b.info.ggml_type), (vec![5], GGML_F16));
     let c = f.tensor("c.weight").unwrap();
-    assert_eq!(
-        (c.info.ne.clone(), c.info.ggml_type),
-        (vec![32, 2], GGML_Q8_0)
-    );
+    assert_eq!((c.info.ne.clone(), c.info.ggml_type), (vec![32, 2], GGML_Q8_0));
     assert_eq!(c.data, &(0..68u8).collect::<Vec<_>>()[..]);
 }
 
@@ -331,10 +243,8 @@ fn file_is_byte_identical_to_reference_writer() {
     let Some(py) = common::python() else { return };
     // GGUFWriter writes general.architecture first; empty arrays need an element type, which
     // gguf-py cannot express, so they are left out here.
-    let md: Vec<(String, MetaValue)> = every_type_metadata()
-        .into_iter()
-        .filter(|(_, v)| !matches!(v, MetaValue::EmptyArray(_)))
-        .collect();
+    let md: Vec<(String, MetaValue)> =
+        every_type_metadata().into_iter().filter(|(_, v)| !matches!(v, MetaValue::EmptyArray(_))).collect();
     assert_eq!(md[0].0, "general.architecture");
     let case = tensors();
     let want_types = ["F32", "F16", "Q8_0", "BF16", "Q4_0"];
@@ -348,18 +258,10 @@ fn file_is_byte_identical_to_reference_writer() {
     std::fs::write(&spec_path, spec.to_string()).unwrap();
     let ref_path = dir.path().join("ref.gguf");
     let out = std::process::Command::new(&py)
-        .args([
-            common::script("gguf_write_ref.py").as_os_str(),
-            spec_path.as_os_str(),
-            ref_path.as_os_str(),
-        ])
+        .args([common::script("gguf_write_ref.py").as_os_str(), spec_path.as_os_str(), ref_path.as_os_str()])
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let reference = std::fs::read(&ref_path).unwrap();
     let data: Vec<&[u8]> = case.data.iter().map(Vec::as_slice).collect();
     let ours = modelpack_format::gguf::write_to_vec(&md, &case.tensors, &data, 32).unwrap();

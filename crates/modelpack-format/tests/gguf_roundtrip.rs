@@ -1,9 +1,7 @@
 //! Property: whatever valid metadata and tensors go into the writer, the reader returns them
 //! unchanged, at the offsets the layout promised.
 
-use modelpack_format::gguf::{
-    ggml_type_info, layout, write_to_vec, GgufFile, GgufTensorInfo, MetaType, MetaValue,
-};
+use modelpack_format::gguf::{ggml_type_info, layout, write_to_vec, GgufFile, GgufTensorInfo, MetaType, MetaValue};
 use proptest::prelude::*;
 
 fn scalar() -> impl Strategy<Value = MetaValue> {

@@ -4,8 +4,8 @@
 mod common;
 
 use modelpack_format::gguf::llama::{
-    arch_metadata, gguf_arch, is_skipped_tensor, llama3_rope_freqs, permute_qk, qk_permutation_for,
-    tensor_name, LlamaDims,
+    arch_metadata, gguf_arch, is_skipped_tensor, llama3_rope_freqs, permute_qk, qk_permutation_for, tensor_name,
+    LlamaDims,
 };
 use modelpack_format::gguf::MetaValue;
 use modelpack_format::FormatError;
@@ -33,10 +33,7 @@ fn llama_metadata_from_the_fixture_config() {
         ("llama.attention.head_count", MetaValue::U32(2)),
         ("llama.attention.head_count_kv", MetaValue::U32(1)),
         ("llama.rope.freq_base", MetaValue::F32(10000.0)),
-        (
-            "llama.attention.layer_norm_rms_epsilon",
-            MetaValue::F32(1e-6),
-        ),
+        ("llama.attention.layer_norm_rms_epsilon", MetaValue::F32(1e-6)),
         ("llama.attention.key_length", MetaValue::U32(128)),
         ("llama.attention.value_length", MetaValue::U32(128)),
         ("llama.vocab_size", MetaValue::U32(512)),
@@ -64,47 +61,20 @@ fn qwen2_metadata_and_no_permutation() {
     let (arch, md) = arch_metadata(&c).unwrap();
     assert_eq!(arch, "qwen2");
     let get = |k: &str| md.iter().find(|(key, _)| key == k).map(|(_, v)| v.clone());
-    assert_eq!(
-        get("general.name"),
-        Some(MetaValue::string("Qwen2.5-0.5B-Instruct"))
-    );
+    assert_eq!(get("general.name"), Some(MetaValue::string("Qwen2.5-0.5B-Instruct")));
     assert_eq!(get("qwen2.rope.freq_base"), Some(MetaValue::F32(1e6)));
     assert_eq!(get("qwen2.rope.dimension_count"), Some(MetaValue::U32(64)));
-    assert_eq!(
-        get("qwen2.attention.head_count_kv"),
-        Some(MetaValue::U32(2))
-    );
-    assert_eq!(
-        get("qwen2.attention.key_length"),
-        None,
-        "no head_dim in config"
-    );
-    assert_eq!(
-        get("qwen2.rope.scaling.type"),
-        Some(MetaValue::string("yarn"))
-    );
+    assert_eq!(get("qwen2.attention.head_count_kv"), Some(MetaValue::U32(2)));
+    assert_eq!(get("qwen2.attention.key_length"), None, "no head_dim in config");
+    assert_eq!(get("qwen2.rope.scaling.type"), Some(MetaValue::string("yarn")));
     assert_eq!(get("qwen2.rope.scaling.factor"), Some(MetaValue::F32(4.0)));
-    assert_eq!(
-        get("qwen2.rope.scaling.original_context_length"),
-        Some(MetaValue::U32(32768))
-    );
-    assert!(md
-        .iter()
-        .all(|(k, _)| k.starts_with("general.") || k.starts_with("qwen2.")));
+    assert_eq!(get("qwen2.rope.scaling.original_context_length"), Some(MetaValue::U32(32768)));
+    assert!(md.iter().all(|(k, _)| k.starts_with("general.") || k.starts_with("qwen2.")));
     let d = LlamaDims::from_config(&c).unwrap();
     assert!(d.tied_embeddings);
-    assert_eq!(
-        qk_permutation_for(&d, "model.layers.0.self_attn.q_proj.weight", 896).unwrap(),
-        None
-    );
-    assert_eq!(
-        d.expected_shape("model.layers.3.self_attn.k_proj.bias"),
-        Some(vec![128])
-    );
-    assert_eq!(
-        d.expected_shape("model.layers.24.self_attn.k_proj.bias"),
-        None
-    );
+    assert_eq!(qk_permutation_for(&d, "model.layers.0.self_attn.q_proj.weight", 896).unwrap(), None);
+    assert_eq!(d.expected_shape("model.layers.3.self_attn.k_proj.bias"), Some(vec![128]));
+    assert_eq!(d.expected_shape("model.layers.24.self_attn.k_proj.bias"), None);
     assert_eq!(d.expected_shape("lm_head.weight"), Some(vec![151936, 896]));
 }
 
@@ -115,17 +85,11 @@ fn architectures_and_config_errors() {
     assert_eq!(gguf_arch(&c).unwrap(), "llama");
     c["architectures"] = json!(["BertModel"]);
     let e = arch_metadata(&c).unwrap_err();
-    assert!(
-        matches!(e, FormatError::UnsupportedArchitecture(ref a) if a == "BertModel"),
-        "{e}"
-    );
+    assert!(matches!(e, FormatError::UnsupportedArchitecture(ref a) if a == "BertModel"), "{e}");
     assert!(e.to_string().contains("BertModel"));
     let mut c = dense_config();
     c.as_object_mut().unwrap().remove("architectures");
-    assert!(matches!(
-        arch_metadata(&c),
-        Err(FormatError::BadConfig { .. })
-    ));
+    assert!(matches!(arch_metadata(&c), Err(FormatError::BadConfig { .. })));
     for (key, val) in [
         ("hidden_size", json!(null)),
         ("num_attention_heads", json!(0)),
@@ -138,10 +102,7 @@ fn architectures_and_config_errors() {
         let mut c = dense_config();
         c[key] = val.clone();
         let e = arch_metadata(&c).unwrap_err();
-        assert!(
-            e.to_string().contains(key) || e.to_string().contains("num_"),
-            "{key}={val}: {e}"
-        );
+        assert!(e.to_string().contains(key) || e.to_string().contains("num_"), "{key}={val}: {e}");
     }
     let mut c = dense_config();
     c.as_object_mut().unwrap().remove("head_dim");
@@ -150,16 +111,10 @@ fn architectures_and_config_errors() {
     let mut c = dense_config();
     c["rope_scaling"] = json!({"rope_type": "dynamic", "factor": 2.0});
     c.as_object_mut().unwrap().remove("rope_parameters");
-    assert!(arch_metadata(&c)
-        .unwrap_err()
-        .to_string()
-        .contains("dynamic"));
+    assert!(arch_metadata(&c).unwrap_err().to_string().contains("dynamic"));
     c["rope_scaling"] = json!({"rope_type": "linear", "factor": 2.0});
     let (_, md) = arch_metadata(&c).unwrap();
-    assert!(md.contains(&(
-        "llama.rope.scaling.type".into(),
-        MetaValue::string("linear")
-    )));
+    assert!(md.contains(&("llama.rope.scaling.type".into(), MetaValue::string("linear"))));
 }
 
 #[test]
@@ -168,54 +123,18 @@ fn tensor_names() {
         ("model.embed_tokens.weight", Some("token_embd.weight")),
         ("lm_head.weight", Some("output.weight")),
         ("model.norm.weight", Some("output_norm.weight")),
-        (
-            "model.layers.0.input_layernorm.weight",
-            Some("blk.0.attn_norm.weight"),
-        ),
-        (
-            "model.layers.12.self_attn.q_proj.weight",
-            Some("blk.12.attn_q.weight"),
-        ),
-        (
-            "model.layers.1.self_attn.k_proj.weight",
-            Some("blk.1.attn_k.weight"),
-        ),
-        (
-            "model.layers.1.self_attn.v_proj.weight",
-            Some("blk.1.attn_v.weight"),
-        ),
-        (
-            "model.layers.1.self_attn.o_proj.weight",
-            Some("blk.1.attn_output.weight"),
-        ),
-        (
-            "model.layers.3.post_attention_layernorm.weight",
-            Some("blk.3.ffn_norm.weight"),
-        ),
-        (
-            "model.layers.3.mlp.gate_proj.weight",
-            Some("blk.3.ffn_gate.weight"),
-        ),
-        (
-            "model.layers.3.mlp.up_proj.weight",
-            Some("blk.3.ffn_up.weight"),
-        ),
-        (
-            "model.layers.3.mlp.down_proj.weight",
-            Some("blk.3.ffn_down.weight"),
-        ),
-        (
-            "model.layers.0.self_attn.q_proj.bias",
-            Some("blk.0.attn_q.bias"),
-        ),
-        (
-            "model.layers.0.self_attn.k_proj.bias",
-            Some("blk.0.attn_k.bias"),
-        ),
-        (
-            "model.layers.0.self_attn.v_proj.bias",
-            Some("blk.0.attn_v.bias"),
-        ),
+        ("model.layers.0.input_layernorm.weight", Some("blk.0.attn_norm.weight")),
+        ("model.layers.12.self_attn.q_proj.weight", Some("blk.12.attn_q.weight")),
+        ("model.layers.1.self_attn.k_proj.weight", Some("blk.1.attn_k.weight")),
+        ("model.layers.1.self_attn.v_proj.weight", Some("blk.1.attn_v.weight")),
+        ("model.layers.1.self_attn.o_proj.weight", Some("blk.1.attn_output.weight")),
+        ("model.layers.3.post_attention_layernorm.weight", Some("blk.3.ffn_norm.weight")),
+        ("model.layers.3.mlp.gate_proj.weight", Some("blk.3.ffn_gate.weight")),
+        ("model.layers.3.mlp.up_proj.weight", Some("blk.3.ffn_up.weight")),
+        ("model.layers.3.mlp.down_proj.weight", Some("blk.3.ffn_down.weight")),
+        ("model.layers.0.self_attn.q_proj.bias", Some("blk.0.attn_q.bias")),
+        ("model.layers.0.self_attn.k_proj.bias", Some("blk.0.attn_k.bias")),
+        ("model.layers.0.self_attn.v_proj.bias", Some("blk.0.attn_v.bias")),
         ("model.layers.0.input_layernorm.bias", None),
         ("model.layers.01.mlp.up_proj.weight", None),
         ("model.layers.x.mlp.up_proj.weight", None),
@@ -226,9 +145,7 @@ fn tensor_names() {
     for (hf, want) in cases {
         assert_eq!(tensor_name(hf).as_deref(), want, "{hf}");
     }
-    assert!(is_skipped_tensor(
-        "model.layers.0.self_attn.rotary_emb.inv_freq"
-    ));
+    assert!(is_skipped_tensor("model.layers.0.self_attn.rotary_emb.inv_freq"));
     assert!(!is_skipped_tensor("model.layers.0.self_attn.q_proj.weight"));
 }
 
@@ -243,18 +160,11 @@ fn permutation_by_hand() {
     assert!(permute_qk(0, 8).is_err());
     let d = LlamaDims::from_config(&dense_config()).unwrap();
     // k has num_key_value_heads = 1 head of 128 rows.
-    let k = qk_permutation_for(&d, "model.layers.0.self_attn.k_proj.weight", 128)
-        .unwrap()
-        .unwrap();
+    let k = qk_permutation_for(&d, "model.layers.0.self_attn.k_proj.weight", 128).unwrap().unwrap();
     assert_eq!((k.src_row(1), k.src_row(2), k.src_row(127)), (64, 1, 127));
-    let q = qk_permutation_for(&d, "model.layers.0.self_attn.q_proj.weight", 256)
-        .unwrap()
-        .unwrap();
+    let q = qk_permutation_for(&d, "model.layers.0.self_attn.q_proj.weight", 256).unwrap().unwrap();
     assert_eq!((q.src_row(1), q.src_row(129)), (64, 192));
-    assert_eq!(
-        qk_permutation_for(&d, "model.layers.0.self_attn.v_proj.weight", 128).unwrap(),
-        None
-    );
+    assert_eq!(qk_permutation_for(&d, "model.layers.0.self_attn.v_proj.weight", 128).unwrap(), None);
     let e = qk_permutation_for(&d, "model.layers.0.self_attn.q_proj.weight", 250).unwrap_err();
     assert!(e.to_string().contains("q_proj"), "{e}");
 }
@@ -272,15 +182,7 @@ for spec in sys.argv[1:]:
     out.append((p[:, 0] // 3).tolist())
 print(json.dumps(out))
 "#;
-    let specs = [
-        (1, 2),
-        (2, 8),
-        (4, 64),
-        (32, 4096),
-        (8, 1024),
-        (14, 896),
-        (2, 256),
-    ];
+    let specs = [(1, 2), (2, 8), (4, 64), (32, 4096), (8, 1024), (14, 896), (2, 256)];
     let args: Vec<String> = specs.iter().map(|(h, r)| format!("{h},{r}")).collect();
     let mut all: Vec<&OsStr> = vec![OsStr::new(script)];
     all.splice(0..0, [OsStr::new("-c")]);
@@ -289,12 +191,7 @@ print(json.dumps(out))
     for (i, (h, r)) in specs.iter().enumerate() {
         let p = permute_qk(*h, *r).unwrap();
         let ours: Vec<usize> = (0..*r).map(|d| p.src_row(d)).collect();
-        let theirs: Vec<usize> = want[i]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap() as usize)
-            .collect();
+        let theirs: Vec<usize> = want[i].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as usize).collect();
         assert_eq!(ours, theirs, "n_head {h}, rows {r}");
     }
 }
@@ -329,10 +226,6 @@ print(json.dumps(out))
     let want = common::run_json(&py, &[OsStr::new("-c"), OsStr::new(script)]);
     for (i, w) in want.as_array().unwrap().iter().enumerate() {
         let w = w.as_f64().unwrap() as f32;
-        assert!(
-            (ours[i] - w).abs() <= w.abs() * 1e-6,
-            "factor {i}: {} vs {w}",
-            ours[i]
-        );
+        assert!((ours[i] - w).abs() <= w.abs() * 1e-6, "factor {i}: {} vs {w}", ours[i]);
     }
 }

@@ -10,12 +10,7 @@ use proptest::prelude::*;
 use serde_json::{json, Value};
 
 fn data(name: &str) -> Vec<u8> {
-    std::fs::read(
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("tests/data/spm")
-            .join(name),
-    )
-    .unwrap()
+    std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/spm").join(name)).unwrap()
 }
 
 fn expected() -> Value {
@@ -40,10 +35,7 @@ fn pieces_scores_and_kinds_match_sentencepiece() {
 }
 
 fn get<'a>(md: &'a [(String, MetaValue)], k: &str) -> &'a MetaValue {
-    &md.iter()
-        .find(|(key, _)| key == k)
-        .unwrap_or_else(|| panic!("no {k}"))
-        .1
+    &md.iter().find(|(key, _)| key == k).unwrap_or_else(|| panic!("no {k}")).1
 }
 
 #[test]
@@ -66,20 +58,10 @@ fn metadata_follows_the_converter() {
     let tj = json!({"added_tokens": [{"id": 1, "content": "<s>", "special": true},
                                      {"id": 2, "content": "</s>", "special": true}]});
     let md = sentencepiece_metadata(&model, Some(&added), Some(&tj), Some(&tc), &config).unwrap();
-    assert_eq!(
-        get(&md, "tokenizer.ggml.model"),
-        &MetaValue::string("llama")
-    );
-    assert_eq!(
-        get(&md, "tokenizer.ggml.pre"),
-        &MetaValue::string("default")
-    );
-    let tokens: Vec<&str> = get(&md, "tokenizer.ggml.tokens")
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    assert_eq!(get(&md, "tokenizer.ggml.model"), &MetaValue::string("llama"));
+    assert_eq!(get(&md, "tokenizer.ggml.pre"), &MetaValue::string("default"));
+    let tokens: Vec<&str> =
+        get(&md, "tokenizer.ggml.tokens").as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
     let scores: Vec<f32> = get(&md, "tokenizer.ggml.scores")
         .as_array()
         .unwrap()
@@ -122,28 +104,14 @@ fn metadata_follows_the_converter() {
     }
     assert_eq!((tokens[4], types[4]), ("<tool>", 1));
     // added_tokens_decoder: special -> CONTROL, score -1000.
-    assert_eq!(
-        (tokens[3], scores[3], types[3]),
-        ("<|im_start|>", -1000.0, 3)
-    );
+    assert_eq!((tokens[3], scores[3], types[3]), ("<|im_start|>", -1000.0, 3));
     // Padding beyond the model: [PAD{id}], -10000, UNUSED; then overrides.
-    assert_eq!(
-        (tokens[400], scores[400], types[400]),
-        ("[PAD400]", -10000.0, 5)
-    );
-    assert_eq!(
-        (tokens[401], scores[401], types[401]),
-        ("<extra>", -1000.0, 4)
-    );
+    assert_eq!((tokens[400], scores[400], types[400]), ("[PAD400]", -10000.0, 5));
+    assert_eq!((tokens[401], scores[401], types[401]), ("<extra>", -1000.0, 4));
     assert_eq!((tokens[402], scores[402], types[402]), (" pad", -1000.0, 4));
-    assert_eq!(
-        get(&md, "tokenizer.ggml.add_space_prefix"),
-        &MetaValue::Bool(false)
-    );
+    assert_eq!(get(&md, "tokenizer.ggml.add_space_prefix"), &MetaValue::Bool(false));
     // pad_token_id 999 is out of range for 403 tokens: dropped (the judge agrees below).
-    assert!(md
-        .iter()
-        .all(|(k, _)| k != "tokenizer.ggml.padding_token_id"));
+    assert!(md.iter().all(|(k, _)| k != "tokenizer.ggml.padding_token_id"));
 
     let Some(py) = common::python() else { return };
     let dir = tempfile::tempdir().unwrap();
@@ -152,11 +120,7 @@ fn metadata_follows_the_converter() {
     std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
     let judge = common::run_json(
         &py,
-        &[
-            common::script("special_vocab_dump.py").as_os_str(),
-            dir.path().as_os_str(),
-            "403".as_ref(),
-        ],
+        &[common::script("special_vocab_dump.py").as_os_str(), dir.path().as_os_str(), "403".as_ref()],
     );
     let skip = [
         "tokenizer.ggml.model",
@@ -188,15 +152,9 @@ fn bad_models_are_errors() {
         let _ = sentencepiece_metadata(&model[..cut], None, None, None, &cfg);
     }
     assert!(parse_sentencepiece(&[]).is_err());
-    assert!(
-        parse_sentencepiece(&[0x0a, 0xff]).is_err(),
-        "length past end"
-    );
+    assert!(parse_sentencepiece(&[0x0a, 0xff]).is_err(), "length past end");
     assert!(parse_sentencepiece(&[0x0b]).is_err(), "wire type 3");
-    assert!(parse_sentencepiece(&[
-        0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01
-    ])
-    .is_err());
+    assert!(parse_sentencepiece(&[0x08, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01]).is_err());
     // A word-level model (trainer_spec.model_type = 3) is unsupported, naming the type.
     let word = [0x0a, 0x03, 0x0a, 0x01, b'a', 0x12, 0x02, 0x18, 0x03];
     let e = sentencepiece_metadata(&word, None, None, None, &cfg).unwrap_err();

@@ -41,11 +41,7 @@ fn gpt2_tokenizer(merges: Value) -> Value {
 }
 
 fn strs(v: &MetaValue) -> Vec<String> {
-    v.as_array()
-        .unwrap()
-        .iter()
-        .map(|x| x.as_str().unwrap().to_owned())
-        .collect()
+    v.as_array().unwrap().iter().map(|x| x.as_str().unwrap().to_owned()).collect()
 }
 
 fn get<'a>(md: &'a [(String, MetaValue)], k: &str) -> Option<&'a MetaValue> {
@@ -59,32 +55,12 @@ fn gpt2_vocab_types_and_merges_follow_llama_cpp() {
                     "add_bos_token": false, "chat_template": "{{ messages }}"});
     let config = json!({"model_type": "llama", "vocab_size": 13, "pad_token_id": 9});
     let md = tokenizer_metadata(&tj, Some(&tc), &config).unwrap();
-    assert_eq!(
-        get(&md, "tokenizer.ggml.model"),
-        Some(&MetaValue::string("gpt2"))
-    );
-    assert_eq!(
-        get(&md, "tokenizer.ggml.pre"),
-        Some(&MetaValue::string("gpt-2"))
-    );
+    assert_eq!(get(&md, "tokenizer.ggml.model"), Some(&MetaValue::string("gpt2")));
+    assert_eq!(get(&md, "tokenizer.ggml.pre"), Some(&MetaValue::string("gpt-2")));
     // config vocab_size 13: ids 8 and 12 have no token -> [PAD{id}], UNUSED (5).
     assert_eq!(
         strs(get(&md, "tokenizer.ggml.tokens").unwrap()),
-        [
-            "!",
-            "\"",
-            "a",
-            "b",
-            "Ġ",
-            "ab",
-            "Ġa",
-            "<|endoftext|>",
-            "[PAD8]",
-            "<tool>",
-            "<|im_start|>",
-            " x",
-            "[PAD12]"
-        ]
+        ["!", "\"", "a", "b", "Ġ", "ab", "Ġa", "<|endoftext|>", "[PAD8]", "<tool>", "<|im_start|>", " x", "[PAD12]"]
     );
     let types: Vec<i32> = get(&md, "tokenizer.ggml.token_type")
         .unwrap()
@@ -99,50 +75,22 @@ fn gpt2_vocab_types_and_merges_follow_llama_cpp() {
     // special -> CONTROL 3; non-special "<tool>" -> USER_DEFINED 4; "<|im_start|>" looks
     // special -> CONTROL; "▁x" user-defined with ▁ -> space.
     assert_eq!(types, [1, 1, 1, 1, 1, 1, 1, 3, 5, 4, 3, 4, 5]);
-    assert_eq!(
-        strs(get(&md, "tokenizer.ggml.merges").unwrap()),
-        ["a b", "Ġ a"]
-    );
-    assert_eq!(
-        get(&md, "tokenizer.ggml.bos_token_id"),
-        Some(&MetaValue::U32(7))
-    );
-    assert_eq!(
-        get(&md, "tokenizer.ggml.eos_token_id"),
-        Some(&MetaValue::U32(7))
-    );
-    assert_eq!(
-        get(&md, "tokenizer.ggml.padding_token_id"),
-        Some(&MetaValue::U32(9))
-    );
-    assert_eq!(
-        get(&md, "tokenizer.ggml.add_bos_token"),
-        Some(&MetaValue::Bool(false))
-    );
-    assert_eq!(
-        get(&md, "tokenizer.chat_template"),
-        Some(&MetaValue::string("{{ messages }}"))
-    );
+    assert_eq!(strs(get(&md, "tokenizer.ggml.merges").unwrap()), ["a b", "Ġ a"]);
+    assert_eq!(get(&md, "tokenizer.ggml.bos_token_id"), Some(&MetaValue::U32(7)));
+    assert_eq!(get(&md, "tokenizer.ggml.eos_token_id"), Some(&MetaValue::U32(7)));
+    assert_eq!(get(&md, "tokenizer.ggml.padding_token_id"), Some(&MetaValue::U32(9)));
+    assert_eq!(get(&md, "tokenizer.ggml.add_bos_token"), Some(&MetaValue::Bool(false)));
+    assert_eq!(get(&md, "tokenizer.chat_template"), Some(&MetaValue::string("{{ messages }}")));
 }
 
 #[test]
 fn pair_merges_encode_spaces() {
     let tj = gpt2_tokenizer(json!([["a", "b"], ["x y", "z"]]));
     let md = tokenizer_metadata(&tj, None, &json!({"vocab_size": 12})).unwrap();
-    assert_eq!(
-        strs(get(&md, "tokenizer.ggml.merges").unwrap()),
-        ["a b", "x\u{120}y z"]
-    );
+    assert_eq!(strs(get(&md, "tokenizer.ggml.merges").unwrap()), ["a b", "x\u{120}y z"]);
     // Without config vocab_size ids come from the tokenizer (max id 11 -> 12 tokens).
     let md = tokenizer_metadata(&tj, None, &json!({})).unwrap();
-    assert_eq!(
-        get(&md, "tokenizer.ggml.tokens")
-            .unwrap()
-            .as_array()
-            .unwrap()
-            .len(),
-        12
-    );
+    assert_eq!(get(&md, "tokenizer.ggml.tokens").unwrap().as_array().unwrap().len(), 12);
 }
 
 #[test]
@@ -174,7 +122,8 @@ fn bad_tokenizers_are_errors() {
 }
 
 const LLAMA3: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-const QWEN2: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 fn split_then_bytes(regex: &str) -> Value {
     json!({"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
@@ -186,48 +135,25 @@ fn split_then_bytes(regex: &str) -> Value {
 #[test]
 fn pre_tokenizer_names() {
     let llama = json!({"model_type": "llama"});
-    assert_eq!(
-        detect_pre_tokenizer(&split_then_bytes(LLAMA3), &llama),
-        ("llama-bpe", PreTokenizerSource::Definition)
-    );
-    assert_eq!(
-        detect_pre_tokenizer(&split_then_bytes(QWEN2), &llama),
-        ("qwen2", PreTokenizerSource::Definition)
-    );
+    assert_eq!(detect_pre_tokenizer(&split_then_bytes(LLAMA3), &llama), ("llama-bpe", PreTokenizerSource::Definition));
+    assert_eq!(detect_pre_tokenizer(&split_then_bytes(QWEN2), &llama), ("qwen2", PreTokenizerSource::Definition));
     let smol = json!({"pre_tokenizer": {"type": "Sequence", "pretokenizers": [
         {"type": "Digits", "individual_digits": true}, byte_level()]}});
-    assert_eq!(
-        detect_pre_tokenizer(&smol, &llama),
-        ("smollm", PreTokenizerSource::Definition)
-    );
+    assert_eq!(detect_pre_tokenizer(&smol, &llama), ("smollm", PreTokenizerSource::Definition));
     assert_eq!(
         detect_pre_tokenizer(&json!({"pre_tokenizer": byte_level()}), &llama),
         ("gpt-2", PreTokenizerSource::Definition)
     );
     let odd = split_then_bytes(r"\p{N}+|\s+");
-    assert_eq!(
-        detect_pre_tokenizer(&odd, &json!({"model_type": "qwen2"})),
-        ("qwen2", PreTokenizerSource::ModelType)
-    );
-    assert_eq!(
-        detect_pre_tokenizer(&odd, &llama),
-        ("default", PreTokenizerSource::Fallback)
-    );
+    assert_eq!(detect_pre_tokenizer(&odd, &json!({"model_type": "qwen2"})), ("qwen2", PreTokenizerSource::ModelType));
+    assert_eq!(detect_pre_tokenizer(&odd, &llama), ("default", PreTokenizerSource::Fallback));
     // A prefix space changes the splitting: not GPT-2 any more.
     let prefixed = json!({"pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": true, "use_regex": true}});
-    assert_eq!(
-        detect_pre_tokenizer(&prefixed, &llama).1,
-        PreTokenizerSource::Fallback
-    );
+    assert_eq!(detect_pre_tokenizer(&prefixed, &llama).1, PreTokenizerSource::Fallback);
 }
 
 /// Our special-token metadata (everything after token_type) vs `gguf.SpecialVocab`.
-fn compare_with_special_vocab(
-    tj: &Value,
-    tc: Option<&Value>,
-    config: &Value,
-    fallback: Option<&Value>,
-) {
+fn compare_with_special_vocab(tj: &Value, tc: Option<&Value>, config: &Value, fallback: Option<&Value>) {
     let Some(py) = common::python() else { return };
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("tokenizer.json"), tj.to_string()).unwrap();
@@ -238,20 +164,9 @@ fn compare_with_special_vocab(
     if let Some(Value::String(t)) = fallback {
         std::fs::write(dir.path().join("chat_template.jinja"), t).unwrap();
     }
-    let want = common::run_json(
-        &py,
-        &[
-            common::script("special_vocab_dump.py").as_os_str(),
-            dir.path().as_os_str(),
-        ],
-    );
+    let want = common::run_json(&py, &[common::script("special_vocab_dump.py").as_os_str(), dir.path().as_os_str()]);
     let md = tokenizer_metadata_with_template(tj, tc, config, fallback).unwrap();
-    let skip = [
-        "tokenizer.ggml.model",
-        "tokenizer.ggml.pre",
-        "tokenizer.ggml.tokens",
-        "tokenizer.ggml.token_type",
-    ];
+    let skip = ["tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.ggml.tokens", "tokenizer.ggml.token_type"];
     let ours: Vec<Value> = md
         .iter()
         .filter(|(k, _)| !skip.contains(&k.as_str()))
@@ -275,8 +190,7 @@ fn special_vocab_gpt2_with_config() {
     let tc = json!({"bos_token": "<|endoftext|>", "eos_token": {"content": "<|endoftext|>"},
                     "unk_token": "<|endoftext|>", "add_bos_token": false, "add_eos_token": true,
                     "chat_template": "{{ messages }}"});
-    let config =
-        json!({"model_type": "llama", "vocab_size": 13, "pad_token_id": 9, "bos_token_id": 0});
+    let config = json!({"model_type": "llama", "vocab_size": 13, "pad_token_id": 9, "bos_token_id": 0});
     compare_with_special_vocab(&tj, Some(&tc), &config, None);
 }
 
@@ -339,8 +253,7 @@ fn special_vocab_roberta_and_cls_fallback() {
 #[test]
 fn special_vocab_without_tokenizer_config_and_jinja_fallback() {
     let tj = gpt2_tokenizer(json!(["a b"]));
-    let config =
-        json!({"vocab_size": 12, "text_config": {"eos_token_id": 7}, "pad_token_id": null});
+    let config = json!({"vocab_size": 12, "text_config": {"eos_token_id": 7}, "pad_token_id": null});
     compare_with_special_vocab(&tj, None, &config, None);
     // chat_template.jinja is used when tokenizer_config.json has no chat_template.
     let tc = json!({"eos_token": "<|endoftext|>"});

@@ -25,9 +25,7 @@ fn input(src: SrcDtype, bytes: usize) -> Vec<u8> {
         s ^= s << 13;
         s ^= s >> 7;
         s ^= s << 17;
-        let u = ((s & 0xffff) as f32 + ((s >> 16) & 0xffff) as f32 + ((s >> 32) & 0xffff) as f32)
-            / 65536.0
-            - 1.5;
+        let u = ((s & 0xffff) as f32 + ((s >> 16) & 0xffff) as f32 + ((s >> 32) & 0xffff) as f32) / 65536.0 - 1.5;
         let v = u * 0.05;
         match src {
             SrcDtype::F32 => out.extend_from_slice(&v.to_le_bytes()),
@@ -40,20 +38,10 @@ fn input(src: SrcDtype, bytes: usize) -> Vec<u8> {
 
 fn kernels(c: &mut Criterion) {
     let quick = std::env::var_os("MODELPACK_BENCH_QUICK").is_some();
-    let pool2 = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
+    let pool2 = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     let schemes = [
         ("w4_g128_sym", CtScheme::w4_group_sym(128)),
-        (
-            "w4_g128_asym",
-            CtScheme {
-                bits: 4,
-                strategy: Strategy::Group(128),
-                symmetric: false,
-            },
-        ),
+        ("w4_g128_asym", CtScheme { bits: 4, strategy: Strategy::Group(128), symmetric: false }),
         ("w4_g32_sym", CtScheme::w4_group_sym(32)),
         ("w8_channel_sym", CtScheme::w8_channel_sym()),
     ];
@@ -62,11 +50,7 @@ fn kernels(c: &mut Criterion) {
         sizes.push(("256MiB", 256 << 20));
     }
     for (size_name, bytes) in sizes {
-        for (src, sname) in [
-            (SrcDtype::BF16, "bf16"),
-            (SrcDtype::F16, "f16"),
-            (SrcDtype::F32, "f32"),
-        ] {
+        for (src, sname) in [(SrcDtype::BF16, "bf16"), (SrcDtype::F16, "f16"), (SrcDtype::F32, "f32")] {
             let inp = input(src, bytes);
             let n = inp.len() / src.size();
             let rows = n / COLS;
@@ -80,12 +64,9 @@ fn kernels(c: &mut Criterion) {
                 let mut g = c.benchmark_group(format!("{name}/{sname}/{size_name}"));
                 g.throughput(Throughput::Elements(n as u64));
                 if big {
-                    g.sample_size(10)
-                        .warm_up_time(Duration::from_millis(500))
-                        .measurement_time(Duration::from_secs(3));
+                    g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
                 } else {
-                    g.warm_up_time(Duration::from_millis(300))
-                        .measurement_time(Duration::from_secs(1));
+                    g.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
                 }
                 for level in Level::supported() {
                     g.bench_function(BenchmarkId::new(level.name(), "1t"), |b| {

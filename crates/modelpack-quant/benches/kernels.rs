@@ -25,18 +25,12 @@ fn input(src: SrcDtype, bytes: usize) -> Vec<u8> {
         s ^= s << 13;
         s ^= s >> 7;
         s ^= s << 17;
-        let u = ((s & 0xffff) as f32 + ((s >> 16) & 0xffff) as f32 + ((s >> 32) & 0xffff) as f32)
-            / 65536.0
-            - 1.5;
+        let u = ((s & 0xffff) as f32 + ((s >> 16) & 0xffff) as f32 + ((s >> 32) & 0xffff) as f32) / 65536.0 - 1.5;
         let v = u * 0.05;
         match src {
             SrcDtype::F32 => out.extend_from_slice(&v.to_le_bytes()),
-            SrcDtype::F16 => {
-                out.extend_from_slice(&modelpack_quant::convert::f32_to_f16(v).to_le_bytes())
-            }
-            SrcDtype::BF16 => {
-                out.extend_from_slice(&modelpack_quant::convert::f32_to_bf16(v).to_le_bytes())
-            }
+            SrcDtype::F16 => out.extend_from_slice(&modelpack_quant::convert::f32_to_f16(v).to_le_bytes()),
+            SrcDtype::BF16 => out.extend_from_slice(&modelpack_quant::convert::f32_to_bf16(v).to_le_bytes()),
         }
     }
     out
@@ -44,20 +38,13 @@ fn input(src: SrcDtype, bytes: usize) -> Vec<u8> {
 
 fn kernels(c: &mut Criterion) {
     let quick = std::env::var_os("MODELPACK_BENCH_QUICK").is_some();
-    let pool2 = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .unwrap();
+    let pool2 = rayon::ThreadPoolBuilder::new().num_threads(2).build().unwrap();
     let mut sizes = vec![("64KiB", 64usize << 10)];
     if !quick {
         sizes.push(("256MiB", 256 << 20));
     }
     for (size_name, bytes) in sizes {
-        for (src, sname) in [
-            (SrcDtype::BF16, "bf16"),
-            (SrcDtype::F16, "f16"),
-            (SrcDtype::F32, "f32"),
-        ] {
+        for (src, sname) in [(SrcDtype::BF16, "bf16"), (SrcDtype::F16, "f16"), (SrcDtype::F32, "f32")] {
             let inp = input(src, bytes);
             let n = inp.len() / src.size();
             let big = bytes > (1 << 20);
@@ -66,27 +53,19 @@ fn kernels(c: &mut Criterion) {
                 let mut g = c.benchmark_group(format!("{}/{sname}/{size_name}", ty.name()));
                 g.throughput(Throughput::Elements(n as u64));
                 if big {
-                    g.sample_size(10)
-                        .warm_up_time(Duration::from_millis(500))
-                        .measurement_time(Duration::from_secs(3));
+                    g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
                 } else {
-                    g.warm_up_time(Duration::from_millis(300))
-                        .measurement_time(Duration::from_secs(1));
+                    g.warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
                 }
                 for level in Level::supported() {
                     g.bench_function(BenchmarkId::new(level.name(), "1t"), |b| {
-                        b.iter(|| {
-                            quantize_rows_at(level, ty, src, black_box(&inp), ROW, &mut out, None)
-                                .unwrap()
-                        })
+                        b.iter(|| quantize_rows_at(level, ty, src, black_box(&inp), ROW, &mut out, None).unwrap())
                     });
                     set_level(level);
                     g.bench_function(BenchmarkId::new(level.name(), "2t"), |b| {
                         b.iter(|| {
-                            pool2.install(|| {
-                                quantize_tensor_par(ty, src, black_box(&inp), ROW, &mut out, None)
-                                    .unwrap()
-                            })
+                            pool2
+                                .install(|| quantize_tensor_par(ty, src, black_box(&inp), ROW, &mut out, None).unwrap())
                         })
                     });
                 }

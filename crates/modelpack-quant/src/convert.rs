@@ -123,23 +123,11 @@ mod tests {
 
     #[test]
     fn bf16_store_rounds_ties_to_even() {
-        assert_eq!(
-            f32_to_bf16(f32::from_bits(0x3f80_8000)),
-            0x3f80,
-            "tie to even (down)"
-        );
-        assert_eq!(
-            f32_to_bf16(f32::from_bits(0x3f81_8000)),
-            0x3f82,
-            "tie to even (up)"
-        );
+        assert_eq!(f32_to_bf16(f32::from_bits(0x3f80_8000)), 0x3f80, "tie to even (down)");
+        assert_eq!(f32_to_bf16(f32::from_bits(0x3f81_8000)), 0x3f82, "tie to even (up)");
         assert_eq!(f32_to_bf16(f32::from_bits(0x3f80_8001)), 0x3f81);
         assert_eq!(f32_to_bf16(f32::from_bits(0x0000_0001)), 0x0000);
-        assert_eq!(
-            f32_to_bf16(f32::from_bits(0x0001_8000)),
-            0x0002,
-            "subnormal tie"
-        );
+        assert_eq!(f32_to_bf16(f32::from_bits(0x0001_8000)), 0x0002, "subnormal tie");
         assert_eq!(bf16_to_f32(0xc0a0), -5.0);
     }
 

@@ -130,20 +130,12 @@ pub struct CtScheme {
 impl CtScheme {
     /// W4A16 group-wise symmetric (the usual vLLM int4 scheme).
     pub const fn w4_group_sym(group: usize) -> CtScheme {
-        CtScheme {
-            bits: 4,
-            strategy: Strategy::Group(group),
-            symmetric: true,
-        }
+        CtScheme { bits: 4, strategy: Strategy::Group(group), symmetric: true }
     }
 
     /// W8A16 per-channel symmetric.
     pub const fn w8_channel_sym() -> CtScheme {
-        CtScheme {
-            bits: 8,
-            strategy: Strategy::Channel,
-            symmetric: true,
-        }
+        CtScheme { bits: 8, strategy: Strategy::Channel, symmetric: true }
     }
 
     /// Refuse schemes the format cannot express (bits other than 4/8, a zero group size).
@@ -200,9 +192,9 @@ impl CtScheme {
         match self.strategy {
             Strategy::Channel => Ok(1),
             Strategy::Group(g) if g > 0 && cols.is_multiple_of(g) && cols > 0 => Ok(cols / g),
-            Strategy::Group(g) => Err(QuantError::Shape(format!(
-                "group size {g} does not divide the row length {cols}"
-            ))),
+            Strategy::Group(g) => {
+                Err(QuantError::Shape(format!("group size {g} does not divide the row length {cols}")))
+            }
         }
     }
 
@@ -257,45 +249,20 @@ fn check(
     let packed_cols = s.packed_cols(cols);
     let want = |what: &str, got: usize, want: Option<usize>| match want {
         Some(w) if w == got => Ok(()),
-        Some(w) => Err(QuantError::Shape(format!(
-            "{what}: {got} bytes, expected {w} for {rows} rows x {cols} columns"
-        ))),
+        Some(w) => {
+            Err(QuantError::Shape(format!("{what}: {got} bytes, expected {w} for {rows} rows x {cols} columns")))
+        }
         None => Err(QuantError::Shape(format!("{what}: size overflows"))),
     };
-    want(
-        "input",
-        input_len,
-        rows.checked_mul(cols).and_then(|n| n.checked_mul(src_size)),
-    )?;
-    want(
-        "weight_packed",
-        packed_len,
-        rows.checked_mul(packed_cols).and_then(|n| n.checked_mul(4)),
-    )?;
-    want(
-        "weight_scale",
-        scale_len,
-        rows.checked_mul(scale_cols)
-            .and_then(|n| n.checked_mul(scale_dtype.size())),
-    )?;
+    want("input", input_len, rows.checked_mul(cols).and_then(|n| n.checked_mul(src_size)))?;
+    want("weight_packed", packed_len, rows.checked_mul(packed_cols).and_then(|n| n.checked_mul(4)))?;
+    want("weight_scale", scale_len, rows.checked_mul(scale_cols).and_then(|n| n.checked_mul(scale_dtype.size())))?;
     match (s.symmetric, zp_len) {
         (true, None) => {}
-        (true, Some(_)) => {
-            return Err(QuantError::Shape(
-                "symmetric scheme has no weight_zero_point".into(),
-            ))
-        }
-        (false, None) => {
-            return Err(QuantError::Shape(
-                "asymmetric scheme needs a weight_zero_point buffer".into(),
-            ))
-        }
+        (true, Some(_)) => return Err(QuantError::Shape("symmetric scheme has no weight_zero_point".into())),
+        (false, None) => return Err(QuantError::Shape("asymmetric scheme needs a weight_zero_point buffer".into())),
         (false, Some(n)) => {
-            want(
-                "weight_zero_point",
-                n,
-                Some(s.zp_rows(rows) * scale_cols * 4),
-            )?;
+            want("weight_zero_point", n, Some(s.zp_rows(rows) * scale_cols * 4))?;
             if !row0.is_multiple_of(s.rows_per_zp_word()) {
                 return Err(QuantError::Shape(format!(
                     "chunk starts at row {row0}, not a multiple of {} (zero points pack {} rows per word)",
@@ -305,13 +272,7 @@ fn check(
             }
         }
     }
-    Ok(Geom {
-        rows,
-        cols,
-        group: s.group_len(cols),
-        scale_cols,
-        packed_cols,
-    })
+    Ok(Geom { rows, cols, group: s.group_len(cols), scale_cols, packed_cols })
 }
 
 /// Quantize a chunk of whole rows with the active SIMD level.
@@ -339,20 +300,7 @@ pub fn quantize_rows(
     zp: Option<&mut [u8]>,
     stats: Option<&mut ErrorStats>,
 ) -> Result<(), QuantError> {
-    quantize_rows_at(
-        simd::active_level(),
-        s,
-        src,
-        scale_dtype,
-        input,
-        row0,
-        rows,
-        cols,
-        packed,
-        scale,
-        zp,
-        stats,
-    )
+    quantize_rows_at(simd::active_level(), s, src, scale_dtype, input, row0, rows, cols, packed, scale, zp, stats)
 }
 
 /// [`quantize_rows`] at an explicit SIMD level (clamped to what the CPU supports); every level
@@ -392,44 +340,13 @@ pub fn quantize_rows_at(
     #[cfg(target_arch = "x86_64")]
     if level > Level::Scalar {
         // SAFETY: `clamp` only returns levels whose features this CPU has.
-        done = unsafe {
-            x86::quantize(
-                level,
-                s,
-                src,
-                scale_dtype,
-                input,
-                &g,
-                packed,
-                scale,
-                zp.as_deref_mut(),
-            )?
-        };
+        done = unsafe { x86::quantize(level, s, src, scale_dtype, input, &g, packed, scale, zp.as_deref_mut())? };
     }
     if !done {
-        scalar::quantize(
-            s,
-            src,
-            scale_dtype,
-            input,
-            &g,
-            packed,
-            scale,
-            zp.as_deref_mut(),
-        )?;
+        scalar::quantize(s, src, scale_dtype, input, &g, packed, scale, zp.as_deref_mut())?;
     }
     if let Some(stats) = stats {
-        scalar::accumulate_stats(
-            s,
-            src,
-            scale_dtype,
-            input,
-            &g,
-            packed,
-            scale,
-            zp.as_deref(),
-            stats,
-        );
+        scalar::accumulate_stats(s, src, scale_dtype, input, &g, packed, scale, zp.as_deref(), stats);
     }
     Ok(())
 }
@@ -449,28 +366,8 @@ pub fn dequantize_rows(
     cols: usize,
     out: &mut [f32],
 ) -> Result<(), QuantError> {
-    let g = check(
-        s,
-        4,
-        scale_dtype,
-        out.len() * 4,
-        row0,
-        rows,
-        cols,
-        packed.len(),
-        scale.len(),
-        zp.map(|z| z.len()),
-    )?;
-    scalar::dequantize(
-        s,
-        scale_dtype,
-        scale_dtype,
-        packed,
-        scale,
-        zp,
-        &g,
-        |i, v| out[i] = v,
-    );
+    let g = check(s, 4, scale_dtype, out.len() * 4, row0, rows, cols, packed.len(), scale.len(), zp.map(|z| z.len()))?;
+    scalar::dequantize(s, scale_dtype, scale_dtype, packed, scale, zp, &g, |i, v| out[i] = v);
     Ok(())
 }
 
@@ -539,27 +436,11 @@ pub fn quantize_tensor_par(
             let r0 = i * cr;
             let n = (rows - r0).min(cr);
             let mut st = ErrorStats::new();
-            quantize_rows_at(
-                level,
-                s,
-                src,
-                scale_dtype,
-                inp,
-                r0,
-                n,
-                cols,
-                p,
-                sc,
-                z,
-                want_stats.then_some(&mut st),
-            )
-            .map_err(|e| match e {
-                QuantError::NonFinite { index, value } => QuantError::NonFinite {
-                    index: index + r0 * cols,
-                    value,
-                },
-                e => e,
-            })?;
+            quantize_rows_at(level, s, src, scale_dtype, inp, r0, n, cols, p, sc, z, want_stats.then_some(&mut st))
+                .map_err(|e| match e {
+                    QuantError::NonFinite { index, value } => QuantError::NonFinite { index: index + r0 * cols, value },
+                    e => e,
+                })?;
             Ok(st)
         })
         .collect();

@@ -108,9 +108,7 @@ impl GgmlType {
     pub const fn block_size(self) -> usize {
         match self {
             GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
-            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => {
-                QK
-            }
+            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => QK,
             GgmlType::Q4_K | GgmlType::Q6_K => 256,
         }
     }
@@ -143,12 +141,7 @@ impl GgmlType {
     pub const fn can_quantize(self) -> bool {
         matches!(
             self,
-            GgmlType::F32
-                | GgmlType::F16
-                | GgmlType::BF16
-                | GgmlType::Q8_0
-                | GgmlType::Q4_0
-                | GgmlType::Q4_1
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1
         )
     }
 }
@@ -240,10 +233,7 @@ impl BlockFormat for BlockQ8_0 {
             // roundf: half away from zero; |v * id| <= 127 (+ rounding) whenever id is finite.
             *q = cvtt_i8((v * id).round());
         }
-        BlockQ8_0 {
-            d: f16::from_bits(f32_to_f16(d)),
-            qs,
-        }
+        BlockQ8_0 { d: f16::from_bits(f32_to_f16(d)), qs }
     }
 
     fn dequantize(&self, out: &mut [f32]) {
@@ -265,10 +255,7 @@ impl BlockFormat for BlockQ8_0 {
         for (q, &v) in qs.iter_mut().zip(&b[2..34]) {
             *q = v as i8;
         }
-        BlockQ8_0 {
-            d: f16_from_le(b),
-            qs,
-        }
+        BlockQ8_0 { d: f16_from_le(b), qs }
     }
 }
 
@@ -319,10 +306,7 @@ impl BlockFormat for BlockQ4_0 {
             // Truncating cast, then clamp to 15 (x*id + 8.5 lies in [0.5, 16.5]).
             *q = cvtt_i8(v * id + 8.5).min(15) as u8;
         }
-        BlockQ4_0 {
-            d: f16::from_bits(f32_to_f16(d)),
-            qs: pack_nibbles(&q),
-        }
+        BlockQ4_0 { d: f16::from_bits(f32_to_f16(d)), qs: pack_nibbles(&q) }
     }
 
     fn dequantize(&self, out: &mut [f32]) {
@@ -341,10 +325,7 @@ impl BlockFormat for BlockQ4_0 {
     fn read_bytes(b: &[u8]) -> Self {
         let mut qs = [0u8; QK / 2];
         qs.copy_from_slice(&b[2..18]);
-        BlockQ4_0 {
-            d: f16_from_le(b),
-            qs,
-        }
+        BlockQ4_0 { d: f16_from_le(b), qs }
     }
 }
 
@@ -370,11 +351,7 @@ impl BlockFormat for BlockQ4_1 {
         for (q, &v) in q.iter_mut().zip(x) {
             *q = cvtt_i8((v - min) * id + 0.5).min(15) as u8;
         }
-        BlockQ4_1 {
-            d: f16::from_bits(f32_to_f16(d)),
-            m: f16::from_bits(f32_to_f16(min)),
-            qs: pack_nibbles(&q),
-        }
+        BlockQ4_1 { d: f16::from_bits(f32_to_f16(d)), m: f16::from_bits(f32_to_f16(min)), qs: pack_nibbles(&q) }
     }
 
     fn dequantize(&self, out: &mut [f32]) {
@@ -395,11 +372,7 @@ impl BlockFormat for BlockQ4_1 {
     fn read_bytes(b: &[u8]) -> Self {
         let mut qs = [0u8; QK / 2];
         qs.copy_from_slice(&b[4..20]);
-        BlockQ4_1 {
-            d: f16_from_le(b),
-            m: f16_from_le(&b[2..]),
-            qs,
-        }
+        BlockQ4_1 { d: f16_from_le(b), m: f16_from_le(&b[2..]), qs }
     }
 }
 
@@ -415,10 +388,7 @@ fn check_shape(
         return Err(QuantError::Shape("row length is 0".into()));
     }
     let row_bytes = ty.row_bytes(row_len).ok_or_else(|| {
-        QuantError::Shape(format!(
-            "row length {row_len} is not a multiple of {ty}'s block size {}",
-            ty.block_size()
-        ))
+        QuantError::Shape(format!("row length {row_len} is not a multiple of {ty}'s block size {}", ty.block_size()))
     })?;
     let in_row = row_len * elem_in;
     if !input_len.is_multiple_of(in_row) {
@@ -427,9 +397,7 @@ fn check_shape(
         )));
     }
     let rows = input_len / in_row;
-    let want = rows
-        .checked_mul(row_bytes)
-        .ok_or_else(|| QuantError::Shape("output size overflows".into()))?;
+    let want = rows.checked_mul(row_bytes).ok_or_else(|| QuantError::Shape("output size overflows".into()))?;
     if out_len != want {
         return Err(QuantError::Shape(format!(
             "{rows} rows of {row_len} elements as {ty} need {want} bytes, output has {out_len}"
@@ -477,9 +445,7 @@ pub fn quantize_rows_at(
     check_shape(ty, src.size(), input.len(), row_len, out.len())?;
     let level = simd::clamp(level);
     match ty {
-        GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 => {
-            quantize_blocks(level, ty, src, input, out)?
-        }
+        GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 => quantize_blocks(level, ty, src, input, out)?,
         _ => convert_rows(level, ty, src, input, out)?,
     }
     if let Some(stats) = stats {
@@ -489,13 +455,7 @@ pub fn quantize_rows_at(
 }
 
 /// Dispatch the block kernels; `input` holds whole blocks.
-fn quantize_blocks(
-    level: Level,
-    ty: GgmlType,
-    src: SrcDtype,
-    input: &[u8],
-    out: &mut [u8],
-) -> Result<(), QuantError> {
+fn quantize_blocks(level: Level, ty: GgmlType, src: SrcDtype, input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
     #[cfg(target_arch = "x86_64")]
     match level {
         // SAFETY: `clamp` only returns levels whose features the CPU has.
@@ -521,11 +481,7 @@ pub(crate) fn quantize_blocks_ref<B: BlockFormat>(
 ) -> Result<(), QuantError> {
     let in_blk = B::BLOCK * src.size();
     let mut x = [0.0f32; QK];
-    for (i, (ib, ob)) in input
-        .chunks_exact(in_blk)
-        .zip(out.chunks_exact_mut(B::BYTES))
-        .enumerate()
-    {
+    for (i, (ib, ob)) in input.chunks_exact(in_blk).zip(out.chunks_exact_mut(B::BYTES)).enumerate() {
         load_slice(src, ib, &mut x);
         check_finite(&x, base + i * B::BLOCK)?;
         B::quantize_block_ref(&x).write_bytes(ob);
@@ -536,22 +492,13 @@ pub(crate) fn quantize_blocks_ref<B: BlockFormat>(
 #[inline]
 fn check_finite(x: &[f32], base: usize) -> Result<(), QuantError> {
     match crate::convert::first_non_finite(x) {
-        Some((i, value)) => Err(QuantError::NonFinite {
-            index: base + i,
-            value,
-        }),
+        Some((i, value)) => Err(QuantError::NonFinite { index: base + i, value }),
         None => Ok(()),
     }
 }
 
 /// Plain conversions (F32/F16/BF16 targets): vectorised at the AVX-512 level, else scalar.
-fn convert_rows(
-    level: Level,
-    ty: GgmlType,
-    src: SrcDtype,
-    input: &[u8],
-    out: &mut [u8],
-) -> Result<(), QuantError> {
+fn convert_rows(level: Level, ty: GgmlType, src: SrcDtype, input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
     #[cfg(target_arch = "x86_64")]
     if level == Level::Avx512 {
         // SAFETY: `clamp` only returns levels whose features the CPU has.
@@ -571,23 +518,17 @@ pub(crate) fn convert_rows_ref(
 ) -> Result<(), QuantError> {
     let mut x = [0.0f32; QK];
     let osz = ty.type_size();
-    for (c, (ib, ob)) in input
-        .chunks(QK * src.size())
-        .zip(out.chunks_mut(QK * osz))
-        .enumerate()
-    {
+    for (c, (ib, ob)) in input.chunks(QK * src.size()).zip(out.chunks_mut(QK * osz)).enumerate() {
         let x = &mut x[..ib.len() / src.size()];
         load_slice(src, ib, x);
         check_finite(x, base + c * QK)?;
         match ty {
-            GgmlType::F32 => ob
-                .chunks_exact_mut(4)
-                .zip(x.iter())
-                .for_each(|(o, v)| o.copy_from_slice(&v.to_le_bytes())),
-            GgmlType::F16 => ob
-                .chunks_exact_mut(2)
-                .zip(x.iter())
-                .for_each(|(o, &v)| o.copy_from_slice(&f32_to_f16(v).to_le_bytes())),
+            GgmlType::F32 => {
+                ob.chunks_exact_mut(4).zip(x.iter()).for_each(|(o, v)| o.copy_from_slice(&v.to_le_bytes()))
+            }
+            GgmlType::F16 => {
+                ob.chunks_exact_mut(2).zip(x.iter()).for_each(|(o, &v)| o.copy_from_slice(&f32_to_f16(v).to_le_bytes()))
+            }
             _ => ob
                 .chunks_exact_mut(2)
                 .zip(x.iter())
@@ -599,14 +540,7 @@ pub(crate) fn convert_rows_ref(
 
 /// Error statistics of a quantized chunk (source vs. dequantized output), accumulated in the
 /// lane order of [`crate::metrics::Lanes`]: identical at every level.
-fn accumulate_stats(
-    level: Level,
-    ty: GgmlType,
-    src: SrcDtype,
-    input: &[u8],
-    out: &[u8],
-    stats: &mut ErrorStats,
-) {
+fn accumulate_stats(level: Level, ty: GgmlType, src: SrcDtype, input: &[u8], out: &[u8], stats: &mut ErrorStats) {
     let mut lanes = Lanes::default();
     let block = matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1);
     #[cfg(target_arch = "x86_64")]
@@ -645,12 +579,7 @@ fn decode_plain(ty: GgmlType, b: &[u8], out: &mut [f32]) {
 
 /// Dequantize whole rows of `ty` (`input` = `rows * ty.row_bytes(row_len)` bytes) into `out`
 /// (`rows * row_len` values). Supports Q8_0, Q4_0, Q4_1, F32, F16, BF16.
-pub fn dequantize_rows(
-    ty: GgmlType,
-    input: &[u8],
-    row_len: usize,
-    out: &mut [f32],
-) -> Result<(), QuantError> {
+pub fn dequantize_rows(ty: GgmlType, input: &[u8], row_len: usize, out: &mut [f32]) -> Result<(), QuantError> {
     if !ty.can_quantize() {
         return Err(QuantError::Unsupported(ty.name()));
     }
@@ -658,10 +587,7 @@ pub fn dequantize_rows(
         return Err(QuantError::Shape("row length is 0".into()));
     }
     let rb = ty.row_bytes(row_len).ok_or_else(|| {
-        QuantError::Shape(format!(
-            "row length {row_len} is not a multiple of {ty}'s block size {}",
-            ty.block_size()
-        ))
+        QuantError::Shape(format!("row length {row_len} is not a multiple of {ty}'s block size {}", ty.block_size()))
     })?;
     if !input.len().is_multiple_of(rb) || out.len() != input.len() / rb * row_len {
         return Err(QuantError::Shape(format!(
@@ -680,10 +606,7 @@ pub fn dequantize_rows(
 }
 
 fn dequantize_blocks<B: BlockFormat>(input: &[u8], out: &mut [f32]) {
-    for (b, o) in input
-        .chunks_exact(B::BYTES)
-        .zip(out.chunks_exact_mut(B::BLOCK))
-    {
+    for (b, o) in input.chunks_exact(B::BYTES).zip(out.chunks_exact_mut(B::BLOCK)) {
         B::read_bytes(b).dequantize(o);
     }
 }
@@ -723,20 +646,10 @@ pub fn quantize_tensor_par(
         .enumerate()
         .map(|(c, (ib, ob))| {
             let mut s = ErrorStats::new();
-            quantize_rows_at(
-                level,
-                ty,
-                src,
-                ib,
-                row_len,
-                ob,
-                want_stats.then_some(&mut s),
-            )
-            .map_err(|e| match e {
-                QuantError::NonFinite { index, value } => QuantError::NonFinite {
-                    index: index + c * rows_per_chunk * row_len,
-                    value,
-                },
+            quantize_rows_at(level, ty, src, ib, row_len, ob, want_stats.then_some(&mut s)).map_err(|e| match e {
+                QuantError::NonFinite { index, value } => {
+                    QuantError::NonFinite { index: index + c * rows_per_chunk * row_len, value }
+                }
                 e => e,
             })?;
             Ok(s)
@@ -780,10 +693,7 @@ mod tests {
             ("BF16", 30, 1, 2),
         ];
         for (t, (name, id, bs, ts)) in GgmlType::ALL.into_iter().zip(want) {
-            assert_eq!(
-                (t.name(), t.id(), t.block_size(), t.type_size()),
-                (name, id, bs, ts)
-            );
+            assert_eq!((t.name(), t.id(), t.block_size(), t.type_size()), (name, id, bs, ts));
             assert_eq!(GgmlType::from_id(id), Some(t));
         }
         assert_eq!(GgmlType::from_id(4), None);
@@ -802,16 +712,7 @@ mod tests {
         x[3] = 0.5;
         x[4] = -126.49;
         let mut out = [0u8; 34];
-        quantize_rows_at(
-            Level::Scalar,
-            GgmlType::Q8_0,
-            SrcDtype::F32,
-            &f32_bytes(&x),
-            32,
-            &mut out,
-            None,
-        )
-        .unwrap();
+        quantize_rows_at(Level::Scalar, GgmlType::Q8_0, SrcDtype::F32, &f32_bytes(&x), 32, &mut out, None).unwrap();
         assert_eq!(&out[..2], &[0x00, 0x3c], "f16(1.0)");
         assert_eq!(&out[2..7], &[127, 3, (-3i8) as u8, 1, (-126i8) as u8]);
         assert!(out[7..].iter().all(|&b| b == 0));
@@ -826,16 +727,7 @@ mod tests {
         x[2] = 16.0; // same |x|, later: not the max; trunc(16.5) = 16 → 15
         x[16] = -1.0; // trunc(8.0) = 8
         let mut out = [0u8; 18];
-        quantize_rows_at(
-            Level::Scalar,
-            GgmlType::Q4_0,
-            SrcDtype::F32,
-            &f32_bytes(&x),
-            32,
-            &mut out,
-            None,
-        )
-        .unwrap();
+        quantize_rows_at(Level::Scalar, GgmlType::Q4_0, SrcDtype::F32, &f32_bytes(&x), 32, &mut out, None).unwrap();
         assert_eq!(&out[..2], &[0x00, 0x40], "f16(2.0)");
         assert_eq!(out[2], 10 | 8 << 4);
         assert_eq!(out[3], 8 << 4, "q = 0 | 8 << 4");
@@ -850,16 +742,7 @@ mod tests {
         x[1] = 14.0;
         x[17] = 2.4;
         let mut out = [0u8; 20];
-        quantize_rows_at(
-            Level::Scalar,
-            GgmlType::Q4_1,
-            SrcDtype::F32,
-            &f32_bytes(&x),
-            32,
-            &mut out,
-            None,
-        )
-        .unwrap();
+        quantize_rows_at(Level::Scalar, GgmlType::Q4_1, SrcDtype::F32, &f32_bytes(&x), 32, &mut out, None).unwrap();
         assert_eq!(&out[..4], &[0x00, 0x3c, 0x00, 0xbc], "f16(1.0), f16(-1.0)");
         assert_eq!(out[4], 1 << 4);
         assert_eq!(out[5], 15 | 3 << 4);
@@ -870,39 +753,11 @@ mod tests {
         let mut x = vec![1.0f32; 64];
         x[40] = f32::NEG_INFINITY;
         let mut out = vec![0u8; 68];
-        let e = quantize_rows_at(
-            Level::Scalar,
-            GgmlType::Q8_0,
-            SrcDtype::F32,
-            &f32_bytes(&x),
-            32,
-            &mut out,
-            None,
-        );
-        assert_eq!(
-            e,
-            Err(QuantError::NonFinite {
-                index: 40,
-                value: f32::NEG_INFINITY
-            })
-        );
-        let e = quantize_rows(
-            GgmlType::Q8_0,
-            SrcDtype::F32,
-            &f32_bytes(&x),
-            48,
-            &mut out,
-            None,
-        );
+        let e = quantize_rows_at(Level::Scalar, GgmlType::Q8_0, SrcDtype::F32, &f32_bytes(&x), 32, &mut out, None);
+        assert_eq!(e, Err(QuantError::NonFinite { index: 40, value: f32::NEG_INFINITY }));
+        let e = quantize_rows(GgmlType::Q8_0, SrcDtype::F32, &f32_bytes(&x), 48, &mut out, None);
         assert!(matches!(e, Err(QuantError::Shape(_))));
-        let e = quantize_rows(
-            GgmlType::Q4_K,
-            SrcDtype::F32,
-            &f32_bytes(&x),
-            64,
-            &mut out,
-            None,
-        );
+        let e = quantize_rows(GgmlType::Q4_K, SrcDtype::F32, &f32_bytes(&x), 64, &mut out, None);
         assert_eq!(e, Err(QuantError::Unsupported("Q4_K")));
     }
 }

@@ -27,14 +27,7 @@ pub struct ErrorStats {
 impl ErrorStats {
     /// Empty statistics (no elements).
     pub const fn new() -> Self {
-        ErrorStats {
-            sum_sq_ref: 0.0,
-            sum_sq_err: 0.0,
-            sum_sq_deq: 0.0,
-            dot: 0.0,
-            max_abs_err: 0.0,
-            count: 0,
-        }
+        ErrorStats { sum_sq_ref: 0.0, sum_sq_err: 0.0, sum_sq_deq: 0.0, dot: 0.0, max_abs_err: 0.0, count: 0 }
     }
 
     /// Accumulate reference values `x` against their reconstruction `y` (same length), in order.
@@ -91,11 +84,7 @@ impl ErrorStats {
     pub fn cosine(&self) -> f64 {
         let den = (self.sum_sq_ref * self.sum_sq_deq).sqrt();
         if den == 0.0 {
-            return if self.sum_sq_ref == self.sum_sq_deq {
-                1.0
-            } else {
-                0.0
-            };
+            return if self.sum_sq_ref == self.sum_sq_deq { 1.0 } else { 0.0 };
         }
         self.dot / den
     }

@@ -3,23 +3,16 @@
 //! thread count.
 
 use modelpack_quant::ct::{
-    par_chunk_rows, quantize_rows, quantize_rows_at, quantize_tensor_par, CtScheme, ScaleDtype,
-    Strategy,
+    par_chunk_rows, quantize_rows, quantize_rows_at, quantize_tensor_par, CtScheme, ScaleDtype, Strategy,
 };
 use modelpack_quant::{ErrorStats, Level, QuantError, SrcDtype};
 
 fn bf16_bytes(v: &[f32]) -> Vec<u8> {
-    v.iter()
-        .flat_map(|&x| half::bf16::from_f32(x).to_le_bytes())
-        .collect()
+    v.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect()
 }
 
 fn asym4(group: usize) -> CtScheme {
-    CtScheme {
-        bits: 4,
-        strategy: Strategy::Group(group),
-        symmetric: false,
-    }
+    CtScheme { bits: 4, strategy: Strategy::Group(group), symmetric: false }
 }
 
 #[test]
@@ -37,11 +30,7 @@ fn layout_helpers() {
     assert_eq!(s8.zp_rows(10), 3);
     assert_eq!((s8.qmin(), s8.qmax()), (-128, 127));
     assert_eq!((s.qmin(), s.qmax()), (-8, 7));
-    let bad = CtScheme {
-        bits: 0,
-        strategy: Strategy::Channel,
-        symmetric: true,
-    };
+    let bad = CtScheme { bits: 0, strategy: Strategy::Channel, symmetric: true };
     assert!(bad.validate().is_err());
     let _ = (bad.packed_cols(10), bad.zp_rows(3), bad.qmin()); // no panic
 }
@@ -51,151 +40,33 @@ fn refuses_bad_shapes_without_panicking() {
     let s = CtScheme::w4_group_sym(32);
     let input = bf16_bytes(&[0.5; 64]);
     let (mut p, mut sc) = (vec![0u8; 2 * 4 * 4], vec![0u8; 2 * 2]);
-    let shape =
-        |r: Result<(), QuantError>| assert!(matches!(r, Err(QuantError::Shape(_))), "{r:?}");
+    let shape = |r: Result<(), QuantError>| assert!(matches!(r, Err(QuantError::Shape(_))), "{r:?}");
     let sd = ScaleDtype::BF16;
     let b = SrcDtype::BF16;
-    assert_eq!(
-        quantize_rows(&s, b, sd, &input, 0, 2, 32, &mut p, &mut sc, None, None),
-        Ok(())
-    );
-    shape(quantize_rows(
-        &s,
-        b,
-        sd,
-        &input[1..],
-        0,
-        2,
-        32,
-        &mut p,
-        &mut sc,
-        None,
-        None,
-    ));
-    shape(quantize_rows(
-        &s,
-        b,
-        sd,
-        &input,
-        0,
-        2,
-        32,
-        &mut p[1..],
-        &mut sc,
-        None,
-        None,
-    ));
-    shape(quantize_rows(
-        &s,
-        b,
-        sd,
-        &input,
-        0,
-        2,
-        32,
-        &mut p,
-        &mut sc[1..],
-        None,
-        None,
-    ));
-    shape(quantize_rows(
-        &s,
-        b,
-        sd,
-        &input,
-        0,
-        2,
-        32,
-        &mut p,
-        &mut sc,
-        Some(&mut [0u8; 4]),
-        None,
-    ));
-    shape(quantize_rows(
-        &s,
-        b,
-        ScaleDtype::F32,
-        &input,
-        0,
-        2,
-        32,
-        &mut p,
-        &mut sc,
-        None,
-        None,
-    ));
+    assert_eq!(quantize_rows(&s, b, sd, &input, 0, 2, 32, &mut p, &mut sc, None, None), Ok(()));
+    shape(quantize_rows(&s, b, sd, &input[1..], 0, 2, 32, &mut p, &mut sc, None, None));
+    shape(quantize_rows(&s, b, sd, &input, 0, 2, 32, &mut p[1..], &mut sc, None, None));
+    shape(quantize_rows(&s, b, sd, &input, 0, 2, 32, &mut p, &mut sc[1..], None, None));
+    shape(quantize_rows(&s, b, sd, &input, 0, 2, 32, &mut p, &mut sc, Some(&mut [0u8; 4]), None));
+    shape(quantize_rows(&s, b, ScaleDtype::F32, &input, 0, 2, 32, &mut p, &mut sc, None, None));
     // Same byte counts as 2 x 32, but a row of 16 cannot hold a group of 32.
-    shape(quantize_rows(
-        &s, b, sd, &input, 0, 4, 16, &mut p, &mut sc, None, None,
-    ));
+    shape(quantize_rows(&s, b, sd, &input, 0, 4, 16, &mut p, &mut sc, None, None));
     let g48 = CtScheme::w4_group_sym(48);
-    shape(quantize_rows(
-        &g48, b, sd, &input, 0, 2, 32, &mut p, &mut sc, None, None,
-    ));
-    let b3 = CtScheme {
-        bits: 3,
-        ..CtScheme::w4_group_sym(32)
-    };
-    shape(quantize_rows(
-        &b3, b, sd, &input, 0, 2, 32, &mut p, &mut sc, None, None,
-    ));
+    shape(quantize_rows(&g48, b, sd, &input, 0, 2, 32, &mut p, &mut sc, None, None));
+    let b3 = CtScheme { bits: 3, ..CtScheme::w4_group_sym(32) };
+    shape(quantize_rows(&b3, b, sd, &input, 0, 2, 32, &mut p, &mut sc, None, None));
     let a = asym4(32);
     let mut z = vec![0u8; 4];
-    shape(quantize_rows(
-        &a, b, sd, &input, 0, 2, 32, &mut p, &mut sc, None, None,
-    ));
-    shape(quantize_rows(
-        &a,
-        b,
-        sd,
-        &input,
-        4,
-        2,
-        32,
-        &mut p,
-        &mut sc,
-        Some(&mut z),
-        None,
-    ));
-    assert_eq!(
-        quantize_rows(
-            &a,
-            b,
-            sd,
-            &input,
-            8,
-            2,
-            32,
-            &mut p,
-            &mut sc,
-            Some(&mut z),
-            None
-        ),
-        Ok(())
-    );
-    shape(quantize_rows(
-        &a,
-        b,
-        sd,
-        &input,
-        0,
-        2,
-        32,
-        &mut p,
-        &mut sc,
-        Some(&mut z[1..]),
-        None,
-    ));
+    shape(quantize_rows(&a, b, sd, &input, 0, 2, 32, &mut p, &mut sc, None, None));
+    shape(quantize_rows(&a, b, sd, &input, 4, 2, 32, &mut p, &mut sc, Some(&mut z), None));
+    assert_eq!(quantize_rows(&a, b, sd, &input, 8, 2, 32, &mut p, &mut sc, Some(&mut z), None), Ok(()));
+    shape(quantize_rows(&a, b, sd, &input, 0, 2, 32, &mut p, &mut sc, Some(&mut z[1..]), None));
 }
 
 #[test]
 fn non_finite_names_the_first_element_at_every_level() {
     let (rows, cols) = (5, 64);
-    for (src, bad) in [
-        (SrcDtype::BF16, f32::NAN),
-        (SrcDtype::F16, f32::INFINITY),
-        (SrcDtype::F32, f32::NEG_INFINITY),
-    ] {
+    for (src, bad) in [(SrcDtype::BF16, f32::NAN), (SrcDtype::F16, f32::INFINITY), (SrcDtype::F32, f32::NEG_INFINITY)] {
         let mut v: Vec<f32> = (0..rows * cols).map(|i| (i as f32 * 0.37).sin()).collect();
         v[2 * cols + 37] = bad;
         v[3 * cols + 1] = f32::NAN;
@@ -207,16 +78,11 @@ fn non_finite_names_the_first_element_at_every_level() {
                 SrcDtype::BF16 => half::bf16::from_f32(x).to_le_bytes().to_vec(),
             })
             .collect();
-        for s in [
-            CtScheme::w4_group_sym(32),
-            asym4(64),
-            CtScheme::w8_channel_sym(),
-        ] {
+        for s in [CtScheme::w4_group_sym(32), asym4(64), CtScheme::w8_channel_sym()] {
             for level in Level::supported() {
                 let sc_n = rows * s.scale_cols(cols).unwrap() * 4;
                 let (mut p, mut sc) = (vec![0u8; rows * s.packed_cols(cols) * 4], vec![0u8; sc_n]);
-                let mut z = (!s.symmetric)
-                    .then(|| vec![0u8; s.zp_rows(rows) * s.scale_cols(cols).unwrap() * 4]);
+                let mut z = (!s.symmetric).then(|| vec![0u8; s.zp_rows(rows) * s.scale_cols(cols).unwrap() * 4]);
                 let e = quantize_rows_at(
                     level,
                     &s,
@@ -259,9 +125,7 @@ fn stats_match_an_independent_dequantization() {
 
 fn stats_case(g: usize) {
     let (rows, cols) = (16, 96);
-    let v: Vec<f32> = (0..rows * cols)
-        .map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 1.3)
-        .collect();
+    let v: Vec<f32> = (0..rows * cols).map(|i| ((i * 7919) % 1000) as f32 / 250.0 - 1.3).collect();
     let input = bf16_bytes(&v);
     let s = asym4(g);
     let ng = cols / g;
@@ -286,18 +150,13 @@ fn stats_case(g: usize) {
     let mut want = ErrorStats::new();
     for r in 0..rows {
         for c in 0..cols {
-            let x = half::bf16::from_le_bytes([
-                input[2 * (r * cols + c)],
-                input[2 * (r * cols + c) + 1],
-            ])
-            .to_f32();
+            let x = half::bf16::from_le_bytes([input[2 * (r * cols + c)], input[2 * (r * cols + c) + 1]]).to_f32();
             let byte = p[(r * cols + c) / 2];
             let q = i32::from(if c % 2 == 0 { byte & 15 } else { byte >> 4 }) - 8;
             let j = c / g;
             let zw = u32::from_le_bytes(z[4 * ((r / 8) * ng + j)..][..4].try_into().unwrap());
             let zp = ((zw >> (4 * (r % 8))) & 15) as i32 - 8;
-            let scale = half::bf16::from_le_bytes([sc[2 * (r * ng + j)], sc[2 * (r * ng + j) + 1]])
-                .to_f32();
+            let scale = half::bf16::from_le_bytes([sc[2 * (r * ng + j)], sc[2 * (r * ng + j) + 1]]).to_f32();
             let y = half::bf16::from_f32((q - zp) as f32 * scale).to_f32();
             want.add(&[x], &[y]);
         }
@@ -310,9 +169,7 @@ fn stats_case(g: usize) {
 fn parallel_driver_is_thread_count_independent() {
     let s = asym4(128);
     let (rows, cols) = (3 * par_chunk_rows(&s, 512) + 5, 512);
-    let v: Vec<f32> = (0..rows * cols)
-        .map(|i| ((i as f32) * 0.011).cos() * 0.02)
-        .collect();
+    let v: Vec<f32> = (0..rows * cols).map(|i| ((i as f32) * 0.011).cos() * 0.02).collect();
     let input = bf16_bytes(&v);
     let ng = cols / 128;
     let run = |threads: usize, input: &[u8]| {
@@ -320,10 +177,7 @@ fn parallel_driver_is_thread_count_independent() {
         let mut sc = vec![0u8; rows * ng * 2];
         let mut z = vec![0u8; s.zp_rows(rows) * ng * 4];
         let mut st = ErrorStats::new();
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         let r = pool.install(|| {
             quantize_tensor_par(
                 &s,
@@ -349,20 +203,8 @@ fn parallel_driver_is_thread_count_independent() {
     let mut p = vec![0u8; rows * cols / 2];
     let mut sc = vec![0u8; rows * ng * 2];
     let mut z = vec![0u8; s.zp_rows(rows) * ng * 4];
-    quantize_rows(
-        &s,
-        SrcDtype::BF16,
-        ScaleDtype::BF16,
-        &input,
-        0,
-        rows,
-        cols,
-        &mut p,
-        &mut sc,
-        Some(&mut z),
-        None,
-    )
-    .unwrap();
+    quantize_rows(&s, SrcDtype::BF16, ScaleDtype::BF16, &input, 0, rows, cols, &mut p, &mut sc, Some(&mut z), None)
+        .unwrap();
     assert!(p == one.1 && sc == one.2 && z == one.3);
     // A NaN in a late chunk is reported with its tensor-wide index.
     let mut bad = input.clone();

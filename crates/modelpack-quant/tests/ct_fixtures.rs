@@ -16,9 +16,7 @@ struct Tensor {
 }
 
 fn fixture(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../fixtures/compressed-tensors")
-        .join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../fixtures/compressed-tensors").join(rel)
 }
 
 /// Minimal safetensors reader for these fixtures (header: a flat JSON object of
@@ -43,33 +41,18 @@ fn read_safetensors(rel: &str) -> BTreeMap<String, Tensor> {
         }
         let field = |k: &str| {
             let i = body.find(&format!("\"{k}\"")).unwrap() + k.len() + 2;
-            let v = body[i..]
-                .trim_start()
-                .strip_prefix(':')
-                .unwrap()
-                .trim_start();
+            let v = body[i..].trim_start().strip_prefix(':').unwrap().trim_start();
             v.to_string()
         };
         let dtype = field("dtype");
         let dtype = dtype[1..1 + dtype[1..].find('"').unwrap()].to_string();
         let nums = |v: String| -> Vec<usize> {
             let e = v.find(']').unwrap();
-            v[1..e]
-                .split(',')
-                .filter(|s| !s.trim().is_empty())
-                .map(|s| s.trim().parse().unwrap())
-                .collect()
+            v[1..e].split(',').filter(|s| !s.trim().is_empty()).map(|s| s.trim().parse().unwrap()).collect()
         };
         let shape = nums(field("shape"));
         let off = nums(field("data_offsets"));
-        out.insert(
-            name.to_string(),
-            Tensor {
-                dtype,
-                shape,
-                data: b[base + off[0]..base + off[1]].to_vec(),
-            },
-        );
+        out.insert(name.to_string(), Tensor { dtype, shape, data: b[base + off[0]..base + off[1]].to_vec() });
     }
     out
 }
@@ -77,15 +60,8 @@ fn read_safetensors(rel: &str) -> BTreeMap<String, Tensor> {
 fn check_package(pkg: &str, scheme: CtScheme) {
     let dense = read_safetensors("dense_bf16/model.safetensors");
     let st = read_safetensors(&format!("{pkg}/model.safetensors"));
-    let mods: Vec<&str> = st
-        .keys()
-        .filter_map(|k| k.strip_suffix(".weight_packed"))
-        .collect();
-    assert_eq!(
-        mods.len(),
-        7,
-        "{pkg}: expected the 7 Linear modules of one layer"
-    );
+    let mods: Vec<&str> = st.keys().filter_map(|k| k.strip_suffix(".weight_packed")).collect();
+    assert_eq!(mods.len(), 7, "{pkg}: expected the 7 Linear modules of one layer");
     for level in Level::supported() {
         for m in &mods {
             let w = &dense[&format!("{m}.weight")];
@@ -97,21 +73,11 @@ fn check_package(pkg: &str, scheme: CtScheme) {
             assert_eq!(want_packed.dtype, "I32");
             assert_eq!(want_packed.shape, [rows, scheme.packed_cols(cols)], "{m}");
             assert_eq!(want_scale.dtype, "BF16");
-            assert_eq!(
-                want_scale.shape,
-                [rows, scheme.scale_cols(cols).unwrap()],
-                "{m}"
-            );
-            let shape_bytes: Vec<u8> = [rows as i64, cols as i64]
-                .iter()
-                .flat_map(|v| v.to_le_bytes())
-                .collect();
+            assert_eq!(want_scale.shape, [rows, scheme.scale_cols(cols).unwrap()], "{m}");
+            let shape_bytes: Vec<u8> = [rows as i64, cols as i64].iter().flat_map(|v| v.to_le_bytes()).collect();
             assert_eq!(want_shape.dtype, "I64");
             assert_eq!(want_shape.data, shape_bytes, "{m}.weight_shape");
-            assert!(
-                !st.contains_key(&format!("{m}.weight_zero_point")),
-                "symmetric: no zero point"
-            );
+            assert!(!st.contains_key(&format!("{m}.weight_zero_point")), "symmetric: no zero point");
 
             let mut packed = vec![0u8; want_packed.data.len()];
             let mut scale = vec![0u8; want_scale.data.len()];
@@ -130,14 +96,8 @@ fn check_package(pkg: &str, scheme: CtScheme) {
                 None,
             )
             .unwrap();
-            assert!(
-                scale == want_scale.data,
-                "{pkg} {m} weight_scale at {level:?}"
-            );
-            assert!(
-                packed == want_packed.data,
-                "{pkg} {m} weight_packed at {level:?}"
-            );
+            assert!(scale == want_scale.data, "{pkg} {m} weight_scale at {level:?}");
+            assert!(packed == want_packed.data, "{pkg} {m} weight_packed at {level:?}");
 
             // Chunked in 3 uneven pieces: the same bytes.
             let (pr, sr) = (packed.len() / rows, scale.len() / rows);
@@ -162,10 +122,7 @@ fn check_package(pkg: &str, scheme: CtScheme) {
                 )
                 .unwrap();
             }
-            assert!(
-                packed2 == packed && scale2 == scale,
-                "{m}: chunking changed bytes"
-            );
+            assert!(packed2 == packed && scale2 == scale, "{m}: chunking changed bytes");
         }
     }
 }

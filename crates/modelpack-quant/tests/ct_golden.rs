@@ -18,21 +18,13 @@ struct Case {
 
 impl Case {
     fn get(&self, k: &str) -> &str {
-        &self
-            .fields
-            .iter()
-            .find(|(n, _)| n == k)
-            .unwrap_or_else(|| panic!("missing {k}"))
-            .1
+        &self.fields.iter().find(|(n, _)| n == k).unwrap_or_else(|| panic!("missing {k}")).1
     }
     fn num(&self, k: &str) -> usize {
         self.get(k).parse().unwrap()
     }
     fn file(&self, k: &str) -> Option<Vec<u8>> {
-        self.fields
-            .iter()
-            .find(|(n, _)| n == k)
-            .map(|(_, f)| std::fs::read(dir().join(f)).unwrap())
+        self.fields.iter().find(|(n, _)| n == k).map(|(_, f)| std::fs::read(dir().join(f)).unwrap())
     }
 }
 
@@ -99,21 +91,8 @@ fn golden_cases_match_at_every_level() {
             let mut p = vec![0xAAu8; want_p.len()];
             let mut sc = vec![0xAAu8; want_s.len()];
             let mut z = want_z.as_ref().map(|w| vec![0xAAu8; w.len()]);
-            quantize_rows_at(
-                level,
-                &s,
-                src,
-                sd,
-                &input,
-                0,
-                rows,
-                cols,
-                &mut p,
-                &mut sc,
-                z.as_deref_mut(),
-                None,
-            )
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+            quantize_rows_at(level, &s, src, sd, &input, 0, rows, cols, &mut p, &mut sc, z.as_deref_mut(), None)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(sc == want_s, "{name} scales at {level:?}");
             assert!(p == want_p, "{name} packed at {level:?}");
             assert!(z == want_z, "{name} zero points at {level:?}");
@@ -146,10 +125,7 @@ fn golden_cases_match_at_every_level() {
                 .unwrap();
                 a = b;
             }
-            assert!(
-                p2 == p && s2 == sc && z2 == z,
-                "{name}: chunking changed bytes"
-            );
+            assert!(p2 == p && s2 == sc && z2 == z, "{name}: chunking changed bytes");
         }
     }
 }
@@ -179,11 +155,7 @@ fn golden_inputs_round_trip_within_half_a_step() {
         };
         let (rows, cols) = (c.num("rows"), c.num("cols"));
         let input = c.file("input").unwrap();
-        let (p, sc, z) = (
-            c.file("packed").unwrap(),
-            c.file("scale").unwrap(),
-            c.file("zp"),
-        );
+        let (p, sc, z) = (c.file("packed").unwrap(), c.file("scale").unwrap(), c.file("zp"));
         let mut y = vec![0f32; rows * cols];
         dequantize_rows(&s, sd, &p, &sc, z.as_deref(), 0, rows, cols, &mut y).unwrap();
         let gl = cols / s.scale_cols(cols).unwrap();
@@ -193,12 +165,8 @@ fn golden_inputs_round_trip_within_half_a_step() {
                 let x = modelpack_quant::convert::load(src, &input, i);
                 let j = r * s.scale_cols(cols).unwrap() + col / gl;
                 let step = match sd {
-                    ScaleDtype::BF16 => f32::from_bits(
-                        u32::from(u16::from_le_bytes([sc[2 * j], sc[2 * j + 1]])) << 16,
-                    ),
-                    ScaleDtype::F16 => {
-                        half::f16::from_le_bytes([sc[2 * j], sc[2 * j + 1]]).to_f32()
-                    }
+                    ScaleDtype::BF16 => f32::from_bits(u32::from(u16::from_le_bytes([sc[2 * j], sc[2 * j + 1]])) << 16),
+                    ScaleDtype::F16 => half::f16::from_le_bytes([sc[2 * j], sc[2 * j + 1]]).to_f32(),
                     ScaleDtype::F32 => f32::from_le_bytes(sc[4 * j..4 * j + 4].try_into().unwrap()),
                 };
                 if !step.is_finite() {
@@ -209,22 +177,14 @@ fn golden_inputs_round_trip_within_half_a_step() {
                     "f16" => 2f64.powi(-11),
                     _ => 2f64.powi(-24),
                 };
-                let ue = if c.get("src") == c.get("scale_dtype") {
-                    u(c.get("src"))
-                } else {
-                    u("f32")
-                };
+                let ue = if c.get("src") == c.get("scale_dtype") { u(c.get("src")) } else { u("f32") };
                 let us = u(c.get("scale_dtype"));
                 let st = f64::from(step);
                 let bound = st * (0.5 + f64::from(1u32 << (s.bits + 1)) * ue)
                     + (f64::from(x.abs()) + st) * us
                     + f64::from(1u32 << s.bits) * tiny(c.get("scale_dtype"));
                 let err = (f64::from(x) - f64::from(y[i])).abs();
-                assert!(
-                    err <= bound,
-                    "{name} [{r},{col}]: x={x} y={} step={step}",
-                    y[i]
-                );
+                assert!(err <= bound, "{name} [{r},{col}]: x={x} y={} step={step}", y[i]);
             }
         }
     }

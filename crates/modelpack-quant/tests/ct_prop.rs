@@ -4,9 +4,7 @@
 //! per-step rounding: see `ct_golden.rs` for the bound; a scale rounded to a coarser dtype than
 //! the element steps shrinks the grid by up to 2^bits relative half-ulps of that dtype).
 
-use modelpack_quant::ct::{
-    dequantize_rows, quantize_rows_at, CtScheme, ScaleDtype, Strategy as CtStrategy,
-};
+use modelpack_quant::ct::{dequantize_rows, quantize_rows_at, CtScheme, ScaleDtype, Strategy as CtStrategy};
 use modelpack_quant::{Level, QuantError, SrcDtype};
 use proptest::prelude::*;
 
@@ -146,41 +144,28 @@ fn case() -> impl Strategy<Value = Case> {
         prop::collection::vec(0u8..8, 14),
         prop::option::weighted(0.15, (any::<u64>(), 0u8..3)),
     )
-        .prop_map(
-            |(bits, group, symmetric, src, sdk, rows, ngroups, chcols, seed, kinds, bad)| {
-                let (strategy, cols, g) = if group == 0 {
-                    (CtStrategy::Channel, chcols, chcols)
-                } else {
-                    (CtStrategy::Group(group), group * ngroups, group)
-                };
-                let sd = match sdk {
-                    0 => ScaleDtype::for_source(src),
-                    1 => ScaleDtype::BF16,
-                    _ => ScaleDtype::F32,
-                };
-                let mut rng = Rng(seed | 1);
-                let mut v = vec![0f32; rows * cols];
-                for (r, row) in v.chunks_mut(cols).enumerate() {
-                    fill_row(&mut rng, src, kinds[r], g, row);
-                }
-                if let Some((pos, what)) = bad {
-                    let i = (pos % (rows * cols) as u64) as usize;
-                    v[i] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][what as usize];
-                }
-                Case {
-                    scheme: CtScheme {
-                        bits,
-                        strategy,
-                        symmetric,
-                    },
-                    src,
-                    sd,
-                    rows,
-                    cols,
-                    input: encode(src, &v),
-                }
-            },
-        )
+        .prop_map(|(bits, group, symmetric, src, sdk, rows, ngroups, chcols, seed, kinds, bad)| {
+            let (strategy, cols, g) = if group == 0 {
+                (CtStrategy::Channel, chcols, chcols)
+            } else {
+                (CtStrategy::Group(group), group * ngroups, group)
+            };
+            let sd = match sdk {
+                0 => ScaleDtype::for_source(src),
+                1 => ScaleDtype::BF16,
+                _ => ScaleDtype::F32,
+            };
+            let mut rng = Rng(seed | 1);
+            let mut v = vec![0f32; rows * cols];
+            for (r, row) in v.chunks_mut(cols).enumerate() {
+                fill_row(&mut rng, src, kinds[r], g, row);
+            }
+            if let Some((pos, what)) = bad {
+                let i = (pos % (rows * cols) as u64) as usize;
+                v[i] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][what as usize];
+            }
+            Case { scheme: CtScheme { bits, strategy, symmetric }, src, sd, rows, cols, input: encode(src, &v) }
+        })
 }
 
 type Out = Result<(Vec<u8>, Vec<u8>, Option<Vec<u8>>), QuantError>;
@@ -189,32 +174,17 @@ fn run(level: Level, c: &Case) -> Out {
     let s = &c.scheme;
     let mut p = vec![0x5au8; c.rows * s.packed_cols(c.cols) * 4];
     let mut sc = vec![0x5au8; c.rows * s.scale_cols(c.cols).unwrap() * c.sd.size()];
-    let mut z =
-        (!s.symmetric).then(|| vec![0x5au8; s.zp_rows(c.rows) * s.scale_cols(c.cols).unwrap() * 4]);
-    quantize_rows_at(
-        level,
-        s,
-        c.src,
-        c.sd,
-        &c.input,
-        0,
-        c.rows,
-        c.cols,
-        &mut p,
-        &mut sc,
-        z.as_deref_mut(),
-        None,
-    )?;
+    let mut z = (!s.symmetric).then(|| vec![0x5au8; s.zp_rows(c.rows) * s.scale_cols(c.cols).unwrap() * 4]);
+    quantize_rows_at(level, s, c.src, c.sd, &c.input, 0, c.rows, c.cols, &mut p, &mut sc, z.as_deref_mut(), None)?;
     Ok((p, sc, z))
 }
 
 fn same(a: &Out, b: &Out) -> bool {
     match (a, b) {
         (Ok(x), Ok(y)) => x == y,
-        (
-            Err(QuantError::NonFinite { index: i, value: v }),
-            Err(QuantError::NonFinite { index: j, value: w }),
-        ) => i == j && v.to_bits() == w.to_bits(),
+        (Err(QuantError::NonFinite { index: i, value: v }), Err(QuantError::NonFinite { index: j, value: w })) => {
+            i == j && v.to_bits() == w.to_bits()
+        }
         _ => false,
     }
 }

@@ -11,14 +11,8 @@ use std::time::Instant;
 #[test]
 #[ignore = "manual benchmark"]
 fn ct_speed() {
-    let mib: usize = std::env::var("CT_SPEED_MIB")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256);
-    let reps: usize = std::env::var("CT_SPEED_REPS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(3);
+    let mib: usize = std::env::var("CT_SPEED_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
+    let reps: usize = std::env::var("CT_SPEED_REPS").ok().and_then(|v| v.parse().ok()).unwrap_or(3);
     let cols = 4096;
     let n = (mib << 20) / 2;
     let rows = n / cols;

@@ -27,8 +27,7 @@ fn ty_of(s: &str) -> GgmlType {
 #[test]
 fn quantize_matches_gguf_package_at_every_level() {
     let dir = golden_dir();
-    let index: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
+    let index: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
     let cases = index["cases"].as_array().unwrap();
     assert!(cases.len() >= 6, "golden index lists every source dtype");
     let mut checked = 0;
@@ -47,11 +46,7 @@ fn quantize_matches_gguf_package_at_every_level() {
                 quantize_rows_at(level, ty, src, &input, row_len, &mut got, None).unwrap();
                 if got != want {
                     let bs = ty.type_size();
-                    let blk = got
-                        .chunks(bs)
-                        .zip(want.chunks(bs))
-                        .position(|(a, b)| a != b)
-                        .unwrap();
+                    let blk = got.chunks(bs).zip(want.chunks(bs)).position(|(a, b)| a != b).unwrap();
                     panic!(
                         "{label} at {level:?}: block {blk} differs\n got  {:02x?}\n want {:02x?}",
                         &got[blk * bs..(blk + 1) * bs],
@@ -64,11 +59,7 @@ fn quantize_matches_gguf_package_at_every_level() {
             let mut deq = vec![0f32; rows * row_len];
             dequantize_rows(ty, &want, row_len, &mut deq).unwrap();
             let bytes: Vec<u8> = deq.iter().flat_map(|v| v.to_le_bytes()).collect();
-            assert_eq!(
-                hex(&Sha256::digest(&bytes)),
-                o["dequant_sha256"].as_str().unwrap(),
-                "{label} dequantize"
-            );
+            assert_eq!(hex(&Sha256::digest(&bytes)), o["dequant_sha256"].as_str().unwrap(), "{label} dequantize");
             // The parallel entry point and the stats option do not change the bytes.
             let mut par = vec![0u8; want.len()];
             let mut stats = ErrorStats::new();

@@ -9,14 +9,8 @@ use modelpack_quant::{Level, QuantError, SrcDtype};
 use proptest::prelude::*;
 
 const QK: usize = 32;
-const TYPES: [GgmlType; 6] = [
-    GgmlType::Q8_0,
-    GgmlType::Q4_0,
-    GgmlType::Q4_1,
-    GgmlType::F32,
-    GgmlType::F16,
-    GgmlType::BF16,
-];
+const TYPES: [GgmlType; 6] =
+    [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::F32, GgmlType::F16, GgmlType::BF16];
 const SRCS: [SrcDtype; 3] = [SrcDtype::F32, SrcDtype::F16, SrcDtype::BF16];
 
 /// Small deterministic generator (splitmix64): blocks are a pure function of (kind, seed, k).
@@ -46,26 +40,21 @@ fn make_block(kind: u8, seed: u64, k: i32) -> Vec<f32> {
     match kind % 12 {
         0 => {}
         1 => b.iter_mut().for_each(|v| *v = 0.0), // all +0
-        2 => b
-            .iter_mut()
-            .for_each(|v| *v = if r.next() & 1 == 0 { 0.0 } else { -0.0 }), // mixed ±0
+        2 => b.iter_mut().for_each(|v| *v = if r.next() & 1 == 0 { 0.0 } else { -0.0 }), // mixed ±0
         3 => b.iter_mut().for_each(|v| *v = s * 0.75), // constant
         4 => {
             // Q8_0 exact .5 ties: max 127·2^k gives d = 2^k.
-            b.iter_mut()
-                .for_each(|v| *v = (r.int(-126, 126) as f32 + 0.5) * s);
+            b.iter_mut().for_each(|v| *v = (r.int(-126, 126) as f32 + 0.5) * s);
             b[r.int(0, 32) as usize] = -127.0 * s;
         }
         5 => {
             // Q4_0 boundaries: max -8·2^k gives d = 2^k; x·id + 8.5 integral.
-            b.iter_mut()
-                .for_each(|v| *v = (r.int(-8, 8) as f32 - 0.5) * s);
+            b.iter_mut().for_each(|v| *v = (r.int(-8, 8) as f32 - 0.5) * s);
             b[r.int(0, 32) as usize] = -8.0 * s;
         }
         6 => {
             // Q4_1 boundaries: min 0, max 15·2^k.
-            b.iter_mut()
-                .for_each(|v| *v = (r.int(0, 14) as f32 + 0.5) * s);
+            b.iter_mut().for_each(|v| *v = (r.int(0, 14) as f32 + 0.5) * s);
             b[3] = 0.0;
             b[r.int(4, 32) as usize] = 15.0 * s;
         }
@@ -89,9 +78,7 @@ fn make_block(kind: u8, seed: u64, k: i32) -> Vec<f32> {
                 }
             });
         }
-        10 => b
-            .iter_mut()
-            .for_each(|v| *v = v.signum() * f32::MAX * 0.9 * v.abs().min(1.0)), // huge (Q4_1's max - min overflows)
+        10 => b.iter_mut().for_each(|v| *v = v.signum() * f32::MAX * 0.9 * v.abs().min(1.0)), // huge (Q4_1's max - min overflows)
         _ => {
             // Min or max zero with the other side non-zero (Q4_1's signed-zero fix-up).
             b.iter_mut().for_each(|v| *v = v.abs());
@@ -106,43 +93,24 @@ fn make_block(kind: u8, seed: u64, k: i32) -> Vec<f32> {
 fn encode(src: SrcDtype, x: &[f32]) -> Vec<u8> {
     match src {
         SrcDtype::F32 => x.iter().flat_map(|v| v.to_le_bytes()).collect(),
-        SrcDtype::F16 => x
-            .iter()
-            .flat_map(|&v| f32_to_f16(v).to_le_bytes())
-            .collect(),
-        SrcDtype::BF16 => x
-            .iter()
-            .flat_map(|&v| f32_to_bf16(v).to_le_bytes())
-            .collect(),
+        SrcDtype::F16 => x.iter().flat_map(|&v| f32_to_f16(v).to_le_bytes()).collect(),
+        SrcDtype::BF16 => x.iter().flat_map(|&v| f32_to_bf16(v).to_le_bytes()).collect(),
     }
 }
 
 fn decode(src: SrcDtype, b: &[u8]) -> Vec<f32> {
     match src {
-        SrcDtype::F32 => b
-            .chunks(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        SrcDtype::F16 => b
-            .chunks(2)
-            .map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]])))
-            .collect(),
-        SrcDtype::BF16 => b
-            .chunks(2)
-            .map(|c| bf16_to_f32(u16::from_le_bytes([c[0], c[1]])))
-            .collect(),
+        SrcDtype::F32 => b.chunks(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
+        SrcDtype::F16 => b.chunks(2).map(|c| f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
+        SrcDtype::BF16 => b.chunks(2).map(|c| bf16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect(),
     }
 }
 
 /// A tensor: `rows` rows of `blocks_per_row` (odd, up to 39: kernels work in groups of 16
 /// blocks, so this covers full groups and every tail) blocks of assorted kinds.
 fn tensor() -> impl Strategy<Value = (Vec<f32>, usize)> {
-    (
-        0usize..20,
-        1usize..4,
-        prop::collection::vec((any::<u8>(), any::<u64>(), -30i32..30), 1..=15),
-    )
-        .prop_map(|(half_bpr, rows, specs)| {
+    (0usize..20, 1usize..4, prop::collection::vec((any::<u8>(), any::<u64>(), -30i32..30), 1..=15)).prop_map(
+        |(half_bpr, rows, specs)| {
             let bpr = 2 * half_bpr + 1; // odd number of blocks per row
             let mut x = Vec::new();
             for i in 0..rows * bpr {
@@ -150,31 +118,21 @@ fn tensor() -> impl Strategy<Value = (Vec<f32>, usize)> {
                 x.extend(make_block(kind, seed.wrapping_add(i as u64), k));
             }
             (x, bpr * QK)
-        })
+        },
+    )
 }
 
 fn err_key(e: &Result<(), QuantError>) -> Option<(usize, u32)> {
     match e {
-        Err(QuantError::NonFinite { index, value }) => Some((
-            *index,
-            if value.is_nan() {
-                0x7fc0_0000
-            } else {
-                value.to_bits()
-            },
-        )),
+        Err(QuantError::NonFinite { index, value }) => {
+            Some((*index, if value.is_nan() { 0x7fc0_0000 } else { value.to_bits() }))
+        }
         Err(e) => panic!("unexpected error {e}"),
         Ok(()) => None,
     }
 }
 
-fn run(
-    level: Level,
-    ty: GgmlType,
-    src: SrcDtype,
-    input: &[u8],
-    row_len: usize,
-) -> (Vec<u8>, Option<(usize, u32)>) {
+fn run(level: Level, ty: GgmlType, src: SrcDtype, input: &[u8], row_len: usize) -> (Vec<u8>, Option<(usize, u32)>) {
     let n = input.len() / src.size();
     let mut out = vec![0u8; ty.row_bytes(row_len).unwrap() * (n / row_len)];
     let r = quantize_rows_at(level, ty, src, input, row_len, &mut out, None);
@@ -356,10 +314,7 @@ fn q4_1_signed_zero_follows_first_occurrence() {
 #[test]
 fn q8_0_rounding_matches_f32_round_near_ties() {
     // amax = 127 → d = 1, id = 1: q = roundf(x) exactly, for values near .5 ties.
-    let probes = [
-        0.5f32, 1.5, 2.5, 0.49999997, 0.50000006, 126.5, -126.5, -0.5, -2.5000002, 3.4999998,
-        1e-45, 64.5,
-    ];
+    let probes = [0.5f32, 1.5, 2.5, 0.49999997, 0.50000006, 126.5, -126.5, -0.5, -2.5000002, 3.4999998, 1e-45, 64.5];
     let mut x = [0.0f32; QK];
     x[0] = 127.0;
     x[1..=probes.len()].copy_from_slice(&probes);
@@ -376,27 +331,18 @@ fn q8_0_rounding_matches_f32_round_near_ties() {
 fn parallel_output_and_stats_independent_of_thread_count() {
     // 300 rows of 4096 (≈1.2 M elements: many chunks of PAR_CHUNK_ELEMS) with varied blocks.
     let row_len = 4096;
-    let x: Vec<f32> = (0..300 * row_len / QK)
-        .flat_map(|b| make_block(b as u8, b as u64 * 7919, (b % 23) as i32 - 11))
-        .collect();
-    let x: Vec<f32> = x
-        .into_iter()
-        .map(|v| if v.abs() > 1e30 { 1.0 } else { v })
-        .collect();
+    let x: Vec<f32> =
+        (0..300 * row_len / QK).flat_map(|b| make_block(b as u8, b as u64 * 7919, (b % 23) as i32 - 11)).collect();
+    let x: Vec<f32> = x.into_iter().map(|v| if v.abs() > 1e30 { 1.0 } else { v }).collect();
     for src in SRCS {
         let input = encode(src, &x);
         for ty in TYPES {
             let n_out = ty.row_bytes(row_len).unwrap() * 300;
             let run_in = |threads: usize| {
-                let pool = rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .build()
-                    .unwrap();
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
                 let mut out = vec![0u8; n_out];
                 let mut st = ErrorStats::new();
-                let r = pool.install(|| {
-                    quantize_tensor_par(ty, src, &input, row_len, &mut out, Some(&mut st))
-                });
+                let r = pool.install(|| quantize_tensor_par(ty, src, &input, row_len, &mut out, Some(&mut st)));
                 (r.is_ok(), out, st)
             };
             let (ok1, o1, s1) = run_in(1);
@@ -416,11 +362,7 @@ fn parallel_output_and_stats_independent_of_thread_count() {
                     s.count,
                 )
             };
-            assert_eq!(
-                bits(&s1),
-                bits(&s2),
-                "{ty:?} {src:?}: stats depend on the thread count"
-            );
+            assert_eq!(bits(&s1), bits(&s2), "{ty:?} {src:?}: stats depend on the thread count");
             // And equal to the single-call quantizer.
             let mut o3 = vec![0u8; n_out];
             quantize_rows_at(Level::Scalar, ty, src, &input, row_len, &mut o3, None).unwrap();

@@ -11,21 +11,14 @@ use std::time::Instant;
 
 fn main() {
     let args: Vec<String> = std::env::args().collect();
-    let dir = Path::new(
-        args.get(1)
-            .map(String::as_str)
-            .unwrap_or("/tmp/modelpack-hash-bench"),
-    );
+    let dir = Path::new(args.get(1).map(String::as_str).unwrap_or("/tmp/modelpack-hash-bench"));
     let files: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(2);
     let mib: usize = args.get(3).and_then(|s| s.parse().ok()).unwrap_or(1024);
     std::fs::create_dir_all(dir).expect("create bench dir");
     let mut block = vec![0u8; 1 << 20];
     for i in 0..files {
         let p = dir.join(format!("shard-{i:02}.bin"));
-        if std::fs::metadata(&p)
-            .map(|m| m.len() as usize == mib << 20)
-            .unwrap_or(false)
-        {
+        if std::fs::metadata(&p).map(|m| m.len() as usize == mib << 20).unwrap_or(false) {
             continue;
         }
         let mut f = std::io::BufWriter::new(std::fs::File::create(&p).expect("create file"));
@@ -43,26 +36,15 @@ fn main() {
     let total = (files * (mib << 20)) as f64;
     let _ = modelpack_sign::hash_package(dir).expect("warm-up hash");
     for threads in [1, 2] {
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .expect("pool");
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().expect("pool");
         let (best, cpu) = (0..3)
             .map(|_| {
                 let (t, c) = (Instant::now(), cpu_seconds());
-                let d = pool
-                    .install(|| modelpack_sign::hash_package(dir))
-                    .expect("hash");
+                let d = pool.install(|| modelpack_sign::hash_package(dir)).expect("hash");
                 assert_eq!(d.len(), files);
                 (t.elapsed().as_secs_f64(), cpu_seconds() - c)
             })
-            .fold((f64::INFINITY, f64::INFINITY), |a, b| {
-                if b.0 < a.0 {
-                    b
-                } else {
-                    a
-                }
-            });
+            .fold((f64::INFINITY, f64::INFINITY), |a, b| if b.0 < a.0 { b } else { a });
         // On a shared machine wall time includes waiting for a core; bytes per CPU-second
         // is the per-core rate the hashing itself achieves.
         println!(

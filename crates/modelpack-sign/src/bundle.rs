@@ -9,8 +9,8 @@
 //! trailing newline, in exactly `model_signing`'s key order.
 
 use crate::digest::{
-    cmp_paths, hash_many, is_ignored, list_resources, validate_rel_path, walk, EntryKind,
-    FileDigest, DEFAULT_IGNORE_PATHS, SIGNATURE_FILE,
+    cmp_paths, hash_many, is_ignored, list_resources, validate_rel_path, walk, EntryKind, FileDigest,
+    DEFAULT_IGNORE_PATHS, SIGNATURE_FILE,
 };
 use crate::{PrivateKey, PublicKey, SignError};
 use base64::Engine as _;
@@ -33,13 +33,7 @@ const PREDICATE_TYPE: &str = "https://model_signing/signature/v1.0";
 
 /// DSSE pre-authentication encoding: what the signature is over.
 pub fn pae(payload: &[u8]) -> Vec<u8> {
-    let mut v = format!(
-        "DSSEv1 {} {} {} ",
-        PAYLOAD_TYPE.len(),
-        PAYLOAD_TYPE,
-        payload.len()
-    )
-    .into_bytes();
+    let mut v = format!("DSSEv1 {} {} {} ", PAYLOAD_TYPE.len(), PAYLOAD_TYPE, payload.len()).into_bytes();
     v.extend_from_slice(payload);
     v
 }
@@ -72,10 +66,7 @@ pub fn check_json_depth(bytes: &[u8], limit: usize, what: &str) -> Result<(), Si
             b'[' | b'{' => {
                 depth += 1;
                 if depth > limit {
-                    return Err(SignError::JsonTooDeep {
-                        what: what.to_string(),
-                        limit,
-                    });
+                    return Err(SignError::JsonTooDeep { what: what.to_string(), limit });
                 }
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
@@ -160,9 +151,7 @@ pub fn statement_json(name: &str, digests: &[FileDigest]) -> Vec<u8> {
         type_: STATEMENT_TYPE,
         subject: [SubjectOut {
             name,
-            digest: Sha256Out {
-                sha256: hex::encode(root_digest(digests.iter().map(|d| &d.sha256))),
-            },
+            digest: Sha256Out { sha256: hex::encode(root_digest(digests.iter().map(|d| &d.sha256))) },
         }],
         predicate_type: PREDICATE_TYPE,
         predicate: PredicateOut {
@@ -174,11 +163,7 @@ pub fn statement_json(name: &str, digests: &[FileDigest]) -> Vec<u8> {
             },
             resources: digests
                 .iter()
-                .map(|d| ResourceOut {
-                    name: &d.path,
-                    algorithm: "sha256",
-                    digest: hex::encode(d.sha256),
-                })
+                .map(|d| ResourceOut { name: &d.path, algorithm: "sha256", digest: hex::encode(d.sha256) })
                 .collect(),
         },
     };
@@ -225,11 +210,7 @@ fn model_name(root: &Path) -> String {
 /// `digests` lets `quantize` pass digests it computed while writing, so files are not read
 /// again; the directory is still listed and every resource must appear exactly once with its
 /// on-disk size, else [`SignError::DigestsMismatch`].
-pub fn sign_package(
-    root: &Path,
-    key: &PrivateKey,
-    digests: Option<Vec<FileDigest>>,
-) -> Result<Vec<u8>, SignError> {
+pub fn sign_package(root: &Path, key: &PrivateKey, digests: Option<Vec<FileDigest>>) -> Result<Vec<u8>, SignError> {
     sign_package_as(root, &model_name(root), key, digests)
 }
 
@@ -256,29 +237,17 @@ pub fn sign_package_as(
     let b64 = base64::engine::general_purpose::STANDARD;
     let bundle = BundleOut {
         media_type: BUNDLE_MEDIA_TYPE,
-        verification_material: MaterialOut {
-            public_key: HintOut {
-                hint: key.public().hint(),
-            },
-            tlog_entries: [],
-        },
+        verification_material: MaterialOut { public_key: HintOut { hint: key.public().hint() }, tlog_entries: [] },
         dsse_envelope: EnvelopeOut {
             payload: b64.encode(&payload),
             payload_type: PAYLOAD_TYPE,
-            signatures: [SigOut {
-                sig: b64.encode(sig),
-                keyid: "",
-            }],
+            signatures: [SigOut { sig: b64.encode(sig), keyid: "" }],
         },
     };
     Ok(serde_json::to_vec(&bundle).unwrap_or_default())
 }
 
-fn check_cover(
-    root: &Path,
-    files: &[(String, u64)],
-    given: &[FileDigest],
-) -> Result<(), SignError> {
+fn check_cover(root: &Path, files: &[(String, u64)], given: &[FileDigest]) -> Result<(), SignError> {
     let on_disk: HashMap<&str, u64> = files.iter().map(|(p, s)| (p.as_str(), *s)).collect();
     let mut seen = HashSet::new();
     let mut problems = Vec::new();
@@ -290,10 +259,9 @@ fn check_cover(
         }
         match on_disk.get(d.path.as_str()) {
             None => problems.push(format!("{} is not a resource of the package", d.path)),
-            Some(&s) if s != d.size => problems.push(format!(
-                "{} is {s} bytes on disk, digest says {}",
-                d.path, d.size
-            )),
+            Some(&s) if s != d.size => {
+                problems.push(format!("{} is {s} bytes on disk, digest says {}", d.path, d.size))
+            }
             Some(_) => {}
         }
     }
@@ -305,10 +273,7 @@ fn check_cover(
     if problems.is_empty() {
         Ok(())
     } else {
-        Err(SignError::DigestsMismatch {
-            root: root.to_path_buf(),
-            detail: problems.join("; "),
-        })
+        Err(SignError::DigestsMismatch { root: root.to_path_buf(), detail: problems.join("; ") })
     }
 }
 
@@ -329,23 +294,16 @@ pub fn complete_digests(root: &Path, known: Vec<FileDigest>) -> Result<Vec<FileD
         }
         match on_disk.get(d.path.as_str()) {
             None => problems.push(format!("{} is not a resource of the package", d.path)),
-            Some(&s) if s != d.size => problems.push(format!(
-                "{} is {s} bytes on disk, digest says {}",
-                d.path, d.size
-            )),
+            Some(&s) if s != d.size => {
+                problems.push(format!("{} is {s} bytes on disk, digest says {}", d.path, d.size))
+            }
             Some(_) => {}
         }
     }
     if !problems.is_empty() {
-        return Err(SignError::DigestsMismatch {
-            root: root.to_path_buf(),
-            detail: problems.join("; "),
-        });
+        return Err(SignError::DigestsMismatch { root: root.to_path_buf(), detail: problems.join("; ") });
     }
-    let rest: Vec<(String, u64)> = files
-        .into_iter()
-        .filter(|(p, _)| !seen.contains(p))
-        .collect();
+    let rest: Vec<(String, u64)> = files.into_iter().filter(|(p, _)| !seen.contains(p)).collect();
     let mut all = known;
     all.extend(hash_many(root, &rest)?);
     all.sort_by(|a, b| cmp_paths(&a.path, &b.path));
@@ -483,9 +441,7 @@ impl FileStatus {
     /// The signed digest, when there is one.
     pub fn expected(&self) -> Option<[u8; 32]> {
         match *self {
-            FileStatus::Changed { expected, .. } | FileStatus::Missing { expected } => {
-                Some(expected)
-            }
+            FileStatus::Changed { expected, .. } | FileStatus::Missing { expected } => Some(expected),
             FileStatus::Symlink { expected } | FileStatus::Special { expected } => expected,
             FileStatus::Ok | FileStatus::Extra { .. } => None,
         }
@@ -538,19 +494,13 @@ impl VerifyReport {
 }
 
 fn malformed(path: &Path, reason: impl Into<String>) -> SignError {
-    SignError::MalformedBundle {
-        path: path.to_path_buf(),
-        reason: reason.into(),
-    }
+    SignError::MalformedBundle { path: path.to_path_buf(), reason: reason.into() }
 }
 
 fn parse_digest(path: &Path, s: &str) -> Result<[u8; 32], SignError> {
     let mut d = [0u8; 32];
     if s.len() != 64 || hex::decode_to_slice(s, &mut d).is_err() {
-        return Err(malformed(
-            path,
-            format!("digest {s:?} is not 64 hex digits"),
-        ));
+        return Err(malformed(path, format!("digest {s:?} is not 64 hex digits")));
     }
     Ok(d)
 }
@@ -559,27 +509,17 @@ fn parse_digest(path: &Path, s: &str) -> Result<[u8; 32], SignError> {
 fn read_bundle(sig_path: &Path) -> Result<Vec<u8>, SignError> {
     let meta = std::fs::symlink_metadata(sig_path).map_err(|e| SignError::io(sig_path, e))?;
     if meta.file_type().is_symlink() {
-        return Err(SignError::Symlink {
-            path: sig_path.to_path_buf(),
-        });
+        return Err(SignError::Symlink { path: sig_path.to_path_buf() });
     }
     if !meta.is_file() {
-        return Err(SignError::NotRegular {
-            path: sig_path.to_path_buf(),
-        });
+        return Err(SignError::NotRegular { path: sig_path.to_path_buf() });
     }
     if meta.len() > MAX_BUNDLE_BYTES {
-        return Err(SignError::TooLarge {
-            path: sig_path.to_path_buf(),
-            size: meta.len(),
-            limit: MAX_BUNDLE_BYTES,
-        });
+        return Err(SignError::TooLarge { path: sig_path.to_path_buf(), size: meta.len(), limit: MAX_BUNDLE_BYTES });
     }
     let f = std::fs::File::open(sig_path).map_err(|e| SignError::io(sig_path, e))?;
     let mut buf = Vec::new();
-    f.take(MAX_BUNDLE_BYTES + 1)
-        .read_to_end(&mut buf)
-        .map_err(|e| SignError::io(sig_path, e))?;
+    f.take(MAX_BUNDLE_BYTES + 1).read_to_end(&mut buf).map_err(|e| SignError::io(sig_path, e))?;
     if buf.len() as u64 > MAX_BUNDLE_BYTES {
         return Err(SignError::TooLarge {
             path: sig_path.to_path_buf(),
@@ -592,10 +532,7 @@ fn read_bundle(sig_path: &Path) -> Result<Vec<u8>, SignError> {
 
 fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, SignError> {
     check_json_depth(bytes, MAX_JSON_DEPTH, what)?;
-    serde_json::from_slice(bytes).map_err(|source| SignError::Json {
-        what: what.to_string(),
-        source,
-    })
+    serde_json::from_slice(bytes).map_err(|source| SignError::Json { what: what.to_string(), source })
 }
 
 /// Verify the package at `root` against `root/model.sig` with `key`: first the signature
@@ -611,48 +548,25 @@ pub fn verify_package(root: &Path, key: &PublicKey) -> Result<VerifyReport, Sign
     if bundle.media_type != BUNDLE_MEDIA_TYPE {
         return Err(malformed(
             &sig_path,
-            format!(
-                "media type {:?}, expected {BUNDLE_MEDIA_TYPE:?}",
-                bundle.media_type
-            ),
+            format!("media type {:?}, expected {BUNDLE_MEDIA_TYPE:?}", bundle.media_type),
         ));
     }
     let vm = bundle.verification_material;
     if vm.certificate.is_some() || vm.x509_certificate_chain.is_some() {
-        return Err(malformed(
-            &sig_path,
-            "certificate-based bundle; only key-signed bundles are supported",
-        ));
+        return Err(malformed(&sig_path, "certificate-based bundle; only key-signed bundles are supported"));
     }
-    let env = bundle
-        .dsse_envelope
-        .ok_or_else(|| malformed(&sig_path, "no DSSE envelope"))?;
+    let env = bundle.dsse_envelope.ok_or_else(|| malformed(&sig_path, "no DSSE envelope"))?;
     if env.payload_type != PAYLOAD_TYPE {
-        return Err(malformed(
-            &sig_path,
-            format!(
-                "payload type {:?}, expected {PAYLOAD_TYPE:?}",
-                env.payload_type
-            ),
-        ));
+        return Err(malformed(&sig_path, format!("payload type {:?}, expected {PAYLOAD_TYPE:?}", env.payload_type)));
     }
     let sig_b64 = match env.signatures.as_slice() {
         [] => return Err(malformed(&sig_path, "bundle has no signatures")),
         [one] => &one.sig,
-        more => {
-            return Err(malformed(
-                &sig_path,
-                format!("bundle has {} signatures, expected one", more.len()),
-            ))
-        }
+        more => return Err(malformed(&sig_path, format!("bundle has {} signatures, expected one", more.len()))),
     };
     let b64 = base64::engine::general_purpose::STANDARD;
-    let payload = b64
-        .decode(&env.payload)
-        .map_err(|e| malformed(&sig_path, format!("payload: bad base64: {e}")))?;
-    let sig = b64
-        .decode(sig_b64)
-        .map_err(|e| malformed(&sig_path, format!("signature: bad base64: {e}")))?;
+    let payload = b64.decode(&env.payload).map_err(|e| malformed(&sig_path, format!("payload: bad base64: {e}")))?;
+    let sig = b64.decode(sig_b64).map_err(|e| malformed(&sig_path, format!("signature: bad base64: {e}")))?;
 
     let key_hint = key.hint();
     let bundle_key_hint = vm.public_key.and_then(|p| p.hint).filter(|h| !h.is_empty());
@@ -667,53 +581,33 @@ pub fn verify_package(root: &Path, key: &PublicKey) -> Result<VerifyReport, Sign
     };
     if let Some(h) = &bundle_key_hint {
         if *h != key_hint {
-            report.signature_error = Some(format!(
-                "signed by another key: bundle key hint {h}, given {} key hint {key_hint}",
-                key.curve()
-            ));
+            report.signature_error =
+                Some(format!("signed by another key: bundle key hint {h}, given {} key hint {key_hint}", key.curve()));
             return Ok(report);
         }
     }
     if !key.verify_der(&pae(&payload), &sig) {
-        report.signature_error = Some(format!(
-            "invalid ECDSA {} signature over the DSSE payload",
-            key.curve()
-        ));
+        report.signature_error = Some(format!("invalid ECDSA {} signature over the DSSE payload", key.curve()));
         return Ok(report);
     }
 
     // The statement is now authentic; still parse it defensively.
     let st: StatementIn = parse_json(&payload, &format!("{what}: statement"))?;
     if st.type_ != STATEMENT_TYPE {
-        return Err(malformed(
-            &sig_path,
-            format!("statement type {:?}, expected {STATEMENT_TYPE:?}", st.type_),
-        ));
+        return Err(malformed(&sig_path, format!("statement type {:?}, expected {STATEMENT_TYPE:?}", st.type_)));
     }
     if st.predicate_type != PREDICATE_TYPE {
-        return Err(malformed(
-            &sig_path,
-            format!("predicate type {:?} not supported", st.predicate_type),
-        ));
+        return Err(malformed(&sig_path, format!("predicate type {:?} not supported", st.predicate_type)));
     }
     let [subject] = st.subject.as_slice() else {
-        return Err(malformed(
-            &sig_path,
-            format!("{} subjects, expected one", st.subject.len()),
-        ));
+        return Err(malformed(&sig_path, format!("{} subjects, expected one", st.subject.len())));
     };
-    let root_hex = subject
-        .digest
-        .get("sha256")
-        .ok_or_else(|| malformed(&sig_path, "subject has no sha256 digest"))?;
+    let root_hex = subject.digest.get("sha256").ok_or_else(|| malformed(&sig_path, "subject has no sha256 digest"))?;
     let ser = &st.predicate.serialization;
     if ser.method != "files" || ser.hash_type != "sha256" {
         return Err(malformed(
             &sig_path,
-            format!(
-                "serialization {:?}/{:?} not supported (only files/sha256)",
-                ser.method, ser.hash_type
-            ),
+            format!("serialization {:?}/{:?} not supported (only files/sha256)", ser.method, ser.hash_type),
         ));
     }
     let mut ignore: Vec<String> = DEFAULT_IGNORE_PATHS.iter().map(|s| s.to_string()).collect();
@@ -729,10 +623,7 @@ pub fn verify_package(root: &Path, key: &PublicKey) -> Result<VerifyReport, Sign
         if r.algorithm != "sha256" {
             return Err(malformed(
                 &sig_path,
-                format!(
-                    "resource {:?}: algorithm {:?} not supported",
-                    r.name, r.algorithm
-                ),
+                format!("resource {:?}: algorithm {:?} not supported", r.name, r.algorithm),
             ));
         }
         expected.push((r.name.clone(), parse_digest(&sig_path, &r.digest)?));
@@ -779,8 +670,7 @@ pub fn verify_package(root: &Path, key: &PublicKey) -> Result<VerifyReport, Sign
     let hashed = hash_many(root, &to_hash)?;
     report.files_checked = hashed.len() as u64;
     report.bytes_checked = hashed.iter().map(|d| d.size).sum();
-    let actual: HashMap<&str, [u8; 32]> =
-        hashed.iter().map(|d| (d.path.as_str(), d.sha256)).collect();
+    let actual: HashMap<&str, [u8; 32]> = hashed.iter().map(|d| (d.path.as_str(), d.sha256)).collect();
     for (name, exp) in &expected {
         let (status, digest) = if let Some(s) = odd.remove(name) {
             (s, None)
@@ -788,36 +678,18 @@ pub fn verify_package(root: &Path, key: &PublicKey) -> Result<VerifyReport, Sign
             if act == exp {
                 (FileStatus::Ok, Some(*act))
             } else {
-                (
-                    FileStatus::Changed {
-                        expected: *exp,
-                        actual: *act,
-                    },
-                    None,
-                )
+                (FileStatus::Changed { expected: *exp, actual: *act }, None)
             }
         } else {
             (FileStatus::Missing { expected: *exp }, None)
         };
-        report.files.push(FileCheck {
-            path: name.clone(),
-            status,
-            digest,
-        });
+        report.files.push(FileCheck { path: name.clone(), status, digest });
     }
     let mut extras: Vec<FileCheck> = hashed
         .iter()
         .filter(|d| !exp_map.contains_key(d.path.as_str()))
-        .map(|d| FileCheck {
-            path: d.path.clone(),
-            status: FileStatus::Extra { actual: d.sha256 },
-            digest: None,
-        })
-        .chain(odd.into_iter().map(|(path, status)| FileCheck {
-            path,
-            status,
-            digest: None,
-        }))
+        .map(|d| FileCheck { path: d.path.clone(), status: FileStatus::Extra { actual: d.sha256 }, digest: None })
+        .chain(odd.into_iter().map(|(path, status)| FileCheck { path, status, digest: None }))
         .collect();
     extras.sort_by(|a, b| cmp_paths(&a.path, &b.path));
     report.files.extend(extras);
@@ -840,30 +712,19 @@ mod tests {
         // Written out by hand from the DSSE v1 definition:
         // "DSSEv1" SP len(type) SP type SP len(body) SP body, lengths in decimal bytes.
         let p = pae(b"hello world");
-        assert_eq!(
-            p,
-            b"DSSEv1 28 application/vnd.in-toto+json 11 hello world".to_vec()
-        );
+        assert_eq!(p, b"DSSEv1 28 application/vnd.in-toto+json 11 hello world".to_vec());
     }
 
     #[test]
     fn non_ascii_is_escaped_like_python() {
         // Expected strings written from Python's json.dumps("é\x7f😀") == '"\\u00e9\\u007f\\ud83d\\ude00"'.
-        assert_eq!(
-            ascii_only("\"é\u{7f}😀\"\n"),
-            "\"\\u00e9\\u007f\\ud83d\\ude00\"\n"
-        );
+        assert_eq!(ascii_only("\"é\u{7f}😀\"\n"), "\"\\u00e9\\u007f\\ud83d\\ude00\"\n");
         assert_eq!(ascii_only("{\"a\": \"b/c\"}"), "{\"a\": \"b/c\"}");
     }
 
     #[test]
     fn depth_limit_ignores_brackets_in_strings() {
-        check_json_depth(
-            br#"{"a":"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\"[[["}"#,
-            3,
-            "t",
-        )
-        .unwrap();
+        check_json_depth(br#"{"a":"[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[\"[[["}"#, 3, "t").unwrap();
         let deep = "[".repeat(40) + &"]".repeat(40);
         assert!(check_json_depth(deep.as_bytes(), 32, "t").is_err());
         check_json_depth(deep.as_bytes(), 40, "t").unwrap();
@@ -885,9 +746,7 @@ mod tests {
     fn signed_bundle(key: &PrivateKey, payload: &[u8], nsigs: usize) -> Vec<u8> {
         let b64 = base64::engine::general_purpose::STANDARD;
         let sig = b64.encode(key.sign_der(&pae(payload)));
-        let sigs: Vec<_> = (0..nsigs)
-            .map(|_| serde_json::json!({"sig": sig, "keyid": ""}))
-            .collect();
+        let sigs: Vec<_> = (0..nsigs).map(|_| serde_json::json!({"sig": sig, "keyid": ""})).collect();
         serde_json::to_vec(&serde_json::json!({
             "mediaType": BUNDLE_MEDIA_TYPE,
             "verificationMaterial": {"publicKey": {"hint": key.public().hint()}, "tlogEntries": []},
@@ -898,21 +757,14 @@ mod tests {
 
     /// A statement over `resources` (name, hex digest) with a correct root digest unless
     /// `root` is given.
-    fn statement(
-        resources: &[(&str, String)],
-        ignore: &[&str],
-        root: Option<String>,
-        method: &str,
-    ) -> Vec<u8> {
+    fn statement(resources: &[(&str, String)], ignore: &[&str], root: Option<String>, method: &str) -> Vec<u8> {
         let mut raw = Vec::new();
         for (_, d) in resources {
             raw.extend_from_slice(&hex::decode(d).unwrap());
         }
         let root = root.unwrap_or_else(|| hex::encode(Sha256::digest(&raw)));
-        let res: Vec<_> = resources
-            .iter()
-            .map(|(n, d)| serde_json::json!({"name": n, "algorithm": "sha256", "digest": d}))
-            .collect();
+        let res: Vec<_> =
+            resources.iter().map(|(n, d)| serde_json::json!({"name": n, "algorithm": "sha256", "digest": d})).collect();
         serde_json::to_vec(&serde_json::json!({
             "_type": STATEMENT_TYPE,
             "subject": [{"name": "x", "digest": {"sha256": root}}],
@@ -927,12 +779,7 @@ mod tests {
         hex::encode(Sha256::digest(b))
     }
 
-    fn verify_with(
-        d: &Path,
-        key: &PrivateKey,
-        payload: &[u8],
-        nsigs: usize,
-    ) -> Result<VerifyReport, SignError> {
+    fn verify_with(d: &Path, key: &PrivateKey, payload: &[u8], nsigs: usize) -> Result<VerifyReport, SignError> {
         std::fs::write(d.join(SIGNATURE_FILE), signed_bundle(key, payload, nsigs)).unwrap();
         verify_package(d, &key.public())
     }
@@ -948,28 +795,17 @@ mod tests {
 
         for bad in ["../a.txt", "/etc/passwd", "sub\\b", "sub/./b", ""] {
             let res = [("a.txt", hexsha(b"alpha")), (bad, hexsha(b"beta"))];
-            let e =
-                verify_with(d.path(), &key, &statement(&res, &[], None, "files"), 1).unwrap_err();
+            let e = verify_with(d.path(), &key, &statement(&res, &[], None, "files"), 1).unwrap_err();
             assert!(matches!(e, SignError::BadPath { .. }), "{bad:?}: {e}");
         }
         for bad in ["..", ".", "/", "x/../.."] {
-            let e = verify_with(d.path(), &key, &statement(&good, &[bad], None, "files"), 1)
-                .unwrap_err();
-            assert!(
-                matches!(e, SignError::BadPath { .. }),
-                "ignore {bad:?}: {e}"
-            );
+            let e = verify_with(d.path(), &key, &statement(&good, &[bad], None, "files"), 1).unwrap_err();
+            assert!(matches!(e, SignError::BadPath { .. }), "ignore {bad:?}: {e}");
         }
         let dup = [("a.txt", hexsha(b"alpha")), ("a.txt", hexsha(b"alpha"))];
         let e = verify_with(d.path(), &key, &statement(&dup, &[], None, "files"), 1).unwrap_err();
         assert!(e.to_string().contains("listed twice"), "{e}");
-        let e = verify_with(
-            d.path(),
-            &key,
-            &statement(&good, &[], Some("00".repeat(32)), "files"),
-            1,
-        )
-        .unwrap_err();
+        let e = verify_with(d.path(), &key, &statement(&good, &[], Some("00".repeat(32)), "files"), 1).unwrap_err();
         assert!(e.to_string().contains("inconsistent"), "{e}");
         let e = verify_with(d.path(), &key, &statement(&good, &[], None, "shards"), 1).unwrap_err();
         assert!(e.to_string().contains("not supported"), "{e}");
@@ -987,13 +823,7 @@ mod tests {
         std::fs::write(d.path().join("README.md"), b"unsigned").unwrap();
         let key = PrivateKey::generate(Curve::P384);
         let good = [("a.txt", hexsha(b"alpha")), ("sub/b", hexsha(b"beta"))];
-        let r = verify_with(
-            d.path(),
-            &key,
-            &statement(&good, &["README.md"], None, "files"),
-            1,
-        )
-        .unwrap();
+        let r = verify_with(d.path(), &key, &statement(&good, &["README.md"], None, "files"), 1).unwrap();
         assert!(r.passed(), "{r:?}");
         let r = verify_with(d.path(), &key, &statement(&good, &[], None, "files"), 1).unwrap();
         assert!(!r.passed());
@@ -1017,10 +847,7 @@ mod tests {
         std::fs::copy(d.path().join("a.txt"), staging.path().join("a.txt")).unwrap();
         std::fs::copy(d.path().join("sub/b"), staging.path().join("sub/b")).unwrap();
         let final_name = d.path().file_name().unwrap().to_str().unwrap();
-        assert_eq!(
-            sign_package_as(staging.path(), final_name, &key, None).unwrap(),
-            plain
-        );
+        assert_eq!(sign_package_as(staging.path(), final_name, &key, None).unwrap(), plain);
         assert_ne!(sign_package(staging.path(), &key, None).unwrap(), plain);
         let e = sign_package(d.path(), &key, Some(digests[..1].to_vec())).unwrap_err();
         assert!(e.to_string().contains("sub/b has no digest"), "{e}");
@@ -1029,11 +856,7 @@ mod tests {
         let e = sign_package(d.path(), &key, Some(wrong)).unwrap_err();
         assert!(e.to_string().contains("bytes on disk"), "{e}");
         let mut extra = digests.clone();
-        extra.push(FileDigest {
-            path: "ghost".into(),
-            sha256: [0; 32],
-            size: 0,
-        });
+        extra.push(FileDigest { path: "ghost".into(), sha256: [0; 32], size: 0 });
         let e = sign_package(d.path(), &key, Some(extra)).unwrap_err();
         assert!(e.to_string().contains("ghost is not a resource"), "{e}");
         // complete_digests hashes only what is not known, and checks what is.
@@ -1048,9 +871,6 @@ mod tests {
         assert!(crate::complete_digests(d.path(), bad).is_err());
         let mut esc = digests;
         esc[0].path = "../a.txt".into();
-        assert!(matches!(
-            sign_package(d.path(), &key, Some(esc)),
-            Err(SignError::BadPath { .. })
-        ));
+        assert!(matches!(sign_package(d.path(), &key, Some(esc)), Err(SignError::BadPath { .. })));
     }
 }

@@ -105,9 +105,6 @@ pub enum SignError {
 impl SignError {
     /// Attach a path to an I/O error.
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        SignError::Io {
-            path: path.into(),
-            source,
-        }
+        SignError::Io { path: path.into(), source }
     }
 }

@@ -8,9 +8,7 @@ use crate::SignError;
 use base64::Engine as _;
 use pkcs8::der::asn1::ObjectIdentifier;
 use pkcs8::der::Decode as _;
-use pkcs8::{
-    DecodePrivateKey as _, DecodePublicKey as _, EncodePrivateKey as _, EncodePublicKey as _,
-};
+use pkcs8::{DecodePrivateKey as _, DecodePublicKey as _, EncodePrivateKey as _, EncodePublicKey as _};
 use sha2::Digest as _;
 
 const OID_EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
@@ -56,9 +54,7 @@ impl std::str::FromStr for Curve {
         match s.to_ascii_lowercase().as_str() {
             "p256" | "p-256" | "secp256r1" | "prime256v1" => Ok(Curve::P256),
             "p384" | "p-384" | "secp384r1" => Ok(Curve::P384),
-            _ => Err(SignError::Key(format!(
-                "unsupported curve {s:?} (use p256 or p384)"
-            ))),
+            _ => Err(SignError::Key(format!("unsupported curve {s:?} (use p256 or p384)"))),
         }
     }
 }
@@ -107,10 +103,7 @@ fn pem_blocks(text: &str) -> Result<Vec<PemBlock>, SignError> {
     let mut lines = text.lines();
     while let Some(line) = lines.next() {
         let line = line.trim();
-        let Some(label) = line
-            .strip_prefix("-----BEGIN ")
-            .and_then(|l| l.strip_suffix("-----"))
-        else {
+        let Some(label) = line.strip_prefix("-----BEGIN ").and_then(|l| l.strip_suffix("-----")) else {
             continue;
         };
         let end = format!("-----END {label}-----");
@@ -130,18 +123,12 @@ fn pem_blocks(text: &str) -> Result<Vec<PemBlock>, SignError> {
             body.push_str(l);
         }
         if !closed {
-            return Err(SignError::Key(format!(
-                "PEM block {label:?} has no END line"
-            )));
+            return Err(SignError::Key(format!("PEM block {label:?} has no END line")));
         }
         let der = base64::engine::general_purpose::STANDARD
             .decode(body.as_bytes())
             .map_err(|e| SignError::Key(format!("PEM block {label:?}: bad base64: {e}")))?;
-        blocks.push(PemBlock {
-            label: label.to_string(),
-            has_headers,
-            der,
-        });
+        blocks.push(PemBlock { label: label.to_string(), has_headers, der });
     }
     Ok(blocks)
 }
@@ -169,10 +156,7 @@ fn unsupported_algorithm(alg: ObjectIdentifier, curve: Option<ObjectIdentifier>)
     SignError::Key(format!("{what} not supported (only ECDSA P-256 and P-384)"))
 }
 
-fn curve_of_oid(
-    alg: ObjectIdentifier,
-    curve: Option<ObjectIdentifier>,
-) -> Result<Curve, SignError> {
+fn curve_of_oid(alg: ObjectIdentifier, curve: Option<ObjectIdentifier>) -> Result<Curve, SignError> {
     match (alg == OID_EC_PUBLIC_KEY, curve) {
         (true, Some(c)) if c == OID_P256 => Ok(Curve::P256),
         (true, Some(c)) if c == OID_P384 => Ok(Curve::P384),
@@ -200,9 +184,9 @@ impl PrivateKey {
                 let password = password.ok_or(SignError::KeyNeedsPassword)?;
                 let info = pkcs8::EncryptedPrivateKeyInfo::from_der(&block.der)
                     .map_err(|e| der_err("encrypted PKCS#8 key")(e.to_string()))?;
-                let doc = info.decrypt(password).map_err(|e| {
-                    SignError::Key(format!("cannot decrypt private key (wrong password?): {e}"))
-                })?;
+                let doc = info
+                    .decrypt(password)
+                    .map_err(|e| SignError::Key(format!("cannot decrypt private key (wrong password?): {e}")))?;
                 Self::from_pkcs8_der(doc.as_bytes())
             }
             "EC PRIVATE KEY" if block.has_headers => Err(SignError::Key(
@@ -211,67 +195,46 @@ impl PrivateKey {
                     .into(),
             )),
             "EC PRIVATE KEY" => Self::from_sec1_der(&block.der),
-            "RSA PRIVATE KEY" => Err(SignError::Key(
-                "RSA key not supported (only ECDSA P-256 and P-384)".into(),
-            )),
+            "RSA PRIVATE KEY" => Err(SignError::Key("RSA key not supported (only ECDSA P-256 and P-384)".into())),
             "OPENSSH PRIVATE KEY" => Err(SignError::Key(
-                "OpenSSH private key format not supported; use a PEM PKCS#8 or SEC1 ECDSA key"
-                    .into(),
+                "OpenSSH private key format not supported; use a PEM PKCS#8 or SEC1 ECDSA key".into(),
             )),
-            "PUBLIC KEY" => Err(SignError::Key(
-                "found a public key where a private key is expected".into(),
-            )),
-            other => Err(SignError::Key(format!(
-                "unsupported PEM block {other:?} (expected a private key)"
-            ))),
+            "PUBLIC KEY" => Err(SignError::Key("found a public key where a private key is expected".into())),
+            other => Err(SignError::Key(format!("unsupported PEM block {other:?} (expected a private key)"))),
         }
     }
 
     fn from_pkcs8_der(der: &[u8]) -> Result<Self, SignError> {
-        let info = pkcs8::PrivateKeyInfo::from_der(der)
-            .map_err(|e| der_err("PKCS#8 key")(e.to_string()))?;
+        let info = pkcs8::PrivateKeyInfo::from_der(der).map_err(|e| der_err("PKCS#8 key")(e.to_string()))?;
         let curve = curve_of_oid(info.algorithm.oid, info.algorithm.parameters_oid().ok())?;
         let inner = match curve {
             Curve::P256 => SecretInner::P256(
-                p256::SecretKey::from_pkcs8_der(der)
-                    .map_err(|e| der_err("P-256 PKCS#8 key")(e.to_string()))?
-                    .into(),
+                p256::SecretKey::from_pkcs8_der(der).map_err(|e| der_err("P-256 PKCS#8 key")(e.to_string()))?.into(),
             ),
             Curve::P384 => SecretInner::P384(
-                p384::SecretKey::from_pkcs8_der(der)
-                    .map_err(|e| der_err("P-384 PKCS#8 key")(e.to_string()))?
-                    .into(),
+                p384::SecretKey::from_pkcs8_der(der).map_err(|e| der_err("P-384 PKCS#8 key")(e.to_string()))?.into(),
             ),
         };
         Ok(PrivateKey(inner))
     }
 
     fn from_sec1_der(der: &[u8]) -> Result<Self, SignError> {
-        let key =
-            sec1::EcPrivateKey::from_der(der).map_err(|e| der_err("SEC1 key")(e.to_string()))?;
+        let key = sec1::EcPrivateKey::from_der(der).map_err(|e| der_err("SEC1 key")(e.to_string()))?;
         let curve = match key.parameters.and_then(|p| p.named_curve()) {
             Some(oid) => curve_of_oid(OID_EC_PUBLIC_KEY, Some(oid))?,
             // No parameters: the scalar length is the only hint.
             None => match key.private_key.len() {
                 32 => Curve::P256,
                 48 => Curve::P384,
-                n => {
-                    return Err(SignError::Key(format!(
-                        "SEC1 key without curve and {n}-byte scalar not supported"
-                    )))
-                }
+                n => return Err(SignError::Key(format!("SEC1 key without curve and {n}-byte scalar not supported"))),
             },
         };
         let inner = match curve {
             Curve::P256 => SecretInner::P256(
-                p256::SecretKey::from_sec1_der(der)
-                    .map_err(|e| der_err("P-256 SEC1 key")(e.to_string()))?
-                    .into(),
+                p256::SecretKey::from_sec1_der(der).map_err(|e| der_err("P-256 SEC1 key")(e.to_string()))?.into(),
             ),
             Curve::P384 => SecretInner::P384(
-                p384::SecretKey::from_sec1_der(der)
-                    .map_err(|e| der_err("P-384 SEC1 key")(e.to_string()))?
-                    .into(),
+                p384::SecretKey::from_sec1_der(der).map_err(|e| der_err("P-384 SEC1 key")(e.to_string()))?.into(),
             ),
         };
         Ok(PrivateKey(inner))
@@ -340,19 +303,14 @@ impl PublicKey {
         };
         match block.label.as_str() {
             "PUBLIC KEY" => Self::from_spki_der(&block.der),
-            "RSA PUBLIC KEY" => Err(SignError::Key(
-                "RSA key not supported (only ECDSA P-256 and P-384)".into(),
-            )),
+            "RSA PUBLIC KEY" => Err(SignError::Key("RSA key not supported (only ECDSA P-256 and P-384)".into())),
             "CERTIFICATE" => Err(SignError::Key(
-                "found an X.509 certificate; extract its key with `openssl x509 -pubkey -noout`"
-                    .into(),
+                "found an X.509 certificate; extract its key with `openssl x509 -pubkey -noout`".into(),
             )),
-            l if l.contains("PRIVATE KEY") || l == "EC PARAMETERS" => Err(SignError::Key(
-                "found a private key where a public key is expected (use the .pub file)".into(),
-            )),
-            other => Err(SignError::Key(format!(
-                "unsupported PEM block {other:?} (expected PUBLIC KEY)"
-            ))),
+            l if l.contains("PRIVATE KEY") || l == "EC PARAMETERS" => {
+                Err(SignError::Key("found a private key where a public key is expected (use the .pub file)".into()))
+            }
+            other => Err(SignError::Key(format!("unsupported PEM block {other:?} (expected PUBLIC KEY)"))),
         }
     }
 
@@ -404,12 +362,12 @@ impl PublicKey {
     pub fn verify_der(&self, msg: &[u8], sig_der: &[u8]) -> bool {
         use ecdsa::signature::Verifier as _;
         match &self.0 {
-            PublicInner::P256(k) => p256::ecdsa::Signature::from_der(sig_der)
-                .map(|s| k.verify(msg, &s).is_ok())
-                .unwrap_or(false),
-            PublicInner::P384(k) => p384::ecdsa::Signature::from_der(sig_der)
-                .map(|s| k.verify(msg, &s).is_ok())
-                .unwrap_or(false),
+            PublicInner::P256(k) => {
+                p256::ecdsa::Signature::from_der(sig_der).map(|s| k.verify(msg, &s).is_ok()).unwrap_or(false)
+            }
+            PublicInner::P384(k) => {
+                p384::ecdsa::Signature::from_der(sig_der).map(|s| k.verify(msg, &s).is_ok()).unwrap_or(false)
+            }
         }
     }
 }
@@ -435,19 +393,13 @@ mod tests {
         let b = PrivateKey::from_pem(PKCS8_P256, None).unwrap();
         assert_eq!(a.public(), b.public());
         assert_eq!(a.public().to_pem(), PUB_P256);
-        assert_eq!(
-            a.public().hint(),
-            HINT_P256.split_whitespace().next().unwrap()
-        );
+        assert_eq!(a.public().hint(), HINT_P256.split_whitespace().next().unwrap());
         assert_eq!(PublicKey::from_pem(PUB_P256).unwrap(), a.public());
     }
 
     #[test]
     fn encrypted_pkcs8_needs_the_right_password() {
-        assert!(matches!(
-            PrivateKey::from_pem(ENC_P384, None),
-            Err(SignError::KeyNeedsPassword)
-        ));
+        assert!(matches!(PrivateKey::from_pem(ENC_P384, None), Err(SignError::KeyNeedsPassword)));
         let e = PrivateKey::from_pem(ENC_P384, Some(b"wrong")).unwrap_err();
         assert!(e.to_string().contains("decrypt"), "{e}");
         let k = PrivateKey::from_pem(ENC_P384, Some(b"s3cret")).unwrap();
@@ -459,9 +411,7 @@ mod tests {
     fn wrong_kinds_are_named() {
         let e = PrivateKey::from_pem(RSA, None).unwrap_err().to_string();
         assert!(e.contains("RSA key not supported"), "{e}");
-        let e = PrivateKey::from_pem(PUB_P256, None)
-            .unwrap_err()
-            .to_string();
+        let e = PrivateKey::from_pem(PUB_P256, None).unwrap_err().to_string();
         assert!(e.contains("public key"), "{e}");
         let e = PublicKey::from_pem(PKCS8_P256).unwrap_err().to_string();
         assert!(e.contains("private key"), "{e}");

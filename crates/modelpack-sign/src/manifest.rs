@@ -121,10 +121,7 @@ impl PackageManifest {
         }
         check_json_depth(bytes, MAX_MANIFEST_DEPTH, MANIFEST_FILE)?;
         let v: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|source| SignError::Json {
-                what: MANIFEST_FILE.into(),
-                source,
-            })?;
+            serde_json::from_slice(bytes).map_err(|source| SignError::Json { what: MANIFEST_FILE.into(), source })?;
         match v.get("format_version").and_then(|x| x.as_u64()) {
             Some(n) if n == u64::from(MANIFEST_FORMAT_VERSION) => {}
             Some(n) => {
@@ -134,10 +131,7 @@ impl PackageManifest {
             }
             None => return Err(SignError::Manifest("no format_version".into())),
         }
-        serde_json::from_value(v).map_err(|source| SignError::Json {
-            what: MANIFEST_FILE.into(),
-            source,
-        })
+        serde_json::from_value(v).map_err(|source| SignError::Json { what: MANIFEST_FILE.into(), source })
     }
 }
 
@@ -148,20 +142,13 @@ mod tests {
     fn sample() -> PackageManifest {
         PackageManifest {
             format_version: 1,
-            tool: ToolInfo {
-                name: "modelpack".into(),
-                version: "0.1.0".into(),
-            },
+            tool: ToolInfo { name: "modelpack".into(), version: "0.1.0".into() },
             target: "cpu".into(),
             scheme: "int4".into(),
             method: "mse".into(),
             options: serde_json::json!({"group_size": 32, "keep": []}),
             source: SourceInfo {
-                files: vec![SourceFile {
-                    name: "model.safetensors".into(),
-                    size: 3,
-                    sha256: "ab".repeat(32),
-                }],
+                files: vec![SourceFile { name: "model.safetensors".into(), size: 3, sha256: "ab".repeat(32) }],
             },
             tensors: vec![TensorRecord {
                 name: "blk.0.attn_q.weight".into(),
@@ -223,28 +210,15 @@ mod tests {
         assert_eq!(PackageManifest::from_json(text.as_bytes()).unwrap(), m);
         let mut with_time = m.clone();
         with_time.source_date_epoch = Some(1_700_000_000);
-        assert!(with_time
-            .to_json()
-            .ends_with("\"source_date_epoch\": 1700000000\n}\n"));
+        assert!(with_time.to_json().ends_with("\"source_date_epoch\": 1700000000\n}\n"));
     }
 
     #[test]
     fn limits_and_versions() {
-        let deep = format!(
-            "{{\"format_version\":1,\"options\":{}{}}}",
-            "[".repeat(100),
-            "]".repeat(100)
-        );
-        assert!(matches!(
-            PackageManifest::from_json(deep.as_bytes()),
-            Err(SignError::JsonTooDeep { .. })
-        ));
-        let v2 = sample()
-            .to_json()
-            .replace("\"format_version\": 1", "\"format_version\": 2");
-        let e = PackageManifest::from_json(v2.as_bytes())
-            .unwrap_err()
-            .to_string();
+        let deep = format!("{{\"format_version\":1,\"options\":{}{}}}", "[".repeat(100), "]".repeat(100));
+        assert!(matches!(PackageManifest::from_json(deep.as_bytes()), Err(SignError::JsonTooDeep { .. })));
+        let v2 = sample().to_json().replace("\"format_version\": 1", "\"format_version\": 2");
+        let e = PackageManifest::from_json(v2.as_bytes()).unwrap_err().to_string();
         assert!(e.contains("format_version 2"), "{e}");
         assert!(PackageManifest::from_json(b"{\"format_version\":1}").is_err());
     }

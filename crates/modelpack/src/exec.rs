@@ -190,11 +190,8 @@ const WRITE_BUF: usize = 8 << 20;
 impl FileWriter {
     fn create(spec: &OutFileSpec) -> Result<Self, ExecError> {
         let io = |op, source| ExecError::Io { op, path: spec.path.clone(), source };
-        let file = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&spec.path)
-            .map_err(|e| io("creating", e))?;
+        let file =
+            std::fs::OpenOptions::new().write(true).create_new(true).open(&spec.path).map_err(|e| io("creating", e))?;
         reserve(&file, spec.size).map_err(|e| io("reserving space for", e))?;
         let mut regions = spec.regions.clone();
         regions.sort_unstable();
@@ -286,11 +283,7 @@ impl FileWriter {
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), ExecError> {
-        self.file.write_all(bytes).map_err(|source| ExecError::Io {
-            op: "writing",
-            path: self.path.clone(),
-            source,
-        })
+        self.file.write_all(bytes).map_err(|source| ExecError::Io { op: "writing", path: self.path.clone(), source })
     }
 
     fn layout_err(&self, msg: String) -> ExecError {
@@ -307,11 +300,7 @@ impl FileWriter {
                 self.pending.len()
             )));
         }
-        self.file.sync_all().map_err(|source| ExecError::Io {
-            op: "syncing",
-            path: self.path.clone(),
-            source,
-        })?;
+        self.file.sync_all().map_err(|source| ExecError::Io { op: "syncing", path: self.path.clone(), source })?;
         Ok(FileResult { path: self.path, size: self.size, sha256: self.hasher.finalize().into() })
     }
 }

@@ -58,9 +58,7 @@ impl Staging {
             .file_name()
             .and_then(|n| n.to_str())
             .filter(|n| !n.is_empty() && *n != "." && *n != "..")
-            .ok_or_else(|| {
-                PackageError::Refused(format!("output path {} has no usable name", dest.display()))
-            })?
+            .ok_or_else(|| PackageError::Refused(format!("output path {} has no usable name", dest.display())))?
             .to_string();
         let parent = match dest.parent() {
             Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
@@ -102,16 +100,10 @@ impl Staging {
 
         match std::fs::symlink_metadata(&dest) {
             Ok(m) if m.file_type().is_symlink() || !m.is_dir() => {
-                return Err(PackageError::Refused(format!(
-                    "output {} exists and is not a directory",
-                    dest.display()
-                )));
+                return Err(PackageError::Refused(format!("output {} exists and is not a directory", dest.display())));
             }
             Ok(_) => {
-                let non_empty = std::fs::read_dir(&dest)
-                    .map_err(io("reading", &dest))?
-                    .next()
-                    .is_some();
+                let non_empty = std::fs::read_dir(&dest).map_err(io("reading", &dest))?.next().is_some();
                 if non_empty && !force {
                     return Err(PackageError::Refused(format!(
                         "output {} exists and is not empty (use --force to replace it)",
@@ -211,11 +203,7 @@ pub fn sync_dir(dir: &Path) -> Result<(), PackageError> {
 /// digest of a copied file comes from the same read that produced the copy.
 pub fn copy_hashed(src: &Path, dst: &Path) -> Result<(u64, [u8; 32]), PackageError> {
     let mut input = File::open(src).map_err(io("opening", src))?;
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(dst)
-        .map_err(io("creating", dst))?;
+    let mut out = std::fs::OpenOptions::new().write(true).create_new(true).open(dst).map_err(io("creating", dst))?;
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut total = 0u64;
@@ -234,11 +222,7 @@ pub fn copy_hashed(src: &Path, dst: &Path) -> Result<(u64, [u8; 32]), PackageErr
 
 /// Write `bytes` to a new file `dst`, fsynced, and return its digest.
 pub fn write_hashed(dst: &Path, bytes: &[u8]) -> Result<[u8; 32], PackageError> {
-    let mut out = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(dst)
-        .map_err(io("creating", dst))?;
+    let mut out = std::fs::OpenOptions::new().write(true).create_new(true).open(dst).map_err(io("creating", dst))?;
     out.write_all(bytes).map_err(io("writing", dst))?;
     out.sync_all().map_err(io("syncing", dst))?;
     Ok(Sha256::digest(bytes).into())

@@ -13,20 +13,14 @@ use serde_json::Value;
 
 /// The GGUF architecture name (`llama` or `qwen2`) for config.json's `architectures[0]`.
 pub fn gguf_arch(config: &Value) -> Result<&'static str, FormatError> {
-    let archs = config
-        .get("architectures")
-        .and_then(Value::as_array)
-        .ok_or_else(|| FormatError::BadConfig {
-            key: "architectures".into(),
-            reason: "is missing or not a list".into(),
-        })?;
-    let first = archs
-        .first()
-        .and_then(Value::as_str)
-        .ok_or_else(|| FormatError::BadConfig {
-            key: "architectures".into(),
-            reason: "is empty or not a list of strings".into(),
-        })?;
+    let archs = config.get("architectures").and_then(Value::as_array).ok_or_else(|| FormatError::BadConfig {
+        key: "architectures".into(),
+        reason: "is missing or not a list".into(),
+    })?;
+    let first = archs.first().and_then(Value::as_str).ok_or_else(|| FormatError::BadConfig {
+        key: "architectures".into(),
+        reason: "is empty or not a list of strings".into(),
+    })?;
     match first {
         "LlamaForCausalLM" | "MistralForCausalLM" => Ok("llama"),
         "Qwen2ForCausalLM" => Ok("qwen2"),
@@ -35,10 +29,7 @@ pub fn gguf_arch(config: &Value) -> Result<&'static str, FormatError> {
 }
 
 fn bad(key: &str, reason: impl Into<String>) -> FormatError {
-    FormatError::BadConfig {
-        key: key.into(),
-        reason: reason.into(),
-    }
+    FormatError::BadConfig { key: key.into(), reason: reason.into() }
 }
 
 /// A positive integer that fits GGUF's u32 fields.
@@ -124,26 +115,17 @@ impl LlamaDims {
         let heads = req_u32(config, "num_attention_heads")?;
         let kv_heads = get_u32(config, "num_key_value_heads")?.unwrap_or(heads);
         if heads % kv_heads != 0 {
-            return Err(bad(
-                "num_key_value_heads",
-                format!("{kv_heads} does not divide num_attention_heads {heads}"),
-            ));
+            return Err(bad("num_key_value_heads", format!("{kv_heads} does not divide num_attention_heads {heads}")));
         }
         let head_dim = match get_u32(config, "head_dim")? {
             Some(d) => d,
             None if hidden % heads == 0 => hidden / heads,
             None => {
-                return Err(bad(
-                    "hidden_size",
-                    format!("{hidden} is not divisible by num_attention_heads {heads}"),
-                ))
+                return Err(bad("hidden_size", format!("{hidden} is not divisible by num_attention_heads {heads}")))
             }
         };
         if head_dim % 2 != 0 {
-            return Err(bad(
-                "head_dim",
-                format!("{head_dim} is odd; RoPE needs pairs"),
-            ));
+            return Err(bad("head_dim", format!("{head_dim} is odd; RoPE needs pairs")));
         }
         let tied_embeddings = match config.get("tie_word_embeddings") {
             None | Some(Value::Null) => false,
@@ -211,8 +193,7 @@ impl LlamaDims {
 pub fn arch_metadata(config: &Value) -> Result<(String, Vec<(String, MetaValue)>), FormatError> {
     let d = LlamaDims::from_config(config)?;
     let arch = d.arch;
-    let eps = get_f64(config.get("rms_norm_eps"), "rms_norm_eps")?
-        .ok_or_else(|| bad("rms_norm_eps", "is missing"))?;
+    let eps = get_f64(config.get("rms_norm_eps"), "rms_norm_eps")?.ok_or_else(|| bad("rms_norm_eps", "is missing"))?;
     let name = config
         .get("_name_or_path")
         .and_then(Value::as_str)
@@ -230,14 +211,8 @@ pub fn arch_metadata(config: &Value) -> Result<(String, Vec<(String, MetaValue)>
         (k("block_count"), MetaValue::U32(d.layers)),
         (k("attention.head_count"), MetaValue::U32(d.heads)),
         (k("attention.head_count_kv"), MetaValue::U32(d.kv_heads)),
-        (
-            k("rope.freq_base"),
-            MetaValue::F32(rope_theta(config)? as f32),
-        ),
-        (
-            k("attention.layer_norm_rms_epsilon"),
-            MetaValue::F32(eps as f32),
-        ),
+        (k("rope.freq_base"), MetaValue::F32(rope_theta(config)? as f32)),
+        (k("attention.layer_norm_rms_epsilon"), MetaValue::F32(eps as f32)),
     ];
     if get_u32(config, "head_dim")?.is_some() {
         md.push((k("attention.key_length"), MetaValue::U32(d.head_dim)));
@@ -247,10 +222,7 @@ pub fn arch_metadata(config: &Value) -> Result<(String, Vec<(String, MetaValue)>
     md.push((k("rope.dimension_count"), MetaValue::U32(d.head_dim)));
 
     if let Some(p) = rope_params(config) {
-        let ty = p
-            .get("rope_type")
-            .or_else(|| p.get("type"))
-            .and_then(Value::as_str);
+        let ty = p.get("rope_type").or_else(|| p.get("type")).and_then(Value::as_str);
         let factor = get_f64(p.get("factor"), "rope_scaling.factor")?;
         match (ty, factor) {
             (None | Some("default"), _) => {}
@@ -266,26 +238,13 @@ pub fn arch_metadata(config: &Value) -> Result<(String, Vec<(String, MetaValue)>
                     .get("original_max_position_embeddings")
                     .and_then(Value::as_u64)
                     .and_then(|n| u32::try_from(n).ok())
-                    .ok_or_else(|| {
-                        bad(
-                            "rope_scaling.original_max_position_embeddings",
-                            "missing for yarn",
-                        )
-                    })?;
-                md.push((
-                    k("rope.scaling.original_context_length"),
-                    MetaValue::U32(orig),
-                ));
+                    .ok_or_else(|| bad("rope_scaling.original_max_position_embeddings", "missing for yarn"))?;
+                md.push((k("rope.scaling.original_context_length"), MetaValue::U32(orig)));
             }
             (Some("linear" | "yarn"), None) => {
                 return Err(bad("rope_scaling.factor", "is missing"));
             }
-            (Some(other), _) => {
-                return Err(bad(
-                    "rope_scaling",
-                    format!("RoPE type `{other}` is not supported"),
-                ))
-            }
+            (Some(other), _) => return Err(bad("rope_scaling", format!("RoPE type `{other}` is not supported"))),
         }
     }
     Ok((arch.to_owned(), md))
@@ -300,27 +259,20 @@ pub fn llama3_rope_freqs(config: &Value) -> Result<Option<Vec<f32>>, FormatError
     let Some(p) = rope_params(config) else {
         return Ok(None);
     };
-    let ty = p
-        .get("rope_type")
-        .or_else(|| p.get("type"))
-        .and_then(Value::as_str);
+    let ty = p.get("rope_type").or_else(|| p.get("type")).and_then(Value::as_str);
     if !ty.is_some_and(|t| t.eq_ignore_ascii_case("llama3")) {
         return Ok(None);
     }
     let d = LlamaDims::from_config(config)?;
-    let num = |key: &str, default: f64| -> Result<f64, FormatError> {
-        Ok(get_f64(p.get(key), key)?.unwrap_or(default))
-    };
+    let num =
+        |key: &str, default: f64| -> Result<f64, FormatError> { Ok(get_f64(p.get(key), key)?.unwrap_or(default)) };
     let base = rope_theta(config)? as f32;
     let factor = num("factor", 8.0)?;
     let low = num("low_freq_factor", 1.0)?;
     let high = num("high_freq_factor", 4.0)?;
     let old_ctx = num("original_max_position_embeddings", 8192.0)?;
     if low == high {
-        return Err(bad(
-            "rope_scaling",
-            "low_freq_factor equals high_freq_factor",
-        ));
+        return Err(bad("rope_scaling", "low_freq_factor equals high_freq_factor"));
     }
     // f32 throughout, like the converter's torch tensors.
     let (factor, low, high, old_ctx) = (factor as f32, low as f32, high as f32, old_ctx as f32);
@@ -359,8 +311,7 @@ pub fn tensor_name(hf: &str) -> Option<String> {
     let rest = hf.strip_prefix("model.layers.")?;
     let (n, tail) = rest.split_once('.')?;
     // Canonical decimal only: "01" would collide with "1".
-    if n.is_empty() || (n.len() > 1 && n.starts_with('0')) || !n.bytes().all(|b| b.is_ascii_digit())
-    {
+    if n.is_empty() || (n.len() > 1 && n.starts_with('0')) || !n.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     let (module, kind) = tail.rsplit_once('.')?;
@@ -417,37 +368,24 @@ pub fn permute_qk(n_head: usize, rows: usize) -> Result<QkPermutation, FormatErr
         });
     }
     let head_rows = rows / n_head;
-    Ok(QkPermutation {
-        head_rows,
-        half: head_rows / 2,
-    })
+    Ok(QkPermutation { head_rows, half: head_rows / 2 })
 }
 
 /// The permutation HF tensor `hf` needs in GGUF arch `arch`, if any: `llama` q_proj (weight
 /// and bias) with `num_attention_heads`, k_proj with `num_key_value_heads`; nothing for `qwen2`.
-pub fn qk_permutation_for(
-    dims: &LlamaDims,
-    hf: &str,
-    rows: usize,
-) -> Result<Option<QkPermutation>, FormatError> {
+pub fn qk_permutation_for(dims: &LlamaDims, hf: &str, rows: usize) -> Result<Option<QkPermutation>, FormatError> {
     if dims.arch != "llama" {
         return Ok(None);
     }
-    let heads = if hf.ends_with("self_attn.q_proj.weight") || hf.ends_with("self_attn.q_proj.bias")
-    {
+    let heads = if hf.ends_with("self_attn.q_proj.weight") || hf.ends_with("self_attn.q_proj.bias") {
         dims.heads
     } else if hf.ends_with("self_attn.k_proj.weight") || hf.ends_with("self_attn.k_proj.bias") {
         dims.kv_heads
     } else {
         return Ok(None);
     };
-    permute_qk(heads as usize, rows)
-        .map(Some)
-        .map_err(|e| match e {
-            FormatError::BadTensor { reason, .. } => FormatError::BadTensor {
-                tensor: hf.to_owned(),
-                reason,
-            },
-            other => other,
-        })
+    permute_qk(heads as usize, rows).map(Some).map_err(|e| match e {
+        FormatError::BadTensor { reason, .. } => FormatError::BadTensor { tensor: hf.to_owned(), reason },
+        other => other,
+    })
 }

@@ -64,12 +64,7 @@ pub const GGML_Q6_K: u32 = 14;
 pub const GGML_BF16: u32 = 30;
 
 const fn t(id: u32, name: &'static str, block_size: u64, type_size: u64) -> GgmlTypeInfo {
-    GgmlTypeInfo {
-        id,
-        name,
-        block_size,
-        type_size,
-    }
+    GgmlTypeInfo { id, name, block_size, type_size }
 }
 
 /// Every ggml type that gguf-py 0.19 can read (ids 4 and 5, the removed Q4_2/Q4_3, are absent).
@@ -249,10 +244,7 @@ impl MetaValue {
         I: IntoIterator<Item = S>,
         S: Into<String>,
     {
-        let v: Vec<MetaValue> = items
-            .into_iter()
-            .map(|s| MetaValue::String(s.into()))
-            .collect();
+        let v: Vec<MetaValue> = items.into_iter().map(|s| MetaValue::String(s.into())).collect();
         if v.is_empty() {
             MetaValue::EmptyArray(MetaType::String)
         } else {
@@ -311,13 +303,7 @@ impl MetaValue {
             MetaValue::Bool(v) => J::Bool(*v),
             MetaValue::String(v) => J::String(v.clone()),
             MetaValue::EmptyArray(_) => J::Array(Vec::new()),
-            MetaValue::Array(items) => J::Array(
-                items
-                    .iter()
-                    .take(max_items)
-                    .map(|v| v.to_json(max_items))
-                    .collect(),
-            ),
+            MetaValue::Array(items) => J::Array(items.iter().take(max_items).map(|v| v.to_json(max_items)).collect()),
         }
     }
 
@@ -351,11 +337,7 @@ impl MetaValue {
                 if let Some(bad) = items.iter().find(|v| v.meta_type() != elem) {
                     return Err(FormatError::BadMetadata {
                         key: key.to_owned(),
-                        reason: format!(
-                            "array is not homogeneous: {:?} element among {:?}",
-                            bad.meta_type(),
-                            elem
-                        ),
+                        reason: format!("array is not homogeneous: {:?} element among {:?}", bad.meta_type(), elem),
                     });
                 }
                 if elem == MetaType::Array {
@@ -394,25 +376,14 @@ pub struct GgufTensorInfo {
 impl GgufTensorInfo {
     /// Byte size of this tensor's data, validating rank, block multiple and overflow.
     pub fn byte_size(&self) -> Result<u64, FormatError> {
-        let bad = |reason: String| FormatError::BadTensor {
-            tensor: self.name.clone(),
-            reason,
-        };
-        let info = ggml_type_info(self.ggml_type).ok_or_else(|| FormatError::UnknownGgmlType {
-            tensor: self.name.clone(),
-            type_id: self.ggml_type,
-        })?;
+        let bad = |reason: String| FormatError::BadTensor { tensor: self.name.clone(), reason };
+        let info = ggml_type_info(self.ggml_type)
+            .ok_or_else(|| FormatError::UnknownGgmlType { tensor: self.name.clone(), type_id: self.ggml_type })?;
         if self.ne.is_empty() || self.ne.len() > MAX_DIMS {
-            return Err(bad(format!(
-                "{} dimensions (1 to {MAX_DIMS} allowed)",
-                self.ne.len()
-            )));
+            return Err(bad(format!("{} dimensions (1 to {MAX_DIMS} allowed)", self.ne.len())));
         }
         if self.ne.iter().any(|&n| n > i64::MAX as u64) {
-            return Err(bad(format!(
-                "dimension larger than i64::MAX in {:?}",
-                self.ne
-            )));
+            return Err(bad(format!("dimension larger than i64::MAX in {:?}", self.ne)));
         }
         let row = info.row_bytes(self.ne[0]).ok_or_else(|| {
             bad(format!(
@@ -457,9 +428,7 @@ pub fn layout(
     alignment: u32,
 ) -> Result<GgufLayout, FormatError> {
     if alignment == 0 || !alignment.is_power_of_two() {
-        return Err(FormatError::Alignment(format!(
-            "{alignment} is not a power of two"
-        )));
+        return Err(FormatError::Alignment(format!("{alignment} is not a power of two")));
     }
     match metadata.iter().find(|(k, _)| k == ALIGNMENT_KEY) {
         Some((_, MetaValue::U32(a))) if *a == alignment => {}
@@ -480,19 +449,13 @@ pub fn layout(
     let mut seen = std::collections::HashSet::new();
     for (k, _) in metadata {
         if !seen.insert(k.as_str()) {
-            return Err(FormatError::Duplicate {
-                what: "metadata key",
-                name: k.clone(),
-            });
+            return Err(FormatError::Duplicate { what: "metadata key", name: k.clone() });
         }
     }
     seen.clear();
     for ti in tensors {
         if !seen.insert(ti.name.as_str()) {
-            return Err(FormatError::Duplicate {
-                what: "tensor",
-                name: ti.name.clone(),
-            });
+            return Err(FormatError::Duplicate { what: "tensor", name: ti.name.clone() });
         }
         if ti.name.len() > MAX_TENSOR_NAME {
             return Err(FormatError::BadTensor {
@@ -535,12 +498,9 @@ pub fn layout(
         h.extend_from_slice(&ti.ggml_type.to_le_bytes());
         h.extend_from_slice(&off.to_le_bytes());
     }
-    let data_start = align_up(h.len() as u64, align)
-        .ok_or_else(|| FormatError::Overflow("GGUF header".into()))?;
+    let data_start = align_up(h.len() as u64, align).ok_or_else(|| FormatError::Overflow("GGUF header".into()))?;
     h.resize(data_start as usize, 0);
-    let file_size = data_start
-        .checked_add(cursor)
-        .ok_or_else(|| FormatError::Overflow("GGUF file size".into()))?;
+    let file_size = data_start.checked_add(cursor).ok_or_else(|| FormatError::Overflow("GGUF file size".into()))?;
     Ok(GgufLayout {
         header: h,
         tensor_offsets: rel.iter().map(|r| r + data_start).collect(),
@@ -565,8 +525,7 @@ pub fn write_to_vec(
             reason: format!("{} data buffers for {} tensors", data.len(), tensors.len()),
         });
     }
-    let len =
-        usize::try_from(l.file_size).map_err(|_| FormatError::Overflow("file size".into()))?;
+    let len = usize::try_from(l.file_size).map_err(|_| FormatError::Overflow("file size".into()))?;
     let mut out = vec![0u8; len];
     out[..l.header.len()].copy_from_slice(&l.header);
     for (i, d) in data.iter().enumerate() {
@@ -589,11 +548,7 @@ mod tests {
     #[test]
     fn header_bytes_match_hand_encoding() {
         let md = vec![("a".to_string(), MetaValue::U32(7))];
-        let ts = vec![GgufTensorInfo {
-            name: "t".into(),
-            ne: vec![32, 2],
-            ggml_type: GGML_Q8_0,
-        }];
+        let ts = vec![GgufTensorInfo { name: "t".into(), ne: vec![32, 2], ggml_type: GGML_Q8_0 }];
         let l = layout(&md, &ts, 32).unwrap();
         let mut want = Vec::new();
         want.extend_from_slice(b"GGUF");
@@ -619,21 +574,9 @@ mod tests {
     fn offsets_are_aligned_and_padded() {
         let md = vec![(ALIGNMENT_KEY.to_string(), MetaValue::U32(64))];
         let ts = vec![
-            GgufTensorInfo {
-                name: "a".into(),
-                ne: vec![3],
-                ggml_type: GGML_F32,
-            },
-            GgufTensorInfo {
-                name: "b".into(),
-                ne: vec![32, 3],
-                ggml_type: GGML_Q4_0,
-            },
-            GgufTensorInfo {
-                name: "c".into(),
-                ne: vec![5],
-                ggml_type: GGML_F16,
-            },
+            GgufTensorInfo { name: "a".into(), ne: vec![3], ggml_type: GGML_F32 },
+            GgufTensorInfo { name: "b".into(), ne: vec![32, 3], ggml_type: GGML_Q4_0 },
+            GgufTensorInfo { name: "c".into(), ne: vec![5], ggml_type: GGML_F16 },
         ];
         let l = layout(&md, &ts, 64).unwrap();
         let d = l.header.len() as u64;
@@ -645,61 +588,24 @@ mod tests {
 
     #[test]
     fn layout_errors_name_the_culprit() {
-        let q = |ne: Vec<u64>| GgufTensorInfo {
-            name: "blk.0.x".into(),
-            ne,
-            ggml_type: GGML_Q8_0,
-        };
+        let q = |ne: Vec<u64>| GgufTensorInfo { name: "blk.0.x".into(), ne, ggml_type: GGML_Q8_0 };
         let e = layout(&[], &[q(vec![33, 2])], 32).unwrap_err().to_string();
         assert!(e.contains("blk.0.x") && e.contains("33"), "{e}");
-        let e = layout(&[], &[q(vec![32, 1, 1, 1, 1])], 32)
-            .unwrap_err()
-            .to_string();
+        let e = layout(&[], &[q(vec![32, 1, 1, 1, 1])], 32).unwrap_err().to_string();
         assert!(e.contains("5 dimensions"), "{e}");
         let e = layout(&[], &[q(vec![32, u64::MAX / 2])], 32).unwrap_err();
-        assert!(
-            matches!(e, FormatError::BadTensor { .. } | FormatError::Overflow(_)),
-            "{e}"
-        );
-        let bad_type = GgufTensorInfo {
-            name: "z".into(),
-            ne: vec![4],
-            ggml_type: 4,
-        };
-        assert!(matches!(
-            layout(&[], &[bad_type], 32),
-            Err(FormatError::UnknownGgmlType { type_id: 4, .. })
-        ));
-        assert!(matches!(
-            layout(&[], &[], 48),
-            Err(FormatError::Alignment(_))
-        ));
-        assert!(matches!(
-            layout(&[], &[], 64),
-            Err(FormatError::BadMetadata { .. })
-        ));
+        assert!(matches!(e, FormatError::BadTensor { .. } | FormatError::Overflow(_)), "{e}");
+        let bad_type = GgufTensorInfo { name: "z".into(), ne: vec![4], ggml_type: 4 };
+        assert!(matches!(layout(&[], &[bad_type], 32), Err(FormatError::UnknownGgmlType { type_id: 4, .. })));
+        assert!(matches!(layout(&[], &[], 48), Err(FormatError::Alignment(_))));
+        assert!(matches!(layout(&[], &[], 64), Err(FormatError::BadMetadata { .. })));
         let mixed = MetaValue::Array(vec![MetaValue::U8(1), MetaValue::I8(1)]);
-        let e = layout(&[("k".into(), mixed)], &[], 32)
-            .unwrap_err()
-            .to_string();
+        let e = layout(&[("k".into(), mixed)], &[], 32).unwrap_err().to_string();
         assert!(e.contains("`k`") && e.contains("homogeneous"), "{e}");
-        let dup = vec![
-            ("k".to_string(), MetaValue::U8(1)),
-            ("k".to_string(), MetaValue::U8(2)),
-        ];
-        assert!(matches!(
-            layout(&dup, &[], 32),
-            Err(FormatError::Duplicate { .. })
-        ));
-        let long = GgufTensorInfo {
-            name: "x".repeat(64),
-            ne: vec![4],
-            ggml_type: GGML_F32,
-        };
-        assert!(matches!(
-            layout(&[], &[long], 32),
-            Err(FormatError::BadTensor { .. })
-        ));
+        let dup = vec![("k".to_string(), MetaValue::U8(1)), ("k".to_string(), MetaValue::U8(2))];
+        assert!(matches!(layout(&dup, &[], 32), Err(FormatError::Duplicate { .. })));
+        let long = GgufTensorInfo { name: "x".repeat(64), ne: vec![4], ggml_type: GGML_F32 };
+        assert!(matches!(layout(&[], &[long], 32), Err(FormatError::BadTensor { .. })));
     }
 
     #[test]
@@ -714,26 +620,15 @@ mod tests {
             ("f32".into(), MetaValue::F32(1.5e-6)),
             ("bool".into(), MetaValue::Bool(true)),
             ("str".into(), MetaValue::string("héllo")),
-            (
-                "arr".into(),
-                MetaValue::Array(vec![MetaValue::I32(1), MetaValue::I32(-1)]),
-            ),
+            ("arr".into(), MetaValue::Array(vec![MetaValue::I32(1), MetaValue::I32(-1)])),
             ("empty".into(), MetaValue::EmptyArray(MetaType::String)),
             ("u64".into(), MetaValue::U64(u64::MAX)),
             ("i64".into(), MetaValue::I64(i64::MIN)),
             ("f64".into(), MetaValue::F64(-0.25)),
         ];
         let ts = vec![
-            GgufTensorInfo {
-                name: "f".into(),
-                ne: vec![2, 3],
-                ggml_type: GGML_F32,
-            },
-            GgufTensorInfo {
-                name: "q".into(),
-                ne: vec![64],
-                ggml_type: GGML_Q8_0,
-            },
+            GgufTensorInfo { name: "f".into(), ne: vec![2, 3], ggml_type: GGML_F32 },
+            GgufTensorInfo { name: "q".into(), ne: vec![64], ggml_type: GGML_Q8_0 },
         ];
         let a: Vec<u8> = (0..24).collect();
         let b: Vec<u8> = (0..68).map(|i| 255 - i).collect();

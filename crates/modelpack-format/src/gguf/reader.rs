@@ -3,8 +3,7 @@
 //! alignment and without overlaps. It never panics and never casts unaligned bytes.
 
 use super::{
-    align_up, ggml_type_info, GgufTensorInfo, MetaType, MetaValue, ALIGNMENT_KEY,
-    DEFAULT_ALIGNMENT, MAX_DIMS,
+    align_up, ggml_type_info, GgufTensorInfo, MetaType, MetaValue, ALIGNMENT_KEY, DEFAULT_ALIGNMENT, MAX_DIMS,
 };
 use crate::FormatError;
 use std::collections::HashSet;
@@ -79,12 +78,7 @@ impl<'a> GgufFile<'a> {
 
     /// Parse and validate a whole GGUF file held in `bytes`.
     pub fn parse_with_limits(bytes: &'a [u8], limits: &ReaderLimits) -> Result<Self, FormatError> {
-        let mut c = Cursor {
-            bytes,
-            pos: 0,
-            limits,
-            elements: 0,
-        };
+        let mut c = Cursor { bytes, pos: 0, limits, elements: 0 };
         let magic: [u8; 4] = c.array("magic")?;
         if &magic != b"GGUF" {
             return Err(FormatError::BadMagic(magic));
@@ -106,16 +100,11 @@ impl<'a> GgufFile<'a> {
         for _ in 0..n_kv {
             let key = c.string("metadata key")?;
             let type_id = c.u32("value type")?;
-            let ty = MetaType::from_id(type_id).ok_or_else(|| FormatError::BadValueType {
-                key: key.clone(),
-                type_id,
-            })?;
+            let ty =
+                MetaType::from_id(type_id).ok_or_else(|| FormatError::BadValueType { key: key.clone(), type_id })?;
             let value = c.value(&key, ty, 0)?;
             if !keys.insert(key.clone()) {
-                return Err(FormatError::Duplicate {
-                    what: "metadata key",
-                    name: key,
-                });
+                return Err(FormatError::Duplicate { what: "metadata key", name: key });
             }
             metadata.push((key, value));
         }
@@ -150,24 +139,13 @@ impl<'a> GgufFile<'a> {
             let ggml_type = c.u32("tensor type")?;
             let offset = c.u64("tensor offset")?;
             if !names.insert(name.clone()) {
-                return Err(FormatError::Duplicate {
-                    what: "tensor",
-                    name,
-                });
+                return Err(FormatError::Duplicate { what: "tensor", name });
             }
-            infos.push((
-                GgufTensorInfo {
-                    name,
-                    ne,
-                    ggml_type,
-                },
-                offset,
-            ));
+            infos.push((GgufTensorInfo { name, ne, ggml_type }, offset));
         }
 
         let align = u64::from(alignment);
-        let data_offset = align_up(c.pos as u64, align)
-            .ok_or_else(|| FormatError::Overflow("GGUF header".into()))?;
+        let data_offset = align_up(c.pos as u64, align).ok_or_else(|| FormatError::Overflow("GGUF header".into()))?;
         let file_len = bytes.len() as u64;
         let data_len = file_len.saturating_sub(data_offset);
         if !infos.is_empty() && data_offset > file_len {
@@ -183,10 +161,7 @@ impl<'a> GgufFile<'a> {
         let mut tensors = Vec::with_capacity(infos.len());
         for (info, offset) in infos {
             if ggml_type_info(info.ggml_type).is_none() {
-                return Err(FormatError::UnknownGgmlType {
-                    tensor: info.name,
-                    type_id: info.ggml_type,
-                });
+                return Err(FormatError::UnknownGgmlType { tensor: info.name, type_id: info.ggml_type });
             }
             let size = info.byte_size()?;
             if offset % align != 0 {
@@ -195,10 +170,8 @@ impl<'a> GgufFile<'a> {
                     info.name
                 )));
             }
-            let end = offset
-                .checked_add(size)
-                .filter(|&e| e <= data_len)
-                .ok_or_else(|| FormatError::TensorOutOfBounds {
+            let end =
+                offset.checked_add(size).filter(|&e| e <= data_len).ok_or_else(|| FormatError::TensorOutOfBounds {
                     tensor: info.name.clone(),
                     start: offset,
                     end: offset.saturating_add(size),
@@ -208,12 +181,7 @@ impl<'a> GgufFile<'a> {
             let start_abs = (data_offset + offset) as usize;
             let data = &bytes[start_abs..start_abs + size as usize];
             spans.push((offset, end, tensors.len()));
-            tensors.push(GgufTensor {
-                info,
-                offset,
-                file_offset: data_offset + offset,
-                data,
-            });
+            tensors.push(GgufTensor { info, offset, file_offset: data_offset + offset, data });
         }
         spans.sort_unstable();
         // Zero-sized tensors overlap nothing; otherwise each start must not precede the
@@ -234,13 +202,7 @@ impl<'a> GgufFile<'a> {
             max_end = end;
         }
 
-        Ok(GgufFile {
-            version,
-            metadata,
-            tensors,
-            alignment,
-            data_offset,
-        })
+        Ok(GgufFile { version, metadata, tensors, alignment, data_offset })
     }
 
     /// The value of metadata `key`.
@@ -256,11 +218,7 @@ impl<'a> GgufFile<'a> {
 
 fn cap(what: &str, count: u64, limit: u64) -> Result<(), FormatError> {
     if count > limit {
-        return Err(FormatError::TooMany {
-            what: what.into(),
-            count,
-            limit,
-        });
+        return Err(FormatError::TooMany { what: what.into(), count, limit });
     }
     Ok(())
 }
@@ -279,12 +237,7 @@ impl<'a> Cursor<'a, '_> {
     }
 
     fn truncated(&self, what: &str, needed: u64) -> FormatError {
-        FormatError::Truncated {
-            what: what.into(),
-            offset: self.pos as u64,
-            needed,
-            available: self.remaining(),
-        }
+        FormatError::Truncated { what: what.into(), offset: self.pos as u64, needed, available: self.remaining() }
     }
 
     fn take(&mut self, n: u64, what: &str) -> Result<&'a [u8], FormatError> {
@@ -324,10 +277,7 @@ impl<'a> Cursor<'a, '_> {
         cap(&format!("{what} length"), len, self.limits.max_string_len)?;
         let offset = self.pos as u64;
         let raw = self.take(len, what)?;
-        String::from_utf8(raw.to_vec()).map_err(|_| FormatError::InvalidUtf8 {
-            what: what.into(),
-            offset,
-        })
+        String::from_utf8(raw.to_vec()).map_err(|_| FormatError::InvalidUtf8 { what: what.into(), offset })
     }
 
     fn value(&mut self, key: &str, ty: MetaType, depth: u32) -> Result<MetaValue, FormatError> {
@@ -362,22 +312,12 @@ impl<'a> Cursor<'a, '_> {
                     });
                 }
                 let type_id = self.u32(key)?;
-                let elem = MetaType::from_id(type_id).ok_or_else(|| FormatError::BadValueType {
-                    key: key.into(),
-                    type_id,
-                })?;
+                let elem =
+                    MetaType::from_id(type_id).ok_or_else(|| FormatError::BadValueType { key: key.into(), type_id })?;
                 let len = self.u64(key)?;
-                cap(
-                    &format!("array `{key}` length"),
-                    len,
-                    self.limits.max_array_len,
-                )?;
+                cap(&format!("array `{key}` length"), len, self.limits.max_array_len)?;
                 self.elements = self.elements.saturating_add(len);
-                cap(
-                    "array elements in total",
-                    self.elements,
-                    self.limits.max_array_elements,
-                )?;
+                cap("array elements in total", self.elements, self.limits.max_array_elements)?;
                 let min = match elem {
                     MetaType::String => 8,
                     MetaType::Array => 12,

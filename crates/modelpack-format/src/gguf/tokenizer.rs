@@ -36,16 +36,14 @@ pub mod token_type {
 const TJ: &str = "tokenizer.json";
 
 fn bad_tj(reason: impl Into<String>) -> FormatError {
-    FormatError::BadTokenizer {
-        file: TJ,
-        reason: reason.into(),
-    }
+    FormatError::BadTokenizer { file: TJ, reason: reason.into() }
 }
 
 /// The Llama-3 pre-tokenizer split regex (llama.cpp `llama-bpe`).
 const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 /// The Qwen2 pre-tokenizer split regex (llama.cpp `qwen2`): single digits.
-const QWEN2_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+const QWEN2_REGEX: &str =
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// Which rule chose the `tokenizer.ggml.pre` name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,12 +65,7 @@ fn pre_steps(tj: &Value) -> Vec<&Value> {
         }
         match v.get("type").and_then(Value::as_str) {
             Some("Sequence") => {
-                for p in v
-                    .get("pretokenizers")
-                    .and_then(Value::as_array)
-                    .into_iter()
-                    .flatten()
-                {
+                for p in v.get("pretokenizers").and_then(Value::as_array).into_iter().flatten() {
                     walk(p, out, depth + 1);
                 }
             }
@@ -93,10 +86,7 @@ fn step_type(v: &Value) -> &str {
 fn is_byte_level(v: &Value, use_regex: bool) -> bool {
     step_type(v) == "ByteLevel"
         && v.get("use_regex").and_then(Value::as_bool).unwrap_or(true) == use_regex
-        && !v
-            .get("add_prefix_space")
-            .and_then(Value::as_bool)
-            .unwrap_or(false)
+        && !v.get("add_prefix_space").and_then(Value::as_bool).unwrap_or(false)
 }
 
 /// True if tokenizer.json is a byte-level BPE (GPT-2 style), the `gpt2` GGUF tokenizer model.
@@ -118,11 +108,7 @@ pub fn detect_pre_tokenizer(tj: &Value, config: &Value) -> (&'static str, PreTok
         (step_type(s) == "Split"
             && s.get("behavior").and_then(Value::as_str) == Some("Isolated")
             && !s.get("invert").and_then(Value::as_bool).unwrap_or(false))
-        .then(|| {
-            s.pointer("/pattern/Regex")
-                .and_then(Value::as_str)
-                .map(str::to_owned)
-        })
+        .then(|| s.pointer("/pattern/Regex").and_then(Value::as_str).map(str::to_owned))
         .flatten()
     };
     let by_def = match steps.as_slice() {
@@ -169,14 +155,9 @@ fn added_tokens(tj: &Value) -> Result<Vec<AddedToken<'_>>, FormatError> {
     let Some(list) = tj.get("added_tokens") else {
         return Ok(Vec::new());
     };
-    let list = list
-        .as_array()
-        .ok_or_else(|| bad_tj("`added_tokens` is not a list"))?;
+    let list = list.as_array().ok_or_else(|| bad_tj("`added_tokens` is not a list"))?;
     if list.len() > MAX_VOCAB {
-        return Err(bad_tj(format!(
-            "{} added tokens (limit {MAX_VOCAB})",
-            list.len()
-        )));
+        return Err(bad_tj(format!("{} added tokens (limit {MAX_VOCAB})", list.len())));
     }
     list.iter()
         .map(|t| {
@@ -188,9 +169,7 @@ fn added_tokens(tj: &Value) -> Result<Vec<AddedToken<'_>>, FormatError> {
                     content,
                     special: t.get("special").and_then(Value::as_bool).unwrap_or(false),
                 }),
-                _ => Err(bad_tj(format!(
-                    "added token without integer `id` and `content`: {t}"
-                ))),
+                _ => Err(bad_tj(format!("added token without integer `id` and `content`: {t}"))),
             }
         })
         .collect()
@@ -200,13 +179,10 @@ fn added_tokens(tj: &Value) -> Result<Vec<AddedToken<'_>>, FormatError> {
 /// tokenizer's own count.
 fn n_vocab(config: &Value, tokenizer_max_id: Option<usize>) -> Result<usize, FormatError> {
     let n = match config.get("vocab_size") {
-        Some(v) => v
-            .as_u64()
-            .and_then(|n| usize::try_from(n).ok())
-            .ok_or_else(|| FormatError::BadConfig {
-                key: "vocab_size".into(),
-                reason: format!("is not a non-negative integer: {v}"),
-            })?,
+        Some(v) => v.as_u64().and_then(|n| usize::try_from(n).ok()).ok_or_else(|| FormatError::BadConfig {
+            key: "vocab_size".into(),
+            reason: format!("is not a non-negative integer: {v}"),
+        })?,
         None => tokenizer_max_id.map_or(0, |m| m + 1),
     };
     if n > MAX_VOCAB {
@@ -217,9 +193,7 @@ fn n_vocab(config: &Value, tokenizer_max_id: Option<usize>) -> Result<usize, For
     }
     if let Some(m) = tokenizer_max_id {
         if m >= n {
-            return Err(bad_tj(format!(
-                "token id {m} is not below config.json vocab_size {n}"
-            )));
+            return Err(bad_tj(format!("token id {m} is not below config.json vocab_size {n}")));
         }
     }
     Ok(n)
@@ -232,9 +206,7 @@ pub fn merges(tj: &Value) -> Result<Vec<String>, FormatError> {
     let Some(list) = tj.pointer("/model/merges") else {
         return Ok(Vec::new());
     };
-    let list = list
-        .as_array()
-        .ok_or_else(|| bad_tj("`model.merges` is not a list"))?;
+    let list = list.as_array().ok_or_else(|| bad_tj("`model.merges` is not a list"))?;
     if list.len() > MAX_VOCAB {
         return Err(bad_tj(format!("{} merges (limit {MAX_VOCAB})", list.len())));
     }
@@ -267,10 +239,7 @@ pub fn vocab(tj: &Value, config: &Value) -> Result<(Vec<String>, Vec<i32>), Form
         .and_then(Value::as_object)
         .ok_or_else(|| bad_tj("`model.vocab` is missing or not an object"))?;
     if v.len() > MAX_VOCAB {
-        return Err(bad_tj(format!(
-            "{} vocabulary entries (limit {MAX_VOCAB})",
-            v.len()
-        )));
+        return Err(bad_tj(format!("{} vocabulary entries (limit {MAX_VOCAB})", v.len())));
     }
     let added = added_tokens(tj)?;
     let mut by_id: HashMap<usize, &str> = HashMap::with_capacity(v.len() + added.len());
@@ -385,8 +354,7 @@ fn special_metadata(
 ) -> Result<Vec<(String, MetaValue)>, FormatError> {
     let added = added_tokens(tj)?;
     let mut types: Vec<&str> = vec!["bos", "eos", "unk", "sep", "pad", "cls", "mask"];
-    let mut tcm: serde_json::Map<String, Value> =
-        tc.and_then(Value::as_object).cloned().unwrap_or_default();
+    let mut tcm: serde_json::Map<String, Value> = tc.and_then(Value::as_object).cloned().unwrap_or_default();
     let tc_truthy = !tcm.is_empty();
     let mut ids: Vec<(String, u32)> = Vec::new();
     let mut adds: Vec<(String, bool)> = Vec::new();
@@ -397,17 +365,11 @@ fn special_metadata(
     let mut special_sep = tcm.get("sep_token").cloned();
     if !truthy(special_bos.as_ref()) && truthy(special_cls.as_ref()) && tc_truthy {
         special_bos.clone_from(&special_cls);
-        tcm.insert(
-            "bos_token".into(),
-            special_bos.clone().unwrap_or(Value::Null),
-        );
+        tcm.insert("bos_token".into(), special_bos.clone().unwrap_or(Value::Null));
     }
     if !truthy(special_eos.as_ref()) && truthy(special_sep.as_ref()) && tc_truthy {
         special_eos.clone_from(&special_sep);
-        tcm.insert(
-            "eos_token".into(),
-            special_eos.clone().unwrap_or(Value::Null),
-        );
+        tcm.insert("eos_token".into(), special_eos.clone().unwrap_or(Value::Null));
     }
 
     if let Some(pp) = tj.get("post_processor").filter(|p| truthy(Some(p))) {
@@ -423,17 +385,11 @@ fn special_metadata(
                     }
                     if !truthy(special_cls.as_ref()) && tc_truthy {
                         special_cls = p.pointer("/cls/0").cloned().or(special_bos.clone());
-                        tcm.insert(
-                            "cls_token".into(),
-                            special_cls.clone().unwrap_or(Value::Null),
-                        );
+                        tcm.insert("cls_token".into(), special_cls.clone().unwrap_or(Value::Null));
                     }
                     if !truthy(special_sep.as_ref()) && tc_truthy {
                         special_sep = p.pointer("/sep/0").cloned().or(special_eos.clone());
-                        tcm.insert(
-                            "sep_token".into(),
-                            special_sep.clone().unwrap_or(Value::Null),
-                        );
+                        tcm.insert("sep_token".into(), special_sep.clone().unwrap_or(Value::Null));
                     }
                 }
                 Some("TemplateProcessing") => {
@@ -443,9 +399,7 @@ fn special_metadata(
                     let mut first: Option<Value> = None;
                     let mut last: Option<Value> = None;
                     if single.len() > 1 {
-                        first = special_token_id(&single[0])
-                            .filter(|v| truthy(Some(v)))
-                            .cloned();
+                        first = special_token_id(&single[0]).filter(|v| truthy(Some(v))).cloned();
                         if let Some(f) = &first {
                             if !tc_truthy {
                                 special_bos = Some(f.clone());
@@ -453,9 +407,7 @@ fn special_metadata(
                             let add = is_one_of(f, [special_bos.as_ref(), special_cls.as_ref()]);
                             dict_set(&mut adds, "bos", add);
                         }
-                        last = special_token_id(&single[single.len() - 1])
-                            .filter(|v| truthy(Some(v)))
-                            .cloned();
+                        last = special_token_id(&single[single.len() - 1]).filter(|v| truthy(Some(v))).cloned();
                         if let Some(l) = &last {
                             if !tc_truthy {
                                 special_eos = Some(l.clone());
@@ -475,41 +427,26 @@ fn special_metadata(
                         }
                     }
                     if !pair.is_empty() {
-                        let start = usize::from(
-                            first.is_some() && special_token_id(&pair[0]) == first.as_ref(),
-                        );
-                        let stop = if last.is_some()
-                            && special_token_id(&pair[pair.len() - 1]) == last.as_ref()
-                        {
+                        let start = usize::from(first.is_some() && special_token_id(&pair[0]) == first.as_ref());
+                        let stop = if last.is_some() && special_token_id(&pair[pair.len() - 1]) == last.as_ref() {
                             pair.len() - 1
                         } else {
                             pair.len()
                         };
-                        let inner = if start < stop {
-                            &pair[start..stop]
-                        } else {
-                            &[][..]
-                        };
+                        let inner = if start < stop { &pair[start..stop] } else { &[][..] };
                         if let (Some(a), Some(b)) = (inner.first(), inner.last()) {
                             let seq = |v: &Value| v.pointer("/Sequence/id").cloned();
-                            if seq(a) == Some(Value::from("A"))
-                                && seq(b) == Some(Value::from("B"))
-                                && inner.len() > 2
-                            {
+                            if seq(a) == Some(Value::from("A")) && seq(b) == Some(Value::from("B")) && inner.len() > 2 {
                                 let middle = &inner[1..inner.len() - 1];
                                 let mut add_sep = false;
                                 let seps = [special_sep.as_ref(), special_eos.as_ref()];
-                                if let Some(e) =
-                                    special_token_id(&middle[0]).filter(|v| truthy(Some(v)))
-                                {
+                                if let Some(e) = special_token_id(&middle[0]).filter(|v| truthy(Some(v))) {
                                     if is_one_of(e, seps) && last.is_none() {
                                         add_sep = true;
                                     }
                                 }
                                 if middle.len() == 2 {
-                                    if let Some(e) =
-                                        special_token_id(&middle[1]).filter(|v| truthy(Some(v)))
-                                    {
+                                    if let Some(e) = special_token_id(&middle[1]).filter(|v| truthy(Some(v))) {
                                         if is_one_of(e, seps) {
                                             add_sep = true;
                                         }
@@ -517,10 +454,7 @@ fn special_metadata(
                                 }
                                 dict_set(&mut adds, "sep", add_sep);
                                 if add_sep && !truthy(special_sep.as_ref()) && tc_truthy {
-                                    tcm.insert(
-                                        "sep_token".into(),
-                                        special_eos.clone().unwrap_or(Value::Null),
-                                    );
+                                    tcm.insert("sep_token".into(), special_eos.clone().unwrap_or(Value::Null));
                                 }
                             }
                         }
@@ -576,10 +510,7 @@ fn special_metadata(
                 },
                 _ => continue,
             };
-            let found = added
-                .iter()
-                .find(|a| a.content == content)
-                .map(|a| Value::from(a.id));
+            let found = added.iter().find(|a| a.content == content).map(|a| Value::from(a.id));
             set_id(typ, found.as_ref())?;
         }
     }
@@ -632,18 +563,12 @@ fn special_metadata(
                 if name == "default" {
                     default = Some(template.clone());
                 } else {
-                    md.push((
-                        format!("{CHAT_TEMPLATE}.{name}"),
-                        MetaValue::string(template.as_str()),
-                    ));
+                    md.push((format!("{CHAT_TEMPLATE}.{name}"), MetaValue::string(template.as_str())));
                     names.insert(name);
                 }
             }
             if !names.is_empty() {
-                md.push((
-                    "tokenizer.chat_templates".into(),
-                    MetaValue::string_array(names),
-                ));
+                md.push(("tokenizer.chat_templates".into(), MetaValue::string_array(names)));
             }
             if let Some(t) = default {
                 md.push((CHAT_TEMPLATE.into(), MetaValue::String(t)));
@@ -682,13 +607,8 @@ pub fn tokenizer_metadata_with_template(
     chat_template_fallback: Option<&Value>,
 ) -> Result<Vec<(String, MetaValue)>, FormatError> {
     if !is_byte_level_bpe(tokenizer_json) {
-        let model = tokenizer_json
-            .pointer("/model/type")
-            .and_then(Value::as_str)
-            .unwrap_or("?");
-        let pre = tokenizer_json
-            .pointer("/pre_tokenizer/type")
-            .and_then(Value::as_str);
+        let model = tokenizer_json.pointer("/model/type").and_then(Value::as_str).unwrap_or("?");
+        let pre = tokenizer_json.pointer("/pre_tokenizer/type").and_then(Value::as_str);
         return Err(FormatError::UnsupportedTokenizer(format!(
             "tokenizer.json model `{model}` with pre-tokenizer `{}` is not byte-level BPE \
              (SentencePiece models convert from tokenizer.model)",
@@ -705,24 +625,12 @@ pub fn tokenizer_metadata_with_template(
     let mut md = vec![
         ("tokenizer.ggml.model".to_owned(), MetaValue::string("gpt2")),
         ("tokenizer.ggml.pre".to_owned(), MetaValue::string(pre)),
-        (
-            "tokenizer.ggml.tokens".to_owned(),
-            MetaValue::string_array(tokens),
-        ),
+        ("tokenizer.ggml.tokens".to_owned(), MetaValue::string_array(tokens)),
         ("tokenizer.ggml.token_type".to_owned(), i32_array(types)),
-        (
-            "tokenizer.ggml.merges".to_owned(),
-            MetaValue::string_array(merges),
-        ),
+        ("tokenizer.ggml.merges".to_owned(), MetaValue::string_array(merges)),
     ];
     // llama.cpp's converter builds SpecialVocab without n_vocab for BPE: no range filter.
-    md.extend(special_metadata(
-        tokenizer_json,
-        tokenizer_config,
-        config,
-        chat_template_fallback,
-        None,
-    )?);
+    md.extend(special_metadata(tokenizer_json, tokenizer_config, config, chat_template_fallback, None)?);
     Ok(md)
 }
 
@@ -748,10 +656,7 @@ pub struct SpPiece {
 const SPM: &str = "tokenizer.model";
 
 fn bad_spm(reason: impl Into<String>) -> FormatError {
-    FormatError::BadTokenizer {
-        file: SPM,
-        reason: reason.into(),
-    }
+    FormatError::BadTokenizer { file: SPM, reason: reason.into() }
 }
 
 /// One protobuf field: number, varint value (0 for other wire types), payload bytes.
@@ -767,10 +672,7 @@ impl<'a> Pb<'a> {
     fn varint(&mut self) -> Result<u64, FormatError> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
-            let byte = *self
-                .b
-                .get(self.pos)
-                .ok_or_else(|| bad_spm("truncated varint"))?;
+            let byte = *self.b.get(self.pos).ok_or_else(|| bad_spm("truncated varint"))?;
             self.pos += 1;
             v |= u64::from(byte & 0x7f) << shift;
             if byte & 0x80 == 0 {
@@ -824,17 +726,12 @@ pub fn parse_sentencepiece(bytes: &[u8]) -> Result<(Vec<SpPiece>, u64), FormatEr
                     return Err(bad_spm(format!("more than {MAX_VOCAB} pieces")));
                 }
                 let mut p = Pb { b: payload, pos: 0 };
-                let mut sp = SpPiece {
-                    piece: String::new(),
-                    score: 0.0,
-                    kind: 1,
-                };
+                let mut sp = SpPiece { piece: String::new(), score: 0.0, kind: 1 };
                 while let Some((n, v, data)) = p.field()? {
                     match n {
                         1 => {
-                            sp.piece = String::from_utf8(data.to_vec()).map_err(|_| {
-                                bad_spm(format!("piece {} is not UTF-8", pieces.len()))
-                            })?;
+                            sp.piece = String::from_utf8(data.to_vec())
+                                .map_err(|_| bad_spm(format!("piece {} is not UTF-8", pieces.len())))?;
                         }
                         2 if data.len() == 4 => {
                             sp.score = f32::from_le_bytes([data[0], data[1], data[2], data[3]]);
@@ -886,14 +783,12 @@ pub fn sentencepiece_metadata(
     }
     let n = match config.get("vocab_size") {
         None | Some(Value::Null) => pieces.len(),
-        Some(v) => v
-            .as_u64()
-            .and_then(|n| usize::try_from(n).ok())
-            .filter(|&n| n <= MAX_VOCAB)
-            .ok_or_else(|| FormatError::BadConfig {
+        Some(v) => v.as_u64().and_then(|n| usize::try_from(n).ok()).filter(|&n| n <= MAX_VOCAB).ok_or_else(|| {
+            FormatError::BadConfig {
                 key: "vocab_size".into(),
                 reason: format!("is not an integer up to {MAX_VOCAB}: {v}"),
-            })?,
+            }
+        })?,
     };
     let mut tokens: Vec<String> = (0..n).map(|i| format!("[PAD{i}]")).collect();
     let mut scores = vec![-10000.0f32; n];
@@ -932,13 +827,8 @@ pub fn sentencepiece_metadata(
             reason: "added_tokens_decoder is not an object".into(),
         })?;
         for (id, data) in obj {
-            let bad = |r: String| FormatError::BadTokenizer {
-                file: "tokenizer_config.json",
-                reason: r,
-            };
-            let id: usize = id
-                .parse()
-                .map_err(|_| bad(format!("added token id {id:?}")))?;
+            let bad = |r: String| FormatError::BadTokenizer { file: "tokenizer_config.json", reason: r };
+            let id: usize = id.parse().map_err(|_| bad(format!("added token id {id:?}")))?;
             let content = data
                 .get("content")
                 .and_then(Value::as_str)
@@ -960,18 +850,9 @@ pub fn sentencepiece_metadata(
     let empty = Value::Object(serde_json::Map::new());
     let tj = tokenizer_json.unwrap_or(&empty);
     let mut md = vec![
-        (
-            "tokenizer.ggml.model".to_owned(),
-            MetaValue::string("llama"),
-        ),
-        (
-            "tokenizer.ggml.pre".to_owned(),
-            MetaValue::string("default"),
-        ),
-        (
-            "tokenizer.ggml.tokens".to_owned(),
-            MetaValue::string_array(tokens),
-        ),
+        ("tokenizer.ggml.model".to_owned(), MetaValue::string("llama")),
+        ("tokenizer.ggml.pre".to_owned(), MetaValue::string("default")),
+        ("tokenizer.ggml.tokens".to_owned(), MetaValue::string_array(tokens)),
         (
             "tokenizer.ggml.scores".to_owned(),
             if scores.is_empty() {
@@ -982,19 +863,10 @@ pub fn sentencepiece_metadata(
         ),
         ("tokenizer.ggml.token_type".to_owned(), i32_array(types)),
     ];
-    md.extend(special_metadata(
-        tj,
-        tokenizer_config,
-        config,
-        None,
-        Some(n),
-    )?);
+    md.extend(special_metadata(tj, tokenizer_config, config, None, Some(n))?);
     if super::llama::gguf_arch(config).ok() == Some("llama") {
         if let Some(Value::Bool(b)) = tokenizer_config.and_then(|c| c.get("add_prefix_space")) {
-            md.push((
-                "tokenizer.ggml.add_space_prefix".into(),
-                MetaValue::Bool(*b),
-            ));
+            md.push(("tokenizer.ggml.add_space_prefix".into(), MetaValue::Bool(*b)));
         }
     }
     Ok(md)

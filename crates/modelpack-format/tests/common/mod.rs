@@ -10,9 +10,7 @@ pub fn python() -> Option<PathBuf> {
     if let Some(p) = std::env::var_os("MODELPACK_PYTHON") {
         return Some(PathBuf::from(p));
     }
-    let p = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .map(|h| h.join(".cache/modelpack/venv/bin/python"));
+    let p = std::env::var_os("HOME").map(PathBuf::from).map(|h| h.join(".cache/modelpack/venv/bin/python"));
     if let Some(p) = p.filter(|p| p.exists()) {
         return Some(p);
     }
@@ -26,9 +24,7 @@ pub fn python() -> Option<PathBuf> {
 
 /// A script in `xtask/py/`.
 pub fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../xtask/py")
-        .join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../xtask/py").join(name)
 }
 
 /// Run `py args...`, panic with its output on failure, return stdout parsed as JSON.

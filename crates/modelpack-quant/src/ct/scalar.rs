@@ -59,24 +59,14 @@ pub(crate) fn load_scale(sd: ScaleDtype, bytes: &[u8], i: usize) -> f32 {
     match sd {
         ScaleDtype::BF16 => bf16_to_f32(u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]])),
         ScaleDtype::F16 => f16_to_f32(u16::from_le_bytes([bytes[2 * i], bytes[2 * i + 1]])),
-        ScaleDtype::F32 => f32::from_le_bytes([
-            bytes[4 * i],
-            bytes[4 * i + 1],
-            bytes[4 * i + 2],
-            bytes[4 * i + 3],
-        ]),
+        ScaleDtype::F32 => f32::from_le_bytes([bytes[4 * i], bytes[4 * i + 1], bytes[4 * i + 2], bytes[4 * i + 3]]),
     }
 }
 
 /// Read i32 word `i` (little-endian) of `bytes`.
 #[inline]
 pub(crate) fn word(bytes: &[u8], i: usize) -> u32 {
-    u32::from_le_bytes([
-        bytes[4 * i],
-        bytes[4 * i + 1],
-        bytes[4 * i + 2],
-        bytes[4 * i + 3],
-    ])
+    u32::from_le_bytes([bytes[4 * i], bytes[4 * i + 1], bytes[4 * i + 2], bytes[4 * i + 3]])
 }
 
 /// OR `v` into i32 word `i` of `bytes`.
@@ -109,11 +99,7 @@ pub(crate) fn put_zp(s: &CtScheme, zpb: &mut [u8], scale_cols: usize, r: usize, 
     let per = s.per_word();
     let bits = u32::from(s.bits);
     let u = (zp + (1 << (bits - 1))) as u32;
-    or_word(
-        zpb,
-        (r / per) * scale_cols + j,
-        u << (bits * (r % per) as u32),
-    );
+    or_word(zpb, (r / per) * scale_cols + j, u << (bits * (r % per) as u32));
 }
 
 /// Read back zero point of chunk row `r`, group `j`.
@@ -145,16 +131,9 @@ pub(crate) fn quantize_range(
     let mut buf = vec![0f32; g.cols];
     let mut q = vec![0i8; g.cols];
     for r in r0..r1 {
-        load_slice(
-            src,
-            &input[r * g.cols * es..(r + 1) * g.cols * es],
-            &mut buf,
-        );
+        load_slice(src, &input[r * g.cols * es..(r + 1) * g.cols * es], &mut buf);
         if let Some(i) = buf.iter().position(|v| !v.is_finite()) {
-            return Err(QuantError::NonFinite {
-                index: r * g.cols + i,
-                value: buf[i],
-            });
+            return Err(QuantError::NonFinite { index: r * g.cols + i, value: buf[i] });
         }
         for (j, (grp, qg)) in buf.chunks(g.group).zip(q.chunks_mut(g.group)).enumerate() {
             let mut mn = grp[0];

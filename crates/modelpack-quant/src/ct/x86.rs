@@ -57,13 +57,7 @@ pub(crate) unsafe fn quantize(
     }
     let sc = code(ScaleDtype::of_source(src));
     let ed = code(elem_dtype(src, sd));
-    let k = Kernel {
-        s,
-        src,
-        sd,
-        input,
-        g,
-    };
+    let k = Kernel { s, src, sd, input, g };
     macro_rules! go {
         ($f:ident) => {
             match (sc, ed, s.bits, s.symmetric) {
@@ -119,10 +113,7 @@ impl Kernel<'_> {
         for i in 0..self.g.cols {
             let v = load(self.src, self.input, row + i);
             if !v.is_finite() {
-                return QuantError::NonFinite {
-                    index: row + i,
-                    value: v,
-                };
+                return QuantError::NonFinite { index: row + i, value: v };
             }
         }
         QuantError::Shape("non-finite flag without a non-finite value".into())
@@ -130,15 +121,7 @@ impl Kernel<'_> {
 
     /// Scale/zero point of chunk row `r`, group `j` from its min/max; stored to the outputs.
     #[inline(always)]
-    fn params(
-        &self,
-        r: usize,
-        j: usize,
-        mn: f32,
-        mx: f32,
-        scale: &mut [u8],
-        zp: &mut Option<&mut [u8]>,
-    ) -> (f32, i32) {
+    fn params(&self, r: usize, j: usize, mn: f32, mx: f32, scale: &mut [u8], zp: &mut Option<&mut [u8]>) -> (f32, i32) {
         let (sc, z) = qparams(self.s, self.src, self.sd, mn, mx);
         store_scale(self.sd, scale, r * self.g.scale_cols + j, sc);
         if let Some(zpb) = zp.as_deref_mut() {
@@ -237,11 +220,7 @@ impl Kernel<'_> {
                 let vs = _mm512_set1_ps(sc);
                 let vz = _mm512_set1_ps(z as f32);
                 for i in 0..nv {
-                    let v = if NV > 0 {
-                        regs[i]
-                    } else {
-                        unsafe { load16::<S>(gp.add(i * 16 * es)) }
-                    };
+                    let v = if NV > 0 { regs[i] } else { unsafe { load16::<S>(gp.add(i * 16 * es)) } };
                     unsafe { q16::<E, B, SYM>(v, vs, vz, &c, op.add(i * 2 * B as usize)) };
                 }
             }
@@ -275,10 +254,7 @@ impl Kernel<'_> {
         let qmax = _mm512_set1_ps(self.s.qmax() as f32);
         let mut regs = [_mm512_setzero_si512(); 4];
         let split = |w: __m512i| -> (__m512, __m512) {
-            (
-                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(w)),
-                _mm512_castsi512_ps(_mm512_and_si512(w, hi)),
-            )
+            (_mm512_castsi512_ps(_mm512_slli_epi32::<16>(w)), _mm512_castsi512_ps(_mm512_and_si512(w, hi)))
         };
         for r in 0..g.rows {
             for j in 0..g.scale_cols {
@@ -330,11 +306,7 @@ impl Kernel<'_> {
                     _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x)
                 };
                 for i in 0..np {
-                    let w = if NP > 0 {
-                        regs[i]
-                    } else {
-                        unsafe { _mm512_loadu_si512(gp.add(i * 64).cast()) }
-                    };
+                    let w = if NP > 0 { regs[i] } else { unsafe { _mm512_loadu_si512(gp.add(i * 64).cast()) } };
                     let (e, o) = split(w);
                     let (qe, qo) = (quant(e), quant(o));
                     // (qe + 2^(B-1)) | (qo + 2^(B-1)) << B, as one add: the fields cannot carry.
@@ -342,11 +314,7 @@ impl Kernel<'_> {
                     let packed2 = _mm512_add_epi32(
                         _mm512_add_epi32(
                             qe,
-                            if B == 4 {
-                                _mm512_slli_epi32::<4>(qo)
-                            } else {
-                                _mm512_slli_epi32::<8>(qo)
-                            },
+                            if B == 4 { _mm512_slli_epi32::<4>(qo) } else { _mm512_slli_epi32::<8>(qo) },
                         ),
                         _mm512_set1_epi32(bias),
                     );
@@ -354,10 +322,7 @@ impl Kernel<'_> {
                         if B == 4 {
                             _mm_storeu_si128(op.add(i * 16).cast(), _mm512_cvtepi32_epi8(packed2));
                         } else {
-                            _mm256_storeu_si256(
-                                op.add(i * 32).cast(),
-                                _mm512_cvtepi32_epi16(packed2),
-                            );
+                            _mm256_storeu_si256(op.add(i * 32).cast(), _mm512_cvtepi32_epi16(packed2));
                         }
                     }
                 }
@@ -426,8 +391,7 @@ impl Kernel<'_> {
                         if !SYM {
                             x = round256::<E>(_mm256_add_ps(x, vz));
                         }
-                        let q =
-                            _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
+                        let q = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
                         let q = _mm256_min_ps(_mm256_max_ps(q, qmin), qmax);
                         _mm256_add_epi32(_mm256_cvtps_epi32(q), off)
                     };
@@ -512,13 +476,7 @@ struct Q512 {
 /// `dst` must be valid for `B * 2` bytes; AVX-512 F/BW/VL + F16C available.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-unsafe fn q16<const E: u8, const B: u8, const SYM: bool>(
-    v: __m512,
-    vs: __m512,
-    vz: __m512,
-    c: &Q512,
-    dst: *mut u8,
-) {
+unsafe fn q16<const E: u8, const B: u8, const SYM: bool>(v: __m512, vs: __m512, vz: __m512, c: &Q512, dst: *mut u8) {
     let mut x = round512::<E>(_mm512_div_ps(v, vs));
     if !SYM {
         x = round512::<E>(_mm512_add_ps(x, vz));
@@ -573,9 +531,7 @@ unsafe fn load16<const S: u8>(p: *const u8) -> __m512 {
         match S {
             F32 => _mm512_loadu_ps(p.cast()),
             F16 => _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())),
-            _ => _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
-                _mm256_loadu_si256(p.cast()),
-            ))),
+            _ => _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p.cast())))),
         }
     }
 }
@@ -592,9 +548,7 @@ unsafe fn load8<const S: u8>(p: *const u8) -> __m256 {
         match S {
             F32 => _mm256_loadu_ps(p.cast()),
             F16 => _mm256_cvtph_ps(_mm_loadu_si128(p.cast())),
-            _ => _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
-                _mm_loadu_si128(p.cast()),
-            ))),
+            _ => _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast())))),
         }
     }
 }
@@ -612,10 +566,7 @@ fn round512<const E: u8>(x: __m512) -> __m512 {
             let b = _mm512_castps_si512(x);
             let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
             let b = _mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), lsb);
-            _mm512_castsi512_ps(_mm512_and_si512(
-                b,
-                _mm512_set1_epi32(0xffff_0000u32 as i32),
-            ))
+            _mm512_castsi512_ps(_mm512_and_si512(b, _mm512_set1_epi32(0xffff_0000u32 as i32)))
         }
     }
 }
@@ -631,10 +582,7 @@ fn round256<const E: u8>(x: __m256) -> __m256 {
             let b = _mm256_castps_si256(x);
             let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(b), _mm256_set1_epi32(1));
             let b = _mm256_add_epi32(_mm256_add_epi32(b, _mm256_set1_epi32(0x7fff)), lsb);
-            _mm256_castsi256_ps(_mm256_and_si256(
-                b,
-                _mm256_set1_epi32(0xffff_0000u32 as i32),
-            ))
+            _mm256_castsi256_ps(_mm256_and_si256(b, _mm256_set1_epi32(0xffff_0000u32 as i32)))
         }
     }
 }

@@ -18,12 +18,7 @@ const BF16: u8 = 2;
 ///
 /// # Safety
 /// The CPU must support AVX2 and F16C.
-pub(crate) unsafe fn quantize(
-    ty: GgmlType,
-    src: SrcDtype,
-    input: &[u8],
-    out: &mut [u8],
-) -> Result<(), QuantError> {
+pub(crate) unsafe fn quantize(ty: GgmlType, src: SrcDtype, input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
     // SAFETY: the caller guarantees the features; the kernels bound every access by the slices.
     unsafe {
         match (ty, src) {
@@ -57,9 +52,7 @@ unsafe fn load8<const S: u8>(p: *const u8) -> __m256 {
         match S {
             F32 => _mm256_loadu_ps(p.cast()),
             F16 => _mm256_cvtph_ps(_mm_loadu_si128(p.cast())),
-            _ => _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(
-                _mm_loadu_si128(p.cast()),
-            ))),
+            _ => _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast())))),
         }
     }
 }
@@ -72,14 +65,7 @@ unsafe fn load_block<const S: u8>(b: &[u8]) -> [__m256; 4] {
     let p = b.as_ptr();
     let step = 8 * src_of::<S>().size();
     // SAFETY: `b` holds exactly 32 elements.
-    unsafe {
-        [
-            load8::<S>(p),
-            load8::<S>(p.add(step)),
-            load8::<S>(p.add(2 * step)),
-            load8::<S>(p.add(3 * step)),
-        ]
-    }
+    unsafe { [load8::<S>(p), load8::<S>(p.add(step)), load8::<S>(p.add(2 * step)), load8::<S>(p.add(3 * step))] }
 }
 
 /// Prefetch the input block [`super::avx512::PREFETCH`] bytes ahead (see there).
@@ -135,10 +121,7 @@ fn hmax_ps(v: __m256) -> f32 {
 fn abs_bits(x: &[__m256; 4]) -> ([__m256i; 4], u32) {
     let m = _mm256_set1_epi32(0x7fff_ffff);
     let a = x.map(|v| _mm256_and_si256(_mm256_castps_si256(v), m));
-    let hmax = hmax_epu32(_mm256_max_epu32(
-        _mm256_max_epu32(a[0], a[1]),
-        _mm256_max_epu32(a[2], a[3]),
-    ));
+    let hmax = hmax_epu32(_mm256_max_epu32(_mm256_max_epu32(a[0], a[1]), _mm256_max_epu32(a[2], a[3])));
     (a, hmax)
 }
 
@@ -150,10 +133,7 @@ fn round_away(v: __m256) -> __m256i {
     let a = _mm256_andnot_ps(sign, v);
     let t = _mm256_round_ps::<{ _MM_FROUND_TO_ZERO | _MM_FROUND_NO_EXC }>(a);
     let f = _mm256_sub_ps(a, t);
-    let up = _mm256_and_ps(
-        _mm256_cmp_ps::<_CMP_GE_OQ>(f, _mm256_set1_ps(0.5)),
-        _mm256_set1_ps(1.0),
-    );
+    let up = _mm256_and_ps(_mm256_cmp_ps::<_CMP_GE_OQ>(f, _mm256_set1_ps(0.5)), _mm256_set1_ps(1.0));
     let r = _mm256_or_ps(_mm256_add_ps(t, up), _mm256_and_ps(v, sign));
     _mm256_cvttps_epi32(r)
 }
@@ -169,11 +149,7 @@ fn unlane() -> __m256i {
 unsafe fn q8_0<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
     let src = src_of::<S>();
     let in_blk = QK * src.size();
-    for (i, (ib, ob)) in input
-        .chunks_exact(in_blk)
-        .zip(out.chunks_exact_mut(34))
-        .enumerate()
-    {
+    for (i, (ib, ob)) in input.chunks_exact(in_blk).zip(out.chunks_exact_mut(34)).enumerate() {
         prefetch_ahead(ib);
         // SAFETY: `ib` is one whole block.
         let x = unsafe { load_block::<S>(ib) };
@@ -220,11 +196,7 @@ fn pack_nibbles(v: [__m256; 4]) -> __m128i {
 unsafe fn q4_0<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
     let src = src_of::<S>();
     let in_blk = QK * src.size();
-    for (i, (ib, ob)) in input
-        .chunks_exact(in_blk)
-        .zip(out.chunks_exact_mut(18))
-        .enumerate()
-    {
+    for (i, (ib, ob)) in input.chunks_exact(in_blk).zip(out.chunks_exact_mut(18)).enumerate() {
         prefetch_ahead(ib);
         // SAFETY: `ib` is one whole block.
         let x = unsafe { load_block::<S>(ib) };
@@ -254,21 +226,14 @@ unsafe fn q4_0<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantErr
 /// The first element of the block comparing equal to 0.0, with its sign (see the AVX-512 twin).
 #[inline]
 fn first_zero(src: SrcDtype, b: &[u8]) -> f32 {
-    (0..QK)
-        .map(|j| load(src, b, j))
-        .find(|&v| v == 0.0)
-        .unwrap_or(0.0)
+    (0..QK).map(|j| load(src, b, j)).find(|&v| v == 0.0).unwrap_or(0.0)
 }
 
 #[target_feature(enable = "avx2,f16c")]
 unsafe fn q4_1<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
     let src = src_of::<S>();
     let in_blk = QK * src.size();
-    for (i, (ib, ob)) in input
-        .chunks_exact(in_blk)
-        .zip(out.chunks_exact_mut(20))
-        .enumerate()
-    {
+    for (i, (ib, ob)) in input.chunks_exact(in_blk).zip(out.chunks_exact_mut(20)).enumerate() {
         prefetch_ahead(ib);
         // SAFETY: `ib` is one whole block.
         let x = unsafe { load_block::<S>(ib) };
@@ -276,14 +241,8 @@ unsafe fn q4_1<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantErr
         if hmax >= 0x7f80_0000 {
             return quantize_blocks_ref::<BlockQ4_1>(src, ib, ob, i * QK);
         }
-        let mut min = hmin_ps(_mm256_min_ps(
-            _mm256_min_ps(x[0], x[1]),
-            _mm256_min_ps(x[2], x[3]),
-        ));
-        let mut max = hmax_ps(_mm256_max_ps(
-            _mm256_max_ps(x[0], x[1]),
-            _mm256_max_ps(x[2], x[3]),
-        ));
+        let mut min = hmin_ps(_mm256_min_ps(_mm256_min_ps(x[0], x[1]), _mm256_min_ps(x[2], x[3])));
+        let mut max = hmax_ps(_mm256_max_ps(_mm256_max_ps(x[0], x[1]), _mm256_max_ps(x[2], x[3])));
         if min == 0.0 {
             min = first_zero(src, ib);
         }

@@ -8,9 +8,7 @@
 //! detects NaN/inf: such a block is handed to the scalar reference, which reports the error.
 
 use crate::convert::load;
-use crate::gguf::{
-    convert_rows_ref, quantize_blocks_ref, BlockQ4_0, BlockQ4_1, BlockQ8_0, GgmlType, QK,
-};
+use crate::gguf::{convert_rows_ref, quantize_blocks_ref, BlockQ4_0, BlockQ4_1, BlockQ8_0, GgmlType, QK};
 use crate::metrics::Lanes;
 use crate::{QuantError, SrcDtype};
 use std::arch::x86_64::*;
@@ -24,12 +22,7 @@ const BF16: u8 = 2;
 ///
 /// # Safety
 /// The CPU must support AVX-512 F, BW, VL and F16C.
-pub(crate) unsafe fn quantize(
-    ty: GgmlType,
-    src: SrcDtype,
-    input: &[u8],
-    out: &mut [u8],
-) -> Result<(), QuantError> {
+pub(crate) unsafe fn quantize(ty: GgmlType, src: SrcDtype, input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
     // SAFETY: the caller guarantees the features; the kernels bound every access by the slices.
     unsafe {
         match (ty, src) {
@@ -63,9 +56,7 @@ unsafe fn load16<const S: u8>(p: *const u8) -> __m512 {
         match S {
             F32 => _mm512_loadu_ps(p.cast()),
             F16 => _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())),
-            _ => _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(
-                _mm256_loadu_si256(p.cast()),
-            ))),
+            _ => _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p.cast())))),
         }
     }
 }
@@ -77,12 +68,7 @@ unsafe fn load_block<const S: u8>(b: &[u8]) -> (__m512, __m512) {
     debug_assert_eq!(b.len(), QK * src_of::<S>().size());
     let p = b.as_ptr();
     // SAFETY: `b` holds exactly 32 elements.
-    unsafe {
-        (
-            load16::<S>(p),
-            load16::<S>(p.add(16 * src_of::<S>().size())),
-        )
-    }
+    unsafe { (load16::<S>(p), load16::<S>(p.add(16 * src_of::<S>().size()))) }
 }
 
 /// |x| bit patterns of a block, and their maximum (≥ 0x7f80_0000 when a NaN/inf is present).
@@ -150,12 +136,7 @@ fn prefetch_out(og: &[u8]) {
 ///
 /// # Safety
 /// The CPU must support AVX-512 F, BW, VL and F16C.
-pub(crate) unsafe fn convert(
-    ty: GgmlType,
-    src: SrcDtype,
-    input: &[u8],
-    out: &mut [u8],
-) -> Result<(), QuantError> {
+pub(crate) unsafe fn convert(ty: GgmlType, src: SrcDtype, input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
     // SAFETY: the caller guarantees the features.
     unsafe {
         match src {
@@ -175,10 +156,7 @@ unsafe fn conv<const S: u8>(ty: GgmlType, input: &[u8], out: &mut [u8]) -> Resul
     let absm = _mm512_set1_epi32(0x7fff_ffff);
     let inf = _mm512_set1_epi32(0x7f80_0000);
     for i in 0..nv {
-        let (ib, ob) = (
-            &input[i * 16 * es..(i + 1) * 16 * es],
-            &mut out[i * 16 * os..(i + 1) * 16 * os],
-        );
+        let (ib, ob) = (&input[i * 16 * es..(i + 1) * 16 * es], &mut out[i * 16 * os..(i + 1) * 16 * os]);
         // SAFETY: `ib` holds 16 elements.
         let x = unsafe { load16::<S>(ib.as_ptr()) };
         let bits = _mm512_castps_si512(x);
@@ -189,30 +167,19 @@ unsafe fn conv<const S: u8>(ty: GgmlType, input: &[u8], out: &mut [u8]) -> Resul
         unsafe {
             match ty {
                 GgmlType::F32 => _mm512_storeu_ps(ob.as_mut_ptr().cast(), x),
-                GgmlType::F16 => _mm256_storeu_si256(
-                    ob.as_mut_ptr().cast(),
-                    _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x),
-                ),
+                GgmlType::F16 => {
+                    _mm256_storeu_si256(ob.as_mut_ptr().cast(), _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x))
+                }
                 _ => {
                     // Round to nearest even on the bit pattern (finite inputs only).
                     let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
-                    let r =
-                        _mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), lsb);
-                    _mm256_storeu_si256(
-                        ob.as_mut_ptr().cast(),
-                        _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(r)),
-                    );
+                    let r = _mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), lsb);
+                    _mm256_storeu_si256(ob.as_mut_ptr().cast(), _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(r)));
                 }
             }
         }
     }
-    convert_rows_ref(
-        ty,
-        src,
-        &input[nv * 16 * es..],
-        &mut out[nv * 16 * os..],
-        nv * 16,
-    )
+    convert_rows_ref(ty, src, &input[nv * 16 * es..], &mut out[nv * 16 * os..], nv * 16)
 }
 
 /// Error statistics of quantized blocks (`out`) against their source, in [`Lanes`] order:
@@ -222,13 +189,7 @@ unsafe fn conv<const S: u8>(ty: GgmlType, input: &[u8], out: &mut [u8]) -> Resul
 /// # Safety
 /// The CPU must support AVX-512 F, BW, VL and F16C; `ty` is Q8_0, Q4_0 or Q4_1 and `out` holds the
 /// quantized blocks of `input` (whole blocks; `lanes.count` a multiple of 16).
-pub(crate) unsafe fn stats(
-    ty: GgmlType,
-    src: SrcDtype,
-    input: &[u8],
-    out: &[u8],
-    lanes: &mut Lanes,
-) {
+pub(crate) unsafe fn stats(ty: GgmlType, src: SrcDtype, input: &[u8], out: &[u8], lanes: &mut Lanes) {
     // SAFETY: the caller guarantees the features.
     unsafe {
         match src {
@@ -249,12 +210,8 @@ fn dequant_block(ty: GgmlType, b: &[u8]) -> (__m512, __m512) {
     unsafe {
         match ty {
             GgmlType::Q8_0 => {
-                let q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
-                    b[2..18].as_ptr().cast(),
-                )));
-                let q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
-                    b[18..34].as_ptr().cast(),
-                )));
+                let q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(b[2..18].as_ptr().cast())));
+                let q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(b[18..34].as_ptr().cast())));
                 (_mm512_mul_ps(d, q0), _mm512_mul_ps(d, q1))
             }
             GgmlType::Q4_0 => {
@@ -269,10 +226,7 @@ fn dequant_block(ty: GgmlType, b: &[u8]) -> (__m512, __m512) {
                 let q = _mm512_cvtepu8_epi32(_mm_loadu_si128(b[4..20].as_ptr().cast()));
                 let lo = _mm512_cvtepi32_ps(_mm512_and_si512(q, _mm512_set1_epi32(15)));
                 let hi = _mm512_cvtepi32_ps(_mm512_srli_epi32::<4>(q));
-                (
-                    _mm512_add_ps(_mm512_mul_ps(d, lo), m),
-                    _mm512_add_ps(_mm512_mul_ps(d, hi), m),
-                )
+                (_mm512_add_ps(_mm512_mul_ps(d, lo), m), _mm512_add_ps(_mm512_mul_ps(d, hi), m))
             }
         }
     }
@@ -352,10 +306,7 @@ fn group_scales(num: &[f32; G], den: f32) -> ([f32; G], [f32; G], [u16; G]) {
         let vid = _mm512_maskz_div_ps(nz, _mm512_set1_ps(1.0), vd);
         _mm512_storeu_ps(d.as_mut_ptr(), vd);
         _mm512_storeu_ps(id.as_mut_ptr(), vid);
-        _mm256_storeu_si256(
-            dh.as_mut_ptr().cast(),
-            _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(vd),
-        );
+        _mm256_storeu_si256(dh.as_mut_ptr().cast(), _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(vd));
     }
     (d, id, dh)
 }
@@ -364,11 +315,7 @@ fn group_scales(num: &[f32; G], den: f32) -> ([f32; G], [f32; G], [u16; G]) {
 unsafe fn q8_0<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
     let src = src_of::<S>();
     let in_blk = QK * src.size();
-    for (gi, (ig, og)) in input
-        .chunks(G * in_blk)
-        .zip(out.chunks_mut(G * 34))
-        .enumerate()
-    {
+    for (gi, (ig, og)) in input.chunks(G * in_blk).zip(out.chunks_mut(G * 34)).enumerate() {
         // Pass 1: max |x| of every block (integer max of |x| bits; flags NaN/inf).
         let mut amax = [0f32; G];
         for (j, ib) in ig.chunks_exact(in_blk).enumerate() {
@@ -385,11 +332,7 @@ unsafe fn q8_0<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantErr
         prefetch_out(og);
         let (_, id, dh) = group_scales(&amax, 127.0);
         // Pass 2: quantize (the group's input is still in L1).
-        for (j, (ib, ob)) in ig
-            .chunks_exact(in_blk)
-            .zip(og.chunks_exact_mut(34))
-            .enumerate()
-        {
+        for (j, (ib, ob)) in ig.chunks_exact(in_blk).zip(og.chunks_exact_mut(34)).enumerate() {
             ob[..2].copy_from_slice(&dh[j].to_le_bytes());
             if id[j] == f32::INFINITY {
                 // 1/d overflowed: the references store 0 for every element (see `cvtt_i8`).
@@ -428,11 +371,7 @@ fn pack_nibbles(v0: __m512, v1: __m512) -> __m128i {
 unsafe fn q4_0<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
     let src = src_of::<S>();
     let in_blk = QK * src.size();
-    for (gi, (ig, og)) in input
-        .chunks(G * in_blk)
-        .zip(out.chunks_mut(G * 18))
-        .enumerate()
-    {
+    for (gi, (ig, og)) in input.chunks(G * in_blk).zip(out.chunks_mut(G * 18)).enumerate() {
         // Pass 1: the signed value of largest |x|, first occurrence, of every block.
         let mut max = [0f32; G];
         for (j, ib) in ig.chunks_exact(in_blk).enumerate() {
@@ -445,19 +384,14 @@ unsafe fn q4_0<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantErr
                 return quantize_blocks_ref::<BlockQ4_0>(src, ib, ob, (gi * G + j) * QK);
             }
             let hv = _mm512_set1_epi32(hmax as i32);
-            let mask = u32::from(_mm512_cmpeq_epi32_mask(a0, hv))
-                | u32::from(_mm512_cmpeq_epi32_mask(a1, hv)) << 16;
+            let mask = u32::from(_mm512_cmpeq_epi32_mask(a0, hv)) | u32::from(_mm512_cmpeq_epi32_mask(a1, hv)) << 16;
             max[j] = load(src, ib, mask.trailing_zeros() as usize);
         }
         prefetch_out(og);
         let (_, id, dh) = group_scales(&max, -8.0);
         // Pass 2: quantize.
         let k = _mm512_set1_ps(8.5);
-        for (j, (ib, ob)) in ig
-            .chunks_exact(in_blk)
-            .zip(og.chunks_exact_mut(18))
-            .enumerate()
-        {
+        for (j, (ib, ob)) in ig.chunks_exact(in_blk).zip(og.chunks_exact_mut(18)).enumerate() {
             // SAFETY: `ib` is one whole block.
             let (x0, x1) = unsafe { load_block::<S>(ib) };
             let vid = _mm512_set1_ps(id[j]);
@@ -475,29 +409,21 @@ unsafe fn q4_0<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantErr
 /// strict-comparison loop keeps the first of equal values; only ±0 compare equal with different bits).
 #[inline]
 fn first_zero(src: SrcDtype, b: &[u8]) -> f32 {
-    (0..QK)
-        .map(|j| load(src, b, j))
-        .find(|&v| v == 0.0)
-        .unwrap_or(0.0)
+    (0..QK).map(|j| load(src, b, j)).find(|&v| v == 0.0).unwrap_or(0.0)
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
 unsafe fn q4_1<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
     let src = src_of::<S>();
     let in_blk = QK * src.size();
-    for (gi, (ig, og)) in input
-        .chunks(G * in_blk)
-        .zip(out.chunks_mut(G * 20))
-        .enumerate()
-    {
+    for (gi, (ig, og)) in input.chunks(G * in_blk).zip(out.chunks_mut(G * 20)).enumerate() {
         // Pass 1: min and max of every block (first occurrence for signed zeros).
         let (mut min, mut range) = ([0f32; G], [0f32; G]);
         for (j, ib) in ig.chunks_exact(in_blk).enumerate() {
             prefetch_ahead(ib);
             // SAFETY: `ib` is one whole block.
             let (x0, x1) = unsafe { load_block::<S>(ib) };
-            let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x0, x0)
-                | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x1, x1);
+            let nan = _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x0, x0) | _mm512_cmp_ps_mask::<_CMP_UNORD_Q>(x1, x1);
             let mut mn = _mm512_reduce_min_ps(_mm512_min_ps(x0, x1));
             let mut mx = _mm512_reduce_max_ps(_mm512_max_ps(x0, x1));
             if nan != 0 || mn == f32::NEG_INFINITY || mx == f32::INFINITY {
@@ -523,11 +449,7 @@ unsafe fn q4_1<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantErr
         }
         // Pass 2: quantize.
         let h = _mm512_set1_ps(0.5);
-        for (j, (ib, ob)) in ig
-            .chunks_exact(in_blk)
-            .zip(og.chunks_exact_mut(20))
-            .enumerate()
-        {
+        for (j, (ib, ob)) in ig.chunks_exact(in_blk).zip(og.chunks_exact_mut(20)).enumerate() {
             // SAFETY: `ib` is one whole block.
             let (x0, x1) = unsafe { load_block::<S>(ib) };
             let (vmin, vid) = (_mm512_set1_ps(min[j]), _mm512_set1_ps(id[j]));

@@ -47,10 +47,7 @@ impl Level {
     /// Every level this CPU can run, lowest first (for tests that compare all paths).
     pub fn supported() -> Vec<Level> {
         let best = best_supported();
-        [Level::Scalar, Level::Avx2, Level::Avx512]
-            .into_iter()
-            .filter(|&l| l <= best)
-            .collect()
+        [Level::Scalar, Level::Avx2, Level::Avx512].into_iter().filter(|&l| l <= best).collect()
     }
 
     fn from_u8(v: u8) -> Level {
@@ -104,10 +101,7 @@ pub fn active_level() -> Level {
 #[cold]
 fn init() -> Level {
     let best = best_supported();
-    let wanted = std::env::var("MODELPACK_SIMD")
-        .ok()
-        .and_then(|s| Level::parse(&s))
-        .unwrap_or(best);
+    let wanted = std::env::var("MODELPACK_SIMD").ok().and_then(|s| Level::parse(&s)).unwrap_or(best);
     let level = wanted.min(best);
     LEVEL.store(level.to_u8(), Ordering::Relaxed);
     level

@@ -88,10 +88,7 @@ pub fn keygen(a: KeygenArgs) -> CmdResult {
     });
     for p in [&pem_path, &pub_path] {
         if std::fs::symlink_metadata(p).is_ok() {
-            return Err(CmdError::usage(format!(
-                "{} already exists; refusing to overwrite",
-                p.display()
-            )));
+            return Err(CmdError::usage(format!("{} already exists; refusing to overwrite", p.display())));
         }
     }
     let key = PrivateKey::generate(curve);
@@ -133,10 +130,7 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CmdError> {
     }
     #[cfg(not(unix))]
     let _ = mode;
-    let mut f = opts
-        .open(path)
-        .with_context(|| format!("cannot create {}", path.display()))
-        .input()?;
+    let mut f = opts.open(path).with_context(|| format!("cannot create {}", path.display())).input()?;
     f.write_all(bytes)
         .and_then(|()| f.sync_all())
         .with_context(|| format!("cannot write {}", path.display()))
@@ -147,15 +141,10 @@ fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), CmdError> {
 /// trailing newline (`\n` or `\r\n`) is not part of the password.
 fn read_password(p: &PasswordArgs) -> Result<Option<Vec<u8>>, CmdError> {
     let mut pw = if let Some(f) = &p.password_file {
-        std::fs::read(f)
-            .with_context(|| format!("cannot read password file {}", f.display()))
-            .input()?
+        std::fs::read(f).with_context(|| format!("cannot read password file {}", f.display())).input()?
     } else if let Some(var) = &p.password_env {
-        let v = std::env::var_os(var).ok_or_else(|| {
-            CmdError::usage(format!(
-                "environment variable {var} (--password-env) is not set"
-            ))
-        })?;
+        let v = std::env::var_os(var)
+            .ok_or_else(|| CmdError::usage(format!("environment variable {var} (--password-env) is not set")))?;
         v.into_encoded_bytes()
     } else {
         return Ok(None);
@@ -171,9 +160,8 @@ fn read_password(p: &PasswordArgs) -> Result<Option<Vec<u8>>, CmdError> {
 
 /// Load a private key, warning when its file is readable by group or others.
 pub fn load_private_key(path: &Path, password: &PasswordArgs) -> Result<PrivateKey, CmdError> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("cannot read private key {}", path.display()))
-        .input()?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read private key {}", path.display())).input()?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -188,9 +176,7 @@ pub fn load_private_key(path: &Path, password: &PasswordArgs) -> Result<PrivateK
         }
     }
     let pw = read_password(password)?;
-    PrivateKey::from_pem(&text, pw.as_deref())
-        .with_context(|| format!("private key {}", path.display()))
-        .input()
+    PrivateKey::from_pem(&text, pw.as_deref()).with_context(|| format!("private key {}", path.display())).input()
 }
 
 /// Run `sign`.
@@ -199,9 +185,7 @@ pub fn sign(a: SignArgs) -> CmdResult {
     let digests = modelpack_sign::hash_package(&a.package)
         .with_context(|| format!("cannot hash package {}", a.package.display()))
         .input()?;
-    let root = hex::encode(modelpack_sign::root_digest(
-        digests.iter().map(|d| &d.sha256),
-    ));
+    let root = hex::encode(modelpack_sign::root_digest(digests.iter().map(|d| &d.sha256)));
     let files = digests.len();
     let bytes: u64 = digests.iter().map(|d| d.size).sum();
     let bundle = modelpack_sign::sign_package(&a.package, &key, Some(digests))
@@ -210,10 +194,7 @@ pub fn sign(a: SignArgs) -> CmdResult {
     modelpack_sign::write_signature(&a.package, &bundle).internal()?;
     let sig_path = a.package.join(modelpack_sign::SIGNATURE_FILE);
     let hint = key.public().hint();
-    eprintln!(
-        "signed {files} files ({bytes} bytes) of {}: root digest {root}, key hint {hint}",
-        a.package.display()
-    );
+    eprintln!("signed {files} files ({bytes} bytes) of {}: root digest {root}, key hint {hint}", a.package.display());
     if a.json {
         println!(
             "{}",
@@ -234,9 +215,7 @@ pub fn verify(a: VerifyArgs) -> CmdResult {
     let text = std::fs::read_to_string(&a.key)
         .with_context(|| format!("cannot read public key {}", a.key.display()))
         .input()?;
-    let key = PublicKey::from_pem(&text)
-        .with_context(|| format!("public key {}", a.key.display()))
-        .input()?;
+    let key = PublicKey::from_pem(&text).with_context(|| format!("public key {}", a.key.display())).input()?;
     let report = modelpack_sign::verify_package(&a.package, &key)
         .with_context(|| format!("cannot verify {}", a.package.display()))
         .input()?;
@@ -296,38 +275,21 @@ fn print_human(pkg: &Path, r: &VerifyReport) {
         match s {
             FileStatus::Ok => {}
             FileStatus::Changed { .. } => {
-                eprintln!(
-                    "changed: {} expected {} actual {}",
-                    f.path,
-                    h(s.expected()),
-                    h(s.actual())
-                )
+                eprintln!("changed: {} expected {} actual {}", f.path, h(s.expected()), h(s.actual()))
             }
             FileStatus::Missing { .. } => {
                 eprintln!("missing: {} expected {}", f.path, h(s.expected()))
             }
             FileStatus::Extra { .. } => eprintln!("extra:   {} actual {}", f.path, h(s.actual())),
             FileStatus::Symlink { .. } => {
-                eprintln!(
-                    "symlink: {} (not followed) expected {}",
-                    f.path,
-                    h(s.expected())
-                )
+                eprintln!("symlink: {} (not followed) expected {}", f.path, h(s.expected()))
             }
             FileStatus::Special { .. } => {
-                eprintln!(
-                    "special: {} (not a regular file) expected {}",
-                    f.path,
-                    h(s.expected())
-                )
+                eprintln!("special: {} (not a regular file) expected {}", f.path, h(s.expected()))
             }
         }
     }
-    let bad = r
-        .files
-        .iter()
-        .filter(|f| f.status != FileStatus::Ok)
-        .count();
+    let bad = r.files.iter().filter(|f| f.status != FileStatus::Ok).count();
     let root = r.root_digest.as_deref().unwrap_or("-");
     if bad == 0 {
         eprintln!(
@@ -338,9 +300,6 @@ fn print_human(pkg: &Path, r: &VerifyReport) {
             r.bytes_checked
         );
     } else {
-        eprintln!(
-            "FAILED {}: signature valid but {bad} file(s) do not match; root digest {root}",
-            pkg.display()
-        );
+        eprintln!("FAILED {}: signature valid but {bad} file(s) do not match; root digest {root}", pkg.display());
     }
 }
