@@ -1,21 +1,176 @@
 //! `modelpack quantize`.
-use crate::exit::{CmdError, CmdResult};
+use crate::cmd::sign::{load_private_key, PasswordArgs};
+use crate::exit::{CmdError, CmdResult, INTERNAL, OK, USAGE};
+use modelpack::plan::{Method, QuantizeOptions, Scheme, Target};
+use modelpack::quant::gguf::GgmlType;
+use modelpack::run::{quantize, QuantizeJob};
+use regex::Regex;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 
 /// Arguments of `modelpack quantize`.
 #[derive(clap::Args)]
 pub struct Args {
-    /// Input checkpoint directory or safetensors file.
+    /// Input checkpoint directory or safetensors file (never modified).
     pub input: PathBuf,
-    /// Output package directory.
+    /// Output package directory (created beside a temporary twin and renamed when complete).
     #[arg(short, long)]
     pub output: PathBuf,
+    /// Runtime to package for: cpu (GGUF for llama.cpp/Ollama) or cuda (compressed-tensors for vLLM).
+    #[arg(long, value_enum)]
+    pub target: Target,
+    /// Weight precision.
+    #[arg(long, value_enum)]
+    pub scheme: Scheme,
+    /// Rounding method (rtn is byte-identical to the reference tools).
+    #[arg(long, value_enum, default_value = "rtn")]
+    pub method: Method,
+    /// cpu: GGUF type of ordinary weights (q8_0, q4_0, q4_1); defaults from --scheme.
+    #[arg(long, value_name = "TYPE")]
+    pub gguf_type: Option<String>,
+    /// cpu: per-tensor type, REGEX=TYPE (first match wins; matched on GGUF and HF names).
+    #[arg(long, value_name = "REGEX=TYPE")]
+    pub tensor_type: Vec<String>,
+    /// Keep tensors matching REGEX unquantized (cuda: also listed in `ignore`).
+    #[arg(long, value_name = "REGEX")]
+    pub keep: Vec<String>,
+    /// cuda int4: group size.
+    #[arg(long, default_value_t = 128)]
+    pub group_size: usize,
+    /// cuda int4: asymmetric quantization with zero points.
+    #[arg(long)]
+    pub asymmetric: bool,
+    /// cuda: largest weight shard, e.g. 5GB, 500MB.
+    #[arg(long, default_value = "5GB")]
+    pub max_shard_size: String,
+    /// cuda: re-quantize a checkpoint whose config.json already has a quantization_config.
+    #[arg(long)]
+    pub force_requantize: bool,
+    /// Skip per-tensor error metrics (faster).
+    #[arg(long)]
+    pub no_metrics: bool,
+    /// Sign the package with this private key (PEM).
+    #[arg(long, value_name = "KEY.pem")]
+    pub sign_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub password: PasswordArgs,
+    /// Worker threads (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Replace an existing non-empty output directory.
+    #[arg(long)]
+    pub force: bool,
+    /// No progress bar even on a terminal.
+    #[arg(long)]
+    pub no_progress: bool,
     /// Print one JSON report on stdout.
     #[arg(long)]
     pub json: bool,
 }
 
+fn parse_type(s: &str) -> Result<GgmlType, CmdError> {
+    GgmlType::ALL
+        .into_iter()
+        .find(|t| t.name().eq_ignore_ascii_case(s) && t.can_quantize())
+        .ok_or_else(|| CmdError::usage(format!("unknown or unsupported GGUF type `{s}` (q8_0, q4_0, q4_1, f16, bf16, f32)")))
+}
+
+fn parse_size(s: &str) -> Result<u64, CmdError> {
+    let t = s.trim().to_ascii_uppercase();
+    let (num, mul) = [("GIB", 1u64 << 30), ("MIB", 1 << 20), ("KIB", 1 << 10), ("GB", 1_000_000_000), ("MB", 1_000_000), ("KB", 1000), ("B", 1)]
+        .iter()
+        .find_map(|(suf, m)| t.strip_suffix(suf).map(|n| (n.trim().to_string(), *m)))
+        .unwrap_or((t.clone(), 1));
+    num.parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(mul))
+        .filter(|&n| n > 0)
+        .ok_or_else(|| CmdError::usage(format!("bad size `{s}` (e.g. 5GB, 500MB)")))
+}
+
+fn regex(s: &str) -> Result<Regex, CmdError> {
+    Regex::new(s).map_err(|e| CmdError::usage(format!("bad regex `{s}`: {e}")))
+}
+
 /// Run `quantize`.
-pub fn run(_args: Args) -> CmdResult {
-    Err(CmdError::usage("quantize: not implemented yet"))
+pub fn run(a: Args) -> CmdResult {
+    let tensor_types = a
+        .tensor_type
+        .iter()
+        .map(|s| {
+            let (re, ty) = s.rsplit_once('=').ok_or_else(|| CmdError::usage(format!("--tensor-type `{s}` is not REGEX=TYPE")))?;
+            Ok((regex(re)?, parse_type(ty)?))
+        })
+        .collect::<Result<Vec<_>, CmdError>>()?;
+    if a.target == Target::Cuda && !matches!(a.group_size, 1..=1_000_000) {
+        return Err(CmdError::usage("--group-size must be positive"));
+    }
+    let options = QuantizeOptions {
+        target: a.target,
+        scheme: a.scheme,
+        method: a.method,
+        gguf_type: a.gguf_type.as_deref().map(parse_type).transpose()?,
+        tensor_types,
+        keep: a.keep.iter().map(|s| regex(s)).collect::<Result<_, _>>()?,
+        group_size: a.group_size,
+        asymmetric: a.asymmetric,
+        max_shard_size: parse_size(&a.max_shard_size)?,
+        force_requantize: a.force_requantize,
+        metrics: !a.no_metrics,
+    };
+    let sign_key = a.sign_key.as_deref().map(|p| load_private_key(p, &a.password)).transpose()?;
+    let source_date_epoch = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok());
+    let job = QuantizeJob { input: a.input, output: a.output, options, force: a.force, sign_key, source_date_epoch };
+
+    let show = !a.no_progress && !a.json && std::io::stderr().is_terminal();
+    let bar = show.then(|| {
+        let b = indicatif::ProgressBar::new(0);
+        b.set_style(
+            indicatif::ProgressStyle::with_template("{bar:40} {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
+                .expect("valid template"),
+        );
+        b
+    });
+    let progress = |done: u64, total: u64| {
+        if let Some(b) = &bar {
+            b.set_length(total);
+            b.set_position(done);
+        }
+    };
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(a.threads.unwrap_or(0))
+        .build()
+        .map_err(|e| CmdError { code: INTERNAL, error: e.into() })?;
+    let result = pool.install(|| quantize(&job, &progress));
+    if let Some(b) = &bar {
+        b.finish_and_clear();
+    }
+    let report = result.map_err(|e| CmdError { code: if e.is_input() { USAGE } else { INTERNAL }, error: e.into() })?;
+    if a.json {
+        println!("{}", serde_json::to_string(&report).expect("report serializes"));
+    } else {
+        eprintln!(
+            "wrote {} ({} files, {:.1} MB weights) in {:.2} s, {:.2} GB/s of input{}",
+            report.package.display(),
+            report.files.len(),
+            report.output_bytes as f64 / 1e6,
+            report.seconds,
+            report.input_gb_per_s,
+            if report.signed { ", signed" } else { "" }
+        );
+        if let Some(m) = report.median_sqnr_db {
+            eprintln!("median SQNR of quantized tensors: {m:.2} dB");
+        }
+        for t in &report.tensors {
+            eprintln!(
+                "  {:<40} {:<28} {:>10} B  {}  {}",
+                t.name,
+                t.type_out,
+                t.bytes_out,
+                t.sqnr_db.map(|s| format!("{s:6.2} dB")).unwrap_or_else(|| "        ".into()),
+                t.note.as_deref().unwrap_or("")
+            );
+        }
+    }
+    Ok(OK)
 }

@@ -1,0 +1,489 @@
+//! The cuda target: a compressed-tensors "pack-quantized" checkpoint (DESIGN §5.3) that vLLM and
+//! HF transformers load as it is.
+//!
+//! Every quantized Linear `P` becomes `P.weight_packed`, `P.weight_scale`, `P.weight_shape` (and
+//! `P.weight_zero_point` when asymmetric); everything else is copied bit for bit. Tensors are
+//! laid out in the reference writer's order (dtype, then name), so a module's scales live far
+//! from its packed words: tasks run in the order of their packed data and the scales wait in the
+//! executor's small reorder buffer.
+
+use crate::checkpoint::Checkpoint;
+use crate::exec::{OutFileSpec, Piece};
+use crate::format::compressed_tensors::{self as ctf, CtGroup, CtStrategy};
+use crate::format::safetensors as stf;
+use crate::package::write_hashed;
+use crate::plan::{PlanError, QuantizeOptions, Scheme};
+use crate::quant::ct::{self, CtScheme, ScaleDtype, Strategy};
+use crate::quant::metrics::ErrorStats;
+use crate::quant::SrcDtype;
+use crate::sign::manifest::TensorRecord;
+use crate::sign::FileDigest;
+use std::path::Path;
+
+/// How one output tensor gets its bytes.
+#[derive(Debug, Clone)]
+enum Role {
+    /// Copied from the source tensor of that name.
+    Copy { src: String },
+    /// Part of quantized module `m` (index into `modules`).
+    Packed(usize),
+    /// Scale, shape or zero point of a quantized module (written by its row tasks).
+    Part,
+}
+
+#[derive(Debug, Clone)]
+struct OutTensor {
+    name: String,
+    dtype: &'static str,
+    shape: Vec<usize>,
+    role: Role,
+    file: usize,
+    offset: u64,
+    size: u64,
+}
+
+/// One quantized Linear.
+#[derive(Debug, Clone)]
+struct Module {
+    /// Module name (`model.layers.0.mlp.down_proj`).
+    name: String,
+    src: String,
+    src_dtype: SrcDtype,
+    rows: usize,
+    cols: usize,
+    scheme: CtScheme,
+    scale_dtype: ScaleDtype,
+    /// Output tensor indices: packed, scale, shape, zero point.
+    packed: usize,
+    scale: usize,
+    shape_t: usize,
+    zp: Option<usize>,
+    note: String,
+}
+
+/// The whole compressed-tensors output, known before any data is written.
+pub struct CudaPlan {
+    tensors: Vec<OutTensor>,
+    modules: Vec<Module>,
+    files: Vec<(String, stf::StLayout)>,
+    config: serde_json::Value,
+    kept_notes: Vec<(String, String)>,
+    /// Manifest record index of each module (records list copied tensors and modules in order).
+    module_record: Vec<usize>,
+}
+
+/// A unit of work: rows `[r0, r1)` of module `m`, or bytes `[b0, b1)` of a copied tensor.
+#[derive(Debug, Clone, Copy)]
+pub enum Task {
+    /// Quantize rows of a module.
+    Rows {
+        /// Module index.
+        m: usize,
+        /// First row.
+        r0: usize,
+        /// End row.
+        r1: usize,
+    },
+    /// Copy a byte range of a kept tensor.
+    Copy {
+        /// Output tensor index.
+        t: usize,
+        /// Start byte.
+        b0: usize,
+        /// End byte.
+        b1: usize,
+    },
+}
+
+const TASK_ELEMS: usize = 1 << 20;
+
+fn is_quantizable_linear(name: &str, shape: &[usize]) -> bool {
+    shape.len() == 2
+        && name.starts_with("model.layers.")
+        && name.ends_with("_proj.weight")
+        && !name.contains("embed")
+        && !name.ends_with("mlp.gate.weight")
+}
+
+/// Plan the cuda package of `ckpt`.
+pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanError> {
+    let config = &ckpt
+        .config()
+        .ok_or_else(|| PlanError::Input("the checkpoint has no config.json: the cuda target rewrites it".into()))?
+        .raw;
+    if config.get("quantization_config").is_some() && !opts.force_requantize {
+        return Err(PlanError::Input(
+            "config.json already has a quantization_config: re-quantizing loses quality \
+             (pass --force-requantize to do it anyway)"
+                .into(),
+        ));
+    }
+    let mut modules = Vec::new();
+    let mut tensors = Vec::new();
+    let mut ignore: Vec<String> = Vec::new();
+    let mut kept_notes = Vec::new();
+    let mut fallback: Vec<String> = Vec::new();
+    for t in ckpt.tensors() {
+        let keep = opts.keep.iter().find(|re| re.is_match(t.name));
+        let module = t.name.strip_suffix(".weight");
+        let quantize = keep.is_none() && is_quantizable_linear(t.name, t.shape);
+        if !quantize {
+            let note = if let Some(re) = keep {
+                format!("--keep {}", re.as_str())
+            } else if t.shape.len() < 2 {
+                "1-D tensor kept".into()
+            } else {
+                "not a decoder Linear: kept".into()
+            };
+            if let Some(m) = module.filter(|_| t.shape.len() == 2) {
+                if keep.is_some() || t.name.ends_with("mlp.gate.weight") || m == "lm_head" {
+                    ignore.push(m.to_string());
+                }
+            }
+            kept_notes.push((t.name.to_string(), note));
+            tensors.push(OutTensor {
+                name: t.name.to_string(),
+                dtype: t.dtype.name(),
+                shape: t.shape.to_vec(),
+                role: Role::Copy { src: t.name.to_string() },
+                file: 0,
+                offset: 0,
+                size: t.data.len() as u64,
+            });
+            continue;
+        }
+        let m = module.expect("ends with _proj.weight");
+        let src_dtype = t.dtype.as_src().ok_or_else(|| {
+            PlanError::Input(format!(
+                "tensor `{}` has dtype {} but is a Linear weight to quantize (needs F32, F16 or BF16)",
+                t.name,
+                t.dtype.name()
+            ))
+        })?;
+        let (rows, cols) = (t.shape[0], t.shape[1]);
+        let (mut scheme, mut note) = match opts.scheme {
+            Scheme::Int8 => (CtScheme { bits: 8, strategy: Strategy::Channel, symmetric: true }, "int8 channel".into()),
+            Scheme::Int4 => (
+                CtScheme { bits: 4, strategy: Strategy::Group(opts.group_size), symmetric: !opts.asymmetric },
+                format!("int4 g{}", opts.group_size),
+            ),
+        };
+        if scheme.scale_cols(cols).is_err() {
+            scheme.strategy = Strategy::Channel;
+            note = format!("in_features {cols} not divisible by group {}: per-channel", opts.group_size);
+            fallback.push(m.to_string());
+        }
+        scheme.validate()?;
+        let scale_dtype = ScaleDtype::for_source(src_dtype);
+        let i = modules.len();
+        let base = tensors.len();
+        let sc = scheme.scale_cols(cols)?;
+        let mut push = |suffix: &str, dtype: &'static str, shape: Vec<usize>, role: Role, esz: usize| {
+            let size = (shape.iter().product::<usize>() * esz) as u64;
+            tensors.push(OutTensor { name: format!("{m}.{suffix}"), dtype, shape, role, file: 0, offset: 0, size });
+        };
+        push("weight_packed", "I32", vec![rows, scheme.packed_cols(cols)], Role::Packed(i), 4);
+        push("weight_scale", scale_dtype.safetensors_name(), vec![rows, sc], Role::Part, scale_dtype.size());
+        push("weight_shape", "I64", vec![2], Role::Part, 8);
+        let zp = (!scheme.symmetric).then(|| {
+            push("weight_zero_point", "I32", vec![scheme.zp_rows(rows), sc], Role::Part, 4);
+            base + 3
+        });
+        modules.push(Module {
+            name: m.to_string(),
+            src: t.name.to_string(),
+            src_dtype,
+            rows,
+            cols,
+            scheme,
+            scale_dtype,
+            packed: base,
+            scale: base + 1,
+            shape_t: base + 2,
+            zp,
+            note,
+        });
+    }
+    if modules.is_empty() {
+        return Err(PlanError::Input("no decoder Linear weights to quantize (model.layers.N.*_proj.weight)".into()));
+    }
+    if !ignore.iter().any(|m| m == "lm_head") {
+        ignore.push("lm_head".into());
+    }
+    ignore.sort();
+    ignore.dedup();
+
+    let bits = if opts.scheme == Scheme::Int8 { 8 } else { 4 };
+    let main_strategy = match opts.scheme {
+        Scheme::Int8 => CtStrategy::Channel,
+        Scheme::Int4 => CtStrategy::Group(opts.group_size as u32),
+    };
+    let mut groups = vec![CtGroup {
+        targets: vec!["Linear".into()],
+        num_bits: bits,
+        symmetric: !opts.asymmetric || opts.scheme == Scheme::Int8,
+        strategy: main_strategy,
+    }];
+    if !fallback.is_empty() && opts.scheme == Scheme::Int4 {
+        groups.push(CtGroup {
+            targets: fallback.iter().map(|m| format!("re:^{}$", regex::escape(m))).collect(),
+            num_bits: bits,
+            symmetric: !opts.asymmetric,
+            strategy: CtStrategy::Channel,
+        });
+    }
+    let qc = ctf::quantization_config(&groups, &ignore);
+    let config = ctf::with_quantization_config(config, qc, opts.force_requantize)?;
+
+    // File layout: reference order, then shards of at most max_shard_size.
+    let mut keyed: Vec<(String, &'static str, usize)> =
+        tensors.iter().enumerate().map(|(i, t)| (t.name.clone(), t.dtype, i)).collect();
+    stf::canonical_order(&mut keyed, |k| (k.0.as_str(), k.1));
+    let order: Vec<usize> = keyed.iter().map(|k| k.2).collect();
+    let sizes: Vec<u64> = order.iter().map(|&i| tensors[i].size).collect();
+    let shards = stf::shard_plan(&sizes, opts.max_shard_size);
+    let mut files = Vec::new();
+    for (fi, range) in shards.iter().enumerate() {
+        let idx = &order[range.clone()];
+        let spec: Vec<(String, &str, Vec<usize>)> =
+            idx.iter().map(|&i| (tensors[i].name.clone(), tensors[i].dtype, tensors[i].shape.clone())).collect();
+        let layout = stf::safetensors_layout(&spec, &[("format".to_string(), "pt".to_string())])?;
+        for (k, &i) in idx.iter().enumerate() {
+            tensors[i].file = fi;
+            tensors[i].offset = layout.offsets[k];
+        }
+        let name = if shards.len() == 1 {
+            "model.safetensors".to_string()
+        } else {
+            ctf::shard_file_name(fi + 1, shards.len())
+        };
+        files.push((name, layout));
+    }
+    let mut module_record = vec![0; modules.len()];
+    let mut r = 0;
+    for t in &tensors {
+        match t.role {
+            Role::Copy { .. } => r += 1,
+            Role::Packed(m) => {
+                module_record[m] = r;
+                r += 1;
+            }
+            _ => {}
+        }
+    }
+    Ok(CudaPlan { tensors, modules, files, config, kept_notes, module_record })
+}
+
+impl CudaPlan {
+    /// Tensor bytes read from the checkpoint.
+    pub fn input_bytes(&self) -> u64 {
+        let q: u64 = self.modules.iter().map(|m| (m.rows * m.cols * m.src_dtype.size()) as u64).sum();
+        let c: u64 = self.tensors.iter().filter(|t| matches!(t.role, Role::Copy { .. })).map(|t| t.size).sum();
+        q + c
+    }
+
+    /// The weight files and their planned regions.
+    pub fn files(&self, dir: &Path) -> Vec<OutFileSpec> {
+        self.files
+            .iter()
+            .enumerate()
+            .map(|(fi, (name, l))| {
+                let mut regions = vec![(0, l.header.len() as u64)];
+                regions.extend(self.tensors.iter().filter(|t| t.file == fi).map(|t| (t.offset, t.size)));
+                OutFileSpec { path: dir.join(name), size: l.file_size, regions }
+            })
+            .collect()
+    }
+
+    /// Tasks ordered by where their main bytes go, so the writer rarely waits.
+    pub fn tasks(&self) -> Vec<Task> {
+        let mut out: Vec<(usize, u64, Task)> = Vec::new();
+        for (mi, m) in self.modules.iter().enumerate() {
+            let p = &self.tensors[m.packed];
+            let unit = m.scheme.rows_per_zp_word();
+            let step = ((TASK_ELEMS / m.cols.max(1)).max(1)).div_ceil(unit) * unit;
+            let mut r0 = 0;
+            while r0 < m.rows {
+                let r1 = (r0 + step).min(m.rows);
+                out.push((p.file, p.offset + (r0 * m.scheme.packed_cols(m.cols) * 4) as u64, Task::Rows { m: mi, r0, r1 }));
+                r0 = r1;
+            }
+        }
+        for (ti, t) in self.tensors.iter().enumerate() {
+            if let Role::Copy { .. } = t.role {
+                let step = TASK_ELEMS * 2;
+                let n = t.size as usize;
+                let mut b0 = 0;
+                loop {
+                    let b1 = (b0 + step).min(n);
+                    out.push((t.file, t.offset + b0 as u64, Task::Copy { t: ti, b0, b1 }));
+                    b0 = b1;
+                    if b0 >= n {
+                        break;
+                    }
+                }
+            }
+        }
+        out.sort_by_key(|&(f, o, _)| (f, o));
+        out.into_iter().map(|(_, _, t)| t).collect()
+    }
+
+    /// Output bytes of a task.
+    pub fn task_cost(&self, task: &Task) -> u64 {
+        match *task {
+            Task::Rows { m, r0, r1 } => ((r1 - r0) * self.modules[m].cols / 2) as u64,
+            Task::Copy { b0, b1, .. } => (b1 - b0) as u64,
+        }
+    }
+
+    /// Run a task.
+    pub fn run_task(
+        &self,
+        ckpt: &Checkpoint,
+        task: &Task,
+        with_stats: bool,
+    ) -> anyhow::Result<(Vec<Piece>, (usize, Option<ErrorStats>), u64)> {
+        let mut pieces = Vec::new();
+        // Headers ride with the first task touching each file's first tensor.
+        let first_tensor_of = |file: usize, offset: u64| -> bool {
+            self.files[file].1.header.len() as u64 == offset
+        };
+        match *task {
+            Task::Copy { t, b0, b1 } => {
+                let ten = &self.tensors[t];
+                let Role::Copy { src } = &ten.role else { unreachable!("copy task on a copy tensor") };
+                let view = ckpt.tensor(src).expect("planned tensor exists");
+                if b0 == 0 && first_tensor_of(ten.file, ten.offset) {
+                    pieces.push(Piece { file: ten.file, offset: 0, bytes: self.files[ten.file].1.header.clone() });
+                }
+                pieces.push(Piece { file: ten.file, offset: ten.offset + b0 as u64, bytes: view.data[b0..b1].to_vec() });
+                Ok((pieces, (0, None), (b1 - b0) as u64))
+            }
+            Task::Rows { m, r0, r1 } => {
+                let md = &self.modules[m];
+                let view = ckpt.tensor(&md.src).expect("planned tensor exists");
+                let esz = md.src_dtype.size();
+                let rows = r1 - r0;
+                let input = &view.data[r0 * md.cols * esz..r1 * md.cols * esz];
+                let pc = md.scheme.packed_cols(md.cols);
+                let sc = md.scheme.scale_cols(md.cols)?;
+                let mut packed = vec![0u8; rows * pc * 4];
+                let mut scale = vec![0u8; rows * sc * md.scale_dtype.size()];
+                let mut zp = md.zp.map(|_| vec![0u8; md.scheme.zp_rows(rows) * sc * 4]);
+                let mut stats = with_stats.then(ErrorStats::default);
+                ct::quantize_rows(
+                    &md.scheme,
+                    md.src_dtype,
+                    md.scale_dtype,
+                    input,
+                    r0,
+                    rows,
+                    md.cols,
+                    &mut packed,
+                    &mut scale,
+                    zp.as_deref_mut(),
+                    stats.as_mut(),
+                )
+                .map_err(|e| anyhow::anyhow!("tensor `{}` (rows {r0}..{r1}): {e}", md.src))?;
+                let p = &self.tensors[md.packed];
+                if r0 == 0 {
+                    for &ti in [md.packed, md.scale, md.shape_t].iter().chain(md.zp.iter()) {
+                        let t = &self.tensors[ti];
+                        if first_tensor_of(t.file, t.offset) {
+                            pieces.push(Piece { file: t.file, offset: 0, bytes: self.files[t.file].1.header.clone() });
+                        }
+                    }
+                    let s = &self.tensors[md.shape_t];
+                    let mut b = (md.rows as i64).to_le_bytes().to_vec();
+                    b.extend_from_slice(&(md.cols as i64).to_le_bytes());
+                    pieces.push(Piece { file: s.file, offset: s.offset, bytes: b });
+                }
+                pieces.push(Piece { file: p.file, offset: p.offset + (r0 * pc * 4) as u64, bytes: packed });
+                let s = &self.tensors[md.scale];
+                pieces.push(Piece {
+                    file: s.file,
+                    offset: s.offset + (r0 * sc * md.scale_dtype.size()) as u64,
+                    bytes: scale,
+                });
+                if let (Some(zi), Some(zb)) = (md.zp, zp) {
+                    let z = &self.tensors[zi];
+                    let word_row = r0 / md.scheme.rows_per_zp_word();
+                    pieces.push(Piece { file: z.file, offset: z.offset + (word_row * sc * 4) as u64, bytes: zb });
+                }
+                Ok((pieces, (self.module_record[m], stats), (rows * md.cols * esz) as u64))
+            }
+        }
+    }
+
+    /// Write config.json (and the shard index when sharded) into the package.
+    pub fn write_side_files(&self, dir: &Path) -> Result<Vec<FileDigest>, crate::package::PackageError> {
+        let mut out = Vec::new();
+        let mut cfg = serde_json::to_string_pretty(&self.config).expect("JSON value serializes");
+        cfg.push('\n');
+        let sha = write_hashed(&dir.join("config.json"), cfg.as_bytes())?;
+        out.push(FileDigest { path: "config.json".into(), sha256: sha, size: cfg.len() as u64 });
+        if self.files.len() > 1 {
+            let total: u64 = self.tensors.iter().map(|t| t.size).sum();
+            let map: Vec<(String, String)> =
+                self.tensors.iter().map(|t| (t.name.clone(), self.files[t.file].0.clone())).collect();
+            let mut idx = serde_json::to_string_pretty(&ctf::sharded_index(total, &map)).expect("serializes");
+            idx.push('\n');
+            let name = "model.safetensors.index.json";
+            let sha = write_hashed(&dir.join(name), idx.as_bytes())?;
+            out.push(FileDigest { path: name.into(), sha256: sha, size: idx.len() as u64 });
+        }
+        Ok(out)
+    }
+
+    /// Per-tensor manifest records: one per quantized module (under its packed name) and one per
+    /// kept tensor.
+    pub fn records(&self) -> Vec<TensorRecord> {
+        let mut out: Vec<TensorRecord> = self
+            .tensors
+            .iter()
+            .filter_map(|t| match &t.role {
+                Role::Copy { src } => Some(TensorRecord {
+                    name: t.name.clone(),
+                    shape: t.shape.iter().map(|&d| d as u64).collect(),
+                    dtype_in: t.dtype.to_string(),
+                    type_out: t.dtype.to_string(),
+                    bytes_out: t.size,
+                    sqnr_db: None,
+                    rel_rmse: None,
+                    max_abs_err: None,
+                    note: self.kept_notes.iter().find(|(n, _)| n == src).map(|(_, n)| n.clone()),
+                }),
+                Role::Packed(m) => {
+                    let md = &self.modules[*m];
+                    let bytes: u64 = [Some(md.packed), Some(md.scale), Some(md.shape_t), md.zp]
+                        .into_iter()
+                        .flatten()
+                        .map(|i| self.tensors[i].size)
+                        .sum();
+                    Some(TensorRecord {
+                        name: md.name.clone(),
+                        shape: vec![md.rows as u64, md.cols as u64],
+                        dtype_in: format!("{:?}", md.src_dtype).to_uppercase(),
+                        type_out: format!(
+                            "pack-quantized int{} {}{}",
+                            md.scheme.bits,
+                            match md.scheme.strategy {
+                                Strategy::Channel => "channel".to_string(),
+                                Strategy::Group(g) => format!("g{g}"),
+                            },
+                            if md.scheme.symmetric { " sym" } else { " asym" }
+                        ),
+                        bytes_out: bytes,
+                        sqnr_db: None,
+                        rel_rmse: None,
+                        max_abs_err: None,
+                        note: Some(md.note.clone()),
+                    })
+                }
+                _ => None,
+            })
+            .collect();
+        out.shrink_to_fit();
+        out
+    }
+}

@@ -1,0 +1,86 @@
+//! Options of a quantization job and the errors of planning it.
+
+use crate::quant::gguf::GgmlType;
+use regex::Regex;
+
+/// The runtime a package is made for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    /// GGUF for llama.cpp / Ollama.
+    Cpu,
+    /// compressed-tensors safetensors for vLLM / HF transformers.
+    Cuda,
+}
+
+/// Bits per weight of the quantized tensors.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scheme {
+    /// 8-bit weights (Q8_0 on cpu, W8A16 per-channel on cuda).
+    Int8,
+    /// 4-bit weights (Q4_0/Q4_1 on cpu, W4A16 group-wise on cuda).
+    Int4,
+}
+
+/// How codes and scales are chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Method {
+    /// Round to nearest: byte-identical to the reference tools.
+    Rtn,
+    /// Error-minimising scale search (not implemented yet).
+    Mse,
+}
+
+/// Everything that influences the bytes of a package.
+#[derive(Debug, Clone)]
+pub struct QuantizeOptions {
+    /// Target runtime.
+    pub target: Target,
+    /// Bits.
+    pub scheme: Scheme,
+    /// Rounding method.
+    pub method: Method,
+    /// cpu: explicit GGUF type for ordinary weights (`q4_1`).
+    pub gguf_type: Option<GgmlType>,
+    /// cpu: per-tensor type overrides, first match wins.
+    pub tensor_types: Vec<(Regex, GgmlType)>,
+    /// Tensors kept in source precision (cpu) or left unquantized and ignored (cuda).
+    pub keep: Vec<Regex>,
+    /// cuda: group size for int4.
+    pub group_size: usize,
+    /// cuda: asymmetric (zero points).
+    pub asymmetric: bool,
+    /// cuda: shard size limit in bytes.
+    pub max_shard_size: u64,
+    /// cuda: re-quantize a checkpoint that already has a quantization_config.
+    pub force_requantize: bool,
+    /// Compute per-tensor error metrics (costs a dequantize pass).
+    pub metrics: bool,
+}
+
+impl QuantizeOptions {
+    /// The options as recorded in the manifest (everything that changes the bytes).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "gguf_type": self.gguf_type.map(|t| t.name()),
+            "tensor_types": self.tensor_types.iter().map(|(r, t)| format!("{}={}", r.as_str(), t.name())).collect::<Vec<_>>(),
+            "keep": self.keep.iter().map(|r| r.as_str().to_string()).collect::<Vec<_>>(),
+            "group_size": if self.target == Target::Cuda && self.scheme == Scheme::Int4 { Some(self.group_size) } else { None },
+            "asymmetric": self.asymmetric,
+            "max_shard_size": if self.target == Target::Cuda { Some(self.max_shard_size) } else { None },
+        })
+    }
+}
+
+/// Why a job cannot be planned: always the input's or the options' fault (exit code 2).
+#[derive(Debug, thiserror::Error)]
+pub enum PlanError {
+    /// A problem with the checkpoint or the options, explained.
+    #[error("{0}")]
+    Input(String),
+    /// The target format refused the checkpoint (unknown architecture, bad config, ...).
+    #[error(transparent)]
+    Format(#[from] crate::format::FormatError),
+    /// A kernel refused a shape.
+    #[error(transparent)]
+    Quant(#[from] crate::quant::QuantError),
+}

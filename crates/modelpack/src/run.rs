@@ -1,0 +1,292 @@
+//! `quantize` end to end: open → plan → execute → seal (DESIGN §2).
+//!
+//! Inputs are only ever read (mmap); every output goes to a locked staging directory that is
+//! renamed into place after the manifest and signature are written and synced.
+
+use crate::checkpoint::Checkpoint;
+use crate::exec::{self, FileResult};
+use crate::package::{copy_hashed, write_hashed, PackageError, Staging};
+use crate::plan::{PlanError, QuantizeOptions, Target};
+use crate::quant::metrics::ErrorStats;
+use crate::sign::manifest::{self, PackageManifest, SourceFile, SourceInfo, ToolInfo, TensorRecord};
+use crate::sign::{FileDigest, PrivateKey, SignError};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// A quantization job.
+pub struct QuantizeJob {
+    /// Checkpoint directory or safetensors file.
+    pub input: PathBuf,
+    /// Package directory to create.
+    pub output: PathBuf,
+    /// What to produce.
+    pub options: QuantizeOptions,
+    /// Replace a non-empty output directory.
+    pub force: bool,
+    /// Sign the package with this key.
+    pub sign_key: Option<PrivateKey>,
+    /// Unix time recorded in the manifest (`SOURCE_DATE_EPOCH`), if any.
+    pub source_date_epoch: Option<u64>,
+}
+
+/// What a finished job reports (the `--json` document of `quantize`).
+#[derive(Debug, serde::Serialize)]
+pub struct QuantizeReport {
+    /// `ok`.
+    pub status: &'static str,
+    /// The package directory.
+    pub package: PathBuf,
+    /// `cpu` or `cuda`.
+    pub target: String,
+    /// `int8` or `int4`.
+    pub scheme: String,
+    /// `rtn` or `mse`.
+    pub method: String,
+    /// Stale temporary directories of killed runs that were removed first.
+    pub cleaned: Vec<PathBuf>,
+    /// Every file of the package with size and SHA-256.
+    pub files: Vec<ReportFile>,
+    /// Per-tensor types, sizes and error metrics.
+    pub tensors: Vec<TensorRecord>,
+    /// Tensor bytes read from the checkpoint.
+    pub input_bytes: u64,
+    /// Bytes of the weight files written.
+    pub output_bytes: u64,
+    /// Median SQNR over quantized tensors, when metrics were computed.
+    pub median_sqnr_db: Option<f64>,
+    /// Wall time of the whole job.
+    pub seconds: f64,
+    /// `input_bytes / seconds`, in GB/s (10^9).
+    pub input_gb_per_s: f64,
+    /// Whether `model.sig` was written.
+    pub signed: bool,
+}
+
+/// A package file in the report.
+#[derive(Debug, serde::Serialize)]
+pub struct ReportFile {
+    /// Path relative to the package.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Hex SHA-256.
+    pub sha256: String,
+}
+
+/// Why a job failed; [`RunError::is_input`] separates the user's input from I/O and internals.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The checkpoint could not be read.
+    #[error(transparent)]
+    Checkpoint(#[from] crate::checkpoint::CheckpointError),
+    /// The job could not be planned.
+    #[error(transparent)]
+    Plan(#[from] PlanError),
+    /// The output directory could not be prepared or committed.
+    #[error(transparent)]
+    Package(#[from] PackageError),
+    /// Writing the weights failed.
+    #[error(transparent)]
+    Exec(#[from] exec::ExecError),
+    /// Hashing or signing failed.
+    #[error(transparent)]
+    Sign(#[from] SignError),
+}
+
+impl RunError {
+    /// True when the input or the options are at fault (exit code 2), false for I/O (3).
+    pub fn is_input(&self) -> bool {
+        match self {
+            RunError::Checkpoint(_) | RunError::Plan(_) => true,
+            RunError::Package(p) => matches!(p, PackageError::Refused(_) | PackageError::Locked(..)),
+            // A task error is a kernel refusing the data (NaN/Inf, shapes).
+            RunError::Exec(e) => matches!(e, exec::ExecError::Task(_)),
+            RunError::Sign(_) => false,
+        }
+    }
+}
+
+/// The in-flight output window: bounds memory whatever the model size.
+const WINDOW_BYTES: u64 = 48 << 20;
+
+/// Run a job; `progress(done, total)` gets source bytes, on the writer thread.
+pub fn quantize(job: &QuantizeJob, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<QuantizeReport, RunError> {
+    let t0 = Instant::now();
+    let ckpt = Checkpoint::open(&job.input)?;
+    let opts = &job.options;
+    if opts.method == crate::plan::Method::Mse {
+        return Err(PlanError::Input("--method mse is not implemented yet; use --method rtn".into()).into());
+    }
+    // Plan fully before touching the output, so a bad input leaves nothing behind.
+    let planned = match opts.target {
+        Target::Cpu => Planned::Cpu(crate::cpu::plan(&ckpt, opts)?),
+        Target::Cuda => Planned::Cuda(crate::cuda::plan(&ckpt, opts)?),
+    };
+    let staging = Staging::begin(&job.output, &job.input, job.force)?;
+    let dir = staging.dir().to_path_buf();
+
+    // Provenance digests of the inputs are computed beside the quantization.
+    let sources = ckpt.source_files();
+    let root = ckpt.root().to_path_buf();
+    let src_hashes = std::thread::spawn(move || hash_sources(&root, &sources));
+
+    let total = planned.input_bytes();
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let prog = |n: u64| {
+        let d = done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
+        progress(d, total);
+    };
+    let (files, mut records, extra_files) = match &planned {
+        Planned::Cpu(p) => {
+            let specs = p.files(&dir);
+            let tasks = p.tasks();
+            let (files, side) = exec::execute(
+                &specs,
+                &tasks,
+                |t| p.task_cost(t),
+                |t| p.run_task(&ckpt, t, opts.metrics),
+                WINDOW_BYTES,
+                &prog,
+            )?;
+            (files, merge_metrics(p.records(), side), Vec::new())
+        }
+        Planned::Cuda(p) => {
+            let specs = p.files(&dir);
+            let tasks = p.tasks();
+            let (files, side) = exec::execute(
+                &specs,
+                &tasks,
+                |t| p.task_cost(t),
+                |t| p.run_task(&ckpt, t, opts.metrics),
+                WINDOW_BYTES,
+                &prog,
+            )?;
+            let extra = p.write_side_files(&dir)?;
+            (files, merge_metrics(p.records(), side), extra)
+        }
+    };
+    let output_bytes = files.iter().map(|f| f.size).sum();
+
+    let mut digests: Vec<FileDigest> = files.iter().map(|f| digest_of(&dir, f)).collect();
+    digests.extend(extra_files);
+    for aux in ckpt.aux_files() {
+        let name = aux.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        if digests.iter().any(|d| d.path == name) {
+            continue; // the target writes its own version (e.g. config.json for cuda)
+        }
+        let (size, sha256) = copy_hashed(&aux, &dir.join(&name))?;
+        digests.push(FileDigest { path: name, sha256, size });
+    }
+
+    let source_files = src_hashes.join().map_err(|_| {
+        SignError::Io { path: ckpt.root().to_path_buf(), source: std::io::Error::other("hashing thread panicked") }
+    })??;
+    for r in &mut records {
+        r.sqnr_db = r.sqnr_db.and_then(manifest::finite);
+    }
+    let m = PackageManifest {
+        format_version: manifest::MANIFEST_FORMAT_VERSION,
+        tool: ToolInfo { name: "modelpack".into(), version: env!("CARGO_PKG_VERSION").into() },
+        target: target_name(opts.target).into(),
+        scheme: format!("{:?}", opts.scheme).to_lowercase(),
+        method: format!("{:?}", opts.method).to_lowercase(),
+        options: opts.to_json(),
+        source: SourceInfo { files: source_files },
+        tensors: records.clone(),
+        source_date_epoch: job.source_date_epoch,
+    };
+    let json = m.to_json();
+    let sha = write_hashed(&dir.join(manifest::MANIFEST_FILE), json.as_bytes())?;
+    digests.push(FileDigest { path: manifest::MANIFEST_FILE.into(), sha256: sha, size: json.len() as u64 });
+
+    let final_name = staging.dest().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    if let Some(key) = &job.sign_key {
+        let all = crate::sign::complete_digests(&dir, digests.clone())?;
+        let bundle = crate::sign::sign_package_as(&dir, &final_name, key, Some(all))?;
+        crate::sign::write_signature(&dir, &bundle)?;
+    }
+    let cleaned = staging.cleaned.clone();
+    let package = staging.commit()?;
+
+    digests.sort_by(|a, b| a.path.cmp(&b.path));
+    let seconds = t0.elapsed().as_secs_f64();
+    let mut sq: Vec<f64> = records.iter().filter_map(|r| r.sqnr_db).collect();
+    sq.sort_by(f64::total_cmp);
+    Ok(QuantizeReport {
+        status: "ok",
+        package,
+        target: m.target,
+        scheme: m.scheme,
+        method: m.method,
+        cleaned,
+        files: digests
+            .iter()
+            .map(|d| ReportFile { path: d.path.clone(), size: d.size, sha256: hex::encode(d.sha256) })
+            .collect(),
+        tensors: records,
+        input_bytes: total,
+        output_bytes,
+        median_sqnr_db: (!sq.is_empty()).then(|| sq[sq.len() / 2]),
+        seconds,
+        input_gb_per_s: total as f64 / seconds / 1e9,
+        signed: job.sign_key.is_some(),
+    })
+}
+
+enum Planned {
+    Cpu(crate::cpu::CpuPlan),
+    Cuda(crate::cuda::CudaPlan),
+}
+
+impl Planned {
+    fn input_bytes(&self) -> u64 {
+        match self {
+            Planned::Cpu(p) => p.input_bytes(),
+            Planned::Cuda(p) => p.input_bytes(),
+        }
+    }
+}
+
+fn target_name(t: Target) -> &'static str {
+    match t {
+        Target::Cpu => "cpu",
+        Target::Cuda => "cuda",
+    }
+}
+
+fn digest_of(dir: &Path, f: &FileResult) -> FileDigest {
+    let rel = f.path.strip_prefix(dir).unwrap_or(&f.path);
+    FileDigest { path: rel.to_string_lossy().replace('\\', "/"), sha256: f.sha256, size: f.size }
+}
+
+/// Merge per-task statistics (in task order, so the sums never depend on thread timing).
+fn merge_metrics(mut records: Vec<TensorRecord>, side: Vec<(usize, Option<ErrorStats>)>) -> Vec<TensorRecord> {
+    let mut acc: Vec<Option<ErrorStats>> = vec![None; records.len()];
+    for (t, s) in side {
+        if let Some(s) = s {
+            acc[t].get_or_insert_with(ErrorStats::default).merge(&s);
+        }
+    }
+    for (r, s) in records.iter_mut().zip(acc) {
+        if let Some(s) = s.filter(|s| s.count > 0) {
+            r.sqnr_db = manifest::finite(s.sqnr_db());
+            r.rel_rmse = manifest::finite(s.rel_rmse());
+            r.max_abs_err = manifest::finite(f64::from(s.max_abs_err));
+        }
+    }
+    records
+}
+
+fn hash_sources(root: &Path, files: &[PathBuf]) -> Result<Vec<SourceFile>, SignError> {
+    use rayon::prelude::*;
+    let mut out: Vec<SourceFile> = files
+        .par_iter()
+        .map(|p| {
+            let (sha, size) = crate::sign::hash_file(p)?;
+            let name = p.strip_prefix(root).unwrap_or(p).to_string_lossy().replace('\\', "/");
+            Ok(SourceFile { name, size, sha256: hex::encode(sha) })
+        })
+        .collect::<Result<_, SignError>>()?;
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
