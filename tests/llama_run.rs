@@ -3,12 +3,11 @@
 //!
 //! Needs the cached llama.cpp build: `MODELPACK_LLAMA_DIR` = the directory printed by
 //! `cargo xtask llama --print-dir` (its `bin/` holds `llama-completion`, `llama-tokenize`).
-//! Unset: every test here skips. Python checks also need the venv (`common::python()`).
+//! Unset: every test here skips, unless `MODELPACK_REQUIRE_INTEROP` is set (CI), then it fails.
+//! Python checks also need the venv (`common::python()`).
 //!
 //! - `modelpack_package_runs_*`: the main proof, on `modelpack quantize fixtures/tiny-llama
-//!   --target cpu --scheme int8|int4` output. WAITS FOR `quantize --target cpu`: until
-//!   `modelpack quantize --help` lists `--target` (and while `fixtures/tiny-llama` is missing)
-//!   these tests print why and skip; after that, a failing `quantize` fails them.
+//!   --target cpu --scheme int8|int4` output.
 //! - `python_gguf_*`: a permanent, cheap cross-check on a tiny random llama written by the
 //!   `gguf` package itself (`xtask/py/tiny_llama_gguf.py`), including a top-1 comparison of
 //!   llama.cpp's greedy generation with a float64 numpy forward pass of the dequantized weights.
@@ -39,6 +38,10 @@ fn llama_dir() -> Option<PathBuf> {
             Some(d)
         }
         None => {
+            assert!(
+                std::env::var_os("MODELPACK_REQUIRE_INTEROP").is_none(),
+                "interop required but MODELPACK_LLAMA_DIR is unset (cargo xtask test sets it)"
+            );
             eprintln!("skipping llama.cpp check: MODELPACK_LLAMA_DIR unset (cargo xtask llama --print-dir)");
             None
         }
@@ -154,23 +157,12 @@ fn check_run(run: &LlamaRun, want: &Expect) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// The main proof: modelpack's own package. Waits for `quantize --target cpu` + fixtures/tiny-llama.
+// The main proof: modelpack's own package of fixtures/tiny-llama runs in llama.cpp.
 // ---------------------------------------------------------------------------------------------
 
 fn modelpack_package_runs(scheme: &str, file_type: &'static str) {
     let Some(dir) = llama_dir() else { return };
     let input = common::fixture("tiny-llama");
-    if !input.join("config.json").is_file() {
-        // TODO(llama): remove this skip once fixtures/tiny-llama lands.
-        eprintln!("skipping: {} does not exist yet (waits for the fixture)", input.display());
-        return;
-    }
-    let help = common::modelpack().args(["quantize", "--help"]).output().unwrap();
-    if !String::from_utf8_lossy(&help.stdout).contains("--target") {
-        // TODO(llama): remove this skip once `modelpack quantize --target cpu` lands.
-        eprintln!("skipping: `modelpack quantize` has no --target yet (waits for the GGUF pipeline)");
-        return;
-    }
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("pkg");
     common::modelpack()

@@ -24,6 +24,6 @@ fn main() -> anyhow::Result<()> {
         Some("fixtures") => fixtures::run(rest),
         Some("test") => venv::test(rest),
         Some("llama") => llama::run(rest),
-        _ => anyhow::bail!("usage: cargo xtask <venv|fixtures [--check]|test|bench> [...]"),
+        _ => anyhow::bail!("usage: cargo xtask <venv|fixtures [--check]|llama [--print-dir]|test> [...]"),
     }
 }

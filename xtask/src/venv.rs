@@ -35,6 +35,7 @@ pub fn test(extra: &[String]) -> anyhow::Result<()> {
         .args(["test", "--workspace", "--profile", "ci"])
         .args(extra)
         .env("MODELPACK_PYTHON", &py)
+        .env("MODELPACK_LLAMA_DIR", crate::llama::ensure()?)
         .env("MODELPACK_REQUIRE_INTEROP", "1");
     run(&mut cmd)
 }

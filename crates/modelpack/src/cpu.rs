@@ -8,10 +8,10 @@ use crate::checkpoint::{Checkpoint, TensorView};
 use crate::exec::{OutFileSpec, Piece};
 use crate::format::gguf::{self, llama, GgufTensorInfo, MetaValue};
 use crate::plan::{PlanError, QuantizeOptions, Scheme};
-use crate::sign::manifest::TensorRecord;
 use crate::quant::gguf::GgmlType;
 use crate::quant::metrics::ErrorStats;
 use crate::quant::SrcDtype;
+use crate::sign::manifest::TensorRecord;
 use std::path::Path;
 
 /// Where a GGUF tensor's values come from.
@@ -76,7 +76,11 @@ pub const GGUF_NAME: &str = "model.gguf";
 pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanError> {
     let config = &ckpt
         .config()
-        .ok_or_else(|| PlanError::Input("the checkpoint has no config.json: the cpu target needs the model's hyperparameters".into()))?
+        .ok_or_else(|| {
+            PlanError::Input(
+                "the checkpoint has no config.json: the cpu target needs the model's hyperparameters".into(),
+            )
+        })?
         .raw;
     let dims = llama::LlamaDims::from_config(config)?;
     let (arch, mut metadata) = llama::arch_metadata(config)?;
@@ -93,10 +97,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
             continue;
         }
         let name = llama::tensor_name(t.name).ok_or_else(|| {
-            PlanError::Input(format!(
-                "tensor `{}` has no GGUF counterpart in the `{arch}` architecture",
-                t.name
-            ))
+            PlanError::Input(format!("tensor `{}` has no GGUF counterpart in the `{arch}` architecture", t.name))
         })?;
         let shape = t.shape.to_vec();
         match dims.expected_shape(t.name) {
@@ -158,18 +159,13 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
     metadata.push(("general.file_type".into(), MetaValue::U32(file_type(base))));
     metadata.extend(tokenizer_metadata(ckpt, config)?);
 
-    let infos: Vec<GgufTensorInfo> = tensors
-        .iter()
-        .map(|t| GgufTensorInfo { name: t.name.clone(), ne: t.ne(), ggml_type: t.ty.id() })
-        .collect();
+    let infos: Vec<GgufTensorInfo> =
+        tensors.iter().map(|t| GgufTensorInfo { name: t.name.clone(), ne: t.ne(), ggml_type: t.ty.id() }).collect();
     let layout = gguf::layout(&metadata, &infos, 32)?;
     Ok(CpuPlan { tensors, layout, arch: arch.to_string(), metadata_keys: metadata.len() })
 }
 
-fn tokenizer_metadata(
-    ckpt: &Checkpoint,
-    config: &serde_json::Value,
-) -> Result<Vec<(String, MetaValue)>, PlanError> {
+fn tokenizer_metadata(ckpt: &Checkpoint, config: &serde_json::Value) -> Result<Vec<(String, MetaValue)>, PlanError> {
     let read_json = |name: &str| -> Result<Option<serde_json::Value>, PlanError> {
         let p = ckpt.root().join(name);
         match std::fs::read(&p) {
@@ -187,8 +183,7 @@ fn tokenizer_metadata(
         ))
     })?;
     let tok_cfg = read_json("tokenizer_config.json")?;
-    let template =
-        std::fs::read_to_string(ckpt.root().join("chat_template.jinja")).ok().map(serde_json::Value::String);
+    let template = std::fs::read_to_string(ckpt.root().join("chat_template.jinja")).ok().map(serde_json::Value::String);
     Ok(gguf::tokenizer::tokenizer_metadata_with_template(&tok, tok_cfg.as_ref(), config, template.as_ref())?)
 }
 
@@ -241,35 +236,32 @@ fn choose_type(
     is_output: bool,
     base: GgmlType,
 ) -> Result<(GgmlType, String), PlanError> {
-    let (ty, mut reason) = if let Some((re, t)) =
-        opts.tensor_types.iter().find(|(re, _)| re.is_match(name) || re.is_match(hf))
-    {
-        (*t, format!("--tensor-type {}", re.as_str()))
-    } else if let Some(re) = opts.keep.iter().find(|re| re.is_match(name) || re.is_match(hf)) {
-        (keep_type(src), format!("--keep {}", re.as_str()))
-    } else if shape.len() == 1 {
-        (GgmlType::F32, "1-D tensor kept in F32".to_string())
-    } else if is_output && base != GgmlType::Q8_0 {
-        (GgmlType::Q8_0, "output projection kept at 8 bits".to_string())
-    } else {
-        (base, "scheme".to_string())
-    };
+    let (ty, mut reason) =
+        if let Some((re, t)) = opts.tensor_types.iter().find(|(re, _)| re.is_match(name) || re.is_match(hf)) {
+            (*t, format!("--tensor-type {}", re.as_str()))
+        } else if let Some(re) = opts.keep.iter().find(|re| re.is_match(name) || re.is_match(hf)) {
+            (keep_type(src), format!("--keep {}", re.as_str()))
+        } else if shape.len() == 1 {
+            (GgmlType::F32, "1-D tensor kept in F32".to_string())
+        } else if is_output && base != GgmlType::Q8_0 {
+            (GgmlType::Q8_0, "output projection kept at 8 bits".to_string())
+        } else {
+            (base, "scheme".to_string())
+        };
     if !ty.can_quantize() {
         return Err(PlanError::Input(format!("tensor `{name}`: type {ty} cannot be written yet")));
     }
     let row = *shape.last().unwrap_or(&1);
     if ty.row_bytes(row).is_none() {
-        reason = format!("row length {row} is not a multiple of {}'s block of {}: fell back to F16", ty, ty.block_size());
+        reason =
+            format!("row length {row} is not a multiple of {}'s block of {}: fell back to F16", ty, ty.block_size());
         return Ok((GgmlType::F16, reason));
     }
     Ok((ty, reason))
 }
 
 fn block_of(name: &str) -> i64 {
-    name.strip_prefix("blk.")
-        .and_then(|r| r.split('.').next())
-        .and_then(|n| n.parse::<i64>().ok())
-        .unwrap_or(-1)
+    name.strip_prefix("blk.").and_then(|r| r.split('.').next()).and_then(|n| n.parse::<i64>().ok()).unwrap_or(-1)
 }
 
 /// A unit of parallel work: rows `[r0, r1)` of tensor `t`.
@@ -343,10 +335,8 @@ impl CpuPlan {
         let gathered;
         let input: &[u8] = match &ten.source {
             Source::Values(v) => {
-                gathered = v[task.r0 * row_len..task.r1 * row_len]
-                    .iter()
-                    .flat_map(|x| x.to_le_bytes())
-                    .collect::<Vec<u8>>();
+                gathered =
+                    v[task.r0 * row_len..task.r1 * row_len].iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
                 &gathered
             }
             Source::Tensor { hf, perm } => {
@@ -366,8 +356,15 @@ impl CpuPlan {
             }
         };
         let mut stats = with_stats.then(ErrorStats::default);
-        crate::quant::gguf::quantize_rows(ten.ty, ten.src_dtype, input, row_len, &mut out, stats.as_mut())
-            .map_err(|e| anyhow::anyhow!("tensor `{}` (rows {}..{}): {e}", ten.name, task.r0, task.r1))?;
+        crate::quant::gguf::quantize_rows(ten.ty, ten.src_dtype, input, row_len, &mut out, stats.as_mut()).map_err(
+            |e| {
+                let from = match &ten.source {
+                    Source::Tensor { hf, .. } => format!(" (source `{hf}`)"),
+                    Source::Values(_) => String::new(),
+                };
+                anyhow::anyhow!("tensor `{}`{from}, rows {}..{}: {e}", ten.name, task.r0, task.r1)
+            },
+        )?;
         let mut pieces = Vec::with_capacity(2);
         if task.t == 0 && task.r0 == 0 {
             pieces.push(Piece { file: 0, offset: 0, bytes: self.layout.header.clone() });

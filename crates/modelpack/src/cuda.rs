@@ -305,7 +305,11 @@ impl CudaPlan {
             let mut r0 = 0;
             while r0 < m.rows {
                 let r1 = (r0 + step).min(m.rows);
-                out.push((p.file, p.offset + (r0 * m.scheme.packed_cols(m.cols) * 4) as u64, Task::Rows { m: mi, r0, r1 }));
+                out.push((
+                    p.file,
+                    p.offset + (r0 * m.scheme.packed_cols(m.cols) * 4) as u64,
+                    Task::Rows { m: mi, r0, r1 },
+                ));
                 r0 = r1;
             }
         }
@@ -345,9 +349,7 @@ impl CudaPlan {
     ) -> anyhow::Result<(Vec<Piece>, (usize, Option<ErrorStats>), u64)> {
         let mut pieces = Vec::new();
         // Headers ride with the first task touching each file's first tensor.
-        let first_tensor_of = |file: usize, offset: u64| -> bool {
-            self.files[file].1.header.len() as u64 == offset
-        };
+        let first_tensor_of = |file: usize, offset: u64| -> bool { self.files[file].1.header.len() as u64 == offset };
         match *task {
             Task::Copy { t, b0, b1 } => {
                 let ten = &self.tensors[t];
@@ -356,7 +358,11 @@ impl CudaPlan {
                 if b0 == 0 && first_tensor_of(ten.file, ten.offset) {
                     pieces.push(Piece { file: ten.file, offset: 0, bytes: self.files[ten.file].1.header.clone() });
                 }
-                pieces.push(Piece { file: ten.file, offset: ten.offset + b0 as u64, bytes: view.data[b0..b1].to_vec() });
+                pieces.push(Piece {
+                    file: ten.file,
+                    offset: ten.offset + b0 as u64,
+                    bytes: view.data[b0..b1].to_vec(),
+                });
                 Ok((pieces, (0, None), (b1 - b0) as u64))
             }
             Task::Rows { m, r0, r1 } => {

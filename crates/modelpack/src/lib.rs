@@ -4,9 +4,9 @@
 pub mod cpu;
 pub mod cuda;
 pub mod exec;
+pub mod package;
 pub mod plan;
 pub mod run;
-pub mod package;
 pub mod signals;
 
 pub use modelpack_checkpoint as checkpoint;

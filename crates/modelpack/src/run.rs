@@ -8,7 +8,7 @@ use crate::exec::{self, FileResult};
 use crate::package::{copy_hashed, write_hashed, PackageError, Staging};
 use crate::plan::{PlanError, QuantizeOptions, Target};
 use crate::quant::metrics::ErrorStats;
-use crate::sign::manifest::{self, PackageManifest, SourceFile, SourceInfo, ToolInfo, TensorRecord};
+use crate::sign::manifest::{self, PackageManifest, SourceFile, SourceInfo, TensorRecord, ToolInfo};
 use crate::sign::{FileDigest, PrivateKey, SignError};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -178,8 +178,9 @@ pub fn quantize(job: &QuantizeJob, progress: &(dyn Fn(u64, u64) + Sync)) -> Resu
         digests.push(FileDigest { path: name, sha256, size });
     }
 
-    let source_files = src_hashes.join().map_err(|_| {
-        SignError::Io { path: ckpt.root().to_path_buf(), source: std::io::Error::other("hashing thread panicked") }
+    let source_files = src_hashes.join().map_err(|_| SignError::Io {
+        path: ckpt.root().to_path_buf(),
+        source: std::io::Error::other("hashing thread panicked"),
     })??;
     for r in &mut records {
         r.sqnr_db = r.sqnr_db.and_then(manifest::finite);

@@ -69,18 +69,25 @@ pub struct Args {
 }
 
 fn parse_type(s: &str) -> Result<GgmlType, CmdError> {
-    GgmlType::ALL
-        .into_iter()
-        .find(|t| t.name().eq_ignore_ascii_case(s) && t.can_quantize())
-        .ok_or_else(|| CmdError::usage(format!("unknown or unsupported GGUF type `{s}` (q8_0, q4_0, q4_1, f16, bf16, f32)")))
+    GgmlType::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(s) && t.can_quantize()).ok_or_else(|| {
+        CmdError::usage(format!("unknown or unsupported GGUF type `{s}` (q8_0, q4_0, q4_1, f16, bf16, f32)"))
+    })
 }
 
 fn parse_size(s: &str) -> Result<u64, CmdError> {
     let t = s.trim().to_ascii_uppercase();
-    let (num, mul) = [("GIB", 1u64 << 30), ("MIB", 1 << 20), ("KIB", 1 << 10), ("GB", 1_000_000_000), ("MB", 1_000_000), ("KB", 1000), ("B", 1)]
-        .iter()
-        .find_map(|(suf, m)| t.strip_suffix(suf).map(|n| (n.trim().to_string(), *m)))
-        .unwrap_or((t.clone(), 1));
+    let (num, mul) = [
+        ("GIB", 1u64 << 30),
+        ("MIB", 1 << 20),
+        ("KIB", 1 << 10),
+        ("GB", 1_000_000_000),
+        ("MB", 1_000_000),
+        ("KB", 1000),
+        ("B", 1),
+    ]
+    .iter()
+    .find_map(|(suf, m)| t.strip_suffix(suf).map(|n| (n.trim().to_string(), *m)))
+    .unwrap_or((t.clone(), 1));
     num.parse::<u64>()
         .ok()
         .and_then(|n| n.checked_mul(mul))
@@ -98,7 +105,8 @@ pub fn run(a: Args) -> CmdResult {
         .tensor_type
         .iter()
         .map(|s| {
-            let (re, ty) = s.rsplit_once('=').ok_or_else(|| CmdError::usage(format!("--tensor-type `{s}` is not REGEX=TYPE")))?;
+            let (re, ty) =
+                s.rsplit_once('=').ok_or_else(|| CmdError::usage(format!("--tensor-type `{s}` is not REGEX=TYPE")))?;
             Ok((regex(re)?, parse_type(ty)?))
         })
         .collect::<Result<Vec<_>, CmdError>>()?;
