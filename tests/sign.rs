@@ -179,8 +179,12 @@ fn key_handling() {
     let pkg = t.path().join("pkg");
     write_pkg(&pkg, 0);
     let keys = common::fixture("keys");
-    // Fixture keys are checked out 0644: signing works and warns.
-    let out = common::modelpack().arg("sign").arg(&pkg).arg("--key").arg(keys.join("p256-sec1.pem")).output().unwrap();
+    // A group/other-readable key: signing works and warns (the mode is set here, not taken
+    // from the checkout, whose umask varies).
+    let loose = t.path().join("loose.pem");
+    std::fs::copy(keys.join("p256-sec1.pem"), &loose).unwrap();
+    std::fs::set_permissions(&loose, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let out = common::modelpack().arg("sign").arg(&pkg).arg("--key").arg(&loose).output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("readable by group or others"));
     common::modelpack().arg("verify").arg(&pkg).arg("--key").arg(keys.join("p256.pub")).assert().code(0);

@@ -5,7 +5,7 @@
 //! source into their final offsets (step 3).
 
 use crate::checkpoint::{Checkpoint, TensorView};
-use crate::exec::{OutFileSpec, Piece};
+use crate::exec::{OutFileSpec, Piece, TaskOutput};
 use crate::format::gguf::{self, llama, GgufTensorInfo, MetaValue};
 use crate::plan::{PlanError, QuantizeOptions, Scheme};
 use crate::quant::gguf::GgmlType;
@@ -324,7 +324,7 @@ impl CpuPlan {
         ckpt: &Checkpoint,
         task: &Task,
         with_stats: bool,
-    ) -> anyhow::Result<(Vec<Piece>, (usize, Option<ErrorStats>), u64)> {
+    ) -> anyhow::Result<TaskOutput<(usize, Option<ErrorStats>)>> {
         let ten = &self.tensors[task.t];
         let row_len = ten.row_len();
         let esz = ten.src_dtype.size();

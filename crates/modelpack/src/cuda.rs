@@ -8,7 +8,7 @@
 //! executor's small reorder buffer.
 
 use crate::checkpoint::Checkpoint;
-use crate::exec::{OutFileSpec, Piece};
+use crate::exec::{OutFileSpec, Piece, TaskOutput};
 use crate::format::compressed_tensors::{self as ctf, CtGroup, CtStrategy};
 use crate::format::safetensors as stf;
 use crate::package::write_hashed;
@@ -346,7 +346,7 @@ impl CudaPlan {
         ckpt: &Checkpoint,
         task: &Task,
         with_stats: bool,
-    ) -> anyhow::Result<(Vec<Piece>, (usize, Option<ErrorStats>), u64)> {
+    ) -> anyhow::Result<TaskOutput<(usize, Option<ErrorStats>)>> {
         let mut pieces = Vec::new();
         // Headers ride with the first task touching each file's first tensor.
         let first_tensor_of = |file: usize, offset: u64| -> bool { self.files[file].1.header.len() as u64 == offset };

@@ -42,6 +42,9 @@ pub struct Piece {
     pub bytes: Vec<u8>,
 }
 
+/// What one task hands back: its pieces, its side result and the source bytes it consumed.
+pub type TaskOutput<S> = (Vec<Piece>, S, u64);
+
 /// What a finished output file looks like, for the manifest and the signature.
 #[derive(Debug, Clone)]
 pub struct FileResult {
