@@ -12,37 +12,23 @@ pub fn generate(check: bool) -> anyhow::Result<()> {
 }
 
 /// `fixtures/golden/gguf/`: `xtask/py/golden_gguf.py` run with the venv's pinned `gguf` package.
-/// With `check`, regenerate into a scratch directory and fail on any difference.
 pub fn gguf_golden(check: bool) -> anyhow::Result<()> {
-    let py = crate::venv::ensure()?;
-    let script = root().join("xtask/py/golden_gguf.py");
-    let dest = root().join("fixtures/golden/gguf");
-    if !check {
-        if dest.exists() {
-            std::fs::remove_dir_all(&dest)?;
-        }
-        run(Command::new(&py).arg(&script).arg(&dest))?;
-        eprintln!("xtask: wrote {}", dest.display());
-        return Ok(());
-    }
-    let scratch = std::env::temp_dir().join(format!("modelpack-golden-gguf-{}", std::process::id()));
-    if scratch.exists() {
-        std::fs::remove_dir_all(&scratch)?;
-    }
-    run(Command::new(&py).arg(&script).arg(&scratch))?;
-    let result = compare_dirs(&scratch, &dest);
-    std::fs::remove_dir_all(&scratch).ok();
-    result
+    py_golden("golden_gguf.py", "gguf", check)
 }
 
 /// `fixtures/golden/ct/`: `xtask/py/golden_ct.py` (our own numpy implementation of the
 /// compressed-tensors 0.20 math, cross-checked against the library-written fixtures) for the
-/// schemes those fixtures do not cover. With `check`, regenerate into a scratch directory and fail
-/// on any difference.
+/// schemes those fixtures do not cover.
 pub fn ct_golden(check: bool) -> anyhow::Result<()> {
+    py_golden("golden_ct.py", "ct", check)
+}
+
+/// Run `xtask/py/SCRIPT OUTDIR` in the venv into `fixtures/golden/NAME`; with `check`, generate
+/// into a scratch directory instead and fail on any difference from the checked-in files.
+fn py_golden(script: &str, name: &str, check: bool) -> anyhow::Result<()> {
     let py = crate::venv::ensure()?;
-    let script = root().join("xtask/py/golden_ct.py");
-    let dest = root().join("fixtures/golden/ct");
+    let script = root().join("xtask/py").join(script);
+    let dest = root().join("fixtures/golden").join(name);
     if !check {
         if dest.exists() {
             std::fs::remove_dir_all(&dest)?;
@@ -51,7 +37,7 @@ pub fn ct_golden(check: bool) -> anyhow::Result<()> {
         eprintln!("xtask: wrote {}", dest.display());
         return Ok(());
     }
-    let scratch = std::env::temp_dir().join(format!("modelpack-golden-ct-{}", std::process::id()));
+    let scratch = std::env::temp_dir().join(format!("modelpack-golden-{name}-{}", std::process::id()));
     if scratch.exists() {
         std::fs::remove_dir_all(&scratch)?;
     }
