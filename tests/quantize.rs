@@ -426,3 +426,28 @@ json.dump({"architectures": ["MixtralForCausalLM"], "model_type": "mixtral", "to
         assert_eq!(st[&format!("model.layers.0.mlp.experts.{e}.down_proj.weight_scale")].0, "F16");
     }
 }
+
+/// A Hugging Face cache snapshot is a directory of symlinks into a blob store: the package must
+/// hold real copies (a signed package never contains links) and verify.
+#[test]
+fn hf_cache_snapshot_of_symlinks_gives_a_self_contained_package() {
+    let tmp = tempfile::tempdir().unwrap();
+    let snap = tmp.path().join("snapshot");
+    std::fs::create_dir(&snap).unwrap();
+    for e in std::fs::read_dir(common::fixture("tiny-llama")).unwrap() {
+        let e = e.unwrap();
+        std::os::unix::fs::symlink(e.path(), snap.join(e.file_name())).unwrap();
+    }
+    let out = tmp.path().join("pkg");
+    let key = common::fixture("keys/p256-pkcs8.pem");
+    quantize(&snap, &out, &["--target", "cpu", "--scheme", "int8", "--sign-key", key.to_str().unwrap()]);
+    for name in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+        let m = std::fs::symlink_metadata(out.join(name)).unwrap();
+        assert!(m.is_file(), "{name} is not a regular file in the package");
+        assert_eq!(
+            std::fs::read(out.join(name)).unwrap(),
+            std::fs::read(common::fixture("tiny-llama").join(name)).unwrap()
+        );
+    }
+    common::modelpack().arg("verify").arg(&out).arg("--key").arg(common::fixture("keys/p256.pub")).assert().code(0);
+}

@@ -291,16 +291,18 @@ impl Checkpoint {
     }
 
     /// Non-weight files a package should carry unchanged: tokenizer files, generation config,
-    /// chat templates, vocab/merges, licence and notice files. Top-level regular files only,
-    /// sorted by name; symlinks are skipped (a package must not point outside itself), and so
-    /// are weights, the index and `config.json` (which the package writer regenerates).
+    /// chat templates, vocab/merges, licence and notice files: top-level entries that are, or
+    /// link to, regular files, sorted by name. Links are followed because a Hugging Face cache
+    /// snapshot is made of symlinks into its blob store; the package always receives a real copy
+    /// of the content. Dangling links, links to directories, weights, the index and
+    /// `config.json` (which the package writer regenerates) are left out.
     pub fn aux_files(&self) -> Vec<PathBuf> {
         let Ok(dir) = std::fs::read_dir(&self.root) else {
             return Vec::new();
         };
         let mut out: Vec<PathBuf> = dir
             .filter_map(Result::ok)
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+            .filter(|e| std::fs::metadata(e.path()).is_ok_and(|m| m.is_file()))
             .filter(|e| e.file_name().to_str().is_some_and(is_aux_name))
             .map(|e| e.path())
             .collect();

@@ -233,14 +233,25 @@ fn directory_discovery_and_aux_files() {
         write(d.path(), f, b"{}");
     }
     write(d.path(), "config.json", b"{}");
-    #[cfg(unix)]
+    // HF cache snapshots link every file into a blob store: a link to a regular file counts,
+    // a dangling link or a link to a directory does not.
     std::os::unix::fs::symlink(d.path().join("tokenizer.json"), d.path().join("vocab.json")).unwrap();
+    std::os::unix::fs::symlink(d.path().join("missing"), d.path().join("merges.txt")).unwrap();
+    std::fs::create_dir(d.path().join("blobdir")).unwrap();
+    std::os::unix::fs::symlink(d.path().join("blobdir"), d.path().join("tokenizer.model")).unwrap();
     let ck = Checkpoint::open(d.path()).unwrap();
     let aux: Vec<String> =
         ck.aux_files().iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
     assert_eq!(
         aux,
-        ["LICENSE", "chat_template.jinja", "generation_config.json", "tokenizer.json", "tokenizer_config.json"]
+        [
+            "LICENSE",
+            "chat_template.jinja",
+            "generation_config.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "vocab.json"
+        ]
     );
     write(d.path(), "config.json", b"{\"vocab_size\": true}");
     let m = Checkpoint::open(d.path()).unwrap_err().to_string();

@@ -283,7 +283,10 @@ fn hash_sources(root: &Path, files: &[PathBuf]) -> Result<Vec<SourceFile>, SignE
     let mut out: Vec<SourceFile> = files
         .par_iter()
         .map(|p| {
-            let (sha, size) = crate::sign::hash_file(p)?;
+            // Inputs may be links (a Hugging Face cache snapshot): hash what they point to. The
+            // no-symlink rule is for packages, not for checkpoints.
+            let real = std::fs::canonicalize(p).map_err(|source| SignError::Io { path: p.clone(), source })?;
+            let (sha, size) = crate::sign::hash_file(&real)?;
             let name = p.strip_prefix(root).unwrap_or(p).to_string_lossy().replace('\\', "/");
             Ok(SourceFile { name, size, sha256: hex::encode(sha) })
         })
