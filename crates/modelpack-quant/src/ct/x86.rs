@@ -17,15 +17,12 @@
 use super::scalar::{put_zp, qparams, store_scale};
 use super::{elem_dtype, CtScheme, Geom, ScaleDtype};
 use crate::convert::load;
+use crate::simd::x86::{load16, load8, BF16, F16, F32};
 use crate::simd::Level;
 use crate::{QuantError, SrcDtype};
 use std::arch::x86_64::*;
 
-/// Dtype codes for const generics (source and element-rounding dtypes).
-const F32: u8 = 0;
-const F16: u8 = 1;
-const BF16: u8 = 2;
-
+/// The const-generic tag for an element-rounding dtype.
 const fn code(d: ScaleDtype) -> u8 {
     match d {
         ScaleDtype::F32 => F32,
@@ -517,40 +514,6 @@ fn bytes16(u0: __m256i, u1: __m256i) -> __m128i {
     let p = _mm256_packs_epi32(u0, u1); // [u0 0..3, u1 0..3 | u0 4..7, u1 4..7] as i16
     let p = _mm256_permute4x64_epi64::<0b11_01_10_00>(p); // [u0 0..7 | u1 0..7]
     _mm_packus_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256::<1>(p))
-}
-
-/// Load 16 source elements at `p` (unaligned) as f32, conversion fused.
-///
-/// # Safety
-/// `p` must be valid for 16 elements of the source dtype `S`; AVX-512 F/BW + F16C available.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-unsafe fn load16<const S: u8>(p: *const u8) -> __m512 {
-    // SAFETY: per the function contract.
-    unsafe {
-        match S {
-            F32 => _mm512_loadu_ps(p.cast()),
-            F16 => _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())),
-            _ => _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p.cast())))),
-        }
-    }
-}
-
-/// Load 8 source elements at `p` (unaligned) as f32, conversion fused.
-///
-/// # Safety
-/// `p` must be valid for 8 elements of the source dtype `S`; AVX2 + F16C available.
-#[inline]
-#[target_feature(enable = "avx2,f16c")]
-unsafe fn load8<const S: u8>(p: *const u8) -> __m256 {
-    // SAFETY: per the function contract.
-    unsafe {
-        match S {
-            F32 => _mm256_loadu_ps(p.cast()),
-            F16 => _mm256_cvtph_ps(_mm_loadu_si128(p.cast())),
-            _ => _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast())))),
-        }
-    }
 }
 
 /// Round each lane to the element dtype `E` (nearest, ties to even) and widen back.

@@ -4,14 +4,11 @@
 //! conversion on load, the scalar reference's arithmetic lane by lane (separate mul and add, never
 //! FMA), integer maxima of |x| bit patterns (which also flag NaN/inf blocks for the scalar path).
 
+use super::x86::{load8, src_of, BF16, F16, F32};
 use crate::convert::load;
 use crate::gguf::{quantize_blocks_ref, BlockQ4_0, BlockQ4_1, BlockQ8_0, GgmlType, QK};
 use crate::{QuantError, SrcDtype};
 use std::arch::x86_64::*;
-
-const F32: u8 = 0;
-const F16: u8 = 1;
-const BF16: u8 = 2;
 
 /// Quantize whole blocks of `ty` (Q8_0, Q4_0 or Q4_1); `input` holds `out.len() / ty.type_size()`
 /// blocks of `src` elements.
@@ -31,28 +28,6 @@ pub(crate) unsafe fn quantize(ty: GgmlType, src: SrcDtype, input: &[u8], out: &m
             (_, SrcDtype::F32) => q4_1::<F32>(input, out),
             (_, SrcDtype::F16) => q4_1::<F16>(input, out),
             (_, SrcDtype::BF16) => q4_1::<BF16>(input, out),
-        }
-    }
-}
-
-const fn src_of<const S: u8>() -> SrcDtype {
-    match S {
-        F32 => SrcDtype::F32,
-        F16 => SrcDtype::F16,
-        _ => SrcDtype::BF16,
-    }
-}
-
-/// Load 8 elements at `p` (unaligned) as f32.
-#[inline]
-#[target_feature(enable = "avx2,f16c")]
-unsafe fn load8<const S: u8>(p: *const u8) -> __m256 {
-    // SAFETY: the caller guarantees 8 elements are readable at `p`; loads are unaligned.
-    unsafe {
-        match S {
-            F32 => _mm256_loadu_ps(p.cast()),
-            F16 => _mm256_cvtph_ps(_mm_loadu_si128(p.cast())),
-            _ => _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast())))),
         }
     }
 }

@@ -7,15 +7,12 @@
 //! taken on the integer bit patterns (order-preserving for non-negative floats), which also
 //! detects NaN/inf: such a block is handed to the scalar reference, which reports the error.
 
+use super::x86::{load16, src_of, BF16, F16, F32};
 use crate::convert::load;
 use crate::gguf::{convert_rows_ref, quantize_blocks_ref, BlockQ4_0, BlockQ4_1, BlockQ8_0, GgmlType, QK};
 use crate::metrics::Lanes;
 use crate::{QuantError, SrcDtype};
 use std::arch::x86_64::*;
-
-const F32: u8 = 0;
-const F16: u8 = 1;
-const BF16: u8 = 2;
 
 /// Quantize whole blocks of `ty` (Q8_0, Q4_0 or Q4_1); `input` holds `out.len() / ty.type_size()`
 /// blocks of `src` elements.
@@ -35,28 +32,6 @@ pub(crate) unsafe fn quantize(ty: GgmlType, src: SrcDtype, input: &[u8], out: &m
             (_, SrcDtype::F32) => q4_1::<F32>(input, out),
             (_, SrcDtype::F16) => q4_1::<F16>(input, out),
             (_, SrcDtype::BF16) => q4_1::<BF16>(input, out),
-        }
-    }
-}
-
-const fn src_of<const S: u8>() -> SrcDtype {
-    match S {
-        F32 => SrcDtype::F32,
-        F16 => SrcDtype::F16,
-        _ => SrcDtype::BF16,
-    }
-}
-
-/// Load 16 elements starting at `p` (unaligned) as f32.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-unsafe fn load16<const S: u8>(p: *const u8) -> __m512 {
-    // SAFETY: the caller guarantees 16 elements are readable at `p`; loads are unaligned.
-    unsafe {
-        match S {
-            F32 => _mm512_loadu_ps(p.cast()),
-            F16 => _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())),
-            _ => _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p.cast())))),
         }
     }
 }
