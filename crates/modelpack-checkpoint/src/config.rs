@@ -80,7 +80,12 @@ impl ModelConfig {
 
     /// Read and parse `config.json` from a file.
     pub fn read(path: &Path) -> Result<ModelConfig, CheckpointError> {
-        let bytes = std::fs::read(path).map_err(|e| CheckpointError::io(path, e))?;
+        ModelConfig::read_with_limits(path, &crate::Limits::default())
+    }
+
+    /// [`ModelConfig::read`] with explicit caps on the file's size and JSON nesting.
+    pub fn read_with_limits(path: &Path, limits: &crate::Limits) -> Result<ModelConfig, CheckpointError> {
+        let bytes = crate::limits::read_json_bytes(path, limits)?;
         let text = std::str::from_utf8(&bytes)
             .map_err(|e| CheckpointError::BadConfig { path: path.to_path_buf(), message: e.to_string() })?;
         ModelConfig::parse(path, text)

@@ -97,7 +97,8 @@ pub enum CheckpointError {
         /// Size the header implies.
         needed: u64,
     },
-    /// The 8-byte header length exceeds the 100 MB limit of the format.
+    /// The 8-byte header length exceeds [`crate::Limits::max_header_bytes`] (by default the
+    /// format's 100 MB).
     #[error("{}: header length {len} exceeds the {limit}-byte limit", path.display())]
     HeaderTooLarge {
         /// The file.
@@ -141,10 +142,11 @@ pub enum CheckpointError {
         /// What is wrong.
         reason: String,
     },
-    /// More tensors than any real checkpoint has: refused before they cost memory.
-    #[error("{}: more than {limit} tensors in the header", path.display())]
+    /// More tensors than the cap ([`crate::Limits::max_tensors`]) in one file or in the whole
+    /// checkpoint: refused before they cost memory.
+    #[error("{}: more than {limit} tensors (cap)", path.display())]
     TooManyTensors {
-        /// The file.
+        /// The file, or the checkpoint directory for the total over all shards.
         path: PathBuf,
         /// The cap.
         limit: usize,
@@ -256,6 +258,64 @@ pub enum CheckpointError {
         /// Its dtype.
         dtype: crate::Dtype,
     },
+    /// A tensor with more elements than [`crate::Limits::max_tensor_elements`].
+    #[error("{}: tensor {tensor:?} has {numel} elements, over the cap of {limit}", path.display())]
+    TooManyElements {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// product(shape).
+        numel: u64,
+        /// The cap.
+        limit: u64,
+    },
+    /// A tensor with more dimensions than [`crate::Limits::max_rank`].
+    #[error("{}: tensor {tensor:?} has {rank} dimensions, over the cap of {limit}", path.display())]
+    TooManyDims {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        tensor: String,
+        /// Number of dimensions.
+        rank: usize,
+        /// The cap.
+        limit: usize,
+    },
+    /// JSON nested deeper than [`crate::Limits::max_json_depth`] (a stack-exhaustion attempt;
+    /// no real file comes close).
+    #[error("{}: JSON nested deeper than {limit} levels", path.display())]
+    JsonTooDeep {
+        /// The file.
+        path: PathBuf,
+        /// The cap.
+        limit: usize,
+    },
+    /// A JSON side file larger than [`crate::Limits::max_json_bytes`].
+    #[error("{}: JSON file is larger than the {limit}-byte cap", path.display())]
+    JsonTooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The cap.
+        limit: u64,
+    },
+    /// A JSON side file (e.g. tokenizer.json) that does not parse.
+    #[error("{}: invalid JSON: {message}", path.display())]
+    BadJsonFile {
+        /// The file.
+        path: PathBuf,
+        /// Parser message, with line and column.
+        message: String,
+    },
+    /// An input file changed between being opened and the end of the job (see
+    /// [`crate::SourceSnapshot`]): the package would not describe what was read.
+    #[error("{}: changed while modelpack was reading it, so no package was written: {what}", path.display())]
+    SourceChanged {
+        /// The file.
+        path: PathBuf,
+        /// What differs (size, times, identity).
+        what: String,
+    },
     /// `config.json` is unreadable, not JSON, or has a field of the wrong type.
     #[error("{}: bad config.json: {message}", path.display())]
     BadConfig {
@@ -267,6 +327,19 @@ pub enum CheckpointError {
 }
 
 impl CheckpointError {
+    /// The [`crate::Limits`] field whose cap this error reports, when a legitimate model could
+    /// exceed it and the caller may raise it (the CLI maps it to a `--max-*` flag). `None` for
+    /// every other error, including caps no real file comes near (JSON depth, rank).
+    pub fn exceeded_cap(&self) -> Option<&'static str> {
+        match self {
+            CheckpointError::TooManyTensors { .. } => Some("max_tensors"),
+            CheckpointError::HeaderTooLarge { .. } => Some("max_header_bytes"),
+            CheckpointError::JsonTooLarge { .. } => Some("max_json_bytes"),
+            CheckpointError::TooManyElements { .. } => Some("max_tensor_elements"),
+            _ => None,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         CheckpointError::Io { path: path.into(), source }
     }

@@ -4,17 +4,12 @@
 //! a JSON object with a repeated key must be an error, and every map-based parser (the crate's
 //! included) silently keeps one of the two entries.
 
-use crate::{CheckpointError, Dtype};
+use crate::{CheckpointError, Dtype, Limits};
 use serde::de::{self, DeserializeSeed, MapAccess, Visitor};
 use serde::Deserialize;
 use std::cell::Cell;
 use std::fmt;
 use std::path::Path;
-
-/// Largest header the format allows (the reference implementation's limit).
-pub const MAX_HEADER_LEN: u64 = 100_000_000;
-/// Most tensors accepted in one file: far above any real model, low enough to bound memory.
-pub const MAX_TENSORS: usize = 1_000_000;
 
 /// One validated tensor entry; offsets are absolute in the file.
 #[derive(Debug, Clone)]
@@ -52,6 +47,7 @@ enum RawValue {
 /// Visits the top-level object keeping every key (duplicates included), in order.
 struct HeaderSeed<'a> {
     too_many: &'a Cell<bool>,
+    max_tensors: usize,
 }
 
 impl<'de> DeserializeSeed<'de> for HeaderSeed<'_> {
@@ -68,12 +64,14 @@ impl<'de> Visitor<'de> for HeaderSeed<'_> {
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut out = Vec::new();
+        let mut tensors = 0usize;
         while let Some(key) = map.next_key::<String>()? {
             if key == "__metadata__" {
                 out.push((key, RawValue::Metadata(map.next_value()?)));
                 continue;
             }
-            if out.len() > MAX_TENSORS {
+            tensors += 1;
+            if tensors > self.max_tensors {
                 self.too_many.set(true);
                 return Err(de::Error::custom("too many tensors"));
             }
@@ -128,7 +126,7 @@ fn sniff(bytes: &[u8]) -> String {
 }
 
 /// Validate the header of a whole file's bytes. `file_len` is `bytes.len()` as a u64.
-pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Header, CheckpointError> {
+pub(crate) fn parse(path: &Path, bytes: &[u8], limits: &Limits) -> Result<Header, CheckpointError> {
     let p = || path.to_path_buf();
     let size = bytes.len() as u64;
     let Some(prefix) = bytes.get(..8) else {
@@ -144,27 +142,33 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Header, CheckpointError
         Some(_) => return Err(CheckpointError::NotSafetensors { path: p(), reason: sniff(bytes) }),
         None => return Err(CheckpointError::Truncated { path: p(), size, needed: 8u64.saturating_add(n.max(2)) }),
     }
-    if n > MAX_HEADER_LEN {
-        return Err(CheckpointError::HeaderTooLarge { path: p(), len: n, limit: MAX_HEADER_LEN });
+    if n > limits.max_header_bytes {
+        return Err(CheckpointError::HeaderTooLarge { path: p(), len: n, limit: limits.max_header_bytes });
     }
     let available = size - 8;
     if n > available {
         return Err(CheckpointError::HeaderPastEnd { path: p(), len: n, available });
     }
-    // n ≤ 100 MB and ≤ file size: fits usize.
+    // n ≤ file size, which is mapped: fits usize.
     let n = n as usize;
     let data_start = 8 + n;
     let text = std::str::from_utf8(&bytes[8..data_start])
         .map_err(|e| CheckpointError::HeaderUtf8 { path: p(), offset: e.valid_up_to() })?;
+    // `__metadata__` is free-form JSON: bound its nesting before the parser recurses into it.
+    crate::limits::check_json_depth(path, text.as_bytes(), limits)?;
 
     let too_many = Cell::new(false);
     let raw = {
         let mut de = serde_json::Deserializer::from_str(text);
-        HeaderSeed { too_many: &too_many }.deserialize(&mut de).and_then(|v| de.end().map(|()| v))
+        HeaderSeed { too_many: &too_many, max_tensors: limits.max_tensors }
+            .deserialize(&mut de)
+            .and_then(|v| de.end().map(|()| v))
     };
     let raw = match raw {
         Ok(v) => v,
-        Err(_) if too_many.get() => return Err(CheckpointError::TooManyTensors { path: p(), limit: MAX_TENSORS }),
+        Err(_) if too_many.get() => {
+            return Err(CheckpointError::TooManyTensors { path: p(), limit: limits.max_tensors })
+        }
         Err(e) => return Err(CheckpointError::BadJson { path: p(), message: e.to_string() }),
     };
 
@@ -188,8 +192,24 @@ pub(crate) fn parse(path: &Path, bytes: &[u8]) -> Result<Header, CheckpointError
         let Some(dtype) = Dtype::from_name(&t.dtype) else {
             return Err(CheckpointError::UnknownDtype { path: p(), tensor: name, dtype: t.dtype });
         };
+        if t.shape.len() > limits.max_rank {
+            return Err(CheckpointError::TooManyDims {
+                path: p(),
+                tensor: name,
+                rank: t.shape.len(),
+                limit: limits.max_rank,
+            });
+        }
         let overflow = || CheckpointError::ShapeOverflow { path: p(), tensor: name.clone(), shape: t.shape.clone() };
         let numel = t.shape.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d)).ok_or_else(overflow)?;
+        if numel > limits.max_tensor_elements {
+            return Err(CheckpointError::TooManyElements {
+                path: p(),
+                tensor: name,
+                numel,
+                limit: limits.max_tensor_elements,
+            });
+        }
         let bits = numel.checked_mul(dtype.bits() as u64).ok_or_else(overflow)?;
         if bits % 8 != 0 {
             return Err(CheckpointError::PartialByte { path: p(), tensor: name, dtype });

@@ -9,11 +9,14 @@ mod config;
 mod dtype;
 mod error;
 mod header;
+pub mod limits;
+mod snapshot;
 
 pub use config::ModelConfig;
 pub use dtype::Dtype;
 pub use error::CheckpointError;
-pub use header::{MAX_HEADER_LEN, MAX_TENSORS};
+pub use limits::{Limits, MAX_HEADER_LEN, MAX_TENSORS};
+pub use snapshot::{FileStamp, SourceSnapshot};
 
 use header::Entry;
 use memmap2::Mmap;
@@ -34,6 +37,7 @@ pub struct Shard {
     entries: Vec<Entry>,
     metadata: Vec<(String, String)>,
     data_start: usize,
+    stamp: FileStamp,
 }
 
 impl Shard {
@@ -42,6 +46,11 @@ impl Shard {
     /// The mapping assumes nobody truncates the file while we hold it (the same contract as
     /// every mmap-based reader): checkpoints are inputs we only read.
     pub fn open(path: &Path) -> Result<Shard, CheckpointError> {
+        Shard::open_with_limits(path, &Limits::default())
+    }
+
+    /// [`Shard::open`] with explicit resource caps.
+    pub fn open_with_limits(path: &Path, limits: &Limits) -> Result<Shard, CheckpointError> {
         let file = File::open(path).map_err(|e| CheckpointError::io(path, e))?;
         let meta = file.metadata().map_err(|e| CheckpointError::io(path, e))?;
         if !meta.is_file() {
@@ -55,8 +64,9 @@ impl Shard {
             Some(unsafe { Mmap::map(&file) }.map_err(|e| CheckpointError::io(path, e))?)
         };
         let bytes: &[u8] = mmap.as_deref().unwrap_or(&[]);
-        let header = header::parse(path, bytes)?;
+        let header = header::parse(path, bytes, limits)?;
         Ok(Shard {
+            stamp: FileStamp::of(&meta),
             path: path.to_path_buf(),
             entries: header.entries,
             metadata: header.metadata,
@@ -83,6 +93,11 @@ impl Shard {
     /// Offset of the data area (8 + header length): tensor offsets are relative to it on disk.
     pub fn data_start(&self) -> usize {
         self.data_start
+    }
+
+    /// Identity and version of the file when it was mapped (from the same descriptor).
+    pub fn stamp(&self) -> FileStamp {
+        self.stamp
     }
 
     /// `__metadata__` entries in file order (e.g. `format: pt`).
@@ -161,6 +176,10 @@ pub struct Checkpoint {
     shards: Vec<Shard>,
     /// (shard, entry) of every tensor, sorted by tensor name.
     order: Vec<(usize, usize)>,
+    /// Stamps of every input file, taken as it was opened.
+    snapshot: SourceSnapshot,
+    /// The caps it was opened with, for the side files read later (tokenizer.json).
+    limits: Limits,
 }
 
 impl Checkpoint {
@@ -169,13 +188,21 @@ impl Checkpoint {
     /// A directory uses `model.safetensors.index.json` when present (every listed shard must
     /// exist and hold exactly the tensors mapped to it), else `model.safetensors`, else every
     /// `*.safetensors` file in it. A single file's directory is the root for `config.json`
-    /// and the auxiliary files.
+    /// and the auxiliary files. Uses the default [`Limits`].
     pub fn open(path: &Path) -> Result<Checkpoint, CheckpointError> {
+        Checkpoint::open_with_limits(path, &Limits::default())
+    }
+
+    /// [`Checkpoint::open`] with explicit resource caps (headers, tensor counts, JSON files).
+    pub fn open_with_limits(path: &Path, limits: &Limits) -> Result<Checkpoint, CheckpointError> {
         let meta = std::fs::metadata(path).map_err(|e| CheckpointError::io(path, e))?;
+        let mut snapshot = SourceSnapshot::default();
         let (root, index, shard_paths) = if meta.is_dir() {
             let index = path.join(INDEX_FILE);
             if index.exists() {
-                let files = read_index(&index)?;
+                // Stamped before reading, so a change during the read shows at the end.
+                snapshot = SourceSnapshot::capture(&[&index])?;
+                let files = read_index(&index, limits)?;
                 (path.to_path_buf(), Some((index, files.1)), files.0)
             } else {
                 (path.to_path_buf(), None, find_shards(path)?)
@@ -190,7 +217,17 @@ impl Checkpoint {
             return Err(CheckpointError::NotAFile { path: path.to_path_buf() });
         };
 
-        let shards = shard_paths.iter().map(|p| Shard::open(p)).collect::<Result<Vec<_>, _>>()?;
+        let mut shards = Vec::with_capacity(shard_paths.len());
+        let mut total = 0usize;
+        for p in &shard_paths {
+            let s = Shard::open_with_limits(p, limits)?;
+            total = total.saturating_add(s.len());
+            if total > limits.max_tensors {
+                return Err(CheckpointError::TooManyTensors { path: root.clone(), limit: limits.max_tensors });
+            }
+            snapshot.push(s.path.clone(), s.stamp);
+            shards.push(s);
+        }
 
         // Name → (shard, entry), refusing a tensor held by two files.
         let mut all: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
@@ -217,12 +254,34 @@ impl Checkpoint {
 
         let config_file = root.join(CONFIG_FILE);
         let (config_path, config) = if config_file.is_file() {
-            let c = ModelConfig::read(&config_file)?;
+            let stamp = std::fs::metadata(&config_file).map_err(|e| CheckpointError::io(&config_file, e))?;
+            snapshot.push(config_file.clone(), FileStamp::of(&stamp));
+            let c = ModelConfig::read_with_limits(&config_file, limits)?;
             (Some(config_file), Some(c))
         } else {
             (None, None)
         };
-        Ok(Checkpoint { root, index: index_path, config_path, config, shards, order })
+        let mut ck =
+            Checkpoint { root, index: index_path, config_path, config, shards, order, snapshot, limits: *limits };
+        // The files a package copies are inputs too.
+        for aux in ck.aux_files() {
+            if let Ok(m) = std::fs::metadata(&aux) {
+                ck.snapshot.push(aux, FileStamp::of(&m));
+            }
+        }
+        Ok(ck)
+    }
+
+    /// Stamps of every input file (shards, index, config.json, auxiliary files) taken when
+    /// they were opened: call [`SourceSnapshot::verify_unchanged`] before publishing anything
+    /// derived from them.
+    pub fn snapshot(&self) -> &SourceSnapshot {
+        &self.snapshot
+    }
+
+    /// The caps this checkpoint was opened with; apply them to any side file read later.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// The directory containing the weights.
@@ -337,17 +396,20 @@ pub fn is_aux_name(name: &str) -> bool {
 
 /// Parse the index: sorted unique shard file names and the (tensor, file) pairs.
 #[allow(clippy::type_complexity)]
-fn read_index(index: &Path) -> Result<(Vec<PathBuf>, Vec<(String, String)>), CheckpointError> {
+fn read_index(index: &Path, limits: &Limits) -> Result<(Vec<PathBuf>, Vec<(String, String)>), CheckpointError> {
     let bad = |reason: String| CheckpointError::BadIndex { index: index.to_path_buf(), reason };
-    let text = std::fs::read_to_string(index).map_err(|e| CheckpointError::io(index, e))?;
+    let text = limits::read_json_bytes(index, limits)?;
     #[derive(serde::Deserialize)]
     struct IndexDoc {
         weight_map: Option<header::DupMap<String>>,
     }
-    let doc: IndexDoc = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let doc: IndexDoc = serde_json::from_slice(&text).map_err(|e| bad(e.to_string()))?;
     let Some(header::DupMap(pairs)) = doc.weight_map else {
         return Err(bad("no \"weight_map\"".into()));
     };
+    if pairs.len() > limits.max_tensors {
+        return Err(CheckpointError::TooManyTensors { path: index.to_path_buf(), limit: limits.max_tensors });
+    }
     let mut seen = std::collections::HashSet::new();
     for (t, _) in &pairs {
         if !seen.insert(t.as_str()) {

@@ -266,16 +266,16 @@ fn no_panic_on_any_truncation_or_byte_flip() {
     );
     let p = Path::new("x.safetensors");
     let mut accepted = 0;
-    assert!(header::parse(p, &good).is_ok());
+    assert!(header::parse(p, &good, &Limits::default()).is_ok());
     for len in 0..good.len() {
-        assert!(header::parse(p, &good[..len]).is_err(), "prefix of {len} bytes accepted");
+        assert!(header::parse(p, &good[..len], &Limits::default()).is_err(), "prefix of {len} bytes accepted");
     }
     // Every single-byte change: either a clean error or a file the reference reader also accepts.
     for i in 0..good.len() {
         for v in [0u8, b'"', b'}', b'9', 0xff, good[i] ^ 1] {
             let mut b = good.clone();
             b[i] = v;
-            let ours = header::parse(p, &b);
+            let ours = header::parse(p, &b, &Limits::default());
             let reference = safetensors::SafeTensors::deserialize(&b);
             match (&ours, &reference) {
                 (Ok(_), Ok(_)) => accepted += 1,
@@ -296,4 +296,77 @@ fn checkpoint_can_be_shared_across_threads() {
     fn send_sync<T: Send + Sync>() {}
     send_sync::<Checkpoint>();
     send_sync::<TensorView<'static>>();
+}
+
+#[test]
+fn every_cap_is_enforced_exactly_at_its_limit() {
+    let d = sharded_dir(INDEX, &[("s1.safetensors", &[("c", 1), ("a", 2)]), ("s2.safetensors", &[("b", 3)])]);
+    let open = |l: Limits| Checkpoint::open_with_limits(d.path(), &l);
+    // Three tensors in all, two in the largest shard.
+    open(Limits { max_tensors: 3, ..Limits::default() }).unwrap();
+    let e = open(Limits { max_tensors: 2, ..Limits::default() }).unwrap_err();
+    assert_eq!(e.to_string(), format!("{}: more than 2 tensors (cap)", d.path().join(INDEX_FILE).display()));
+    assert_eq!(e.exceeded_cap(), Some("max_tensors"));
+    // Without an index, the total over the shards is capped, then each file's header.
+    let plain = tempfile::tempdir().unwrap();
+    write(plain.path(), "s1.safetensors", &shard(&[("c", 1), ("a", 2)]));
+    write(plain.path(), "s2.safetensors", &shard(&[("b", 3)]));
+    let e = Checkpoint::open_with_limits(plain.path(), &Limits { max_tensors: 2, ..Limits::default() }).unwrap_err();
+    assert_eq!(e.to_string(), format!("{}: more than 2 tensors (cap)", plain.path().display()));
+    let e = Checkpoint::open_with_limits(plain.path(), &Limits { max_tensors: 1, ..Limits::default() }).unwrap_err();
+    assert_eq!(e.to_string(), format!("{}: more than 1 tensors (cap)", plain.path().join("s1.safetensors").display()));
+
+    // Element count and rank of one tensor: "b" has 3 elements and rank 1.
+    open(Limits { max_tensor_elements: 3, ..Limits::default() }).unwrap();
+    let e = open(Limits { max_tensor_elements: 2, ..Limits::default() }).unwrap_err();
+    assert!(e.to_string().ends_with("tensor \"b\" has 3 elements, over the cap of 2"), "{e}");
+    assert_eq!(e.exceeded_cap(), Some("max_tensor_elements"));
+    let e = open(Limits { max_rank: 0, ..Limits::default() }).unwrap_err();
+    assert!(e.to_string().contains("has 1 dimensions, over the cap of 0"), "{e}");
+    assert_eq!(e.exceeded_cap(), None);
+
+    // The header length cap, exactly at the header's own length.
+    let bytes = shard(&[("a", 2)]);
+    let hlen = u64::from_le_bytes(bytes[..8].try_into().unwrap());
+    let p = write(d.path(), "single.safetensors", &bytes);
+    Shard::open_with_limits(&p, &Limits { max_header_bytes: hlen, ..Limits::default() }).unwrap();
+    let e = Shard::open_with_limits(&p, &Limits { max_header_bytes: hlen - 1, ..Limits::default() }).unwrap_err();
+    assert!(e.to_string().ends_with(&format!("header length {hlen} exceeds the {}-byte limit", hlen - 1)), "{e}");
+    assert_eq!(e.exceeded_cap(), Some("max_header_bytes"));
+
+    // The index and config.json are JSON side files under the size cap.
+    let e = open(Limits { max_json_bytes: 10, ..Limits::default() }).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("{}: JSON file is larger than the 10-byte cap", d.path().join(INDEX_FILE).display())
+    );
+}
+
+#[test]
+fn deep_json_in_header_metadata_and_config_is_refused_by_name() {
+    let deep = format!("{}1{}", "[".repeat(65), "]".repeat(65));
+    let m = err(&raw_file(&format!(r#"{{"__metadata__":{{"x":{deep}}}}}"#), &[]));
+    assert!(m.ends_with("model.safetensors: JSON nested deeper than 64 levels"), "{m}");
+
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "model.safetensors", &shard(&[("a", 1)]));
+    write(d.path(), "config.json", format!(r#"{{"a":{deep}}}"#).as_bytes());
+    let m = Checkpoint::open(d.path()).unwrap_err().to_string();
+    assert_eq!(m, format!("{}: JSON nested deeper than 64 levels", d.path().join("config.json").display()));
+}
+
+#[test]
+fn the_snapshot_covers_shards_index_config_and_aux_files() {
+    let d = sharded_dir(INDEX, &[("s1.safetensors", &[("c", 1), ("a", 2)]), ("s2.safetensors", &[("b", 3)])]);
+    write(d.path(), "config.json", br#"{"model_type":"llama"}"#);
+    write(d.path(), "tokenizer.json", b"{}");
+    let ck = Checkpoint::open(d.path()).unwrap();
+    let mut names: Vec<String> =
+        ck.snapshot().files().iter().map(|(p, _)| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    names.sort();
+    assert_eq!(names, ["config.json", INDEX_FILE, "s1.safetensors", "s2.safetensors", "tokenizer.json"]);
+    ck.snapshot().verify_unchanged().unwrap();
+    std::fs::OpenOptions::new().append(true).open(d.path().join("tokenizer.json")).unwrap().write_all(b" ").unwrap();
+    let e = ck.snapshot().verify_unchanged().unwrap_err().to_string();
+    assert!(e.contains("tokenizer.json: changed while modelpack was reading it"), "{e}");
 }
