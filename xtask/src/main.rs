@@ -3,8 +3,10 @@
 //! - `fixtures [--check]`: regenerate the checked-in fixtures, or fail if they differ.
 //! - `test`: the full test suite (venv + `cargo test --workspace` with interop required).
 //! - `llama [--print-dir]`: build (or reuse) llama.cpp and the quant harness; print its directory.
-//! - `bench`: end-to-end benchmarks side by side with the reference tools.
+//! - `bench [--size 2GB[,4GB]] [--quick] [--runs N]`: end-to-end benchmarks side by side with the
+//!   reference tools (see `bench/mod.rs`).
 
+mod bench;
 mod fixture_gen;
 mod fixtures;
 mod golden;
@@ -24,6 +26,7 @@ fn main() -> anyhow::Result<()> {
         Some("fixtures") => fixtures::run(rest),
         Some("test") => venv::test(rest),
         Some("llama") => llama::run(rest),
-        _ => anyhow::bail!("usage: cargo xtask <venv|fixtures [--check]|llama [--print-dir]|test> [...]"),
+        Some("bench") => bench::run(rest),
+        _ => anyhow::bail!("usage: cargo xtask <venv|fixtures [--check]|llama [--print-dir]|test|bench [--size 2GB] [--quick]> [...]"),
     }
 }

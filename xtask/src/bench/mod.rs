@@ -1,0 +1,479 @@
+//! `cargo xtask bench [--size 2GB[,4GB...]] [--quick] [--runs N]`: end-to-end benchmarks of
+//! modelpack side by side with the tools users would otherwise pick, in one invocation on the
+//! same data (the machine is shared and noisy, so ratios come only from runs taken together).
+//!
+//! Every row is a whole process measured by [`measure::run`]: wall and CPU time, peak RSS and
+//! peak RssAnon; the median of `--runs` runs after one warm-up run, page cache warm. Input is a
+//! generated llama-shaped bf16 checkpoint ([`synth`]). Results go to stdout as a markdown table
+//! and to `target/bench/` as markdown and JSON. `--quick` (a small model, one run, the `ci`
+//! profile binary) proves the harness in CI; its numbers mean nothing.
+
+pub mod measure;
+pub mod synth;
+
+use crate::util::{cache_dir, root, run as run_cmd};
+use anyhow::{bail, Context};
+use measure::Sample;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+struct Opts {
+    sizes: Vec<u64>,
+    quick: bool,
+    runs: usize,
+    peers: bool,
+}
+
+fn parse_size(s: &str) -> anyhow::Result<u64> {
+    let t = s.trim().to_ascii_uppercase();
+    for (suf, mul) in [("GB", 1e9), ("MB", 1e6)] {
+        if let Some(n) = t.strip_suffix(suf) {
+            let v: f64 = n.trim().parse().with_context(|| format!("bad size `{s}`"))?;
+            return Ok((v * mul) as u64);
+        }
+    }
+    bail!("bad size `{s}` (e.g. 2GB, 500MB)")
+}
+
+fn parse(args: &[String]) -> anyhow::Result<Opts> {
+    let mut o = Opts { sizes: vec![2_000_000_000], quick: false, runs: 3, peers: true };
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--quick" => o.quick = true,
+            "--no-peers" => o.peers = false,
+            "--size" => {
+                let v = it.next().context("--size needs a value")?;
+                o.sizes = v.split(',').map(parse_size).collect::<anyhow::Result<_>>()?;
+            }
+            "--runs" => o.runs = it.next().context("--runs needs a value")?.parse()?,
+            _ => bail!("usage: cargo xtask bench [--size 2GB[,4GB]] [--quick] [--runs N] [--no-peers]"),
+        }
+    }
+    if o.quick {
+        o.runs = 1;
+        o.sizes = vec![0];
+    }
+    anyhow::ensure!(o.runs >= 1, "--runs must be at least 1");
+    Ok(o)
+}
+
+/// One benchmark row: a task done by a tool.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Row {
+    task: String,
+    tool: String,
+    /// Bytes the GB/s figure is relative to (bf16 tensor bytes for quantization).
+    bytes: u64,
+    median: Sample,
+    runs: Vec<Sample>,
+    gb_per_s: f64,
+    /// GB/s divided by the best peer's GB/s for the same task (peers are the non-modelpack rows).
+    ratio_to_best_peer: Option<f64>,
+    command: String,
+}
+
+/// Everything a case needs to be run again: how to reset, and the command.
+struct Case {
+    task: String,
+    tool: String,
+    bytes: u64,
+    reset: Vec<PathBuf>,
+    cmd: Vec<String>,
+    /// A peer is measured without a warm-up run when it is slow (≥ 20 s): the inputs are warm.
+    slow: bool,
+}
+
+fn command(argv: &[String]) -> Command {
+    let mut c = Command::new(&argv[0]);
+    c.args(&argv[1..]);
+    c
+}
+
+fn reset(paths: &[PathBuf]) -> anyhow::Result<()> {
+    for p in paths {
+        if p.is_dir() {
+            std::fs::remove_dir_all(p)?;
+        } else if p.exists() {
+            std::fs::remove_file(p)?;
+        }
+    }
+    Ok(())
+}
+
+fn measure_case(c: &Case, runs: usize, warm_up: bool) -> anyhow::Result<Row> {
+    let mut samples = Vec::new();
+    let total = runs + usize::from(warm_up && !c.slow);
+    for i in 0..total {
+        reset(&c.reset)?;
+        let s = measure::run(&mut command(&c.cmd)).with_context(|| format!("{} / {}", c.task, c.tool))?;
+        if i + runs >= total {
+            samples.push(s);
+        }
+    }
+    let m = measure::median(&samples);
+    eprintln!(
+        "  {:<34} {:<28} {:>7.3} GB/s {:>7.2} s  RssAnon {:>6.0} MB",
+        c.task,
+        c.tool,
+        c.bytes as f64 / m.wall_s / 1e9,
+        m.wall_s,
+        m.max_rss_anon_kib as f64 / 1024.0
+    );
+    Ok(Row {
+        task: c.task.clone(),
+        tool: c.tool.clone(),
+        bytes: c.bytes,
+        median: m,
+        runs: samples,
+        gb_per_s: c.bytes as f64 / m.wall_s / 1e9,
+        ratio_to_best_peer: None,
+        command: c.cmd.join(" "),
+    })
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+
+fn build_modelpack(profile: &str) -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run_cmd(Command::new(cargo).current_dir(root()).args(["build", "-q", "--profile", profile, "-p", "modelpack"]))?;
+    let dir = if profile == "dev" { "debug" } else { profile };
+    Ok(target_dir().join(dir).join("modelpack"))
+}
+
+fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().filter_map(|e| e.metadata().ok()).filter(|m| m.is_file()).map(|m| m.len()).sum())
+        .unwrap_or(0)
+}
+
+fn shard_files(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Read every file once so that all tools start from a warm page cache.
+fn warm(files: &[PathBuf]) -> anyhow::Result<()> {
+    for f in files {
+        let mut r = std::fs::File::open(f)?;
+        std::io::copy(&mut r, &mut std::io::sink())?;
+    }
+    Ok(())
+}
+
+/// Whether this modelpack build accepts an option combination (probed on the tiny fixture),
+/// so the table covers features as they land without the harness changing.
+fn supports(mp: &Path, work: &Path, extra: &[&str]) -> bool {
+    let out = work.join("probe");
+    let _ = std::fs::remove_dir_all(&out);
+    let ok = Command::new(mp)
+        .arg("quantize")
+        .arg(root().join("fixtures/tiny-llama"))
+        .arg("-o")
+        .arg(&out)
+        .args(["--no-progress", "--force"])
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    let _ = std::fs::remove_dir_all(&out);
+    ok
+}
+
+/// The numpy peer: `gguf.quants.quantize` over every quantizable tensor of an F16 GGUF, as the
+/// `gguf` package's converters do, writing the blocks to one file.
+const NUMPY_PEER: &str = r#"
+import sys, numpy as np, gguf
+src, dst, ty = sys.argv[1], sys.argv[2], getattr(gguf.GGMLQuantizationType, sys.argv[3])
+r = gguf.GGUFReader(src)
+with open(dst, "wb") as f:
+    for t in r.tensors:
+        a = np.asarray(t.data)
+        if a.ndim == 2 and t.name.endswith(".weight") and "norm" not in t.name:
+            f.write(gguf.quants.quantize(a.astype(np.float32), ty).tobytes())
+        else:
+            f.write(a.tobytes())
+"#;
+
+fn s(x: impl AsRef<std::ffi::OsStr>) -> String {
+    x.as_ref().to_string_lossy().into_owned()
+}
+
+/// `cargo xtask bench ...`.
+pub fn run(args: &[String]) -> anyhow::Result<()> {
+    let o = parse(args)?;
+    let profile = if o.quick { "ci" } else { "release" };
+    eprintln!("bench: building modelpack ({profile} profile)");
+    let mp = build_modelpack(profile)?;
+    let work = cache_dir().join("bench").join("work");
+    std::fs::create_dir_all(&work)?;
+    let (py, llama) = if o.peers {
+        (Some(crate::venv::ensure()?), Some(crate::llama::ensure()?))
+    } else {
+        (None, None)
+    };
+    let key = root().join("fixtures/keys/p256-pkcs8.pem");
+    let pubkey = root().join("fixtures/keys/p256.pub");
+    let mut all = Vec::new();
+    for &size in &o.sizes {
+        let shape = if o.quick { synth::Shape::quick() } else { synth::Shape::llama_of_size(size) };
+        let shard = if o.quick { 40_000_000 } else { 1_000_000_000 };
+        let input = synth::ensure(&shape, shard)?;
+        let shards = shard_files(&input)?;
+        let in_bytes = shape.bytes();
+        warm(&shards)?;
+        eprintln!(
+            "bench: {} layers, {:.2} GB bf16 in {} shards; {} run(s) each",
+            shape.layers,
+            in_bytes as f64 / 1e9,
+            shards.len(),
+            o.runs
+        );
+        let mut cases = Vec::new();
+        let quant = |task: &str, tool: &str, out: &Path, extra: &[&str]| {
+            let mut cmd = vec![s(&mp), "quantize".into(), s(&input), "-o".into(), s(out)];
+            cmd.extend(["--no-progress", "--threads", "2"].map(String::from));
+            cmd.extend(extra.iter().map(|x| x.to_string()));
+            Case { task: task.into(), tool: tool.into(), bytes: in_bytes, reset: vec![out.to_path_buf()], cmd, slow: false }
+        };
+        // (task, options, output name); rows appear only for what this build supports.
+        let mut ours: Vec<(&str, Vec<&str>, &str)> = vec![
+            ("cpu int8 (Q8_0)", vec!["--target", "cpu", "--scheme", "int8", "--method", "rtn"], "cpu-q8_0"),
+            ("cpu int4 (Q4_0 rtn)", vec!["--target", "cpu", "--scheme", "int4", "--method", "rtn"], "cpu-q4_0"),
+            ("cpu int4 (Q4_0 mse)", vec!["--target", "cpu", "--scheme", "int4", "--method", "mse"], "cpu-q4_0-mse"),
+            ("cpu int4 (Q4_K_M)", vec!["--target", "cpu", "--scheme", "int4", "--gguf-type", "q4_k_m"], "cpu-q4_k_m"),
+            ("cuda int4 g128 (rtn)", vec!["--target", "cuda", "--scheme", "int4", "--method", "rtn"], "cuda-int4"),
+            ("cuda int4 g128 (mse)", vec!["--target", "cuda", "--scheme", "int4", "--method", "mse"], "cuda-int4-mse"),
+            ("cuda int8", vec!["--target", "cuda", "--scheme", "int8", "--method", "rtn"], "cuda-int8"),
+        ];
+        ours.retain(|(task, extra, _)| {
+            let ok = supports(&mp, &work, extra);
+            if !ok {
+                eprintln!("  (skipping `{task}`: this build does not support {})", extra.join(" "));
+            }
+            ok
+        });
+        let fast_flag = supports(&mp, &work, &["--target", "cpu", "--scheme", "int8", "--no-source-digests"]);
+        for (task, extra, name) in &ours {
+            let out = work.join(name);
+            cases.push(quant(task, "modelpack", &out, extra));
+            if fast_flag {
+                let mut e = extra.clone();
+                e.push("--no-source-digests");
+                cases.push(quant(task, "modelpack --no-source-digests", &work.join(format!("{name}-nsd")), &e));
+            }
+            let signed = work.join(format!("{name}-signed"));
+            let mut e = extra.clone();
+            let k = s(&key);
+            e.extend(["--sign-key", k.as_str()]);
+            cases.push(quant(&format!("{task} + sign"), "modelpack", &signed, &e));
+        }
+        let mut rows = Vec::new();
+        for c in &cases {
+            rows.push(measure_case(c, o.runs, !o.quick)?);
+        }
+        // Verify every signed output (the outputs of the last signed runs are still there).
+        let mut post = Vec::new();
+        for (task, _, name) in &ours {
+            let pkg = work.join(format!("{name}-signed"));
+            let bytes = dir_bytes(&pkg);
+            let cmd = vec![s(&mp), "verify".into(), s(&pkg), "--key".into(), s(&pubkey)];
+            post.push(Case { task: format!("verify {task}"), tool: "modelpack".into(), bytes, reset: vec![], cmd, slow: false });
+        }
+        // Sign / verify / hash side by side with model_signing and the hashing floor.
+        let pkg = work.join("cpu-q8_0-signed");
+        let pkg_bytes = dir_bytes(&pkg);
+        let sig = pkg.join("model.sig");
+        post.push(Case {
+            task: "sign package (cpu int8)".into(),
+            tool: "modelpack".into(),
+            bytes: pkg_bytes,
+            reset: vec![],
+            cmd: vec![s(&mp), "sign".into(), s(&pkg), "--key".into(), s(&key)],
+            slow: false,
+        });
+        if let Some(py) = &py {
+            let ms = s(py.parent().expect("venv bin").join("model_signing"));
+            post.push(Case {
+                task: "sign package (cpu int8)".into(),
+                tool: "model_signing 1.1.1".into(),
+                bytes: pkg_bytes,
+                reset: vec![],
+                cmd: vec![ms.clone(), "sign".into(), "key".into(), s(&pkg), "--private_key".into(), s(&key), "--signature".into(), s(&sig)],
+                slow: false,
+            });
+            post.push(Case {
+                task: "verify package (cpu int8)".into(),
+                tool: "model_signing 1.1.1".into(),
+                bytes: pkg_bytes,
+                reset: vec![],
+                cmd: vec![ms, "verify".into(), "key".into(), s(&pkg), "--signature".into(), s(&sig), "--public_key".into(), s(&pubkey)],
+                slow: false,
+            });
+        }
+        post.push(Case {
+            task: "verify package (cpu int8)".into(),
+            tool: "modelpack".into(),
+            bytes: pkg_bytes,
+            reset: vec![],
+            cmd: vec![s(&mp), "verify".into(), s(&pkg), "--key".into(), s(&pubkey)],
+            slow: false,
+        });
+        let shard_args: Vec<String> = shards.iter().map(s).collect();
+        let hash_bytes: u64 = shards.iter().filter_map(|p| p.metadata().ok()).map(|m| m.len()).sum();
+        for (tool, head) in [("sha256sum", vec!["sha256sum"]), ("openssl dgst -sha256", vec!["openssl", "dgst", "-sha256"])] {
+            let mut cmd: Vec<String> = head.into_iter().map(String::from).collect();
+            cmd.extend(shard_args.iter().cloned());
+            post.push(Case { task: "SHA-256 of the input shards".into(), tool: tool.into(), bytes: hash_bytes, reset: vec![], cmd, slow: false });
+        }
+        for c in &post {
+            rows.push(measure_case(c, o.runs, !o.quick)?);
+        }
+
+        // Peers that quantize: llama.cpp from an F16 GGUF of the same weights, and gguf-py numpy.
+        if let (Some(py), Some(llama)) = (&py, &llama) {
+            let f16 = work.join("f16");
+            reset(std::slice::from_ref(&f16))?;
+            run_cmd(Command::new(&mp).arg("quantize").arg(&input).arg("-o").arg(&f16).args([
+                "--target", "cpu", "--scheme", "int8", "--gguf-type", "f16", "--method", "rtn", "--no-progress",
+                "--no-metrics",
+            ]))?;
+            let f16_gguf = f16.join("model.gguf");
+            warm(std::slice::from_ref(&f16_gguf))?;
+            let lq = s(llama.join("bin/llama-quantize"));
+            let np_script = work.join("numpy_quantize.py");
+            std::fs::write(&np_script, NUMPY_PEER)?;
+            let mut peers = Vec::new();
+            for (task, ty) in [("cpu int8 (Q8_0)", "Q8_0"), ("cpu int4 (Q4_0 rtn)", "Q4_0"), ("cpu int4 (Q4_K_M)", "Q4_K_M")] {
+                let out = work.join(format!("llama-{ty}.gguf"));
+                let slow = ty == "Q4_K_M" && !o.quick;
+                peers.push(Case {
+                    task: task.into(),
+                    tool: "llama-quantize (F16 GGUF in)".into(),
+                    bytes: in_bytes,
+                    reset: vec![out.clone()],
+                    cmd: vec![lq.clone(), s(&f16_gguf), s(&out), ty.into(), "2".into()],
+                    slow,
+                });
+            }
+            for (task, ty) in [("cpu int8 (Q8_0)", "Q8_0"), ("cpu int4 (Q4_0 rtn)", "Q4_0")] {
+                let out = work.join(format!("numpy-{ty}.bin"));
+                peers.push(Case {
+                    task: task.into(),
+                    tool: "gguf 0.19.0 numpy (1 core)".into(),
+                    bytes: in_bytes,
+                    reset: vec![out.clone()],
+                    cmd: vec![s(py), s(&np_script), s(&f16_gguf), s(&out), ty.into()],
+                    slow: !o.quick,
+                });
+            }
+            for c in &peers {
+                rows.push(measure_case(c, o.runs, !o.quick)?);
+            }
+        }
+        ratios(&mut rows);
+        let tag = if o.quick { "quick".to_string() } else { format!("{:.1}GB", in_bytes as f64 / 1e9) };
+        let md = markdown(&rows, &shape, in_bytes, o.runs);
+        println!("{md}");
+        let out_dir = target_dir().join("bench");
+        std::fs::create_dir_all(&out_dir)?;
+        std::fs::write(out_dir.join(format!("bench-{tag}.md")), &md)?;
+        let doc = serde_json::json!({
+            "machine": machine(), "size_bytes": in_bytes, "layers": shape.layers, "runs": o.runs,
+            "quick": o.quick, "rows": rows,
+        });
+        std::fs::write(out_dir.join(format!("bench-{tag}.json")), serde_json::to_vec_pretty(&doc)?)?;
+        eprintln!("bench: wrote {}", out_dir.join(format!("bench-{tag}.{{md,json}}")).display());
+        all.push((in_bytes, rows));
+    }
+    if all.len() > 1 {
+        println!("{}", scaling(&all));
+    }
+    Ok(())
+}
+
+fn ratios(rows: &mut [Row]) {
+    let tasks: Vec<String> = rows.iter().map(|r| r.task.clone()).collect();
+    for t in tasks {
+        let best = rows
+            .iter()
+            .filter(|r| r.task == t && !r.tool.starts_with("modelpack"))
+            .map(|r| r.gb_per_s)
+            .fold(None, |a: Option<f64>, x| Some(a.map_or(x, |a| a.max(x))));
+        if let Some(best) = best {
+            for r in rows.iter_mut().filter(|r| r.task == t) {
+                r.ratio_to_best_peer = Some(r.gb_per_s / best);
+            }
+        }
+    }
+}
+
+fn markdown(rows: &[Row], shape: &synth::Shape, bytes: u64, runs: usize) -> String {
+    let mut m = format!(
+        "### {:.2} GB bf16 llama-shaped checkpoint ({} layers, hidden {}, vocab {}), 2 threads, median of {runs}\n\n",
+        bytes as f64 / 1e9,
+        shape.layers,
+        shape.hidden,
+        shape.vocab
+    );
+    m.push_str("| task | tool | GB/s | seconds | CPU s | peak RSS MB | peak RssAnon MB | × best peer |\n");
+    m.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
+    for r in rows {
+        m.push_str(&format!(
+            "| {} | {} | {:.3} | {:.2} | {:.2} | {:.0} | {:.0} | {} |\n",
+            r.task,
+            r.tool,
+            r.gb_per_s,
+            r.median.wall_s,
+            r.median.cpu_s,
+            r.median.max_rss_kib as f64 / 1024.0,
+            r.median.max_rss_anon_kib as f64 / 1024.0,
+            r.ratio_to_best_peer.map_or("–".to_string(), |x| format!("{x:.2}×")),
+        ));
+    }
+    m
+}
+
+/// Seconds per GB and RssAnon of modelpack's quantize rows at each size: should be flat.
+fn scaling(all: &[(u64, Vec<Row>)]) -> String {
+    let mut m = String::from("### Scaling (modelpack quantize): seconds per GB of input, peak RssAnon MB\n\n| task |");
+    for (b, _) in all {
+        m.push_str(&format!(" {:.1} GB s/GB | RssAnon MB |", *b as f64 / 1e9));
+    }
+    m.push('\n');
+    m.push_str(&format!("|---|{}\n", "---:|---:|".repeat(all.len())));
+    for r in all[0].1.iter().filter(|r| r.tool == "modelpack" && !r.task.starts_with("verify") && !r.task.starts_with("sign") && !r.task.starts_with("SHA")) {
+        m.push_str(&format!("| {} |", r.task));
+        for (b, rows) in all {
+            match rows.iter().find(|x| x.task == r.task && x.tool == r.tool) {
+                Some(x) => m.push_str(&format!(
+                    " {:.3} | {:.0} |",
+                    x.median.wall_s / (*b as f64 / 1e9),
+                    x.median.max_rss_anon_kib as f64 / 1024.0
+                )),
+                None => m.push_str(" – | – |"),
+            }
+        }
+        m.push('\n');
+    }
+    m
+}
+
+fn machine() -> serde_json::Value {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string()))
+        .unwrap_or_default();
+    serde_json::json!({
+        "cpu": cpu,
+        "threads": std::thread::available_parallelism().map_or(0, |n| n.get()),
+    })
+}

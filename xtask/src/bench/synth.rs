@@ -1,0 +1,321 @@
+//! A deterministic synthetic llama-shaped bf16 checkpoint for end-to-end benchmarks.
+//!
+//! Never committed: it is generated into `~/.cache/modelpack/bench/` and reused while its
+//! `.complete` stamp matches the shape. The weights are heavy-tailed (a normal times a scale
+//! mixture, as trained weights' outliers) with a few ×8 outlier input columns per Linear, so
+//! the quantizers take the same code paths as on a real model. Every value is a pure function
+//! of (tensor name, row chunk), so the bytes do not depend on the thread count.
+
+use crate::fixture_gen::rng::{seed_for, SplitMix64};
+use crate::util::{cache_dir, root};
+use anyhow::Context;
+use serde_json::json;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// Shape of a synthetic model.
+#[derive(Debug, Clone, Copy)]
+pub struct Shape {
+    /// Embedding width.
+    pub hidden: usize,
+    /// MLP width.
+    pub intermediate: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Vocabulary (embedding rows).
+    pub vocab: usize,
+    /// Decoder blocks.
+    pub layers: usize,
+}
+
+/// Parameters of one decoder block.
+fn layer_params(s: &Shape) -> usize {
+    let kv = s.hidden / s.heads * s.kv_heads;
+    2 * s.hidden * s.hidden + 2 * s.hidden * kv + 3 * s.hidden * s.intermediate + 2 * s.hidden
+}
+
+impl Shape {
+    /// The issue's llama shape (hidden 4096, intermediate 14336, GQA 32/8, vocab 32000) with as
+    /// many layers as make the bf16 size reach `bytes` (at least one; 2 GB gives the issue's 4).
+    pub fn llama_of_size(bytes: u64) -> Shape {
+        let mut s = Shape { hidden: 4096, intermediate: 14336, heads: 32, kv_heads: 8, vocab: 32000, layers: 1 };
+        let fixed = (2 * s.vocab * s.hidden + s.hidden) as f64 * 2.0;
+        let per = layer_params(&s) as f64 * 2.0;
+        s.layers = (((bytes as f64 - fixed) / per).ceil() as usize).max(1);
+        s
+    }
+
+    /// A small model for `--quick` (a few tens of MB): proves the harness, not the numbers.
+    pub fn quick() -> Shape {
+        Shape { hidden: 1024, intermediate: 2816, heads: 16, kv_heads: 4, vocab: 8000, layers: 2 }
+    }
+
+    /// Total tensor bytes (bf16).
+    pub fn bytes(&self) -> u64 {
+        ((2 * self.vocab * self.hidden + self.hidden + self.layers * layer_params(self)) * 2) as u64
+    }
+
+    fn tag(&self) -> String {
+        format!(
+            "h{}-i{}-a{}-kv{}-v{}-l{}",
+            self.hidden, self.intermediate, self.heads, self.kv_heads, self.vocab, self.layers
+        )
+    }
+}
+
+struct TensorSpec {
+    name: String,
+    shape: Vec<usize>,
+    kind: Kind,
+}
+
+#[derive(Clone, Copy)]
+enum Kind {
+    /// Heavy-tailed matrix of this standard deviation with outlier input columns.
+    Matrix(f64),
+    /// A norm weight ≈ 1.
+    Norm,
+}
+
+fn specs(s: &Shape) -> Vec<TensorSpec> {
+    let kv = s.hidden / s.heads * s.kv_heads;
+    let m = |name: String, rows: usize, cols: usize| TensorSpec {
+        name,
+        shape: vec![rows, cols],
+        kind: Kind::Matrix(0.5 / (cols as f64).sqrt()),
+    };
+    let mut v = vec![TensorSpec {
+        name: "model.embed_tokens.weight".into(),
+        shape: vec![s.vocab, s.hidden],
+        kind: Kind::Matrix(0.02),
+    }];
+    for l in 0..s.layers {
+        let p = format!("model.layers.{l}");
+        v.push(TensorSpec { name: format!("{p}.input_layernorm.weight"), shape: vec![s.hidden], kind: Kind::Norm });
+        v.push(m(format!("{p}.self_attn.q_proj.weight"), s.hidden, s.hidden));
+        v.push(m(format!("{p}.self_attn.k_proj.weight"), kv, s.hidden));
+        v.push(m(format!("{p}.self_attn.v_proj.weight"), kv, s.hidden));
+        v.push(m(format!("{p}.self_attn.o_proj.weight"), s.hidden, s.hidden));
+        v.push(TensorSpec {
+            name: format!("{p}.post_attention_layernorm.weight"),
+            shape: vec![s.hidden],
+            kind: Kind::Norm,
+        });
+        v.push(m(format!("{p}.mlp.gate_proj.weight"), s.intermediate, s.hidden));
+        v.push(m(format!("{p}.mlp.up_proj.weight"), s.intermediate, s.hidden));
+        v.push(m(format!("{p}.mlp.down_proj.weight"), s.hidden, s.intermediate));
+    }
+    v.push(TensorSpec { name: "model.norm.weight".into(), shape: vec![s.hidden], kind: Kind::Norm });
+    v.push(m("lm_head.weight".into(), s.vocab, s.hidden));
+    v
+}
+
+/// Rows generated from one seed: the unit of determinism and of parallel work.
+const ROWS_PER_CHUNK: usize = 64;
+
+/// bf16 bytes of rows `r0..r1` of a tensor.
+fn chunk_bytes(t: &TensorSpec, r0: usize, r1: usize) -> Vec<u8> {
+    let cols = *t.shape.last().expect("non-empty shape");
+    let mut out = Vec::with_capacity((r1 - r0) * cols * 2);
+    match t.kind {
+        Kind::Norm => {
+            let mut r = SplitMix64::new(seed_for(0x6e6f_726d, &t.name));
+            for _ in 0..cols {
+                let x = 1.0 + (r.uniform() - 0.5) * 0.1;
+                out.extend_from_slice(&half::bf16::from_f64(x).to_le_bytes());
+            }
+        }
+        Kind::Matrix(std) => {
+            // Four outlier input columns per matrix, chosen from the tensor's own seed.
+            let mut r = SplitMix64::new(seed_for(0x6f75_746c, &t.name));
+            let outliers: Vec<usize> = (0..4).map(|_| (r.next_u64() % cols as u64) as usize).collect();
+            let mut r = SplitMix64::new(seed_for(r0 as u64, &t.name));
+            // Irwin–Hall of four 16-bit uniforms, scaled to unit variance: exact arithmetic.
+            let unit = 3f64.sqrt() / 32768.0;
+            for _ in r0..r1 {
+                for c in 0..cols {
+                    let u = r.next_u64();
+                    let s = (u & 0xffff) + ((u >> 16) & 0xffff) + ((u >> 32) & 0xffff) + (u >> 48);
+                    let z = (s as f64 - 131070.0) * unit;
+                    let m = r.next_u64() % 1000;
+                    let scale = if m < 5 {
+                        6.0
+                    } else if m < 45 {
+                        2.5
+                    } else {
+                        0.85
+                    };
+                    let mut x = z * scale * std;
+                    if outliers.contains(&c) {
+                        x *= 8.0;
+                    }
+                    out.extend_from_slice(&half::bf16::from_f64(x).to_le_bytes());
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Shards of at most `shard_bytes` (a tensor never splits), in model order.
+fn shard(specs: &[TensorSpec], shard_bytes: u64) -> Vec<Vec<usize>> {
+    let mut shards: Vec<Vec<usize>> = vec![Vec::new()];
+    let mut acc = 0u64;
+    for (i, t) in specs.iter().enumerate() {
+        let b = t.shape.iter().product::<usize>() as u64 * 2;
+        if acc > 0 && acc + b > shard_bytes {
+            shards.push(Vec::new());
+            acc = 0;
+        }
+        shards.last_mut().expect("one shard").push(i);
+        acc += b;
+    }
+    shards
+}
+
+/// Write one safetensors shard, streaming chunks at their offsets from `threads` workers.
+fn write_shard(path: &Path, specs: &[TensorSpec], members: &[usize], threads: usize) -> anyhow::Result<u64> {
+    let mut sorted: Vec<usize> = members.to_vec();
+    sorted.sort_by(|&a, &b| specs[a].name.cmp(&specs[b].name));
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), json!({"format": "pt"}));
+    let mut off = 0u64;
+    let mut offsets = Vec::new();
+    for &i in &sorted {
+        let t = &specs[i];
+        let end = off + t.shape.iter().product::<usize>() as u64 * 2;
+        header.insert(t.name.clone(), json!({"dtype": "BF16", "shape": t.shape, "data_offsets": [off, end]}));
+        offsets.push(off);
+        off = end;
+    }
+    let mut h = serde_json::to_vec(&serde_json::Value::Object(header))?;
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let base = 8 + h.len() as u64;
+    let tmp = path.with_extension("partial");
+    let f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all_at(&(h.len() as u64).to_le_bytes(), 0)?;
+    f.write_all_at(&h, 8)?;
+    // Work items: (tensor, r0, r1, absolute offset).
+    let mut work = Vec::new();
+    for (k, &i) in sorted.iter().enumerate() {
+        let t = &specs[i];
+        let rows = if t.shape.len() == 1 { 1 } else { t.shape[0] };
+        let cols = *t.shape.last().expect("shape");
+        let mut r0 = 0;
+        while r0 < rows {
+            let r1 = (r0 + ROWS_PER_CHUNK).min(rows);
+            work.push((i, r0, r1, base + offsets[k] + (r0 * cols * 2) as u64));
+            r0 = r1;
+        }
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> anyhow::Result<()> {
+                    loop {
+                        let w = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&(i, r0, r1, at)) = work.get(w) else { return Ok(()) };
+                        f.write_all_at(&chunk_bytes(&specs[i], r0, r1), at)?;
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| anyhow::anyhow!("generator thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(off)
+}
+
+/// Generate (or reuse) the checkpoint for `shape`, sharded at `shard_bytes`; returns its directory.
+pub fn ensure(shape: &Shape, shard_bytes: u64) -> anyhow::Result<PathBuf> {
+    let dir = cache_dir().join("bench").join(format!("synth-{}", shape.tag()));
+    let key = format!("synth v1 {} shard {shard_bytes}\n", shape.tag());
+    let stamp = dir.join(".complete");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(key.as_str()) {
+        return Ok(dir);
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let t0 = std::time::Instant::now();
+    eprintln!("bench: generating synthetic checkpoint {} ({:.2} GB)", shape.tag(), shape.bytes() as f64 / 1e9);
+    let specs = specs(shape);
+    let shards = shard(&specs, shard_bytes);
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let n = shards.len();
+    let mut weight_map = serde_json::Map::new();
+    let mut total = 0u64;
+    for (k, members) in shards.iter().enumerate() {
+        let name = format!("model-{:05}-of-{n:05}.safetensors", k + 1);
+        total += write_shard(&dir.join(&name), &specs, members, threads)?;
+        for &i in members {
+            weight_map.insert(specs[i].name.clone(), json!(name));
+        }
+    }
+    let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+    std::fs::write(dir.join("model.safetensors.index.json"), serde_json::to_vec_pretty(&index)?)?;
+    let config = json!({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama",
+        "hidden_size": shape.hidden, "intermediate_size": shape.intermediate,
+        "num_hidden_layers": shape.layers, "num_attention_heads": shape.heads,
+        "num_key_value_heads": shape.kv_heads, "vocab_size": shape.vocab,
+        "max_position_embeddings": 8192, "rms_norm_eps": 1e-5, "rope_theta": 500000.0,
+        "hidden_act": "silu", "tie_word_embeddings": false, "torch_dtype": "bfloat16",
+        "bos_token_id": 270, "eos_token_id": 271
+    });
+    std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
+    // The tiny fixture's byte-level BPE tokenizer: ids above it are padded by the converter.
+    for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+        std::fs::copy(root().join("fixtures/tiny-llama").join(f), dir.join(f))
+            .with_context(|| format!("copying {f} from fixtures/tiny-llama"))?;
+    }
+    std::fs::write(&stamp, key)?;
+    eprintln!("bench: generated in {:.1} s", t0.elapsed().as_secs_f64());
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_issue_shape_of_2gb_has_four_layers() {
+        let s = Shape::llama_of_size(2_000_000_000);
+        assert_eq!(s.layers, 4);
+        assert!(s.bytes() >= 2_000_000_000 && s.bytes() < 2_500_000_000, "{}", s.bytes());
+        assert_eq!(Shape::llama_of_size(1).layers, 1);
+        // 2·32000·4096 embedding/head params + 4096 norm + per-layer params, bf16.
+        assert_eq!(layer_params(&s), 2 * 4096 * 4096 + 2 * 4096 * 1024 + 3 * 4096 * 14336 + 2 * 4096);
+    }
+
+    #[test]
+    fn chunks_depend_only_on_tensor_and_rows() {
+        let t = TensorSpec { name: "x".into(), shape: vec![130, 48], kind: Kind::Matrix(0.02) };
+        let a = chunk_bytes(&t, 64, 128);
+        assert_eq!(a, chunk_bytes(&t, 64, 128));
+        assert_ne!(a, chunk_bytes(&t, 0, 64));
+        assert_eq!(a.len(), 64 * 48 * 2);
+    }
+
+    #[test]
+    fn shards_never_exceed_the_limit_unless_one_tensor_does() {
+        let s = Shape::quick();
+        let sp = specs(&s);
+        let limit = 20_000_000;
+        for sh in shard(&sp, limit) {
+            let b: u64 = sh.iter().map(|&i| sp[i].shape.iter().product::<usize>() as u64 * 2).sum();
+            assert!(b <= limit || sh.len() == 1, "{b}");
+        }
+    }
+}
