@@ -165,25 +165,50 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
     Ok(CpuPlan { tensors, layout, arch: arch.to_string(), metadata_keys: metadata.len() })
 }
 
+/// The tokenizer metadata, with llama.cpp's converter precedence for the llama family
+/// (`LlamaModel.set_vocab`, `Qwen2Model.set_vocab`): a SentencePiece `tokenizer.model` wins when
+/// present (`tokenizer.ggml.model = llama`, with scores), else `tokenizer.json` must be a
+/// byte-level BPE (`gpt2`). Neither present is an input error before anything is written.
 fn tokenizer_metadata(ckpt: &Checkpoint, config: &serde_json::Value) -> Result<Vec<(String, MetaValue)>, PlanError> {
-    let read_json = |name: &str| -> Result<Option<serde_json::Value>, PlanError> {
+    let read = |name: &str| -> Result<Option<Vec<u8>>, PlanError> {
         let p = ckpt.root().join(name);
         match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| PlanError::Input(format!("{}: invalid JSON: {e}", p.display()))),
+            Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(PlanError::Input(format!("{}: {e}", p.display()))),
         }
     };
+    let read_json = |name: &str| -> Result<Option<serde_json::Value>, PlanError> {
+        read(name)?
+            .map(|b| {
+                serde_json::from_slice(&b)
+                    .map_err(|e| PlanError::Input(format!("{}: invalid JSON: {e}", ckpt.root().join(name).display())))
+            })
+            .transpose()
+    };
+    let tok_cfg = read_json("tokenizer_config.json")?;
+    let template = std::fs::read_to_string(ckpt.root().join("chat_template.jinja")).ok().map(serde_json::Value::String);
+    if let Some(model) = read("tokenizer.model")? {
+        // tokenizer.json only serves to look up special-token strings here; one that does not
+        // parse is ignored, as the converter's SpecialVocab does.
+        let tok = read_json("tokenizer.json").ok().flatten();
+        let added = read_json("added_tokens.json")?;
+        return Ok(gguf::tokenizer::sentencepiece_metadata_with_template(
+            &model,
+            added.as_ref(),
+            tok.as_ref(),
+            tok_cfg.as_ref(),
+            config,
+            template.as_ref(),
+        )?);
+    }
     let tok = read_json("tokenizer.json")?.ok_or_else(|| {
         PlanError::Input(format!(
-            "{}: tokenizer.json is missing; llama.cpp needs the vocabulary inside the GGUF",
+            "{}: tokenizer.json is missing (and there is no SentencePiece tokenizer.model); llama.cpp needs the \
+             vocabulary inside the GGUF",
             ckpt.root().display()
         ))
     })?;
-    let tok_cfg = read_json("tokenizer_config.json")?;
-    let template = std::fs::read_to_string(ckpt.root().join("chat_template.jinja")).ok().map(serde_json::Value::String);
     Ok(gguf::tokenizer::tokenizer_metadata_with_template(&tok, tok_cfg.as_ref(), config, template.as_ref())?)
 }
 
