@@ -5,6 +5,7 @@ pub mod compare;
 pub mod cpu;
 pub mod cuda;
 pub mod exec;
+pub mod fault;
 pub mod package;
 pub mod plan;
 pub mod run;

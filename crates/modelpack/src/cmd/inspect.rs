@@ -26,6 +26,8 @@ pub struct Args {
     /// Print one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub caps: crate::cmd::caps::CapArgs,
 }
 
 /// What kind of input a path is, decided before any parser runs.
@@ -73,7 +75,9 @@ pub fn run(args: Args) -> CmdResult {
             emit(args.json, &report, |out| write_package_human(out, &report))
         }
         Kind::Checkpoint => {
-            let ck = Checkpoint::open(&args.path).input()?;
+            let ck = Checkpoint::open_with_limits(&args.path, &args.caps.limits())
+                .map_err(crate::cmd::caps::explain)
+                .input()?;
             let report = checkpoint_report(&args.path, &ck, filter.as_ref());
             emit(args.json, &report, |out| write_checkpoint_human(out, &report))
         }

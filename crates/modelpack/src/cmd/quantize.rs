@@ -66,6 +66,8 @@ pub struct Args {
     /// Print one JSON report on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub caps: crate::cmd::caps::CapArgs,
 }
 
 fn parse_type(s: &str) -> Result<GgmlType, CmdError> {
@@ -93,6 +95,23 @@ fn parse_size(s: &str) -> Result<u64, CmdError> {
         .and_then(|n| n.checked_mul(mul))
         .filter(|&n| n > 0)
         .ok_or_else(|| CmdError::usage(format!("bad size `{s}` (e.g. 5GB, 500MB)")))
+}
+
+/// The exit code and message of a failed run: a hit cap names the flag that raises it, and a
+/// full disk says so first, whatever the operation that met it.
+fn describe(e: modelpack::run::RunError) -> CmdError {
+    let code = if e.is_input() { USAGE } else { INTERNAL };
+    let enospc = {
+        let err: &(dyn std::error::Error + 'static) = &e;
+        std::iter::successors(Some(err), |e| e.source())
+            .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.raw_os_error() == Some(libc::ENOSPC)))
+    };
+    let error = match e {
+        modelpack::run::RunError::Checkpoint(c) => crate::cmd::caps::explain(c),
+        e if enospc => anyhow::anyhow!("no space left on the output's filesystem: {e}; nothing was written"),
+        e => e.into(),
+    };
+    CmdError { code, error }
 }
 
 fn regex(s: &str) -> Result<Regex, CmdError> {
@@ -128,7 +147,7 @@ pub fn run(a: Args) -> CmdResult {
     };
     let sign_key = a.sign_key.as_deref().map(|p| load_private_key(p, &a.password)).transpose()?;
     let source_date_epoch = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok());
-    let job = QuantizeJob { input: a.input, output: a.output, options, force: a.force, sign_key, source_date_epoch };
+    let job = QuantizeJob { input: a.input, output: a.output, options, force: a.force, sign_key, source_date_epoch, limits: a.caps.limits() };
 
     let show = !a.no_progress && !a.json && std::io::stderr().is_terminal();
     let bar = show.then(|| {
@@ -153,7 +172,7 @@ pub fn run(a: Args) -> CmdResult {
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    let report = result.map_err(|e| CmdError { code: if e.is_input() { USAGE } else { INTERNAL }, error: e.into() })?;
+    let report = result.map_err(describe)?;
     if a.json {
         println!("{}", serde_json::to_string(&report).expect("report serializes"));
     } else {
