@@ -548,7 +548,14 @@ pub(crate) fn convert_rows_ref(
 
 /// Error statistics of a quantized chunk (source vs. dequantized output), accumulated in the
 /// lane order of [`crate::metrics::Lanes`]: identical at every level.
-fn accumulate_stats(level: Level, ty: GgmlType, src: SrcDtype, input: &[u8], out: &[u8], stats: &mut ErrorStats) {
+pub(crate) fn accumulate_stats(
+    level: Level,
+    ty: GgmlType,
+    src: SrcDtype,
+    input: &[u8],
+    out: &[u8],
+    stats: &mut ErrorStats,
+) {
     let mut lanes = Lanes::default();
     let block = matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1);
     #[cfg(target_arch = "x86_64")]

@@ -9,6 +9,7 @@ pub mod ct;
 pub mod gguf;
 pub mod kquants;
 pub mod metrics;
+pub mod mse;
 pub mod simd;
 
 pub use gguf::{dequantize_rows, quantize_rows, quantize_tensor_par, GgmlType};
