@@ -20,6 +20,24 @@ use crate::sign::manifest::TensorRecord;
 use crate::sign::FileDigest;
 use std::path::Path;
 
+/// The `weight_scale` dtype when `--scale-dtype` is not given: a bf16 or f16 model keeps its
+/// dtype (what compressed-tensors writes, byte for byte), an f32 model gets bf16 scales.
+///
+/// Why bf16 for f32: the runtimes never compute with f32 scales. vLLM serves an f32 checkpoint in
+/// 16-bit (its `auto` dtype downcasts f32) and its W4A16/W8A16 kernels (Marlin, Machete) take
+/// scales in the activation dtype, so f32 scales would be rounded at load time, after the codes
+/// were chosen against the unrounded value. Rounding the scale to bf16 first, then choosing codes
+/// against it (the kernels do), makes the stored pair exact; bf16 values in fp16's normal range
+/// also convert to fp16 without loss. HF transformers copies the checkpoint scale into the
+/// module's parameter of the model dtype, which holds bf16 values exactly. It also halves the
+/// scale bytes. `--scale-dtype f32` restores compressed-tensors' own choice for f32 models.
+pub const fn default_scale_dtype(src: SrcDtype) -> ScaleDtype {
+    match src {
+        SrcDtype::BF16 | SrcDtype::F32 => ScaleDtype::BF16,
+        SrcDtype::F16 => ScaleDtype::F16,
+    }
+}
+
 /// How one output tensor gets its bytes.
 #[derive(Debug, Clone)]
 enum Role {
@@ -174,7 +192,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
             fallback.push(m.to_string());
         }
         scheme.validate()?;
-        let scale_dtype = ScaleDtype::for_source(src_dtype);
+        let scale_dtype = opts.scale_dtype.unwrap_or(default_scale_dtype(src_dtype));
         let i = modules.len();
         let base = tensors.len();
         let sc = scheme.scale_cols(cols)?;

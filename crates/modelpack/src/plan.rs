@@ -1,5 +1,6 @@
 //! Options of a quantization job and the errors of planning it.
 
+use crate::quant::ct::ScaleDtype;
 use crate::quant::gguf::GgmlType;
 use regex::Regex;
 
@@ -49,6 +50,9 @@ pub struct QuantizeOptions {
     pub group_size: usize,
     /// cuda: asymmetric (zero points).
     pub asymmetric: bool,
+    /// cuda: dtype of `weight_scale`; `None` is the default policy
+    /// ([`crate::cuda::default_scale_dtype`]: the source dtype, bf16 for f32 sources).
+    pub scale_dtype: Option<ScaleDtype>,
     /// cuda: shard size limit in bytes.
     pub max_shard_size: u64,
     /// cuda: re-quantize a checkpoint that already has a quantization_config.
@@ -66,6 +70,11 @@ impl QuantizeOptions {
             "keep": self.keep.iter().map(|r| r.as_str().to_string()).collect::<Vec<_>>(),
             "group_size": if self.target == Target::Cuda && self.scheme == Scheme::Int4 { Some(self.group_size) } else { None },
             "asymmetric": self.asymmetric,
+            "scale_dtype": if self.target == Target::Cuda {
+                Some(self.scale_dtype.map_or("default", ScaleDtype::safetensors_name))
+            } else {
+                None
+            },
             "max_shard_size": if self.target == Target::Cuda { Some(self.max_shard_size) } else { None },
         })
     }

@@ -2,6 +2,7 @@
 use crate::cmd::sign::{load_private_key, PasswordArgs};
 use crate::exit::{CmdError, CmdResult, INTERNAL, OK, USAGE};
 use modelpack::plan::{Method, QuantizeOptions, Scheme, Target};
+use modelpack::quant::ct::ScaleDtype;
 use modelpack::quant::gguf::GgmlType;
 use modelpack::run::{quantize, QuantizeJob};
 use regex::Regex;
@@ -40,6 +41,10 @@ pub struct Args {
     /// cuda int4: asymmetric quantization with zero points.
     #[arg(long)]
     pub asymmetric: bool,
+    /// cuda: dtype of the stored scales; default: the model dtype for bf16/f16 models, bf16 for
+    /// f32 models (the scale is rounded to it before the codes are chosen).
+    #[arg(long, value_enum, value_name = "DTYPE")]
+    pub scale_dtype: Option<ScaleDtypeArg>,
     /// cuda: largest weight shard, e.g. 5GB, 500MB.
     #[arg(long, default_value = "5GB")]
     pub max_shard_size: String,
@@ -68,6 +73,27 @@ pub struct Args {
     pub json: bool,
     #[command(flatten)]
     pub caps: crate::cmd::caps::CapArgs,
+}
+
+/// `--scale-dtype` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScaleDtypeArg {
+    /// 32-bit float scales (compressed-tensors' own choice for f32 models).
+    F32,
+    /// IEEE half scales.
+    F16,
+    /// bfloat16 scales.
+    Bf16,
+}
+
+impl From<ScaleDtypeArg> for ScaleDtype {
+    fn from(a: ScaleDtypeArg) -> Self {
+        match a {
+            ScaleDtypeArg::F32 => ScaleDtype::F32,
+            ScaleDtypeArg::F16 => ScaleDtype::F16,
+            ScaleDtypeArg::Bf16 => ScaleDtype::BF16,
+        }
+    }
 }
 
 fn parse_type(s: &str) -> Result<GgmlType, CmdError> {
@@ -129,6 +155,9 @@ pub fn run(a: Args) -> CmdResult {
             Ok((regex(re)?, parse_type(ty)?))
         })
         .collect::<Result<Vec<_>, CmdError>>()?;
+    if a.target == Target::Cpu && a.scale_dtype.is_some() {
+        return Err(CmdError::usage("--scale-dtype applies to --target cuda (GGUF block scales are always f16)"));
+    }
     if a.target == Target::Cuda && !matches!(a.group_size, 1..=1_000_000) {
         return Err(CmdError::usage("--group-size must be positive"));
     }
@@ -141,6 +170,7 @@ pub fn run(a: Args) -> CmdResult {
         keep: a.keep.iter().map(|s| regex(s)).collect::<Result<_, _>>()?,
         group_size: a.group_size,
         asymmetric: a.asymmetric,
+        scale_dtype: a.scale_dtype.map(ScaleDtype::from),
         max_shard_size: parse_size(&a.max_shard_size)?,
         force_requantize: a.force_requantize,
         metrics: !a.no_metrics,
