@@ -7,7 +7,7 @@
 use crate::checkpoint::{Checkpoint, TensorView};
 use crate::exec::{OutFileSpec, Piece, TaskOutput};
 use crate::format::gguf::{self, llama, GgufTensorInfo, MetaValue};
-use crate::plan::{PlanError, QuantizeOptions, Scheme};
+use crate::plan::{Method, PlanError, QuantizeOptions, Scheme};
 use crate::quant::gguf::GgmlType;
 use crate::quant::metrics::ErrorStats;
 use crate::quant::SrcDtype;
@@ -67,6 +67,8 @@ pub struct CpuPlan {
     pub arch: String,
     /// Number of metadata keys written.
     pub metadata_keys: usize,
+    /// How block scales and codes are chosen.
+    pub method: Method,
 }
 
 /// The file name of the GGUF inside a cpu package.
@@ -162,7 +164,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
     let infos: Vec<GgufTensorInfo> =
         tensors.iter().map(|t| GgufTensorInfo { name: t.name.clone(), ne: t.ne(), ggml_type: t.ty.id() }).collect();
     let layout = gguf::layout(&metadata, &infos, 32)?;
-    Ok(CpuPlan { tensors, layout, arch: arch.to_string(), metadata_keys: metadata.len() })
+    Ok(CpuPlan { tensors, layout, arch: arch.to_string(), metadata_keys: metadata.len(), method: opts.method })
 }
 
 /// The tokenizer metadata, with llama.cpp's converter precedence for the llama family
@@ -381,15 +383,18 @@ impl CpuPlan {
             }
         };
         let mut stats = with_stats.then(ErrorStats::default);
-        crate::quant::gguf::quantize_rows(ten.ty, ten.src_dtype, input, row_len, &mut out, stats.as_mut()).map_err(
-            |e| {
-                let from = match &ten.source {
-                    Source::Tensor { hf, .. } => format!(" (source `{hf}`)"),
-                    Source::Values(_) => String::new(),
-                };
-                anyhow::anyhow!("tensor `{}`{from}, rows {}..{}: {e}", ten.name, task.r0, task.r1)
-            },
-        )?;
+        let quantize = if self.method == Method::Mse {
+            crate::quant::mse::quantize_gguf_rows
+        } else {
+            crate::quant::gguf::quantize_rows
+        };
+        quantize(ten.ty, ten.src_dtype, input, row_len, &mut out, stats.as_mut()).map_err(|e| {
+            let from = match &ten.source {
+                Source::Tensor { hf, .. } => format!(" (source `{hf}`)"),
+                Source::Values(_) => String::new(),
+            };
+            anyhow::anyhow!("tensor `{}`{from}, rows {}..{}: {e}", ten.name, task.r0, task.r1)
+        })?;
         let mut pieces = Vec::with_capacity(2);
         if task.t == 0 && task.r0 == 0 {
             pieces.push(Piece { file: 0, offset: 0, bytes: self.layout.header.clone() });

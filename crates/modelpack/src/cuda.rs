@@ -12,7 +12,7 @@ use crate::exec::{OutFileSpec, Piece, TaskOutput};
 use crate::format::compressed_tensors::{self as ctf, CtGroup, CtStrategy};
 use crate::format::safetensors as stf;
 use crate::package::write_hashed;
-use crate::plan::{PlanError, QuantizeOptions, Scheme};
+use crate::plan::{Method, PlanError, QuantizeOptions, Scheme};
 use crate::quant::ct::{self, CtScheme, ScaleDtype, Strategy};
 use crate::quant::metrics::ErrorStats;
 use crate::quant::SrcDtype;
@@ -88,6 +88,8 @@ pub struct CudaPlan {
     kept_notes: Vec<(String, String)>,
     /// Manifest record index of each module (records list copied tensors and modules in order).
     module_record: Vec<usize>,
+    /// How scales, zero points and codes are chosen.
+    method: Method,
 }
 
 /// A unit of work: rows `[r0, r1)` of module `m`, or bytes `[b0, b1)` of a copied tensor.
@@ -289,7 +291,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
             _ => {}
         }
     }
-    Ok(CudaPlan { tensors, modules, files, config, kept_notes, module_record })
+    Ok(CudaPlan { tensors, modules, files, config, kept_notes, module_record, method: opts.method })
 }
 
 impl CudaPlan {
@@ -395,7 +397,9 @@ impl CudaPlan {
                 let mut scale = vec![0u8; rows * sc * md.scale_dtype.size()];
                 let mut zp = md.zp.map(|_| vec![0u8; md.scheme.zp_rows(rows) * sc * 4]);
                 let mut stats = with_stats.then(ErrorStats::default);
-                ct::quantize_rows(
+                let quantize =
+                    if self.method == Method::Mse { crate::quant::mse::quantize_ct_rows } else { ct::quantize_rows };
+                quantize(
                     &md.scheme,
                     md.src_dtype,
                     md.scale_dtype,

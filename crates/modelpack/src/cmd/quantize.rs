@@ -23,9 +23,10 @@ pub struct Args {
     /// Weight precision.
     #[arg(long, value_enum)]
     pub scheme: Scheme,
-    /// Rounding method (rtn is byte-identical to the reference tools).
-    #[arg(long, value_enum, default_value = "rtn")]
-    pub method: Method,
+    /// Rounding method: rtn is byte-identical to the reference tools, mse searches each block's
+    /// scale for a smaller error in the same format. Default: mse for int4, rtn for int8.
+    #[arg(long, value_enum)]
+    pub method: Option<Method>,
     /// cpu: GGUF type of ordinary weights (q8_0, q4_0, q4_1); defaults from --scheme.
     #[arg(long, value_name = "TYPE")]
     pub gguf_type: Option<String>,
@@ -164,7 +165,7 @@ pub fn run(a: Args) -> CmdResult {
     let options = QuantizeOptions {
         target: a.target,
         scheme: a.scheme,
-        method: a.method,
+        method: a.method.unwrap_or(Method::default_for(a.scheme)),
         gguf_type: a.gguf_type.as_deref().map(parse_type).transpose()?,
         tensor_types,
         keep: a.keep.iter().map(|s| regex(s)).collect::<Result<_, _>>()?,
