@@ -126,7 +126,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
         })?;
         let perm = llama::qk_permutation_for(&dims, t.name, shape[0])?;
         let is_output = name == "output.weight" || (!has_output && name == "token_embd.weight");
-        let (ty, reason) = choose_type(opts, t.name, &name, &shape, src_dtype, is_output, base)?;
+        let (ty, reason) = choose_type(opts, t.name, &name, &shape, src_dtype, is_output, base, dims.layers as usize)?;
         tensors.push(CpuTensor {
             name,
             source: Source::Tensor { hf: t.name.to_string(), perm },
@@ -158,7 +158,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
     tensors.sort_by(|a, b| (block_of(&a.name), &a.name).cmp(&(block_of(&b.name), &b.name)));
 
     metadata.push(("general.quantization_version".into(), MetaValue::U32(2)));
-    metadata.push(("general.file_type".into(), MetaValue::U32(file_type(base))));
+    metadata.push(("general.file_type".into(), MetaValue::U32(file_type(base, opts.gguf_mix))));
     metadata.extend(tokenizer_metadata(ckpt, config)?);
 
     let infos: Vec<GgufTensorInfo> =
@@ -217,15 +217,22 @@ fn tokenizer_metadata(ckpt: &Checkpoint, config: &serde_json::Value) -> Result<V
 /// The type for ordinary 2-D weights.
 fn base_type(opts: &QuantizeOptions) -> Result<GgmlType, PlanError> {
     Ok(match (opts.scheme, opts.gguf_type) {
+        _ if opts.gguf_mix == Some(GgufMix::Q4KM) => GgmlType::Q4_K,
         (_, Some(t)) => t,
         (Scheme::Int8, None) => GgmlType::Q8_0,
         (Scheme::Int4, None) => GgmlType::Q4_0,
     })
 }
 
-/// `general.file_type` (llama_ftype) for the base type.
-fn file_type(base: GgmlType) -> u32 {
+/// `general.file_type` (llama_ftype) for the base type: `MOSTLY_Q4_K_M` (15) for the mix, and
+/// for uniform K-quants the ftype whose name is that type (`MOSTLY_Q4_K_S` 14, `MOSTLY_Q6_K` 18).
+fn file_type(base: GgmlType, mix: Option<GgufMix>) -> u32 {
+    if mix == Some(GgufMix::Q4KM) {
+        return 15;
+    }
     match base {
+        GgmlType::Q4_K => 14,
+        GgmlType::Q6_K => 18,
         GgmlType::F32 => 0,
         GgmlType::F16 => 1,
         GgmlType::Q4_0 => 2,
@@ -248,12 +255,18 @@ fn keep_type(src: SrcDtype) -> GgmlType {
 /// 1. `--tensor-type REGEX=TYPE` (matched against the GGUF and the HF name);
 /// 2. `--keep REGEX`: the source precision;
 /// 3. 1-D tensors (norms, biases): F32, as llama.cpp stores them;
-/// 4. the output projection (or the tied embedding that serves as it): Q8_0, since llama.cpp
-///    keeps it at higher precision (Q6_K) and K-quants are not written yet;
-/// 5. the scheme's type.
+/// 4. the output projection (or the tied embedding that serves as it): Q6_K when the base type is
+///    a K-quant (as llama-quantize; Q8_0 if its rows are not whole 256-blocks), else Q8_0 (kept at
+///    8 bits beside the legacy 32-blocks);
+/// 5. `--gguf-type q4_k_m`: llama-quantize's `Q4_K_M` rule, `attn_v` and `ffn_down` in Q6_K for
+///    the layers where `use_more_bits(i, n)` holds (`i < n/8 || i >= 7n/8 || (i - n/8) % 3 == 2`);
+/// 6. the scheme's type.
 ///
-/// Afterwards a row length that does not divide by the type's block size falls back to F16
-/// (recorded in the reason), like llama-quantize's fallback for incompatible shapes.
+/// Afterwards a row length that does not divide by the type's block size falls back (recorded in
+/// the reason): Q6_K → Q8_0 as llama-quantize does; Q4_K → Q8_0 (llama-quantize picks Q5_0,
+/// which this tool does not write, so such tensors differ from its output); then any type → F16
+/// when even 32-blocks do not fit, like llama-quantize.
+#[allow(clippy::too_many_arguments)]
 fn choose_type(
     opts: &QuantizeOptions,
     hf: &str,
@@ -262,7 +275,9 @@ fn choose_type(
     src: SrcDtype,
     is_output: bool,
     base: GgmlType,
+    n_layer: usize,
 ) -> Result<(GgmlType, String), PlanError> {
+    let kquant = matches!(base, GgmlType::Q4_K | GgmlType::Q6_K);
     let (ty, mut reason) =
         if let Some((re, t)) = opts.tensor_types.iter().find(|(re, _)| re.is_match(name) || re.is_match(hf)) {
             (*t, format!("--tensor-type {}", re.as_str()))
@@ -270,8 +285,12 @@ fn choose_type(
             (keep_type(src), format!("--keep {}", re.as_str()))
         } else if shape.len() == 1 {
             (GgmlType::F32, "1-D tensor kept in F32".to_string())
+        } else if is_output && kquant {
+            (GgmlType::Q6_K, "output projection in Q6_K (llama-quantize)".to_string())
         } else if is_output && base != GgmlType::Q8_0 {
             (GgmlType::Q8_0, "output projection kept at 8 bits".to_string())
+        } else if let Some(rule) = mix_rule(opts.gguf_mix, name, n_layer) {
+            rule
         } else {
             (base, "scheme".to_string())
         };
@@ -279,12 +298,40 @@ fn choose_type(
         return Err(PlanError::Input(format!("tensor `{name}`: type {ty} cannot be written yet")));
     }
     let row = *shape.last().unwrap_or(&1);
+    if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) && ty.row_bytes(row).is_none() {
+        let why = if ty == GgmlType::Q4_K { " (llama-quantize: Q5_0, not written here)" } else { "" };
+        reason = format!("row length {row} is not a multiple of {ty}'s block of 256: fell back to Q8_0{why}");
+        if GgmlType::Q8_0.row_bytes(row).is_some() {
+            return Ok((GgmlType::Q8_0, reason));
+        }
+    }
     if ty.row_bytes(row).is_none() {
         reason =
             format!("row length {row} is not a multiple of {}'s block of {}: fell back to F16", ty, ty.block_size());
         return Ok((GgmlType::F16, reason));
     }
     Ok((ty, reason))
+}
+
+/// The K-quant type mixtures of llama-quantize this plan knows.
+use crate::plan::GgufMix;
+
+/// llama-quantize's `use_more_bits`: the layers a `*_M` mix gives more bits.
+fn use_more_bits(i: usize, n: usize) -> bool {
+    // `(i - n/8) % 3 == 2` in C ints: negative left sides never equal 2.
+    i < n / 8 || i >= 7 * n / 8 || (i as i64 - (n / 8) as i64) % 3 == 2
+}
+
+/// The per-tensor rule of a type mixture, if one applies to `name` (a GGUF name).
+fn mix_rule(mix: Option<GgufMix>, name: &str, n_layer: usize) -> Option<(GgmlType, String)> {
+    match mix? {
+        GgufMix::Q4KM => {
+            let layer = usize::try_from(block_of(name)).ok()?;
+            let kind = ["attn_v.weight", "ffn_down.weight"].into_iter().find(|k| name.ends_with(k))?;
+            use_more_bits(layer, n_layer)
+                .then(|| (GgmlType::Q6_K, format!("Q4_K_M: {kind} of layer {layer}/{n_layer} in Q6_K")))
+        }
+    }
 }
 
 fn block_of(name: &str) -> i64 {

@@ -43,6 +43,15 @@ impl Method {
     }
 }
 
+/// A llama.cpp type mixture for the cpu target: per-tensor types chosen by `llama-quantize`'s
+/// rules rather than one type for every weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GgufMix {
+    /// `Q4_K_M`: Q4_K weights; `attn_v` and `ffn_down` of the layers llama-quantize's
+    /// `use_more_bits` picks, and the output projection, in Q6_K.
+    Q4KM,
+}
+
 /// Everything that influences the bytes of a package.
 #[derive(Debug, Clone)]
 pub struct QuantizeOptions {
@@ -54,6 +63,8 @@ pub struct QuantizeOptions {
     pub method: Method,
     /// cpu: explicit GGUF type for ordinary weights (`q4_1`).
     pub gguf_type: Option<GgmlType>,
+    /// cpu: a type mixture (`--gguf-type q4_k_m`); overrides `gguf_type`.
+    pub gguf_mix: Option<GgufMix>,
     /// cpu: per-tensor type overrides, first match wins.
     pub tensor_types: Vec<(Regex, GgmlType)>,
     /// Tensors kept in source precision (cpu) or left unquantized and ignored (cuda).
@@ -77,7 +88,7 @@ impl QuantizeOptions {
     /// The options as recorded in the manifest (everything that changes the bytes).
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
-            "gguf_type": self.gguf_type.map(|t| t.name()),
+            "gguf_type": if self.gguf_mix == Some(GgufMix::Q4KM) { Some("Q4_K_M") } else { self.gguf_type.map(|t| t.name()) },
             "tensor_types": self.tensor_types.iter().map(|(r, t)| format!("{}={}", r.as_str(), t.name())).collect::<Vec<_>>(),
             "keep": self.keep.iter().map(|r| r.as_str().to_string()).collect::<Vec<_>>(),
             "group_size": if self.target == Target::Cuda && self.scheme == Scheme::Int4 { Some(self.group_size) } else { None },

@@ -1,7 +1,7 @@
 //! `modelpack quantize`.
 use crate::cmd::sign::{load_private_key, PasswordArgs};
 use crate::exit::{CmdError, CmdResult, INTERNAL, OK, USAGE};
-use modelpack::plan::{Method, QuantizeOptions, Scheme, Target};
+use modelpack::plan::{GgufMix, Method, QuantizeOptions, Scheme, Target};
 use modelpack::quant::ct::ScaleDtype;
 use modelpack::quant::gguf::GgmlType;
 use modelpack::run::{quantize, QuantizeJob};
@@ -27,7 +27,8 @@ pub struct Args {
     /// scale for a smaller error in the same format. Default: mse for int4, rtn for int8.
     #[arg(long, value_enum)]
     pub method: Option<Method>,
-    /// cpu: GGUF type of ordinary weights (q8_0, q4_0, q4_1); defaults from --scheme.
+    /// cpu: GGUF type of ordinary weights (q8_0, q4_0, q4_1, q4_k, q6_k) or the llama.cpp mix
+    /// q4_k_m; defaults from --scheme.
     #[arg(long, value_name = "TYPE")]
     pub gguf_type: Option<String>,
     /// cpu: per-tensor type, REGEX=TYPE (first match wins; matched on GGUF and HF names).
@@ -99,8 +100,15 @@ impl From<ScaleDtypeArg> for ScaleDtype {
 
 fn parse_type(s: &str) -> Result<GgmlType, CmdError> {
     GgmlType::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(s) && t.can_quantize()).ok_or_else(|| {
-        CmdError::usage(format!("unknown or unsupported GGUF type `{s}` (q8_0, q4_0, q4_1, f16, bf16, f32)"))
+        CmdError::usage(format!(
+            "unknown or unsupported GGUF type `{s}` (q8_0, q4_0, q4_1, q4_k, q6_k, q4_k_m, f16, bf16, f32)"
+        ))
     })
+}
+
+/// `--gguf-type q4_k_m`: a mixture, not a single GGUF type.
+fn is_q4_k_m(s: &str) -> bool {
+    s.eq_ignore_ascii_case("q4_k_m")
 }
 
 fn parse_size(s: &str) -> Result<u64, CmdError> {
@@ -166,7 +174,8 @@ pub fn run(a: Args) -> CmdResult {
         target: a.target,
         scheme: a.scheme,
         method: a.method.unwrap_or(Method::default_for(a.scheme)),
-        gguf_type: a.gguf_type.as_deref().map(parse_type).transpose()?,
+        gguf_type: a.gguf_type.as_deref().filter(|s| !is_q4_k_m(s)).map(parse_type).transpose()?,
+        gguf_mix: a.gguf_type.as_deref().filter(|s| is_q4_k_m(s)).map(|_| GgufMix::Q4KM),
         tensor_types,
         keep: a.keep.iter().map(|s| regex(s)).collect::<Result<_, _>>()?,
         group_size: a.group_size,
