@@ -270,3 +270,70 @@ fn bad_inputs_are_usage_errors_with_one_json_document() {
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(String::from_utf8_lossy(&o.stderr).contains("shape"), "{}", String::from_utf8_lossy(&o.stderr));
 }
+
+/// End to end on real weights (issue 7): every Linear of all-MiniLM-L6-v2 through Q8_0 and back,
+/// then the numpy BERT forward pass of `xtask/quality/embed.py`. The script first checks that
+/// its fp32 pass reproduces the similarities sentence-transformers publishes for this model. Every
+/// Q8_0 sentence embedding must then keep a cosine above 0.99 to its fp32 embedding.
+/// `cargo xtask test` provides the model and the venv (`MODELPACK_MINILM_DIR`,
+/// `MODELPACK_QUALITY_PYTHON`); elsewhere the test runs when `cargo xtask quality` has cached them.
+#[test]
+fn minilm_q8_0_sentence_embeddings_stay_close_to_fp32() {
+    use modelpack::quant::gguf::{dequantize_rows, quantize_tensor_par, GgmlType};
+    let home = std::path::PathBuf::from(std::env::var_os("HOME").unwrap_or_default());
+    let env_or = |k: &str, d: std::path::PathBuf| std::env::var_os(k).map(std::path::PathBuf::from).unwrap_or(d);
+    let model = env_or("MODELPACK_MINILM_DIR", home.join(".cache/modelpack/minilm"));
+    let py = env_or("MODELPACK_QUALITY_PYTHON", home.join(".cache/modelpack/quality-venv/bin/python"));
+    if !model.join("model.safetensors").exists() || !py.exists() {
+        assert!(
+            std::env::var_os("MODELPACK_REQUIRE_INTEROP").is_none(),
+            "interop required but all-MiniLM-L6-v2 or the quality venv is missing: run `cargo xtask test`"
+        );
+        eprintln!("skipping: no all-MiniLM-L6-v2 / quality venv (run `cargo xtask quality`)");
+        return;
+    }
+    let ckpt = modelpack::checkpoint::Checkpoint::open(&model).unwrap();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut header = serde_json::Map::new();
+    let mut data: Vec<u8> = Vec::new();
+    let mut linears = 0;
+    for t in ckpt.tensors().filter(|t| t.shape.len() == 2 && !t.name.contains("embeddings")) {
+        let (rows, cols) = (t.shape[0], t.shape[1]);
+        let src = t.dtype.as_src().unwrap();
+        let mut q = vec![0u8; rows * GgmlType::Q8_0.row_bytes(cols).unwrap()];
+        quantize_tensor_par(GgmlType::Q8_0, src, t.data, cols, &mut q, None).unwrap();
+        let mut y = vec![0f32; rows * cols];
+        dequantize_rows(GgmlType::Q8_0, &q, cols, &mut y).unwrap();
+        let off = data.len();
+        y.iter().for_each(|v| data.extend_from_slice(&v.to_le_bytes()));
+        header.insert(
+            t.name.to_string(),
+            serde_json::json!({"dtype": "F32", "shape": [rows, cols], "data_offsets": [off, data.len()]}),
+        );
+        linears += 1;
+    }
+    assert_eq!(linears, 37, "6 layers x 6 Linears + pooler");
+    let h = serde_json::to_vec(&serde_json::Value::Object(header)).unwrap();
+    let file = tmp.path().join("q8_0.safetensors");
+    let mut st = (h.len() as u64).to_le_bytes().to_vec();
+    st.extend_from_slice(&h);
+    st.extend_from_slice(&data);
+    std::fs::write(&file, st).unwrap();
+    let list = tmp.path().join("variants.json");
+    std::fs::write(&list, serde_json::json!([{"label": "Q8_0", "file": file}]).to_string()).unwrap();
+    let out = tmp.path().join("embeddings.json");
+    let o = std::process::Command::new(&py)
+        .arg(common::root().join("xtask/quality/embed.py"))
+        .arg(&model)
+        .arg(&list)
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "embed.py failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    let res: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+    assert!(res["fp32_check"]["max_abs_diff"].as_f64().unwrap() <= 5e-4);
+    let v = &res["variants"][0];
+    assert_eq!(v["label"], "Q8_0");
+    let cos_min = v["cos_min"].as_f64().unwrap();
+    assert!(cos_min > 0.99, "Q8_0 embedding cosine to fp32 {cos_min} <= 0.99");
+}

@@ -497,7 +497,7 @@ fn write_f32_safetensors(path: &Path, tensors: &[(String, usize, usize, Vec<f32>
 }
 
 /// Fetch all-MiniLM-L6-v2 into `~/.cache/modelpack/minilm/` (once) and return that directory.
-fn fetch_minilm() -> anyhow::Result<PathBuf> {
+pub fn fetch_minilm() -> anyhow::Result<PathBuf> {
     let dir = cache_dir().join("minilm");
     let st = dir.join("model.safetensors");
     if st.exists() && dir.join(".complete").exists() {
@@ -538,7 +538,7 @@ for i in z.infolist():
 
 /// The venv of `xtask/quality/requirements.txt` (numpy, safetensors, tokenizers): separate from
 /// the CI judges' venv so the report's extra packages never rebuild it.
-fn quality_python() -> anyhow::Result<PathBuf> {
+pub fn quality_python() -> anyhow::Result<PathBuf> {
     let req = root().join("xtask/quality/requirements.txt");
     let text = std::fs::read(&req).with_context(|| format!("reading {}", req.display()))?;
     let hash = hex::encode(sha2::Sha256::digest(&text));
