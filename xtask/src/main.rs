@@ -1,6 +1,7 @@
 //! Project tasks, run as `cargo xtask <task>`:
 //! - `venv`: create the pinned Python venv of external judges (~/.cache/modelpack/venv).
 //! - `fixtures [--check]`: regenerate the checked-in fixtures, or fail if they differ.
+//! - `fuzz [--smoke | --seconds N] [TARGET...]`: run the cargo-fuzz targets of `fuzz/` (see `fuzz.rs`).
 //! - `test`: the full test suite (venv + `cargo test --workspace` with interop required).
 //! - `llama [--print-dir]`: build (or reuse) llama.cpp and the quant harness; print its directory.
 //! - `bench [--size 2GB[,4GB]] [--quick] [--runs N]`: end-to-end benchmarks side by side with the
@@ -11,6 +12,7 @@
 mod bench;
 mod fixture_gen;
 mod fixtures;
+mod fuzz;
 mod golden;
 mod llama;
 mod quality;
@@ -27,6 +29,7 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some("fixtures") => fixtures::run(rest),
+        Some("fuzz") => fuzz::run_cmd(rest),
         Some("test") => venv::test(rest),
         Some("llama") => llama::run(rest),
         Some("quality") => quality::run(rest),
