@@ -187,7 +187,15 @@ pub fn run(a: Args) -> CmdResult {
     };
     let sign_key = a.sign_key.as_deref().map(|p| load_private_key(p, &a.password)).transpose()?;
     let source_date_epoch = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok());
-    let job = QuantizeJob { input: a.input, output: a.output, options, force: a.force, sign_key, source_date_epoch, limits: a.caps.limits() };
+    let job = QuantizeJob {
+        input: a.input,
+        output: a.output,
+        options,
+        force: a.force,
+        sign_key,
+        source_date_epoch,
+        limits: a.caps.limits(),
+    };
 
     let show = !a.no_progress && !a.json && std::io::stderr().is_terminal();
     let bar = show.then(|| {
