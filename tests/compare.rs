@@ -160,7 +160,9 @@ for k, (dt, a) in pkg.items():
              if m + ".weight_zero_point" in pkg else np.zeros(sc.shape, np.int8))
         g = cols // sc.shape[1]
         y = (q.reshape(rows, -1, g).astype(np.float32) - z[..., None]) * sc[..., None]
-        y = ref.bf(y) if sdt == "BF16" else y
+        # The product is rounded to bf16 when the model is bf16; with bf16 scales on an f32 model
+        # it stays f32 (torch type promotion).
+        y = ref.bf(y) if sdt == "BF16" and dense[m + ".weight"][0] == "BF16" else y
         out[m] = metrics(x, y.reshape(rows, cols))
     elif not any(k.endswith(s) for s in (".weight_scale", ".weight_shape", ".weight_zero_point")):
         out[k] = metrics(f32(*dense[k]), f32(dt, a))
@@ -175,18 +177,22 @@ fn cuda_package_figures_equal_numpy_over_the_reference_decoder() {
         eprintln!("skipping: {} not present", judge.display());
         return;
     }
-    let src = common::fixture("compressed-tensors/dense_bf16");
-    for scheme in [
-        &["--scheme", "int4", "--asymmetric", "--method", "rtn"][..],
-        &["--scheme", "int4", "--group-size", "32"],
-        &["--scheme", "int8"],
+    let dense = common::fixture("compressed-tensors/dense_bf16");
+    let f32_model = common::fixture("tiny-llama-f32");
+    for (src, scheme) in [
+        (&dense, &["--scheme", "int4", "--asymmetric", "--method", "rtn"][..]),
+        (&dense, &["--scheme", "int4", "--group-size", "32"]),
+        (&dense, &["--scheme", "int8"]),
+        // f32 model, bf16 scales (the default) and f32 scales.
+        (&f32_model, &["--scheme", "int4", "--group-size", "32", "--asymmetric"]),
+        (&f32_model, &["--scheme", "int4", "--group-size", "32", "--scale-dtype", "f32"]),
     ] {
         let tmp = tempfile::tempdir().unwrap();
         let pkg = tmp.path().join("pkg");
         let mut args = vec!["--target", "cuda"];
         args.extend_from_slice(scheme);
-        let report = quantize(&src, &pkg, &args);
-        let doc = compare(&src, &pkg);
+        let report = quantize(src, &pkg, &args);
+        let doc = compare(src, &pkg);
         assert_eq!(doc["target"], "cuda");
         let script = format!("{METRICS_PY}{CT_JUDGE}");
         let out = common::run_python(&py, &script, &[judge.as_os_str(), src.as_os_str(), pkg.as_os_str()]);

@@ -536,6 +536,15 @@ fn ct_module(ckpt: &Checkpoint, pkg: &Checkpoint, m: &str, bits: Option<u8>) -> 
     let s = CtScheme { bits, strategy, symmetric: zp.is_none() };
     let sd = scale_dtype_of(&scale)?;
     let src_dt = src_dtype(&src)?;
+    // Element steps run in the scale dtype only when it is the model's own dtype; with, say, bf16
+    // scales on an f32 model they are f32 (torch promotion), which is how `quantize` measures
+    // them. Decoding with the scales widened to f32 computes exactly that.
+    let widen = match (sd, src_dt) {
+        (ScaleDtype::BF16, SrcDtype::BF16) | (ScaleDtype::F16, SrcDtype::F16) | (ScaleDtype::F32, _) => None,
+        (ScaleDtype::BF16, _) => Some(SrcDtype::BF16),
+        (ScaleDtype::F16, _) => Some(SrcDtype::F16),
+    };
+    let mut wide = Vec::new();
     let qerr = |source| CompareError::Quant { tensor: m.to_string(), source };
     let per = s.rows_per_zp_word();
     let rows_per_chunk = ((CHUNK_ELEMS / cols.max(1)).max(1)).div_ceil(per) * per;
@@ -558,7 +567,16 @@ fn ct_module(ckpt: &Checkpoint, pkg: &Checkpoint, m: &str, bits: Option<u8>) -> 
             }
             None => None,
         };
-        ct::dequantize_rows(&s, sd, pk, sk, zk, r0, n, cols, ys).map_err(qerr)?;
+        match widen {
+            Some(from) => {
+                let mut v = vec![0f32; sk.len() / from.size()];
+                load_slice(from, sk, &mut v);
+                wide.clear();
+                v.iter().for_each(|x| wide.extend_from_slice(&x.to_le_bytes()));
+                ct::dequantize_rows(&s, ScaleDtype::F32, pk, &wide, zk, r0, n, cols, ys).map_err(qerr)?;
+            }
+            None => ct::dequantize_rows(&s, sd, pk, sk, zk, r0, n, cols, ys).map_err(qerr)?,
+        }
         load_slice(src_dt, &src.data[r0 * cols * src_dt.size()..(r0 + n) * cols * src_dt.size()], xs);
         stats.add(xs, ys);
         r0 += n;
