@@ -208,7 +208,7 @@ fn caps_refuse_with_the_flag_that_raises_them_and_leave_nothing() {
 }
 
 #[test]
-fn deeply_nested_json_is_refused_by_name() {
+fn deeply_nested_and_oversized_json_is_refused_by_name() {
     let d = tempfile::tempdir().unwrap();
     let input = d.path().join("in");
     copy_dir(&tiny(), &input);
@@ -219,6 +219,29 @@ fn deeply_nested_json_is_refused_by_name() {
     assert_eq!(
         error_line(&o),
         format!("error: {}: JSON nested deeper than 64 levels", input.join("config.json").display())
+    );
+    assert_eq!(listing(d.path()), ["in"]);
+
+    // tokenizer.json, read while planning, is under the same caps.
+    copy_dir(&tiny(), &input);
+    let tok = input.join("tokenizer.json");
+    std::fs::write(&tok, &deep).unwrap();
+    let o = run(&quantize_args(&input, &d.path().join("out")), &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(error_line(&o), format!("error: {}: JSON nested deeper than 64 levels", tok.display()));
+    std::fs::copy(tiny().join("tokenizer.json"), &tok).unwrap();
+    let mut args = quantize_args(&input, &d.path().join("out"));
+    // Above config.json (650 B) and tokenizer_config.json (934 B), below tokenizer.json (7310 B).
+    args.extend(["--max-json-bytes".into(), "1000".into()]);
+    let o = run(&args, &[]);
+    assert_eq!(o.status.code(), Some(2));
+    assert_eq!(
+        error_line(&o),
+        format!(
+            "error: {}: JSON file is larger than the 1000-byte cap; if this checkpoint is legitimate, raise the cap \
+             with --max-json-bytes",
+            tok.display()
+        )
     );
     assert_eq!(listing(d.path()), ["in"]);
 }

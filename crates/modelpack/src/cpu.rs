@@ -181,12 +181,22 @@ fn tokenizer_metadata(ckpt: &Checkpoint, config: &serde_json::Value) -> Result<V
         }
     };
     let read_json = |name: &str| -> Result<Option<serde_json::Value>, PlanError> {
-        read(name)?
-            .map(|b| {
-                serde_json::from_slice(&b)
-                    .map_err(|e| PlanError::Input(format!("{}: invalid JSON: {e}", ckpt.root().join(name).display())))
+        let p = ckpt.root().join(name);
+        if !p.exists() {
+            return Ok(None);
+        }
+        // Untrusted side files: size capped while reading, nesting checked before parsing.
+        let b = crate::checkpoint::limits::read_json_bytes(&p, ckpt.limits()).map_err(|e| {
+            PlanError::Input(match e.exceeded_cap() {
+                Some(cap) => {
+                    format!("{e}; if this checkpoint is legitimate, raise the cap with --{}", cap.replace('_', "-"))
+                }
+                None => e.to_string(),
             })
-            .transpose()
+        })?;
+        serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| PlanError::Input(format!("{}: invalid JSON: {e}", p.display())))
     };
     let tok_cfg = read_json("tokenizer_config.json")?;
     let template = std::fs::read_to_string(ckpt.root().join("chat_template.jinja")).ok().map(serde_json::Value::String);
