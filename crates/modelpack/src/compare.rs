@@ -12,8 +12,9 @@
 //!
 //! A tensor is *flagged* when its SQNR is more than [`CompareOptions::flag_db`] below the median
 //! of its kind (the source name with the layer number removed, e.g. `mlp.down_proj.weight`): one
-//! layer far worse than its siblings points at an outlier-heavy weight, or at a damaged file. A
-//! kind with a single tensor is held against the median of all quantized tensors.
+//! layer far worse than its siblings points at an outlier-heavy weight, or at a damaged file.
+//! Siblings share the stored type too (a Q4_K_M mix keeps some layers in Q6_K); a kind with a
+//! single tensor is held against the median of all quantized tensors of its type.
 
 use crate::checkpoint::{Checkpoint, TensorView};
 use crate::format::gguf::{llama, GgufFile};
@@ -139,7 +140,9 @@ pub struct TensorComparison {
 pub struct KindSummary {
     /// The kind (`mlp.down_proj.weight`).
     pub kind: String,
-    /// Tensors of this kind.
+    /// The stored type these tensors share.
+    pub type_out: String,
+    /// Tensors of this kind and type.
     pub tensors: usize,
     /// Median SQNR in dB.
     pub median_sqnr_db: Option<f64>,
@@ -246,20 +249,31 @@ fn finish(
     mut tensors: Vec<TensorComparison>,
     unmatched: Vec<String>,
 ) -> CompareReport {
-    let mut kinds: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    // Siblings are tensors of the same kind *and* stored type: a Q4_K_M package keeps some layers'
+    // `attn_v` in Q6_K, which must not make its Q4_K layers look broken.
+    let mut kinds: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
+    let mut by_type: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for t in tensors.iter().filter(|t| t.quantized) {
-        kinds.entry(t.kind.clone()).or_default().push(t.stats.sqnr_db());
+        kinds.entry((t.kind.clone(), t.type_out.clone())).or_default().push(t.stats.sqnr_db());
+        by_type.entry(t.type_out.as_str()).or_default().push(t.stats.sqnr_db());
     }
     // A kind with a single tensor (a one-layer model, `lm_head`) has no siblings: it is held
-    // against the median of all quantized tensors instead.
-    let all: Vec<f64> = kinds.values().flatten().copied().collect();
-    let overall = median(&all);
-    let medians: BTreeMap<&str, Option<f64>> =
-        kinds.iter().map(|(k, v)| (k.as_str(), if v.len() > 1 { median(v) } else { overall })).collect();
+    // against the median of all quantized tensors of its type instead.
+    let medians: BTreeMap<(String, String), Option<f64>> = kinds
+        .iter()
+        .map(|(k, v)| {
+            let m = if v.len() > 1 {
+                median(v)
+            } else {
+                by_type.get(k.1.as_str()).filter(|a| a.len() > 1).and_then(|a| median(a))
+            };
+            (k.clone(), m)
+        })
+        .collect();
     let mut flagged = Vec::new();
     for t in tensors.iter_mut().filter(|t| t.quantized) {
         let s = t.stats.sqnr_db();
-        let bad = match medians.get(t.kind.as_str()).copied().flatten() {
+        let bad = match medians.get(&(t.kind.clone(), t.type_out.clone())).copied().flatten() {
             // NaN or -inf (a zero source with errors) is always suspicious.
             Some(m) => s.is_nan() || s < m - opts.flag_db,
             None => s.is_nan() || s == f64::NEG_INFINITY,
@@ -271,8 +285,9 @@ fn finish(
     }
     let kinds = kinds
         .iter()
-        .map(|(k, v)| KindSummary {
+        .map(|((k, ty), v)| KindSummary {
             kind: k.clone(),
+            type_out: ty.clone(),
             tensors: v.len(),
             median_sqnr_db: median(v),
             worst_sqnr_db: v.iter().copied().filter(|x| !x.is_nan()).reduce(f64::min).filter(|x| x.is_finite()),
@@ -661,6 +676,25 @@ mod tests {
     }
 
     #[test]
+    fn siblings_share_the_stored_type() {
+        let mut ts = vec![
+            fake("model.layers.0.self_attn.v_proj.weight", 34.0),
+            fake("model.layers.1.self_attn.v_proj.weight", 22.0),
+            fake("model.layers.2.self_attn.v_proj.weight", 34.5),
+            fake("model.layers.3.self_attn.v_proj.weight", 22.5),
+        ];
+        ts[0].type_out = "Q6_K".into();
+        ts[2].type_out = "Q6_K".into();
+        let r = finish(Path::new("a"), Path::new("b"), "cpu", &CompareOptions::default(), ts.clone(), vec![]);
+        assert!(r.flagged.is_empty(), "{:?}", r.flagged);
+        assert_eq!(r.kinds.len(), 2);
+        // The same SQNRs as one type: the two low layers are > 3 dB below the median (28.25).
+        ts.iter_mut().for_each(|t| t.type_out = "Q4_K".into());
+        let r = finish(Path::new("a"), Path::new("b"), "cpu", &CompareOptions::default(), ts, vec![]);
+        assert_eq!(r.flagged.len(), 2);
+    }
+
+    #[test]
     fn flags_only_tensors_far_below_their_kind() {
         let ts = vec![
             fake("model.layers.0.mlp.down_proj.weight", 20.0),
@@ -675,6 +709,7 @@ mod tests {
         assert_eq!(r.flagged, vec!["model.layers.2.mlp.down_proj.weight".to_string(), "lm_head.weight".to_string()]);
         assert_eq!(r.kinds.len(), 3);
         assert_eq!(r.kinds[1].kind, "mlp.down_proj.weight");
+        assert_eq!(r.kinds[1].type_out, "Q4_0");
         assert_eq!(r.kinds[1].median_sqnr_db, Some(20.0));
         // up_proj at 10 dB is far below down_proj's median but not below its own kind's.
         assert!(!r.tensors[3].flagged);

@@ -85,8 +85,9 @@ fn human(out: &mut dyn Write, r: &CompareReport) -> io::Result<()> {
     for k in &r.kinds {
         writeln!(
             out,
-            "kind {:<40} {:>3} tensors  median {:>7} dB  worst {:>7} dB",
+            "kind {:<40} {:<30} {:>3} tensors  median {:>7} dB  worst {:>7} dB",
             k.kind,
+            k.type_out,
             k.tensors,
             db(k.median_sqnr_db),
             db(k.worst_sqnr_db)
