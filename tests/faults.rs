@@ -246,6 +246,16 @@ fn deeply_nested_and_oversized_json_is_refused_by_name() {
     assert_eq!(listing(d.path()), ["in"]);
 }
 
+#[test]
+fn tokenizer_string_arrays_are_capped_before_conversion() {
+    use modelpack::format::gguf::tokenizer::{merges, MAX_VOCAB};
+    // One entry over the cap; the entries are not even strings: the count is refused first.
+    let tj = serde_json::json!({"model": {"type": "BPE", "merges": vec![serde_json::Value::Null; MAX_VOCAB + 1]}});
+    let e = merges(&tj).unwrap_err();
+    assert_eq!(e.to_string(), format!("tokenizer.json: {} merges (limit {MAX_VOCAB})", MAX_VOCAB + 1));
+    assert_eq!(MAX_VOCAB, 4_194_304, "the README states this cap");
+}
+
 // ---- input changed during the run -------------------------------------------------------
 
 #[test]
