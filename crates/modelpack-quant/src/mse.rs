@@ -192,10 +192,18 @@ impl Store {
     #[inline]
     fn round(self, v: f32) -> f32 {
         match self {
-            Store::F16 => round_f16(v),
+            Store::F16 => fast_round_f16(v),
             Store::BF16 => round_bf16(v),
             Store::F32 => v,
         }
+    }
+
+    /// [`Store::step`] through the f16 bit pattern (every f16 value, subnormals included).
+    fn step_exact(self, v: f32, k: i32) -> f32 {
+        let b = f32_to_f16(v);
+        let (sign, mag) = (b & 0x8000, i32::from(b & 0x7fff));
+        let mag = (mag + k).clamp(1, 0x7bff) as u16;
+        f16_to_f32(sign | mag)
     }
 
     /// The representable value `k` steps away from the representable `v` in magnitude (sign
@@ -205,12 +213,18 @@ impl Store {
             return v;
         }
         match self {
-            Store::F16 => {
-                let b = f32_to_f16(v);
-                let (sign, mag) = (b & 0x8000, i32::from(b & 0x7fff));
-                let mag = (mag + k).clamp(1, 0x7bff) as u16;
-                f16_to_f32(sign | mag)
+            Store::F16 if (0x3880_0000..0x4770_0000).contains(&(v.to_bits() & 0x7fff_ffff)) && k.abs() <= 64 => {
+                // A normal f16 value: one unit in the last place is 2^13 f32 units, and the
+                // f16 exponent steps exactly where the f32 one does.
+                let b = i64::from(v.to_bits()) + i64::from(k) * 0x2000;
+                let r = f32::from_bits(b as u32);
+                if (0x3880_0000..0x477f_e001).contains(&(r.to_bits() & 0x7fff_ffff)) {
+                    r
+                } else {
+                    Store::F16.step_exact(v, k)
+                }
             }
+            Store::F16 => self.step_exact(v, k),
             Store::BF16 => {
                 let b = (v.to_bits() >> 16) as u16;
                 let (sign, mag) = (b & 0x8000, i32::from(b & 0x7fff));
@@ -219,6 +233,22 @@ impl Store {
             }
             Store::F32 => v * (1.0 + k as f32 * (1.0 / 4096.0)),
         }
+    }
+}
+
+/// [`round_f16`] without a conversion call for values in f16's normal range (where rounding
+/// to nearest even is rounding the f32 significand to 10 bits); everything else goes through
+/// the exact conversion.
+#[inline]
+fn fast_round_f16(v: f32) -> f32 {
+    let b = v.to_bits();
+    let a = b & 0x7fff_ffff;
+    // 2^-14 <= |v| < 65504: the result stays normal and finite.
+    if (0x3880_0000..0x477f_e000).contains(&a) {
+        let r = b.wrapping_add(0x0fff + ((b >> 13) & 1)) & !0x1fff;
+        f32::from_bits(r)
+    } else {
+        round_f16(v)
     }
 }
 
@@ -239,20 +269,27 @@ fn argmin(score: &[f32], valid: &[bool]) -> Option<usize> {
     best
 }
 
-/// Up to [`L`] indices of the best-scoring valid entries with distinct scales, best first.
-fn best_distinct(score: &[f32], valid: &[bool], scale: &[f32]) -> Vec<usize> {
-    let mut v = valid.to_vec();
-    let mut out = Vec::with_capacity(L);
-    while out.len() < L {
-        let Some(b) = argmin(score, &v) else { break };
-        out.push(b);
+/// The indices of the `N` best-scoring valid entries with distinct `(d, m)` pairs, best first,
+/// and how many there are (ties: lower index first).
+fn best_distinct<const N: usize>(score: &[f32], valid: &[bool], d: &[f32], m: &[f32]) -> ([usize; N], usize) {
+    let mut out = [0usize; N];
+    let mut n = 0;
+    while n < N {
+        let mut best: Option<usize> = None;
         for k in 0..score.len() {
-            if scale[k] == scale[b] {
-                v[k] = false;
+            if valid[k]
+                && score[k].is_finite()
+                && !out[..n].iter().any(|&o| d[o] == d[k] && m[o] == m[k])
+                && best.is_none_or(|b| score[k] < score[b])
+            {
+                best = Some(k);
             }
         }
+        let Some(b) = best else { break };
+        out[n] = b;
+        n += 1;
     }
-    out
+    (out, n)
 }
 
 /// A chosen candidate: codes rule and dequantization parameters.
@@ -271,7 +308,13 @@ impl Choice {
     #[inline]
     fn code(&self, x: f32, asym: bool) -> f32 {
         let t = if asym { (x - self.m) * self.id } else { x * self.id };
-        let r = t.round_ties_even();
+        // Clamping before rounding gives the same code (rounding is monotone, bounds are
+        // integers), and |t| <= 257 lets the add-and-subtract of 1.5·2^23 round half to even
+        // exactly without a libm call.
+        const MAGIC: f32 = 12_582_912.0;
+        let t = if t > self.lo - 1.0 { t } else { self.lo - 1.0 };
+        let t = if t < self.hi + 1.0 { t } else { self.hi + 1.0 };
+        let r = (t + MAGIC) - MAGIC;
         let u = if r > self.lo { r } else { self.lo };
         if u < self.hi {
             u
@@ -346,17 +389,22 @@ fn search_sym(
             }
         }
     }
-    // Refine: the sixteen best distinct grid scales, codes re-chosen, exact error.
-    let top = best_distinct(&score, &valid, &scale);
-    if top.is_empty() {
+    // Refine: eleven neighbours (-5..+5 units in the last place) of the best grid scale and five
+    // (-2..+2) of the best other scale, codes re-chosen, exact error.
+    let (top, nt) = best_distinct::<2>(&score, &valid, &scale, &scale);
+    if nt == 0 {
         return None;
     }
+    let b2 = top[nt - 1];
     let mut r = Cands { lo: [lo; L], hi: [hi; L], ..Cands::default() };
     let mut rv = [false; L];
-    for (k, &g) in top.iter().enumerate() {
-        r.d[k] = scale[g];
-        r.id[k] = 1.0 / scale[g];
-        rv[k] = true;
+    for k in 0..L {
+        let d = if k < 11 { store.step(scale[top[0]], k as i32 - 5) } else { store.step(scale[b2], k as i32 - 13) };
+        if usable(d) && (!positive_only || d > 0.0) {
+            r.d[k] = d;
+            r.id[k] = 1.0 / d;
+            rv[k] = true;
+        }
     }
     eval_dyn::<true, false>(level, er, x, &r, &mut s);
     let k = argmin(&s.err, &rv)?;
@@ -460,11 +508,14 @@ fn search_affine(level: Level, store: Store, x: &[f32], nmax: f32) -> Option<Cho
     }
     // Round 1: the four best distinct (d, m) of the grid, each with d at -1..+2 units in the
     // last place; codes re-chosen, exact error.
-    let top = best_distinct_pairs(&score, &valid, &dd, &mm);
+    let (top, nt) = best_distinct::<4>(&score, &valid, &dd, &mm);
     let mut r = Cands { lo: [0.0; L], hi: [nmax; L], ..Cands::default() };
     let mut rv = [false; L];
     for k in 0..L {
-        let Some(&g) = top.get(k / 4) else { break };
+        if k / 4 >= nt {
+            break;
+        }
+        let g = top[k / 4];
         let d = store.step(dd[g], (k % 4) as i32 - 1);
         if usable(d) {
             (r.d[k], r.id[k], r.m[k], rv[k]) = (d, 1.0 / d, mm[g], true);
@@ -498,22 +549,6 @@ fn search_affine(level: Level, store: Store, x: &[f32], nmax: f32) -> Option<Cho
         sums = (s.su[k], s.suu[k], s.sxu[k]);
     }
     Some(best)
-}
-
-/// Up to [`L`] indices of the best-scoring valid entries with distinct `(d, m)`, best first.
-fn best_distinct_pairs(score: &[f32], valid: &[bool], d: &[f32], m: &[f32]) -> Vec<usize> {
-    let mut v = valid.to_vec();
-    let mut out = Vec::with_capacity(L);
-    while out.len() < L {
-        let Some(b) = argmin(score, &v) else { break };
-        out.push(b);
-        for k in 0..score.len() {
-            if d[k] == d[b] && m[k] == m[b] {
-                v[k] = false;
-            }
-        }
-    }
-    out
 }
 
 /// Two-pass grid of Q4_1-style searches: fractions of the range trimmed from the bottom and
@@ -944,6 +979,32 @@ mod tests {
                         cmp!(E_BF16, true, false);
                         cmp!(E_BF16, false, false);
                     }
+                }
+            }
+        }
+    }
+
+    /// The fast f16 paths equal the exact conversions: rounding for every 2^16-th f32 pattern
+    /// plus neighbours of the bounds, steps for every finite f16 value.
+    #[test]
+    fn fast_f16_paths_equal_exact_ones() {
+        let mut pats: Vec<u32> = (0..=u32::MAX).step_by(65_521).collect();
+        for b in [0x3880_0000u32, 0x477f_e000, 0x477f_efff, 0x477f_f000, 0x3880_0000 - 1] {
+            pats.extend([b.wrapping_sub(1), b, b + 1]);
+        }
+        for p in pats {
+            for b in [p, p | 0x8000_0000] {
+                let v = f32::from_bits(b);
+                if v.is_finite() {
+                    assert_eq!(fast_round_f16(v).to_bits(), round_f16(v).to_bits(), "{v:e}");
+                }
+            }
+        }
+        for h in 0u16..0x7c00 {
+            for sign in [0u16, 0x8000] {
+                let v = f16_to_f32(h | sign);
+                for k in [-64, -7, -1, 1, 2, 5, 64] {
+                    assert_eq!(Store::F16.step(v, k).to_bits(), Store::F16.step_exact(v, k).to_bits(), "{v:e} {k}");
                 }
             }
         }
