@@ -4,6 +4,8 @@
 //! - `fuzz [--smoke | --seconds N] [TARGET...]`: run the cargo-fuzz targets of `fuzz/` (see `fuzz.rs`).
 //! - `test`: the full test suite (venv + `cargo test --workspace` with interop required).
 //! - `llama [--print-dir]`: build (or reuse) llama.cpp and the quant harness; print its directory.
+//! - `hf-check [FIXTURE...]`: local check (not CI) that HF transformers + compressed-tensors load
+//!   our cuda packages on CPU with the weights and logits of our dequantization (see `hfcheck.rs`).
 //! - `bench [--size 2GB[,4GB]] [--quick] [--runs N]`: end-to-end benchmarks side by side with the
 //!   reference tools (see `bench/mod.rs`).
 //! - `quality [--model DIR] [--no-embed]`: weight SQNR and embedding quality of every format ×
@@ -14,6 +16,7 @@ mod fixture_gen;
 mod fixtures;
 mod fuzz;
 mod golden;
+mod hfcheck;
 mod llama;
 mod quality;
 mod util;
@@ -32,6 +35,7 @@ fn main() -> anyhow::Result<()> {
         Some("fuzz") => fuzz::run_cmd(rest),
         Some("test") => venv::test(rest),
         Some("llama") => llama::run(rest),
+        Some("hf-check") => hfcheck::run_cmd(rest),
         Some("quality") => quality::run(rest),
         Some("bench") => bench::run(rest),
         _ => anyhow::bail!("usage: cargo xtask <venv|fixtures [--check]|llama [--print-dir]|test|bench [--size 2GB] [--quick]> [...]"),
