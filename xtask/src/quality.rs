@@ -56,8 +56,10 @@ enum Format {
     Gguf(GgmlType),
     /// llama.cpp's Q4_K_M mix: Q6_K for `attn_v`/`ffn_down` of some layers, else Q4_K.
     Q4KM,
-    /// A compressed-tensors pack-quantized scheme.
-    Ct(CtScheme),
+    /// A compressed-tensors pack-quantized scheme, with scales in the model dtype (`None`, what
+    /// compressed-tensors itself writes) or in the given dtype (`--scale-dtype`; bf16 is the cuda
+    /// target's default for f32 models).
+    Ct(CtScheme, Option<ScaleDtype>),
 }
 
 /// How codes and scales are chosen.
@@ -81,14 +83,15 @@ impl Format {
         match self {
             Format::Gguf(t) => t.name().to_string(),
             Format::Q4KM => "Q4_K_M".to_string(),
-            Format::Ct(s) => format!(
-                "CT int{} {} {}",
+            Format::Ct(s, sd) => format!(
+                "CT int{} {} {}{}",
                 s.bits,
                 match s.strategy {
                     Strategy::Channel => "channel".to_string(),
                     Strategy::Group(g) => format!("g{g}"),
                 },
-                if s.symmetric { "sym" } else { "asym" }
+                if s.symmetric { "sym" } else { "asym" },
+                sd.map_or(String::new(), |d| format!(" {}-scales", d.safetensors_name().to_lowercase()))
             ),
         }
     }
@@ -97,7 +100,7 @@ impl Format {
         let mse = match self {
             Format::Gguf(t) => mse::gguf_supported(*t),
             Format::Q4KM => mse::gguf_supported(GgmlType::Q4_K) && mse::gguf_supported(GgmlType::Q6_K),
-            Format::Ct(_) => true,
+            Format::Ct(..) => true,
         };
         if mse {
             vec![Method::Rtn, Method::Mse]
@@ -121,8 +124,11 @@ fn formats() -> Vec<Format> {
         CtScheme::w4_group_sym(32),
         CtScheme::w8_channel_sym(),
     ] {
-        out.push(Format::Ct(s));
+        out.push(Format::Ct(s, None));
     }
+    // The cuda target's default for f32 models: bf16 scales.
+    out.push(Format::Ct(CtScheme::w4_group_sym(128), Some(ScaleDtype::BF16)));
+    out.push(Format::Ct(CtScheme::w8_channel_sym(), Some(ScaleDtype::BF16)));
     out
 }
 
@@ -354,7 +360,7 @@ fn run_variant(
         let ty = match f {
             Format::Gguf(t) => Some(*t),
             Format::Q4KM => Some(q4km_type(l, n_layers)),
-            Format::Ct(_) => None,
+            Format::Ct(..) => None,
         };
         let (deq, s, type_out, fallback) = match (ty, f) {
             (Some(t), _) => {
@@ -368,11 +374,11 @@ fn run_variant(
                 let (d, s) = gguf_variant(t, m, l)?;
                 (d, s, t.name().to_string(), fallback)
             }
-            (None, Format::Ct(s)) => {
+            (None, Format::Ct(s, sd)) => {
                 if s.scale_cols(l.cols).is_err() {
                     continue;
                 }
-                let (d, secs) = ct_variant(s, m, l)?;
+                let (d, secs) = ct_variant(s, sd.unwrap_or(ScaleDtype::for_source(l.src)), m, l)?;
                 (d, secs, f.label(), false)
             }
             _ => unreachable!("every format has a type or a scheme"),
@@ -434,8 +440,7 @@ fn gguf_variant(t: GgmlType, m: Method, l: &Linear<'_>) -> anyhow::Result<(Vec<f
     Ok((deq, secs))
 }
 
-fn ct_variant(s: &CtScheme, m: Method, l: &Linear<'_>) -> anyhow::Result<(Vec<f32>, f64)> {
-    let sd = ScaleDtype::for_source(l.src);
+fn ct_variant(s: &CtScheme, sd: ScaleDtype, m: Method, l: &Linear<'_>) -> anyhow::Result<(Vec<f32>, f64)> {
     let sc = s.scale_cols(l.cols)?;
     let pc = s.packed_cols(l.cols);
     let per = s.rows_per_zp_word();
@@ -468,6 +473,16 @@ fn ct_variant(s: &CtScheme, m: Method, l: &Linear<'_>) -> anyhow::Result<(Vec<f3
     })?;
     drop(zps);
     let mut deq = vec![0f32; l.rows * l.cols];
+    // Scales in another dtype than the model's: the element steps are f32 (torch promotion, and
+    // how `quantize` and `compare` measure it), i.e. a decode with the scales widened to f32.
+    let (sd, scale) = if sd == ScaleDtype::for_source(l.src) || sd == ScaleDtype::F32 {
+        (sd, scale)
+    } else {
+        let from = if sd == ScaleDtype::BF16 { SrcDtype::BF16 } else { SrcDtype::F16 };
+        let mut v = vec![0f32; scale.len() / 2];
+        modelpack_quant::convert::load_slice(from, &scale, &mut v);
+        (ScaleDtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect())
+    };
     ct::dequantize_rows(s, sd, &packed, &scale, (!s.symmetric).then_some(&zp[..]), 0, l.rows, l.cols, &mut deq)?;
     Ok((deq, secs))
 }
