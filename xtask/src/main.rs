@@ -27,6 +27,8 @@ fn main() -> anyhow::Result<()> {
         Some("test") => venv::test(rest),
         Some("llama") => llama::run(rest),
         Some("bench") => bench::run(rest),
-        _ => anyhow::bail!("usage: cargo xtask <venv|fixtures [--check]|llama [--print-dir]|test|bench [--size 2GB] [--quick]> [...]"),
+        _ => anyhow::bail!(
+            "usage: cargo xtask <venv|fixtures [--check]|llama [--print-dir]|test|bench [--size 2GB] [--quick]> [...]"
+        ),
     }
 }

@@ -346,7 +346,18 @@ pub fn quantize_rows_at(
         scalar::quantize(s, src, scale_dtype, input, &g, packed, scale, zp.as_deref_mut())?;
     }
     if let Some(stats) = stats {
-        scalar::accumulate_stats(s, src, scale_dtype, input, &g, packed, scale, zp.as_deref(), stats);
+        let mut lanes = crate::metrics::Lanes::default();
+        let mut done = false;
+        #[cfg(target_arch = "x86_64")]
+        if level > Level::Scalar {
+            // SAFETY: `clamp` only returns levels whose features this CPU has (AVX2 is part of
+            // both SIMD levels).
+            done = unsafe { x86::stats(s, src, scale_dtype, input, &g, packed, scale, zp.as_deref(), &mut lanes) };
+        }
+        if !done {
+            scalar::accumulate_stats(s, src, scale_dtype, input, &g, packed, scale, zp.as_deref(), &mut lanes);
+        }
+        stats.merge(&lanes.finish());
     }
     Ok(())
 }

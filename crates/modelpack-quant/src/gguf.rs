@@ -550,6 +550,13 @@ fn accumulate_stats(level: Level, ty: GgmlType, src: SrcDtype, input: &[u8], out
         stats.merge(&lanes.finish());
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx2 && block {
+        // SAFETY: as above.
+        unsafe { simd::avx2::stats(ty, src, input, out, &mut lanes) };
+        stats.merge(&lanes.finish());
+        return;
+    }
     let _ = (level, block);
     let mut x = [0.0f32; QK];
     let mut y = [0.0f32; QK];

@@ -49,6 +49,10 @@ pub struct Args {
     /// Skip per-tensor error metrics (faster).
     #[arg(long)]
     pub no_metrics: bool,
+    /// Do not record the input files' SHA-256 in modelpack.json (names and sizes only). Hashing
+    /// the input costs about 0.7 CPU-seconds per GB, as much as the rest of the job on 2 cores.
+    #[arg(long)]
+    pub no_source_digests: bool,
     /// Sign the package with this private key (PEM).
     #[arg(long, value_name = "KEY.pem")]
     pub sign_key: Option<PathBuf>,
@@ -128,7 +132,15 @@ pub fn run(a: Args) -> CmdResult {
     };
     let sign_key = a.sign_key.as_deref().map(|p| load_private_key(p, &a.password)).transpose()?;
     let source_date_epoch = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok());
-    let job = QuantizeJob { input: a.input, output: a.output, options, force: a.force, sign_key, source_date_epoch };
+    let job = QuantizeJob {
+        input: a.input,
+        output: a.output,
+        options,
+        force: a.force,
+        sign_key,
+        source_date_epoch,
+        source_digests: !a.no_source_digests,
+    };
 
     let show = !a.no_progress && !a.json && std::io::stderr().is_terminal();
     let bar = show.then(|| {
