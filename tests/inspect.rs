@@ -163,20 +163,256 @@ fn human_output_and_filter() {
 }
 
 #[test]
-fn bad_regex_and_gguf_are_input_errors() {
+fn bad_regex_and_broken_gguf_are_input_errors() {
     let out =
         common::modelpack().args(["inspect", "--tensors", "("]).arg(common::fixture("tiny-llama")).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--tensors"));
 
+    // GGUF magic and version, then a truncated tensor count: a clean input error, no panic.
     let dir = tempfile::tempdir().unwrap();
     let g = dir.path().join("m.gguf");
-    std::fs::write(&g, b"GGUF\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00")
-        .unwrap();
+    std::fs::write(&g, b"GGUF\x03\x00\x00\x00\x01\x00\x00").unwrap();
     let out = common::modelpack().arg("inspect").arg(&g).arg("--json").output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert!(doc["error"].as_str().unwrap().contains("GGUF inspection is not yet supported"), "{doc}");
+    assert!(doc["error"].as_str().unwrap().contains("not a readable GGUF file"), "{doc}");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+
+    // A package whose manifest is not a manifest.
+    let pkg = dir.path().join("pkg");
+    std::fs::create_dir(&pkg).unwrap();
+    std::fs::write(pkg.join("modelpack.json"), b"{\"format_version\": 1}").unwrap();
+    let out = common::modelpack().arg("inspect").arg(&pkg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("modelpack.json"));
+}
+
+/// Quantize a fixture into `out` with extra arguments.
+fn quantize(input: &Path, out: &Path, args: &[&str]) {
+    common::modelpack()
+        .arg("quantize")
+        .arg(input)
+        .arg("-o")
+        .arg(out)
+        .args(["--no-progress"])
+        .args(args)
+        .assert()
+        .success();
+}
+
+fn gguf_dump(py: &Path, gguf: &Path) -> Value {
+    let script = common::root().join("xtask/py/gguf_dump.py");
+    let out = std::process::Command::new(py).arg(&script).arg(gguf).output().unwrap();
+    assert!(out.status.success(), "gguf_dump: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Every metadata key (type, array element type and length, value or its first items) and every
+/// tensor (type, ne shape, absolute offset, size) as `gguf.GGUFReader` reads them.
+fn assert_gguf_report_matches_reader(r: &Value, want: &Value) {
+    assert_eq!(r["kind"], "gguf");
+    assert_eq!(r["version"], want["version"]);
+    assert_eq!(r["alignment"], want["alignment"]);
+    let fields = want["fields"].as_object().unwrap();
+    let md = r["metadata"].as_array().unwrap();
+    assert_eq!(md.len(), fields.len(), "metadata count");
+    assert_eq!(r["metadata_count"].as_u64(), Some(fields.len() as u64));
+    let keys: Vec<&str> = md.iter().map(|e| e["key"].as_str().unwrap()).collect();
+    let want_keys: Vec<&str> = fields.keys().map(String::as_str).collect();
+    let mut sorted = keys.clone();
+    sorted.sort_unstable();
+    let mut want_sorted = want_keys.clone();
+    want_sorted.sort_unstable();
+    assert_eq!(sorted, want_sorted);
+    for e in md {
+        let k = e["key"].as_str().unwrap();
+        let f = &fields[k];
+        let types: Vec<&str> = f["types"].as_array().unwrap().iter().map(|t| t.as_str().unwrap()).collect();
+        assert_eq!(e["type"], types[0], "{k}");
+        if types[0] == "ARRAY" {
+            let all = f["value"].as_array().unwrap();
+            assert_eq!(e["len"].as_u64(), Some(all.len() as u64), "{k}");
+            if let Some(elem) = types.get(1) {
+                assert_eq!(e["elem_type"], *elem, "{k}");
+            }
+            let shown = e["value"].as_array().unwrap();
+            assert_eq!(shown.len(), all.len().min(16), "{k}");
+            assert_eq!(shown.as_slice(), &all[..shown.len()], "{k}");
+        } else {
+            assert_eq!(e["value"], f["value"], "{k}");
+        }
+    }
+    let tensors = r["tensors"].as_array().unwrap();
+    let want_t = want["tensors"].as_array().unwrap();
+    assert_eq!(tensors.len(), want_t.len());
+    assert_eq!(r["tensor_count"].as_u64(), Some(want_t.len() as u64));
+    for (t, w) in tensors.iter().zip(want_t) {
+        assert_eq!(t["name"], w["name"]);
+        assert_eq!(t["type"], w["type"], "{}", w["name"]);
+        assert_eq!(t["shape"], w["shape"], "{}", w["name"]);
+        assert_eq!(t["bytes"], w["n_bytes"], "{}", w["name"]);
+        assert_eq!(t["file_offset"], w["offset"], "{}", w["name"]);
+        assert_eq!(
+            t["offset"].as_u64().unwrap() + r["data_offset"].as_u64().unwrap(),
+            w["offset"].as_u64().unwrap(),
+            "{}",
+            w["name"]
+        );
+    }
+}
+
+#[test]
+fn gguf_file_matches_the_python_reader() {
+    let Some(py) = common::python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    for (fixture, scheme) in [("tiny-llama", "int4"), ("tiny-llama-spm", "int8")] {
+        let out = tmp.path().join(fixture);
+        quantize(&common::fixture(fixture), &out, &["--target", "cpu", "--scheme", scheme]);
+        let gguf = out.join("model.gguf");
+        let r = inspect_json(&gguf, &[]);
+        let want = gguf_dump(&py, &gguf);
+        assert_gguf_report_matches_reader(&r, &want);
+        assert_eq!(r["file_bytes"].as_u64(), Some(std::fs::metadata(&gguf).unwrap().len()));
+        assert_eq!(r["architecture"], want["fields"]["general.architecture"]["value"]);
+        assert_eq!(r["tokenizer_model"], want["fields"]["tokenizer.ggml.model"]["value"]);
+        // The filter lists a subset, totals still cover every tensor.
+        let f = inspect_json(&gguf, &["--tensors", "^blk\\.0\\.attn_q"]);
+        let names: Vec<&str> = f["tensors"].as_array().unwrap().iter().map(|t| t["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["blk.0.attn_q.weight"]);
+        assert_eq!(f["tensor_count"], r["tensor_count"]);
+    }
+}
+
+#[test]
+fn gguf_human_output_names_types_and_metadata() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("pkg");
+    quantize(&common::fixture("tiny-llama"), &out, &["--target", "cpu", "--scheme", "int8"]);
+    let o = common::modelpack().arg("inspect").arg(out.join("model.gguf")).output().unwrap();
+    assert!(o.status.success());
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(text.contains("GGUF v3"), "{text}");
+    assert!(text.contains("general.architecture"), "{text}");
+    assert!(text.contains("[STRING × 272]"), "{text}");
+    assert!(text.lines().any(|l| l.trim_start().starts_with("blk.1.ffn_down.weight") && l.contains("Q8_0")), "{text}");
+}
+
+/// Sizes of the regular files of a directory, by name.
+fn dir_files(dir: &Path) -> std::collections::BTreeMap<String, u64> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (e.file_name().to_string_lossy().into_owned(), e.metadata().unwrap().len())
+        })
+        .collect()
+}
+
+#[test]
+fn cpu_package_reports_manifest_signature_and_types() {
+    let Some(py) = common::python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let signed = tmp.path().join("signed");
+    let key = common::fixture("keys/p256-pkcs8.pem");
+    let input = common::fixture("tiny-llama");
+    quantize(&input, &signed, &["--target", "cpu", "--scheme", "int4", "--sign-key", key.to_str().unwrap()]);
+    let r = inspect_json(&signed, &[]);
+    assert_eq!(r["kind"], "package");
+    assert_eq!(r["target"], "cpu");
+    assert_eq!(r["scheme"], "int4");
+    assert_eq!(r["signature"]["present"], true);
+    // The bundle's key hint is the SHA-256 of the public key's PEM text (DESIGN §5.4).
+    let pem = std::fs::read(common::fixture("keys/p256.pub")).unwrap();
+    let hint = common::run_python(
+        &py,
+        "import hashlib,sys; print(hashlib.sha256(open(sys.argv[1],'rb').read()).hexdigest())",
+        &[common::fixture("keys/p256.pub").as_os_str()],
+    );
+    assert!(!pem.is_empty());
+    assert_eq!(r["signature"]["key_hint"].as_str(), Some(hint.trim()));
+    // Files as the directory holds them.
+    let files: std::collections::BTreeMap<String, u64> = r["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["name"].as_str().unwrap().to_owned(), f["bytes"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(files, dir_files(&signed));
+    // Source files: the checkpoint's weights and config, with their sizes.
+    let in_files = dir_files(&input);
+    let src = r["source_files"].as_array().unwrap();
+    assert!(src.iter().any(|f| f["name"] == "model.safetensors"), "{src:?}");
+    for f in src {
+        assert_eq!(in_files.get(f["name"].as_str().unwrap()).copied(), f["size"].as_u64(), "{f}");
+    }
+    // Per-tensor types agree with gguf's reader of model.gguf.
+    let want = gguf_dump(&py, &signed.join("model.gguf"));
+    let by_name: std::collections::BTreeMap<&str, &str> = want["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["name"].as_str().unwrap(), t["type"].as_str().unwrap()))
+        .collect();
+    let tensors = r["tensors"].as_array().unwrap();
+    assert_eq!(tensors.len(), by_name.len());
+    for t in tensors {
+        assert_eq!(t["type_out"].as_str(), by_name.get(t["name"].as_str().unwrap()).copied(), "{t}");
+    }
+    let q4 = by_name.values().filter(|&&t| t == "Q4_0").count() as u64;
+    assert_eq!(r["types"]["Q4_0"]["tensors"].as_u64(), Some(q4));
+    assert_eq!(r["gguf"]["tensor_count"].as_u64(), Some(by_name.len() as u64));
+    assert!(r["median_sqnr_db"].as_f64().unwrap() > 10.0, "{}", r["median_sqnr_db"]);
+
+    // Unsigned: no signature.
+    let unsigned = tmp.path().join("unsigned");
+    quantize(&input, &unsigned, &["--target", "cpu", "--scheme", "int8"]);
+    let r = inspect_json(&unsigned, &[]);
+    assert_eq!(r["signature"]["present"], false);
+    let o = common::modelpack().arg("inspect").arg(&unsigned).output().unwrap();
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(text.contains("signature:    none"), "{text}");
+    assert!(text.contains("cpu int8"), "{text}");
+}
+
+#[test]
+fn cuda_package_and_its_safetensors_show_the_quantization_config() {
+    let Some(py) = common::python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("pkg");
+    quantize(&common::fixture("tiny-llama"), &out, &["--target", "cuda", "--scheme", "int4", "--group-size", "32"]);
+    let config: Value = serde_json::from_slice(&std::fs::read(out.join("config.json")).unwrap()).unwrap();
+    let qc = &config["quantization_config"];
+    assert_eq!(qc["format"], "pack-quantized");
+    let r = inspect_json(&out, &[]);
+    assert_eq!(r["kind"], "package");
+    assert_eq!(r["target"], "cuda");
+    assert_eq!(&r["quantization_config"], qc);
+    assert!(r["gguf"].is_null());
+    // The weights file inspected on its own: a checkpoint with the same quantization_config,
+    // names, dtypes and shapes as Python's safetensors reader sees them.
+    let st = out.join("model.safetensors");
+    let r = inspect_json(&st, &[]);
+    assert_eq!(r["kind"], "checkpoint");
+    assert_eq!(&r["quantization_config"], qc);
+    let script = common::root().join("xtask/py/safetensors_dump.py");
+    let o = std::process::Command::new(&py).arg(&script).arg(&st).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let want: Value = serde_json::from_slice(&o.stdout).unwrap();
+    let want_t = want["tensors"].as_array().unwrap();
+    assert_eq!(r["tensor_count"].as_u64(), Some(want_t.len() as u64));
+    let ours: std::collections::BTreeMap<&str, &Value> =
+        r["tensors"].as_array().unwrap().iter().map(|t| (t["name"].as_str().unwrap(), t)).collect();
+    for w in want_t {
+        let t = ours[w["name"].as_str().unwrap()];
+        assert_eq!(t["dtype"], w["dtype"], "{}", w["name"]);
+        assert_eq!(t["shape"], w["shape"], "{}", w["name"]);
+    }
+    assert!(want_t.iter().any(|w| w["dtype"] == "I32"), "packed weights expected");
+    assert_eq!(r["shards"][0]["metadata"], want["metadata"]);
+    let o = common::modelpack().arg("inspect").arg(&st).output().unwrap();
+    let text = String::from_utf8(o.stdout).unwrap();
+    assert!(text.contains("quantization: compressed-tensors pack-quantized"), "{text}");
 }
 
 #[test]

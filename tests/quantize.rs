@@ -102,13 +102,13 @@ fn cpu_int8_equals_gguf_reference_quantizer() {
 
 #[test]
 fn cpu_int4_q4_0_equals_gguf_reference_quantizer() {
-    gguf_judge(&common::fixture("tiny-llama"), &["--scheme", "int4"], 2);
+    gguf_judge(&common::fixture("tiny-llama"), &["--scheme", "int4", "--method", "rtn"], 2);
 }
 
 #[test]
 fn cpu_int4_q4_1_from_f16_sharded_and_f32_equal_reference() {
-    gguf_judge(&common::fixture("tiny-llama-f16"), &["--scheme", "int4", "--gguf-type", "q4_1"], 3);
-    gguf_judge(&common::fixture("tiny-llama-sharded"), &["--scheme", "int4"], 2);
+    gguf_judge(&common::fixture("tiny-llama-f16"), &["--scheme", "int4", "--gguf-type", "q4_1", "--method", "rtn"], 3);
+    gguf_judge(&common::fixture("tiny-llama-sharded"), &["--scheme", "int4", "--method", "rtn"], 2);
     gguf_judge(&common::fixture("tiny-llama-f32"), &["--scheme", "int8"], 7);
 }
 
@@ -124,9 +124,10 @@ fn read_st(path: &Path) -> std::collections::BTreeMap<String, (String, Vec<usize
 #[test]
 fn cuda_packages_equal_compressed_tensors_library_output() {
     let ct = common::fixture("compressed-tensors");
-    for (args, want_dir) in
-        [(vec!["--scheme", "int4"], "w4a16_g128_sym"), (vec!["--scheme", "int8"], "w8a16_channel_sym")]
-    {
+    for (args, want_dir) in [
+        (vec!["--scheme", "int4", "--method", "rtn"], "w4a16_g128_sym"),
+        (vec!["--scheme", "int8"], "w8a16_channel_sym"),
+    ] {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("pkg");
         let mut a = vec!["--target", "cuda"];
@@ -163,9 +164,9 @@ fn cuda_asymmetric_and_small_groups_pass_the_numpy_reference() {
     }
     let dense = common::fixture("compressed-tensors/dense_bf16");
     for args in [
-        vec!["--scheme", "int4", "--asymmetric"],
-        vec!["--scheme", "int4", "--group-size", "32"],
-        vec!["--scheme", "int4", "--group-size", "64", "--asymmetric"],
+        vec!["--scheme", "int4", "--asymmetric", "--method", "rtn"],
+        vec!["--scheme", "int4", "--group-size", "32", "--method", "rtn"],
+        vec!["--scheme", "int4", "--group-size", "64", "--asymmetric", "--method", "rtn"],
     ] {
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("pkg");

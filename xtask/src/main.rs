@@ -5,12 +5,15 @@
 //! - `llama [--print-dir]`: build (or reuse) llama.cpp and the quant harness; print its directory.
 //! - `bench [--size 2GB[,4GB]] [--quick] [--runs N]`: end-to-end benchmarks side by side with the
 //!   reference tools (see `bench/mod.rs`).
+//! - `quality [--model DIR] [--no-embed]`: weight SQNR and embedding quality of every format ×
+//!   method on all-MiniLM-L6-v2 (see `quality.rs`).
 
 mod bench;
 mod fixture_gen;
 mod fixtures;
 mod golden;
 mod llama;
+mod quality;
 mod util;
 mod venv;
 
@@ -26,6 +29,7 @@ fn main() -> anyhow::Result<()> {
         Some("fixtures") => fixtures::run(rest),
         Some("test") => venv::test(rest),
         Some("llama") => llama::run(rest),
+        Some("quality") => quality::run(rest),
         Some("bench") => bench::run(rest),
         _ => anyhow::bail!(
             "usage: cargo xtask <venv|fixtures [--check]|llama [--print-dir]|test|bench [--size 2GB] [--quick]> [...]"

@@ -137,6 +137,19 @@ impl Shard {
     }
 }
 
+/// Validate a whole safetensors file held in memory, as [`Shard::open`] does after mapping it;
+/// returns each tensor's name and absolute byte range, sorted by name. For callers that have
+/// bytes rather than a file (fuzzing, network streams); `path` only names it in errors.
+#[allow(clippy::type_complexity)]
+pub fn validate_safetensors(
+    path: &Path,
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<Vec<(String, std::ops::Range<usize>)>, CheckpointError> {
+    let h = header::parse(path, bytes, limits)?;
+    Ok(h.entries.into_iter().map(|e| (e.name, e.start..e.end)).collect())
+}
+
 /// A borrowed tensor: metadata and its raw little-endian bytes, straight from the mapping.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct TensorView<'a> {

@@ -31,6 +31,8 @@ use crate::metrics::ErrorStats;
 use crate::simd::{self, Level};
 use crate::{QuantError, SrcDtype};
 
+pub(crate) use scalar::{get_zp, load_scale, store_scale};
+
 /// How many input columns share one scale (and zero point).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Strategy {
@@ -228,6 +230,36 @@ pub(crate) struct Geom {
     pub packed_cols: usize,
 }
 
+/// Validate a chunk's geometry (the `mse` path reuses the checks of [`quantize_rows`]).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn geom(
+    s: &CtScheme,
+    src: SrcDtype,
+    scale_dtype: ScaleDtype,
+    input_len: usize,
+    row0: usize,
+    rows: usize,
+    cols: usize,
+    packed_len: usize,
+    scale_len: usize,
+) -> Result<Geom, QuantError> {
+    // Zero points were checked by the RTN pass; only the common geometry is recomputed here.
+    let s_nozp = CtScheme { symmetric: true, ..*s };
+    check(&s_nozp, src.size(), scale_dtype, input_len, row0, rows, cols, packed_len, scale_len, None)
+}
+
+/// Overwrite zero point `zp` of chunk row `r`, group `j` in the dim-0-packed words.
+pub(crate) fn set_zp(s: &CtScheme, zpb: &mut [u8], scale_cols: usize, r: usize, j: usize, zp: i32) {
+    let per = s.per_word();
+    let bits = u32::from(s.bits);
+    let i = (r / per) * scale_cols + j;
+    let sh = bits * (r % per) as u32;
+    let mask = ((1u32 << bits) - 1) << sh;
+    let u = ((zp + (1 << (bits - 1))) as u32) << sh;
+    let w = u32::from_le_bytes([zpb[4 * i], zpb[4 * i + 1], zpb[4 * i + 2], zpb[4 * i + 3]]);
+    zpb[4 * i..4 * i + 4].copy_from_slice(&((w & !mask) | (u & mask)).to_le_bytes());
+}
+
 #[allow(clippy::too_many_arguments)]
 fn check(
     s: &CtScheme,
@@ -346,20 +378,38 @@ pub fn quantize_rows_at(
         scalar::quantize(s, src, scale_dtype, input, &g, packed, scale, zp.as_deref_mut())?;
     }
     if let Some(stats) = stats {
-        let mut lanes = crate::metrics::Lanes::default();
-        let mut done = false;
-        #[cfg(target_arch = "x86_64")]
-        if level > Level::Scalar {
-            // SAFETY: `clamp` only returns levels whose features this CPU has (AVX2 is part of
-            // both SIMD levels).
-            done = unsafe { x86::stats(s, src, scale_dtype, input, &g, packed, scale, zp.as_deref(), &mut lanes) };
-        }
-        if !done {
-            scalar::accumulate_stats(s, src, scale_dtype, input, &g, packed, scale, zp.as_deref(), &mut lanes);
-        }
-        stats.merge(&lanes.finish());
+        accumulate_stats_of(level, s, src, scale_dtype, input, &g, packed, scale, zp.as_deref(), stats);
     }
     Ok(())
+}
+
+/// Add a quantized chunk's error statistics to `stats`: the SIMD pass where the level and shape
+/// allow it, else the scalar reference; the same bits either way (see `ct/x86.rs` `stats`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn accumulate_stats_of(
+    level: Level,
+    s: &CtScheme,
+    src: SrcDtype,
+    scale_dtype: ScaleDtype,
+    input: &[u8],
+    g: &Geom,
+    packed: &[u8],
+    scale: &[u8],
+    zp: Option<&[u8]>,
+    stats: &mut ErrorStats,
+) {
+    let mut lanes = crate::metrics::Lanes::default();
+    let mut done = false;
+    #[cfg(target_arch = "x86_64")]
+    if simd::clamp(level) > Level::Scalar {
+        // SAFETY: `clamp` only returns levels whose features this CPU has (AVX2 is part of both
+        // SIMD levels).
+        done = unsafe { x86::stats(s, src, scale_dtype, input, g, packed, scale, zp, &mut lanes) };
+    }
+    if !done {
+        scalar::accumulate_stats(s, src, scale_dtype, input, g, packed, scale, zp, &mut lanes);
+    }
+    stats.merge(&lanes.finish());
 }
 
 /// Dequantize a chunk written by [`quantize_rows`] back to f32 (`out` = `rows * cols` values):

@@ -44,9 +44,9 @@ pub enum GgmlType {
     Q5_1,
     /// 8-bit symmetric, blocks of 32, id 8.
     Q8_0,
-    /// 4-bit k-quant, super-blocks of 256, id 12 (layout only; not produced here).
+    /// 4-bit k-quant with minimum, super-blocks of 256 (eight sub-blocks of 32), id 12.
     Q4_K,
-    /// 6-bit k-quant, super-blocks of 256, id 14 (layout only; not produced here).
+    /// 6-bit symmetric k-quant, super-blocks of 256 (sixteen sub-blocks of 16), id 14.
     Q6_K,
     /// bfloat16, id 30.
     BF16,
@@ -141,7 +141,14 @@ impl GgmlType {
     pub const fn can_quantize(self) -> bool {
         matches!(
             self,
-            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1
+            GgmlType::F32
+                | GgmlType::F16
+                | GgmlType::BF16
+                | GgmlType::Q8_0
+                | GgmlType::Q4_0
+                | GgmlType::Q4_1
+                | GgmlType::Q4_K
+                | GgmlType::Q6_K
         )
     }
 }
@@ -446,6 +453,7 @@ pub fn quantize_rows_at(
     let level = simd::clamp(level);
     match ty {
         GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 => quantize_blocks(level, ty, src, input, out)?,
+        GgmlType::Q4_K | GgmlType::Q6_K => crate::kquants::quantize_blocks(level, ty, src, input, out)?,
         _ => convert_rows(level, ty, src, input, out)?,
     }
     if let Some(stats) = stats {
@@ -540,7 +548,14 @@ pub(crate) fn convert_rows_ref(
 
 /// Error statistics of a quantized chunk (source vs. dequantized output), accumulated in the
 /// lane order of [`crate::metrics::Lanes`]: identical at every level.
-fn accumulate_stats(level: Level, ty: GgmlType, src: SrcDtype, input: &[u8], out: &[u8], stats: &mut ErrorStats) {
+pub(crate) fn accumulate_stats(
+    level: Level,
+    ty: GgmlType,
+    src: SrcDtype,
+    input: &[u8],
+    out: &[u8],
+    stats: &mut ErrorStats,
+) {
     let mut lanes = Lanes::default();
     let block = matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1);
     #[cfg(target_arch = "x86_64")]
@@ -558,6 +573,18 @@ fn accumulate_stats(level: Level, ty: GgmlType, src: SrcDtype, input: &[u8], out
         return;
     }
     let _ = (level, block);
+    if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) {
+        let mut x = [0.0f32; crate::kquants::QK_K];
+        let mut y = [0.0f32; crate::kquants::QK_K];
+        let in_blk = crate::kquants::QK_K * src.size();
+        for (ib, ob) in input.chunks_exact(in_blk).zip(out.chunks_exact(ty.type_size())) {
+            load_slice(src, ib, &mut x);
+            crate::kquants::dequantize_blocks(ty, ob, &mut y);
+            lanes.add(&x, &y);
+        }
+        stats.merge(&lanes.finish());
+        return;
+    }
     let mut x = [0.0f32; QK];
     let mut y = [0.0f32; QK];
     let in_blk = QK * src.size();
@@ -585,7 +612,7 @@ fn decode_plain(ty: GgmlType, b: &[u8], out: &mut [f32]) {
 }
 
 /// Dequantize whole rows of `ty` (`input` = `rows * ty.row_bytes(row_len)` bytes) into `out`
-/// (`rows * row_len` values). Supports Q8_0, Q4_0, Q4_1, F32, F16, BF16.
+/// (`rows * row_len` values). Supports Q8_0, Q4_0, Q4_1, Q4_K, Q6_K, F32, F16, BF16.
 pub fn dequantize_rows(ty: GgmlType, input: &[u8], row_len: usize, out: &mut [f32]) -> Result<(), QuantError> {
     if !ty.can_quantize() {
         return Err(QuantError::Unsupported(ty.name()));
@@ -607,6 +634,7 @@ pub fn dequantize_rows(ty: GgmlType, input: &[u8], row_len: usize, out: &mut [f3
         GgmlType::Q8_0 => dequantize_blocks::<BlockQ8_0>(input, out),
         GgmlType::Q4_0 => dequantize_blocks::<BlockQ4_0>(input, out),
         GgmlType::Q4_1 => dequantize_blocks::<BlockQ4_1>(input, out),
+        GgmlType::Q4_K | GgmlType::Q6_K => crate::kquants::dequantize_blocks(ty, input, out),
         _ => decode_plain(ty, input, out),
     }
     Ok(())
@@ -764,7 +792,9 @@ mod tests {
         assert_eq!(e, Err(QuantError::NonFinite { index: 40, value: f32::NEG_INFINITY }));
         let e = quantize_rows(GgmlType::Q8_0, SrcDtype::F32, &f32_bytes(&x), 48, &mut out, None);
         assert!(matches!(e, Err(QuantError::Shape(_))));
+        let e = quantize_rows(GgmlType::Q5_0, SrcDtype::F32, &f32_bytes(&x), 64, &mut out, None);
+        assert_eq!(e, Err(QuantError::Unsupported("Q5_0")));
         let e = quantize_rows(GgmlType::Q4_K, SrcDtype::F32, &f32_bytes(&x), 64, &mut out, None);
-        assert_eq!(e, Err(QuantError::Unsupported("Q4_K")));
+        assert!(matches!(e, Err(QuantError::Shape(_))), "64 is not a multiple of 256");
     }
 }

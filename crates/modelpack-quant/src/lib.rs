@@ -7,7 +7,9 @@
 pub mod convert;
 pub mod ct;
 pub mod gguf;
+pub mod kquants;
 pub mod metrics;
+pub mod mse;
 pub mod simd;
 
 pub use gguf::{dequantize_rows, quantize_rows, quantize_tensor_par, GgmlType};
@@ -55,7 +57,7 @@ pub enum QuantError {
     /// Input or output buffer sizes do not fit the requested shape or format.
     #[error("bad shape: {0}")]
     Shape(String),
-    /// The requested output type has a layout but no quantizer here (e.g. Q4_K, Q6_K, Q5_0).
+    /// The requested output type has a layout but no quantizer here (e.g. Q5_0, Q5_1).
     #[error("quantizing to {0} is not supported")]
     Unsupported(&'static str),
 }

@@ -7,7 +7,7 @@
 use crate::checkpoint::{Checkpoint, TensorView};
 use crate::exec::{OutFileSpec, Piece, TaskOutput};
 use crate::format::gguf::{self, llama, GgufTensorInfo, MetaValue};
-use crate::plan::{PlanError, QuantizeOptions, Scheme};
+use crate::plan::{Method, PlanError, QuantizeOptions, Scheme};
 use crate::quant::gguf::GgmlType;
 use crate::quant::metrics::ErrorStats;
 use crate::quant::SrcDtype;
@@ -67,6 +67,8 @@ pub struct CpuPlan {
     pub arch: String,
     /// Number of metadata keys written.
     pub metadata_keys: usize,
+    /// How block scales and codes are chosen.
+    pub method: Method,
 }
 
 /// The file name of the GGUF inside a cpu package.
@@ -124,7 +126,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
         })?;
         let perm = llama::qk_permutation_for(&dims, t.name, shape[0])?;
         let is_output = name == "output.weight" || (!has_output && name == "token_embd.weight");
-        let (ty, reason) = choose_type(opts, t.name, &name, &shape, src_dtype, is_output, base)?;
+        let (ty, reason) = choose_type(opts, t.name, &name, &shape, src_dtype, is_output, base, dims.layers as usize)?;
         tensors.push(CpuTensor {
             name,
             source: Source::Tensor { hf: t.name.to_string(), perm },
@@ -156,49 +158,81 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
     tensors.sort_by(|a, b| (block_of(&a.name), &a.name).cmp(&(block_of(&b.name), &b.name)));
 
     metadata.push(("general.quantization_version".into(), MetaValue::U32(2)));
-    metadata.push(("general.file_type".into(), MetaValue::U32(file_type(base))));
+    metadata.push(("general.file_type".into(), MetaValue::U32(file_type(base, opts.gguf_mix))));
     metadata.extend(tokenizer_metadata(ckpt, config)?);
 
     let infos: Vec<GgufTensorInfo> =
         tensors.iter().map(|t| GgufTensorInfo { name: t.name.clone(), ne: t.ne(), ggml_type: t.ty.id() }).collect();
     let layout = gguf::layout(&metadata, &infos, 32)?;
-    Ok(CpuPlan { tensors, layout, arch: arch.to_string(), metadata_keys: metadata.len() })
+    Ok(CpuPlan { tensors, layout, arch: arch.to_string(), metadata_keys: metadata.len(), method: opts.method })
 }
 
+/// The tokenizer metadata, with llama.cpp's converter precedence for the llama family
+/// (`LlamaModel.set_vocab`, `Qwen2Model.set_vocab`): a SentencePiece `tokenizer.model` wins when
+/// present (`tokenizer.ggml.model = llama`, with scores), else `tokenizer.json` must be a
+/// byte-level BPE (`gpt2`). Neither present is an input error before anything is written.
 fn tokenizer_metadata(ckpt: &Checkpoint, config: &serde_json::Value) -> Result<Vec<(String, MetaValue)>, PlanError> {
-    let read_json = |name: &str| -> Result<Option<serde_json::Value>, PlanError> {
+    let read = |name: &str| -> Result<Option<Vec<u8>>, PlanError> {
         let p = ckpt.root().join(name);
         match std::fs::read(&p) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map(Some)
-                .map_err(|e| PlanError::Input(format!("{}: invalid JSON: {e}", p.display()))),
+            Ok(b) => Ok(Some(b)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(PlanError::Input(format!("{}: {e}", p.display()))),
         }
     };
+    let read_json = |name: &str| -> Result<Option<serde_json::Value>, PlanError> {
+        read(name)?
+            .map(|b| {
+                serde_json::from_slice(&b)
+                    .map_err(|e| PlanError::Input(format!("{}: invalid JSON: {e}", ckpt.root().join(name).display())))
+            })
+            .transpose()
+    };
+    let tok_cfg = read_json("tokenizer_config.json")?;
+    let template = std::fs::read_to_string(ckpt.root().join("chat_template.jinja")).ok().map(serde_json::Value::String);
+    if let Some(model) = read("tokenizer.model")? {
+        // tokenizer.json only serves to look up special-token strings here; one that does not
+        // parse is ignored, as the converter's SpecialVocab does.
+        let tok = read_json("tokenizer.json").ok().flatten();
+        let added = read_json("added_tokens.json")?;
+        return Ok(gguf::tokenizer::sentencepiece_metadata_with_template(
+            &model,
+            added.as_ref(),
+            tok.as_ref(),
+            tok_cfg.as_ref(),
+            config,
+            template.as_ref(),
+        )?);
+    }
     let tok = read_json("tokenizer.json")?.ok_or_else(|| {
         PlanError::Input(format!(
-            "{}: tokenizer.json is missing; llama.cpp needs the vocabulary inside the GGUF",
+            "{}: tokenizer.json is missing (and there is no SentencePiece tokenizer.model); llama.cpp needs the \
+             vocabulary inside the GGUF",
             ckpt.root().display()
         ))
     })?;
-    let tok_cfg = read_json("tokenizer_config.json")?;
-    let template = std::fs::read_to_string(ckpt.root().join("chat_template.jinja")).ok().map(serde_json::Value::String);
     Ok(gguf::tokenizer::tokenizer_metadata_with_template(&tok, tok_cfg.as_ref(), config, template.as_ref())?)
 }
 
 /// The type for ordinary 2-D weights.
 fn base_type(opts: &QuantizeOptions) -> Result<GgmlType, PlanError> {
     Ok(match (opts.scheme, opts.gguf_type) {
+        _ if opts.gguf_mix == Some(GgufMix::Q4KM) => GgmlType::Q4_K,
         (_, Some(t)) => t,
         (Scheme::Int8, None) => GgmlType::Q8_0,
         (Scheme::Int4, None) => GgmlType::Q4_0,
     })
 }
 
-/// `general.file_type` (llama_ftype) for the base type.
-fn file_type(base: GgmlType) -> u32 {
+/// `general.file_type` (llama_ftype) for the base type: `MOSTLY_Q4_K_M` (15) for the mix, and
+/// for uniform K-quants the ftype whose name is that type (`MOSTLY_Q4_K_S` 14, `MOSTLY_Q6_K` 18).
+fn file_type(base: GgmlType, mix: Option<GgufMix>) -> u32 {
+    if mix == Some(GgufMix::Q4KM) {
+        return 15;
+    }
     match base {
+        GgmlType::Q4_K => 14,
+        GgmlType::Q6_K => 18,
         GgmlType::F32 => 0,
         GgmlType::F16 => 1,
         GgmlType::Q4_0 => 2,
@@ -221,12 +255,18 @@ fn keep_type(src: SrcDtype) -> GgmlType {
 /// 1. `--tensor-type REGEX=TYPE` (matched against the GGUF and the HF name);
 /// 2. `--keep REGEX`: the source precision;
 /// 3. 1-D tensors (norms, biases): F32, as llama.cpp stores them;
-/// 4. the output projection (or the tied embedding that serves as it): Q8_0, since llama.cpp
-///    keeps it at higher precision (Q6_K) and K-quants are not written yet;
-/// 5. the scheme's type.
+/// 4. the output projection (or the tied embedding that serves as it): Q6_K when the base type is
+///    a K-quant (as llama-quantize; Q8_0 if its rows are not whole 256-blocks), else Q8_0 (kept at
+///    8 bits beside the legacy 32-blocks);
+/// 5. `--gguf-type q4_k_m`: llama-quantize's `Q4_K_M` rule, `attn_v` and `ffn_down` in Q6_K for
+///    the layers where `use_more_bits(i, n)` holds (`i < n/8 || i >= 7n/8 || (i - n/8) % 3 == 2`);
+/// 6. the scheme's type.
 ///
-/// Afterwards a row length that does not divide by the type's block size falls back to F16
-/// (recorded in the reason), like llama-quantize's fallback for incompatible shapes.
+/// Afterwards a row length that does not divide by the type's block size falls back (recorded in
+/// the reason): Q6_K → Q8_0 as llama-quantize does; Q4_K → Q8_0 (llama-quantize picks Q5_0,
+/// which this tool does not write, so such tensors differ from its output); then any type → F16
+/// when even 32-blocks do not fit, like llama-quantize.
+#[allow(clippy::too_many_arguments)]
 fn choose_type(
     opts: &QuantizeOptions,
     hf: &str,
@@ -235,7 +275,9 @@ fn choose_type(
     src: SrcDtype,
     is_output: bool,
     base: GgmlType,
+    n_layer: usize,
 ) -> Result<(GgmlType, String), PlanError> {
+    let kquant = matches!(base, GgmlType::Q4_K | GgmlType::Q6_K);
     let (ty, mut reason) =
         if let Some((re, t)) = opts.tensor_types.iter().find(|(re, _)| re.is_match(name) || re.is_match(hf)) {
             (*t, format!("--tensor-type {}", re.as_str()))
@@ -243,8 +285,12 @@ fn choose_type(
             (keep_type(src), format!("--keep {}", re.as_str()))
         } else if shape.len() == 1 {
             (GgmlType::F32, "1-D tensor kept in F32".to_string())
+        } else if is_output && kquant {
+            (GgmlType::Q6_K, "output projection in Q6_K (llama-quantize)".to_string())
         } else if is_output && base != GgmlType::Q8_0 {
             (GgmlType::Q8_0, "output projection kept at 8 bits".to_string())
+        } else if let Some(rule) = mix_rule(opts.gguf_mix, name, n_layer) {
+            rule
         } else {
             (base, "scheme".to_string())
         };
@@ -252,12 +298,40 @@ fn choose_type(
         return Err(PlanError::Input(format!("tensor `{name}`: type {ty} cannot be written yet")));
     }
     let row = *shape.last().unwrap_or(&1);
+    if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) && ty.row_bytes(row).is_none() {
+        let why = if ty == GgmlType::Q4_K { " (llama-quantize: Q5_0, not written here)" } else { "" };
+        reason = format!("row length {row} is not a multiple of {ty}'s block of 256: fell back to Q8_0{why}");
+        if GgmlType::Q8_0.row_bytes(row).is_some() {
+            return Ok((GgmlType::Q8_0, reason));
+        }
+    }
     if ty.row_bytes(row).is_none() {
         reason =
             format!("row length {row} is not a multiple of {}'s block of {}: fell back to F16", ty, ty.block_size());
         return Ok((GgmlType::F16, reason));
     }
     Ok((ty, reason))
+}
+
+/// The K-quant type mixtures of llama-quantize this plan knows.
+use crate::plan::GgufMix;
+
+/// llama-quantize's `use_more_bits`: the layers a `*_M` mix gives more bits.
+fn use_more_bits(i: usize, n: usize) -> bool {
+    // `(i - n/8) % 3 == 2` in C ints: negative left sides never equal 2.
+    i < n / 8 || i >= 7 * n / 8 || (i as i64 - (n / 8) as i64) % 3 == 2
+}
+
+/// The per-tensor rule of a type mixture, if one applies to `name` (a GGUF name).
+fn mix_rule(mix: Option<GgufMix>, name: &str, n_layer: usize) -> Option<(GgmlType, String)> {
+    match mix? {
+        GgufMix::Q4KM => {
+            let layer = usize::try_from(block_of(name)).ok()?;
+            let kind = ["attn_v.weight", "ffn_down.weight"].into_iter().find(|k| name.ends_with(k))?;
+            use_more_bits(layer, n_layer)
+                .then(|| (GgmlType::Q6_K, format!("Q4_K_M: {kind} of layer {layer}/{n_layer} in Q6_K")))
+        }
+    }
 }
 
 fn block_of(name: &str) -> i64 {
@@ -356,15 +430,18 @@ impl CpuPlan {
             }
         };
         let mut stats = with_stats.then(ErrorStats::default);
-        crate::quant::gguf::quantize_rows(ten.ty, ten.src_dtype, input, row_len, &mut out, stats.as_mut()).map_err(
-            |e| {
-                let from = match &ten.source {
-                    Source::Tensor { hf, .. } => format!(" (source `{hf}`)"),
-                    Source::Values(_) => String::new(),
-                };
-                anyhow::anyhow!("tensor `{}`{from}, rows {}..{}: {e}", ten.name, task.r0, task.r1)
-            },
-        )?;
+        let quantize = if self.method == Method::Mse {
+            crate::quant::mse::quantize_gguf_rows
+        } else {
+            crate::quant::gguf::quantize_rows
+        };
+        quantize(ten.ty, ten.src_dtype, input, row_len, &mut out, stats.as_mut()).map_err(|e| {
+            let from = match &ten.source {
+                Source::Tensor { hf, .. } => format!(" (source `{hf}`)"),
+                Source::Values(_) => String::new(),
+            };
+            anyhow::anyhow!("tensor `{}`{from}, rows {}..{}: {e}", ten.name, task.r0, task.r1)
+        })?;
         let mut pieces = Vec::with_capacity(2);
         if task.t == 0 && task.r0 == 0 {
             pieces.push(Piece { file: 0, offset: 0, bytes: self.layout.header.clone() });

@@ -12,13 +12,31 @@ use crate::exec::{OutFileSpec, Piece, TaskOutput};
 use crate::format::compressed_tensors::{self as ctf, CtGroup, CtStrategy};
 use crate::format::safetensors as stf;
 use crate::package::write_hashed;
-use crate::plan::{PlanError, QuantizeOptions, Scheme};
+use crate::plan::{Method, PlanError, QuantizeOptions, Scheme};
 use crate::quant::ct::{self, CtScheme, ScaleDtype, Strategy};
 use crate::quant::metrics::ErrorStats;
 use crate::quant::SrcDtype;
 use crate::sign::manifest::TensorRecord;
 use crate::sign::FileDigest;
 use std::path::Path;
+
+/// The `weight_scale` dtype when `--scale-dtype` is not given: a bf16 or f16 model keeps its
+/// dtype (what compressed-tensors writes, byte for byte), an f32 model gets bf16 scales.
+///
+/// Why bf16 for f32: the runtimes never compute with f32 scales. vLLM serves an f32 checkpoint in
+/// 16-bit (its `auto` dtype downcasts f32) and its W4A16/W8A16 kernels (Marlin, Machete) take
+/// scales in the activation dtype, so f32 scales would be rounded at load time, after the codes
+/// were chosen against the unrounded value. Rounding the scale to bf16 first, then choosing codes
+/// against it (the kernels do), makes the stored pair exact; bf16 values in fp16's normal range
+/// also convert to fp16 without loss. HF transformers copies the checkpoint scale into the
+/// module's parameter of the model dtype, which holds bf16 values exactly. It also halves the
+/// scale bytes. `--scale-dtype f32` restores compressed-tensors' own choice for f32 models.
+pub const fn default_scale_dtype(src: SrcDtype) -> ScaleDtype {
+    match src {
+        SrcDtype::BF16 | SrcDtype::F32 => ScaleDtype::BF16,
+        SrcDtype::F16 => ScaleDtype::F16,
+    }
+}
 
 /// How one output tensor gets its bytes.
 #[derive(Debug, Clone)]
@@ -70,6 +88,8 @@ pub struct CudaPlan {
     kept_notes: Vec<(String, String)>,
     /// Manifest record index of each module (records list copied tensors and modules in order).
     module_record: Vec<usize>,
+    /// How scales, zero points and codes are chosen.
+    method: Method,
 }
 
 /// A unit of work: rows `[r0, r1)` of module `m`, or bytes `[b0, b1)` of a copied tensor.
@@ -174,7 +194,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
             fallback.push(m.to_string());
         }
         scheme.validate()?;
-        let scale_dtype = ScaleDtype::for_source(src_dtype);
+        let scale_dtype = opts.scale_dtype.unwrap_or(default_scale_dtype(src_dtype));
         let i = modules.len();
         let base = tensors.len();
         let sc = scheme.scale_cols(cols)?;
@@ -271,7 +291,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
             _ => {}
         }
     }
-    Ok(CudaPlan { tensors, modules, files, config, kept_notes, module_record })
+    Ok(CudaPlan { tensors, modules, files, config, kept_notes, module_record, method: opts.method })
 }
 
 impl CudaPlan {
@@ -377,7 +397,9 @@ impl CudaPlan {
                 let mut scale = vec![0u8; rows * sc * md.scale_dtype.size()];
                 let mut zp = md.zp.map(|_| vec![0u8; md.scheme.zp_rows(rows) * sc * 4]);
                 let mut stats = with_stats.then(ErrorStats::default);
-                ct::quantize_rows(
+                let quantize =
+                    if self.method == Method::Mse { crate::quant::mse::quantize_ct_rows } else { ct::quantize_rows };
+                quantize(
                     &md.scheme,
                     md.src_dtype,
                     md.scale_dtype,

@@ -295,11 +295,9 @@ impl FileWriter {
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<(), ExecError> {
-        self.file.write_all(bytes).map_err(|source| ExecError::Io {
-            op: "writing",
-            path: self.path.clone(),
-            source,
-        })?;
+        crate::fault::charge_write(bytes.len())
+            .and_then(|()| self.file.write_all(bytes))
+            .map_err(|source| ExecError::Io { op: "writing", path: self.path.clone(), source })?;
         self.start_writeback()
     }
 

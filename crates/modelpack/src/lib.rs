@@ -1,9 +1,11 @@
 //! modelpack as a library: plan a quantization job, run it streaming and in parallel, and seal
 //! the result as a signed package. The `modelpack` binary is a thin clap layer over this crate.
 
+pub mod compare;
 pub mod cpu;
 pub mod cuda;
 pub mod exec;
+pub mod fault;
 pub mod package;
 pub mod plan;
 pub mod run;

@@ -21,6 +21,8 @@ enum Command {
     Inspect(cmd::inspect::Args),
     /// Quantize a checkpoint into a deployment package for a target runtime.
     Quantize(cmd::quantize::Args),
+    /// Measure how close a package's weights are to the checkpoint they came from.
+    Compare(cmd::compare::Args),
     /// Generate an ECDSA signing key pair (NAME.pem, 0600, and NAME.pub).
     Keygen(cmd::sign::KeygenArgs),
     /// Sign a package directory in the OpenSSF Model Signing format.
@@ -43,6 +45,7 @@ fn main() -> ExitCode {
     let (json, result) = match cli.command {
         Command::Inspect(a) => (a.json, cmd::inspect::run(a)),
         Command::Quantize(a) => (a.json, cmd::quantize::run(a)),
+        Command::Compare(a) => (a.json, cmd::compare::run(a)),
         Command::Keygen(a) => (a.json, cmd::sign::keygen(a)),
         Command::Sign(a) => (a.json, cmd::sign::sign(a)),
         Command::Verify(a) => (a.json, cmd::sign::verify(a)),

@@ -90,13 +90,7 @@ impl Staging {
         }
 
         let lock_path = parent.join(format!(".{name}.modelpack.lock"));
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(io("creating lock", &lock_path))?;
-        try_lock(&lock).map_err(|_| PackageError::Locked(dest.clone(), lock_path.clone()))?;
+        let lock = acquire_lock(&lock_path, &dest)?;
 
         match std::fs::symlink_metadata(&dest) {
             Ok(m) if m.file_type().is_symlink() || !m.is_dir() => {
@@ -132,6 +126,7 @@ impl Staging {
         let tmp = parent.join(format!("{prefix}tmp-{}", std::process::id()));
         std::fs::create_dir(&tmp).map_err(io("creating", &tmp))?;
         crate::signals::register_cleanup(&tmp);
+        crate::signals::register_cleanup(&lock_path);
         Ok(Staging { dest, tmp, _lock: lock, lock_path, committed: false, cleaned })
     }
 
@@ -176,7 +171,57 @@ impl Drop for Staging {
             crate::signals::unregister_cleanup(&self.tmp);
         }
         let _ = std::fs::remove_file(&self.lock_path);
+        crate::signals::unregister_cleanup(&self.lock_path);
     }
+}
+
+/// Open and lock `lock_path`, retrying when the file we locked was unlinked meanwhile.
+///
+/// Why the retry: the owner removes the lock file when it finishes. A second run may open the
+/// old file just before that and lock it just after, while a third run creates and locks a new
+/// file: two "owners". Holding the lock counts only if the path still names the locked inode.
+fn acquire_lock(lock_path: &Path, dest: &Path) -> Result<File, PackageError> {
+    for _ in 0..100 {
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(lock_path)
+            .map_err(io("creating lock", lock_path))?;
+        try_lock(&lock).map_err(|_| PackageError::Locked(dest.to_path_buf(), lock_path.to_path_buf()))?;
+        if same_file(&lock, lock_path) {
+            return Ok(lock);
+        }
+    }
+    Err(PackageError::Locked(dest.to_path_buf(), lock_path.to_path_buf()))
+}
+
+/// Whether `path` still names the open file `f`.
+fn same_file(f: &File, path: &Path) -> bool {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt;
+        match (f.metadata(), std::fs::metadata(path)) {
+            (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+            _ => false,
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (f, path);
+        true
+    }
+}
+
+/// If `dir` is the staging directory of an unfinished (or killed) run, the name of the
+/// package it was for. Such a directory is never a package: `verify` refuses it even when a
+/// run was killed after signing, just before the rename.
+pub fn staging_target(dir: &Path) -> Option<String> {
+    let abs = dir.canonicalize().ok();
+    let name = abs.as_deref().unwrap_or(dir).file_name()?.to_str()?;
+    let rest = name.strip_prefix('.')?;
+    let (target, pid) = rest.rsplit_once(".modelpack-tmp-")?;
+    (!target.is_empty() && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())).then(|| target.to_string())
 }
 
 fn try_lock(f: &File) -> std::io::Result<()> {
@@ -213,7 +258,7 @@ pub fn copy_hashed(src: &Path, dst: &Path) -> Result<(u64, [u8; 32]), PackageErr
             break;
         }
         hasher.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(io("writing", dst))?;
+        crate::fault::charge_write(n).and_then(|()| out.write_all(&buf[..n])).map_err(io("writing", dst))?;
         total += n as u64;
     }
     out.sync_all().map_err(io("syncing", dst))?;
@@ -223,7 +268,7 @@ pub fn copy_hashed(src: &Path, dst: &Path) -> Result<(u64, [u8; 32]), PackageErr
 /// Write `bytes` to a new file `dst`, fsynced, and return its digest.
 pub fn write_hashed(dst: &Path, bytes: &[u8]) -> Result<[u8; 32], PackageError> {
     let mut out = std::fs::OpenOptions::new().write(true).create_new(true).open(dst).map_err(io("creating", dst))?;
-    out.write_all(bytes).map_err(io("writing", dst))?;
+    crate::fault::charge_write(bytes.len()).and_then(|()| out.write_all(bytes)).map_err(io("writing", dst))?;
     out.sync_all().map_err(io("syncing", dst))?;
     Ok(Sha256::digest(bytes).into())
 }
@@ -279,5 +324,32 @@ mod tests {
         let _first = Staging::begin(&out, &input, false).unwrap();
         let e = Staging::begin(&out, &input, false).err().unwrap();
         assert!(matches!(e, PackageError::Locked(..)), "{e}");
+    }
+
+    #[test]
+    fn a_lock_file_unlinked_by_its_finishing_owner_is_not_a_lock() {
+        let d = tempfile::tempdir().unwrap();
+        let lock_path = d.path().join(".out.modelpack.lock");
+        let first = acquire_lock(&lock_path, d.path()).unwrap();
+        // A late run opened the old file before the owner unlinked it.
+        let stale = File::open(&lock_path).unwrap();
+        drop(first);
+        std::fs::remove_file(&lock_path).unwrap();
+        try_lock(&stale).unwrap();
+        assert!(!same_file(&stale, &lock_path), "the unlinked file no longer names the lock");
+        // A new run creates a new lock file and owns it.
+        let fresh = acquire_lock(&lock_path, d.path()).unwrap();
+        assert!(same_file(&fresh, &lock_path));
+    }
+
+    #[test]
+    fn staging_directories_are_recognised_by_name() {
+        use std::path::Path;
+        assert_eq!(staging_target(Path::new("/x/.llama-q4.modelpack-tmp-1234")).as_deref(), Some("llama-q4"));
+        assert_eq!(staging_target(Path::new(".a.b.modelpack-tmp-7/")).as_deref(), Some("a.b"));
+        assert_eq!(staging_target(Path::new("/x/llama-q4")), None);
+        assert_eq!(staging_target(Path::new("/x/.llama.modelpack-old-12")), None);
+        assert_eq!(staging_target(Path::new("/x/.llama.modelpack-tmp-")), None);
+        assert_eq!(staging_target(Path::new("/x/.llama.modelpack-tmp-12x")), None);
     }
 }

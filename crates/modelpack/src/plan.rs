@@ -1,5 +1,6 @@
 //! Options of a quantization job and the errors of planning it.
 
+use crate::quant::ct::ScaleDtype;
 use crate::quant::gguf::GgmlType;
 use regex::Regex;
 
@@ -26,8 +27,29 @@ pub enum Scheme {
 pub enum Method {
     /// Round to nearest: byte-identical to the reference tools.
     Rtn,
-    /// Error-minimising scale search (not implemented yet).
+    /// Error-minimising scale search per block/group (same on-disk format, smaller error).
     Mse,
+}
+
+impl Method {
+    /// The method used when `--method` is not given: `mse` for int4 (DESIGN §6: the quality
+    /// gain is largest there), `rtn` for int8 (byte-identical to the reference tools, and mse
+    /// gains little at 8 bits).
+    pub const fn default_for(scheme: Scheme) -> Method {
+        match scheme {
+            Scheme::Int4 => Method::Mse,
+            Scheme::Int8 => Method::Rtn,
+        }
+    }
+}
+
+/// A llama.cpp type mixture for the cpu target: per-tensor types chosen by `llama-quantize`'s
+/// rules rather than one type for every weight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GgufMix {
+    /// `Q4_K_M`: Q4_K weights; `attn_v` and `ffn_down` of the layers llama-quantize's
+    /// `use_more_bits` picks, and the output projection, in Q6_K.
+    Q4KM,
 }
 
 /// Everything that influences the bytes of a package.
@@ -41,6 +63,8 @@ pub struct QuantizeOptions {
     pub method: Method,
     /// cpu: explicit GGUF type for ordinary weights (`q4_1`).
     pub gguf_type: Option<GgmlType>,
+    /// cpu: a type mixture (`--gguf-type q4_k_m`); overrides `gguf_type`.
+    pub gguf_mix: Option<GgufMix>,
     /// cpu: per-tensor type overrides, first match wins.
     pub tensor_types: Vec<(Regex, GgmlType)>,
     /// Tensors kept in source precision (cpu) or left unquantized and ignored (cuda).
@@ -49,6 +73,9 @@ pub struct QuantizeOptions {
     pub group_size: usize,
     /// cuda: asymmetric (zero points).
     pub asymmetric: bool,
+    /// cuda: dtype of `weight_scale`; `None` is the default policy
+    /// ([`crate::cuda::default_scale_dtype`]: the source dtype, bf16 for f32 sources).
+    pub scale_dtype: Option<ScaleDtype>,
     /// cuda: shard size limit in bytes.
     pub max_shard_size: u64,
     /// cuda: re-quantize a checkpoint that already has a quantization_config.
@@ -61,11 +88,16 @@ impl QuantizeOptions {
     /// The options as recorded in the manifest (everything that changes the bytes).
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
-            "gguf_type": self.gguf_type.map(|t| t.name()),
+            "gguf_type": if self.gguf_mix == Some(GgufMix::Q4KM) { Some("Q4_K_M") } else { self.gguf_type.map(|t| t.name()) },
             "tensor_types": self.tensor_types.iter().map(|(r, t)| format!("{}={}", r.as_str(), t.name())).collect::<Vec<_>>(),
             "keep": self.keep.iter().map(|r| r.as_str().to_string()).collect::<Vec<_>>(),
             "group_size": if self.target == Target::Cuda && self.scheme == Scheme::Int4 { Some(self.group_size) } else { None },
             "asymmetric": self.asymmetric,
+            "scale_dtype": if self.target == Target::Cuda {
+                Some(self.scale_dtype.map_or("default", ScaleDtype::safetensors_name))
+            } else {
+                None
+            },
             "max_shard_size": if self.target == Target::Cuda { Some(self.max_shard_size) } else { None },
         })
     }

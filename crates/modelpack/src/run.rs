@@ -30,6 +30,8 @@ pub struct QuantizeJob {
     /// Record the SHA-256 of every input file in the manifest (provenance). Off, the manifest
     /// lists the inputs with their sizes only.
     pub source_digests: bool,
+    /// Caps on what the input may declare (tensor count, header and JSON sizes, ...).
+    pub limits: crate::checkpoint::Limits,
 }
 
 /// What a finished job reports (the `--json` document of `quantize`).
@@ -115,11 +117,8 @@ const WINDOW_BYTES: u64 = 48 << 20;
 /// Run a job; `progress(done, total)` gets source bytes, on the writer thread.
 pub fn quantize(job: &QuantizeJob, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<QuantizeReport, RunError> {
     let t0 = Instant::now();
-    let ckpt = Checkpoint::open(&job.input)?;
+    let ckpt = Checkpoint::open_with_limits(&job.input, &job.limits)?;
     let opts = &job.options;
-    if opts.method == crate::plan::Method::Mse {
-        return Err(PlanError::Input("--method mse is not implemented yet; use --method rtn".into()).into());
-    }
     // Plan fully before touching the output, so a bad input leaves nothing behind.
     let planned = match opts.target {
         Target::Cpu => Planned::Cpu(crate::cpu::plan(&ckpt, opts)?),
@@ -127,6 +126,7 @@ pub fn quantize(job: &QuantizeJob, progress: &(dyn Fn(u64, u64) + Sync)) -> Resu
     };
     let staging = Staging::begin(&job.output, &job.input, job.force)?;
     let dir = staging.dir().to_path_buf();
+    crate::fault::pause("staged");
 
     // Provenance digests of the inputs are computed beside the quantization.
     let sources = ckpt.source_files();
@@ -211,6 +211,10 @@ pub fn quantize(job: &QuantizeJob, progress: &(dyn Fn(u64, u64) + Sync)) -> Resu
         crate::sign::write_signature(&dir, &bundle)?;
     }
     let cleaned = staging.cleaned.clone();
+    crate::fault::pause("before-commit");
+    // The digests above and the weights must describe the same input: refuse to publish if any
+    // source changed since it was opened (the staging directory is removed on return).
+    ckpt.snapshot().verify_unchanged()?;
     let package = staging.commit()?;
 
     digests.sort_by(|a, b| a.path.cmp(&b.path));

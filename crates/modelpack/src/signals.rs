@@ -9,7 +9,8 @@ use std::sync::{Mutex, Once};
 static DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 static INSTALL: Once = Once::new();
 
-/// Remove `dir` if the process is interrupted before [`unregister_cleanup`].
+/// Remove `dir` (a directory tree, or a single file such as a lock file) if the process is
+/// interrupted before [`unregister_cleanup`].
 pub fn register_cleanup(dir: &Path) {
     INSTALL.call_once(install);
     DIRS.lock().unwrap_or_else(|p| p.into_inner()).push(dir.to_path_buf());
@@ -28,10 +29,16 @@ fn install() {
     std::thread::spawn(move || {
         if let Some(sig) = signals.forever().next() {
             let dirs = std::mem::take(&mut *DIRS.lock().unwrap_or_else(|p| p.into_inner()));
+            let mut removed = 0;
             for d in &dirs {
-                let _ = std::fs::remove_dir_all(d);
+                // Directories are staging outputs; files are our lock files.
+                if d.is_dir() {
+                    removed += usize::from(std::fs::remove_dir_all(d).is_ok());
+                } else {
+                    let _ = std::fs::remove_file(d);
+                }
             }
-            eprintln!("modelpack: interrupted; removed {} unfinished output(s)", dirs.len());
+            eprintln!("modelpack: interrupted; removed {removed} unfinished output(s)");
             std::process::exit(128 + sig);
         }
     });

@@ -5,6 +5,7 @@
 
 pub mod hostile;
 pub mod rng;
+pub mod spm;
 pub mod st;
 pub mod tiny;
 pub mod tokenizer;
@@ -12,13 +13,21 @@ pub mod tokenizer;
 use std::path::Path;
 
 /// Fixture directories this generator owns under `fixtures/`.
-pub const OWNED: &[&str] =
-    &["tiny-llama", "tiny-llama-sharded", "tiny-llama-f16", "tiny-llama-f32", "tiny-qwen2", "hostile"];
+pub const OWNED: &[&str] = &[
+    "tiny-llama",
+    "tiny-llama-sharded",
+    "tiny-llama-f16",
+    "tiny-llama-f32",
+    "tiny-qwen2",
+    "tiny-llama-spm",
+    "hostile",
+];
 
 /// Write every owned fixture under `out` (which plays the role of `fixtures/`).
 pub fn generate_all(out: &Path) -> anyhow::Result<()> {
     tiny::write_llama_family(out)?;
     tiny::write_qwen2(&out.join("tiny-qwen2"))?;
+    tiny::write_llama_spm(&out.join("tiny-llama-spm"))?;
     hostile::write(&out.join("hostile"))?;
     Ok(())
 }

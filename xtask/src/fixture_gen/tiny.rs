@@ -32,6 +32,7 @@ pub const DIMS: Dims = Dims { hidden: 64, intermediate: 192, layers: 2, heads: 4
 
 const SEED_LLAMA: u64 = 0x6d6f_6465_6c70_6163; // "modelpac"
 const SEED_QWEN2: u64 = 0x7177_656e_3200_0001;
+const SEED_SPM: u64 = 0x7370_6d00_6c6c_6132;
 
 /// One tensor's f32 values (already rounded through bf16, so every variant holds the same
 /// numbers where the format can represent them) and its shape.
@@ -257,6 +258,49 @@ pub fn write_qwen2(dir: &Path) -> anyhow::Result<()> {
         &json_bytes(&config("Qwen2ForCausalLM", "qwen2", &DIMS, vocab, Store::Bf16, true)),
     )?;
     write_aux(dir, &QWEN2, vocab)?;
+    Ok(())
+}
+
+/// `tiny-llama-spm`: a Llama-2-style checkpoint whose vocabulary is a SentencePiece
+/// `tokenizer.model` (no tokenizer.json), bf16, ids `<unk>` 0, `<s>` 1, `</s>` 2.
+pub fn write_llama_spm(dir: &Path) -> anyhow::Result<()> {
+    let pieces = super::spm::pieces();
+    let vocab = pieces.len();
+    let ws = weights(SEED_SPM, &DIMS, vocab, false);
+    let ts = tensors(&ws, Store::Bf16);
+    let refs: Vec<&StTensor> = ts.iter().collect();
+    write_file(&dir.join("model.safetensors"), &serialize(&refs))?;
+    let mut cfg = config("LlamaForCausalLM", "llama", &DIMS, vocab, Store::Bf16, false);
+    cfg["bos_token_id"] = json!(1);
+    cfg["eos_token_id"] = json!(2);
+    write_file(&dir.join("config.json"), &json_bytes(&cfg))?;
+    write_file(&dir.join("tokenizer.model"), &super::spm::model_proto())?;
+    let mut decoder = serde_json::Map::new();
+    for (id, t) in pieces.iter().enumerate().take(3) {
+        decoder.insert(
+            id.to_string(),
+            json!({"content": t.0, "lstrip": false, "normalized": false, "rstrip": false, "single_word": false,
+                   "special": true}),
+        );
+    }
+    let tc = json!({
+        "add_bos_token": true,
+        "add_eos_token": false,
+        "added_tokens_decoder": decoder,
+        "bos_token": "<s>",
+        "clean_up_tokenization_spaces": false,
+        "eos_token": "</s>",
+        "legacy": false,
+        "model_max_length": DIMS.ctx,
+        "pad_token": null,
+        "sp_model_kwargs": {},
+        "tokenizer_class": "LlamaTokenizer",
+        "unk_token": "<unk>"
+    });
+    write_file(&dir.join("tokenizer_config.json"), &json_bytes(&tc))?;
+    let gen =
+        json!({"_from_model_config": true, "bos_token_id": 1, "eos_token_id": 2, "transformers_version": "4.46.0"});
+    write_file(&dir.join("generation_config.json"), &json_bytes(&gen))?;
     Ok(())
 }
 

@@ -775,6 +775,19 @@ pub fn sentencepiece_metadata(
     tokenizer_config: Option<&Value>,
     config: &Value,
 ) -> Result<Vec<(String, MetaValue)>, FormatError> {
+    sentencepiece_metadata_with_template(model, added_tokens_json, tokenizer_json, tokenizer_config, config, None)
+}
+
+/// [`sentencepiece_metadata`], with the chat template of a separate file used when
+/// tokenizer_config.json has no `chat_template` key (as [`tokenizer_metadata_with_template`]).
+pub fn sentencepiece_metadata_with_template(
+    model: &[u8],
+    added_tokens_json: Option<&Value>,
+    tokenizer_json: Option<&Value>,
+    tokenizer_config: Option<&Value>,
+    config: &Value,
+    chat_template_fallback: Option<&Value>,
+) -> Result<Vec<(String, MetaValue)>, FormatError> {
     let (pieces, model_type) = parse_sentencepiece(model)?;
     if model_type != 1 && model_type != 2 {
         return Err(FormatError::UnsupportedTokenizer(format!(
@@ -863,7 +876,7 @@ pub fn sentencepiece_metadata(
         ),
         ("tokenizer.ggml.token_type".to_owned(), i32_array(types)),
     ];
-    md.extend(special_metadata(tj, tokenizer_config, config, None, Some(n))?);
+    md.extend(special_metadata(tj, tokenizer_config, config, chat_template_fallback, Some(n))?);
     if super::llama::gguf_arch(config).ok() == Some("llama") {
         if let Some(Value::Bool(b)) = tokenizer_config.and_then(|c| c.get("add_prefix_space")) {
             md.push(("tokenizer.ggml.add_space_prefix".into(), MetaValue::Bool(*b)));

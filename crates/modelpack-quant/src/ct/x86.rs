@@ -574,7 +574,7 @@ pub(crate) unsafe fn stats(
     zp: Option<&[u8]>,
     lanes: &mut Lanes,
 ) -> bool {
-    if g.group % 8 != 0 || lanes.count % 16 != 0 || !matches!(s.bits, 4 | 8) {
+    if !g.group.is_multiple_of(8) || !lanes.count.is_multiple_of(16) || !matches!(s.bits, 4 | 8) {
         return false;
     }
     let n_scales = g.rows * g.scale_cols;

@@ -1,7 +1,8 @@
 //! `modelpack quantize`.
 use crate::cmd::sign::{load_private_key, PasswordArgs};
 use crate::exit::{CmdError, CmdResult, INTERNAL, OK, USAGE};
-use modelpack::plan::{Method, QuantizeOptions, Scheme, Target};
+use modelpack::plan::{GgufMix, Method, QuantizeOptions, Scheme, Target};
+use modelpack::quant::ct::ScaleDtype;
 use modelpack::quant::gguf::GgmlType;
 use modelpack::run::{quantize, QuantizeJob};
 use regex::Regex;
@@ -22,10 +23,12 @@ pub struct Args {
     /// Weight precision.
     #[arg(long, value_enum)]
     pub scheme: Scheme,
-    /// Rounding method (rtn is byte-identical to the reference tools).
-    #[arg(long, value_enum, default_value = "rtn")]
-    pub method: Method,
-    /// cpu: GGUF type of ordinary weights (q8_0, q4_0, q4_1); defaults from --scheme.
+    /// Rounding method: rtn is byte-identical to the reference tools, mse searches each block's
+    /// scale for a smaller error in the same format. Default: mse for int4, rtn for int8.
+    #[arg(long, value_enum)]
+    pub method: Option<Method>,
+    /// cpu: GGUF type of ordinary weights (q8_0, q4_0, q4_1, q4_k, q6_k) or the llama.cpp mix
+    /// q4_k_m; defaults from --scheme.
     #[arg(long, value_name = "TYPE")]
     pub gguf_type: Option<String>,
     /// cpu: per-tensor type, REGEX=TYPE (first match wins; matched on GGUF and HF names).
@@ -40,6 +43,10 @@ pub struct Args {
     /// cuda int4: asymmetric quantization with zero points.
     #[arg(long)]
     pub asymmetric: bool,
+    /// cuda: dtype of the stored scales; default: the model dtype for bf16/f16 models, bf16 for
+    /// f32 models (the scale is rounded to it before the codes are chosen).
+    #[arg(long, value_enum, value_name = "DTYPE")]
+    pub scale_dtype: Option<ScaleDtypeArg>,
     /// cuda: largest weight shard, e.g. 5GB, 500MB.
     #[arg(long, default_value = "5GB")]
     pub max_shard_size: String,
@@ -70,12 +77,42 @@ pub struct Args {
     /// Print one JSON report on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub caps: crate::cmd::caps::CapArgs,
+}
+
+/// `--scale-dtype` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ScaleDtypeArg {
+    /// 32-bit float scales (compressed-tensors' own choice for f32 models).
+    F32,
+    /// IEEE half scales.
+    F16,
+    /// bfloat16 scales.
+    Bf16,
+}
+
+impl From<ScaleDtypeArg> for ScaleDtype {
+    fn from(a: ScaleDtypeArg) -> Self {
+        match a {
+            ScaleDtypeArg::F32 => ScaleDtype::F32,
+            ScaleDtypeArg::F16 => ScaleDtype::F16,
+            ScaleDtypeArg::Bf16 => ScaleDtype::BF16,
+        }
+    }
 }
 
 fn parse_type(s: &str) -> Result<GgmlType, CmdError> {
     GgmlType::ALL.into_iter().find(|t| t.name().eq_ignore_ascii_case(s) && t.can_quantize()).ok_or_else(|| {
-        CmdError::usage(format!("unknown or unsupported GGUF type `{s}` (q8_0, q4_0, q4_1, f16, bf16, f32)"))
+        CmdError::usage(format!(
+            "unknown or unsupported GGUF type `{s}` (q8_0, q4_0, q4_1, q4_k, q6_k, q4_k_m, f16, bf16, f32)"
+        ))
     })
+}
+
+/// `--gguf-type q4_k_m`: a mixture, not a single GGUF type.
+fn is_q4_k_m(s: &str) -> bool {
+    s.eq_ignore_ascii_case("q4_k_m")
 }
 
 fn parse_size(s: &str) -> Result<u64, CmdError> {
@@ -99,6 +136,23 @@ fn parse_size(s: &str) -> Result<u64, CmdError> {
         .ok_or_else(|| CmdError::usage(format!("bad size `{s}` (e.g. 5GB, 500MB)")))
 }
 
+/// The exit code and message of a failed run: a hit cap names the flag that raises it, and a
+/// full disk says so first, whatever the operation that met it.
+fn describe(e: modelpack::run::RunError) -> CmdError {
+    let code = if e.is_input() { USAGE } else { INTERNAL };
+    let enospc = {
+        let err: &(dyn std::error::Error + 'static) = &e;
+        std::iter::successors(Some(err), |e| e.source())
+            .any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|io| io.raw_os_error() == Some(libc::ENOSPC)))
+    };
+    let error = match e {
+        modelpack::run::RunError::Checkpoint(c) => crate::cmd::caps::explain(c),
+        e if enospc => anyhow::anyhow!("no space left on the output's filesystem: {e}; nothing was written"),
+        e => e.into(),
+    };
+    CmdError { code, error }
+}
+
 fn regex(s: &str) -> Result<Regex, CmdError> {
     Regex::new(s).map_err(|e| CmdError::usage(format!("bad regex `{s}`: {e}")))
 }
@@ -114,18 +168,23 @@ pub fn run(a: Args) -> CmdResult {
             Ok((regex(re)?, parse_type(ty)?))
         })
         .collect::<Result<Vec<_>, CmdError>>()?;
+    if a.target == Target::Cpu && a.scale_dtype.is_some() {
+        return Err(CmdError::usage("--scale-dtype applies to --target cuda (GGUF block scales are always f16)"));
+    }
     if a.target == Target::Cuda && !matches!(a.group_size, 1..=1_000_000) {
         return Err(CmdError::usage("--group-size must be positive"));
     }
     let options = QuantizeOptions {
         target: a.target,
         scheme: a.scheme,
-        method: a.method,
-        gguf_type: a.gguf_type.as_deref().map(parse_type).transpose()?,
+        method: a.method.unwrap_or(Method::default_for(a.scheme)),
+        gguf_type: a.gguf_type.as_deref().filter(|s| !is_q4_k_m(s)).map(parse_type).transpose()?,
+        gguf_mix: a.gguf_type.as_deref().filter(|s| is_q4_k_m(s)).map(|_| GgufMix::Q4KM),
         tensor_types,
         keep: a.keep.iter().map(|s| regex(s)).collect::<Result<_, _>>()?,
         group_size: a.group_size,
         asymmetric: a.asymmetric,
+        scale_dtype: a.scale_dtype.map(ScaleDtype::from),
         max_shard_size: parse_size(&a.max_shard_size)?,
         force_requantize: a.force_requantize,
         metrics: !a.no_metrics,
@@ -140,6 +199,7 @@ pub fn run(a: Args) -> CmdResult {
         sign_key,
         source_date_epoch,
         source_digests: !a.no_source_digests,
+        limits: a.caps.limits(),
     };
 
     let show = !a.no_progress && !a.json && std::io::stderr().is_terminal();
@@ -165,7 +225,7 @@ pub fn run(a: Args) -> CmdResult {
     if let Some(b) = &bar {
         b.finish_and_clear();
     }
-    let report = result.map_err(|e| CmdError { code: if e.is_input() { USAGE } else { INTERNAL }, error: e.into() })?;
+    let report = result.map_err(describe)?;
     if a.json {
         println!("{}", serde_json::to_string(&report).expect("report serializes"));
     } else {

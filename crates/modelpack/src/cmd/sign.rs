@@ -216,6 +216,16 @@ pub fn verify(a: VerifyArgs) -> CmdResult {
         .with_context(|| format!("cannot read public key {}", a.key.display()))
         .input()?;
     let key = PublicKey::from_pem(&text).with_context(|| format!("public key {}", a.key.display())).input()?;
+    if let Some(target) = modelpack::package::staging_target(&a.package) {
+        return Err(CmdError {
+            code: VERIFY_FAILED,
+            error: anyhow::anyhow!(
+                "{} is the staging directory of an unfinished modelpack run writing {target:?}, not a package; \
+                 the next run into {target:?} removes it",
+                a.package.display()
+            ),
+        });
+    }
     let report = modelpack_sign::verify_package(&a.package, &key)
         .with_context(|| format!("cannot verify {}", a.package.display()))
         .input()?;

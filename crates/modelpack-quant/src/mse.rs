@@ -1,0 +1,966 @@
+//! `--method mse`: an error-minimising search of each block's (or group's) scale, and for
+//! asymmetric formats its minimum / zero point, in the same on-disk formats as round-to-nearest.
+//!
+//! # Algorithm (identical at every SIMD level)
+//! For each block the round-to-nearest (RTN) bytes are produced first by the ordinary kernels;
+//! they are the fallback, so `mse` is never worse than `rtn` on any block (a tie keeps the RTN
+//! bytes). Then:
+//! 1. **Grid**: 16 candidate mappings of the block's range onto the code range (a fixed table per
+//!    format). For each, the codes `u = clamp(round_half_even((x - m) * id), lo, hi)` are chosen
+//!    and the least-squares scale (`d = Σxu / Σu²`, or the 2×2 solve of `x ≈ d·u + m` for the
+//!    asymmetric formats) is computed, then rounded to the stored scale dtype (f16 for GGUF, the
+//!    scale dtype for compressed-tensors) *before* its error is estimated.
+//! 2. **Refine**: 16 candidates around the best grid results: the rounded scale and its
+//!    neighbours in the stored dtype (one unit in the last place at a time), with the codes
+//!    re-chosen for each. Their error is computed exactly, with the dequantization formula the
+//!    runtime uses (`d·u + m` for GGUF, `round_to_elem_dtype((q − zp)·scale)` for
+//!    compressed-tensors).
+//! 3. The best refined candidate replaces the RTN block only if its exact error is strictly
+//!    smaller than the RTN block's exact error.
+//!
+//! The hot loop is [`Cands`] evaluation: 16 candidates side by side, one candidate per lane, the
+//! block's elements visited in order. Every sum of a candidate is therefore a plain sequential
+//! sum over the block in element order, in every path: the scalar twin loops over lanes, AVX2
+//! holds the 16 lanes in two 8-lane registers and AVX-512 in one. Each lane performs the same f32
+//! operations in the same order (no FMA), so all levels produce identical bits. Everything else
+//! (grids, least squares, choices) is shared scalar code.
+//!
+//! Nothing depends on the thread count: each block's result is a pure function of its values.
+
+// Lane loops index several parallel 16-lane arrays at once, and `!(a > b)` is the deliberate
+// NaN-rejecting form of the comparisons.
+#![allow(clippy::needless_range_loop, clippy::neg_cmp_op_on_partial_ord)]
+
+#[cfg(target_arch = "x86_64")]
+mod x86;
+
+use crate::convert::{f16_to_f32, f32_to_f16, load_slice, round_bf16, round_f16};
+use crate::ct::{self, CtScheme, ScaleDtype};
+use crate::gguf::{self, GgmlType, QK};
+use crate::metrics::ErrorStats;
+use crate::simd::{self, Level};
+use crate::{QuantError, SrcDtype};
+
+/// Candidates evaluated side by side (one per lane of an AVX-512 register).
+pub(crate) const L: usize = 16;
+
+/// Element-rounding tag: dequantized values stay f32 (GGUF, f32 compressed-tensors).
+pub(crate) const E_F32: u8 = 0;
+/// Element-rounding tag: dequantized values round to f16.
+pub(crate) const E_F16: u8 = 1;
+/// Element-rounding tag: dequantized values round to bf16.
+pub(crate) const E_BF16: u8 = 2;
+
+/// Sixteen candidates, one per lane: code `u = clamp(round((x - m) * id), lo, hi)` and
+/// dequantized value `round_E(d * u + m)`.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Cands {
+    /// Reciprocal step used to choose codes.
+    pub id: [f32; L],
+    /// Dequantization scale.
+    pub d: [f32; L],
+    /// Offset (0 for symmetric and compressed-tensors formats).
+    pub m: [f32; L],
+    /// Smallest code.
+    pub lo: [f32; L],
+    /// Largest code.
+    pub hi: [f32; L],
+}
+
+/// Per-lane sums of an evaluation, each a sequential f32 sum in element order.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub(crate) struct Sums {
+    /// Σ (x − x̂)² (only when the error was asked for; else 0).
+    pub err: [f32; L],
+    /// Σ x·u.
+    pub sxu: [f32; L],
+    /// Σ u².
+    pub suu: [f32; L],
+    /// Σ u.
+    pub su: [f32; L],
+}
+
+/// Round a dequantized value to the element dtype `E`.
+#[inline(always)]
+pub(crate) fn round_e<const E: u8>(v: f32) -> f32 {
+    match E {
+        E_F32 => v,
+        E_F16 => round_f16(v),
+        _ => round_bf16(v),
+    }
+}
+
+/// The scalar twin of the SIMD evaluation kernels: the definition of their output.
+///
+/// `ERR`: also compute the exact squared error; `ASYM`: subtract `m` before coding and add it
+/// after (otherwise `m` is ignored and must be 0).
+pub(crate) fn eval_scalar<const E: u8, const ERR: bool, const ASYM: bool>(x: &[f32], c: &Cands, s: &mut Sums) {
+    for k in 0..L {
+        let (id, d, m, lo, hi) = (c.id[k], c.d[k], c.m[k], c.lo[k], c.hi[k]);
+        let (mut err, mut sxu, mut suu, mut su) = (0.0f32, 0.0f32, 0.0f32, 0.0f32);
+        for &xj in x {
+            let t = if ASYM { (xj - m) * id } else { xj * id };
+            let r = t.round_ties_even();
+            // vmaxps(r, lo) / vminps(u, hi) semantics: the second operand unless strictly beyond.
+            let u = if r > lo { r } else { lo };
+            let u = if u < hi { u } else { hi };
+            sxu += xj * u;
+            suu += u * u;
+            if ASYM {
+                su += u;
+            }
+            if ERR {
+                let y = if ASYM { round_e::<E>(d * u + m) } else { round_e::<E>(d * u) };
+                let e = xj - y;
+                err += e * e;
+            }
+        }
+        s.err[k] = err;
+        s.sxu[k] = sxu;
+        s.suu[k] = suu;
+        s.su[k] = su;
+    }
+}
+
+/// Evaluate 16 candidates on `x` at `level` (clamped by the caller).
+#[inline]
+fn eval<const E: u8, const ERR: bool, const ASYM: bool>(level: Level, x: &[f32], c: &Cands, s: &mut Sums) {
+    #[cfg(target_arch = "x86_64")]
+    match level {
+        // SAFETY: callers pass a level from `simd::clamp`, so the CPU has its features.
+        Level::Avx512 => return unsafe { x86::eval512::<E, ERR, ASYM>(x, c, s) },
+        Level::Avx2 => return unsafe { x86::eval256::<E, ERR, ASYM>(x, c, s) },
+        Level::Scalar => {}
+    }
+    let _ = level;
+    eval_scalar::<E, ERR, ASYM>(x, c, s)
+}
+
+/// Element rounding of an evaluation, as a runtime value (dispatched to the const tags).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ElemRound {
+    F32,
+    F16,
+    BF16,
+}
+
+impl ElemRound {
+    fn of(sd: ScaleDtype) -> ElemRound {
+        match sd {
+            ScaleDtype::F32 => ElemRound::F32,
+            ScaleDtype::F16 => ElemRound::F16,
+            ScaleDtype::BF16 => ElemRound::BF16,
+        }
+    }
+
+    #[inline]
+    fn round(self, v: f32) -> f32 {
+        match self {
+            ElemRound::F32 => v,
+            ElemRound::F16 => round_f16(v),
+            ElemRound::BF16 => round_bf16(v),
+        }
+    }
+}
+
+#[inline]
+fn eval_dyn<const ERR: bool, const ASYM: bool>(level: Level, er: ElemRound, x: &[f32], c: &Cands, s: &mut Sums) {
+    match er {
+        ElemRound::F32 => eval::<E_F32, ERR, ASYM>(level, x, c, s),
+        ElemRound::F16 => eval::<E_F16, ERR, ASYM>(level, x, c, s),
+        ElemRound::BF16 => eval::<E_BF16, ERR, ASYM>(level, x, c, s),
+    }
+}
+
+/// The stored dtype of a scale (and of Q4_1's minimum): rounding and neighbour steps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Store {
+    F16,
+    BF16,
+    F32,
+}
+
+impl Store {
+    fn of(sd: ScaleDtype) -> Store {
+        match sd {
+            ScaleDtype::F16 => Store::F16,
+            ScaleDtype::BF16 => Store::BF16,
+            ScaleDtype::F32 => Store::F32,
+        }
+    }
+
+    #[inline]
+    fn round(self, v: f32) -> f32 {
+        match self {
+            Store::F16 => round_f16(v),
+            Store::BF16 => round_bf16(v),
+            Store::F32 => v,
+        }
+    }
+
+    /// The representable value `k` steps away from the representable `v` in magnitude (sign
+    /// kept; never crosses zero). f32 scales step by 2^-12 relative (an ulp would be a no-op).
+    fn step(self, v: f32, k: i32) -> f32 {
+        if k == 0 {
+            return v;
+        }
+        match self {
+            Store::F16 => {
+                let b = f32_to_f16(v);
+                let (sign, mag) = (b & 0x8000, i32::from(b & 0x7fff));
+                let mag = (mag + k).clamp(1, 0x7bff) as u16;
+                f16_to_f32(sign | mag)
+            }
+            Store::BF16 => {
+                let b = (v.to_bits() >> 16) as u16;
+                let (sign, mag) = (b & 0x8000, i32::from(b & 0x7fff));
+                let mag = (mag + k).clamp(1, 0x7f7f) as u16;
+                f32::from_bits(u32::from(sign | mag) << 16)
+            }
+            Store::F32 => v * (1.0 + k as f32 * (1.0 / 4096.0)),
+        }
+    }
+}
+
+/// A usable scale: finite, nonzero, with a finite reciprocal.
+#[inline]
+fn usable(d: f32) -> bool {
+    d.is_finite() && d != 0.0 && (1.0 / d).is_finite()
+}
+
+/// Index of the smallest score (first on ties); `None` if no score is finite.
+fn argmin(score: &[f32], valid: &[bool]) -> Option<usize> {
+    let mut best: Option<usize> = None;
+    for k in 0..score.len() {
+        if valid[k] && score[k].is_finite() && best.is_none_or(|b| score[k] < score[b]) {
+            best = Some(k);
+        }
+    }
+    best
+}
+
+/// Up to [`L`] indices of the best-scoring valid entries with distinct scales, best first.
+fn best_distinct(score: &[f32], valid: &[bool], scale: &[f32]) -> Vec<usize> {
+    let mut v = valid.to_vec();
+    let mut out = Vec::with_capacity(L);
+    while out.len() < L {
+        let Some(b) = argmin(score, &v) else { break };
+        out.push(b);
+        for k in 0..score.len() {
+            if scale[k] == scale[b] {
+                v[k] = false;
+            }
+        }
+    }
+    out
+}
+
+/// A chosen candidate: codes rule and dequantization parameters.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) struct Choice {
+    id: f32,
+    d: f32,
+    m: f32,
+    lo: f32,
+    hi: f32,
+    err: f32,
+}
+
+impl Choice {
+    /// The code of `x` under this choice (the kernels' formula).
+    #[inline]
+    fn code(&self, x: f32, asym: bool) -> f32 {
+        let t = if asym { (x - self.m) * self.id } else { x * self.id };
+        let r = t.round_ties_even();
+        let u = if r > self.lo { r } else { self.lo };
+        if u < self.hi {
+            u
+        } else {
+            self.hi
+        }
+    }
+}
+
+/// Two-pass grid: multiples of the RTN mapping, 0.80 to 1.30.
+const SYM_GRID2: [f32; 2 * L] = {
+    let mut g = [0.0f32; 2 * L];
+    let mut k = 0;
+    while k < 2 * L {
+        g[k] = 0.80 + 0.5 * k as f32 / (2 * L - 1) as f32;
+        k += 1;
+    }
+    g
+};
+
+/// Symmetric search (Q8_0, Q4_0, compressed-tensors symmetric).
+///
+/// `t_rtn` is the code RTN maps the largest-|x| element `mx` to (signed), `flip` the code of the
+/// opposite mapping for formats whose scale may be negative (Q4_0: mx → +7), or `None`.
+#[allow(clippy::too_many_arguments)]
+fn search_sym(
+    level: Level,
+    er: ElemRound,
+    store: Store,
+    x: &[f32],
+    lo: f32,
+    hi: f32,
+    t_rtn: f32,
+    flip: Option<f32>,
+    positive_only: bool,
+) -> Option<Choice> {
+    let mut mx = x[0];
+    for &v in x {
+        if v.abs() > mx.abs() {
+            mx = v;
+        }
+    }
+    if mx == 0.0 || !mx.is_finite() {
+        return None;
+    }
+    let inv = 1.0 / mx;
+    let mut score = [f32::INFINITY; 2 * L];
+    let mut scale = [0.0f32; 2 * L];
+    let mut valid = [false; 2 * L];
+    let mut s = Sums::default();
+    for pass in 0..2 {
+        let mut c = Cands { lo: [lo; L], hi: [hi; L], ..Cands::default() };
+        for k in 0..L {
+            let g = pass * L + k;
+            // With a flip mapping, the last six lanes try it instead of the widest RTN multiples.
+            let t = match flip {
+                Some(f) if g >= 2 * L - 6 => f * SYM_GRID2[(g - (2 * L - 6)) * 3 + 6],
+                _ => t_rtn * SYM_GRID2[g],
+            };
+            c.id[k] = t * inv;
+        }
+        eval_dyn::<false, false>(level, er, x, &c, &mut s);
+        for k in 0..L {
+            let g = pass * L + k;
+            if s.suu[k] > 0.0 {
+                let d = store.round(s.sxu[k] / s.suu[k]);
+                if usable(d) && (!positive_only || d > 0.0) {
+                    scale[g] = d;
+                    score[g] = d * (d * s.suu[k] - 2.0 * s.sxu[k]);
+                    valid[g] = true;
+                }
+            }
+        }
+    }
+    // Refine: the sixteen best distinct grid scales, codes re-chosen, exact error.
+    let top = best_distinct(&score, &valid, &scale);
+    if top.is_empty() {
+        return None;
+    }
+    let mut r = Cands { lo: [lo; L], hi: [hi; L], ..Cands::default() };
+    let mut rv = [false; L];
+    for (k, &g) in top.iter().enumerate() {
+        r.d[k] = scale[g];
+        r.id[k] = 1.0 / scale[g];
+        rv[k] = true;
+    }
+    eval_dyn::<true, false>(level, er, x, &r, &mut s);
+    let k = argmin(&s.err, &rv)?;
+    let mut best = Choice { id: r.id[k], d: r.d[k], m: 0.0, lo, hi, err: s.err[k] };
+    // Second round: the least-squares scale of the best codes, and its neighbours.
+    if s.suu[k] > 0.0 {
+        let d2 = store.round(s.sxu[k] / s.suu[k]);
+        if usable(d2) && d2 != best.d && (!positive_only || d2 > 0.0) {
+            let mut rv = [false; L];
+            for k in 0..L {
+                let d = store.step(d2, k as i32 - 7);
+                if usable(d) && (!positive_only || d > 0.0) {
+                    r.d[k] = d;
+                    r.id[k] = 1.0 / d;
+                    rv[k] = true;
+                }
+            }
+            eval_dyn::<true, false>(level, er, x, &r, &mut s);
+            if let Some(k) = argmin(&s.err, &rv) {
+                if s.err[k] < best.err {
+                    best = Choice { id: r.id[k], d: r.d[k], m: 0.0, lo, hi, err: s.err[k] };
+                }
+            }
+        }
+    }
+    Some(best)
+}
+
+/// Fractions of the range trimmed from the bottom and top by the asymmetric grid.
+const ASYM_TRIM: [(f32, f32); L] = [
+    (0.0, 0.0),
+    (0.0, 0.03),
+    (0.03, 0.0),
+    (0.03, 0.03),
+    (0.0, 0.06),
+    (0.06, 0.0),
+    (0.06, 0.06),
+    (0.03, 0.06),
+    (0.06, 0.03),
+    (0.0, 0.10),
+    (0.10, 0.0),
+    (0.10, 0.10),
+    (0.05, 0.10),
+    (0.10, 0.05),
+    (-0.02, -0.02),
+    (0.15, 0.15),
+];
+
+/// Q4_1-style asymmetric search: `x ≈ d·u + m`, `u ∈ [0, n]`, `d` and `m` stored in `store`.
+fn search_affine(level: Level, store: Store, x: &[f32], nmax: f32) -> Option<Choice> {
+    let (mut mn, mut mx) = (x[0], x[0]);
+    for &v in x {
+        mn = if v < mn { v } else { mn };
+        mx = if v > mx { v } else { mx };
+    }
+    let range = mx - mn;
+    if !(range > 0.0) || !range.is_finite() {
+        return None;
+    }
+    let n = x.len() as f32;
+    let mut sx = 0.0f32;
+    for &v in x {
+        sx += v;
+    }
+    // 2×2 least squares of x ≈ d·u + m for the codes behind sums (su, suu, sxu), rounded to
+    // the stored dtype, with its error minus Σx² as the score.
+    let ls = |su: f32, suu: f32, sxu: f32| -> Option<(f32, f32, f32)> {
+        let det = suu * n - su * su;
+        if !(det > 0.0) {
+            return None;
+        }
+        let d = store.round((n * sxu - su * sx) / det);
+        let m = store.round((suu * sx - su * sxu) / det);
+        (usable(d) && m.is_finite()).then_some((
+            d,
+            m,
+            d * (d * suu - 2.0 * sxu) + m * (2.0 * d * su + n * m - 2.0 * sx),
+        ))
+    };
+    let mut score = [f32::INFINITY; 2 * L];
+    let mut dd = [0.0f32; 2 * L];
+    let mut mm = [0.0f32; 2 * L];
+    let mut valid = [false; 2 * L];
+    let mut s = Sums::default();
+    for pass in 0..2 {
+        let mut c = Cands { lo: [0.0; L], hi: [nmax; L], ..Cands::default() };
+        for k in 0..L {
+            let (a, b) = AFFINE_TRIM[pass * L + k];
+            let bot = mn + a * range;
+            let d = (mx - b * range - bot) / nmax;
+            c.m[k] = bot;
+            c.id[k] = if d > 0.0 { 1.0 / d } else { 0.0 };
+        }
+        eval_dyn::<false, true>(level, ElemRound::F32, x, &c, &mut s);
+        for k in 0..L {
+            if let Some((d, m, sc)) = ls(s.su[k], s.suu[k], s.sxu[k]) {
+                let g = pass * L + k;
+                (dd[g], mm[g], score[g], valid[g]) = (d, m, sc, true);
+            }
+        }
+    }
+    // Round 1: the four best distinct (d, m) of the grid, each with d at -1..+2 units in the
+    // last place; codes re-chosen, exact error.
+    let top = best_distinct_pairs(&score, &valid, &dd, &mm);
+    let mut r = Cands { lo: [0.0; L], hi: [nmax; L], ..Cands::default() };
+    let mut rv = [false; L];
+    for k in 0..L {
+        let Some(&g) = top.get(k / 4) else { break };
+        let d = store.step(dd[g], (k % 4) as i32 - 1);
+        if usable(d) {
+            (r.d[k], r.id[k], r.m[k], rv[k]) = (d, 1.0 / d, mm[g], true);
+        }
+    }
+    eval_dyn::<true, true>(level, ElemRound::F32, x, &r, &mut s);
+    let k = argmin(&s.err, &rv)?;
+    let mut best = Choice { id: r.id[k], d: r.d[k], m: r.m[k], lo: 0.0, hi: nmax, err: s.err[k] };
+    let mut sums = (s.su[k], s.suu[k], s.sxu[k]);
+    // Rounds 2 and 3: least squares of the best codes, and its neighbours (d and m: -1..+2
+    // units in the last place).
+    for _ in 0..2 {
+        let Some((d2, m2, _)) = ls(sums.0, sums.1, sums.2) else { break };
+        if d2 == best.d && m2 == best.m {
+            break;
+        }
+        let mut rv = [false; L];
+        for k in 0..L {
+            let d = store.step(d2, (k / 4) as i32 - 1);
+            let m = step_signed(store, m2, (k % 4) as i32 - 1);
+            if usable(d) && m.is_finite() {
+                (r.d[k], r.id[k], r.m[k], rv[k]) = (d, 1.0 / d, m, true);
+            }
+        }
+        eval_dyn::<true, true>(level, ElemRound::F32, x, &r, &mut s);
+        let Some(k) = argmin(&s.err, &rv) else { break };
+        if !(s.err[k] < best.err) {
+            break;
+        }
+        best = Choice { id: r.id[k], d: r.d[k], m: r.m[k], lo: 0.0, hi: nmax, err: s.err[k] };
+        sums = (s.su[k], s.suu[k], s.sxu[k]);
+    }
+    Some(best)
+}
+
+/// Up to [`L`] indices of the best-scoring valid entries with distinct `(d, m)`, best first.
+fn best_distinct_pairs(score: &[f32], valid: &[bool], d: &[f32], m: &[f32]) -> Vec<usize> {
+    let mut v = valid.to_vec();
+    let mut out = Vec::with_capacity(L);
+    while out.len() < L {
+        let Some(b) = argmin(score, &v) else { break };
+        out.push(b);
+        for k in 0..score.len() {
+            if d[k] == d[b] && m[k] == m[b] {
+                v[k] = false;
+            }
+        }
+    }
+    out
+}
+
+/// Two-pass grid of Q4_1-style searches: fractions of the range trimmed from the bottom and
+/// the top (first pass 0, 4, 8, 12 %; second pass 2, 6, 10, 14 %).
+const AFFINE_TRIM: [(f32, f32); 2 * L] = {
+    let mut g = [(0.0f32, 0.0f32); 2 * L];
+    let mut k = 0;
+    while k < 2 * L {
+        let (pass, i) = (k / L, k % L);
+        let base = 0.0075 * pass as f32;
+        g[k] = (base + 0.015 * (i / 4) as f32, base + 0.015 * (i % 4) as f32);
+        k += 1;
+    }
+    g
+};
+
+/// Step a representable value `k` places along the real line (crossing zero if needed).
+fn step_signed(store: Store, v: f32, k: i32) -> f32 {
+    if k == 0 {
+        return v;
+    }
+    if v == 0.0 {
+        return v;
+    }
+    // Moving away from zero grows the magnitude.
+    let away = (v > 0.0) == (k > 0);
+    let mag = if away { k.abs() } else { -k.abs() };
+    let r = store.step(v, mag);
+    if (r > 0.0) != (v > 0.0) {
+        0.0
+    } else {
+        r
+    }
+}
+
+/// compressed-tensors asymmetric search: `x ≈ round_E(s · (q − z))`, `q, z ∈ [qmin, qmax]`.
+fn search_ct_asym(level: Level, er: ElemRound, store: Store, x: &[f32], qmin: f32, qmax: f32) -> Option<Choice> {
+    let (mut mn, mut mx) = (0.0f32, 0.0f32);
+    for &v in x {
+        mn = if v < mn { v } else { mn };
+        mx = if v > mx { v } else { mx };
+    }
+    let range = mx - mn;
+    if !(range > 0.0) || !range.is_finite() {
+        return None;
+    }
+    let nmax = qmax - qmin;
+    let n = x.len() as f32;
+    let mut sx = 0.0f32;
+    for &v in x {
+        sx += v;
+    }
+    // Candidate (s, z): codes u = q - z in [qmin - z, qmax - z].
+    let cand = |bot: f32, top: f32| -> Option<(f32, f32)> {
+        let s = store.round((top - bot) / nmax);
+        if !usable(s) || s < 0.0 {
+            return None;
+        }
+        let z = (qmin - bot / s).round_ties_even().clamp(qmin, qmax);
+        Some((s, z))
+    };
+    let mut c = Cands::default();
+    let mut zs = [0.0f32; L];
+    let mut valid = [false; L];
+    for (k, &(a, b)) in ASYM_TRIM.iter().enumerate() {
+        if let Some((s, z)) = cand(mn + a * range, mx - b * range) {
+            c.id[k] = 1.0 / s;
+            c.d[k] = s;
+            c.lo[k] = qmin - z;
+            c.hi[k] = qmax - z;
+            zs[k] = z;
+            valid[k] = true;
+        }
+    }
+    let mut s = Sums::default();
+    eval_dyn::<false, true>(level, er, x, &c, &mut s);
+    // 2×2 least squares in the unsigned code v = u + z - qmin ∈ [0, nmax]: x ≈ d·v + m.
+    let mut score = [f32::INFINITY; L];
+    let mut ss = [0.0f32; L];
+    let mut zz = [0.0f32; L];
+    for k in 0..L {
+        if !valid[k] {
+            continue;
+        }
+        let off = zs[k] - qmin;
+        let sv = s.su[k] + n * off;
+        let svv = s.suu[k] + 2.0 * off * s.su[k] + n * off * off;
+        let sxv = s.sxu[k] + off * sx;
+        let det = svv * n - sv * sv;
+        if det > 0.0 {
+            let d = store.round((n * sxv - sv * sx) / det);
+            let m = (svv * sx - sv * sxv) / det;
+            if usable(d) && d > 0.0 && m.is_finite() {
+                let z = (qmin - m / d).round_ties_even().clamp(qmin, qmax);
+                let mq = (qmin - z) * d;
+                ss[k] = d;
+                zz[k] = z;
+                score[k] = d * (d * svv - 2.0 * sxv) + mq * (2.0 * d * sv + n * mq - 2.0 * sx);
+                continue;
+            }
+        }
+        valid[k] = false;
+    }
+    let b = argmin(&score, &valid)?;
+    // Refine: scale -2..+2 ulps × zero point z-1..z+1 (15 lanes; the last repeats lane 7).
+    let mut r = Cands::default();
+    let mut rv = [false; L];
+    for k in 0..L {
+        let kk = if k == L - 1 { 7 } else { k };
+        let d = store.step(ss[b], (kk / 3) as i32 - 2);
+        let z = (zz[b] + ((kk % 3) as f32 - 1.0)).clamp(qmin, qmax);
+        if usable(d) && d > 0.0 && k != L - 1 {
+            r.d[k] = d;
+            r.id[k] = 1.0 / d;
+            r.lo[k] = qmin - z;
+            r.hi[k] = qmax - z;
+            rv[k] = true;
+        }
+    }
+    eval_dyn::<true, false>(level, er, x, &r, &mut s);
+    let k = argmin(&s.err, &rv)?;
+    Some(Choice { id: r.id[k], d: r.d[k], m: 0.0, lo: r.lo[k], hi: r.hi[k], err: s.err[k] })
+}
+
+// ---------------------------------------------------------------------------------------------
+// GGUF
+
+/// Exact squared error of a block against its dequantization `y`, summed in element order with
+/// the kernels' per-element formula.
+#[inline]
+fn block_err(x: &[f32], y: &[f32]) -> f32 {
+    let mut err = 0.0f32;
+    for (&a, &b) in x.iter().zip(y) {
+        let e = a - b;
+        err += e * e;
+    }
+    err
+}
+
+/// Search one GGUF block given its RTN bytes (`blk`, overwritten when the search wins).
+fn gguf_block(level: Level, ty: GgmlType, x: &[f32; QK], blk: &mut [u8]) {
+    let mut y = [0.0f32; QK];
+    let choice = match ty {
+        GgmlType::Q8_0 => {
+            rtn_deq(ty, blk, &mut y);
+            search_sym(level, ElemRound::F32, Store::F16, x, -127.0, 127.0, 127.0, None, false)
+        }
+        GgmlType::Q4_0 => {
+            rtn_deq(ty, blk, &mut y);
+            search_sym(level, ElemRound::F32, Store::F16, x, -8.0, 7.0, -8.0, Some(7.0), false)
+        }
+        _ => {
+            rtn_deq(ty, blk, &mut y);
+            search_affine(level, Store::F16, x, 15.0)
+        }
+    };
+    let Some(ch) = choice else { return };
+    if !(ch.err < block_err(x, &y)) {
+        return;
+    }
+    let d16 = f32_to_f16(ch.d);
+    match ty {
+        GgmlType::Q8_0 => {
+            blk[..2].copy_from_slice(&d16.to_le_bytes());
+            for (o, &v) in blk[2..34].iter_mut().zip(x) {
+                *o = (ch.code(v, false) as i32 as i8) as u8;
+            }
+        }
+        GgmlType::Q4_0 => {
+            blk[..2].copy_from_slice(&d16.to_le_bytes());
+            for j in 0..QK / 2 {
+                let a = (ch.code(x[j], false) as i32 + 8) as u8;
+                let b = (ch.code(x[j + QK / 2], false) as i32 + 8) as u8;
+                blk[2 + j] = a | (b << 4);
+            }
+        }
+        _ => {
+            blk[..2].copy_from_slice(&d16.to_le_bytes());
+            blk[2..4].copy_from_slice(&f32_to_f16(ch.m).to_le_bytes());
+            for j in 0..QK / 2 {
+                let a = ch.code(x[j], true) as u8;
+                let b = ch.code(x[j + QK / 2], true) as u8;
+                blk[4 + j] = a | (b << 4);
+            }
+        }
+    }
+}
+
+/// Dequantize one block of `ty` (the `gguf` package's formula) into `y`.
+fn rtn_deq(ty: GgmlType, blk: &[u8], y: &mut [f32; QK]) {
+    // A block is a whole row of 32 for dequantize_rows; the shape always fits.
+    let _ = gguf::dequantize_rows(ty, blk, QK, y);
+}
+
+/// Whether [`quantize_gguf_rows`] has a search for `ty` (the others are written as by RTN).
+pub const fn gguf_supported(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1)
+}
+
+/// [`crate::gguf::quantize_rows`] with the `mse` method, at the active SIMD level: same
+/// arguments, same errors, same output format. Types without a search ([`gguf_supported`]) get
+/// their RTN bytes. Bytes are identical at every SIMD level and thread count.
+pub fn quantize_gguf_rows(
+    ty: GgmlType,
+    src: SrcDtype,
+    input: &[u8],
+    row_len: usize,
+    out: &mut [u8],
+    stats: Option<&mut ErrorStats>,
+) -> Result<(), QuantError> {
+    quantize_gguf_rows_at(simd::active_level(), ty, src, input, row_len, out, stats)
+}
+
+/// [`quantize_gguf_rows`] at an explicit SIMD level (clamped to what the CPU supports).
+pub fn quantize_gguf_rows_at(
+    level: Level,
+    ty: GgmlType,
+    src: SrcDtype,
+    input: &[u8],
+    row_len: usize,
+    out: &mut [u8],
+    stats: Option<&mut ErrorStats>,
+) -> Result<(), QuantError> {
+    let level = simd::clamp(level);
+    // RTN first: validates shapes and finiteness, and is the fallback of every block.
+    gguf::quantize_rows_at(level, ty, src, input, row_len, out, None)?;
+    if gguf_supported(ty) {
+        let in_blk = QK * src.size();
+        let ob = ty.type_size();
+        let mut x = [0.0f32; QK];
+        for (ib, blk) in input.chunks_exact(in_blk).zip(out.chunks_exact_mut(ob)) {
+            load_slice(src, ib, &mut x);
+            gguf_block(level, ty, &x, blk);
+        }
+    }
+    if let Some(stats) = stats {
+        gguf::accumulate_stats(level, ty, src, input, out, stats);
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// compressed-tensors
+
+/// [`crate::ct::quantize_rows`] with the `mse` method, at the active SIMD level: same arguments,
+/// errors and layout; bytes identical at every SIMD level and thread count.
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_ct_rows(
+    s: &CtScheme,
+    src: SrcDtype,
+    scale_dtype: ScaleDtype,
+    input: &[u8],
+    row0: usize,
+    rows: usize,
+    cols: usize,
+    packed: &mut [u8],
+    scale: &mut [u8],
+    zp: Option<&mut [u8]>,
+    stats: Option<&mut ErrorStats>,
+) -> Result<(), QuantError> {
+    quantize_ct_rows_at(simd::active_level(), s, src, scale_dtype, input, row0, rows, cols, packed, scale, zp, stats)
+}
+
+/// [`quantize_ct_rows`] at an explicit SIMD level (clamped to what the CPU supports).
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_ct_rows_at(
+    level: Level,
+    s: &CtScheme,
+    src: SrcDtype,
+    scale_dtype: ScaleDtype,
+    input: &[u8],
+    row0: usize,
+    rows: usize,
+    cols: usize,
+    packed: &mut [u8],
+    scale: &mut [u8],
+    mut zp: Option<&mut [u8]>,
+    stats: Option<&mut ErrorStats>,
+) -> Result<(), QuantError> {
+    let level = simd::clamp(level);
+    ct::quantize_rows_at(level, s, src, scale_dtype, input, row0, rows, cols, packed, scale, zp.as_deref_mut(), None)?;
+    let g = ct::geom(s, src, scale_dtype, input.len(), row0, rows, cols, packed.len(), scale.len())?;
+    let ed = ct::elem_dtype(src, scale_dtype);
+    let er = ElemRound::of(ed);
+    let store = Store::of(scale_dtype);
+    let (qmin, qmax) = (s.qmin() as f32, s.qmax() as f32);
+    let bits = u32::from(s.bits);
+    let mask = (1u32 << bits) - 1;
+    let off = 1i32 << (bits - 1);
+    let es = src.size();
+    let mut x = vec![0f32; g.cols];
+    let mut y = vec![0f32; g.group];
+    for r in 0..g.rows {
+        load_slice(src, &input[r * g.cols * es..(r + 1) * g.cols * es], &mut x);
+        let prow = &mut packed[r * g.packed_cols * 4..(r + 1) * g.packed_cols * 4];
+        for j in 0..g.scale_cols {
+            let c0 = j * g.group;
+            let xg = &x[c0..c0 + g.group];
+            let si = r * g.scale_cols + j;
+            let sc = ct::load_scale(scale_dtype, scale, si);
+            let z = zp.as_deref().map_or(0, |zpb| ct::get_zp(s, zpb, g.scale_cols, r, j));
+            for (k, o) in y.iter_mut().enumerate() {
+                let c = c0 + k;
+                let b = prow[c * bits as usize / 8];
+                let u = (u32::from(b) >> ((c * bits as usize) % 8)) & mask;
+                *o = er.round((u as i32 - off - z) as f32 * sc);
+            }
+            let choice = if s.symmetric {
+                sym_ct(level, er, store, xg, qmin, qmax)
+            } else {
+                search_ct_asym(level, er, store, xg, qmin, qmax)
+            };
+            let Some(ch) = choice else { continue };
+            if !(ch.err < block_err(xg, &y)) {
+                continue;
+            }
+            // The chosen scale is representable in the scale dtype, so the store is exact.
+            ct::store_scale(scale_dtype, scale, si, ch.d);
+            let znew = (qmin - ch.lo) as i32;
+            if let Some(zpb) = zp.as_deref_mut() {
+                ct::set_zp(s, zpb, g.scale_cols, r, j, znew);
+            }
+            for (k, &v) in xg.iter().enumerate() {
+                let q = ch.code(v, false) as i32 + znew;
+                let c = c0 + k;
+                let bi = c * bits as usize / 8;
+                let sh = (c * bits as usize) % 8;
+                let u = ((q + off) as u32 & mask) as u8;
+                prow[bi] = (prow[bi] & !((mask as u8) << sh)) | (u << sh);
+            }
+        }
+    }
+    if let Some(stats) = stats {
+        ct::accumulate_stats_of(level, s, src, scale_dtype, input, &g, packed, scale, zp.as_deref(), stats);
+    }
+    Ok(())
+}
+
+/// compressed-tensors symmetric: positive scales, `mx` mapped toward `qmax` or `qmin` (`-qmin`
+/// side is one code longer) like RTN's `amax / ((qmax - qmin) / 2)`.
+fn sym_ct(level: Level, er: ElemRound, store: Store, x: &[f32], qmin: f32, qmax: f32) -> Option<Choice> {
+    let mut mx = x[0];
+    for &v in x {
+        if v.abs() > mx.abs() {
+            mx = v;
+        }
+    }
+    // RTN maps |mx| to (qmax - qmin) / 2 with the sign of mx (scale > 0).
+    let half = (qmax - qmin) / 2.0;
+    let t = if mx < 0.0 { -half } else { half };
+    search_sym(level, er, store, x, qmin, qmax, t, None, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// xorshift64: deterministic test data without a dependency.
+    struct Rng(u64);
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        /// A value from a mix of distributions, including the awkward ones.
+        fn val(&mut self) -> f32 {
+            let r = self.next();
+            let u = (r >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+            match r % 9 {
+                0 => 0.0,
+                1 => f32::from_bits((r >> 20) as u32 & 0x007f_ffff) * if r & 1 == 0 { 1.0 } else { -1.0 }, // subnormal
+                2 => u * 1e30,
+                3 => u * 1e-30,
+                4 => (u * 16.0).round() * 0.25, // ties
+                _ => u,
+            }
+        }
+    }
+
+    fn cands(rng: &mut Rng, asym: bool) -> Cands {
+        let mut c = Cands::default();
+        for k in 0..L {
+            c.d[k] = rng.val();
+            c.id[k] = if k % 5 == 0 { rng.val() * 1e35 } else { 1.0 / c.d[k].max(1e-3) };
+            if !c.id[k].is_finite() {
+                c.id[k] = 0.0;
+            }
+            c.m[k] = if asym { rng.val() } else { 0.0 };
+            let z = (rng.next() % 16) as f32 - 8.0;
+            c.lo[k] = -8.0 - z;
+            c.hi[k] = 7.0 - z;
+        }
+        c
+    }
+
+    /// Every SIMD evaluation kernel equals its scalar twin bit for bit, for every mode, element
+    /// rounding and block length (odd ones included).
+    #[test]
+    fn eval_kernels_equal_scalar_twin() {
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for iter in 0..400 {
+            let n = [1, 7, 16, 31, 32, 33, 64, 100, 128][iter % 9];
+            let x: Vec<f32> = (0..n).map(|_| rng.val()).collect();
+            for asym in [false, true] {
+                let c = cands(&mut rng, asym);
+                for level in Level::supported() {
+                    let level = simd::clamp(level);
+                    macro_rules! cmp {
+                        ($e:expr, $err:expr, $asym:expr) => {{
+                            let mut a = Sums::default();
+                            let mut b = Sums::default();
+                            eval_scalar::<$e, $err, $asym>(&x, &c, &mut a);
+                            eval::<$e, $err, $asym>(level, &x, &c, &mut b);
+                            let bits = |s: &Sums| {
+                                [s.err, s.sxu, s.suu, s.su].concat().iter().map(|v| v.to_bits()).collect::<Vec<_>>()
+                            };
+                            assert_eq!(bits(&a), bits(&b), "level {level:?} E {} n {n} iter {iter}", $e);
+                        }};
+                    }
+                    if asym {
+                        cmp!(E_F32, true, true);
+                        cmp!(E_F32, false, true);
+                    } else {
+                        cmp!(E_F32, true, false);
+                        cmp!(E_F16, true, false);
+                        cmp!(E_BF16, true, false);
+                        cmp!(E_BF16, false, false);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn store_steps_are_monotone_and_representable() {
+        for store in [Store::F16, Store::BF16, Store::F32] {
+            for v in [0.013f32, -0.013, 1.0, 6.1e-5, -3.0e4] {
+                let v = store.round(v);
+                let up = store.step(v, 1);
+                let dn = store.step(v, -1);
+                assert!(up.abs() > v.abs() && dn.abs() < v.abs(), "{store:?} {v} {up} {dn}");
+                assert_eq!(store.round(up), up);
+                assert_eq!(store.round(dn), dn);
+                assert_eq!(up.signum(), v.signum());
+            }
+        }
+    }
+}

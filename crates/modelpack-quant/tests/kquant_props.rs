@@ -1,0 +1,246 @@
+//! K-quant property tests: every SIMD level writes the scalar reference's bytes (Q4_K, Q6_K; f32,
+//! f16 and bf16 sources) on random and adversarial super-blocks, odd block counts included;
+//! NaN/inf give the same error everywhere; the parallel driver matches; dequantization stays
+//! within each format's error bound.
+//!
+//! Byte equality with llama.cpp itself is `tests/kquant_llama.rs`; this file proves the vectorised
+//! search equals our scalar port of it.
+
+use modelpack_quant::gguf::{dequantize_rows, quantize_rows_at, quantize_tensor_par, GgmlType};
+use modelpack_quant::kquants::QK_K;
+use modelpack_quant::{Level, QuantError, SrcDtype};
+use proptest::prelude::*;
+
+const TYPES: [GgmlType; 2] = [GgmlType::Q4_K, GgmlType::Q6_K];
+const SRCS: [SrcDtype; 3] = [SrcDtype::F32, SrcDtype::F16, SrcDtype::BF16];
+
+/// splitmix64: blocks are a pure function of (kind, seed).
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    /// Uniform in [-1, 1).
+    fn unit(&mut self) -> f32 {
+        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n as u64) as usize
+    }
+    /// Roughly Gaussian (sum of uniforms).
+    fn gauss(&mut self) -> f32 {
+        (0..4).map(|_| self.unit()).sum::<f32>() * 0.87
+    }
+}
+
+/// Number of super-block kinds [`make_superblock`] knows.
+const KINDS: u8 = 16;
+
+/// One super-block of 256 values of a given kind, scaled by `2^k`.
+fn make_superblock(kind: u8, seed: u64, k: i32) -> Vec<f32> {
+    let mut r = Rng(seed);
+    let s = 2f32.powi(k);
+    let mut b: Vec<f32> = (0..QK_K).map(|_| r.gauss() * s).collect();
+    match kind % KINDS {
+        0 => {}
+        1 => b.iter_mut().for_each(|v| *v = 0.0),
+        2 => b.iter_mut().for_each(|v| *v = if r.next() & 1 == 0 { 0.0 } else { -0.0 }),
+        3 => b.iter_mut().for_each(|v| *v = s * 0.75), // constant positive
+        4 => b.iter_mut().for_each(|v| *v = -s * 0.5), // constant negative (max == min)
+        5 => {
+            // Heavy tails: a cube of a Gaussian.
+            b.iter_mut().for_each(|v| *v = *v * *v * *v / (s * s));
+        }
+        6 => {
+            // One outlier per super-block.
+            let i = r.below(QK_K);
+            b[i] = 1000.0 * s * if r.next() & 1 == 0 { 1.0 } else { -1.0 };
+        }
+        7 => {
+            // Tiny range around an offset.
+            b.iter_mut().for_each(|v| *v = s + *v * s * 1e-5);
+        }
+        8 => b.iter_mut().for_each(|v| *v *= 1e-38), // f32 subnormals
+        9 => b.iter_mut().for_each(|v| *v *= 1e-12), // below Q6_K's 1e-15 scale cut in places
+        10 => {
+            // Some sub-blocks zero, some constant, the rest random.
+            for (j, c) in b.chunks_mut(16).enumerate() {
+                match j % 3 {
+                    0 => c.iter_mut().for_each(|v| *v = 0.0),
+                    1 => c.iter_mut().for_each(|v| *v = s * 0.25),
+                    _ => {}
+                }
+            }
+        }
+        11 => {
+            // Integers (exact ties for the search's rounding).
+            b.iter_mut().for_each(|v| *v = ((r.below(31) as f32) - 15.0) * s);
+        }
+        12 => b.iter_mut().for_each(|v| *v = v.abs()), // all positive (min clamps to 0)
+        13 => b.iter_mut().for_each(|v| *v = -v.abs()), // all negative
+        14 => b.iter_mut().for_each(|v| *v *= 1e30),   // near f32 overflow of the sums
+        _ => {
+            // Sparse.
+            b.iter_mut().for_each(|v| {
+                if !r.next().is_multiple_of(5) {
+                    *v = 0.0
+                }
+            });
+        }
+    }
+    b
+}
+
+fn encode(src: SrcDtype, x: &[f32]) -> Vec<u8> {
+    use modelpack_quant::convert::{f32_to_bf16, f32_to_f16};
+    match src {
+        SrcDtype::F32 => x.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        SrcDtype::F16 => x.iter().flat_map(|&v| f32_to_f16(v).to_le_bytes()).collect(),
+        SrcDtype::BF16 => x.iter().flat_map(|&v| f32_to_bf16(v).to_le_bytes()).collect(),
+    }
+}
+
+fn quant(level: Level, ty: GgmlType, src: SrcDtype, bytes: &[u8], row: usize) -> Result<Vec<u8>, QuantError> {
+    let rows = bytes.len() / src.size() / row;
+    let mut out = vec![0u8; rows * ty.row_bytes(row).unwrap()];
+    quantize_rows_at(level, ty, src, bytes, row, &mut out, None).map(|_| out)
+}
+
+fn assert_levels_agree(ty: GgmlType, src: SrcDtype, x: &[f32], row: usize, what: &str) {
+    let bytes = encode(src, x);
+    let want = quant(Level::Scalar, ty, src, &bytes, row);
+    for level in Level::supported() {
+        let got = quant(level, ty, src, &bytes, row);
+        match (&want, &got) {
+            (Ok(a), Ok(b)) => {
+                if a != b {
+                    let bs = ty.type_size();
+                    let blk = a.chunks(bs).zip(b.chunks(bs)).position(|(p, q)| p != q).unwrap();
+                    panic!("{ty} {src:?} {level:?} {what}: super-block {blk} differs");
+                }
+            }
+            _ => assert_eq!(want, got, "{ty} {src:?} {level:?} {what}"),
+        }
+    }
+}
+
+#[test]
+fn every_kind_every_scale_every_level() {
+    for ty in TYPES {
+        for src in SRCS {
+            for kind in 0..KINDS {
+                for &k in &[-30, -12, -3, 0, 4, 20] {
+                    // Three super-blocks (odd: the AVX2 Q4_K kernel pairs them) per call.
+                    let x: Vec<f32> = (0..3).flat_map(|b| make_superblock(kind, 1000 * kind as u64 + b, k)).collect();
+                    assert_levels_agree(ty, src, &x, QK_K, &format!("kind {kind} scale 2^{k}"));
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn many_random_rows_agree() {
+    // 257 super-blocks of mixed kinds in rows of 512 and 768 values.
+    let mut r = Rng(7);
+    let x: Vec<f32> =
+        (0..258).flat_map(|b| make_superblock(r.below(KINDS as usize) as u8, b, r.below(40) as i32 - 20)).collect();
+    for ty in TYPES {
+        assert_levels_agree(ty, SrcDtype::F32, &x[..258 * QK_K], 768, "rows of 768");
+        assert_levels_agree(ty, SrcDtype::BF16, &x[..256 * QK_K], 512, "rows of 512");
+    }
+}
+
+#[test]
+fn non_finite_is_the_same_error_everywhere() {
+    for ty in TYPES {
+        for (pos, bad) in [(5usize, f32::NAN), (300, f32::INFINITY), (767, f32::NEG_INFINITY)] {
+            let mut x: Vec<f32> = (0..3).flat_map(|b| make_superblock(0, b, 0)).collect();
+            x[pos] = bad;
+            for src in SRCS {
+                let bytes = encode(src, &x);
+                for level in Level::supported() {
+                    let e = quant(level, ty, src, &bytes, QK_K).unwrap_err();
+                    match e {
+                        QuantError::NonFinite { index, .. } => assert_eq!(index, pos, "{ty} {src:?} {level:?}"),
+                        e => panic!("{ty} {level:?}: {e}"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn parallel_driver_matches_rows() {
+    let x: Vec<f32> = (0..96).flat_map(|b| make_superblock((b % KINDS as u64) as u8, b, 0)).collect();
+    for ty in TYPES {
+        let bytes = encode(SrcDtype::BF16, &x);
+        let want = quant(Level::Scalar, ty, SrcDtype::BF16, &bytes, 1024).unwrap();
+        let mut got = vec![0u8; want.len()];
+        quantize_tensor_par(ty, SrcDtype::BF16, &bytes, 1024, &mut got, None).unwrap();
+        assert_eq!(want, got, "{ty}");
+    }
+}
+
+#[test]
+fn dequantized_error_is_bounded() {
+    // Per sub-block worst cases: Q6_K codes step d·|sc| with |x| <= ~32 steps; Q4_K at most the
+    // sub-block range / 15 × (1 + 6-bit scale rounding). Checked loosely against the block range.
+    for ty in TYPES {
+        for seed in 0..20u64 {
+            let x = make_superblock(0, seed, 0);
+            let q = quant(Level::Scalar, ty, SrcDtype::F32, &encode(SrcDtype::F32, &x), QK_K).unwrap();
+            let mut y = vec![0.0f32; QK_K];
+            dequantize_rows(ty, &q, QK_K, &mut y).unwrap();
+            let sub = if ty == GgmlType::Q4_K { 32 } else { 16 };
+            let steps = if ty == GgmlType::Q4_K { 15.0 } else { 31.0 };
+            for (xs, ys) in x.chunks(sub).zip(y.chunks(sub)) {
+                let lo = xs.iter().cloned().fold(0.0f32, f32::min);
+                let hi = xs.iter().cloned().fold(0.0f32, f32::max);
+                let step = (hi - lo) / steps;
+                for (a, b) in xs.iter().zip(ys) {
+                    assert!((a - b).abs() <= 1.5 * step + 1e-6, "{ty} seed {seed}: {a} vs {b} (step {step})");
+                }
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn random_bits_agree(
+        ty in prop::sample::select(TYPES.to_vec()),
+        blocks in 1usize..6,
+        words in prop::collection::vec(any::<u32>(), 6 * QK_K),
+        exp_cap in 100u32..254,
+    ) {
+        // Arbitrary finite bit patterns (subnormals included), exponent capped so a run mixes
+        // magnitudes.
+        let x: Vec<f32> = words[..blocks * QK_K]
+            .iter()
+            .map(|&w| {
+                let e = ((w >> 23) & 0xff) % exp_cap;
+                f32::from_bits((w & 0x807f_ffff) | (e << 23))
+            })
+            .collect();
+        assert_levels_agree(ty, SrcDtype::F32, &x, QK_K, "random bits");
+    }
+
+    #[test]
+    fn random_gaussian_rows_agree(
+        ty in prop::sample::select(TYPES.to_vec()),
+        seed in any::<u64>(),
+        k in -40i32..40,
+        blocks in 1usize..8,
+    ) {
+        let x: Vec<f32> = (0..blocks as u64).flat_map(|b| make_superblock(0, seed ^ b, k)).collect();
+        assert_levels_agree(ty, SrcDtype::F16, &x, QK_K, "gaussian");
+    }
+}

@@ -1,0 +1,218 @@
+//! `--gguf-type q4_k_m` end to end, judged by llama.cpp: our Q4_K_M GGUF of a llama model equals,
+//! tensor by tensor (name, shape, type, bytes), what `llama-quantize … Q4_K_M` makes from an F32
+//! GGUF of the same model, and llama.cpp loads and generates from ours.
+//!
+//! `fixtures/tiny-llama` has 64-wide rows, too short for 256-value super-blocks (every weight
+//! would fall back), so the test writes a fixture-sized model with 256-multiple dims into a temp
+//! dir: hidden 256, intermediate 512, 8 layers (so llama-quantize's `use_more_bits` picks layers
+//! 0, 3, 6, 7 for Q6_K), GQA 4/2 heads, the fixture's tokenizer, bf16 Gaussian weights.
+//!
+//! Needs `MODELPACK_LLAMA_DIR` (`cargo xtask llama --print-dir`); unset, it skips unless
+//! `MODELPACK_REQUIRE_INTEROP` is set (CI).
+mod common;
+
+use modelpack::format::gguf::GgufFile;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+const HIDDEN: usize = 256;
+const INTER: usize = 512;
+const LAYERS: usize = 8;
+const HEADS: usize = 4;
+const KV_HEADS: usize = 2;
+const HEAD_DIM: usize = HIDDEN / HEADS;
+
+fn llama_dir() -> Option<PathBuf> {
+    match std::env::var_os("MODELPACK_LLAMA_DIR") {
+        Some(d) => Some(PathBuf::from(d)),
+        None => {
+            assert!(
+                std::env::var_os("MODELPACK_REQUIRE_INTEROP").is_none(),
+                "interop required but MODELPACK_LLAMA_DIR is unset"
+            );
+            eprintln!("skipping: MODELPACK_LLAMA_DIR unset (cargo xtask llama --print-dir)");
+            None
+        }
+    }
+}
+
+/// splitmix64 → roughly Gaussian values.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+    fn gauss(&mut self) -> f32 {
+        (0..4).map(|_| (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).sum::<f32>() * 0.87
+    }
+}
+
+/// Write the model: config.json derived from the tiny fixture's, its tokenizer files, and a
+/// bf16 model.safetensors.
+fn write_model(dir: &Path) -> serde_json::Value {
+    let fx = common::fixture("tiny-llama");
+    std::fs::create_dir_all(dir).unwrap();
+    for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+        std::fs::copy(fx.join(f), dir.join(f)).unwrap();
+    }
+    let mut config: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(fx.join("config.json")).unwrap()).unwrap();
+    config["hidden_size"] = HIDDEN.into();
+    config["intermediate_size"] = INTER.into();
+    config["num_hidden_layers"] = LAYERS.into();
+    config["num_attention_heads"] = HEADS.into();
+    config["num_key_value_heads"] = KV_HEADS.into();
+    config["head_dim"] = HEAD_DIM.into();
+    std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
+    let vocab = config["vocab_size"].as_u64().unwrap() as usize;
+
+    let mut tensors: Vec<(String, Vec<usize>)> = vec![
+        ("model.embed_tokens.weight".into(), vec![vocab, HIDDEN]),
+        ("lm_head.weight".into(), vec![vocab, HIDDEN]),
+        ("model.norm.weight".into(), vec![HIDDEN]),
+    ];
+    for l in 0..LAYERS {
+        let p = format!("model.layers.{l}");
+        tensors.push((format!("{p}.input_layernorm.weight"), vec![HIDDEN]));
+        tensors.push((format!("{p}.post_attention_layernorm.weight"), vec![HIDDEN]));
+        tensors.push((format!("{p}.self_attn.q_proj.weight"), vec![HIDDEN, HIDDEN]));
+        tensors.push((format!("{p}.self_attn.k_proj.weight"), vec![KV_HEADS * HEAD_DIM, HIDDEN]));
+        tensors.push((format!("{p}.self_attn.v_proj.weight"), vec![KV_HEADS * HEAD_DIM, HIDDEN]));
+        tensors.push((format!("{p}.self_attn.o_proj.weight"), vec![HIDDEN, HIDDEN]));
+        tensors.push((format!("{p}.mlp.gate_proj.weight"), vec![INTER, HIDDEN]));
+        tensors.push((format!("{p}.mlp.up_proj.weight"), vec![INTER, HIDDEN]));
+        tensors.push((format!("{p}.mlp.down_proj.weight"), vec![HIDDEN, INTER]));
+    }
+    let mut rng = Rng(2024);
+    let mut header = serde_json::Map::new();
+    let mut data = Vec::new();
+    for (name, shape) in &tensors {
+        let n: usize = shape.iter().product();
+        let start = data.len();
+        for i in 0..n {
+            let v = if shape.len() == 1 {
+                1.0 + 0.01 * rng.gauss()
+            } else {
+                // Heavier tails in a few columns, like trained weights.
+                let s = if i % 61 == 0 { 0.2 } else { 0.04 };
+                s * rng.gauss()
+            };
+            data.extend_from_slice(&((v.to_bits() >> 16) as u16).to_le_bytes());
+        }
+        header.insert(
+            name.clone(),
+            serde_json::json!({"dtype": "BF16", "shape": shape, "data_offsets": [start, data.len()]}),
+        );
+    }
+    header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
+    let mut h = serde_json::to_vec(&header).unwrap();
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let mut file = (h.len() as u64).to_le_bytes().to_vec();
+    file.extend_from_slice(&h);
+    file.extend_from_slice(&data);
+    std::fs::write(dir.join("model.safetensors"), file).unwrap();
+    config
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    let se = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{cmd:?} failed: {}\n{se}", out.status);
+    se
+}
+
+/// llama-quantize's Q4_K_M rule for this model, written out: the expected type of every tensor.
+fn expected_type(name: &str) -> &'static str {
+    if name.ends_with("norm.weight") {
+        return "F32";
+    }
+    if name == "output.weight" {
+        return "Q6_K";
+    }
+    let layer = name.strip_prefix("blk.").and_then(|r| r.split('.').next()).and_then(|n| n.parse::<usize>().ok());
+    match layer {
+        Some(0 | 3 | 6 | 7) if name.ends_with("attn_v.weight") || name.ends_with("ffn_down.weight") => "Q6_K",
+        _ => "Q4_K",
+    }
+}
+
+#[test]
+fn q4_k_m_equals_llama_quantize_and_runs() {
+    let Some(llama) = llama_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let model = tmp.path().join("model");
+    write_model(&model);
+
+    // Our F32 GGUF (the `llama-quantize` input) and our Q4_K_M package.
+    let f32_pkg = tmp.path().join("f32");
+    common::modelpack()
+        .arg("quantize")
+        .arg(&model)
+        .arg("-o")
+        .arg(&f32_pkg)
+        .args(["--target", "cpu", "--scheme", "int8", "--gguf-type", "f32", "--tensor-type", "output\\.weight=f32"])
+        .args(["--method", "rtn", "--no-progress"])
+        .assert()
+        .success();
+    let ours_pkg = tmp.path().join("q4km");
+    common::modelpack()
+        .arg("quantize")
+        .arg(&model)
+        .arg("-o")
+        .arg(&ours_pkg)
+        .args(["--target", "cpu", "--scheme", "int4", "--gguf-type", "q4_k_m", "--method", "rtn", "--no-progress"])
+        .assert()
+        .success();
+    let theirs = tmp.path().join("llama-q4km.gguf");
+    run(Command::new(llama.join("bin/llama-quantize"))
+        .arg(f32_pkg.join("model.gguf"))
+        .arg(&theirs)
+        .args(["Q4_K_M", "2"]));
+
+    let ours_bytes = std::fs::read(ours_pkg.join("model.gguf")).unwrap();
+    let theirs_bytes = std::fs::read(&theirs).unwrap();
+    let ours = GgufFile::parse(&ours_bytes).unwrap();
+    let theirs = GgufFile::parse(&theirs_bytes).unwrap();
+    let mut names: Vec<&str> = ours.tensors.iter().map(|t| t.info.name.as_str()).collect();
+    let mut their_names: Vec<&str> = theirs.tensors.iter().map(|t| t.info.name.as_str()).collect();
+    names.sort_unstable();
+    their_names.sort_unstable();
+    assert_eq!(names, their_names, "tensor sets");
+    assert_eq!(names.len(), 3 + 9 * LAYERS);
+    let mut q6 = 0;
+    for t in &ours.tensors {
+        let name = &t.info.name;
+        let o = theirs.tensor(name).unwrap();
+        assert_eq!(t.info.ne, o.info.ne, "{name}: shape");
+        let ty = modelpack::quant::gguf::GgmlType::from_id(t.info.ggml_type).unwrap();
+        assert_eq!(t.info.ggml_type, o.info.ggml_type, "{name}: ours {ty}, llama-quantize id {}", o.info.ggml_type);
+        assert_eq!(ty.name(), expected_type(name), "{name}: the Q4_K_M rule");
+        q6 += usize::from(ty.name() == "Q6_K");
+        if t.data != o.data {
+            let bs = ty.type_size();
+            let blk = t.data.chunks(bs).zip(o.data.chunks(bs)).position(|(a, b)| a != b).unwrap();
+            panic!("{name} ({ty}): block {blk} differs from llama-quantize");
+        }
+    }
+    assert_eq!(q6, 1 + 2 * 4, "output + attn_v/ffn_down of layers 0, 3, 6, 7");
+
+    // llama.cpp loads our file, reports the mix, and generates.
+    let log = run(Command::new(llama.join("bin/llama-simple"))
+        .arg("-m")
+        .arg(ours_pkg.join("model.gguf"))
+        .args(["-n", "8", "the cat"]));
+    assert!(log.contains("Q4_K - Medium"), "llama.cpp should report file type Q4_K - Medium:\n{log}");
+    let decoded = log
+        .lines()
+        .find_map(|l| l.split("decoded ").nth(1))
+        .and_then(|s| s.split_whitespace().next())
+        .and_then(|n| n.parse::<usize>().ok())
+        .unwrap_or_else(|| panic!("no 'decoded N tokens' line:\n{log}"));
+    assert!((1..=8).contains(&decoded), "{decoded} tokens generated");
+}
