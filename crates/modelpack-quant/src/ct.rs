@@ -378,7 +378,7 @@ pub fn quantize_rows_at(
         scalar::quantize(s, src, scale_dtype, input, &g, packed, scale, zp.as_deref_mut())?;
     }
     if let Some(stats) = stats {
-        accumulate_stats_of(level, s, src, scale_dtype, input, &g, packed, scale, zp.as_deref(), stats);
+        accumulate_stats_at(level, s, src, scale_dtype, input, &g, packed, scale, zp.as_deref(), stats);
     }
     Ok(())
 }
@@ -387,6 +387,22 @@ pub fn quantize_rows_at(
 /// allow it, else the scalar reference; the same bits either way (see `ct/x86.rs` `stats`).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn accumulate_stats_of(
+    s: &CtScheme,
+    src: SrcDtype,
+    scale_dtype: ScaleDtype,
+    input: &[u8],
+    g: &Geom,
+    packed: &[u8],
+    scale: &[u8],
+    zp: Option<&[u8]>,
+    stats: &mut ErrorStats,
+) {
+    accumulate_stats_at(simd::active_level(), s, src, scale_dtype, input, g, packed, scale, zp, stats);
+}
+
+/// [`accumulate_stats_of`] at an explicit SIMD level (the bits are the same at every level).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn accumulate_stats_at(
     level: Level,
     s: &CtScheme,
     src: SrcDtype,

@@ -847,7 +847,7 @@ pub fn quantize_ct_rows_at(
         }
     }
     if let Some(stats) = stats {
-        ct::accumulate_stats_of(level, s, src, scale_dtype, input, &g, packed, scale, zp.as_deref(), stats);
+        ct::accumulate_stats_of(s, src, scale_dtype, input, &g, packed, scale, zp.as_deref(), stats);
     }
     Ok(())
 }
