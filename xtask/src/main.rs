@@ -38,6 +38,8 @@ fn main() -> anyhow::Result<()> {
         Some("hf-check") => hfcheck::run_cmd(rest),
         Some("quality") => quality::run(rest),
         Some("bench") => bench::run(rest),
-        _ => anyhow::bail!("usage: cargo xtask <venv|fixtures [--check]|llama [--print-dir]|test|bench [--size 2GB] [--quick]> [...]"),
+        _ => anyhow::bail!(
+            "usage: cargo xtask <venv|fixtures [--check]|llama [--print-dir]|test|bench [--size 2GB] [--quick]> [...]"
+        ),
     }
 }

@@ -31,7 +31,7 @@ use crate::metrics::ErrorStats;
 use crate::simd::{self, Level};
 use crate::{QuantError, SrcDtype};
 
-pub(crate) use scalar::{accumulate_stats as accumulate_stats_of, get_zp, load_scale, store_scale};
+pub(crate) use scalar::{get_zp, load_scale, store_scale};
 
 /// How many input columns share one scale (and zero point).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -378,9 +378,54 @@ pub fn quantize_rows_at(
         scalar::quantize(s, src, scale_dtype, input, &g, packed, scale, zp.as_deref_mut())?;
     }
     if let Some(stats) = stats {
-        scalar::accumulate_stats(s, src, scale_dtype, input, &g, packed, scale, zp.as_deref(), stats);
+        accumulate_stats_at(level, s, src, scale_dtype, input, &g, packed, scale, zp.as_deref(), stats);
     }
     Ok(())
+}
+
+/// Add a quantized chunk's error statistics to `stats`: the SIMD pass where the level and shape
+/// allow it, else the scalar reference; the same bits either way (see `ct/x86.rs` `stats`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn accumulate_stats_of(
+    s: &CtScheme,
+    src: SrcDtype,
+    scale_dtype: ScaleDtype,
+    input: &[u8],
+    g: &Geom,
+    packed: &[u8],
+    scale: &[u8],
+    zp: Option<&[u8]>,
+    stats: &mut ErrorStats,
+) {
+    accumulate_stats_at(simd::active_level(), s, src, scale_dtype, input, g, packed, scale, zp, stats);
+}
+
+/// [`accumulate_stats_of`] at an explicit SIMD level (the bits are the same at every level).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn accumulate_stats_at(
+    level: Level,
+    s: &CtScheme,
+    src: SrcDtype,
+    scale_dtype: ScaleDtype,
+    input: &[u8],
+    g: &Geom,
+    packed: &[u8],
+    scale: &[u8],
+    zp: Option<&[u8]>,
+    stats: &mut ErrorStats,
+) {
+    let mut lanes = crate::metrics::Lanes::default();
+    let mut done = false;
+    #[cfg(target_arch = "x86_64")]
+    if simd::clamp(level) > Level::Scalar {
+        // SAFETY: `clamp` only returns levels whose features this CPU has (AVX2 is part of both
+        // SIMD levels).
+        done = unsafe { x86::stats(s, src, scale_dtype, input, g, packed, scale, zp, &mut lanes) };
+    }
+    if !done {
+        scalar::accumulate_stats(s, src, scale_dtype, input, g, packed, scale, zp, &mut lanes);
+    }
+    stats.merge(&lanes.finish());
 }
 
 /// Dequantize a chunk written by [`quantize_rows`] back to f32 (`out` = `rows * cols` values):

@@ -565,6 +565,13 @@ pub(crate) fn accumulate_stats(
         stats.merge(&lanes.finish());
         return;
     }
+    #[cfg(target_arch = "x86_64")]
+    if level == Level::Avx2 && block {
+        // SAFETY: as above.
+        unsafe { simd::avx2::stats(ty, src, input, out, &mut lanes) };
+        stats.merge(&lanes.finish());
+        return;
+    }
     let _ = (level, block);
     if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) {
         let mut x = [0.0f32; crate::kquants::QK_K];

@@ -5,6 +5,7 @@
 //! the element steps shrinks the grid by up to 2^bits relative half-ulps of that dtype).
 
 use modelpack_quant::ct::{dequantize_rows, quantize_rows_at, CtScheme, ScaleDtype, Strategy as CtStrategy};
+use modelpack_quant::metrics::ErrorStats;
 use modelpack_quant::{Level, QuantError, SrcDtype};
 use proptest::prelude::*;
 
@@ -198,6 +199,43 @@ proptest! {
         for level in Level::supported() {
             let got = run(level, &c);
             prop_assert!(same(&got, &want), "{level:?} differs from scalar: {c:?}\n{got:?}\n{want:?}");
+        }
+    }
+
+    #[test]
+    fn stats_identical_at_every_level_and_close_to_sequential(c in case()) {
+        let s = &c.scheme;
+        let stats_at = |level: Level| {
+            let mut p = vec![0u8; c.rows * s.packed_cols(c.cols) * 4];
+            let mut sc = vec![0u8; c.rows * s.scale_cols(c.cols).unwrap() * c.sd.size()];
+            let mut z = (!s.symmetric).then(|| vec![0u8; s.zp_rows(c.rows) * s.scale_cols(c.cols).unwrap() * 4]);
+            let mut st = ErrorStats::new();
+            quantize_rows_at(level, s, c.src, c.sd, &c.input, 0, c.rows, c.cols, &mut p, &mut sc, z.as_deref_mut(), Some(&mut st))
+                .map(|()| (st, p, sc, z))
+        };
+        let Ok((want, p, sc, z)) = stats_at(Level::Scalar) else { return Ok(()); };
+        let bits = |s: &ErrorStats| (s.sum_sq_ref.to_bits(), s.sum_sq_err.to_bits(), s.sum_sq_deq.to_bits(),
+                                      s.dot.to_bits(), s.max_abs_err.to_bits(), s.count);
+        for level in Level::supported() {
+            let (got, p2, _, _) = stats_at(level).unwrap();
+            prop_assert!(p2 == p, "stats changed the bytes");
+            prop_assert_eq!(bits(&got), bits(&want), "{:?}: {:?}", level, c);
+        }
+        // Independent reference: sequential f64 sums over the public dequantizer's output.
+        let mut y = vec![0f32; c.rows * c.cols];
+        dequantize_rows(s, c.sd, &p, &sc, z.as_deref(), 0, c.rows, c.cols, &mut y).unwrap();
+        let x: Vec<f32> = (0..c.rows * c.cols).map(|i| modelpack_quant::convert::load(c.src, &c.input, i)).collect();
+        let mut seq = ErrorStats::new();
+        seq.add(&x, &y);
+        prop_assert_eq!(want.count, seq.count);
+        // `dequantize_rows` rounds to the scale dtype; the statistics round to the dtype the
+        // source and scale promote to (they differ only when the scale dtype is not the source's).
+        if c.sd != ScaleDtype::for_source(c.src) {
+            return Ok(());
+        }
+        prop_assert_eq!(want.max_abs_err.to_bits(), seq.max_abs_err.to_bits());
+        for (a, b) in [(want.sum_sq_ref, seq.sum_sq_ref), (want.sum_sq_err, seq.sum_sq_err), (want.dot, seq.dot)] {
+            prop_assert!((a - b).abs() <= 1e-12 * b.abs() || !b.is_finite(), "{} vs {}", a, b);
         }
     }
 

@@ -65,8 +65,10 @@ pub struct SourceFile {
     pub name: String,
     /// Size in bytes.
     pub size: u64,
-    /// Lowercase hex SHA-256.
-    pub sha256: String,
+    /// Lowercase hex SHA-256; absent when the package was made with `--no-source-digests`
+    /// (hashing the input costs as much CPU as quantizing it on a small machine).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// What happened to one tensor. Metrics are `None` where they do not apply (kept tensors) or
@@ -148,7 +150,7 @@ mod tests {
             method: "mse".into(),
             options: serde_json::json!({"group_size": 32, "keep": []}),
             source: SourceInfo {
-                files: vec![SourceFile { name: "model.safetensors".into(), size: 3, sha256: "ab".repeat(32) }],
+                files: vec![SourceFile { name: "model.safetensors".into(), size: 3, sha256: Some("ab".repeat(32)) }],
             },
             tensors: vec![TensorRecord {
                 name: "blk.0.attn_q.weight".into(),

@@ -33,6 +33,7 @@ enum Command {
 
 fn main() -> ExitCode {
     exit::reset_sigpipe();
+    tune_allocator();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         Err(e) => {
@@ -50,4 +51,19 @@ fn main() -> ExitCode {
         Command::Verify(a) => (a.json, cmd::sign::verify(a)),
     };
     exit::finish(json, result)
+}
+
+/// Keep freed chunk buffers in the heap instead of returning them to the kernel.
+///
+/// Why: every quantization task allocates its output (about 1 MB) and the writer frees it.
+/// glibc serves such sizes with a fresh `mmap`, so each task paid page faults, kernel page
+/// zeroing and an `munmap`: 15% of the CPU time of `quantize` (perf, 2.3 GB bf16 model). The
+/// pipeline's in-flight window bounds what the heap holds, so memory stays flat.
+fn tune_allocator() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator thresholds; called before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 256 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 512 << 20);
+    }
 }

@@ -27,6 +27,9 @@ pub struct QuantizeJob {
     pub sign_key: Option<PrivateKey>,
     /// Unix time recorded in the manifest (`SOURCE_DATE_EPOCH`), if any.
     pub source_date_epoch: Option<u64>,
+    /// Record the SHA-256 of every input file in the manifest (provenance). Off, the manifest
+    /// lists the inputs with their sizes only.
+    pub source_digests: bool,
     /// Caps on what the input may declare (tensor count, header and JSON sizes, ...).
     pub limits: crate::checkpoint::Limits,
 }
@@ -128,7 +131,8 @@ pub fn quantize(job: &QuantizeJob, progress: &(dyn Fn(u64, u64) + Sync)) -> Resu
     // Provenance digests of the inputs are computed beside the quantization.
     let sources = ckpt.source_files();
     let root = ckpt.root().to_path_buf();
-    let src_hashes = std::thread::spawn(move || hash_sources(&root, &sources));
+    let with_digests = job.source_digests;
+    let src_hashes = std::thread::spawn(move || hash_sources(&root, &sources, with_digests));
 
     let total = planned.input_bytes();
     let done = std::sync::atomic::AtomicU64::new(0);
@@ -282,7 +286,7 @@ fn merge_metrics(mut records: Vec<TensorRecord>, side: Vec<(usize, Option<ErrorS
     records
 }
 
-fn hash_sources(root: &Path, files: &[PathBuf]) -> Result<Vec<SourceFile>, SignError> {
+fn hash_sources(root: &Path, files: &[PathBuf], with_digests: bool) -> Result<Vec<SourceFile>, SignError> {
     use rayon::prelude::*;
     let mut out: Vec<SourceFile> = files
         .par_iter()
@@ -290,9 +294,15 @@ fn hash_sources(root: &Path, files: &[PathBuf]) -> Result<Vec<SourceFile>, SignE
             // Inputs may be links (a Hugging Face cache snapshot): hash what they point to. The
             // no-symlink rule is for packages, not for checkpoints.
             let real = std::fs::canonicalize(p).map_err(|source| SignError::Io { path: p.clone(), source })?;
-            let (sha, size) = crate::sign::hash_file(&real)?;
+            let (sha256, size) = if with_digests {
+                let (sha, size) = crate::sign::hash_file(&real)?;
+                (Some(hex::encode(sha)), size)
+            } else {
+                let meta = std::fs::metadata(&real).map_err(|source| SignError::Io { path: real.clone(), source })?;
+                (None, meta.len())
+            };
             let name = p.strip_prefix(root).unwrap_or(p).to_string_lossy().replace('\\', "/");
-            Ok(SourceFile { name, size, sha256: hex::encode(sha) })
+            Ok(SourceFile { name, size, sha256 })
         })
         .collect::<Result<_, SignError>>()?;
     out.sort_by(|a, b| a.name.cmp(&b.name));

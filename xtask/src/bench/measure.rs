@@ -62,7 +62,11 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<Sample> {
     let wall_s = t0.elapsed().as_secs_f64();
     let err = drain.join().unwrap_or_default();
     let ok = libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0;
-    anyhow::ensure!(ok, "{cmd:?} failed (status {status}):\n{}", err.chars().rev().take(2000).collect::<String>().chars().rev().collect::<String>());
+    anyhow::ensure!(
+        ok,
+        "{cmd:?} failed (status {status}):\n{}",
+        err.chars().rev().take(2000).collect::<String>().chars().rev().collect::<String>()
+    );
     let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
     Ok(Sample {
         wall_s,

@@ -4,7 +4,7 @@
 use super::{elem_dtype, CtScheme, Geom, ScaleDtype};
 use crate::convert::{bf16_to_f32, f16_to_f32};
 use crate::convert::{f32_to_bf16, f32_to_f16, load_slice};
-use crate::metrics::ErrorStats;
+use crate::metrics::Lanes;
 use crate::{QuantError, SrcDtype};
 
 /// Scale and zero point of one group, as compressed-tensors' `calculate_qparams` computes them.
@@ -201,9 +201,10 @@ pub(crate) fn dequantize(
     }
 }
 
-/// Add the chunk's error statistics (source vs. dequantized, element order), one row at a time
-/// so no chunk-sized f32 buffer exists. Dequantized values are `(q - zp) * scale` rounded to the
-/// element dtype, i.e. what the consumer's computation in the model dtype yields.
+/// Add the chunk's error statistics (source vs. dequantized) to `lanes`, in the lane order of
+/// [`Lanes`] (what the SIMD twin in `x86.rs` reproduces), one row at a time so no chunk-sized
+/// f32 buffer exists. Dequantized values are `(q - zp) * scale` rounded to the element dtype,
+/// i.e. what the consumer's computation in the model dtype yields.
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn accumulate_stats(
     s: &CtScheme,
@@ -214,7 +215,7 @@ pub(crate) fn accumulate_stats(
     packed: &[u8],
     scale: &[u8],
     zp: Option<&[u8]>,
-    stats: &mut ErrorStats,
+    lanes: &mut Lanes,
 ) {
     let es = src.size();
     let ed = elem_dtype(src, sd);
@@ -249,6 +250,6 @@ pub(crate) fn accumulate_stats(
                 *o = if use_lut { lut[u as usize] } else { deq(u) };
             }
         }
-        stats.add(&x, &y);
+        lanes.add(&x, &y);
     }
 }

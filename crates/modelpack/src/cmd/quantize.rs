@@ -56,6 +56,10 @@ pub struct Args {
     /// Skip per-tensor error metrics (faster).
     #[arg(long)]
     pub no_metrics: bool,
+    /// Do not record the input files' SHA-256 in modelpack.json (names and sizes only). Hashing
+    /// the input costs about 0.7 CPU-seconds per GB, as much as the rest of the job on 2 cores.
+    #[arg(long)]
+    pub no_source_digests: bool,
     /// Sign the package with this private key (PEM).
     #[arg(long, value_name = "KEY.pem")]
     pub sign_key: Option<PathBuf>,
@@ -194,6 +198,7 @@ pub fn run(a: Args) -> CmdResult {
         force: a.force,
         sign_key,
         source_date_epoch,
+        source_digests: !a.no_source_digests,
         limits: a.caps.limits(),
     };
 
