@@ -215,6 +215,18 @@ mod tests {
         assert!(with_time.to_json().ends_with("\"source_date_epoch\": 1700000000\n}\n"));
     }
 
+    /// Regression (fuzz target `manifest`): with serde_json's default approximate float parser a
+    /// parsed manifest re-serialised with a different last digit, so parse + write was not
+    /// idempotent. Expected digits: Python's `repr(float("0.009085995870561838"))`.
+    #[test]
+    fn floats_survive_parse_and_write_unchanged() {
+        let text = sample().to_json().replace("\"rel_rmse\": 0.5", "\"rel_rmse\": 0.009085995870561838");
+        let once = PackageManifest::from_json(text.as_bytes()).unwrap().to_json();
+        assert!(once.contains("\"rel_rmse\": 0.009085995870561837\n"), "{once}");
+        let twice = PackageManifest::from_json(once.as_bytes()).unwrap().to_json();
+        assert_eq!(once, twice);
+    }
+
     #[test]
     fn limits_and_versions() {
         let deep = format!("{{\"format_version\":1,\"options\":{}{}}}", "[".repeat(100), "]".repeat(100));
