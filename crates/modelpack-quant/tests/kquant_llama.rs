@@ -90,7 +90,7 @@ fn families() -> Vec<(&'static str, usize, Vec<f32>)> {
     fams.push(("subnormal", row, (0..n).map(|_| r.unit() * 1e-39).collect()));
     fams.push(("integers", row, (0..n).map(|_| ((r.next() % 33) as f32 - 16.0) * 0.5).collect()));
     fams.push(("positive", row, (0..n).map(|_| r.gauss().abs() + 0.5).collect()));
-    fams.push(("sparse", row, (0..n).map(|_| if r.next() % 7 == 0 { r.gauss() } else { 0.0 }).collect()));
+    fams.push(("sparse", row, (0..n).map(|_| if r.next().is_multiple_of(7) { r.gauss() } else { 0.0 }).collect()));
     fams.push(("fixture", QK_K, fixture_rows()));
     fams
 }

@@ -17,6 +17,10 @@
 //! bit trick itself. Two Q4_K super-blocks run interleaved to hide the add latency of the
 //! sequential sums.
 
+// The kernels walk several per-element arrays (values, weights, codes of two super-blocks) with
+// one index; iterator chains over four arrays would hide the sequential order that matters here.
+#![allow(clippy::needless_range_loop)]
+
 use crate::kquants::{q4k_pack, q4k_scales, q6k_pack, q6k_scales, quantize_blocks_ref, BlockQ6K, QK_K};
 use crate::simd::x86::{load8, src_of, BF16, F16, F32};
 use crate::{GgmlType, QuantError, SrcDtype};
