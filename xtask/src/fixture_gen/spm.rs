@@ -157,8 +157,11 @@ mod tests {
     fn varints_match_protobuf() {
         let mut v = Vec::new();
         int32(&mut v, 43, -1);
-        assert_eq!(v[0], 43 << 3);
-        assert_eq!(v.len(), 1 + 10);
+        // Key (43 << 3 | 0) = 344 is a two-byte varint; -1 as int32 is ten bytes.
+        assert_eq!(v[..2], [0xD8, 0x02]);
+        assert_eq!(v.len(), 2 + 10);
+        assert_eq!(v[2..11], [0xFF; 9]);
+        assert_eq!(v[11], 0x01);
         let mut w = Vec::new();
         varint(&mut w, 300);
         assert_eq!(w, [0xAC, 0x02]);
