@@ -252,10 +252,12 @@ fn fast_round_f16(v: f32) -> f32 {
     }
 }
 
-/// A usable scale: finite, nonzero, with a finite reciprocal.
+/// A usable scale: finite and normal (so its reciprocal is finite too), checked on the bits
+/// rather than with a division. Subnormal scales are left to RTN.
 #[inline]
 fn usable(d: f32) -> bool {
-    d.is_finite() && d != 0.0 && (1.0 / d).is_finite()
+    let a = d.to_bits() & 0x7fff_ffff;
+    (0x0080_0000..0x7f80_0000).contains(&a)
 }
 
 /// Index of the smallest score (first on ties); `None` if no score is finite.
