@@ -18,7 +18,7 @@ use super::scalar::{put_zp, qparams, store_scale};
 use super::{elem_dtype, CtScheme, Geom, ScaleDtype};
 use crate::convert::load;
 use crate::metrics::Lanes;
-use crate::simd::x86::{load16, load8, BF16, F16, F32};
+use crate::simd::x86::{load16, load8, LaneAcc256, BF16, F16, F32};
 use crate::simd::Level;
 use crate::{QuantError, SrcDtype};
 use std::arch::x86_64::*;
@@ -613,14 +613,9 @@ unsafe fn stats_rows<const S: u8, const E: u8>(
 ) {
     let es = crate::simd::x86::src_of::<S>().size();
     let off = 1i32 << (s.bits - 1);
-    // acc[k] holds lanes 4k..4k+4. An 8-element step starting at lane `o` (0 or 8) feeds
-    // acc[o/4] with its low half and acc[o/4 + 1] with its high half.
-    // SAFETY: the lane arrays are 16 f64 each; unaligned loads.
-    let ld = |v: &[f64; 16]| unsafe { [0, 1, 2, 3].map(|k| _mm256_loadu_pd(v.as_ptr().add(4 * k))) };
-    let (mut r, mut e, mut q, mut t) = (ld(&lanes.sq_ref), ld(&lanes.sq_err), ld(&lanes.sq_deq), ld(&lanes.dot));
-    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let mut acc = LaneAcc256::load(lanes);
     let shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
-    let mut mx = _mm256_setzero_ps();
+    // Element i of the chunk is in lane i % 16: 8-element steps alternate between lanes 0 and 8.
     let mut o = 0usize;
     for row in 0..g.rows {
         let x_row = &input[row * g.cols * es..(row + 1) * g.cols * es];
@@ -641,39 +636,12 @@ unsafe fn stats_rows<const S: u8, const E: u8>(
                 let y = round256::<E>(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(u, base)), sc));
                 // SAFETY: elements c..c+8 of the row are in `x_row`.
                 let x = unsafe { load8::<S>(x_row[c * es..(c + 8) * es].as_ptr()) };
-                // max_ps returns its second operand when the first is NaN, as `ae > max` skips it.
-                mx = _mm256_max_ps(_mm256_and_ps(_mm256_sub_ps(x, y), abs_mask), mx);
-                let halves = [
-                    (_mm256_castps256_ps128(x), _mm256_castps256_ps128(y)),
-                    (_mm256_extractf128_ps::<1>(x), _mm256_extractf128_ps::<1>(y)),
-                ];
-                for (hh, (xh, yh)) in halves.into_iter().enumerate() {
-                    let k = o / 4 + hh;
-                    let (a, b) = (_mm256_cvtps_pd(xh), _mm256_cvtps_pd(yh));
-                    let d = _mm256_sub_pd(a, b);
-                    r[k] = _mm256_add_pd(r[k], _mm256_mul_pd(a, a));
-                    e[k] = _mm256_add_pd(e[k], _mm256_mul_pd(d, d));
-                    q[k] = _mm256_add_pd(q[k], _mm256_mul_pd(b, b));
-                    t[k] = _mm256_add_pd(t[k], _mm256_mul_pd(a, b));
-                }
+                acc.add8(o, x, y);
                 o ^= 8;
                 c += 8;
             }
         }
     }
-    let st = |v: &mut [f64; 16], acc: [__m256d; 4]| {
-        for (k, a) in acc.into_iter().enumerate() {
-            // SAFETY: as above; unaligned stores.
-            unsafe { _mm256_storeu_pd(v.as_mut_ptr().add(4 * k), a) };
-        }
-    };
-    st(&mut lanes.sq_ref, r);
-    st(&mut lanes.sq_err, e);
-    st(&mut lanes.sq_deq, q);
-    st(&mut lanes.dot, t);
-    let mut m8 = [0f32; 8];
-    // SAFETY: 8 lanes into an 8-element array.
-    unsafe { _mm256_storeu_ps(m8.as_mut_ptr(), mx) };
-    lanes.max_abs_err = m8.iter().fold(lanes.max_abs_err, |a, &b| a.max(b));
+    acc.store(lanes);
     lanes.count += (g.rows * g.cols) as u64;
 }

@@ -4,7 +4,7 @@
 //! conversion on load, the scalar reference's arithmetic lane by lane (separate mul and add, never
 //! FMA), integer maxima of |x| bit patterns (which also flag NaN/inf blocks for the scalar path).
 
-use super::x86::{load8, src_of, BF16, F16, F32};
+use super::x86::{load8, src_of, LaneAcc256, BF16, F16, F32};
 use crate::convert::load;
 use crate::gguf::{quantize_blocks_ref, BlockQ4_0, BlockQ4_1, BlockQ8_0, GgmlType, QK};
 use crate::{QuantError, SrcDtype};
@@ -296,51 +296,18 @@ unsafe fn stats_impl<const S: u8>(ty: GgmlType, input: &[u8], out: &[u8], lanes:
     let in_blk = QK * src_of::<S>().size();
     let bs = ty.type_size();
     debug_assert_eq!(lanes.count % 16, 0);
-    // acc[k] holds lanes 4k..4k+4; vector v of a block (elements 8v..8v+8) feeds lanes
-    // (8v % 16).. in its low half and (8v % 16 + 4).. in its high half.
-    // SAFETY: the lane arrays are 16 f64 each; unaligned loads.
-    let ld = |v: &[f64; 16]| unsafe { [0, 1, 2, 3].map(|k| _mm256_loadu_pd(v.as_ptr().add(4 * k))) };
-    let (mut r, mut e, mut q, mut t) = (ld(&lanes.sq_ref), ld(&lanes.sq_err), ld(&lanes.sq_deq), ld(&lanes.dot));
-    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
-    let mut mx = _mm256_setzero_ps();
+    let mut acc = LaneAcc256::load(lanes);
     let mut n = 0u64;
     for (ib, ob) in input.chunks_exact(in_blk).zip(out.chunks_exact(bs)) {
         // SAFETY: `ib` is one whole block.
         let x = unsafe { load_block::<S>(ib) };
         let y = dequant_block(ty, ob);
+        // Vector v holds elements 8v..8v+8: lanes 0.., 8.., 0.., 8.. (element j in lane j % 16).
         for v in 0..4 {
-            // max_ps returns its second operand when the first is NaN: NaN errors are skipped,
-            // as the scalar `ae > max` test skips them.
-            mx = _mm256_max_ps(_mm256_and_ps(_mm256_sub_ps(x[v], y[v]), abs_mask), mx);
-            let halves = [
-                (_mm256_castps256_ps128(x[v]), _mm256_castps256_ps128(y[v])),
-                (_mm256_extractf128_ps::<1>(x[v]), _mm256_extractf128_ps::<1>(y[v])),
-            ];
-            for (hh, (xh, yh)) in halves.into_iter().enumerate() {
-                let k = (v % 2) * 2 + hh;
-                let (a, b) = (_mm256_cvtps_pd(xh), _mm256_cvtps_pd(yh));
-                let d = _mm256_sub_pd(a, b);
-                r[k] = _mm256_add_pd(r[k], _mm256_mul_pd(a, a));
-                e[k] = _mm256_add_pd(e[k], _mm256_mul_pd(d, d));
-                q[k] = _mm256_add_pd(q[k], _mm256_mul_pd(b, b));
-                t[k] = _mm256_add_pd(t[k], _mm256_mul_pd(a, b));
-            }
+            acc.add8((v % 2) * 8, x[v], y[v]);
         }
         n += QK as u64;
     }
-    let st = |v: &mut [f64; 16], acc: [__m256d; 4]| {
-        for (k, a) in acc.into_iter().enumerate() {
-            // SAFETY: as above; unaligned stores.
-            unsafe { _mm256_storeu_pd(v.as_mut_ptr().add(4 * k), a) };
-        }
-    };
-    st(&mut lanes.sq_ref, r);
-    st(&mut lanes.sq_err, e);
-    st(&mut lanes.sq_deq, q);
-    st(&mut lanes.dot, t);
-    let mut m8 = [0f32; 8];
-    // SAFETY: 8 lanes into an 8-element array.
-    unsafe { _mm256_storeu_ps(m8.as_mut_ptr(), mx) };
-    lanes.max_abs_err = m8.iter().fold(lanes.max_abs_err, |a, &b| a.max(b));
+    acc.store(lanes);
     lanes.count += n;
 }
