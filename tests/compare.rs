@@ -6,12 +6,7 @@ mod common;
 use modelpack::format::gguf::GgufFile;
 use std::path::Path;
 
-fn quantize(input: &Path, out: &Path, args: &[&str]) -> serde_json::Value {
-    let o =
-        common::modelpack().arg("quantize").arg(input).arg("-o").arg(out).args(args).arg("--json").output().unwrap();
-    assert!(o.status.success(), "quantize failed: {}", String::from_utf8_lossy(&o.stderr));
-    serde_json::from_slice(&o.stdout).unwrap()
-}
+use common::quantize;
 
 fn compare(ckpt: &Path, pkg: &Path) -> serde_json::Value {
     let o = common::modelpack().arg("compare").arg(ckpt).arg(pkg).arg("--json").output().unwrap();

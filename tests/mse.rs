@@ -7,17 +7,7 @@ mod common;
 
 use std::path::Path;
 
-fn quantize(input: &Path, out: &Path, args: &[&str]) -> serde_json::Value {
-    let o =
-        common::modelpack().arg("quantize").arg(input).arg("-o").arg(out).args(args).arg("--json").output().unwrap();
-    assert!(
-        o.status.success(),
-        "quantize failed: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).expect("one JSON document on stdout")
-}
+use common::quantize;
 
 /// Reads the source weights (bf16 through raw bytes), dequantizes every quantized tensor of our
 /// GGUF with `gguf.quants.dequantize`, and re-quantizes the source with `gguf.quants.quantize`

@@ -5,17 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-fn quantize(input: &Path, out: &Path, args: &[&str]) -> serde_json::Value {
-    let o =
-        common::modelpack().arg("quantize").arg(input).arg("-o").arg(out).args(args).arg("--json").output().unwrap();
-    assert!(
-        o.status.success(),
-        "quantize failed: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).expect("one JSON document on stdout")
-}
+use common::quantize;
 
 /// For every tensor of our GGUF: the `gguf` package reads it, and each quantized tensor's bytes
 /// equal `gguf.quants.quantize` of the source weights (llama.cpp's q/k permutation applied with

@@ -21,6 +21,18 @@ pub fn modelpack() -> assert_cmd::Command {
     assert_cmd::Command::cargo_bin("modelpack").unwrap()
 }
 
+/// Run `modelpack quantize INPUT -o OUT ARGS... --json`, require success and return the report.
+pub fn quantize(input: &Path, out: &Path, args: &[&str]) -> serde_json::Value {
+    let o = modelpack().arg("quantize").arg(input).arg("-o").arg(out).args(args).arg("--json").output().unwrap();
+    assert!(
+        o.status.success(),
+        "quantize failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("one JSON document on stdout")
+}
+
 /// The venv's Python, when interop tests can run. `cargo xtask test` sets `MODELPACK_PYTHON`
 /// and `MODELPACK_REQUIRE_INTEROP=1`, so in CI a missing venv fails instead of skipping.
 pub fn python() -> Option<PathBuf> {

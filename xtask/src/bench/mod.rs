@@ -425,6 +425,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 "rtn",
                 "--no-progress",
                 "--no-metrics",
+                // llama-quantize refuses to requantize: every tensor must be F16, output too.
+                "--tensor-type",
+                r"^output\.weight$=f16",
             ]))?;
             let f16_gguf = f16.join("model.gguf");
             warm(std::slice::from_ref(&f16_gguf))?;
