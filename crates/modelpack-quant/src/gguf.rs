@@ -444,13 +444,24 @@ pub fn quantize_rows_at(
     input: &[u8],
     row_len: usize,
     out: &mut [u8],
-    stats: Option<&mut ErrorStats>,
+    mut stats: Option<&mut ErrorStats>,
 ) -> Result<(), QuantError> {
     if !ty.can_quantize() {
         return Err(QuantError::Unsupported(ty.name()));
     }
     check_shape(ty, src.size(), input.len(), row_len, out.len())?;
     let level = simd::clamp(level);
+    let block = matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1);
+    #[cfg(target_arch = "x86_64")]
+    if let (true, Level::Avx2 | Level::Avx512, Some(stats)) = (block, level, stats.as_deref_mut()) {
+        // AVX-512 machines take the fused AVX2 kernel too: one pass beats a faster quantizer plus
+        // a second pass for the statistics.
+        let mut lanes = Lanes::default();
+        // SAFETY: `clamp` only returns levels whose features the CPU has.
+        unsafe { simd::avx2::quantize_with_stats(ty, src, input, out, &mut lanes)? };
+        stats.merge(&lanes.finish());
+        return Ok(());
+    }
     match ty {
         GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 => quantize_blocks(level, ty, src, input, out)?,
         GgmlType::Q4_K | GgmlType::Q6_K => crate::kquants::quantize_blocks(level, ty, src, input, out)?,
@@ -559,15 +570,8 @@ pub(crate) fn accumulate_stats(
     let mut lanes = Lanes::default();
     let block = matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1);
     #[cfg(target_arch = "x86_64")]
-    if level == Level::Avx512 && block {
-        // SAFETY: `clamp` only returns levels whose features the CPU has.
-        unsafe { simd::avx512::stats(ty, src, input, out, &mut lanes) };
-        stats.merge(&lanes.finish());
-        return;
-    }
-    #[cfg(target_arch = "x86_64")]
-    if level == Level::Avx2 && block {
-        // SAFETY: as above.
+    if matches!(level, Level::Avx2 | Level::Avx512) && block {
+        // SAFETY: `clamp` only returns levels whose features the CPU has (AVX-512 implies AVX2).
         unsafe { simd::avx2::stats(ty, src, input, out, &mut lanes) };
         stats.merge(&lanes.finish());
         return;

@@ -1,24 +1,30 @@
-//! The execute step: run block-aligned tasks in parallel, write their bytes in file order and
-//! hash every output file on the way out.
+//! The execute step: run block-aligned tasks in parallel, write their bytes in place and hash
+//! every output file in file order.
 //!
-//! Why ordered: SHA-256 of a file is sequential, so hashing while writing needs the bytes in
-//! order. Tasks are computed on rayon in bounded windows (so memory stays flat whatever the
-//! model size) while a single writer thread appends the previous window to the files and feeds
-//! the hashers; the output is therefore never read back. Pieces that a task produces for a later
-//! part of a file (e.g. a quantized module's scales, stored after its packed weights) wait in a
-//! small reorder buffer until the writer reaches their offset. Gaps between planned regions are
-//! alignment padding and are written as zeros.
+//! Why this shape: SHA-256 of a file is sequential, and on a 2-core machine it is the single
+//! biggest serial cost of a run (≈0.65 s per GB of output here). So the hashing thread does
+//! nothing else: workers claim tasks in order, compute them, and `pwrite` their pieces straight
+//! to the final offsets (the file is sized up front), then hand the bytes to the hasher, which
+//! consumes them in file order. There is no barrier between groups of tasks: a worker starts the
+//! next task as soon as it is done, as long as the output bytes in flight stay under a budget
+//! (memory stays flat whatever the model size). Pieces that arrive for a later part of a file
+//! (e.g. a quantized module's scales, stored after all packed weights) wait in a reorder buffer;
+//! past a memory limit they are not kept at all but read back from the file when the hasher
+//! reaches them. Gaps between planned regions are alignment padding: zeros in the sized file,
+//! hashed as zeros and never written.
 //!
-//! Every output file is reserved with `posix_fallocate` before any work, so a full disk fails
-//! up front, and later writes are plain `write(2)` calls whose errors (ENOSPC) are reported,
-//! never a SIGBUS as with a shared writable mapping.
+//! Every output file is reserved before any work (`posix_fallocate`, or a free-space check on
+//! tmpfs, where fallocate would zero every page up front), so a full disk fails early, and
+//! writes are plain `pwrite(2)` calls whose errors (ENOSPC) are reported, never a SIGBUS as with
+//! a shared writable mapping.
 
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Condvar, Mutex};
 
 /// A planned output file: where it goes and the exact size the layout computed.
 #[derive(Debug, Clone)]
@@ -82,126 +88,254 @@ pub enum ExecError {
     },
 }
 
+/// Tuning of [`execute`]; [`Limits::new`] gives the production values.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Output bytes of tasks in flight (computing, or computed and not yet hashed): bounds
+    /// memory. At least one task is always admitted, however big.
+    pub window_bytes: u64,
+    /// Bytes the reorder buffer may hold in memory; pieces beyond it are re-read from the file.
+    pub pending_bytes: u64,
+    /// Worker threads (at least 1).
+    pub workers: usize,
+}
+
+impl Limits {
+    /// `window_bytes` in flight, 64 MiB of reorder buffer, one worker per rayon thread of the
+    /// current pool (so `--threads` applies).
+    pub fn new(window_bytes: u64) -> Self {
+        Limits { window_bytes, pending_bytes: 64 << 20, workers: rayon::current_num_threads().max(1) }
+    }
+}
+
 /// Run `tasks` with `run` and write the resulting pieces into `files`.
 ///
-/// `window_bytes` bounds the output bytes of in-flight tasks (approximately: at least one task
-/// is always in flight); `cost` gives each task's output size estimate for that bound.
-/// `progress` is called on the writer thread with the number of source bytes just done.
-/// Returns one [`FileResult`] per file and each task's side result, in task order.
+/// `cost` gives each task's output size estimate for the in-flight budget. `progress` is called
+/// on the hashing thread with the number of source bytes just done. Returns one [`FileResult`]
+/// per file and each task's side result, in task order. On failure the first error in task order
+/// is returned (a task's own error, or the I/O error of writing its pieces).
 pub fn execute<T, S, F>(
     files: &[OutFileSpec],
     tasks: &[T],
     cost: impl Fn(&T) -> u64 + Sync,
     run: F,
-    window_bytes: u64,
+    limits: Limits,
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<(Vec<FileResult>, Vec<S>), ExecError>
 where
     T: Sync,
     S: Send,
-    F: Fn(&T) -> anyhow::Result<(Vec<Piece>, S, u64)> + Sync,
+    F: Fn(&T) -> anyhow::Result<TaskOutput<S>> + Sync,
 {
-    use rayon::prelude::*;
-
-    let mut writers = Vec::with_capacity(files.len());
+    let mut outs: Vec<OutFile> = Vec::with_capacity(files.len());
+    let mut tmpfs_needed = 0u64;
     for spec in files {
-        writers.push(FileWriter::create(spec)?);
+        outs.push(OutFile::create(spec, &mut tmpfs_needed)?);
     }
-
-    // Windows of consecutive tasks whose estimated output fits `window_bytes`.
-    let mut windows = Vec::new();
-    let mut start = 0;
-    let mut acc = 0u64;
-    for (i, t) in tasks.iter().enumerate() {
-        let c = cost(t);
-        if i > start && acc + c > window_bytes {
-            windows.push(start..i);
-            start = i;
-            acc = 0;
-        }
-        acc += c;
-    }
-    if start < tasks.len() {
-        windows.push(start..tasks.len());
-    }
-
-    let (tx, rx) = mpsc::sync_channel::<Vec<(Vec<Piece>, u64)>>(1);
-    let mut side = Vec::with_capacity(tasks.len());
-    let mut task_err = None;
-    let writer_result = std::thread::scope(|scope| {
-        let writer = scope.spawn(move || -> Result<Vec<FileWriter>, ExecError> {
-            let mut writers = writers;
-            for batch in rx {
-                for (pieces, src_bytes) in batch {
-                    for p in pieces {
-                        let w = writers.get_mut(p.file).ok_or_else(|| ExecError::Layout {
-                            path: PathBuf::new(),
-                            msg: format!("piece for unknown file {}", p.file),
-                        })?;
-                        w.accept(p.offset, p.bytes)?;
-                    }
-                    progress(src_bytes);
-                }
+    // Workers write through their own descriptors while the hasher owns `outs`.
+    let handles = outs
+        .iter()
+        .map(|o| o.file.try_clone().map(|f| (f, o.path.clone(), o.size)))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|source| ExecError::Io { op: "opening", path: files[0].path.clone(), source })?;
+    let st = Shared {
+        admit: Mutex::new(Admission { next: 0, in_flight: 0 }),
+        room: Condvar::new(),
+        done: Mutex::new(BTreeMap::new()),
+        ready: Condvar::new(),
+        stop: AtomicBool::new(false),
+    };
+    let n = tasks.len();
+    let hashed = std::thread::scope(|scope| {
+        let hasher = scope.spawn(|| hash_in_order(&st, &mut outs, n, limits.pending_bytes, progress));
+        rayon::scope(|rs| {
+            for _ in 0..limits.workers.max(1) {
+                rs.spawn(|_| work(&st, tasks, &cost, &run, &handles, limits.window_bytes));
             }
-            Ok(writers)
         });
-        for w in &windows {
-            let results: Vec<_> = tasks[w.clone()].par_iter().map(&run).collect();
-            let mut batch = Vec::with_capacity(results.len());
-            for r in results {
-                match r {
-                    Ok((pieces, s, src)) => {
-                        batch.push((pieces, src));
-                        side.push(s);
-                    }
-                    Err(e) => {
-                        task_err = Some(e);
-                        break;
-                    }
-                }
-            }
-            if task_err.is_some() || tx.send(batch).is_err() {
-                break;
-            }
-        }
-        drop(tx);
-        writer.join().expect("writer thread panicked")
+        hasher.join().unwrap_or_else(|_| Err(internal("the hashing thread panicked")))
     });
-    if let Some(e) = task_err {
-        return Err(ExecError::Task(e));
-    }
-    let writers = writer_result?;
-    writers.into_iter().map(FileWriter::finish).collect::<Result<Vec<_>, _>>().map(|f| (f, side))
+    let side = hashed?;
+    let results = outs.into_iter().map(OutFile::finish).collect::<Result<Vec<_>, _>>()?;
+    Ok((results, side))
 }
 
-/// One output file being written in order, with its running hash and reorder buffer.
-struct FileWriter {
+fn internal(msg: &str) -> ExecError {
+    ExecError::Layout { path: PathBuf::new(), msg: msg.to_string() }
+}
+
+/// Admission of tasks, in task order, under the in-flight budget.
+struct Admission {
+    next: usize,
+    in_flight: u64,
+}
+
+/// A computed task waiting for the hasher: its pieces (already written), side result, source
+/// bytes and admitted cost.
+type Done<S> = Result<(Vec<Piece>, S, u64, u64), ExecError>;
+
+struct Shared<S> {
+    admit: Mutex<Admission>,
+    room: Condvar,
+    done: Mutex<BTreeMap<usize, Done<S>>>,
+    ready: Condvar,
+    stop: AtomicBool,
+}
+
+impl<S> Shared<S> {
+    fn halt(&self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Take each lock before notifying so a thread between its check and its wait can't miss it.
+        drop(self.admit.lock().unwrap_or_else(|p| p.into_inner()));
+        self.room.notify_all();
+        drop(self.done.lock().unwrap_or_else(|p| p.into_inner()));
+        self.ready.notify_all();
+    }
+}
+
+/// A worker: claim the next task when the budget allows, compute it, write its pieces in place,
+/// hand it to the hasher. Claiming is in task order under one lock, so everything in flight is
+/// older than the task waiting for room, and the hasher always frees room eventually.
+fn work<T, S, F>(
+    st: &Shared<S>,
+    tasks: &[T],
+    cost: &(impl Fn(&T) -> u64 + Sync),
+    run: &F,
+    files: &[(File, PathBuf, u64)],
+    window: u64,
+) where
+    F: Fn(&T) -> anyhow::Result<TaskOutput<S>> + Sync,
+{
+    loop {
+        let (i, c) = {
+            let mut a = st.admit.lock().unwrap_or_else(|p| p.into_inner());
+            loop {
+                if st.stop.load(Ordering::SeqCst) || a.next >= tasks.len() {
+                    return;
+                }
+                let c = cost(&tasks[a.next]).max(1);
+                if a.in_flight == 0 || a.in_flight + c <= window {
+                    let i = a.next;
+                    a.next += 1;
+                    a.in_flight += c;
+                    break (i, c);
+                }
+                a = st.room.wait(a).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        // A panicking task (a bug) must not leave the hasher waiting forever.
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run(&tasks[i])))
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("internal error: task {i} panicked")));
+        let done = match out {
+            Ok((pieces, s, src)) => write_pieces(files, &pieces).map(|()| (pieces, s, src, c)),
+            Err(e) => Err(ExecError::Task(e)),
+        };
+        if done.is_err() {
+            // Later tasks are pointless; earlier ones are already claimed and will finish.
+            st.stop.store(true, Ordering::SeqCst);
+        }
+        st.done.lock().unwrap_or_else(|p| p.into_inner()).insert(i, done);
+        st.ready.notify_all();
+    }
+}
+
+/// Write pieces at their offsets (bounds-checked against the plan).
+fn write_pieces(files: &[(File, PathBuf, u64)], pieces: &[Piece]) -> Result<(), ExecError> {
+    for p in pieces {
+        let (file, path, size) =
+            files.get(p.file).ok_or_else(|| internal(&format!("piece for unknown file {}", p.file)))?;
+        if p.offset.checked_add(p.bytes.len() as u64).is_none_or(|end| end > *size) {
+            return Err(ExecError::Layout {
+                path: path.clone(),
+                msg: format!("piece at {} ({} bytes) runs past the planned size {size}", p.offset, p.bytes.len()),
+            });
+        }
+        crate::fault::charge_write(p.bytes.len())
+            .and_then(|()| file.write_all_at(&p.bytes, p.offset))
+            .map_err(|source| ExecError::Io { op: "writing", path: path.clone(), source })?;
+    }
+    Ok(())
+}
+
+/// The hashing thread: take tasks in order, feed their pieces to each file's hash in offset order,
+/// release their budget. Returns the side results in task order.
+fn hash_in_order<S>(
+    st: &Shared<S>,
+    outs: &mut [OutFile],
+    n: usize,
+    pending_limit: u64,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Vec<S>, ExecError> {
+    let mut side = Vec::with_capacity(n);
+    let mut held = 0u64;
+    let r = (|| {
+        for i in 0..n {
+            let done = {
+                let mut d = st.done.lock().unwrap_or_else(|p| p.into_inner());
+                loop {
+                    if let Some(x) = d.remove(&i) {
+                        break x;
+                    }
+                    d = st.ready.wait(d).unwrap_or_else(|p| p.into_inner());
+                }
+            };
+            let (pieces, s, src, c) = done?;
+            for p in pieces {
+                let out = outs.get_mut(p.file).ok_or_else(|| internal("piece for unknown file"))?;
+                out.accept(p.offset, p.bytes, &mut held, pending_limit)?;
+            }
+            side.push(s);
+            progress(src);
+            let mut a = st.admit.lock().unwrap_or_else(|p| p.into_inner());
+            a.in_flight -= c;
+            drop(a);
+            st.room.notify_all();
+        }
+        Ok(())
+    })();
+    if r.is_err() {
+        st.halt();
+    }
+    r.map(|()| side)
+}
+
+/// A piece waiting in the reorder buffer: its bytes, or only its length when it is read back
+/// from the file (where a worker already wrote it).
+enum Pending {
+    Mem(Vec<u8>),
+    OnDisk(u64),
+}
+
+/// One output file: its running hash over the bytes before `next` and its reorder buffer.
+struct OutFile {
     path: PathBuf,
     file: File,
     size: u64,
     next: u64,
-    /// Zero gaps `(start, end)` in order; the writer fills one when it reaches its start.
+    /// Zero gaps `(start, end)` in order; hashed when the cursor reaches them.
     gaps: Vec<(u64, u64)>,
     gap_idx: usize,
-    pending: BTreeMap<u64, Vec<u8>>,
+    pending: BTreeMap<u64, Pending>,
     hasher: Sha256,
-    buf: Vec<u8>,
-    /// Bytes handed to the kernel's writeback so far (see [`FileWriter::start_writeback`]).
+    /// Bytes handed to the kernel's writeback so far (see [`OutFile::start_writeback`]).
     written_back: u64,
 }
 
-const WRITE_BUF: usize = 8 << 20;
-/// Pieces at least this big are written without passing through the gathering buffer.
-const DIRECT_WRITE: usize = 256 << 10;
 /// Start disk writeback every this many bytes, so the final fsync has little left to do.
 const WRITEBACK_STEP: u64 = 32 << 20;
+/// Read-back chunk for pieces that left the reorder buffer.
+const READ_BACK: usize = 1 << 20;
 
-impl FileWriter {
-    fn create(spec: &OutFileSpec) -> Result<Self, ExecError> {
+impl OutFile {
+    fn create(spec: &OutFileSpec, tmpfs_needed: &mut u64) -> Result<Self, ExecError> {
         let io = |op, source| ExecError::Io { op, path: spec.path.clone(), source };
-        let file =
-            std::fs::OpenOptions::new().write(true).create_new(true).open(&spec.path).map_err(|e| io("creating", e))?;
-        reserve(&file, spec.size).map_err(|e| io("reserving space for", e))?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&spec.path)
+            .map_err(|e| io("creating", e))?;
+        reserve(&file, spec.size, tmpfs_needed).map_err(|e| io("reserving space for", e))?;
         let mut regions = spec.regions.clone();
         regions.sort_unstable();
         let mut gaps = Vec::new();
@@ -227,7 +361,7 @@ impl FileWriter {
         if at < spec.size {
             gaps.push((at, spec.size));
         }
-        let mut w = FileWriter {
+        let mut f = OutFile {
             path: spec.path.clone(),
             file,
             size: spec.size,
@@ -236,85 +370,99 @@ impl FileWriter {
             gap_idx: 0,
             pending: BTreeMap::new(),
             hasher: Sha256::new(),
-            buf: Vec::with_capacity(WRITE_BUF),
             written_back: 0,
         };
-        w.fill_gaps()?;
-        Ok(w)
+        f.hash_gaps()?;
+        Ok(f)
     }
 
-    fn accept(&mut self, offset: u64, bytes: Vec<u8>) -> Result<(), ExecError> {
+    /// Take a written piece; hash every piece that is now contiguous with the cursor.
+    fn accept(&mut self, offset: u64, bytes: Vec<u8>, held: &mut u64, limit: u64) -> Result<(), ExecError> {
         if offset < self.next || self.pending.contains_key(&offset) {
             return Err(self.layout_err(format!("piece at {offset} overlaps written data")));
         }
-        self.pending.insert(offset, bytes);
-        while let Some(bytes) = self.pending.remove(&self.next) {
-            self.emit(&bytes)?;
-            self.fill_gaps()?;
+        if offset == self.next {
+            self.hash(&bytes)?;
+        } else {
+            let len = bytes.len() as u64;
+            if *held + len <= limit {
+                *held += len;
+                self.pending.insert(offset, Pending::Mem(bytes));
+            } else {
+                self.pending.insert(offset, Pending::OnDisk(len));
+            }
         }
-        Ok(())
+        self.hash_gaps()?;
+        while let Some(p) = self.pending.remove(&self.next) {
+            match p {
+                Pending::Mem(b) => {
+                    *held -= b.len() as u64;
+                    self.hash(&b)?;
+                }
+                Pending::OnDisk(len) => self.hash_from_file(len)?,
+            }
+            self.hash_gaps()?;
+        }
+        self.start_writeback()
     }
 
-    fn fill_gaps(&mut self) -> Result<(), ExecError> {
+    fn hash_gaps(&mut self) -> Result<(), ExecError> {
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
         while let Some(&(s, e)) = self.gaps.get(self.gap_idx) {
             if s != self.next {
                 break;
             }
             self.gap_idx += 1;
-            let zeros = vec![0u8; (e - s) as usize];
-            self.emit(&zeros)?;
+            let mut left = e - s;
+            while left > 0 {
+                let k = left.min(ZEROS.len() as u64) as usize;
+                self.hash(&ZEROS[..k])?;
+                left -= k as u64;
+            }
         }
         Ok(())
     }
 
-    fn emit(&mut self, bytes: &[u8]) -> Result<(), ExecError> {
+    fn hash(&mut self, bytes: &[u8]) -> Result<(), ExecError> {
         self.hasher.update(bytes);
         self.next += bytes.len() as u64;
         if self.next > self.size {
             return Err(self.layout_err(format!("data runs past the planned size {}", self.size)));
         }
-        // Small pieces (headers, padding, scales) are gathered; big ones go straight to the
-        // kernel, saving a copy of every weight byte.
-        if bytes.len() >= DIRECT_WRITE || self.buf.len() + bytes.len() > WRITE_BUF {
-            self.flush()?;
+        Ok(())
+    }
+
+    /// Hash `len` bytes at the cursor from the file itself (a piece that left the buffer).
+    fn hash_from_file(&mut self, len: u64) -> Result<(), ExecError> {
+        let mut buf = vec![0u8; (len.min(READ_BACK as u64)) as usize];
+        let mut left = len;
+        while left > 0 {
+            let k = left.min(buf.len() as u64) as usize;
+            self.file.read_exact_at(&mut buf[..k], self.next).map_err(|source| ExecError::Io {
+                op: "reading back",
+                path: self.path.clone(),
+                source,
+            })?;
+            self.hash(&buf[..k])?;
+            left -= k as u64;
         }
-        if bytes.len() >= DIRECT_WRITE {
-            self.write(bytes)
-        } else {
-            self.buf.extend_from_slice(bytes);
-            Ok(())
-        }
+        Ok(())
     }
 
-    fn flush(&mut self) -> Result<(), ExecError> {
-        let buf = std::mem::take(&mut self.buf);
-        let r = self.write(&buf);
-        self.buf = buf;
-        self.buf.clear();
-        r
-    }
-
-    fn write(&mut self, bytes: &[u8]) -> Result<(), ExecError> {
-        crate::fault::charge_write(bytes.len())
-            .and_then(|()| self.file.write_all(bytes))
-            .map_err(|source| ExecError::Io { op: "writing", path: self.path.clone(), source })?;
-        self.start_writeback()
-    }
-
-    /// Ask the kernel to start writing the bytes written so far to disk, without waiting.
+    /// Ask the kernel to start writing the hashed bytes to disk, without waiting.
     ///
     /// Why: the package must be fsynced before its rename. Left alone, the kernel keeps a whole
     /// multi-GB output dirty in the page cache and the final fsync then writes it all while
-    /// every core idles; started early, disk writes overlap with quantization.
+    /// every core idles; started early, disk writes overlap with quantization. (Every byte
+    /// before the cursor has been written: workers write before handing pieces over.)
     fn start_writeback(&mut self) -> Result<(), ExecError> {
-        let flushed = self.next - self.buf.len() as u64;
-        if flushed < self.written_back + WRITEBACK_STEP {
+        if self.next < self.written_back + WRITEBACK_STEP {
             return Ok(());
         }
         #[cfg(target_os = "linux")]
         {
             use std::os::fd::AsRawFd;
-            let (off, len) = (self.written_back as libc::off64_t, (flushed - self.written_back) as libc::off64_t);
+            let (off, len) = (self.written_back as libc::off64_t, (self.next - self.written_back) as libc::off64_t);
             // SAFETY: plain syscall on a file descriptor we own.
             let rc = unsafe { libc::sync_file_range(self.file.as_raw_fd(), off, len, libc::SYNC_FILE_RANGE_WRITE) };
             if rc != 0 {
@@ -325,7 +473,7 @@ impl FileWriter {
                 }
             }
         }
-        self.written_back = flushed;
+        self.written_back = self.next;
         Ok(())
     }
 
@@ -333,8 +481,7 @@ impl FileWriter {
         ExecError::Layout { path: self.path.clone(), msg }
     }
 
-    fn finish(mut self) -> Result<FileResult, ExecError> {
-        self.flush()?;
+    fn finish(self) -> Result<FileResult, ExecError> {
         if self.next != self.size || !self.pending.is_empty() {
             return Err(self.layout_err(format!(
                 "wrote {} of {} bytes ({} pieces left unplaced)",
@@ -348,31 +495,42 @@ impl FileWriter {
     }
 }
 
-/// Reserve `size` bytes on disk so that running out of space is found before any work.
-fn reserve(file: &File, size: u64) -> std::io::Result<()> {
-    if size == 0 {
-        return Ok(());
-    }
+/// Reserve `size` bytes so that running out of space is found before any work, and give the
+/// file its final size (unwritten padding reads as zeros).
+///
+/// On tmpfs, `posix_fallocate` allocates and zeroes every page up front on one thread (0.16 s per
+/// GB here) only for the workers to overwrite them; there a free-space check of everything this
+/// run puts on tmpfs (`tmpfs_needed`, cumulative) stands in, and writes still report ENOSPC.
+fn reserve(file: &File, size: u64, tmpfs_needed: &mut u64) -> std::io::Result<()> {
     #[cfg(target_os = "linux")]
     {
         use std::os::fd::AsRawFd;
-        let len = libc::off_t::try_from(size)
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "file too large"))?;
-        // SAFETY: plain syscall on a file descriptor we own.
-        let rc = unsafe { libc::posix_fallocate(file.as_raw_fd(), 0, len) };
-        match rc {
-            0 => Ok(()),
-            // Filesystems without fallocate support (some tmpfs/overlay setups): fall through,
-            // the ordered writes still report ENOSPC as an error.
-            libc::EOPNOTSUPP | libc::EINVAL => Ok(()),
-            e => Err(std::io::Error::from_raw_os_error(e)),
+        let fd = file.as_raw_fd();
+        // SAFETY: plain syscall on a descriptor we own, into a zeroed struct.
+        let mut fs: libc::statfs = unsafe { std::mem::zeroed() };
+        if size > 0 && unsafe { libc::fstatfs(fd, &mut fs) } == 0 && fs.f_type == libc::TMPFS_MAGIC {
+            *tmpfs_needed += size;
+            let avail = (fs.f_bavail as u64).saturating_mul(fs.f_bsize as u64);
+            // tmpfs without a size limit reports no blocks at all.
+            if fs.f_blocks != 0 && avail < *tmpfs_needed {
+                return Err(std::io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            return file.set_len(size);
+        }
+        if size > 0 {
+            let len = libc::off_t::try_from(size)
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidInput, "file too large"))?;
+            // SAFETY: plain syscall on a file descriptor we own.
+            match unsafe { libc::posix_fallocate(fd, 0, len) } {
+                0 => {}
+                // Filesystems without fallocate support: the writes still report ENOSPC.
+                libc::EOPNOTSUPP | libc::EINVAL => {}
+                e => return Err(std::io::Error::from_raw_os_error(e)),
+            }
         }
     }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = file;
-        Ok(())
-    }
+    let _ = tmpfs_needed;
+    file.set_len(size)
 }
 
 #[cfg(test)]
@@ -383,26 +541,83 @@ mod tests {
         OutFileSpec { path: dir.join(name), size, regions }
     }
 
+    fn limits(window_bytes: u64, pending_bytes: u64, workers: usize) -> Limits {
+        Limits { window_bytes, pending_bytes, workers }
+    }
+
     #[test]
     fn out_of_order_pieces_and_gaps_give_the_planned_bytes_and_hash() {
-        let dir = tempfile::tempdir().unwrap();
-        // Regions [2,5) and [8,10): bytes 0..2, 5..8 and 10..12 are zero padding.
-        let files = vec![spec(dir.path(), "a.bin", 12, vec![(2, 3), (8, 2)])];
-        // Task 0 produces the later region first, task 1 the earlier one.
-        let tasks = vec![0usize, 1];
-        let run = |t: &usize| -> anyhow::Result<(Vec<Piece>, usize, u64)> {
-            let p = if *t == 0 {
-                Piece { file: 0, offset: 8, bytes: vec![9, 9] }
-            } else {
-                Piece { file: 0, offset: 2, bytes: vec![1, 2, 3] }
+        for pending in [1 << 20, 0] {
+            let dir = tempfile::tempdir().unwrap();
+            // Regions [2,5) and [8,10): bytes 0..2, 5..8 and 10..12 are zero padding.
+            let files = vec![spec(dir.path(), "a.bin", 12, vec![(2, 3), (8, 2)])];
+            // Task 0 produces the later region first, task 1 the earlier one.
+            let tasks = vec![0usize, 1];
+            let run = |t: &usize| -> anyhow::Result<(Vec<Piece>, usize, u64)> {
+                let p = if *t == 0 {
+                    Piece { file: 0, offset: 8, bytes: vec![9, 9] }
+                } else {
+                    Piece { file: 0, offset: 2, bytes: vec![1, 2, 3] }
+                };
+                Ok((vec![p], *t * 10, 1))
             };
-            Ok((vec![p], *t * 10, 1))
+            let (res, side) = execute(&files, &tasks, |_| 1, run, limits(1, pending, 2), &|_| {}).unwrap();
+            let want = [0u8, 0, 1, 2, 3, 0, 0, 0, 9, 9, 0, 0];
+            assert_eq!(std::fs::read(dir.path().join("a.bin")).unwrap(), want);
+            assert_eq!(res[0].sha256, <[u8; 32]>::from(Sha256::digest(want)));
+            assert_eq!(side, vec![0, 10]);
+        }
+    }
+
+    /// Many tasks over two files, each task writing one piece near the start and one near the end
+    /// of its file (so the reorder buffer fills, and with a tiny limit spills to the file): the
+    /// bytes and hashes equal an independently assembled image for every worker count, window
+    /// and buffer limit, and side results come back in task order.
+    #[test]
+    fn bytes_and_hashes_do_not_depend_on_workers_window_or_buffer_limit() {
+        let n = 120usize;
+        let piece = |t: usize, k: usize| -> Vec<u8> {
+            let len = 1 + (t * 7 + k * 13) % 40;
+            (0..len).map(|j| (t * 31 + k * 17 + j) as u8).collect()
         };
-        let (res, side) = execute(&files, &tasks, |_| 1, run, 1, &|_| {}).unwrap();
-        let want = [0u8, 0, 1, 2, 3, 0, 0, 0, 9, 9, 0, 0];
-        assert_eq!(std::fs::read(dir.path().join("a.bin")).unwrap(), want);
-        assert_eq!(res[0].sha256, <[u8; 32]>::from(Sha256::digest(want)));
-        assert_eq!(side, vec![0, 10]);
+        // Layout: file f gets tasks t with t % 2 == f; first halves in task order, then a gap of 3,
+        // then second halves in task order.
+        let mut images = vec![Vec::new(), Vec::new()];
+        let mut offsets = vec![[0u64; 2]; n];
+        for k in 0..2 {
+            for (t, off) in offsets.iter_mut().enumerate() {
+                let img = &mut images[t % 2];
+                off[k] = img.len() as u64;
+                img.extend(piece(t, k));
+            }
+            for img in &mut images {
+                img.extend([0, 0, 0]);
+            }
+        }
+        let mut regions = vec![Vec::new(), Vec::new()];
+        for (t, off) in offsets.iter().enumerate() {
+            for (k, &o) in off.iter().enumerate() {
+                regions[t % 2].push((o, piece(t, k).len() as u64));
+            }
+        }
+        let tasks: Vec<usize> = (0..n).collect();
+        let run = |t: &usize| -> anyhow::Result<(Vec<Piece>, usize, u64)> {
+            let ps = (0..2).map(|k| Piece { file: t % 2, offset: offsets[*t][k], bytes: piece(*t, k) }).collect();
+            Ok((ps, *t, 1))
+        };
+        for (workers, window, pending) in [(1, 1, 1 << 20), (2, 50, 1 << 20), (4, 10_000, 0), (3, 7, 64)] {
+            let dir = tempfile::tempdir().unwrap();
+            let files: Vec<_> = (0..2)
+                .map(|f| spec(dir.path(), &format!("{f}.bin"), images[f].len() as u64, regions[f].clone()))
+                .collect();
+            let cost = |t: &usize| (piece(*t, 0).len() + piece(*t, 1).len()) as u64;
+            let (res, side) = execute(&files, &tasks, cost, run, limits(window, pending, workers), &|_| {}).unwrap();
+            assert_eq!(side, tasks, "workers {workers}");
+            for f in 0..2 {
+                assert_eq!(std::fs::read(&files[f].path).unwrap(), images[f], "workers {workers} file {f}");
+                assert_eq!(res[f].sha256, <[u8; 32]>::from(Sha256::digest(&images[f])), "workers {workers}");
+            }
+        }
     }
 
     #[test]
@@ -413,20 +628,52 @@ mod tests {
         let run = |_: &()| -> anyhow::Result<(Vec<Piece>, (), u64)> {
             Ok((vec![Piece { file: 0, offset: 0, bytes: vec![1, 2] }], (), 0))
         };
-        let err = execute(&files, &tasks, |_| 1, run, 1 << 20, &|_| {}).unwrap_err();
+        let err = execute(&files, &tasks, |_| 1, run, limits(1 << 20, 1 << 20, 2), &|_| {}).unwrap_err();
         assert!(err.to_string().contains("wrote 2 of 4"), "{err}");
     }
 
     #[test]
-    fn the_first_failing_task_is_reported() {
+    fn a_piece_past_the_planned_size_is_refused_before_writing() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = vec![spec(dir.path(), "a.bin", 4, vec![(0, 4)])];
+        let tasks = vec![()];
+        let run = |_: &()| -> anyhow::Result<(Vec<Piece>, (), u64)> {
+            Ok((vec![Piece { file: 0, offset: 2, bytes: vec![1; 4] }], (), 0))
+        };
+        let err = execute(&files, &tasks, |_| 1, run, limits(1 << 20, 1 << 20, 1), &|_| {}).unwrap_err();
+        assert!(err.to_string().contains("runs past the planned size 4"), "{err}");
+        assert_eq!(std::fs::metadata(&files[0].path).unwrap().len(), 4);
+    }
+
+    #[test]
+    fn the_first_failing_task_in_task_order_is_reported() {
+        for workers in [1, 2, 4] {
+            let dir = tempfile::tempdir().unwrap();
+            let files = vec![spec(dir.path(), "a.bin", 0, vec![])];
+            let tasks: Vec<u64> = (0..40).collect();
+            let run = |t: &u64| -> anyhow::Result<(Vec<Piece>, (), u64)> {
+                // Task 2 is slow, so later failing tasks finish first on other workers.
+                if *t == 2 {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                anyhow::ensure!(*t < 2, "task {t} failed");
+                Ok((vec![], (), 0))
+            };
+            let err = execute(&files, &tasks, |_| 1, run, limits(1 << 20, 1 << 20, workers), &|_| {}).unwrap_err();
+            assert_eq!(err.to_string(), "task 2 failed", "workers {workers}");
+        }
+    }
+
+    #[test]
+    fn a_panicking_task_is_an_error_not_a_hang() {
         let dir = tempfile::tempdir().unwrap();
         let files = vec![spec(dir.path(), "a.bin", 0, vec![])];
-        let tasks = vec![1, 2, 3];
+        let tasks = vec![0, 1, 2];
         let run = |t: &i32| -> anyhow::Result<(Vec<Piece>, (), u64)> {
-            anyhow::ensure!(*t < 2, "task {t} failed");
+            assert!(*t != 1, "boom");
             Ok((vec![], (), 0))
         };
-        let err = execute(&files, &tasks, |_| 1, run, 1 << 20, &|_| {}).unwrap_err();
-        assert_eq!(err.to_string(), "task 2 failed");
+        let err = execute(&files, &tasks, |_| 1, run, limits(1, 1, 2), &|_| {}).unwrap_err();
+        assert!(err.to_string().contains("task 1 panicked"), "{err}");
     }
 }

@@ -111,8 +111,8 @@ impl RunError {
     }
 }
 
-/// The in-flight output window: bounds memory whatever the model size.
-const WINDOW_BYTES: u64 = 48 << 20;
+/// Output bytes in flight (computing or waiting for the hasher): bounds memory whatever the model size.
+const WINDOW_BYTES: u64 = 64 << 20;
 
 /// Run a job; `progress(done, total)` gets source bytes, on the writer thread.
 pub fn quantize(job: &QuantizeJob, progress: &(dyn Fn(u64, u64) + Sync)) -> Result<QuantizeReport, RunError> {
@@ -128,47 +128,60 @@ pub fn quantize(job: &QuantizeJob, progress: &(dyn Fn(u64, u64) + Sync)) -> Resu
     let dir = staging.dir().to_path_buf();
     crate::fault::pause("staged");
 
-    // Provenance digests of the inputs are computed beside the quantization.
-    let sources = ckpt.source_files();
-    let root = ckpt.root().to_path_buf();
-    let with_digests = job.source_digests;
-    let src_hashes = std::thread::spawn(move || hash_sources(&root, &sources, with_digests));
-
     let total = planned.input_bytes();
     let done = std::sync::atomic::AtomicU64::new(0);
     let prog = |n: u64| {
         let d = done.fetch_add(n, std::sync::atomic::Ordering::Relaxed) + n;
         progress(d, total);
     };
-    let (files, mut records, extra_files) = match &planned {
-        Planned::Cpu(p) => {
-            let specs = p.files(&dir);
-            let tasks = p.tasks();
-            let (files, side) = exec::execute(
-                &specs,
-                &tasks,
-                |t| p.task_cost(t),
-                |t| p.run_task(&ckpt, t, opts.metrics),
-                WINDOW_BYTES,
-                &prog,
-            )?;
-            (files, merge_metrics(p.records(), side), Vec::new())
+    // Provenance digests of the inputs are computed beside the quantization, from the shards'
+    // existing mappings (no second read, no second set of page-table entries).
+    let cancel = std::sync::atomic::AtomicBool::new(false);
+    let (executed, source_files) = std::thread::scope(|scope| {
+        let hashing = scope.spawn(|| hash_sources(&ckpt, job.source_digests, &cancel));
+        let executed = (|| -> Result<_, RunError> {
+            Ok(match &planned {
+                Planned::Cpu(p) => {
+                    let specs = p.files(&dir);
+                    let tasks = p.tasks();
+                    let (files, side) = exec::execute(
+                        &specs,
+                        &tasks,
+                        |t| p.task_cost(t),
+                        |t| p.run_task(&ckpt, t, opts.metrics),
+                        exec::Limits::new(WINDOW_BYTES),
+                        &prog,
+                    )?;
+                    (files, merge_metrics(p.records(), side), Vec::new())
+                }
+                Planned::Cuda(p) => {
+                    let specs = p.files(&dir);
+                    let tasks = p.tasks();
+                    let (files, side) = exec::execute(
+                        &specs,
+                        &tasks,
+                        |t| p.task_cost(t),
+                        |t| p.run_task(&ckpt, t, opts.metrics),
+                        exec::Limits::new(WINDOW_BYTES),
+                        &prog,
+                    )?;
+                    let extra = p.write_side_files(&dir)?;
+                    (files, merge_metrics(p.records(), side), extra)
+                }
+            })
+        })();
+        if executed.is_err() {
+            cancel.store(true, std::sync::atomic::Ordering::Relaxed);
         }
-        Planned::Cuda(p) => {
-            let specs = p.files(&dir);
-            let tasks = p.tasks();
-            let (files, side) = exec::execute(
-                &specs,
-                &tasks,
-                |t| p.task_cost(t),
-                |t| p.run_task(&ckpt, t, opts.metrics),
-                WINDOW_BYTES,
-                &prog,
-            )?;
-            let extra = p.write_side_files(&dir)?;
-            (files, merge_metrics(p.records(), side), extra)
-        }
-    };
+        let hashed = hashing.join().unwrap_or_else(|_| {
+            Err(SignError::Io {
+                path: ckpt.root().to_path_buf(),
+                source: std::io::Error::other("hashing thread panicked"),
+            })
+        });
+        (executed, hashed)
+    });
+    let (files, mut records, extra_files) = executed?;
     let output_bytes = files.iter().map(|f| f.size).sum();
 
     let mut digests: Vec<FileDigest> = files.iter().map(|f| digest_of(&dir, f)).collect();
@@ -182,10 +195,7 @@ pub fn quantize(job: &QuantizeJob, progress: &(dyn Fn(u64, u64) + Sync)) -> Resu
         digests.push(FileDigest { path: name, sha256, size });
     }
 
-    let source_files = src_hashes.join().map_err(|_| SignError::Io {
-        path: ckpt.root().to_path_buf(),
-        source: std::io::Error::other("hashing thread panicked"),
-    })??;
+    let source_files = source_files?;
     for r in &mut records {
         r.sqnr_db = r.sqnr_db.and_then(manifest::finite);
     }
@@ -286,25 +296,73 @@ fn merge_metrics(mut records: Vec<TensorRecord>, side: Vec<(usize, Option<ErrorS
     records
 }
 
-fn hash_sources(root: &Path, files: &[PathBuf], with_digests: bool) -> Result<Vec<SourceFile>, SignError> {
-    use rayon::prelude::*;
-    let mut out: Vec<SourceFile> = files
-        .par_iter()
-        .map(|p| {
-            // Inputs may be links (a Hugging Face cache snapshot): hash what they point to. The
-            // no-symlink rule is for packages, not for checkpoints.
-            let real = std::fs::canonicalize(p).map_err(|source| SignError::Io { path: p.clone(), source })?;
-            let (sha256, size) = if with_digests {
+/// Provenance of the inputs: name, size and (with `with_digests`) SHA-256 of every source file,
+/// sorted by name. Shards are hashed from the checkpoint's own mappings, on up to as many threads
+/// as the pool has (one file is one sequential hash); `cancel` stops early when the run failed.
+fn hash_sources(
+    ckpt: &Checkpoint,
+    with_digests: bool,
+    cancel: &std::sync::atomic::AtomicBool,
+) -> Result<Vec<SourceFile>, SignError> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let root = ckpt.root();
+    let files = ckpt.source_files();
+    let one = |p: &PathBuf| -> Result<SourceFile, SignError> {
+        let name = p.strip_prefix(root).unwrap_or(p).to_string_lossy().replace('\\', "/");
+        let shard = ckpt.shards().iter().find(|s| s.path() == p.as_path());
+        let (sha256, size) = match (with_digests, shard) {
+            (true, Some(s)) => {
+                let mut h = <sha2::Sha256 as sha2::Digest>::new();
+                for chunk in s.bytes().chunks(8 << 20) {
+                    if cancel.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    sha2::Digest::update(&mut h, chunk);
+                }
+                (Some(hex::encode(sha2::Digest::finalize(h))), s.size())
+            }
+            (true, None) => {
+                // Inputs may be links (a Hugging Face cache snapshot): hash what they point to.
+                // The no-symlink rule is for packages, not for checkpoints.
+                let real = std::fs::canonicalize(p).map_err(|source| SignError::Io { path: p.clone(), source })?;
                 let (sha, size) = crate::sign::hash_file(&real)?;
                 (Some(hex::encode(sha)), size)
-            } else {
-                let meta = std::fs::metadata(&real).map_err(|source| SignError::Io { path: real.clone(), source })?;
+            }
+            (false, Some(s)) => (None, s.size()),
+            (false, None) => {
+                let meta = std::fs::metadata(p).map_err(|source| SignError::Io { path: p.clone(), source })?;
                 (None, meta.len())
-            };
-            let name = p.strip_prefix(root).unwrap_or(p).to_string_lossy().replace('\\', "/");
-            Ok(SourceFile { name, size, sha256 })
-        })
-        .collect::<Result<_, SignError>>()?;
+            }
+        };
+        Ok(SourceFile { name, size, sha256 })
+    };
+    let next = AtomicUsize::new(0);
+    let threads = if with_digests { rayon::current_num_threads().clamp(1, files.len().max(1)) } else { 1 };
+    let mut out: Vec<SourceFile> = std::thread::scope(|scope| {
+        let hs: Vec<_> = (0..threads)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut mine = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(p) = files.get(i) else { break };
+                        mine.push(one(p)?);
+                    }
+                    Ok::<_, SignError>(mine)
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for h in hs {
+            all.extend(h.join().unwrap_or_else(|_| {
+                Err(SignError::Io {
+                    path: root.to_path_buf(),
+                    source: std::io::Error::other("hashing thread panicked"),
+                })
+            })?);
+        }
+        Ok::<_, SignError>(all)
+    })?;
     out.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(out)
 }

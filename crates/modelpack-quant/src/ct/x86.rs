@@ -330,7 +330,7 @@ impl Kernel<'_> {
     }
 
     /// AVX2 kernel over all rows of the chunk (8 lanes).
-    #[target_feature(enable = "avx2,f16c")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn rows256<const S: u8, const E: u8, const B: u8, const SYM: bool>(
         &self,
         packed: &mut [u8],
@@ -537,7 +537,7 @@ fn round512<const E: u8>(x: __m512) -> __m512 {
 
 /// [`round512`] for 8 lanes.
 #[inline]
-#[target_feature(enable = "avx2,f16c")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn round256<const E: u8>(x: __m256) -> __m256 {
     match E {
         F32 => x,
@@ -600,7 +600,7 @@ pub(crate) unsafe fn stats(
 }
 
 #[allow(clippy::too_many_arguments)]
-#[target_feature(enable = "avx2,f16c")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn stats_rows<const S: u8, const E: u8>(
     s: &CtScheme,
     sd: ScaleDtype,

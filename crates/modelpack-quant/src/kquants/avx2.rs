@@ -49,7 +49,7 @@ const NEAREST_LIMIT: f32 = 4_194_303.0;
 
 /// 8×8 transpose: output vector `j` holds element `j` of every input vector.
 #[inline]
-#[target_feature(enable = "avx2,f16c")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
     let t0 = _mm256_unpacklo_ps(r[0], r[1]);
     let t1 = _mm256_unpackhi_ps(r[0], r[1]);
@@ -86,7 +86,7 @@ fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
 /// # Safety
 /// `p` must be valid for `8 * LEN` source elements; AVX2 + F16C available.
 #[inline]
-#[target_feature(enable = "avx2,f16c")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn load_transposed<const S: u8, const LEN: usize>(p: *const u8, out: &mut [__m256; LEN]) -> bool {
     let es = src_of::<S>().size();
     let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
@@ -108,7 +108,7 @@ unsafe fn load_transposed<const S: u8, const LEN: usize>(p: *const u8, out: &mut
 
 /// `nearest_int` exactly (bit trick), clamped to `[lo, hi]`, as f32 lanes.
 #[inline]
-#[target_feature(enable = "avx2,f16c")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn nearest_int_clamped(x: __m256, lo: i32, hi: i32) -> __m256 {
     let v = _mm256_add_ps(x, _mm256_set1_ps(12_582_912.0));
     let i = _mm256_and_si256(_mm256_castps_si256(v), _mm256_set1_epi32(0x007f_ffff));
@@ -119,7 +119,7 @@ fn nearest_int_clamped(x: __m256, lo: i32, hi: i32) -> __m256 {
 
 /// Round half to even, then clamp: `nearest_int` where the caller proved |x| ≤ 4194303.
 #[inline]
-#[target_feature(enable = "avx2,f16c")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn round_clamped(x: __m256, lo: __m256, hi: __m256) -> __m256 {
     let r = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
     // `max(r, lo)` returns `lo` for r = -0 (like C's int 0, which converts to +0).
@@ -128,7 +128,7 @@ fn round_clamped(x: __m256, lo: __m256, hi: __m256) -> __m256 {
 
 /// Lanes where `|a| <= limit` fails (NaN included).
 #[inline]
-#[target_feature(enable = "avx2,f16c")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn out_of_range(a: __m256) -> __m256 {
     let abs = _mm256_and_ps(a, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff)));
     _mm256_cmp_ps::<_CMP_NLE_UQ>(abs, _mm256_set1_ps(NEAREST_LIMIT))
@@ -141,7 +141,7 @@ fn lanes(v: __m256) -> [f32; 8] {
 }
 
 #[inline]
-#[target_feature(enable = "avx2,f16c")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn from_lanes(a: &[f32; 8]) -> __m256 {
     // SAFETY: reads exactly 8 f32 from a valid array.
     unsafe { _mm256_loadu_ps(a.as_ptr()) }
@@ -188,7 +188,7 @@ struct Q4Search {
 impl Q4Search {
     /// Weights, extrema and sums of `make_qkx2_quants`'s first loop.
     #[inline]
-    #[target_feature(enable = "avx2,f16c")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     fn new(x: &[__m256; 32]) -> Q4Search {
         let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
         let mut sum_x2 = _mm256_setzero_ps();
@@ -236,7 +236,7 @@ impl Q4Search {
     /// `max - min` with all-equal lanes replaced by 1 (their results are overridden at the end),
     /// and `c / (max - min)`; records lanes whose codes could leave `nearest_int`'s exact range.
     #[inline]
-    #[target_feature(enable = "avx2,f16c")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     fn iscale(&mut self, c: f32) -> __m256 {
         let range = _mm256_sub_ps(self.max, self.min);
         let range = _mm256_blendv_ps(range, _mm256_set1_ps(1.0), self.eq);
@@ -253,7 +253,7 @@ impl Q4Search {
 /// `make_qkx2_quants(32, 15, x, w, L, &min, Laux, -1, 0.1, 20, false)` on two super-blocks at
 /// once; fills `scale`, `min` (the C `*the_min`, i.e. minus the offset) and the codes.
 #[inline]
-#[target_feature(enable = "avx2,f16c")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn q4k_search(s: &mut [Q4Search; 2], codes: &mut [[__m256; 32]; 2], out_min: &mut [__m256; 2]) {
     let zero = _mm256_setzero_ps();
     let fifteen = _mm256_set1_ps(15.0);
@@ -345,7 +345,7 @@ fn q4k_search(s: &mut [Q4Search; 2], codes: &mut [[__m256; 32]; 2], out_min: &mu
 
 /// Finish one Q4_K super-block from its search: scale codes, f16 super-scales, requantized codes.
 #[inline]
-#[target_feature(enable = "avx2,f16c")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn q4k_finish(s: &Q4Search, codes: &[__m256; 32], the_min: __m256, out: &mut [u8]) {
     let (mut blk, ds, dms) = q4k_scales(&lanes(s.scale), &lanes(the_min));
     let d = from_lanes(&ds);
@@ -367,7 +367,7 @@ fn q4k_finish(s: &Q4Search, codes: &[__m256; 32], the_min: __m256, out: &mut [u8
 ///
 /// # Safety
 /// AVX2 + F16C available.
-#[target_feature(enable = "avx2,f16c")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q4k<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
     let src = src_of::<S>();
     let in_blk = QK_K * src.size();
@@ -417,7 +417,7 @@ unsafe fn q4k<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantErro
 /// `make_qx_quants(16, 32, x, L, 1, NULL)` for eight sub-blocks (one per lane); returns the
 /// scales and fills the codes (`l + 32`, 0..=63).
 #[inline]
-#[target_feature(enable = "avx2,f16c")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn q6k_search(x: &[[__m256; 16]; 2], codes: &mut [[__m256; 16]; 2]) -> [__m256; 2] {
     let zero = _mm256_setzero_ps();
     let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
@@ -501,7 +501,7 @@ fn q6k_search(x: &[[__m256; 16]; 2], codes: &mut [[__m256; 16]; 2]) -> [__m256; 
 ///
 /// # Safety
 /// AVX2 + F16C available.
-#[target_feature(enable = "avx2,f16c")]
+#[target_feature(enable = "avx2,fma,f16c")]
 unsafe fn q6k<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
     let src = src_of::<S>();
     let in_blk = QK_K * src.size();

@@ -11,7 +11,7 @@ const RNE: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
 /// Round 8 lanes to the element dtype `E` (bf16: add `0x7fff + lsb`, clear the low half, exact
 /// round-to-nearest-even for every non-NaN value; f16: `vcvtps2ph` round to nearest even).
 #[inline]
-#[target_feature(enable = "avx2,f16c")]
+#[target_feature(enable = "avx2,fma,f16c")]
 fn round_e256<const E: u8>(x: __m256) -> __m256 {
     match E {
         E_F32 => x,
@@ -45,7 +45,7 @@ fn round_e512<const E: u8>(x: __m512) -> __m512 {
 ///
 /// # Safety
 /// AVX2 and F16C must be available.
-#[target_feature(enable = "avx2,f16c")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(super) unsafe fn eval256<const E: u8, const ERR: bool, const ASYM: bool>(x: &[f32], c: &Cands, s: &mut Sums) {
     const { assert!(L == 16) };
     // SAFETY: every array is 16 f32 long; offsets 0 and 8 leave 8 valid lanes.

@@ -10,7 +10,6 @@
 use super::x86::{load16, src_of, BF16, F16, F32};
 use crate::convert::load;
 use crate::gguf::{convert_rows_ref, quantize_blocks_ref, BlockQ4_0, BlockQ4_1, BlockQ8_0, GgmlType, QK};
-use crate::metrics::Lanes;
 use crate::{QuantError, SrcDtype};
 use std::arch::x86_64::*;
 
@@ -155,113 +154,6 @@ unsafe fn conv<const S: u8>(ty: GgmlType, input: &[u8], out: &mut [u8]) -> Resul
         }
     }
     convert_rows_ref(ty, src, &input[nv * 16 * es..], &mut out[nv * 16 * os..], nv * 16)
-}
-
-/// Error statistics of quantized blocks (`out`) against their source, in [`Lanes`] order:
-/// element `j` of the chunk in f64 lane `j % 16`, separate multiply and add, dequantization as in
-/// `BlockFormat::dequantize` (f32 `d * q`, `+ m` for Q4_1).
-///
-/// # Safety
-/// The CPU must support AVX-512 F, BW, VL and F16C; `ty` is Q8_0, Q4_0 or Q4_1 and `out` holds the
-/// quantized blocks of `input` (whole blocks; `lanes.count` a multiple of 16).
-pub(crate) unsafe fn stats(ty: GgmlType, src: SrcDtype, input: &[u8], out: &[u8], lanes: &mut Lanes) {
-    // SAFETY: the caller guarantees the features.
-    unsafe {
-        match src {
-            SrcDtype::F32 => stats_impl::<F32>(ty, input, out, lanes),
-            SrcDtype::F16 => stats_impl::<F16>(ty, input, out, lanes),
-            SrcDtype::BF16 => stats_impl::<BF16>(ty, input, out, lanes),
-        }
-    }
-}
-
-/// Dequantize one block's bytes to two vectors (elements 0..16, 16..32).
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-fn dequant_block(ty: GgmlType, b: &[u8]) -> (__m512, __m512) {
-    let h = |o: usize| crate::convert::f16_to_f32(u16::from_le_bytes([b[o], b[o + 1]]));
-    let d = _mm512_set1_ps(h(0));
-    // SAFETY: every block format stores at least 16 bytes after its header; unaligned loads.
-    unsafe {
-        match ty {
-            GgmlType::Q8_0 => {
-                let q0 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(b[2..18].as_ptr().cast())));
-                let q1 = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(b[18..34].as_ptr().cast())));
-                (_mm512_mul_ps(d, q0), _mm512_mul_ps(d, q1))
-            }
-            GgmlType::Q4_0 => {
-                let q = _mm512_cvtepu8_epi32(_mm_loadu_si128(b[2..18].as_ptr().cast()));
-                let (f, eight) = (_mm512_set1_epi32(15), _mm512_set1_epi32(8));
-                let lo = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_and_si512(q, f), eight));
-                let hi = _mm512_cvtepi32_ps(_mm512_sub_epi32(_mm512_srli_epi32::<4>(q), eight));
-                (_mm512_mul_ps(d, lo), _mm512_mul_ps(d, hi))
-            }
-            _ => {
-                let m = _mm512_set1_ps(h(2));
-                let q = _mm512_cvtepu8_epi32(_mm_loadu_si128(b[4..20].as_ptr().cast()));
-                let lo = _mm512_cvtepi32_ps(_mm512_and_si512(q, _mm512_set1_epi32(15)));
-                let hi = _mm512_cvtepi32_ps(_mm512_srli_epi32::<4>(q));
-                (_mm512_add_ps(_mm512_mul_ps(d, lo), m), _mm512_add_ps(_mm512_mul_ps(d, hi), m))
-            }
-        }
-    }
-}
-
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-unsafe fn stats_impl<const S: u8>(ty: GgmlType, input: &[u8], out: &[u8], lanes: &mut Lanes) {
-    let src = src_of::<S>();
-    let in_blk = QK * src.size();
-    let bs = ty.type_size();
-    debug_assert_eq!(lanes.count % 16, 0);
-    // acc[0] holds lanes 0..8 (elements 0..8 and 16..24 of a block), acc[1] lanes 8..16.
-    // SAFETY: the lane arrays are 16 f64 each; unaligned loads/stores.
-    let ld = |v: &[f64; 16], h: usize| unsafe { _mm512_loadu_pd(v.as_ptr().add(8 * h)) };
-    let mut r = [ld(&lanes.sq_ref, 0), ld(&lanes.sq_ref, 1)];
-    let mut e = [ld(&lanes.sq_err, 0), ld(&lanes.sq_err, 1)];
-    let mut q = [ld(&lanes.sq_deq, 0), ld(&lanes.sq_deq, 1)];
-    let mut t = [ld(&lanes.dot, 0), ld(&lanes.dot, 1)];
-    let mut mx = _mm512_setzero_ps();
-    let mut n = 0u64;
-    for (ib, ob) in input.chunks_exact(in_blk).zip(out.chunks_exact(bs)) {
-        // SAFETY: `ib` is one whole block.
-        let (x0, x1) = unsafe { load_block::<S>(ib) };
-        let (y0, y1) = dequant_block(ty, ob);
-        // max_ps returns its second operand when the first is NaN: NaN errors (a block whose f16
-        // scale overflowed) are skipped, as the scalar `ae > max` test skips them.
-        mx = _mm512_max_ps(_mm512_abs_ps(_mm512_sub_ps(x0, y0)), mx);
-        mx = _mm512_max_ps(_mm512_abs_ps(_mm512_sub_ps(x1, y1)), mx);
-        for (xv, yv) in [(x0, y0), (x1, y1)] {
-            let halves = [
-                (_mm512_castps512_ps256(xv), _mm512_castps512_ps256(yv)),
-                (
-                    _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(xv))),
-                    _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(yv))),
-                ),
-            ];
-            for (h, (xh, yh)) in halves.into_iter().enumerate() {
-                let (a, b) = (_mm512_cvtps_pd(xh), _mm512_cvtps_pd(yh));
-                let d = _mm512_sub_pd(a, b);
-                r[h] = _mm512_add_pd(r[h], _mm512_mul_pd(a, a));
-                e[h] = _mm512_add_pd(e[h], _mm512_mul_pd(d, d));
-                q[h] = _mm512_add_pd(q[h], _mm512_mul_pd(b, b));
-                t[h] = _mm512_add_pd(t[h], _mm512_mul_pd(a, b));
-            }
-        }
-        n += QK as u64;
-    }
-    let st = |v: &mut [f64; 16], acc: [__m512d; 2]| {
-        // SAFETY: as above.
-        unsafe {
-            _mm512_storeu_pd(v.as_mut_ptr(), acc[0]);
-            _mm512_storeu_pd(v.as_mut_ptr().add(8), acc[1]);
-        }
-    };
-    st(&mut lanes.sq_ref, r);
-    st(&mut lanes.sq_err, e);
-    st(&mut lanes.sq_deq, q);
-    st(&mut lanes.dot, t);
-    lanes.max_abs_err = lanes.max_abs_err.max(_mm512_reduce_max_ps(mx));
-    lanes.count += n;
 }
 
 /// Blocks per group: the per-block scales of a group are divided, inverted and rounded to f16

@@ -26,7 +26,7 @@ pub(crate) const fn src_of<const S: u8>() -> SrcDtype {
 /// # Safety
 /// `p` must be valid for 8 elements of the source dtype `S`; AVX2 + F16C available.
 #[inline]
-#[target_feature(enable = "avx2,f16c")]
+#[target_feature(enable = "avx2,fma,f16c")]
 pub(crate) unsafe fn load8<const S: u8>(p: *const u8) -> __m256 {
     // SAFETY: per the function contract; loads are unaligned.
     unsafe {
@@ -69,7 +69,7 @@ pub(crate) struct LaneAcc256 {
 impl LaneAcc256 {
     /// Continue from `lanes`' sums (its max is merged back by [`LaneAcc256::store`]).
     #[inline]
-    #[target_feature(enable = "avx2,f16c")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub(crate) fn load(lanes: &crate::metrics::Lanes) -> Self {
         // SAFETY: the lane arrays are 16 f64 each; unaligned loads.
         let ld = |v: &[f64; 16]| unsafe { [0, 1, 2, 3].map(|k| _mm256_loadu_pd(v.as_ptr().add(4 * k))) };
@@ -83,9 +83,9 @@ impl LaneAcc256 {
     }
 
     /// Add 8 consecutive elements (source `x`, reconstruction `y`) whose first one falls in lane
-    /// `lane` (0 or 8): separate multiply and add, as the scalar code.
+    /// `lane` (0 or 8): fused multiply-add (one rounding), as the scalar code's `mul_add`.
     #[inline]
-    #[target_feature(enable = "avx2,f16c")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub(crate) fn add8(&mut self, lane: usize, x: __m256, y: __m256) {
         let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
         // max_ps returns its second operand when the first is NaN: NaN errors are skipped, as
@@ -99,16 +99,16 @@ impl LaneAcc256 {
             let k = lane / 4 + h;
             let (a, b) = (_mm256_cvtps_pd(xh), _mm256_cvtps_pd(yh));
             let d = _mm256_sub_pd(a, b);
-            self.sq_ref[k] = _mm256_add_pd(self.sq_ref[k], _mm256_mul_pd(a, a));
-            self.sq_err[k] = _mm256_add_pd(self.sq_err[k], _mm256_mul_pd(d, d));
-            self.sq_deq[k] = _mm256_add_pd(self.sq_deq[k], _mm256_mul_pd(b, b));
-            self.dot[k] = _mm256_add_pd(self.dot[k], _mm256_mul_pd(a, b));
+            self.sq_ref[k] = _mm256_fmadd_pd(a, a, self.sq_ref[k]);
+            self.sq_err[k] = _mm256_fmadd_pd(d, d, self.sq_err[k]);
+            self.sq_deq[k] = _mm256_fmadd_pd(b, b, self.sq_deq[k]);
+            self.dot[k] = _mm256_fmadd_pd(a, b, self.dot[k]);
         }
     }
 
     /// Write the sums back and merge the max; the caller adds the element count.
     #[inline]
-    #[target_feature(enable = "avx2,f16c")]
+    #[target_feature(enable = "avx2,fma,f16c")]
     pub(crate) fn store(self, lanes: &mut crate::metrics::Lanes) {
         let st = |v: &mut [f64; 16], acc: [__m256d; 4]| {
             for (k, a) in acc.into_iter().enumerate() {
