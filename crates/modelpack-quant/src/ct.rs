@@ -350,7 +350,7 @@ pub fn quantize_rows_at(
     packed: &mut [u8],
     scale: &mut [u8],
     mut zp: Option<&mut [u8]>,
-    stats: Option<&mut ErrorStats>,
+    mut stats: Option<&mut ErrorStats>,
 ) -> Result<(), QuantError> {
     let g = check(
         s,
@@ -369,6 +369,25 @@ pub fn quantize_rows_at(
     }
     let level = simd::clamp(level);
     let mut done = false;
+    #[cfg(target_arch = "x86_64")]
+    if let (true, Some(st)) = (level > Level::Scalar, stats.as_deref_mut()) {
+        let mut lanes = crate::metrics::Lanes::default();
+        // SAFETY: `clamp` only returns levels whose features this CPU has (AVX2 is part of both).
+        let fused = unsafe {
+            x86::quantize_with_stats(s, src, scale_dtype, input, &g, packed, scale, zp.as_deref_mut(), &mut lanes)?
+        };
+        match fused {
+            Some(true) => {
+                st.merge(&lanes.finish());
+                return Ok(());
+            }
+            Some(false) => {
+                accumulate_stats_at(Level::Scalar, s, src, scale_dtype, input, &g, packed, scale, zp.as_deref(), st);
+                return Ok(());
+            }
+            None => {}
+        }
+    }
     #[cfg(target_arch = "x86_64")]
     if level > Level::Scalar {
         // SAFETY: `clamp` only returns levels whose features this CPU has.

@@ -1,9 +1,9 @@
 //! Quantization error metrics (SQNR, relative RMSE, max abs error, cosine similarity).
 //!
 //! Sums are kept in f64. [`ErrorStats::add`] accumulates element by element in index order; the
-//! quantizers accumulate a chunk in sixteen interleaved f64 lanes (element `j` in lane `j % 16`,
-//! lanes summed in order at the end of the chunk), which AVX-512 computes 2 × 8 at a time and the
-//! scalar path reproduces exactly. Either way a chunk's statistics are a pure function of the chunk. The pipeline splits tensors into chunks of a size
+//! quantizers accumulate a chunk in eight interleaved f64 lanes (element `j` in lane `j % 8`,
+//! lanes summed in order at the end of the chunk), which AVX2 computes in two 4-wide registers per
+//! sum and the scalar path reproduces exactly. Either way a chunk's statistics are a pure function of the chunk. The pipeline splits tensors into chunks of a size
 //! independent of the thread count and merges them in chunk order, which makes the reported
 //! figures (and the manifest that records them) bit-identical on any machine and thread count.
 
@@ -91,18 +91,19 @@ impl ErrorStats {
 }
 
 /// Lanes of the per-chunk accumulation used by the quantizers: element `j` of a chunk goes to
-/// lane `j % 16`, each lane sums in element order (f64 fused multiply-add: one rounding per term, and one
-/// instruction per term on every x86-64 with AVX2), and the lanes
-/// are added in lane order at the end. This order is what two 8-wide f64 accumulators compute (two,
-/// to halve the add latency chain), so the SIMD and scalar paths give bit-identical statistics.
+/// lane `j % 8`, each lane sums in element order (f64 fused multiply-add: one rounding per term,
+/// one instruction per term on every x86-64 with AVX2), and the lanes are added in order at the
+/// end. Eight lanes are two 4-wide f64 registers per sum: the eight accumulators of the four sums
+/// stay in registers inside the fused quantize kernels (sixteen lanes spilled them to memory and
+/// made the statistics cost more than the quantization), so SIMD and scalar give the same bits.
 #[derive(Debug, Clone, Copy, Default)]
 pub(crate) struct Lanes {
-    pub(crate) sq_ref: [f64; 16],
-    pub(crate) sq_err: [f64; 16],
-    pub(crate) sq_deq: [f64; 16],
-    pub(crate) dot: [f64; 16],
+    pub(crate) sq_ref: [f64; 8],
+    pub(crate) sq_err: [f64; 8],
+    pub(crate) sq_deq: [f64; 8],
+    pub(crate) dot: [f64; 8],
     pub(crate) max_abs_err: f32,
-    /// Elements accumulated so far (the next element's lane is `count % 16`).
+    /// Elements accumulated so far (the next element's lane is `count % 8`).
     pub(crate) count: u64,
 }
 
@@ -110,7 +111,7 @@ impl Lanes {
     /// Accumulate `x` (source) against `y` (reconstruction), continuing at element `self.count`.
     pub(crate) fn add(&mut self, x: &[f32], y: &[f32]) {
         for (&a, &b) in x.iter().zip(y) {
-            let l = (self.count % 16) as usize;
+            let l = (self.count % 8) as usize;
             let (a64, b64) = (f64::from(a), f64::from(b));
             let e = a64 - b64;
             self.sq_ref[l] = a64.mul_add(a64, self.sq_ref[l]);
@@ -127,7 +128,7 @@ impl Lanes {
 
     /// Sum the lanes in order.
     pub(crate) fn finish(&self) -> ErrorStats {
-        let sum = |v: &[f64; 16]| v.iter().fold(0.0, |s, &x| s + x);
+        let sum = |v: &[f64; 8]| v.iter().fold(0.0, |s, &x| s + x);
         ErrorStats {
             sum_sq_ref: sum(&self.sq_ref),
             sum_sq_err: sum(&self.sq_err),

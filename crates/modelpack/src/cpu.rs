@@ -415,7 +415,8 @@ impl CpuPlan {
         let row_src = row_len * esz;
         let row_out = ten.ty.row_bytes(row_len).expect("planned row size");
         let n = task.r1 - task.r0;
-        let mut out = vec![0u8; n * row_out];
+        // Every quantizer and conversion writes whole rows: no need to zero the buffer.
+        let mut out = crate::exec::recycled_buffer(n * row_out);
         let gathered;
         let input: &[u8] = match &ten.source {
             Source::Values(v) => {

@@ -53,45 +53,94 @@ pub(crate) unsafe fn quantize(
     if !g.group.is_multiple_of(width) {
         return Ok(false);
     }
+    let mut unused = Lanes::default();
+    // SAFETY: as [`quantize_with_stats`]'s contract, which is this function's.
+    unsafe { dispatch::<false>(level, s, src, sd, input, g, packed, scale, zp, &mut unused)? };
+    Ok(true)
+}
+
+/// [`quantize`] plus the chunk's error statistics in the same pass (the AVX2 kernel, also on
+/// AVX-512 machines: one pass beats a faster quantizer plus a second pass over the input).
+/// Returns `Ok(None)` when the SIMD path does not apply (as [`quantize`]'s `false`), `Ok(Some(true))`
+/// when `lanes` holds the statistics, bit-identical to [`stats`] after [`quantize`], and
+/// `Ok(Some(false))` when the bytes are written but the statistics must come from the scalar
+/// pass (a non-finite scale; see [`stats`]).
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn quantize_with_stats(
+    s: &CtScheme,
+    src: SrcDtype,
+    sd: ScaleDtype,
+    input: &[u8],
+    g: &Geom,
+    packed: &mut [u8],
+    scale: &mut [u8],
+    zp: Option<&mut [u8]>,
+    lanes: &mut Lanes,
+) -> Result<Option<bool>, QuantError> {
+    if !g.group.is_multiple_of(8) || !lanes.count.is_multiple_of(8) || !matches!(s.bits, 4 | 8) {
+        return Ok(None);
+    }
+    // SAFETY: the caller guarantees the features.
+    unsafe { dispatch::<true>(Level::Avx2, s, src, sd, input, g, packed, scale, zp, lanes).map(Some) }
+}
+
+/// Pick the kernel instance for the dtypes and scheme; returns whether `lanes` got the
+/// statistics (only with `ST`, AVX2 width).
+#[allow(clippy::too_many_arguments)]
+unsafe fn dispatch<const ST: bool>(
+    level: Level,
+    s: &CtScheme,
+    src: SrcDtype,
+    sd: ScaleDtype,
+    input: &[u8],
+    g: &Geom,
+    packed: &mut [u8],
+    scale: &mut [u8],
+    zp: Option<&mut [u8]>,
+    lanes: &mut Lanes,
+) -> Result<bool, QuantError> {
     let sc = code(ScaleDtype::of_source(src));
     let ed = code(elem_dtype(src, sd));
     let k = Kernel { s, src, sd, input, g };
-    macro_rules! go {
-        ($f:ident) => {
-            match (sc, ed, s.bits, s.symmetric) {
-                (BF16, BF16, 4, true) => k.$f::<BF16, BF16, 4, true>(packed, scale, zp),
-                (BF16, BF16, 4, false) => k.$f::<BF16, BF16, 4, false>(packed, scale, zp),
-                (BF16, BF16, _, true) => k.$f::<BF16, BF16, 8, true>(packed, scale, zp),
-                (BF16, BF16, _, false) => k.$f::<BF16, BF16, 8, false>(packed, scale, zp),
-                (BF16, _, 4, true) => k.$f::<BF16, F32, 4, true>(packed, scale, zp),
-                (BF16, _, 4, false) => k.$f::<BF16, F32, 4, false>(packed, scale, zp),
-                (BF16, _, _, true) => k.$f::<BF16, F32, 8, true>(packed, scale, zp),
-                (BF16, _, _, false) => k.$f::<BF16, F32, 8, false>(packed, scale, zp),
-                (F16, F16, 4, true) => k.$f::<F16, F16, 4, true>(packed, scale, zp),
-                (F16, F16, 4, false) => k.$f::<F16, F16, 4, false>(packed, scale, zp),
-                (F16, F16, _, true) => k.$f::<F16, F16, 8, true>(packed, scale, zp),
-                (F16, F16, _, false) => k.$f::<F16, F16, 8, false>(packed, scale, zp),
-                (F16, _, 4, true) => k.$f::<F16, F32, 4, true>(packed, scale, zp),
-                (F16, _, 4, false) => k.$f::<F16, F32, 4, false>(packed, scale, zp),
-                (F16, _, _, true) => k.$f::<F16, F32, 8, true>(packed, scale, zp),
-                (F16, _, _, false) => k.$f::<F16, F32, 8, false>(packed, scale, zp),
-                (_, _, 4, true) => k.$f::<F32, F32, 4, true>(packed, scale, zp),
-                (_, _, 4, false) => k.$f::<F32, F32, 4, false>(packed, scale, zp),
-                (_, _, _, true) => k.$f::<F32, F32, 8, true>(packed, scale, zp),
-                (_, _, _, false) => k.$f::<F32, F32, 8, false>(packed, scale, zp),
+    let wide = level == Level::Avx512 && !ST;
+    macro_rules! call {
+        ($a:ident, $b:ident, $bits:literal, $sym:literal) => {
+            if wide {
+                k.rows512::<$a, $b, $bits, $sym>(packed, scale, zp).map(|()| false)
+            } else {
+                k.rows256::<$a, $b, $bits, $sym, ST>(packed, scale, zp, lanes)
             }
         };
     }
-    // SAFETY: the caller guarantees the CPU features of `level`; the kernels bound every
-    // pointer access by the slice lengths validated in `check`.
+    // SAFETY: the caller guarantees the CPU features of `level` (AVX2 for `ST`); the kernels
+    // bound every pointer access by the slice lengths validated in `check`.
     unsafe {
-        if level == Level::Avx512 {
-            go!(rows512)?;
-        } else {
-            go!(rows256)?;
+        match (sc, ed, s.bits, s.symmetric) {
+            (BF16, BF16, 4, true) => call!(BF16, BF16, 4, true),
+            (BF16, BF16, 4, false) => call!(BF16, BF16, 4, false),
+            (BF16, BF16, _, true) => call!(BF16, BF16, 8, true),
+            (BF16, BF16, _, false) => call!(BF16, BF16, 8, false),
+            (BF16, _, 4, true) => call!(BF16, F32, 4, true),
+            (BF16, _, 4, false) => call!(BF16, F32, 4, false),
+            (BF16, _, _, true) => call!(BF16, F32, 8, true),
+            (BF16, _, _, false) => call!(BF16, F32, 8, false),
+            (F16, F16, 4, true) => call!(F16, F16, 4, true),
+            (F16, F16, 4, false) => call!(F16, F16, 4, false),
+            (F16, F16, _, true) => call!(F16, F16, 8, true),
+            (F16, F16, _, false) => call!(F16, F16, 8, false),
+            (F16, _, 4, true) => call!(F16, F32, 4, true),
+            (F16, _, 4, false) => call!(F16, F32, 4, false),
+            (F16, _, _, true) => call!(F16, F32, 8, true),
+            (F16, _, _, false) => call!(F16, F32, 8, false),
+            (_, _, 4, true) => call!(F32, F32, 4, true),
+            (_, _, 4, false) => call!(F32, F32, 4, false),
+            (_, _, _, true) => call!(F32, F32, 8, true),
+            (_, _, _, false) => call!(F32, F32, 8, false),
         }
     }
-    Ok(true)
 }
 
 /// The call's inputs, shared by both kernel widths.
@@ -331,12 +380,19 @@ impl Kernel<'_> {
 
     /// AVX2 kernel over all rows of the chunk (8 lanes).
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn rows256<const S: u8, const E: u8, const B: u8, const SYM: bool>(
+    ///
+    /// With `ST`, also the error statistics in [`stats`]' lane order (element `i` of the chunk in
+    /// lane `i % 8`), from the codes still in registers; returns whether they are valid (every
+    /// scale finite, as [`stats`] requires), and only then are they added to `lanes`.
+    unsafe fn rows256<const S: u8, const E: u8, const B: u8, const SYM: bool, const ST: bool>(
         &self,
         packed: &mut [u8],
         scale: &mut [u8],
         mut zp: Option<&mut [u8]>,
-    ) -> Result<(), QuantError> {
+        lanes: &mut Lanes,
+    ) -> Result<bool, QuantError> {
+        let mut acc = LaneAcc256::load(lanes);
+        let mut finite = true;
         let g = self.g;
         let es = self.src.size();
         let obytes = g.group * B as usize / 8;
@@ -376,13 +432,15 @@ impl Kernel<'_> {
                 let mn = lo.iter().fold(f32::INFINITY, |a, &b| a.min(b));
                 let mx = hi.iter().fold(f32::NEG_INFINITY, |a, &b| a.max(b));
                 let (sc, z) = self.params(r, j, mn, mx, scale, &mut zp);
+                finite &= sc.is_finite();
                 let vs = _mm256_set1_ps(sc);
                 let vz = _mm256_set1_ps(z as f32);
+                let viz = _mm256_set1_epi32(z);
                 let out = &mut packed[r * pw + j * obytes..r * pw + (j + 1) * obytes];
                 let mut k = 0;
                 while k < g.group {
                     // Two vectors at a time when possible (16 values -> 8 or 16 bytes).
-                    let quant = |p: *const u8| -> __m256i {
+                    let mut quant = |p: *const u8| -> __m256i {
                         // SAFETY: p + 8 elements stays inside the group (k + 8 <= group).
                         let v = unsafe { load8::<S>(p) };
                         let mut x = round256::<E>(_mm256_div_ps(v, vs));
@@ -390,8 +448,13 @@ impl Kernel<'_> {
                             x = round256::<E>(_mm256_add_ps(x, vz));
                         }
                         let q = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
-                        let q = _mm256_min_ps(_mm256_max_ps(q, qmin), qmax);
-                        _mm256_add_epi32(_mm256_cvtps_epi32(q), off)
+                        let q = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(q, qmin), qmax));
+                        if ST {
+                            // What `stats` decodes: (code - zero point) * scale, rounded to E.
+                            let y = round256::<E>(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q, viz)), vs));
+                            acc.add8(v, y);
+                        }
+                        _mm256_add_epi32(q, off)
                     };
                     let u0 = quant(unsafe { gp.add(k * es) });
                     if k + 16 <= g.group {
@@ -423,7 +486,11 @@ impl Kernel<'_> {
                 }
             }
         }
-        Ok(())
+        if ST && finite {
+            acc.store(lanes);
+            lanes.count += (g.rows * g.cols) as u64;
+        }
+        Ok(ST && finite)
     }
 }
 
@@ -574,7 +641,7 @@ pub(crate) unsafe fn stats(
     zp: Option<&[u8]>,
     lanes: &mut Lanes,
 ) -> bool {
-    if !g.group.is_multiple_of(8) || !lanes.count.is_multiple_of(16) || !matches!(s.bits, 4 | 8) {
+    if !g.group.is_multiple_of(8) || !lanes.count.is_multiple_of(8) || !matches!(s.bits, 4 | 8) {
         return false;
     }
     let n_scales = g.rows * g.scale_cols;
@@ -615,8 +682,7 @@ unsafe fn stats_rows<const S: u8, const E: u8>(
     let off = 1i32 << (s.bits - 1);
     let mut acc = LaneAcc256::load(lanes);
     let shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
-    // Element i of the chunk is in lane i % 16: 8-element steps alternate between lanes 0 and 8.
-    let mut o = 0usize;
+    // Element i of the chunk is in lane i % 8: every 8-element step fills lanes 0..8.
     for row in 0..g.rows {
         let x_row = &input[row * g.cols * es..(row + 1) * g.cols * es];
         let p_row = &packed[row * g.packed_cols * 4..(row + 1) * g.packed_cols * 4];
@@ -636,8 +702,7 @@ unsafe fn stats_rows<const S: u8, const E: u8>(
                 let y = round256::<E>(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(u, base)), sc));
                 // SAFETY: elements c..c+8 of the row are in `x_row`.
                 let x = unsafe { load8::<S>(x_row[c * es..(c + 8) * es].as_ptr()) };
-                acc.add8(o, x, y);
-                o ^= 8;
+                acc.add8(x, y);
                 c += 8;
             }
         }

@@ -55,14 +55,14 @@ pub(crate) unsafe fn load16<const S: u8>(p: *const u8) -> __m512 {
     }
 }
 
-/// The sixteen f64 lanes of [`crate::metrics::Lanes`] in four ymm registers (lanes 4k..4k+4 in
-/// `[k]`), plus a running max of |x − y| in f32: the AVX2 accumulator shared by every kernel's
+/// The eight f64 lanes of [`crate::metrics::Lanes`] in two ymm registers per sum (lanes 4k..4k+4
+/// in `[k]`), plus a running max of |x − y| in f32: the AVX2 accumulator shared by every kernel's
 /// error statistics, so each adds values exactly as the scalar `Lanes::add` does.
 pub(crate) struct LaneAcc256 {
-    sq_ref: [__m256d; 4],
-    sq_err: [__m256d; 4],
-    sq_deq: [__m256d; 4],
-    dot: [__m256d; 4],
+    sq_ref: [__m256d; 2],
+    sq_err: [__m256d; 2],
+    sq_deq: [__m256d; 2],
+    dot: [__m256d; 2],
     max: __m256,
 }
 
@@ -71,8 +71,8 @@ impl LaneAcc256 {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(crate) fn load(lanes: &crate::metrics::Lanes) -> Self {
-        // SAFETY: the lane arrays are 16 f64 each; unaligned loads.
-        let ld = |v: &[f64; 16]| unsafe { [0, 1, 2, 3].map(|k| _mm256_loadu_pd(v.as_ptr().add(4 * k))) };
+        // SAFETY: the lane arrays are 8 f64 each; unaligned loads.
+        let ld = |v: &[f64; 8]| unsafe { [0, 1].map(|k| _mm256_loadu_pd(v.as_ptr().add(4 * k))) };
         LaneAcc256 {
             sq_ref: ld(&lanes.sq_ref),
             sq_err: ld(&lanes.sq_err),
@@ -82,11 +82,12 @@ impl LaneAcc256 {
         }
     }
 
-    /// Add 8 consecutive elements (source `x`, reconstruction `y`) whose first one falls in lane
-    /// `lane` (0 or 8): fused multiply-add (one rounding), as the scalar code's `mul_add`.
+    /// Add 8 consecutive elements (source `x`, reconstruction `y`), which fall in lanes 0..8 (the
+    /// caller keeps the element count a multiple of 8): fused multiply-add (one rounding), as the
+    /// scalar code's `mul_add`.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(crate) fn add8(&mut self, lane: usize, x: __m256, y: __m256) {
+    pub(crate) fn add8(&mut self, x: __m256, y: __m256) {
         let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
         // max_ps returns its second operand when the first is NaN: NaN errors are skipped, as
         // the scalar `ae > max` test skips them.
@@ -95,8 +96,7 @@ impl LaneAcc256 {
             (_mm256_castps256_ps128(x), _mm256_castps256_ps128(y)),
             (_mm256_extractf128_ps::<1>(x), _mm256_extractf128_ps::<1>(y)),
         ];
-        for (h, (xh, yh)) in halves.into_iter().enumerate() {
-            let k = lane / 4 + h;
+        for (k, (xh, yh)) in halves.into_iter().enumerate() {
             let (a, b) = (_mm256_cvtps_pd(xh), _mm256_cvtps_pd(yh));
             let d = _mm256_sub_pd(a, b);
             self.sq_ref[k] = _mm256_fmadd_pd(a, a, self.sq_ref[k]);
@@ -110,7 +110,7 @@ impl LaneAcc256 {
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
     pub(crate) fn store(self, lanes: &mut crate::metrics::Lanes) {
-        let st = |v: &mut [f64; 16], acc: [__m256d; 4]| {
+        let st = |v: &mut [f64; 8], acc: [__m256d; 2]| {
             for (k, a) in acc.into_iter().enumerate() {
                 // SAFETY: as in `load`; unaligned stores.
                 unsafe { _mm256_storeu_pd(v.as_mut_ptr().add(4 * k), a) };
