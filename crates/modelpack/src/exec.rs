@@ -277,7 +277,7 @@ fn write_pieces(files: &[(File, PathBuf, u64)], pieces: &[Piece]) -> Result<(), 
     for p in pieces {
         let (file, path, size) =
             files.get(p.file).ok_or_else(|| internal(&format!("piece for unknown file {}", p.file)))?;
-        if p.offset.checked_add(p.bytes.len() as u64).is_none_or(|end| end > *size) {
+        if p.offset.checked_add(p.bytes.len() as u64).map_or(true, |end| end > *size) {
             return Err(ExecError::Layout {
                 path: path.clone(),
                 msg: format!("piece at {} ({} bytes) runs past the planned size {size}", p.offset, p.bytes.len()),
@@ -618,7 +618,7 @@ mod tests {
         };
         // Layout: file f gets tasks t with t % 2 == f; first halves in task order, then a gap of 3,
         // then second halves in task order.
-        let mut images = vec![Vec::new(), Vec::new()];
+        let mut images = [Vec::new(), Vec::new()];
         let mut offsets = vec![[0u64; 2]; n];
         for k in 0..2 {
             for (t, off) in offsets.iter_mut().enumerate() {
@@ -630,7 +630,7 @@ mod tests {
                 img.extend([0, 0, 0]);
             }
         }
-        let mut regions = vec![Vec::new(), Vec::new()];
+        let mut regions = [Vec::new(), Vec::new()];
         for (t, off) in offsets.iter().enumerate() {
             for (k, &o) in off.iter().enumerate() {
                 regions[t % 2].push((o, piece(t, k).len() as u64));
