@@ -6,7 +6,7 @@
  * of it. Linked statically against the libggml-base built by `cargo xtask llama`.
  *
  * usage: quant_harness TYPE N_PER_ROW [--mode ref|chunk|dequant] [IN [OUT]]
- *   TYPE       q8_0 | q4_0 | q4_1 | q4_k | q6_k
+ *   TYPE       q8_0 | q4_0 | q4_1 | q5_0 | q4_k | q6_k
  *   ref        (default) quantize_row_<type>_ref on each row: the scalar reference quantizer
  *   chunk      ggml_quantize_chunk(type, ..., imatrix = NULL): what llama-quantize calls
  *   dequant    input is quantized rows of TYPE; output is f32 via ggml's to_float
@@ -26,6 +26,7 @@
 void quantize_row_q8_0_ref(const float *x, void *y, int64_t k);
 void quantize_row_q4_0_ref(const float *x, void *y, int64_t k);
 void quantize_row_q4_1_ref(const float *x, void *y, int64_t k);
+void quantize_row_q5_0_ref(const float *x, void *y, int64_t k);
 void quantize_row_q4_K_ref(const float *x, void *y, int64_t k);
 void quantize_row_q6_K_ref(const float *x, void *y, int64_t k);
 
@@ -41,6 +42,7 @@ static const struct qtype QTYPES[] = {
     {"q8_0", GGML_TYPE_Q8_0, quantize_row_q8_0_ref},
     {"q4_0", GGML_TYPE_Q4_0, quantize_row_q4_0_ref},
     {"q4_1", GGML_TYPE_Q4_1, quantize_row_q4_1_ref},
+    {"q5_0", GGML_TYPE_Q5_0, quantize_row_q5_0_ref},
     {"q4_k", GGML_TYPE_Q4_K, quantize_row_q4_K_ref},
     {"q6_k", GGML_TYPE_Q6_K, quantize_row_q6_K_ref},
 };
@@ -92,7 +94,7 @@ int main(int argc, char **argv) {
     }
     if (npos < 2) {
         fprintf(stderr,
-                "usage: quant_harness q8_0|q4_0|q4_1|q4_k|q6_k N_PER_ROW "
+                "usage: quant_harness q8_0|q4_0|q4_1|q5_0|q4_k|q6_k N_PER_ROW "
                 "[--mode ref|chunk|dequant] [IN [OUT]]\n");
         return 2;
     }

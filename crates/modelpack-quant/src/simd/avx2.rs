@@ -1,4 +1,4 @@
-//! AVX2 (+ F16C) kernels for Q8_0, Q4_0 and Q4_1.
+//! AVX2 (+ F16C) kernels for Q8_0, Q4_0, Q4_1 and Q5_0.
 //!
 //! Same algorithm as the AVX-512 kernels with a block in four ymm registers: fused source
 //! conversion on load, the scalar reference's arithmetic lane by lane (separate mul and add, never
@@ -6,11 +6,11 @@
 
 use super::x86::{load8, src_of, LaneAcc256, BF16, F16, F32};
 use crate::convert::load;
-use crate::gguf::{quantize_blocks_ref, BlockQ4_0, BlockQ4_1, BlockQ8_0, GgmlType, QK};
+use crate::gguf::{quantize_blocks_ref, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ8_0, GgmlType, QK};
 use crate::{QuantError, SrcDtype};
 use std::arch::x86_64::*;
 
-/// Quantize whole blocks of `ty` (Q8_0, Q4_0 or Q4_1); `input` holds `out.len() / ty.type_size()`
+/// Quantize whole blocks of `ty` (Q8_0, Q4_0, Q4_1 or Q5_0); `input` holds `out.len() / ty.type_size()`
 /// blocks of `src` elements.
 ///
 /// # Safety
@@ -25,6 +25,9 @@ pub(crate) unsafe fn quantize(ty: GgmlType, src: SrcDtype, input: &[u8], out: &m
             (GgmlType::Q4_0, SrcDtype::F32) => q4_0::<F32>(input, out),
             (GgmlType::Q4_0, SrcDtype::F16) => q4_0::<F16>(input, out),
             (GgmlType::Q4_0, SrcDtype::BF16) => q4_0::<BF16>(input, out),
+            (GgmlType::Q5_0, SrcDtype::F32) => q5_0::<F32>(input, out),
+            (GgmlType::Q5_0, SrcDtype::F16) => q5_0::<F16>(input, out),
+            (GgmlType::Q5_0, SrcDtype::BF16) => q5_0::<BF16>(input, out),
             (_, SrcDtype::F32) => q4_1::<F32>(input, out),
             (_, SrcDtype::F16) => q4_1::<F16>(input, out),
             (_, SrcDtype::BF16) => q4_1::<BF16>(input, out),
@@ -194,6 +197,61 @@ unsafe fn q4_0<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantErr
         ob[..2].copy_from_slice(&f16_bits(d).to_le_bytes());
         // SAFETY: `ob[2..18]` is 16 bytes.
         unsafe { _mm_storeu_si128(ob[2..18].as_mut_ptr().cast(), pack_nibbles(v)) };
+    }
+    Ok(())
+}
+
+/// Q5_0: like Q4_0 with `max / -16`, codes `min(31, trunc(x * id + 16.5))`, the low nibbles
+/// packed as Q4_0's and the fifth bits gathered by `movemask` (bit 4 shifted into the sign).
+#[target_feature(enable = "avx2,f16c")]
+unsafe fn q5_0<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
+    let src = src_of::<S>();
+    let in_blk = QK * src.size();
+    for (i, (ib, ob)) in input.chunks_exact(in_blk).zip(out.chunks_exact_mut(22)).enumerate() {
+        prefetch_ahead(ib);
+        // SAFETY: `ib` is one whole block.
+        let x = unsafe { load_block::<S>(ib) };
+        let (a, hmax) = abs_bits(&x);
+        if hmax >= 0x7f80_0000 {
+            return quantize_blocks_ref::<BlockQ5_0>(src, ib, ob, i * QK);
+        }
+        // The reference's loop starts from `max = +0` and replaces it only on a strictly larger
+        // |x|: an all-zero block keeps +0 (whatever the sign of its zeros), else the first
+        // element of largest |x| sets the scale.
+        let max = if hmax == 0 {
+            0.0
+        } else {
+            let hv = _mm256_set1_epi32(hmax as i32);
+            let mut mask = 0u32;
+            for (k, &ak) in a.iter().enumerate() {
+                let m = _mm256_movemask_ps(_mm256_castsi256_ps(_mm256_cmpeq_epi32(ak, hv))) as u32;
+                mask |= m << (8 * k);
+            }
+            load(src, ib, mask.trailing_zeros() as usize)
+        };
+        let d = max / -16.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let (vid, k) = (_mm256_set1_ps(id), _mm256_set1_ps(16.5));
+        // Truncate, clamp to 31. NaN/inf lanes (id overflowed) become i32::MIN, whose low five
+        // bits are 0: the reference's `(int8_t)` of `cvttss2si` stores 0 there too.
+        let q = x.map(|v| {
+            _mm256_min_epi32(_mm256_cvttps_epi32(_mm256_add_ps(_mm256_mul_ps(v, vid), k)), _mm256_set1_epi32(31))
+        });
+        let mut qh = 0u32;
+        for (j, &qj) in q.iter().enumerate() {
+            let bit4 = _mm256_castsi256_ps(_mm256_slli_epi32::<27>(qj));
+            qh |= (_mm256_movemask_ps(bit4) as u32) << (8 * j);
+        }
+        let f = _mm256_set1_epi32(15);
+        let lo = q.map(|v| _mm256_and_si256(v, f));
+        let r0 = _mm256_or_si256(lo[0], _mm256_slli_epi32::<4>(lo[2]));
+        let r1 = _mm256_or_si256(lo[1], _mm256_slli_epi32::<4>(lo[3]));
+        let w = _mm256_packus_epi32(r0, r1);
+        let b = _mm256_permutevar8x32_epi32(_mm256_packus_epi16(w, w), unlane());
+        ob[..2].copy_from_slice(&f16_bits(d).to_le_bytes());
+        ob[2..6].copy_from_slice(&qh.to_le_bytes());
+        // SAFETY: `ob[6..22]` is 16 bytes.
+        unsafe { _mm_storeu_si128(ob[6..22].as_mut_ptr().cast(), _mm256_castsi256_si128(b)) };
     }
     Ok(())
 }
