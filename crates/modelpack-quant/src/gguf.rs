@@ -459,7 +459,7 @@ impl BlockFormat for BlockQ5_0 {
 }
 
 /// Check the shapes of a row chunk; returns the number of elements.
-fn check_shape(
+pub(crate) fn check_shape(
     ty: GgmlType,
     elem_in: usize,
     input_len: usize,
