@@ -273,9 +273,8 @@ fn keep_type(src: SrcDtype) -> GgmlType {
 /// 6. the scheme's type.
 ///
 /// Afterwards a row length that does not divide by the type's block size falls back (recorded in
-/// the reason): Q6_K → Q8_0 as llama-quantize does; Q4_K → Q8_0 (llama-quantize picks Q5_0,
-/// which this tool does not write, so such tensors differ from its output); then any type → F16
-/// when even 32-blocks do not fit, like llama-quantize.
+/// the reason) as llama-quantize's `tensor_type_fallback` does: Q4_K → Q5_0 and Q6_K → Q8_0, then
+/// any type → F16 when even 32-blocks do not fit.
 #[allow(clippy::too_many_arguments)]
 fn choose_type(
     opts: &QuantizeOptions,
@@ -309,10 +308,12 @@ fn choose_type(
     }
     let row = *shape.last().unwrap_or(&1);
     if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) && ty.row_bytes(row).is_none() {
-        let why = if ty == GgmlType::Q4_K { " (llama-quantize: Q5_0, not written here)" } else { "" };
-        reason = format!("row length {row} is not a multiple of {ty}'s block of 256: fell back to Q8_0{why}");
-        if GgmlType::Q8_0.row_bytes(row).is_some() {
-            return Ok((GgmlType::Q8_0, reason));
+        // llama-quantize's tensor_type_fallback (src/llama-quant.cpp).
+        let fb = if ty == GgmlType::Q4_K { GgmlType::Q5_0 } else { GgmlType::Q8_0 };
+        reason =
+            format!("row length {row} is not a multiple of {ty}'s block of 256: fell back to {fb} (llama-quantize)");
+        if fb.row_bytes(row).is_some() {
+            return Ok((fb, reason));
         }
     }
     if ty.row_bytes(row).is_none() {
@@ -346,6 +347,18 @@ fn mix_rule(mix: Option<GgufMix>, name: &str, n_layer: usize) -> Option<(GgmlTyp
 
 fn block_of(name: &str) -> i64 {
     name.strip_prefix("blk.").and_then(|r| r.split('.').next()).and_then(|n| n.parse::<i64>().ok()).unwrap_or(-1)
+}
+
+/// The method a tensor of type `ty` really gets when `method` is asked for: `mse` only where
+/// [`crate::quant::mse::gguf_supported`] has a search (the K-quants and Q5_0 keep llama.cpp's
+/// rounding, so calling them `mse` would be false provenance); `None` for float types, which
+/// are converted, not quantized.
+pub fn method_used(method: Method, ty: GgmlType) -> Option<&'static str> {
+    match ty {
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => None,
+        _ if method == Method::Mse && crate::quant::mse::gguf_supported(ty) => Some("mse"),
+        _ => Some("rtn"),
+    }
 }
 
 /// A unit of parallel work: rows `[r0, r1)` of tensor `t`.
@@ -471,6 +484,7 @@ impl CpuPlan {
                 shape: t.shape.iter().map(|&d| d as u64).collect(),
                 dtype_in: format!("{:?}", t.src_dtype).to_uppercase(),
                 type_out: t.ty.name().to_string(),
+                method: method_used(self.method, t.ty).map(str::to_string),
                 bytes_out: bytes,
                 sqnr_db: None,
                 rel_rmse: None,

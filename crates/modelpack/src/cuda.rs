@@ -485,6 +485,7 @@ impl CudaPlan {
                     shape: t.shape.iter().map(|&d| d as u64).collect(),
                     dtype_in: t.dtype.to_string(),
                     type_out: t.dtype.to_string(),
+                    method: None,
                     bytes_out: t.size,
                     sqnr_db: None,
                     rel_rmse: None,
@@ -511,6 +512,8 @@ impl CudaPlan {
                             },
                             if md.scheme.symmetric { " sym" } else { " asym" }
                         ),
+                        // Every compressed-tensors scheme has an mse search: the method asked for.
+                        method: Some(format!("{:?}", self.method).to_lowercase()),
                         bytes_out: bytes,
                         sqnr_db: None,
                         rel_rmse: None,

@@ -243,9 +243,10 @@ pub fn run(a: Args) -> CmdResult {
         }
         for t in &report.tensors {
             eprintln!(
-                "  {:<40} {:<28} {:>10} B  {}  {}",
+                "  {:<40} {:<28} {:<4} {:>10} B  {}  {}",
                 t.name,
                 t.type_out,
+                t.method.as_deref().unwrap_or("-"),
                 t.bytes_out,
                 t.sqnr_db.map(|s| format!("{s:6.2} dB")).unwrap_or_else(|| "        ".into()),
                 t.note.as_deref().unwrap_or("")
