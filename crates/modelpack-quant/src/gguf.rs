@@ -655,8 +655,16 @@ pub(crate) fn accumulate_stats(
         stats.merge(&lanes.finish());
         return;
     }
+    let kquant = matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K);
+    #[cfg(target_arch = "x86_64")]
+    if level >= Level::Avx2 && kquant {
+        // SAFETY: as above (AVX-512 implies AVX2 + F16C); whole super-blocks.
+        unsafe { simd::avx2::stats_kquant(ty, src, input, out, &mut lanes) };
+        stats.merge(&lanes.finish());
+        return;
+    }
     let _ = (level, block);
-    if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) {
+    if kquant {
         let mut x = [0.0f32; crate::kquants::QK_K];
         let mut y = [0.0f32; crate::kquants::QK_K];
         let in_blk = crate::kquants::QK_K * src.size();
