@@ -131,7 +131,7 @@ impl Imatrix {
                     if c > 0.0 {
                         w.extend(chunk.iter().map(|&s| s / c));
                     } else {
-                        w.extend(std::iter::repeat_n(1.0f32, e.columns));
+                        w.resize(w.len() + e.columns, 1.0f32);
                     }
                 }
                 w
@@ -248,7 +248,7 @@ fn parse_gguf(bytes: &[u8], limits: &ImatrixLimits) -> Result<Imatrix, FormatErr
         }
         let mut counts = Vec::with_capacity(experts as usize);
         for (i, v) in read_f32s(c.data, experts as usize).into_iter().enumerate() {
-            if !v.is_finite() || v < 0.0 || v > 9.0e18 {
+            if !(0.0..=9.0e18).contains(&v) {
                 return Err(bad(format!("`{}`[{i}] = {v}: token counts must be finite and non-negative", c.info.name)));
             }
             // `std::lround`: half away from zero, which is Rust's `f32::round`.
@@ -453,8 +453,11 @@ mod tests {
         out
     }
 
-    /// A GGUF imatrix: `(name, columns, experts, sums, counts)` per entry.
-    fn gguf(meta: Vec<(String, MetaValue)>, entries: &[(&str, u64, u64, Vec<f32>, Vec<f32>)]) -> Vec<u8> {
+    /// `(name, columns, experts, sums, counts)` of one test entry.
+    type Entry<'a> = (&'a str, u64, u64, Vec<f32>, Vec<f32>);
+
+    /// A GGUF imatrix from its entries.
+    fn gguf(meta: Vec<(String, MetaValue)>, entries: &[Entry<'_>]) -> Vec<u8> {
         use crate::gguf::GgufTensorInfo;
         let shape = |a: u64, b: u64| if b == 1 { vec![a] } else { vec![a, b] };
         let mut t = Vec::new();

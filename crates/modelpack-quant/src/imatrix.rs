@@ -73,6 +73,112 @@ pub fn quantize_rows_weighted(
     Ok(())
 }
 
+/// The `mse` method with importance weights, for the types `mse` searches
+/// ([`crate::mse::gguf_supported`]; others get [`quantize_rows_weighted`]): per 32-value block,
+/// the candidate with the smallest activation-weighted squared error `Σ_j imatrix[j]·(x_j − x̂_j)²`
+/// among llama.cpp's weighted quantization ([`quantize_rows_weighted`], the `rtn` bytes, kept on
+/// ties), the unweighted reference rounding and the unweighted `mse` search
+/// ([`crate::mse::quantize_gguf_rows`]).
+///
+/// Why this metric and not llama.cpp's `imatrix[j]·sqrt(σ² + x_j²)`: `imatrix[j]` is the mean
+/// squared input activation of column `j`, so for an output `y = Σ_j a_j·w_j` the expected squared
+/// output error of a row, with activations uncorrelated across columns, is exactly
+/// `Σ_j E[a_j²]·e_j²`. The `sqrt(σ² + x²)` factor is llama.cpp's search heuristic, not an error
+/// measure. Because the weighted `rtn` bytes are a candidate, the result is never worse than
+/// `rtn` in this metric on any block (property-tested). Bytes are independent of SIMD level and
+/// thread count (every candidate is).
+pub fn quantize_rows_mse(
+    ty: GgmlType,
+    src: SrcDtype,
+    input: &[u8],
+    row_len: usize,
+    weights: &[f32],
+    out: &mut [u8],
+    stats: Option<&mut ErrorStats>,
+) -> Result<(), QuantError> {
+    quantize_rows_mse_at(simd::active_level(), ty, src, input, row_len, weights, out, stats)
+}
+
+/// [`quantize_rows_mse`] at an explicit SIMD level (clamped to what the CPU supports): the
+/// bytes are the same at every level.
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_rows_mse_at(
+    level: simd::Level,
+    ty: GgmlType,
+    src: SrcDtype,
+    input: &[u8],
+    row_len: usize,
+    weights: &[f32],
+    out: &mut [u8],
+    stats: Option<&mut ErrorStats>,
+) -> Result<(), QuantError> {
+    let level = simd::clamp(level);
+    if weights.len() != row_len {
+        return Err(QuantError::Shape(format!(
+            "importance weights have {} values, the rows have {row_len} columns",
+            weights.len()
+        )));
+    }
+    if !crate::mse::gguf_supported(ty) {
+        // No search for this type (K-quants, floats): llama.cpp's weighted bytes, so a tensor
+        // labelled `rtn` in the manifest really is what llama-quantize --imatrix writes.
+        return quantize_rows_weighted(ty, src, input, row_len, weights, out, stats);
+    }
+    // Validates shapes and finiteness; the first candidate.
+    quantize_rows_weighted(ty, src, input, row_len, weights, out, None)?;
+    let blk = ty.block_size();
+    let mut others = Vec::new();
+    if uses_weights(ty) {
+        let mut b = vec![0u8; out.len()];
+        gguf::quantize_rows_at(level, ty, src, input, row_len, &mut b, None)?;
+        others.push(b);
+    }
+    let mut c = vec![0u8; out.len()];
+    crate::mse::quantize_gguf_rows_at(level, ty, src, input, row_len, &mut c, None)?;
+    others.push(c);
+    let osz = ty.type_size();
+    let in_blk = blk * src.size();
+    let mut x = vec![0.0f32; blk];
+    let mut y = vec![0.0f32; blk];
+    for (b, ib) in input.chunks_exact(in_blk).enumerate() {
+        load_slice(src, ib, &mut x);
+        let col0 = (b * blk) % row_len;
+        let w = &weights[col0..col0 + blk];
+        let ob = b * osz..(b + 1) * osz;
+        let mut best = weighted_error(ty, &out[ob.clone()], &x, w, &mut y);
+        for o in &others {
+            let e = weighted_error(ty, &o[ob.clone()], &x, w, &mut y);
+            if e < best {
+                best = e;
+                out[ob.clone()].copy_from_slice(&o[ob.clone()]);
+            }
+        }
+    }
+    if let Some(stats) = stats {
+        gguf::accumulate_stats(level, ty, src, input, out, stats);
+    }
+    Ok(())
+}
+
+/// `Σ_j w_j·(x_j − x̂_j)²` in f64 for one block of `ty`; `y` is scratch of the block's length.
+/// Columns of weight 0 do not count (even where the block decodes to ±inf/NaN, as an f16 scale
+/// overflow does), and a NaN total is +inf, so comparisons between candidates are total.
+pub fn weighted_error(ty: GgmlType, block: &[u8], x: &[f32], w: &[f32], y: &mut [f32]) -> f64 {
+    gguf::dequantize_rows(ty, block, x.len(), y).expect("one whole block");
+    let e: f64 = x
+        .iter()
+        .zip(y.iter())
+        .zip(w)
+        .filter(|(_, &w)| w != 0.0)
+        .map(|((&a, &b), &w)| f64::from(w) * (f64::from(a) - f64::from(b)).powi(2))
+        .sum();
+    if e.is_nan() {
+        f64::INFINITY
+    } else {
+        e
+    }
+}
+
 /// One row of a [`uses_weights`] type into its on-disk bytes.
 pub fn quantize_row(ty: GgmlType, x: &[f32], qw: &[f32], out: &mut [u8]) {
     match ty {

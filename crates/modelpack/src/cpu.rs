@@ -43,6 +43,9 @@ pub struct CpuTensor {
     pub ty: GgmlType,
     /// Why this type was chosen (shown in the report).
     pub reason: String,
+    /// Per-column importance weights from `--imatrix` (`row_len` values), when the matrix has an
+    /// entry for this tensor and its type uses one ([`crate::quant::imatrix::uses_weights`]).
+    pub weights: Option<std::sync::Arc<Vec<f32>>>,
 }
 
 impl CpuTensor {
@@ -127,6 +130,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
         let perm = llama::qk_permutation_for(&dims, t.name, shape[0])?;
         let is_output = name == "output.weight" || (!has_output && name == "token_embd.weight");
         let (ty, reason) = choose_type(opts, t.name, &name, &shape, src_dtype, is_output, base, dims.layers as usize)?;
+        let (weights, reason) = crate::imatrix::plan_weights(opts, &name, ty, &shape, reason)?;
         tensors.push(CpuTensor {
             name,
             source: Source::Tensor { hf: t.name.to_string(), perm },
@@ -134,6 +138,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
             shape,
             ty,
             reason,
+            weights,
         });
     }
     if tensors.is_empty() {
@@ -152,11 +157,15 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
             src_dtype: SrcDtype::F32,
             ty: GgmlType::F32,
             reason: "llama-3 rope scaling factors".into(),
+            weights: None,
         });
     }
     // llama-quantize's order: non-block tensors first, then by block number, then by name.
     tensors.sort_by(|a, b| (block_of(&a.name), &a.name).cmp(&(block_of(&b.name), &b.name)));
 
+    if let Some(m) = &opts.imatrix {
+        metadata.extend(m.gguf_metadata());
+    }
     metadata.push(("general.quantization_version".into(), MetaValue::U32(2)));
     metadata.push(("general.file_type".into(), MetaValue::U32(file_type(base, opts.gguf_mix))));
     metadata.extend(tokenizer_metadata(ckpt, config)?);
@@ -453,10 +462,12 @@ impl CpuPlan {
             }
         };
         let mut stats = with_stats.then(ErrorStats::default);
-        let quantize = if self.method == Method::Mse {
-            crate::quant::mse::quantize_gguf_rows
-        } else {
-            crate::quant::gguf::quantize_rows
+        let quantize = |ty, src, input: &[u8], row_len, out: &mut [u8], stats| match &ten.weights {
+            Some(w) => crate::imatrix::quantize_rows(self.method, ty, src, input, row_len, w, out, stats),
+            None if self.method == Method::Mse => {
+                crate::quant::mse::quantize_gguf_rows(ty, src, input, row_len, out, stats)
+            }
+            None => crate::quant::gguf::quantize_rows(ty, src, input, row_len, out, stats),
         };
         quantize(ten.ty, ten.src_dtype, input, row_len, &mut out, stats.as_mut()).map_err(|e| {
             let from = match &ten.source {

@@ -53,6 +53,10 @@ pub struct Args {
     /// cuda: re-quantize a checkpoint whose config.json already has a quantization_config.
     #[arg(long)]
     pub force_requantize: bool,
+    /// cpu: llama.cpp importance matrix (llama-imatrix's GGUF or legacy .dat) weighting each
+    /// column's error by its mean squared activation, as `llama-quantize --imatrix` does.
+    #[arg(long, value_name = "FILE")]
+    pub imatrix: Option<PathBuf>,
     /// Skip per-tensor error metrics (faster).
     #[arg(long)]
     pub no_metrics: bool,
@@ -174,6 +178,16 @@ pub fn run(a: Args) -> CmdResult {
     if a.target == Target::Cuda && !matches!(a.group_size, 1..=1_000_000) {
         return Err(CmdError::usage("--group-size must be positive"));
     }
+    if a.imatrix.is_some() && a.target != Target::Cpu {
+        return Err(CmdError::usage("--imatrix applies to --target cpu"));
+    }
+    let imatrix = a
+        .imatrix
+        .as_deref()
+        .map(modelpack::imatrix::ImatrixInput::load)
+        .transpose()
+        .map_err(|e| CmdError::usage(e.to_string()))?
+        .map(std::sync::Arc::new);
     let options = QuantizeOptions {
         target: a.target,
         scheme: a.scheme,
@@ -188,6 +202,7 @@ pub fn run(a: Args) -> CmdResult {
         max_shard_size: parse_size(&a.max_shard_size)?,
         force_requantize: a.force_requantize,
         metrics: !a.no_metrics,
+        imatrix,
     };
     let sign_key = a.sign_key.as_deref().map(|p| load_private_key(p, &a.password)).transpose()?;
     let source_date_epoch = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok());
