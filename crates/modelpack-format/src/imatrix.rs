@@ -546,4 +546,23 @@ mod tests {
         let f16 = vec![(info("t.in_sum2", vec![2], 1), vec![0.0]), (info("t.counts", vec![1], 0), vec![1.0])];
         assert!(matches!(Imatrix::parse(&gguf_raw(meta(), f16)), Err(FormatError::BadImatrix(_))));
     }
+
+    /// A matrix written by the `gguf` Python package (the fuzz seed `fuzz/corpus/imatrix/small.gguf`:
+    /// `GGUFWriter`, numpy arrays; an independent encoder of the format), and the legacy seed.
+    #[test]
+    fn reads_the_python_gguf_writers_matrix() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/imatrix");
+        let m = Imatrix::parse(&std::fs::read(root.join("small.gguf")).unwrap()).unwrap();
+        assert_eq!((m.format, m.chunk_count, m.chunk_size), (ImatrixFormat::Gguf, 2, 64));
+        assert_eq!(m.datasets, vec!["calib.txt".to_string()]);
+        let q: Vec<f32> = (0..32).map(|i| i as f32 / 128.0).collect();
+        assert_eq!(m.weights("blk.0.attn_q.weight").unwrap(), q);
+        let e = &m.entries["blk.0.ffn_up_exps.weight"];
+        assert_eq!((e.columns, e.experts, e.counts.clone()), (32, 2, vec![3, 0]));
+        let w = m.weights("blk.0.ffn_up_exps.weight").unwrap();
+        assert!(w[..32].iter().all(|&v| v == 1.0 / 3.0) && w[32..].iter().all(|&v| v == 1.0));
+        let l = Imatrix::parse(&std::fs::read(root.join("small.dat")).unwrap()).unwrap();
+        assert_eq!((l.format, l.chunk_count, l.datasets.clone()), (ImatrixFormat::Legacy, 2, vec!["d.t".to_string()]));
+        assert_eq!(l.weights("a.bcd").unwrap(), vec![0.5, 1.0, 1.5, 2.0]);
+    }
 }
