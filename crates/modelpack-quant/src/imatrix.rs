@@ -199,8 +199,8 @@ pub fn quantize_row(ty: GgmlType, x: &[f32], qw: &[f32], out: &mut [u8]) {
 
 /// `make_qx_quants(n, nmax, x, L, rmse_type = 1, qw)` with weights: returns the scale, the
 /// codes `l + nmax` go to `l_out`.
-pub(crate) fn make_qx_quants_w(nmax: i32, x: &[f32], qw: &[f32], l_out: &mut [u8]) -> f32 {
-    let n = x.len();
+pub(crate) fn make_qx_quants_w<const N: usize>(nmax: i32, x: &[f32; N], qw: &[f32; N], l_out: &mut [u8; N]) -> f32 {
+    let n = N;
     let mut max = 0.0f32;
     let mut amax = 0.0f32;
     for &v in x {
@@ -255,11 +255,16 @@ pub(crate) fn make_qx_quants_w(nmax: i32, x: &[f32], qw: &[f32], l_out: &mut [u8
 
 /// `make_qkx3_quants(n, nmax, x, weights, L, &the_min, Laux, -0.9, 0.05, 36, false)`: returns
 /// `(scale, the_min)`, codes in `l_out`.
-pub(crate) fn make_qkx3_quants(nmax: i32, x: &[f32], weights: &[f32], l_out: &mut [u8]) -> (f32, f32) {
+pub(crate) fn make_qkx3_quants<const N: usize>(
+    nmax: i32,
+    x: &[f32; N],
+    weights: &[f32; N],
+    l_out: &mut [u8; N],
+) -> (f32, f32) {
     const RMIN: f32 = -0.9;
     const RDELTA: f32 = 0.05;
     const NSTEP: i32 = 36;
-    let n = x.len();
+    let n = N;
     let mut min = x[0];
     let mut max = x[0];
     let mut sum_w = weights[0];
@@ -292,7 +297,7 @@ pub(crate) fn make_qkx3_quants(nmax: i32, x: &[f32], weights: &[f32], l_out: &mu
         let diff = diff * diff;
         best_mad += weights[i] * diff;
     }
-    let mut laux = [0u8; 32];
+    let mut laux = [0u8; N];
     for is in 0..=NSTEP {
         iscale = (RMIN + RDELTA * is as f32 + nmax as f32) / (max - min);
         let (mut sum_l, mut sum_l2, mut sum_xl) = (0.0f32, 0.0f32, 0.0f32);
@@ -435,7 +440,9 @@ pub fn q4k_block(x: &[f32; QK_K], qw: &[f32; QK_K]) -> BlockQ4K {
             sumw += w;
         }
         sw[j] = sumw;
-        let (s, m) = make_qkx3_quants(15, xs, &weights, &mut l[32 * j..32 * j + 32]);
+        let xs: &[f32; 32] = xs.try_into().expect("32");
+        let lj: &mut [u8; 32] = (&mut l[32 * j..32 * j + 32]).try_into().expect("32");
+        let (s, m) = make_qkx3_quants(15, xs, &weights, lj);
         scales[j] = s;
         mins[j] = m;
     }
@@ -478,7 +485,9 @@ pub fn q6k_block(x: &[f32; QK_K], qw: &[f32; QK_K]) -> BlockQ6K {
     let mut l = [0u8; QK_K];
     let mut scales = [0.0f32; 16];
     for (j, s) in scales.iter_mut().enumerate() {
-        *s = make_qx_quants_w(32, &x[16 * j..16 * j + 16], &qw[16 * j..16 * j + 16], &mut l[16 * j..16 * j + 16]);
+        let r = 16 * j..16 * j + 16;
+        let lj: &mut [u8; 16] = (&mut l[r.clone()]).try_into().expect("16");
+        *s = make_qx_quants_w(32, x[r.clone()].try_into().expect("16"), qw[r].try_into().expect("16"), lj);
     }
     let Some((mut b, ds)) = crate::kquants::q6k_scales(&scales) else {
         return BlockQ6K::ZERO;
@@ -508,6 +517,7 @@ fn legacy_row(ty: GgmlType, x: &[f32], qw: &[f32], out: &mut [u8]) {
     let mut weight = [0.0f32; 32];
     let mut l = [0u8; 32];
     for ((xb, qb), o) in x.chunks_exact(32).zip(qw.chunks_exact(32)).zip(out.chunks_exact_mut(osz)) {
+        let xb: &[f32; 32] = xb.try_into().expect("32");
         for j in 0..32 {
             weight[j] = qb[j] * (sigma2 + xb[j] * xb[j]).sqrt();
         }
