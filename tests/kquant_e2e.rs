@@ -246,8 +246,9 @@ fn check_q4_k_m(inter: usize) {
 
 /// `--method mse` with `--gguf-type q4_k_m` on the model with 352-wide `ffn_down` rows: every
 /// quantized tensor's manifest record says which method it really got, and llama-quantize is the
-/// judge of the label. A tensor labelled `rtn` (Q4_K, Q6_K, Q5_0: no search) must be byte-equal
-/// to llama-quantize's; one labelled `mse` (the Q8_0 fallbacks) must differ from its RTN bytes.
+/// judge of the label. A tensor labelled `rtn` (Q4_K, Q6_K: no search) must be byte-equal to
+/// llama-quantize's; one labelled `mse` (the Q5_0 and Q8_0 fallbacks) must differ from its RTN
+/// bytes.
 /// `inspect` reports the same per-tensor methods and their counts.
 #[test]
 fn mse_package_labels_each_tensor_with_the_method_it_got() {
@@ -288,15 +289,17 @@ fn mse_package_labels_each_tensor_with_the_method_it_got() {
         assert_eq!(ty, expected_type(name, inter), "{name}");
         match (ty, rec["method"].as_str()) {
             ("F32", None) => continue,
-            ("Q4_K" | "Q6_K" | "Q5_0", Some("rtn")) => assert!(o.data == t.data, "{name}: rtn label, bytes differ"),
-            ("Q8_0", Some("mse")) => assert!(o.data != t.data, "{name}: mse label, but llama-quantize's RTN bytes"),
+            ("Q4_K" | "Q6_K", Some("rtn")) => assert!(o.data == t.data, "{name}: rtn label, bytes differ"),
+            ("Q5_0" | "Q8_0", Some("mse")) => {
+                assert!(o.data != t.data, "{name}: mse label, but llama-quantize's RTN bytes")
+            }
             (ty, m) => panic!("{name}: {ty} labelled {m:?}"),
         }
         *counts.entry(rec["method"].as_str().unwrap().to_string()).or_default() += 1;
     }
-    // 72 weights: every ffn_down (8) is a Q8_0/Q5_0 fallback; Q5_0 ones (4) are rtn.
-    assert_eq!(counts.get("mse"), Some(&4), "{counts:?}");
-    assert_eq!(counts.get("rtn"), Some(&(1 + 1 + 7 * LAYERS as u64 - 4)), "{counts:?}");
+    // 2 + 7 per layer weights; every ffn_down (one per layer) is a Q5_0/Q8_0 fallback with mse.
+    assert_eq!(counts.get("mse"), Some(&(LAYERS as u64)), "{counts:?}");
+    assert_eq!(counts.get("rtn"), Some(&(2 + 6 * LAYERS as u64)), "{counts:?}");
 
     let out = common::modelpack().arg("inspect").arg(&mse_pkg).arg("--json").output().unwrap();
     assert!(out.status.success(), "inspect: {}", String::from_utf8_lossy(&out.stderr));
@@ -308,5 +311,5 @@ fn mse_package_labels_each_tensor_with_the_method_it_got() {
     let human = common::modelpack().arg("inspect").arg(&mse_pkg).output().unwrap();
     let text = String::from_utf8(human.stdout).unwrap();
     let rtn = counts["rtn"];
-    assert!(text.contains(&format!("methods:      mse 4, rtn {rtn}")), "{text}");
+    assert!(text.contains(&format!("methods:      mse {LAYERS}, rtn {rtn}")), "{text}");
 }

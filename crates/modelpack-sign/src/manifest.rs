@@ -84,7 +84,7 @@ pub struct TensorRecord {
     /// Output type (`Q4_0`, `Q8_0`, `pack-quantized int4 g128`, `BF16` kept, ...).
     pub type_out: String,
     /// How this tensor's codes were chosen (`rtn`, `mse`), which can differ from the package's
-    /// method: types without a search (K-quants, Q5_0) get llama.cpp's own rounding even when
+    /// method: types without a search (the K-quants) get llama.cpp's own rounding even when
     /// mse was asked for. Absent for tensors stored unquantized (and in older manifests).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<String>,

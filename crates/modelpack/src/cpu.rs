@@ -359,8 +359,8 @@ fn block_of(name: &str) -> i64 {
 }
 
 /// The method a tensor of type `ty` really gets when `method` is asked for: `mse` only where
-/// [`crate::quant::mse::gguf_supported`] has a search (the K-quants and Q5_0 keep llama.cpp's
-/// rounding, so calling them `mse` would be false provenance); `None` for float types, which
+/// [`crate::quant::mse::gguf_supported`] has a search (the K-quants keep llama.cpp's rounding, so
+/// calling them `mse` would be false provenance); `None` for float types, which
 /// are converted, not quantized.
 pub fn method_used(method: Method, ty: GgmlType) -> Option<&'static str> {
     match ty {
