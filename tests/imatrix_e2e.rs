@@ -416,4 +416,25 @@ fn imatrix_mismatch_and_garbage_are_input_errors() {
     assert!(note(&with, "blk.0.attn_q.weight").contains("imatrix-weighted"));
     assert!(note(&with, "blk.0.attn_k.weight").contains("no imatrix entry"));
     assert!(!note(&without, "blk.0.attn_k.weight").contains("imatrix"));
+
+    // cuda: entries are found under the GGUF names of the HF weights; only `mse` uses them.
+    let cuda = ["--target", "cuda", "--scheme", "int4", "--no-progress", "--imatrix", one.to_str().unwrap()];
+    common::modelpack()
+        .arg("quantize")
+        .arg(&model)
+        .arg("-o")
+        .arg(tmp.path().join("o5"))
+        .args(cuda)
+        .args(["--method", "rtn"])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("--method mse"));
+    let rep = common::quantize(&model, &tmp.path().join("o6"), &[&cuda[..], &["--method", "mse"]].concat());
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("o6/modelpack.json")).unwrap()).unwrap();
+    assert_eq!(manifest["options"]["imatrix"]["format"], "dat");
+    let q = note(&rep, "model.layers.0.self_attn.q_proj");
+    assert!(q.contains("imatrix-weighted (blk.0.attn_q.weight)"), "{q}");
+    let k = note(&rep, "model.layers.0.self_attn.k_proj");
+    assert!(k.contains("no imatrix entry (blk.0.attn_k.weight)"), "{k}");
 }

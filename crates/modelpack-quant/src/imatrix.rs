@@ -179,6 +179,117 @@ pub fn weighted_error(ty: GgmlType, block: &[u8], x: &[f32], w: &[f32], y: &mut 
     }
 }
 
+/// compressed-tensors `mse` with importance weights (`weights.len() == cols`): per group, the
+/// candidate with the smaller activation-weighted error `Σ imatrix[j]·(x − x̂)²` between the
+/// unweighted `mse` search ([`crate::mse::quantize_ct_rows_at`], kept on ties) and
+/// compressed-tensors' RTN, decoded as [`crate::ct::dequantize_rows`] does. No library computes
+/// an imatrix-weighted compressed-tensors format, so there is no byte-exact reference: the
+/// guarantee is "never worse than either candidate on any group" in that metric. Same arguments
+/// and errors as [`crate::mse::quantize_ct_rows_at`].
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_ct_rows_mse_at(
+    level: simd::Level,
+    s: &crate::ct::CtScheme,
+    src: SrcDtype,
+    scale_dtype: crate::ct::ScaleDtype,
+    input: &[u8],
+    row0: usize,
+    rows: usize,
+    cols: usize,
+    weights: &[f32],
+    packed: &mut [u8],
+    scale: &mut [u8],
+    mut zp: Option<&mut [u8]>,
+    stats: Option<&mut ErrorStats>,
+) -> Result<(), QuantError> {
+    use crate::ct;
+    if weights.len() != cols {
+        return Err(QuantError::Shape(format!(
+            "importance weights have {} values, the rows have {cols} columns",
+            weights.len()
+        )));
+    }
+    let level = simd::clamp(level);
+    crate::mse::quantize_ct_rows_at(
+        level,
+        s,
+        src,
+        scale_dtype,
+        input,
+        row0,
+        rows,
+        cols,
+        packed,
+        scale,
+        zp.as_deref_mut(),
+        None,
+    )?;
+    let (mut pb, mut sb) = (vec![0u8; packed.len()], vec![0u8; scale.len()]);
+    let mut zb = zp.as_deref().map(|z| vec![0u8; z.len()]);
+    ct::quantize_rows_at(
+        level,
+        s,
+        src,
+        scale_dtype,
+        input,
+        row0,
+        rows,
+        cols,
+        &mut pb,
+        &mut sb,
+        zb.as_deref_mut(),
+        None,
+    )?;
+    let g = ct::geom(s, src, scale_dtype, input.len(), row0, rows, cols, packed.len(), scale.len())?;
+    let (mut ya, mut yb) = (vec![0f32; rows * cols], vec![0f32; rows * cols]);
+    ct::dequantize_rows(s, scale_dtype, packed, scale, zp.as_deref(), row0, rows, cols, &mut ya)?;
+    ct::dequantize_rows(s, scale_dtype, &pb, &sb, zb.as_deref(), row0, rows, cols, &mut yb)?;
+    let es = src.size();
+    let ssz = scale_dtype.size();
+    let bits = usize::from(s.bits);
+    let mut x = vec![0f32; cols];
+    for r in 0..rows {
+        load_slice(src, &input[r * cols * es..(r + 1) * cols * es], &mut x);
+        for j in 0..g.scale_cols {
+            let c0 = j * g.group;
+            let cs = c0..c0 + g.group;
+            let err = |y: &[f32]| -> f64 {
+                let e: f64 = cs
+                    .clone()
+                    .filter(|&c| weights[c] != 0.0)
+                    .map(|c| f64::from(weights[c]) * (f64::from(x[c]) - f64::from(y[r * cols + c])).powi(2))
+                    .sum();
+                if e.is_nan() {
+                    f64::INFINITY
+                } else {
+                    e
+                }
+            };
+            if err(&yb) >= err(&ya) {
+                continue;
+            }
+            let si = r * g.scale_cols + j;
+            scale[si * ssz..(si + 1) * ssz].copy_from_slice(&sb[si * ssz..(si + 1) * ssz]);
+            if let (Some(zpa), Some(zpb)) = (zp.as_deref_mut(), zb.as_deref()) {
+                ct::set_zp(s, zpa, g.scale_cols, r, j, ct::get_zp(s, zpb, g.scale_cols, r, j));
+            }
+            let (pa, pr) = (
+                &mut packed[r * g.packed_cols * 4..(r + 1) * g.packed_cols * 4],
+                &pb[r * g.packed_cols * 4..(r + 1) * g.packed_cols * 4],
+            );
+            let mask = ((1u16 << bits) - 1) as u8;
+            for c in cs {
+                let (bi, sh) = (c * bits / 8, (c * bits) % 8);
+                pa[bi] = (pa[bi] & !(mask << sh)) | (pr[bi] & (mask << sh));
+            }
+        }
+    }
+    if let Some(stats) = stats {
+        ct::accumulate_stats_of(s, src, scale_dtype, input, &g, packed, scale, zp.as_deref(), stats);
+    }
+    Ok(())
+}
+
 /// One row of a [`uses_weights`] type into its on-disk bytes.
 pub fn quantize_row(ty: GgmlType, x: &[f32], qw: &[f32], out: &mut [u8]) {
     match ty {

@@ -10,8 +10,10 @@
 //! zeros, huge, or all zero.
 
 use modelpack_quant::convert::{f32_to_bf16, f32_to_f16};
+use modelpack_quant::ct::{self, CtScheme, ScaleDtype, Strategy as CtStrategy};
 use modelpack_quant::gguf::{self, GgmlType};
-use modelpack_quant::imatrix::{quantize_rows_mse_at, quantize_rows_weighted};
+use modelpack_quant::imatrix::{quantize_ct_rows_mse_at, quantize_rows_mse_at, quantize_rows_weighted};
+use modelpack_quant::mse;
 use modelpack_quant::{ErrorStats, Level, QuantError, SrcDtype};
 use proptest::prelude::*;
 
@@ -185,6 +187,78 @@ fn non_finite_input_is_refused_with_its_index() {
             assert!(matches!(r, Err(QuantError::NonFinite { index: 300, .. })), "{ty}: {r:?}");
             let r = quantize_rows_mse_at(Level::Scalar, ty, SrcDtype::F32, &input, row_len, &w, &mut out, None);
             assert!(matches!(r, Err(QuantError::NonFinite { index: 300, .. })), "{ty} mse: {r:?}");
+        }
+    }
+}
+
+const CT_SCHEMES: [CtScheme; 5] = [
+    CtScheme { bits: 4, strategy: CtStrategy::Group(32), symmetric: true },
+    CtScheme { bits: 4, strategy: CtStrategy::Group(16), symmetric: false },
+    CtScheme { bits: 4, strategy: CtStrategy::Channel, symmetric: true },
+    CtScheme { bits: 8, strategy: CtStrategy::Channel, symmetric: true },
+    CtScheme { bits: 8, strategy: CtStrategy::Group(32), symmetric: false },
+];
+
+/// A compressed-tensors chunk: `(packed, scale, zp)` buffers for `rows × cols`.
+fn ct_bufs(s: &CtScheme, sd: ScaleDtype, rows: usize, cols: usize) -> (Vec<u8>, Vec<u8>, Option<Vec<u8>>) {
+    let sc = s.scale_cols(cols).unwrap();
+    (
+        vec![0u8; rows * s.packed_cols(cols) * 4],
+        vec![0u8; rows * sc * sd.size()],
+        (!s.symmetric).then(|| vec![0u8; s.zp_rows(rows) * sc * 4]),
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// compressed-tensors mse with a matrix: per group never worse than unweighted mse or RTN in
+    /// the weighted error (decoded with `ct::dequantize_rows`); every SIMD level writes the same.
+    #[test]
+    fn ct_mse_with_imatrix_is_never_worse_per_group(
+        s_i in 0usize..5, src_i in 0usize..3, kind in 0u8..6, wkind in 0u8..5,
+        seed in any::<u64>(), k in -8i32..8, groups in 1usize..4, rows in 1usize..9,
+    ) {
+        let s = CT_SCHEMES[s_i];
+        let src = SRCS[src_i];
+        let sd = ScaleDtype::BF16;
+        let cols = 32 * groups;
+        let input = encode(src, &values(kind, seed, k, rows * cols));
+        let x = decode(src, &input);
+        prop_assume!(x.iter().all(|v| v.is_finite()));
+        let w = weights(wkind, seed, cols);
+        let (mut p, mut sc, mut zp) = ct_bufs(&s, sd, rows, cols);
+        quantize_ct_rows_mse_at(Level::Scalar, &s, src, sd, &input, 0, rows, cols, &w, &mut p, &mut sc, zp.as_deref_mut(), None).unwrap();
+        let (mut pm, mut scm, mut zpm) = ct_bufs(&s, sd, rows, cols);
+        mse::quantize_ct_rows_at(Level::Scalar, &s, src, sd, &input, 0, rows, cols, &mut pm, &mut scm, zpm.as_deref_mut(), None).unwrap();
+        let (mut pr, mut scr, mut zpr) = ct_bufs(&s, sd, rows, cols);
+        ct::quantize_rows_at(Level::Scalar, &s, src, sd, &input, 0, rows, cols, &mut pr, &mut scr, zpr.as_deref_mut(), None).unwrap();
+        let decode_ct = |p: &[u8], sc: &[u8], zp: Option<&[u8]>| {
+            let mut y = vec![0f32; rows * cols];
+            ct::dequantize_rows(&s, sd, p, sc, zp, 0, rows, cols, &mut y).unwrap();
+            y
+        };
+        let (y, ym, yr) = (decode_ct(&p, &sc, zp.as_deref()), decode_ct(&pm, &scm, zpm.as_deref()), decode_ct(&pr, &scr, zpr.as_deref()));
+        let group = match s.strategy { CtStrategy::Group(g) => g, CtStrategy::Channel => cols };
+        for r in 0..rows {
+            for g0 in (0..cols).step_by(group) {
+                let e = |y: &[f32]| {
+                    let mut e = 0.0f64;
+                    for c in g0..g0 + group {
+                        if w[c] != 0.0 {
+                            e += f64::from(w[c]) * (f64::from(x[r * cols + c]) - f64::from(y[r * cols + c])).powi(2);
+                        }
+                    }
+                    if e.is_nan() { f64::INFINITY } else { e }
+                };
+                let (a, b, c) = (e(&y), e(&ym), e(&yr));
+                prop_assert!(a <= b && a <= c, "row {r} group at {g0}: {a} vs mse {b}, rtn {c}");
+            }
+        }
+        for level in Level::supported() {
+            let (mut p2, mut sc2, mut zp2) = ct_bufs(&s, sd, rows, cols);
+            quantize_ct_rows_mse_at(level, &s, src, sd, &input, 0, rows, cols, &w, &mut p2, &mut sc2, zp2.as_deref_mut(), None).unwrap();
+            prop_assert_eq!((&p2, &sc2, &zp2), (&p, &sc, &zp), "{:?}", level);
         }
     }
 }

@@ -192,3 +192,23 @@ impl ImatrixInput {
         v
     }
 }
+
+/// The weights of a cuda (compressed-tensors) module whose HF weight is `hf` with rows of
+/// `cols`, found under the tensor's GGUF name (llama.cpp names the matrix's entries that way),
+/// and its note: `(None, note)` without `--imatrix` or without an entry (the module is then
+/// quantized unweighted); an input error on a length mismatch.
+pub fn plan_ct_weights(
+    opts: &crate::plan::QuantizeOptions,
+    hf: &str,
+    cols: usize,
+    note: String,
+) -> Result<(Option<SharedWeights>, String), crate::plan::PlanError> {
+    let Some(m) = &opts.imatrix else { return Ok((None, note)) };
+    let Some(name) = crate::format::gguf::llama::tensor_name(hf) else {
+        return Ok((None, format!("{note}; no imatrix name for this tensor: unweighted")));
+    };
+    Ok(match m.weights_for(&name, cols).map_err(crate::plan::PlanError::Input)? {
+        Some(w) => (Some(Arc::new(w)), format!("{note}; imatrix-weighted ({name})")),
+        None => (None, format!("{note}; no imatrix entry ({name}): unweighted")),
+    })
+}

@@ -82,7 +82,7 @@ pub struct QuantizeOptions {
     pub force_requantize: bool,
     /// Compute per-tensor error metrics (costs a dequantize pass).
     pub metrics: bool,
-    /// cpu: llama.cpp importance matrix (`--imatrix`): per-column weights for the quantizers.
+    /// llama.cpp importance matrix (`--imatrix`): per-column weights for the quantizers.
     pub imatrix: Option<std::sync::Arc<crate::imatrix::ImatrixInput>>,
 }
 

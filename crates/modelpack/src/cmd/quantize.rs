@@ -53,8 +53,9 @@ pub struct Args {
     /// cuda: re-quantize a checkpoint whose config.json already has a quantization_config.
     #[arg(long)]
     pub force_requantize: bool,
-    /// cpu: llama.cpp importance matrix (llama-imatrix's GGUF or legacy .dat) weighting each
-    /// column's error by its mean squared activation, as `llama-quantize --imatrix` does.
+    /// llama.cpp importance matrix (llama-imatrix's GGUF or legacy .dat) weighting each column's
+    /// error by its mean squared activation, as `llama-quantize --imatrix` does (cuda: with
+    /// --method mse only).
     #[arg(long, value_name = "FILE")]
     pub imatrix: Option<PathBuf>,
     /// Skip per-tensor error metrics (faster).
@@ -178,8 +179,13 @@ pub fn run(a: Args) -> CmdResult {
     if a.target == Target::Cuda && !matches!(a.group_size, 1..=1_000_000) {
         return Err(CmdError::usage("--group-size must be positive"));
     }
-    if a.imatrix.is_some() && a.target != Target::Cpu {
-        return Err(CmdError::usage("--imatrix applies to --target cpu"));
+    if a.imatrix.is_some()
+        && a.target == Target::Cuda
+        && a.method.unwrap_or(Method::default_for(a.scheme)) != Method::Mse
+    {
+        return Err(CmdError::usage(
+            "--imatrix with --target cuda needs --method mse (rtn writes compressed-tensors' own bytes, which have no importance weighting)",
+        ));
     }
     let imatrix = a
         .imatrix
