@@ -353,7 +353,7 @@ fn quant_harness_rejects_bad_input() {
     for (args, input) in [
         (vec!["q8_0", "32"], vec![0u8; 33 * 4]),
         (vec!["q8_0", "48"], vec![0u8; 48 * 4]),
-        (vec!["q5_0", "32"], vec![0u8; 32 * 4]),
+        (vec!["q5_1", "32"], vec![0u8; 32 * 4]),
         (vec!["q8_0", "32", "--mode", "nope"], vec![0u8; 32 * 4]),
     ] {
         let out = run(&args, &input);

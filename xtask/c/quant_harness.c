@@ -5,11 +5,13 @@
  * produces for them, so tests can compare our bytes with the C reference rather than with a port
  * of it. Linked statically against the libggml-base built by `cargo xtask llama`.
  *
- * usage: quant_harness TYPE N_PER_ROW [--mode ref|chunk|dequant] [IN [OUT]]
- *   TYPE       q8_0 | q4_0 | q4_1 | q4_k | q6_k
+ * usage: quant_harness TYPE N_PER_ROW [--mode ref|chunk|dequant] [--weights FILE] [IN [OUT]]
+ *   TYPE       q8_0 | q4_0 | q4_1 | q5_0 | q4_k | q6_k
  *   ref        (default) quantize_row_<type>_ref on each row: the scalar reference quantizer
  *   chunk      ggml_quantize_chunk(type, ..., imatrix = NULL): what llama-quantize calls
  *   dequant    input is quantized rows of TYPE; output is f32 via ggml's to_float
+ * --weights FILE  (chunk mode only) N_PER_ROW little-endian f32 importance weights passed to
+ *            ggml_quantize_chunk as its imatrix: what llama-quantize --imatrix does per tensor
  * IN/OUT default to stdin/stdout ("-" also means stdin/stdout).
  * Exit status: 0 ok, 2 usage or input error (message on stderr).
  */
@@ -26,6 +28,7 @@
 void quantize_row_q8_0_ref(const float *x, void *y, int64_t k);
 void quantize_row_q4_0_ref(const float *x, void *y, int64_t k);
 void quantize_row_q4_1_ref(const float *x, void *y, int64_t k);
+void quantize_row_q5_0_ref(const float *x, void *y, int64_t k);
 void quantize_row_q4_K_ref(const float *x, void *y, int64_t k);
 void quantize_row_q6_K_ref(const float *x, void *y, int64_t k);
 
@@ -41,6 +44,7 @@ static const struct qtype QTYPES[] = {
     {"q8_0", GGML_TYPE_Q8_0, quantize_row_q8_0_ref},
     {"q4_0", GGML_TYPE_Q4_0, quantize_row_q4_0_ref},
     {"q4_1", GGML_TYPE_Q4_1, quantize_row_q4_1_ref},
+    {"q5_0", GGML_TYPE_Q5_0, quantize_row_q5_0_ref},
     {"q4_k", GGML_TYPE_Q4_K, quantize_row_q4_K_ref},
     {"q6_k", GGML_TYPE_Q6_K, quantize_row_q6_K_ref},
 };
@@ -79,11 +83,14 @@ static unsigned char *read_all(FILE *f, size_t *len) {
 
 int main(int argc, char **argv) {
     const char *mode = "ref";
+    const char *weights_path = NULL;
     const char *pos[4] = {0};
     int npos = 0;
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--mode") == 0 && i + 1 < argc) {
             mode = argv[++i];
+        } else if (strcmp(argv[i], "--weights") == 0 && i + 1 < argc) {
+            weights_path = argv[++i];
         } else if (npos < 4) {
             pos[npos++] = argv[i];
         } else {
@@ -92,8 +99,8 @@ int main(int argc, char **argv) {
     }
     if (npos < 2) {
         fprintf(stderr,
-                "usage: quant_harness q8_0|q4_0|q4_1|q4_k|q6_k N_PER_ROW "
-                "[--mode ref|chunk|dequant] [IN [OUT]]\n");
+                "usage: quant_harness q8_0|q4_0|q4_1|q5_0|q4_k|q6_k N_PER_ROW "
+                "[--mode ref|chunk|dequant] [--weights FILE] [IN [OUT]]\n");
         return 2;
     }
     const struct qtype *qt = NULL;
@@ -112,6 +119,22 @@ int main(int argc, char **argv) {
     int dequant = strcmp(mode, "dequant") == 0;
     if (!dequant && strcmp(mode, "ref") != 0 && strcmp(mode, "chunk") != 0) {
         return fail("unknown mode", mode);
+    }
+    float *weights = NULL;
+    if (weights_path) {
+        if (strcmp(mode, "chunk") != 0) return fail("--weights needs --mode chunk", NULL);
+        FILE *wf = fopen(weights_path, "rb");
+        if (!wf) return fail("cannot open weights", weights_path);
+        size_t wlen = 0;
+        unsigned char *wdata = read_all(wf, &wlen);
+        fclose(wf);
+        if (!wdata || wlen != (size_t)n_per_row * sizeof(float)) {
+            return fail("weights file must hold exactly N_PER_ROW f32 values", weights_path);
+        }
+        weights = malloc(wlen);
+        if (!weights) return fail("out of memory", NULL);
+        memcpy(weights, wdata, wlen);
+        free(wdata);
     }
 
     FILE *in = stdin, *out = stdout;
@@ -150,7 +173,7 @@ int main(int argc, char **argv) {
         }
     } else {
         ggml_quantize_init(qt->type);
-        size_t wrote = ggml_quantize_chunk(qt->type, src, dst, 0, nrows, n_per_row, NULL);
+        size_t wrote = ggml_quantize_chunk(qt->type, src, dst, 0, nrows, n_per_row, weights);
         if (wrote != out_len) return fail("ggml_quantize_chunk wrote an unexpected size", NULL);
     }
 
@@ -159,5 +182,6 @@ int main(int argc, char **argv) {
     }
     free(src);
     free(dst);
+    free(weights);
     return 0;
 }

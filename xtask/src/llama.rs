@@ -7,7 +7,7 @@
 //! the build configuration:
 //! ```text
 //! bin/      llama-completion llama-simple llama-tokenize llama-quantize llama-gguf
-//!           llama-eval-callback quant_harness
+//!           llama-eval-callback llama-imatrix quant_harness
 //! lib/      libggml-base.a (what the harness links against)
 //! src/      the vendored llama.cpp sources (headers for the harness; ggml-quants.c to read)
 //! ```
@@ -26,8 +26,15 @@ pub const VERSION: &str = "0.3.36";
 /// SHA-256 of `llama_cpp_python-0.3.36.tar.gz` as served by PyPI: a changed file is an error.
 const SDIST_SHA256: &str = "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e";
 /// The CMake targets we need; everything else in llama.cpp is never compiled.
-const TARGETS: &[&str] =
-    &["llama-completion", "llama-simple", "llama-tokenize", "llama-quantize", "llama-gguf", "llama-eval-callback"];
+const TARGETS: &[&str] = &[
+    "llama-completion",
+    "llama-simple",
+    "llama-tokenize",
+    "llama-quantize",
+    "llama-gguf",
+    "llama-eval-callback",
+    "llama-imatrix",
+];
 /// Parts of the sdist the build never reads (vocab test files, docs, CI config, the web UI).
 const EXCLUDES: &[&str] = &["models", "docs", ".github", ".git", "tools/ui", "media"];
 

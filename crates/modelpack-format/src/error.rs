@@ -130,4 +130,7 @@ pub enum FormatError {
         /// The dtype string.
         dtype: String,
     },
+    /// An importance matrix (`--imatrix`) that is malformed or not an importance matrix.
+    #[error("imatrix: {0}")]
+    BadImatrix(String),
 }

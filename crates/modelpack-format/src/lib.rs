@@ -12,10 +12,12 @@
 //! - [`safetensors::safetensors_layout`]: safetensors header and offsets, byte-identical to the
 //!   reference writer when tensors are in [`safetensors::canonical_order`].
 //! - [`compressed_tensors`]: `quantization_config`, config.json update, sharded index.
+//! - [`imatrix`]: llama.cpp importance matrices (GGUF and legacy `.dat`) → per-column weights.
 
 pub mod compressed_tensors;
 mod error;
 pub mod gguf;
+pub mod imatrix;
 pub mod safetensors;
 
 pub use error::FormatError;

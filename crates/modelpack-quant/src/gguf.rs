@@ -1,4 +1,4 @@
-//! GGUF block formats (Q8_0, Q4_0, Q4_1) and plain conversions (F32, F16, BF16).
+//! GGUF block formats (Q8_0, Q4_0, Q4_1, Q5_0) and plain conversions (F32, F16, BF16).
 //!
 //! The scalar `quantize_block_ref` of each format follows `ggml-quants.c` literally (see
 //! `gguf-notes.md`): f32 arithmetic left to right, `roundf` half away from zero in Q8_0, multiply by
@@ -38,7 +38,8 @@ pub enum GgmlType {
     Q4_0,
     /// 4-bit with minimum, blocks of 32, id 3.
     Q4_1,
-    /// 5-bit symmetric, blocks of 32, id 6 (layout only; not produced here).
+    /// 5-bit symmetric, blocks of 32, id 6 (llama-quantize's fallback for Q4_K rows that are not
+    /// whole 256-blocks).
     Q5_0,
     /// 5-bit with minimum, blocks of 32, id 7 (layout only; not produced here).
     Q5_1,
@@ -147,6 +148,7 @@ impl GgmlType {
                 | GgmlType::Q8_0
                 | GgmlType::Q4_0
                 | GgmlType::Q4_1
+                | GgmlType::Q5_0
                 | GgmlType::Q4_K
                 | GgmlType::Q6_K
         )
@@ -192,7 +194,22 @@ pub struct BlockQ4_1 {
     pub qs: [u8; QK / 2],
 }
 
+/// A Q5_0 block: `f16 d; u8 qh[4]; u8 qs[16]`, value = `d * (q - 16)` with the 5-bit code `q`
+/// split in two: its low four bits packed like Q4_0's nibbles (element `j` low, `j + 16` high in
+/// byte `j`), its fifth bit at bit `j` of the little-endian `u32` `qh` for element `j`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BlockQ5_0 {
+    /// Scale, `max / -16` (max = signed value of largest magnitude) rounded to f16.
+    pub d: f16,
+    /// Fifth bits of the 32 codes, a little-endian `u32` (bytes, so the struct stays 22 bytes).
+    pub qh: [u8; 4],
+    /// Packed low nibbles.
+    pub qs: [u8; QK / 2],
+}
+
 const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
+const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
 const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
 const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
 
@@ -383,8 +400,66 @@ impl BlockFormat for BlockQ4_1 {
     }
 }
 
+impl BlockFormat for BlockQ5_0 {
+    const TYPE: GgmlType = GgmlType::Q5_0;
+    const BLOCK: usize = QK;
+    const BYTES: usize = 22;
+
+    /// llama.cpp's `quantize_row_q5_0_ref` (the `gguf` package has the same arithmetic but picks
+    /// the sign of an all-zero block's scale from its first element; we follow the C loop, which
+    /// starts from `max = +0` and so stores `d = -0` there: llama-quantize's bytes).
+    fn quantize_block_ref(x: &[f32; QK]) -> Self {
+        let mut amax = 0.0f32;
+        let mut max = 0.0f32;
+        for &v in x {
+            if amax < v.abs() {
+                amax = v.abs();
+                max = v;
+            }
+        }
+        let d = max / -16.0;
+        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
+        let mut q = [0u8; QK];
+        for (q, &v) in q.iter_mut().zip(x) {
+            // Truncating cast, then clamp to 31 (x*id + 16.5 lies in [0.5, 32.5]).
+            *q = cvtt_i8(v * id + 16.5).min(31) as u8;
+        }
+        let mut qh = 0u32;
+        for (j, &c) in q.iter().enumerate() {
+            qh |= u32::from(c >> 4) << j;
+        }
+        let lo = q.map(|c| c & 0x0f);
+        BlockQ5_0 { d: f16::from_bits(f32_to_f16(d)), qh: qh.to_le_bytes(), qs: pack_nibbles(&lo) }
+    }
+
+    fn dequantize(&self, out: &mut [f32]) {
+        let d = self.d.to_f32();
+        let qh = u32::from_le_bytes(self.qh);
+        for j in 0..QK / 2 {
+            let h0 = ((qh >> j) << 4) as u8 & 0x10;
+            let h1 = (qh >> (j + 12)) as u8 & 0x10;
+            out[j] = f32::from(((self.qs[j] & 0x0f) | h0) as i8 - 16) * d;
+            out[j + QK / 2] = f32::from(((self.qs[j] >> 4) | h1) as i8 - 16) * d;
+        }
+    }
+
+    fn write_bytes(&self, out: &mut [u8]) {
+        out[..2].copy_from_slice(&self.d.to_bits().to_le_bytes());
+        out[2..6].copy_from_slice(&self.qh);
+        out[6..22].copy_from_slice(&self.qs);
+    }
+
+    fn read_bytes(b: &[u8]) -> Self {
+        let mut qh = [0u8; 4];
+        qh.copy_from_slice(&b[2..6]);
+        let mut qs = [0u8; QK / 2];
+        qs.copy_from_slice(&b[6..22]);
+        BlockQ5_0 { d: f16_from_le(b), qh, qs }
+    }
+}
+
 /// Check the shapes of a row chunk; returns the number of elements.
-fn check_shape(
+pub(crate) fn check_shape(
     ty: GgmlType,
     elem_in: usize,
     input_len: usize,
@@ -463,7 +538,9 @@ pub fn quantize_rows_at(
         return Ok(());
     }
     match ty {
-        GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 => quantize_blocks(level, ty, src, input, out)?,
+        GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 => {
+            quantize_blocks(level, ty, src, input, out)?
+        }
         GgmlType::Q4_K | GgmlType::Q6_K => crate::kquants::quantize_blocks(level, ty, src, input, out)?,
         _ => convert_rows(level, ty, src, input, out)?,
     }
@@ -477,7 +554,12 @@ pub fn quantize_rows_at(
 fn quantize_blocks(level: Level, ty: GgmlType, src: SrcDtype, input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
     #[cfg(target_arch = "x86_64")]
     match level {
-        // SAFETY: `clamp` only returns levels whose features the CPU has.
+        // Q5_0 only fills the odd tensors Q4_K cannot: its AVX2 kernel serves both levels.
+        // SAFETY: `clamp` only returns levels whose features the CPU has (AVX-512 implies AVX2).
+        Level::Avx512 | Level::Avx2 if ty == GgmlType::Q5_0 => {
+            return unsafe { simd::avx2::quantize(ty, src, input, out) }
+        }
+        // SAFETY: as above.
         Level::Avx512 => return unsafe { simd::avx512::quantize(ty, src, input, out) },
         Level::Avx2 => return unsafe { simd::avx2::quantize(ty, src, input, out) },
         Level::Scalar => {}
@@ -486,6 +568,7 @@ fn quantize_blocks(level: Level, ty: GgmlType, src: SrcDtype, input: &[u8], out:
     match ty {
         GgmlType::Q8_0 => quantize_blocks_ref::<BlockQ8_0>(src, input, out, 0),
         GgmlType::Q4_0 => quantize_blocks_ref::<BlockQ4_0>(src, input, out, 0),
+        GgmlType::Q5_0 => quantize_blocks_ref::<BlockQ5_0>(src, input, out, 0),
         _ => quantize_blocks_ref::<BlockQ4_1>(src, input, out, 0),
     }
 }
@@ -576,8 +659,16 @@ pub(crate) fn accumulate_stats(
         stats.merge(&lanes.finish());
         return;
     }
+    let kquant = matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K);
+    #[cfg(target_arch = "x86_64")]
+    if level >= Level::Avx2 && kquant {
+        // SAFETY: as above (AVX-512 implies AVX2 + F16C); whole super-blocks.
+        unsafe { simd::avx2::stats_kquant(ty, src, input, out, &mut lanes) };
+        stats.merge(&lanes.finish());
+        return;
+    }
     let _ = (level, block);
-    if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) {
+    if kquant {
         let mut x = [0.0f32; crate::kquants::QK_K];
         let mut y = [0.0f32; crate::kquants::QK_K];
         let in_blk = crate::kquants::QK_K * src.size();
@@ -600,6 +691,7 @@ pub(crate) fn accumulate_stats(
             GgmlType::Q8_0 => BlockQ8_0::read_bytes(ob).dequantize(&mut y),
             GgmlType::Q4_0 => BlockQ4_0::read_bytes(ob).dequantize(&mut y),
             GgmlType::Q4_1 => BlockQ4_1::read_bytes(ob).dequantize(&mut y),
+            GgmlType::Q5_0 => BlockQ5_0::read_bytes(ob).dequantize(&mut y),
             _ => decode_plain(ty, ob, &mut y[..m]),
         }
         lanes.add(&x[..m], &y[..m]);
@@ -616,7 +708,7 @@ fn decode_plain(ty: GgmlType, b: &[u8], out: &mut [f32]) {
 }
 
 /// Dequantize whole rows of `ty` (`input` = `rows * ty.row_bytes(row_len)` bytes) into `out`
-/// (`rows * row_len` values). Supports Q8_0, Q4_0, Q4_1, Q4_K, Q6_K, F32, F16, BF16.
+/// (`rows * row_len` values). Supports Q8_0, Q4_0, Q4_1, Q5_0, Q4_K, Q6_K, F32, F16, BF16.
 pub fn dequantize_rows(ty: GgmlType, input: &[u8], row_len: usize, out: &mut [f32]) -> Result<(), QuantError> {
     if !ty.can_quantize() {
         return Err(QuantError::Unsupported(ty.name()));
@@ -638,6 +730,7 @@ pub fn dequantize_rows(ty: GgmlType, input: &[u8], row_len: usize, out: &mut [f3
         GgmlType::Q8_0 => dequantize_blocks::<BlockQ8_0>(input, out),
         GgmlType::Q4_0 => dequantize_blocks::<BlockQ4_0>(input, out),
         GgmlType::Q4_1 => dequantize_blocks::<BlockQ4_1>(input, out),
+        GgmlType::Q5_0 => dequantize_blocks::<BlockQ5_0>(input, out),
         GgmlType::Q4_K | GgmlType::Q6_K => crate::kquants::dequantize_blocks(ty, input, out),
         _ => decode_plain(ty, input, out),
     }
@@ -788,6 +881,41 @@ mod tests {
     }
 
     #[test]
+    fn q5_0_hand_computed_block() {
+        // max = -32 (first of largest |x|) → d = 2, id = 0.5, q = min(31, trunc(x/2 + 16.5)).
+        let mut x = [0.0f32; QK];
+        x[0] = 3.0; // trunc(18.0) = 18 = 0b1_0010
+        x[1] = -32.0; // trunc(0.5) = 0
+        x[2] = 32.0; // later tie: trunc(32.5) = 32 → 31 = 0b1_1111
+        x[16] = -1.0; // trunc(16.0) = 16 = 0b1_0000
+        x[17] = -3.0; // trunc(15.0) = 15 = 0b0_1111
+        for level in Level::supported() {
+            let mut out = [0u8; 22];
+            quantize_rows_at(level, GgmlType::Q5_0, SrcDtype::F32, &f32_bytes(&x), 32, &mut out, None).unwrap();
+            assert_eq!(&out[..2], &[0x00, 0x40], "f16(2.0)");
+            // Fifth bits: elements 0, 2 and (others at 0.0 → 16) everything except 1 and 17.
+            let qh = u32::from_le_bytes(out[2..6].try_into().unwrap());
+            assert_eq!(qh, !((1 << 1) | (1 << 17)), "{level:?}");
+            assert_eq!(out[6], 2, "element 0 low nibble 2, element 16 low nibble 0");
+            assert_eq!(out[7], 15 << 4, "element 1: 0, element 17: 15");
+            assert_eq!(out[8], 15, "element 2: 31 & 15, element 18: 16 & 15");
+        }
+    }
+
+    #[test]
+    fn q5_0_zero_block_scale_is_negative_zero() {
+        // llama.cpp's loop starts from max = +0: d = +0 / -16 = -0, even when the zeros are -0.
+        let x = [-0.0f32; QK];
+        for level in Level::supported() {
+            let mut out = [0u8; 22];
+            quantize_rows_at(level, GgmlType::Q5_0, SrcDtype::F32, &f32_bytes(&x), 32, &mut out, None).unwrap();
+            assert_eq!(&out[..2], &[0x00, 0x80], "{level:?}");
+            assert_eq!(&out[2..6], &[0xff; 4], "every code is 16: fifth bit set");
+            assert!(out[6..].iter().all(|&b| b == 0));
+        }
+    }
+
+    #[test]
     fn non_finite_and_shape_errors() {
         let mut x = vec![1.0f32; 64];
         x[40] = f32::NEG_INFINITY;
@@ -796,8 +924,8 @@ mod tests {
         assert_eq!(e, Err(QuantError::NonFinite { index: 40, value: f32::NEG_INFINITY }));
         let e = quantize_rows(GgmlType::Q8_0, SrcDtype::F32, &f32_bytes(&x), 48, &mut out, None);
         assert!(matches!(e, Err(QuantError::Shape(_))));
-        let e = quantize_rows(GgmlType::Q5_0, SrcDtype::F32, &f32_bytes(&x), 64, &mut out, None);
-        assert_eq!(e, Err(QuantError::Unsupported("Q5_0")));
+        let e = quantize_rows(GgmlType::Q5_1, SrcDtype::F32, &f32_bytes(&x), 64, &mut out, None);
+        assert_eq!(e, Err(QuantError::Unsupported("Q5_1")));
         let e = quantize_rows(GgmlType::Q4_K, SrcDtype::F32, &f32_bytes(&x), 64, &mut out, None);
         assert!(matches!(e, Err(QuantError::Shape(_))), "64 is not a multiple of 256");
     }

@@ -7,6 +7,7 @@
 pub mod convert;
 pub mod ct;
 pub mod gguf;
+pub mod imatrix;
 pub mod kquants;
 pub mod metrics;
 pub mod mse;

@@ -337,7 +337,7 @@ const SYM_GRID2: [f32; 2 * L] = {
     g
 };
 
-/// Symmetric search (Q8_0, Q4_0, compressed-tensors symmetric).
+/// Symmetric search (Q8_0, Q4_0, Q5_0, compressed-tensors symmetric).
 ///
 /// `t_rtn` is the code RTN maps the largest-|x| element `mx` to (signed), `flip` the code of the
 /// opposite mapping for formats whose scale may be negative (Q4_0: mx → +7), or `None`.
@@ -702,6 +702,11 @@ fn gguf_block(level: Level, ty: GgmlType, x: &[f32; QK], blk: &mut [u8]) {
             rtn_deq(ty, blk, &mut y);
             search_sym(level, ElemRound::F32, Store::F16, x, -8.0, 7.0, -8.0, Some(7.0), false)
         }
+        GgmlType::Q5_0 => {
+            // RTN maps the largest-|x| element to -16 (d = max / -16); the flip maps it to +15.
+            rtn_deq(ty, blk, &mut y);
+            search_sym(level, ElemRound::F32, Store::F16, x, -16.0, 15.0, -16.0, Some(15.0), false)
+        }
         _ => {
             rtn_deq(ty, blk, &mut y);
             search_affine(level, Store::F16, x, 15.0)
@@ -727,6 +732,18 @@ fn gguf_block(level: Level, ty: GgmlType, x: &[f32; QK], blk: &mut [u8]) {
                 blk[2 + j] = a | (b << 4);
             }
         }
+        GgmlType::Q5_0 => {
+            // Codes 0..=31: low nibbles packed as Q4_0's, fifth bits in the u32 `qh`.
+            blk[..2].copy_from_slice(&d16.to_le_bytes());
+            let mut qh = 0u32;
+            for j in 0..QK / 2 {
+                let a = (ch.code(x[j], false) as i32 + 16) as u8;
+                let b = (ch.code(x[j + QK / 2], false) as i32 + 16) as u8;
+                blk[6 + j] = (a & 0x0f) | ((b & 0x0f) << 4);
+                qh |= u32::from(a >> 4) << j | u32::from(b >> 4) << (j + QK / 2);
+            }
+            blk[2..6].copy_from_slice(&qh.to_le_bytes());
+        }
         _ => {
             blk[..2].copy_from_slice(&d16.to_le_bytes());
             blk[2..4].copy_from_slice(&f32_to_f16(ch.m).to_le_bytes());
@@ -747,7 +764,7 @@ fn rtn_deq(ty: GgmlType, blk: &[u8], y: &mut [f32; QK]) {
 
 /// Whether [`quantize_gguf_rows`] has a search for `ty` (the others are written as by RTN).
 pub const fn gguf_supported(ty: GgmlType) -> bool {
-    matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1)
+    matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0)
 }
 
 /// [`crate::gguf::quantize_rows`] with the `mse` method, at the active SIMD level: same

@@ -9,8 +9,8 @@ use modelpack_quant::{Level, QuantError, SrcDtype};
 use proptest::prelude::*;
 
 const QK: usize = 32;
-const TYPES: [GgmlType; 6] =
-    [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::F32, GgmlType::F16, GgmlType::BF16];
+const TYPES: [GgmlType; 7] =
+    [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::F32, GgmlType::F16, GgmlType::BF16];
 const SRCS: [SrcDtype; 3] = [SrcDtype::F32, SrcDtype::F16, SrcDtype::BF16];
 
 /// Small deterministic generator (splitmix64): blocks are a pure function of (kind, seed, k).
@@ -37,7 +37,7 @@ fn make_block(kind: u8, seed: u64, k: i32) -> Vec<f32> {
     let mut r = Rng(seed);
     let s = 2f32.powi(k);
     let mut b: Vec<f32> = (0..QK).map(|_| r.unit() * s).collect();
-    match kind % 12 {
+    match kind % 13 {
         0 => {}
         1 => b.iter_mut().for_each(|v| *v = 0.0), // all +0
         2 => b.iter_mut().for_each(|v| *v = if r.next() & 1 == 0 { 0.0 } else { -0.0 }), // mixed ±0
@@ -77,6 +77,11 @@ fn make_block(kind: u8, seed: u64, k: i32) -> Vec<f32> {
                     -0.0
                 }
             });
+        }
+        12 => {
+            // Q5_0 boundaries: max -16·2^k gives d = 2^k; x·id + 16.5 integral.
+            b.iter_mut().for_each(|v| *v = (r.int(-16, 16) as f32 - 0.5) * s);
+            b[r.int(0, 32) as usize] = -16.0 * s;
         }
         10 => b.iter_mut().for_each(|v| *v = v.signum() * f32::MAX * 0.9 * v.abs().min(1.0)), // huge (Q4_1's max - min overflows)
         _ => {
@@ -253,7 +258,7 @@ proptest! {
         let mut r = Rng(seed);
         let x: Vec<f32> = (0..nblocks * QK).map(|_| r.unit() * 2f32.powi(k) * (1.0 + 3.0 * (r.next() % 2) as f32)).collect();
         let input = encode(SrcDtype::F32, &x);
-        for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0] {
             let mut q = vec![0u8; ty.row_bytes(x.len()).unwrap()];
             quantize_rows_at(Level::Avx512, ty, SrcDtype::F32, &input, x.len(), &mut q, None).unwrap();
             let mut y = vec![0f32; x.len()];
@@ -277,6 +282,14 @@ proptest! {
                             let t = if d != 0.0 { xv / d } else { 0.0 };
                             let base = if t > 7.5 { (t - 7.0) * d.abs() } else { 0.5 * d.abs() };
                             base + 8.0 * (d - d16).abs()
+                        }
+                        // Levels -16..15 of d = max/-16, the same way.
+                        GgmlType::Q5_0 => {
+                            let max = *xb.iter().find(|v| f64::from(v.abs()) == amax).unwrap();
+                            let d = f64::from(max) / -16.0;
+                            let t = if d != 0.0 { xv / d } else { 0.0 };
+                            let base = if t > 15.5 { (t - 15.0) * d.abs() } else { 0.5 * d.abs() };
+                            base + 16.0 * (d - d16).abs()
                         }
                         _ => {
                             let d = (mx - mn) / 15.0;

@@ -1,6 +1,7 @@
-//! llama.cpp as the judge of our K-quants: `quant_harness` (built by `cargo xtask llama`) runs
-//! ggml's own `quantize_row_q4_K_ref` / `quantize_row_q6_K_ref` on the same f32 rows, and the
-//! bytes must equal ours at every SIMD level. Also: our dequantization equals ggml's `to_float`
+//! llama.cpp as the judge of our K-quants (and of Q5_0, their fallback for rows that are not whole
+//! 256-blocks): `quant_harness` (built by `cargo xtask llama`) runs ggml's own
+//! `quantize_row_q4_K_ref` / `quantize_row_q6_K_ref` / `quantize_row_q5_0_ref` on the same f32
+//! rows, and the bytes must equal ours at every SIMD level. Also: our dequantization equals ggml's `to_float`
 //! and the `gguf` Python package's `dequantize` bit for bit.
 //!
 //! Needs `MODELPACK_LLAMA_DIR` (`cargo xtask llama --print-dir`) and, for the Python check,
@@ -128,7 +129,7 @@ fn f32_bytes(x: &[f32]) -> Vec<u8> {
 fn bytes_equal_llama_cpp_reference() {
     let Some(exe) = harness() else { return };
     let mut total = 0;
-    for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
+    for ty in [GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q5_0] {
         let tname = ty.name().to_ascii_lowercase();
         for (fam, row, x) in families() {
             let input = f32_bytes(&x);
@@ -139,19 +140,19 @@ fn bytes_equal_llama_cpp_reference() {
                 if got != want {
                     let bs = ty.type_size();
                     let blk = got.chunks(bs).zip(want.chunks(bs)).position(|(a, b)| a != b).unwrap();
-                    panic!("{ty} {fam} {level:?}: super-block {blk} differs from llama.cpp");
+                    panic!("{ty} {fam} {level:?}: block {blk} differs from llama.cpp");
                 }
             }
             total += want.len() / ty.type_size();
         }
     }
-    eprintln!("{total} super-blocks byte-identical to llama.cpp");
+    eprintln!("{total} blocks (K-quant super-blocks, Q5_0 blocks) byte-identical to llama.cpp");
 }
 
 #[test]
 fn dequantize_equals_ggml_to_float() {
     let Some(exe) = harness() else { return };
-    for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
+    for ty in [GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q5_0] {
         let tname = ty.name().to_ascii_lowercase();
         for (fam, row, x) in families() {
             let q = run_harness(&exe, &[&tname, &row.to_string(), "--mode", "ref"], &f32_bytes(&x));
@@ -168,7 +169,7 @@ fn dequantize_equals_ggml_to_float() {
 const GGUF_DEQUANT: &str = r#"
 import sys, numpy as np, gguf
 from gguf import GGMLQuantizationType as T
-t = {"Q4_K": T.Q4_K, "Q6_K": T.Q6_K}[sys.argv[1]]
+t = {"Q4_K": T.Q4_K, "Q6_K": T.Q6_K, "Q5_0": T.Q5_0}[sys.argv[1]]
 row_bytes = int(sys.argv[2])
 q = np.fromfile(sys.argv[3], dtype=np.uint8).reshape(-1, row_bytes)
 gguf.quants.dequantize(q, t).astype(np.float32).tofile(sys.argv[4])
@@ -182,7 +183,7 @@ fn dequantize_equals_gguf_package() {
     };
     let tmp = std::env::temp_dir().join(format!("kquant-gguf-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
-    for ty in [GgmlType::Q4_K, GgmlType::Q6_K] {
+    for ty in [GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q5_0] {
         for (fam, row, x) in families() {
             let input = f32_bytes(&x);
             let mut q = vec![0u8; x.len() / row * ty.row_bytes(row).unwrap()];

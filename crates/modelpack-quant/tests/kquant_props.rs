@@ -1,14 +1,14 @@
 //! K-quant property tests: every SIMD level writes the scalar reference's bytes (Q4_K, Q6_K; f32,
 //! f16 and bf16 sources) on random and adversarial super-blocks, odd block counts included;
 //! NaN/inf give the same error everywhere; the parallel driver matches; dequantization stays
-//! within each format's error bound.
+//! within each format's error bound; error statistics are bit-identical at every level.
 //!
 //! Byte equality with llama.cpp itself is `tests/kquant_llama.rs`; this file proves the vectorised
 //! search equals our scalar port of it.
 
 use modelpack_quant::gguf::{dequantize_rows, quantize_rows_at, quantize_tensor_par, GgmlType};
 use modelpack_quant::kquants::QK_K;
-use modelpack_quant::{Level, QuantError, SrcDtype};
+use modelpack_quant::{ErrorStats, Level, QuantError, SrcDtype};
 use proptest::prelude::*;
 
 const TYPES: [GgmlType; 2] = [GgmlType::Q4_K, GgmlType::Q6_K];
@@ -128,6 +128,67 @@ fn assert_levels_agree(ty: GgmlType, src: SrcDtype, x: &[f32], row: usize, what:
     }
 }
 
+/// Error statistics at every level: bit-identical to the scalar path, which is within 1e-12 of
+/// plain sequential f64 sums over the public dequantizer's output (an independent definition).
+fn assert_stats_agree(ty: GgmlType, src: SrcDtype, x: &[f32], row: usize, what: &str) {
+    let bytes = encode(src, x);
+    let rows = x.len() / row;
+    let mut want = ErrorStats::new();
+    let mut out = vec![0u8; rows * ty.row_bytes(row).unwrap()];
+    if quantize_rows_at(Level::Scalar, ty, src, &bytes, row, &mut out, Some(&mut want)).is_err() {
+        return;
+    }
+    let mut y = vec![0f32; x.len()];
+    dequantize_rows(ty, &out, row, &mut y).unwrap();
+    let xs: Vec<f32> = match src {
+        SrcDtype::F32 => x.to_vec(),
+        SrcDtype::F16 => {
+            bytes.chunks(2).map(|c| modelpack_quant::convert::f16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect()
+        }
+        SrcDtype::BF16 => {
+            bytes.chunks(2).map(|c| modelpack_quant::convert::bf16_to_f32(u16::from_le_bytes([c[0], c[1]]))).collect()
+        }
+    };
+    let mut seq = ErrorStats::new();
+    seq.add(&xs, &y);
+    assert_eq!((want.count, want.max_abs_err.to_bits()), (seq.count, seq.max_abs_err.to_bits()), "{ty} {src:?} {what}");
+    for (a, b) in [(want.sum_sq_ref, seq.sum_sq_ref), (want.sum_sq_err, seq.sum_sq_err), (want.dot, seq.dot)] {
+        assert!((a - b).abs() <= 1e-12 * b.abs() || !b.is_finite(), "{ty} {src:?} {what}: {a} vs {b}");
+    }
+    let bits = |s: &ErrorStats| {
+        (
+            s.sum_sq_ref.to_bits(),
+            s.sum_sq_err.to_bits(),
+            s.sum_sq_deq.to_bits(),
+            s.dot.to_bits(),
+            s.max_abs_err.to_bits(),
+            s.count,
+        )
+    };
+    for level in Level::supported() {
+        let mut got = ErrorStats::new();
+        let mut o2 = vec![0u8; out.len()];
+        quantize_rows_at(level, ty, src, &bytes, row, &mut o2, Some(&mut got)).unwrap();
+        assert!(o2 == out, "{ty} {src:?} {level:?} {what}: bytes");
+        assert_eq!(bits(&got), bits(&want), "{ty} {src:?} {level:?} {what}: statistics");
+    }
+}
+
+#[test]
+fn stats_identical_at_every_level() {
+    for ty in TYPES {
+        for src in SRCS {
+            for kind in 0..KINDS {
+                for &k in &[-30, -3, 0, 20] {
+                    let x: Vec<f32> = (0..3).flat_map(|b| make_superblock(kind, 7000 * kind as u64 + b, k)).collect();
+                    assert_stats_agree(ty, src, &x, QK_K, &format!("kind {kind} scale 2^{k}"));
+                    assert_stats_agree(ty, src, &x, 3 * QK_K, &format!("kind {kind} scale 2^{k}, one row"));
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn every_kind_every_scale_every_level() {
     for ty in TYPES {
@@ -231,6 +292,7 @@ proptest! {
             })
             .collect();
         assert_levels_agree(ty, SrcDtype::F32, &x, QK_K, "random bits");
+        assert_stats_agree(ty, SrcDtype::F32, &x, QK_K, "random bits");
     }
 
     #[test]

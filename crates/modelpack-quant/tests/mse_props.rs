@@ -96,7 +96,7 @@ proptest! {
 
     #[test]
     fn gguf_mse_same_bytes_at_every_level_and_never_worse_than_rtn((x, row_len, _rows) in data(32, 9)) {
-        for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0] {
             for src in [SrcDtype::F32, SrcDtype::F16, SrcDtype::BF16] {
                 let inp = encode(src, &x);
                 let xs = decode(src, &inp);
@@ -199,7 +199,7 @@ proptest! {
         let mut x = make(0, 7, 0, 96);
         x[pos] = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY][which as usize];
         let inp = encode(SrcDtype::F32, &x);
-        for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1] {
+        for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0] {
             let mut a = vec![0u8; ty.row_bytes(96).unwrap()];
             let mut b = a.clone();
             let e1 = gguf::quantize_rows_at(Level::Scalar, ty, SrcDtype::F32, &inp, 96, &mut a, None);

@@ -29,7 +29,7 @@ pub struct PackageManifest {
     pub target: String,
     /// Quantization scheme (`int8`, `int4`).
     pub scheme: String,
-    /// Method (`rtn`, `mse`).
+    /// Method asked for (`rtn`, `mse`); what each tensor really got is [`TensorRecord::method`].
     pub method: String,
     /// Every option that influenced the bytes (group size, keep patterns, ...).
     pub options: serde_json::Value,
@@ -83,6 +83,11 @@ pub struct TensorRecord {
     pub dtype_in: String,
     /// Output type (`Q4_0`, `Q8_0`, `pack-quantized int4 g128`, `BF16` kept, ...).
     pub type_out: String,
+    /// How this tensor's codes were chosen (`rtn`, `mse`), which can differ from the package's
+    /// method: types without a search (the K-quants) get llama.cpp's own rounding even when
+    /// mse was asked for. Absent for tensors stored unquantized (and in older manifests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
     /// Bytes written for this tensor.
     pub bytes_out: u64,
     /// Signal-to-quantization-noise ratio in dB.
@@ -157,6 +162,7 @@ mod tests {
                 shape: vec![4, 32],
                 dtype_in: "BF16".into(),
                 type_out: "Q4_0".into(),
+                method: Some("rtn".into()),
                 bytes_out: 72,
                 sqnr_db: finite(f64::INFINITY),
                 rel_rmse: Some(0.5),
@@ -202,6 +208,7 @@ mod tests {
       ],
       "dtype_in": "BF16",
       "type_out": "Q4_0",
+      "method": "rtn",
       "bytes_out": 72,
       "rel_rmse": 0.5
     }

@@ -43,6 +43,9 @@ pub struct CpuTensor {
     pub ty: GgmlType,
     /// Why this type was chosen (shown in the report).
     pub reason: String,
+    /// Per-column importance weights from `--imatrix` (`row_len` values), when the matrix has an
+    /// entry for this tensor and its type uses one ([`crate::quant::imatrix::uses_weights`]).
+    pub weights: Option<std::sync::Arc<Vec<f32>>>,
 }
 
 impl CpuTensor {
@@ -127,6 +130,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
         let perm = llama::qk_permutation_for(&dims, t.name, shape[0])?;
         let is_output = name == "output.weight" || (!has_output && name == "token_embd.weight");
         let (ty, reason) = choose_type(opts, t.name, &name, &shape, src_dtype, is_output, base, dims.layers as usize)?;
+        let (weights, reason) = crate::imatrix::plan_weights(opts, &name, ty, &shape, reason)?;
         tensors.push(CpuTensor {
             name,
             source: Source::Tensor { hf: t.name.to_string(), perm },
@@ -134,6 +138,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
             shape,
             ty,
             reason,
+            weights,
         });
     }
     if tensors.is_empty() {
@@ -152,11 +157,15 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
             src_dtype: SrcDtype::F32,
             ty: GgmlType::F32,
             reason: "llama-3 rope scaling factors".into(),
+            weights: None,
         });
     }
     // llama-quantize's order: non-block tensors first, then by block number, then by name.
     tensors.sort_by(|a, b| (block_of(&a.name), &a.name).cmp(&(block_of(&b.name), &b.name)));
 
+    if let Some(m) = &opts.imatrix {
+        metadata.extend(m.gguf_metadata());
+    }
     metadata.push(("general.quantization_version".into(), MetaValue::U32(2)));
     metadata.push(("general.file_type".into(), MetaValue::U32(file_type(base, opts.gguf_mix))));
     metadata.extend(tokenizer_metadata(ckpt, config)?);
@@ -273,9 +282,8 @@ fn keep_type(src: SrcDtype) -> GgmlType {
 /// 6. the scheme's type.
 ///
 /// Afterwards a row length that does not divide by the type's block size falls back (recorded in
-/// the reason): Q6_K → Q8_0 as llama-quantize does; Q4_K → Q8_0 (llama-quantize picks Q5_0,
-/// which this tool does not write, so such tensors differ from its output); then any type → F16
-/// when even 32-blocks do not fit, like llama-quantize.
+/// the reason) as llama-quantize's `tensor_type_fallback` does: Q4_K → Q5_0 and Q6_K → Q8_0, then
+/// any type → F16 when even 32-blocks do not fit.
 #[allow(clippy::too_many_arguments)]
 fn choose_type(
     opts: &QuantizeOptions,
@@ -309,10 +317,12 @@ fn choose_type(
     }
     let row = *shape.last().unwrap_or(&1);
     if matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K) && ty.row_bytes(row).is_none() {
-        let why = if ty == GgmlType::Q4_K { " (llama-quantize: Q5_0, not written here)" } else { "" };
-        reason = format!("row length {row} is not a multiple of {ty}'s block of 256: fell back to Q8_0{why}");
-        if GgmlType::Q8_0.row_bytes(row).is_some() {
-            return Ok((GgmlType::Q8_0, reason));
+        // llama-quantize's tensor_type_fallback (src/llama-quant.cpp).
+        let fb = if ty == GgmlType::Q4_K { GgmlType::Q5_0 } else { GgmlType::Q8_0 };
+        reason =
+            format!("row length {row} is not a multiple of {ty}'s block of 256: fell back to {fb} (llama-quantize)");
+        if fb.row_bytes(row).is_some() {
+            return Ok((fb, reason));
         }
     }
     if ty.row_bytes(row).is_none() {
@@ -346,6 +356,18 @@ fn mix_rule(mix: Option<GgufMix>, name: &str, n_layer: usize) -> Option<(GgmlTyp
 
 fn block_of(name: &str) -> i64 {
     name.strip_prefix("blk.").and_then(|r| r.split('.').next()).and_then(|n| n.parse::<i64>().ok()).unwrap_or(-1)
+}
+
+/// The method a tensor of type `ty` really gets when `method` is asked for: `mse` only where
+/// [`crate::quant::mse::gguf_supported`] has a search (the K-quants keep llama.cpp's rounding, so
+/// calling them `mse` would be false provenance); `None` for float types, which
+/// are converted, not quantized.
+pub fn method_used(method: Method, ty: GgmlType) -> Option<&'static str> {
+    match ty {
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => None,
+        _ if method == Method::Mse && crate::quant::mse::gguf_supported(ty) => Some("mse"),
+        _ => Some("rtn"),
+    }
 }
 
 /// A unit of parallel work: rows `[r0, r1)` of tensor `t`.
@@ -441,10 +463,12 @@ impl CpuPlan {
             }
         };
         let mut stats = with_stats.then(ErrorStats::default);
-        let quantize = if self.method == Method::Mse {
-            crate::quant::mse::quantize_gguf_rows
-        } else {
-            crate::quant::gguf::quantize_rows
+        let quantize = |ty, src, input: &[u8], row_len, out: &mut [u8], stats| match &ten.weights {
+            Some(w) => crate::imatrix::quantize_rows(self.method, ty, src, input, row_len, w, out, stats),
+            None if self.method == Method::Mse => {
+                crate::quant::mse::quantize_gguf_rows(ty, src, input, row_len, out, stats)
+            }
+            None => crate::quant::gguf::quantize_rows(ty, src, input, row_len, out, stats),
         };
         quantize(ten.ty, ten.src_dtype, input, row_len, &mut out, stats.as_mut()).map_err(|e| {
             let from = match &ten.source {
@@ -472,6 +496,7 @@ impl CpuPlan {
                 shape: t.shape.iter().map(|&d| d as u64).collect(),
                 dtype_in: format!("{:?}", t.src_dtype).to_uppercase(),
                 type_out: t.ty.name().to_string(),
+                method: method_used(self.method, t.ty).map(str::to_string),
                 bytes_out: bytes,
                 sqnr_db: None,
                 rel_rmse: None,

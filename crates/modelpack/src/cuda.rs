@@ -77,6 +77,8 @@ struct Module {
     shape_t: usize,
     zp: Option<usize>,
     note: String,
+    /// `--imatrix` weights of the module's columns (used by `--method mse`).
+    weights: Option<crate::imatrix::SharedWeights>,
 }
 
 /// The whole compressed-tensors output, known before any data is written.
@@ -221,6 +223,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
             push("weight_zero_point", "I32", vec![scheme.zp_rows(rows), sc], Role::Part, 4);
             base + 3
         });
+        let (weights, note) = crate::imatrix::plan_ct_weights(opts, t.name, cols, note)?;
         modules.push(Module {
             name: m.to_string(),
             src: t.name.to_string(),
@@ -234,6 +237,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
             shape_t: base + 2,
             zp,
             note,
+            weights,
         });
     }
     if modules.is_empty() {
@@ -419,8 +423,32 @@ impl CudaPlan {
                 let mut scale = vec![0u8; rows * sc * md.scale_dtype.size()];
                 let mut zp = md.zp.map(|_| vec![0u8; md.scheme.zp_rows(rows) * sc * 4]);
                 let mut stats = with_stats.then(ErrorStats::default);
+                let weights = md.weights.as_deref().map(Vec::as_slice);
                 let quantize =
-                    if self.method == Method::Mse { crate::quant::mse::quantize_ct_rows } else { ct::quantize_rows };
+                    |s: &_, src, sd, input: &[u8], r0, rows, cols, p: &mut [u8], sc: &mut [u8], zp, st| match (
+                        self.method,
+                        weights,
+                    ) {
+                        (Method::Mse, Some(w)) => crate::quant::imatrix::quantize_ct_rows_mse_at(
+                            crate::quant::active_level(),
+                            s,
+                            src,
+                            sd,
+                            input,
+                            r0,
+                            rows,
+                            cols,
+                            w,
+                            p,
+                            sc,
+                            zp,
+                            st,
+                        ),
+                        (Method::Mse, None) => {
+                            crate::quant::mse::quantize_ct_rows(s, src, sd, input, r0, rows, cols, p, sc, zp, st)
+                        }
+                        _ => ct::quantize_rows(s, src, sd, input, r0, rows, cols, p, sc, zp, st),
+                    };
                 quantize(
                     &md.scheme,
                     md.src_dtype,
@@ -485,6 +513,7 @@ impl CudaPlan {
                     shape: t.shape.iter().map(|&d| d as u64).collect(),
                     dtype_in: t.dtype.to_string(),
                     type_out: t.dtype.to_string(),
+                    method: None,
                     bytes_out: t.size,
                     sqnr_db: None,
                     rel_rmse: None,
@@ -511,6 +540,8 @@ impl CudaPlan {
                             },
                             if md.scheme.symmetric { " sym" } else { " asym" }
                         ),
+                        // Every compressed-tensors scheme has an mse search: the method asked for.
+                        method: Some(format!("{:?}", self.method).to_lowercase()),
                         bytes_out: bytes,
                         sqnr_db: None,
                         rel_rmse: None,

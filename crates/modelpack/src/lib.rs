@@ -6,6 +6,7 @@ pub mod cpu;
 pub mod cuda;
 pub mod exec;
 pub mod fault;
+pub mod imatrix;
 pub mod package;
 pub mod plan;
 pub mod run;

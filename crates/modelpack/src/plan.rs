@@ -82,12 +82,14 @@ pub struct QuantizeOptions {
     pub force_requantize: bool,
     /// Compute per-tensor error metrics (costs a dequantize pass).
     pub metrics: bool,
+    /// llama.cpp importance matrix (`--imatrix`): per-column weights for the quantizers.
+    pub imatrix: Option<std::sync::Arc<crate::imatrix::ImatrixInput>>,
 }
 
 impl QuantizeOptions {
     /// The options as recorded in the manifest (everything that changes the bytes).
     pub fn to_json(&self) -> serde_json::Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "gguf_type": if self.gguf_mix == Some(GgufMix::Q4KM) { Some("Q4_K_M") } else { self.gguf_type.map(|t| t.name()) },
             "tensor_types": self.tensor_types.iter().map(|(r, t)| format!("{}={}", r.as_str(), t.name())).collect::<Vec<_>>(),
             "keep": self.keep.iter().map(|r| r.as_str().to_string()).collect::<Vec<_>>(),
@@ -99,7 +101,12 @@ impl QuantizeOptions {
                 None
             },
             "max_shard_size": if self.target == Target::Cuda { Some(self.max_shard_size) } else { None },
-        })
+        });
+        // Only when given, so manifests of jobs without a matrix are unchanged.
+        if let Some(m) = &self.imatrix {
+            v["imatrix"] = m.to_json();
+        }
+        v
     }
 }
 

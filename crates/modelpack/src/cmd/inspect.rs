@@ -300,9 +300,14 @@ fn package_report(dir: &Path, filter: Option<&regex::Regex>) -> Result<Value, Cm
     };
 
     let mut types: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    // Tensors per method really used (a K-quant in an `mse` package got llama.cpp's rounding).
+    let mut methods: BTreeMap<&str, u64> = BTreeMap::new();
     let mut sqnr: Vec<f64> = Vec::new();
     let mut listed = Vec::new();
     for t in &m.tensors {
+        if let Some(method) = &t.method {
+            *methods.entry(method.as_str()).or_default() += 1;
+        }
         let e = types.entry(t.type_out.as_str()).or_default();
         e.0 += 1;
         e.1 += t.bytes_out;
@@ -354,6 +359,7 @@ fn package_report(dir: &Path, filter: Option<&regex::Regex>) -> Result<Value, Cm
         "target": m.target,
         "scheme": m.scheme,
         "method": m.method,
+        "tensor_methods": methods,
         "options": m.options,
         "source_files": m.source.files,
         "source_bytes": m.source.files.iter().map(|f| f.size).sum::<u64>(),
@@ -603,6 +609,10 @@ fn write_package_human(out: &mut dyn Write, r: &Value) -> io::Result<()> {
         r["tool"]["name"].as_str().unwrap_or("?"),
         r["tool"]["version"].as_str().unwrap_or("?")
     )?;
+    if let Some(methods) = r["tensor_methods"].as_object().filter(|o| !o.is_empty()) {
+        let parts: Vec<String> = methods.iter().map(|(k, v)| format!("{k} {}", u(v))).collect();
+        writeln!(out, "methods:      {} (tensors per method really used)", parts.join(", "))?;
+    }
     let sig = &r["signature"];
     if sig["present"] == true {
         match sig["key_hint"].as_str() {
@@ -649,13 +659,18 @@ fn write_package_human(out: &mut dyn Write, r: &Value) -> io::Result<()> {
     let listed = r["tensors"].as_array().unwrap_or(&empty);
     writeln!(out, "tensors ({} of {}):", listed.len(), u(&r["tensor_count"]))?;
     let width = listed.iter().filter_map(|t| t["name"].as_str()).map(str::len).max().unwrap_or(4).max(4);
-    writeln!(out, "  {:<width$}  {:<28} {:<16} {:>12} {:>9}", "NAME", "TYPE", "SHAPE", "BYTES", "SQNR")?;
+    writeln!(
+        out,
+        "  {:<width$}  {:<28} {:<6} {:<16} {:>12} {:>9}",
+        "NAME", "TYPE", "METHOD", "SHAPE", "BYTES", "SQNR"
+    )?;
     for t in listed {
         writeln!(
             out,
-            "  {:<width$}  {:<28} {:<16} {:>12} {:>9}",
+            "  {:<width$}  {:<28} {:<6} {:<16} {:>12} {:>9}",
             t["name"].as_str().unwrap_or(""),
             t["type_out"].as_str().unwrap_or(""),
+            t["method"].as_str().unwrap_or("-"),
             shape_text(&t["shape"]),
             grouped(u(&t["bytes_out"])),
             t["sqnr_db"].as_f64().map_or_else(String::new, |s| format!("{s:.2} dB"))

@@ -53,6 +53,11 @@ pub struct Args {
     /// cuda: re-quantize a checkpoint whose config.json already has a quantization_config.
     #[arg(long)]
     pub force_requantize: bool,
+    /// llama.cpp importance matrix (llama-imatrix's GGUF or legacy .dat) weighting each column's
+    /// error by its mean squared activation, as `llama-quantize --imatrix` does (cuda: with
+    /// --method mse only).
+    #[arg(long, value_name = "FILE")]
+    pub imatrix: Option<PathBuf>,
     /// Skip per-tensor error metrics (faster).
     #[arg(long)]
     pub no_metrics: bool,
@@ -174,6 +179,21 @@ pub fn run(a: Args) -> CmdResult {
     if a.target == Target::Cuda && !matches!(a.group_size, 1..=1_000_000) {
         return Err(CmdError::usage("--group-size must be positive"));
     }
+    if a.imatrix.is_some()
+        && a.target == Target::Cuda
+        && a.method.unwrap_or(Method::default_for(a.scheme)) != Method::Mse
+    {
+        return Err(CmdError::usage(
+            "--imatrix with --target cuda needs --method mse (rtn writes compressed-tensors' own bytes, which have no importance weighting)",
+        ));
+    }
+    let imatrix = a
+        .imatrix
+        .as_deref()
+        .map(modelpack::imatrix::ImatrixInput::load)
+        .transpose()
+        .map_err(|e| CmdError::usage(e.to_string()))?
+        .map(std::sync::Arc::new);
     let options = QuantizeOptions {
         target: a.target,
         scheme: a.scheme,
@@ -188,6 +208,7 @@ pub fn run(a: Args) -> CmdResult {
         max_shard_size: parse_size(&a.max_shard_size)?,
         force_requantize: a.force_requantize,
         metrics: !a.no_metrics,
+        imatrix,
     };
     let sign_key = a.sign_key.as_deref().map(|p| load_private_key(p, &a.password)).transpose()?;
     let source_date_epoch = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok());
@@ -243,9 +264,10 @@ pub fn run(a: Args) -> CmdResult {
         }
         for t in &report.tensors {
             eprintln!(
-                "  {:<40} {:<28} {:>10} B  {}  {}",
+                "  {:<40} {:<28} {:<4} {:>10} B  {}  {}",
                 t.name,
                 t.type_out,
+                t.method.as_deref().unwrap_or("-"),
                 t.bytes_out,
                 t.sqnr_db.map(|s| format!("{s:6.2} dB")).unwrap_or_else(|| "        ".into()),
                 t.note.as_deref().unwrap_or("")

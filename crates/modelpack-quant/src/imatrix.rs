@@ -1,0 +1,719 @@
+//! Importance-weighted quantizers: llama.cpp's `quant_weights` paths, byte for byte.
+//!
+//! With an importance matrix, `llama-quantize` passes each tensor's per-column mean squared
+//! activation (`imatrix[j]`, one value per column of the weight) to ggml's quantizers, which then
+//! take different code paths from the reference (`*_ref`) quantizers:
+//!
+//! | type | llama.cpp function | search |
+//! |------|--------------------|--------|
+//! | Q4_K | `quantize_row_q4_K_impl` | `make_qkx3_quants` per 32, weights `imatrix[j]·sqrt(σ² + x_j²)` (σ² = 2·Σx²/256 of the super-block); 6-bit scales and mins by `make_qp_quants` weighted by the sub-block weight sums |
+//! | Q6_K | `quantize_row_q6_K_impl` | `make_qx_quants(16, 32, rmse_type 1)` with weights `imatrix[j]` |
+//! | Q4_0 | `quantize_row_q4_0_impl` | `make_qx_quants(32, 8)`, weights `imatrix[j]·sqrt(σ² + x_j²)` (σ² = Σx²/n of the whole row) |
+//! | Q4_1 | `quantize_row_q4_1_impl` | `make_qkx3_quants(32, 15)`, same weights |
+//! | Q5_0 | `quantize_row_q5_0_impl` | `make_qx_quants(32, 16)`, same weights |
+//!
+//! Q8_0 and the float types ignore the matrix in llama.cpp (`quantize_q8_0` drops
+//! `quant_weights`), so they do here. Everything is scalar and follows the C code's f32
+//! operation order exactly (no FMA; Rust never contracts), and uses [`nearest_int`]'s bit trick,
+//! so the bytes equal `ggml_quantize_chunk(..., imatrix)`; the `kquant_llama` test checks this
+//! against llama.cpp's own code through `quant_harness --weights`.
+
+use crate::convert::{f16_to_f32, f32_to_f16, first_non_finite, load_slice};
+use crate::gguf::{self, GgmlType};
+use crate::kquants::{get_scale_min_k4, nearest_int, BlockQ4K, BlockQ6K, QK_K};
+use crate::metrics::ErrorStats;
+use crate::{simd, QuantError, SrcDtype};
+
+/// ggml's `GROUP_MAX_EPS`: below this a group counts as all zero.
+const GROUP_MAX_EPS: f32 = 1e-15;
+
+/// Whether llama.cpp quantizes `ty` differently when given an importance matrix (and so do we).
+/// For other types the weights are ignored.
+pub const fn uses_weights(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K | GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0)
+}
+
+/// [`crate::gguf::quantize_rows`] with per-column importance weights (`weights.len() ==
+/// row_len`, finite and non-negative, as [`uses_weights`] types expect): the bytes
+/// `ggml_quantize_chunk(ty, ..., imatrix = weights)` writes. Types that ignore the matrix get
+/// their ordinary RTN bytes. Same errors as `quantize_rows`, plus [`QuantError::Shape`] when
+/// the weight vector does not match the row length.
+pub fn quantize_rows_weighted(
+    ty: GgmlType,
+    src: SrcDtype,
+    input: &[u8],
+    row_len: usize,
+    weights: &[f32],
+    out: &mut [u8],
+    stats: Option<&mut ErrorStats>,
+) -> Result<(), QuantError> {
+    if !uses_weights(ty) {
+        return gguf::quantize_rows(ty, src, input, row_len, out, stats);
+    }
+    if weights.len() != row_len {
+        return Err(QuantError::Shape(format!(
+            "importance weights have {} values, the rows have {row_len} columns",
+            weights.len()
+        )));
+    }
+    gguf::check_shape(ty, src.size(), input.len(), row_len, out.len())?;
+    let row_in = row_len * src.size();
+    let row_out = ty.row_bytes(row_len).expect("checked by check_shape");
+    let mut x = vec![0.0f32; row_len];
+    for (r, (ib, ob)) in input.chunks_exact(row_in).zip(out.chunks_exact_mut(row_out)).enumerate() {
+        load_slice(src, ib, &mut x);
+        if let Some((k, value)) = first_non_finite(&x) {
+            return Err(QuantError::NonFinite { index: r * row_len + k, value });
+        }
+        quantize_row(ty, &x, weights, ob);
+    }
+    if let Some(stats) = stats {
+        gguf::accumulate_stats(simd::active_level(), ty, src, input, out, stats);
+    }
+    Ok(())
+}
+
+/// The `mse` method with importance weights, for the types `mse` searches
+/// ([`crate::mse::gguf_supported`]; others get [`quantize_rows_weighted`]): per 32-value block,
+/// the candidate with the smallest activation-weighted squared error `Σ_j imatrix[j]·(x_j − x̂_j)²`
+/// among llama.cpp's weighted quantization ([`quantize_rows_weighted`], the `rtn` bytes, kept on
+/// ties), the unweighted reference rounding and the unweighted `mse` search
+/// ([`crate::mse::quantize_gguf_rows`]).
+///
+/// Why this metric and not llama.cpp's `imatrix[j]·sqrt(σ² + x_j²)`: `imatrix[j]` is the mean
+/// squared input activation of column `j`, so for an output `y = Σ_j a_j·w_j` the expected squared
+/// output error of a row, with activations uncorrelated across columns, is exactly
+/// `Σ_j E[a_j²]·e_j²`. The `sqrt(σ² + x²)` factor is llama.cpp's search heuristic, not an error
+/// measure. Because the weighted `rtn` bytes are a candidate, the result is never worse than
+/// `rtn` in this metric on any block (property-tested). Bytes are independent of SIMD level and
+/// thread count (every candidate is).
+pub fn quantize_rows_mse(
+    ty: GgmlType,
+    src: SrcDtype,
+    input: &[u8],
+    row_len: usize,
+    weights: &[f32],
+    out: &mut [u8],
+    stats: Option<&mut ErrorStats>,
+) -> Result<(), QuantError> {
+    quantize_rows_mse_at(simd::active_level(), ty, src, input, row_len, weights, out, stats)
+}
+
+/// [`quantize_rows_mse`] at an explicit SIMD level (clamped to what the CPU supports): the
+/// bytes are the same at every level.
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_rows_mse_at(
+    level: simd::Level,
+    ty: GgmlType,
+    src: SrcDtype,
+    input: &[u8],
+    row_len: usize,
+    weights: &[f32],
+    out: &mut [u8],
+    stats: Option<&mut ErrorStats>,
+) -> Result<(), QuantError> {
+    let level = simd::clamp(level);
+    if weights.len() != row_len {
+        return Err(QuantError::Shape(format!(
+            "importance weights have {} values, the rows have {row_len} columns",
+            weights.len()
+        )));
+    }
+    if !crate::mse::gguf_supported(ty) {
+        // No search for this type (K-quants, floats): llama.cpp's weighted bytes, so a tensor
+        // labelled `rtn` in the manifest really is what llama-quantize --imatrix writes.
+        return quantize_rows_weighted(ty, src, input, row_len, weights, out, stats);
+    }
+    // Validates shapes and finiteness; the first candidate.
+    quantize_rows_weighted(ty, src, input, row_len, weights, out, None)?;
+    let blk = ty.block_size();
+    let mut others = Vec::new();
+    if uses_weights(ty) {
+        let mut b = vec![0u8; out.len()];
+        gguf::quantize_rows_at(level, ty, src, input, row_len, &mut b, None)?;
+        others.push(b);
+    }
+    let mut c = vec![0u8; out.len()];
+    crate::mse::quantize_gguf_rows_at(level, ty, src, input, row_len, &mut c, None)?;
+    others.push(c);
+    let osz = ty.type_size();
+    let in_blk = blk * src.size();
+    let mut x = vec![0.0f32; blk];
+    let mut y = vec![0.0f32; blk];
+    for (b, ib) in input.chunks_exact(in_blk).enumerate() {
+        load_slice(src, ib, &mut x);
+        let col0 = (b * blk) % row_len;
+        let w = &weights[col0..col0 + blk];
+        let ob = b * osz..(b + 1) * osz;
+        let mut best = weighted_error(ty, &out[ob.clone()], &x, w, &mut y);
+        for o in &others {
+            let e = weighted_error(ty, &o[ob.clone()], &x, w, &mut y);
+            if e < best {
+                best = e;
+                out[ob.clone()].copy_from_slice(&o[ob.clone()]);
+            }
+        }
+    }
+    if let Some(stats) = stats {
+        gguf::accumulate_stats(level, ty, src, input, out, stats);
+    }
+    Ok(())
+}
+
+/// `Σ_j w_j·(x_j − x̂_j)²` in f64 for one block of `ty`; `y` is scratch of the block's length.
+/// Columns of weight 0 do not count (even where the block decodes to ±inf/NaN, as an f16 scale
+/// overflow does), and a NaN total is +inf, so comparisons between candidates are total.
+pub fn weighted_error(ty: GgmlType, block: &[u8], x: &[f32], w: &[f32], y: &mut [f32]) -> f64 {
+    gguf::dequantize_rows(ty, block, x.len(), y).expect("one whole block");
+    let e: f64 = x
+        .iter()
+        .zip(y.iter())
+        .zip(w)
+        .filter(|(_, &w)| w != 0.0)
+        .map(|((&a, &b), &w)| f64::from(w) * (f64::from(a) - f64::from(b)).powi(2))
+        .sum();
+    if e.is_nan() {
+        f64::INFINITY
+    } else {
+        e
+    }
+}
+
+/// compressed-tensors `mse` with importance weights (`weights.len() == cols`): per group, the
+/// candidate with the smaller activation-weighted error `Σ imatrix[j]·(x − x̂)²` between the
+/// unweighted `mse` search ([`crate::mse::quantize_ct_rows_at`], kept on ties) and
+/// compressed-tensors' RTN, decoded as [`crate::ct::dequantize_rows`] does. No library computes
+/// an imatrix-weighted compressed-tensors format, so there is no byte-exact reference: the
+/// guarantee is "never worse than either candidate on any group" in that metric. Same arguments
+/// and errors as [`crate::mse::quantize_ct_rows_at`].
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_ct_rows_mse_at(
+    level: simd::Level,
+    s: &crate::ct::CtScheme,
+    src: SrcDtype,
+    scale_dtype: crate::ct::ScaleDtype,
+    input: &[u8],
+    row0: usize,
+    rows: usize,
+    cols: usize,
+    weights: &[f32],
+    packed: &mut [u8],
+    scale: &mut [u8],
+    mut zp: Option<&mut [u8]>,
+    stats: Option<&mut ErrorStats>,
+) -> Result<(), QuantError> {
+    use crate::ct;
+    if weights.len() != cols {
+        return Err(QuantError::Shape(format!(
+            "importance weights have {} values, the rows have {cols} columns",
+            weights.len()
+        )));
+    }
+    let level = simd::clamp(level);
+    crate::mse::quantize_ct_rows_at(
+        level,
+        s,
+        src,
+        scale_dtype,
+        input,
+        row0,
+        rows,
+        cols,
+        packed,
+        scale,
+        zp.as_deref_mut(),
+        None,
+    )?;
+    let (mut pb, mut sb) = (vec![0u8; packed.len()], vec![0u8; scale.len()]);
+    let mut zb = zp.as_deref().map(|z| vec![0u8; z.len()]);
+    ct::quantize_rows_at(
+        level,
+        s,
+        src,
+        scale_dtype,
+        input,
+        row0,
+        rows,
+        cols,
+        &mut pb,
+        &mut sb,
+        zb.as_deref_mut(),
+        None,
+    )?;
+    let g = ct::geom(s, src, scale_dtype, input.len(), row0, rows, cols, packed.len(), scale.len())?;
+    let (mut ya, mut yb) = (vec![0f32; rows * cols], vec![0f32; rows * cols]);
+    ct::dequantize_rows(s, scale_dtype, packed, scale, zp.as_deref(), row0, rows, cols, &mut ya)?;
+    ct::dequantize_rows(s, scale_dtype, &pb, &sb, zb.as_deref(), row0, rows, cols, &mut yb)?;
+    let es = src.size();
+    let ssz = scale_dtype.size();
+    let bits = usize::from(s.bits);
+    let mut x = vec![0f32; cols];
+    for r in 0..rows {
+        load_slice(src, &input[r * cols * es..(r + 1) * cols * es], &mut x);
+        for j in 0..g.scale_cols {
+            let c0 = j * g.group;
+            let cs = c0..c0 + g.group;
+            let err = |y: &[f32]| -> f64 {
+                let e: f64 = cs
+                    .clone()
+                    .filter(|&c| weights[c] != 0.0)
+                    .map(|c| f64::from(weights[c]) * (f64::from(x[c]) - f64::from(y[r * cols + c])).powi(2))
+                    .sum();
+                if e.is_nan() {
+                    f64::INFINITY
+                } else {
+                    e
+                }
+            };
+            if err(&yb) >= err(&ya) {
+                continue;
+            }
+            let si = r * g.scale_cols + j;
+            scale[si * ssz..(si + 1) * ssz].copy_from_slice(&sb[si * ssz..(si + 1) * ssz]);
+            if let (Some(zpa), Some(zpb)) = (zp.as_deref_mut(), zb.as_deref()) {
+                ct::set_zp(s, zpa, g.scale_cols, r, j, ct::get_zp(s, zpb, g.scale_cols, r, j));
+            }
+            let (pa, pr) = (
+                &mut packed[r * g.packed_cols * 4..(r + 1) * g.packed_cols * 4],
+                &pb[r * g.packed_cols * 4..(r + 1) * g.packed_cols * 4],
+            );
+            let mask = ((1u16 << bits) - 1) as u8;
+            for c in cs {
+                let (bi, sh) = (c * bits / 8, (c * bits) % 8);
+                pa[bi] = (pa[bi] & !(mask << sh)) | (pr[bi] & (mask << sh));
+            }
+        }
+    }
+    if let Some(stats) = stats {
+        ct::accumulate_stats_of(s, src, scale_dtype, input, &g, packed, scale, zp.as_deref(), stats);
+    }
+    Ok(())
+}
+
+/// One row of a [`uses_weights`] type into its on-disk bytes.
+pub fn quantize_row(ty: GgmlType, x: &[f32], qw: &[f32], out: &mut [u8]) {
+    match ty {
+        GgmlType::Q4_K => {
+            for ((xs, w), o) in x.chunks_exact(QK_K).zip(qw.chunks_exact(QK_K)).zip(out.chunks_exact_mut(144)) {
+                q4k_block(xs.try_into().expect("256"), w.try_into().expect("256")).write_bytes(o);
+            }
+        }
+        GgmlType::Q6_K => {
+            for ((xs, w), o) in x.chunks_exact(QK_K).zip(qw.chunks_exact(QK_K)).zip(out.chunks_exact_mut(210)) {
+                q6k_block(xs.try_into().expect("256"), w.try_into().expect("256")).write_bytes(o);
+            }
+        }
+        GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 => legacy_row(ty, x, qw, out),
+        _ => unreachable!("uses_weights() is false for {ty}"),
+    }
+}
+
+/// `make_qx_quants(n, nmax, x, L, rmse_type = 1, qw)` with weights: returns the scale, the
+/// codes `l + nmax` go to `l_out`.
+pub(crate) fn make_qx_quants_w<const N: usize>(nmax: i32, x: &[f32; N], qw: &[f32; N], l_out: &mut [u8; N]) -> f32 {
+    let n = N;
+    let mut max = 0.0f32;
+    let mut amax = 0.0f32;
+    for &v in x {
+        let ax = v.abs();
+        if ax > amax {
+            amax = ax;
+            max = v;
+        }
+    }
+    if amax < GROUP_MAX_EPS {
+        l_out[..n].fill(0);
+        return 0.0;
+    }
+    let mut iscale = -(nmax as f32) / max;
+    let mut sumlx = 0.0f32;
+    let mut suml2 = 0.0f32;
+    for i in 0..n {
+        let l = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
+        l_out[i] = (l + nmax) as u8;
+        let w = qw[i];
+        let lf = l as f32;
+        sumlx += w * x[i] * lf;
+        suml2 += w * lf * lf;
+    }
+    let mut scale = if suml2 != 0.0 { sumlx / suml2 } else { 0.0 };
+    let mut best = scale * sumlx;
+    for is in -9i32..=9 {
+        if is == 0 {
+            continue;
+        }
+        iscale = -(nmax as f32 + 0.1f32 * is as f32) / max;
+        sumlx = 0.0;
+        suml2 = 0.0;
+        for i in 0..n {
+            let l = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
+            let w = qw[i];
+            let lf = l as f32;
+            sumlx += w * x[i] * lf;
+            suml2 += w * lf * lf;
+        }
+        if suml2 > 0.0 && sumlx * sumlx > best * suml2 {
+            for i in 0..n {
+                let l = nearest_int(iscale * x[i]).clamp(-nmax, nmax - 1);
+                l_out[i] = (nmax + l) as u8;
+            }
+            scale = sumlx / suml2;
+            best = scale * sumlx;
+        }
+    }
+    scale
+}
+
+/// `make_qkx3_quants(n, nmax, x, weights, L, &the_min, Laux, -0.9, 0.05, 36, false)`: returns
+/// `(scale, the_min)`, codes in `l_out`.
+pub(crate) fn make_qkx3_quants<const N: usize>(
+    nmax: i32,
+    x: &[f32; N],
+    weights: &[f32; N],
+    l_out: &mut [u8; N],
+) -> (f32, f32) {
+    const RMIN: f32 = -0.9;
+    const RDELTA: f32 = 0.05;
+    const NSTEP: i32 = 36;
+    let n = N;
+    let mut min = x[0];
+    let mut max = x[0];
+    let mut sum_w = weights[0];
+    let mut sum_x = sum_w * x[0];
+    for i in 1..n {
+        if x[i] < min {
+            min = x[i];
+        }
+        if x[i] > max {
+            max = x[i];
+        }
+        let w = weights[i];
+        sum_w += w;
+        sum_x += w * x[i];
+    }
+    if min > 0.0 {
+        min = 0.0;
+    }
+    if max <= min {
+        l_out[..n].fill(0);
+        return (0.0, -min);
+    }
+    let mut iscale = nmax as f32 / (max - min);
+    let mut scale = 1.0 / iscale;
+    let mut best_mad = 0.0f32;
+    for i in 0..n {
+        let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+        l_out[i] = l as u8;
+        let diff = scale * l as f32 + min - x[i];
+        let diff = diff * diff;
+        best_mad += weights[i] * diff;
+    }
+    let mut laux = [0u8; N];
+    for is in 0..=NSTEP {
+        iscale = (RMIN + RDELTA * is as f32 + nmax as f32) / (max - min);
+        let (mut sum_l, mut sum_l2, mut sum_xl) = (0.0f32, 0.0f32, 0.0f32);
+        for i in 0..n {
+            let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
+            laux[i] = l as u8;
+            let w = weights[i];
+            let lf = l as f32;
+            sum_l += w * lf;
+            sum_l2 += w * lf * lf;
+            sum_xl += w * lf * x[i];
+        }
+        let d = sum_w * sum_l2 - sum_l * sum_l;
+        if d > 0.0 {
+            let mut this_scale = (sum_w * sum_xl - sum_x * sum_l) / d;
+            let mut this_min = (sum_l2 * sum_x - sum_l * sum_xl) / d;
+            if this_min > 0.0 {
+                this_min = 0.0;
+                this_scale = sum_xl / sum_l2;
+            }
+            let mut mad = 0.0f32;
+            for i in 0..n {
+                let diff = this_scale * laux[i] as f32 + this_min - x[i];
+                let diff = diff * diff;
+                mad += weights[i] * diff;
+            }
+            if mad < best_mad {
+                l_out[..n].copy_from_slice(&laux[..n]);
+                best_mad = mad;
+                scale = this_scale;
+                min = this_min;
+            }
+        }
+    }
+    (scale, -min)
+}
+
+/// `make_qp_quants(n, nmax, x, L, quant_weights)`: quantize the non-negative sub-block scales
+/// (or mins) `x` to `0..=nmax` codes with a weighted search; returns the super-scale. Codes are
+/// stored as `uint8_t` like the C code (a negative intermediate wraps).
+pub(crate) fn make_qp_quants(nmax: i32, x: &[f32], l_out: &mut [u8], qw: &[f32]) -> f32 {
+    let n = x.len();
+    let mut max = 0.0f32;
+    for &v in x {
+        max = if max > v { max } else { v };
+    }
+    if max < GROUP_MAX_EPS {
+        l_out[..n].fill(0);
+        return 0.0;
+    }
+    let mut iscale = nmax as f32 / max;
+    for i in 0..n {
+        l_out[i] = nearest_int(iscale * x[i]) as u8;
+    }
+    let scale = 1.0 / iscale;
+    let mut best_mse = 0.0f32;
+    for i in 0..n {
+        let diff = x[i] - scale * l_out[i] as f32;
+        best_mse += qw[i] * diff * diff;
+    }
+    for is in -4i32..=4 {
+        if is == 0 {
+            continue;
+        }
+        let iscale_is = (0.1f32 * is as f32 + nmax as f32) / max;
+        let scale_is = 1.0 / iscale_is;
+        let mut mse = 0.0f32;
+        for i in 0..n {
+            let l = nearest_int(iscale_is * x[i]).min(nmax);
+            let diff = x[i] - scale_is * l as f32;
+            mse += qw[i] * diff * diff;
+        }
+        if mse < best_mse {
+            best_mse = mse;
+            iscale = iscale_is;
+        }
+    }
+    let mut sumlx = 0.0f32;
+    let mut suml2 = 0.0f32;
+    for i in 0..n {
+        let l = nearest_int(iscale * x[i]).min(nmax);
+        l_out[i] = l as u8;
+        let w = qw[i];
+        let lf = l as f32;
+        sumlx += w * x[i] * lf;
+        suml2 += w * lf * lf;
+    }
+    for _ in 0..5 {
+        let mut n_changed = 0;
+        for i in 0..n {
+            let w = qw[i];
+            let li = l_out[i] as f32;
+            let mut slx = sumlx - w * x[i] * li;
+            let mut sl2 = suml2 - w * li * li;
+            if slx > 0.0 && sl2 > 0.0 {
+                let new_l = nearest_int(x[i] * sl2 / slx).min(nmax);
+                if new_l != i32::from(l_out[i]) {
+                    let nl = new_l as f32;
+                    slx += w * x[i] * nl;
+                    sl2 += w * nl * nl;
+                    if slx * slx * suml2 > sumlx * sumlx * sl2 {
+                        l_out[i] = new_l as u8;
+                        sumlx = slx;
+                        suml2 = sl2;
+                        n_changed += 1;
+                    }
+                }
+            }
+        }
+        if n_changed == 0 {
+            break;
+        }
+    }
+    if suml2 > 0.0 {
+        sumlx / suml2
+    } else {
+        0.0
+    }
+}
+
+/// `quantize_row_q4_K_impl` for one super-block with its 256 column weights.
+pub fn q4k_block(x: &[f32; QK_K], qw: &[f32; QK_K]) -> BlockQ4K {
+    let mut sum_x2 = 0.0f32;
+    for &v in x {
+        sum_x2 += v * v;
+    }
+    let sigma2 = 2.0 * sum_x2 / QK_K as f32;
+    let mut l = [0u8; QK_K];
+    let mut scales = [0.0f32; 8];
+    let mut mins = [0.0f32; 8];
+    let mut sw = [0.0f32; 8];
+    let mut weights = [0.0f32; 32];
+    for j in 0..8 {
+        let xs = &x[32 * j..32 * j + 32];
+        for (i, w) in weights.iter_mut().enumerate() {
+            *w = qw[32 * j + i] * (sigma2 + xs[i] * xs[i]).sqrt();
+        }
+        let mut sumw = 0.0f32;
+        for &w in &weights {
+            sumw += w;
+        }
+        sw[j] = sumw;
+        let xs: &[f32; 32] = xs.try_into().expect("32");
+        let lj: &mut [u8; 32] = (&mut l[32 * j..32 * j + 32]).try_into().expect("32");
+        let (s, m) = make_qkx3_quants(15, xs, &weights, lj);
+        scales[j] = s;
+        mins[j] = m;
+    }
+    let mut ls = [0u8; 8];
+    let mut lm = [0u8; 8];
+    let d_block = make_qp_quants(63, &scales, &mut ls, &sw);
+    let m_block = make_qp_quants(63, &mins, &mut lm, &sw);
+    let mut b = BlockQ4K { d: 0, dmin: 0, scales: [0; 12], qs: [0; 128] };
+    for j in 0..8 {
+        let (s, m) = (ls[j], lm[j]);
+        if j < 4 {
+            b.scales[j] = s;
+            b.scales[j + 4] = m;
+        } else {
+            b.scales[j + 4] = (s & 0xf) | ((m & 0xf) << 4);
+            b.scales[j - 4] |= (s >> 4) << 6;
+            b.scales[j] |= (m >> 4) << 6;
+        }
+    }
+    b.d = f32_to_f16(d_block);
+    b.dmin = f32_to_f16(m_block);
+    let (d_all, m_all) = (f16_to_f32(b.d), f16_to_f32(b.dmin));
+    for j in 0..8 {
+        let (sc, m) = get_scale_min_k4(j, &b.scales);
+        let d = d_all * sc as f32;
+        if d == 0.0 {
+            continue;
+        }
+        let dm = m_all * m as f32;
+        for i in 0..32 {
+            l[32 * j + i] = nearest_int((x[32 * j + i] + dm) / d).clamp(0, 15) as u8;
+        }
+    }
+    crate::kquants::q4k_pack(&l, &mut b.qs);
+    b
+}
+
+/// `quantize_row_q6_K_impl` for one super-block with its 256 column weights.
+pub fn q6k_block(x: &[f32; QK_K], qw: &[f32; QK_K]) -> BlockQ6K {
+    let mut l = [0u8; QK_K];
+    let mut scales = [0.0f32; 16];
+    for (j, s) in scales.iter_mut().enumerate() {
+        let r = 16 * j..16 * j + 16;
+        let lj: &mut [u8; 16] = (&mut l[r.clone()]).try_into().expect("16");
+        *s = make_qx_quants_w(32, x[r.clone()].try_into().expect("16"), qw[r].try_into().expect("16"), lj);
+    }
+    let Some((mut b, ds)) = crate::kquants::q6k_scales(&scales) else {
+        return BlockQ6K::ZERO;
+    };
+    for (j, &d) in ds.iter().enumerate() {
+        if d == 0.0 {
+            continue;
+        }
+        for i in 0..16 {
+            let q = nearest_int(x[16 * j + i] / d).clamp(-32, 31);
+            l[16 * j + i] = (q + 32) as u8;
+        }
+    }
+    crate::kquants::q6k_pack(&l, &mut b);
+    b
+}
+
+/// `quantize_row_q4_0_impl` / `q4_1_impl` / `q5_0_impl`: one row of 32-element blocks; σ² is
+/// the mean square of the whole row.
+fn legacy_row(ty: GgmlType, x: &[f32], qw: &[f32], out: &mut [u8]) {
+    let mut sum_x2 = 0.0f32;
+    for &v in x {
+        sum_x2 += v * v;
+    }
+    let sigma2 = sum_x2 / x.len() as f32;
+    let osz = ty.type_size();
+    let mut weight = [0.0f32; 32];
+    let mut l = [0u8; 32];
+    for ((xb, qb), o) in x.chunks_exact(32).zip(qw.chunks_exact(32)).zip(out.chunks_exact_mut(osz)) {
+        let xb: &[f32; 32] = xb.try_into().expect("32");
+        for j in 0..32 {
+            weight[j] = qb[j] * (sigma2 + xb[j] * xb[j]).sqrt();
+        }
+        match ty {
+            GgmlType::Q4_0 => {
+                let d = make_qx_quants_w(8, xb, &weight, &mut l);
+                o[0..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
+                for j in 0..16 {
+                    o[2 + j] = l[j] | (l[j + 16] << 4);
+                }
+            }
+            GgmlType::Q4_1 => {
+                let (d, the_min) = make_qkx3_quants(15, xb, &weight, &mut l);
+                o[0..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
+                o[2..4].copy_from_slice(&f32_to_f16(-the_min).to_le_bytes());
+                for j in 0..16 {
+                    o[4 + j] = l[j] | (l[j + 16] << 4);
+                }
+            }
+            _ => {
+                let d = make_qx_quants_w(16, xb, &weight, &mut l);
+                o[0..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
+                let mut qh = 0u32;
+                for j in 0..16 {
+                    let (x0, x1) = (l[j], l[j + 16]);
+                    o[6 + j] = (x0 & 0x0f) | ((x1 & 0x0f) << 4);
+                    qh |= u32::from((x0 & 0x10) >> 4) << j;
+                    qh |= u32::from((x1 & 0x10) >> 4) << (j + 16);
+                }
+                o[2..6].copy_from_slice(&qh.to_le_bytes());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn q8_0_ignores_weights_like_llama_cpp() {
+        let x: Vec<f32> = (0..64).map(|i| (i as f32 * 0.37).sin()).collect();
+        let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let w: Vec<f32> = (0..64).map(|i| i as f32).collect();
+        let mut a = vec![0u8; 68];
+        let mut b = vec![0u8; 68];
+        quantize_rows_weighted(GgmlType::Q8_0, SrcDtype::F32, &bytes, 64, &w, &mut a, None).unwrap();
+        gguf::quantize_rows(GgmlType::Q8_0, SrcDtype::F32, &bytes, 64, &mut b, None).unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn wrong_weight_length_and_non_finite_are_errors() {
+        let bytes = vec![0u8; 256 * 4];
+        let mut out = vec![0u8; 144];
+        let r = quantize_rows_weighted(GgmlType::Q4_K, SrcDtype::F32, &bytes, 256, &[1.0; 255], &mut out, None);
+        assert!(matches!(r, Err(QuantError::Shape(_))));
+        let mut bytes = bytes;
+        bytes[40..44].copy_from_slice(&f32::NAN.to_le_bytes());
+        let r = quantize_rows_weighted(GgmlType::Q4_K, SrcDtype::F32, &bytes, 256, &[1.0; 256], &mut out, None);
+        assert!(matches!(r, Err(QuantError::NonFinite { index: 10, .. })));
+    }
+
+    #[test]
+    fn heavier_weights_pull_error_to_their_columns() {
+        // Weighting the first half of each block 1000× more must not make its error larger.
+        let mut s = 7u64;
+        let x: Vec<f32> = (0..512)
+            .map(|_| {
+                s = s.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                ((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
+            })
+            .collect();
+        let bytes: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+        for ty in [GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0] {
+            let w: Vec<f32> = (0..512).map(|i| if i % 32 < 16 { 1000.0 } else { 1.0 }).collect();
+            let err = |w: &[f32]| {
+                let mut out = vec![0u8; ty.row_bytes(512).unwrap()];
+                quantize_rows_weighted(ty, SrcDtype::F32, &bytes, 512, w, &mut out, None).unwrap();
+                let mut y = vec![0.0f32; 512];
+                gguf::dequantize_rows(ty, &out, 512, &mut y).unwrap();
+                (0..512).filter(|i| i % 32 < 16).map(|i| (x[i] - y[i]).powi(2)).sum::<f32>()
+            };
+            let flat = vec![1.0f32; 512];
+            assert!(err(&w) <= err(&flat), "{ty}: {} > {}", err(&w), err(&flat));
+        }
+    }
+}
