@@ -105,7 +105,7 @@ fn decode(src: SrcDtype, b: &[u8]) -> Vec<f32> {
 }
 
 const SRCS: [SrcDtype; 3] = [SrcDtype::F32, SrcDtype::F16, SrcDtype::BF16];
-const MSE_TYPES: [GgmlType; 3] = [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1];
+const MSE_TYPES: [GgmlType; 4] = [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0];
 
 proptest! {
     #![proptest_config(ProptestConfig { cases: 96, ..ProptestConfig::default() })]
@@ -113,7 +113,7 @@ proptest! {
     /// mse never loses to rtn (weighted, llama.cpp's) or to unweighted RTN on any block.
     #[test]
     fn mse_is_never_worse_than_rtn_in_the_weighted_error(
-        ty_i in 0usize..3, src_i in 0usize..3, kind in 0u8..7, wkind in 0u8..5,
+        ty_i in 0usize..4, src_i in 0usize..3, kind in 0u8..7, wkind in 0u8..5,
         seed in any::<u64>(), k in -8i32..8, blocks in 1usize..5, rows in 1usize..4,
     ) {
         let (ty, src) = (MSE_TYPES[ty_i], SRCS[src_i]);
@@ -144,7 +144,7 @@ proptest! {
     /// Every SIMD level: same bytes and statistics; row chunking does not matter.
     #[test]
     fn levels_and_chunks_agree(
-        ty_i in 0usize..3, src_i in 0usize..3, kind in 0u8..7, wkind in 0u8..5,
+        ty_i in 0usize..4, src_i in 0usize..3, kind in 0u8..7, wkind in 0u8..5,
         seed in any::<u64>(), k in -8i32..8, blocks in 1usize..5, rows in 2usize..5,
     ) {
         let (ty, src) = (MSE_TYPES[ty_i], SRCS[src_i]);
