@@ -14,119 +14,20 @@
 //! `MODELPACK_REQUIRE_INTEROP` is set (CI).
 mod common;
 
+use common::llama::{llama_dir, run, Synth};
 use modelpack::format::gguf::GgufFile;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 const HIDDEN: usize = 256;
 const LAYERS: usize = 8;
 const HEADS: usize = 4;
 const KV_HEADS: usize = 2;
-const HEAD_DIM: usize = HIDDEN / HEADS;
 
-fn llama_dir() -> Option<PathBuf> {
-    match std::env::var_os("MODELPACK_LLAMA_DIR") {
-        Some(d) => Some(PathBuf::from(d)),
-        None => {
-            assert!(
-                std::env::var_os("MODELPACK_REQUIRE_INTEROP").is_none(),
-                "interop required but MODELPACK_LLAMA_DIR is unset"
-            );
-            eprintln!("skipping: MODELPACK_LLAMA_DIR unset (cargo xtask llama --print-dir)");
-            None
-        }
-    }
-}
-
-/// splitmix64 → roughly Gaussian values.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn gauss(&mut self) -> f32 {
-        (0..4).map(|_| (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).sum::<f32>() * 0.87
-    }
-}
-
-/// Write the model: config.json derived from the tiny fixture's, its tokenizer files, and a
-/// bf16 model.safetensors.
+/// Write the model (see `common::llama::Synth`).
 fn write_model(dir: &Path, inter: usize) -> serde_json::Value {
-    let fx = common::fixture("tiny-llama");
-    std::fs::create_dir_all(dir).unwrap();
-    for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
-        std::fs::copy(fx.join(f), dir.join(f)).unwrap();
-    }
-    let mut config: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(fx.join("config.json")).unwrap()).unwrap();
-    config["hidden_size"] = HIDDEN.into();
-    config["intermediate_size"] = inter.into();
-    config["num_hidden_layers"] = LAYERS.into();
-    config["num_attention_heads"] = HEADS.into();
-    config["num_key_value_heads"] = KV_HEADS.into();
-    config["head_dim"] = HEAD_DIM.into();
-    std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config).unwrap()).unwrap();
-    let vocab = config["vocab_size"].as_u64().unwrap() as usize;
-
-    let mut tensors: Vec<(String, Vec<usize>)> = vec![
-        ("model.embed_tokens.weight".into(), vec![vocab, HIDDEN]),
-        ("lm_head.weight".into(), vec![vocab, HIDDEN]),
-        ("model.norm.weight".into(), vec![HIDDEN]),
-    ];
-    for l in 0..LAYERS {
-        let p = format!("model.layers.{l}");
-        tensors.push((format!("{p}.input_layernorm.weight"), vec![HIDDEN]));
-        tensors.push((format!("{p}.post_attention_layernorm.weight"), vec![HIDDEN]));
-        tensors.push((format!("{p}.self_attn.q_proj.weight"), vec![HIDDEN, HIDDEN]));
-        tensors.push((format!("{p}.self_attn.k_proj.weight"), vec![KV_HEADS * HEAD_DIM, HIDDEN]));
-        tensors.push((format!("{p}.self_attn.v_proj.weight"), vec![KV_HEADS * HEAD_DIM, HIDDEN]));
-        tensors.push((format!("{p}.self_attn.o_proj.weight"), vec![HIDDEN, HIDDEN]));
-        tensors.push((format!("{p}.mlp.gate_proj.weight"), vec![inter, HIDDEN]));
-        tensors.push((format!("{p}.mlp.up_proj.weight"), vec![inter, HIDDEN]));
-        tensors.push((format!("{p}.mlp.down_proj.weight"), vec![HIDDEN, inter]));
-    }
-    let mut rng = Rng(2024);
-    let mut header = serde_json::Map::new();
-    let mut data = Vec::new();
-    for (name, shape) in &tensors {
-        let n: usize = shape.iter().product();
-        let start = data.len();
-        for i in 0..n {
-            let v = if shape.len() == 1 {
-                1.0 + 0.01 * rng.gauss()
-            } else {
-                // Heavier tails in a few columns, like trained weights.
-                let s = if i % 61 == 0 { 0.2 } else { 0.04 };
-                s * rng.gauss()
-            };
-            data.extend_from_slice(&((v.to_bits() >> 16) as u16).to_le_bytes());
-        }
-        header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": "BF16", "shape": shape, "data_offsets": [start, data.len()]}),
-        );
-    }
-    header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
-    let mut h = serde_json::to_vec(&header).unwrap();
-    while h.len() % 8 != 0 {
-        h.push(b' ');
-    }
-    let mut file = (h.len() as u64).to_le_bytes().to_vec();
-    file.extend_from_slice(&h);
-    file.extend_from_slice(&data);
-    std::fs::write(dir.join("model.safetensors"), file).unwrap();
-    config
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    let se = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "{cmd:?} failed: {}\n{se}", out.status);
-    se
+    Synth { hidden: HIDDEN, inter, layers: LAYERS, heads: HEADS, kv_heads: KV_HEADS, seed: 2024, norm_noise: 0.01 }
+        .write(dir)
 }
 
 /// llama-quantize's Q4_K_M rule for this model, written out: the expected type of every tensor.

@@ -3,6 +3,8 @@
 //! external judges.
 #![allow(dead_code)]
 
+pub mod llama;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
