@@ -86,16 +86,29 @@ fn f16_round_trip(x: f32) -> (u16, f32) {
 /// `make_qkx2_quants(32, 15, x, weights, L, &the_min, Laux, -1, 0.1, 20, false)`: returns
 /// `(scale, the_min)` and the codes in `l`.
 pub(crate) fn make_qkx2_quants_32(x: &[f32; 32], weights: &[f32; 32], l_out: &mut [u8]) -> (f32, f32) {
-    const N: usize = 32;
-    const NMAX: i32 = 15;
-    const RMIN: f32 = -1.0;
-    const RDELTA: f32 = 0.1;
-    const NSTEP: i32 = 20;
+    let l: &mut [u8; 32] = l_out.try_into().expect("32 codes");
+    make_qkx_quants(15, (-1.0, 0.1, 20), x, weights, l)
+}
+
+/// The search shared by llama.cpp's `make_qkx2_quants` and `make_qkx3_quants` (without `use_mad`):
+/// codes `0..=nmax` for scale-and-minimum formats; the initial guess from min/max, then `nstep + 1`
+/// trial inverse scales `(rmin + rdelta·is + nmax) / (max − min)`, each refined by the weighted
+/// 2×2 least-squares fit, keeping the one with the lowest weighted squared error. Returns
+/// `(scale, the_min)`, codes in `l_out`. (`max <= min` and the C code's `max == min` agree: with
+/// `min` clamped to ≤ 0, `max < min` cannot happen.)
+pub(crate) fn make_qkx_quants<const N: usize>(
+    nmax: i32,
+    (rmin, rdelta, nstep): (f32, f32, i32),
+    x: &[f32; N],
+    weights: &[f32; N],
+    l_out: &mut [u8; N],
+) -> (f32, f32) {
+    let n = N;
     let mut min = x[0];
     let mut max = x[0];
     let mut sum_w = weights[0];
     let mut sum_x = sum_w * x[0];
-    for i in 1..N {
+    for i in 1..n {
         if x[i] < min {
             min = x[i];
         }
@@ -109,26 +122,26 @@ pub(crate) fn make_qkx2_quants_32(x: &[f32; 32], weights: &[f32; 32], l_out: &mu
     if min > 0.0 {
         min = 0.0;
     }
-    if max == min {
-        l_out[..N].fill(0);
+    if max <= min {
+        l_out[..n].fill(0);
         return (0.0, -min);
     }
-    let mut iscale = NMAX as f32 / (max - min);
+    let mut iscale = nmax as f32 / (max - min);
     let mut scale = 1.0 / iscale;
-    let mut best_error = 0.0f32;
-    for i in 0..N {
-        let l = nearest_int(iscale * (x[i] - min)).clamp(0, NMAX);
+    let mut best_mad = 0.0f32;
+    for i in 0..n {
+        let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
         l_out[i] = l as u8;
         let diff = scale * l as f32 + min - x[i];
         let diff = diff * diff;
-        best_error += weights[i] * diff;
+        best_mad += weights[i] * diff;
     }
     let mut laux = [0u8; N];
-    for is in 0..=NSTEP {
-        iscale = (RMIN + RDELTA * is as f32 + NMAX as f32) / (max - min);
+    for is in 0..=nstep {
+        iscale = (rmin + rdelta * is as f32 + nmax as f32) / (max - min);
         let (mut sum_l, mut sum_l2, mut sum_xl) = (0.0f32, 0.0f32, 0.0f32);
-        for i in 0..N {
-            let l = nearest_int(iscale * (x[i] - min)).clamp(0, NMAX);
+        for i in 0..n {
+            let l = nearest_int(iscale * (x[i] - min)).clamp(0, nmax);
             laux[i] = l as u8;
             let w = weights[i];
             let lf = l as f32;
@@ -144,15 +157,15 @@ pub(crate) fn make_qkx2_quants_32(x: &[f32; 32], weights: &[f32; 32], l_out: &mu
                 this_min = 0.0;
                 this_scale = sum_xl / sum_l2;
             }
-            let mut cur_error = 0.0f32;
-            for i in 0..N {
+            let mut mad = 0.0f32;
+            for i in 0..n {
                 let diff = this_scale * laux[i] as f32 + this_min - x[i];
                 let diff = diff * diff;
-                cur_error += weights[i] * diff;
+                mad += weights[i] * diff;
             }
-            if cur_error < best_error {
-                l_out[..N].copy_from_slice(&laux);
-                best_error = cur_error;
+            if mad < best_mad {
+                l_out[..n].copy_from_slice(&laux[..n]);
+                best_mad = mad;
                 scale = this_scale;
                 min = this_min;
             }
