@@ -167,11 +167,7 @@ print(json.dumps(out))
 #[test]
 fn cuda_package_figures_equal_numpy_over_the_reference_decoder() {
     let Some(py) = common::python() else { return };
-    let judge = common::root().join("../shared/reference/compressed_tensors_ref.py");
-    if !judge.exists() {
-        eprintln!("skipping: {} not present", judge.display());
-        return;
-    }
+    let Some(judge) = common::shared_ct_reference() else { return };
     let dense = common::fixture("compressed-tensors/dense_bf16");
     let f32_model = common::fixture("tiny-llama-f32");
     for (src, scheme) in [

@@ -154,11 +154,7 @@ print(json.dumps(out))
 #[test]
 fn cuda_mse_groups_decoded_by_numpy_never_worse_than_reference() {
     let Some(py) = common::python() else { return };
-    let judge = common::root().join("../shared/reference/compressed_tensors_ref.py");
-    if !judge.exists() {
-        eprintln!("skipping: {} not present", judge.display());
-        return;
-    }
+    let Some(judge) = common::shared_ct_reference() else { return };
     let dense = common::fixture("compressed-tensors/dense_bf16");
     for args in [
         vec!["--scheme", "int4"],

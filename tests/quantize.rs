@@ -147,11 +147,7 @@ fn cuda_packages_equal_compressed_tensors_library_output() {
 #[test]
 fn cuda_asymmetric_and_small_groups_pass_the_numpy_reference() {
     let Some(py) = common::python() else { return };
-    let judge = common::root().join("../shared/reference/compressed_tensors_ref.py");
-    if !judge.exists() {
-        eprintln!("skipping: {} not present", judge.display());
-        return;
-    }
+    let Some(judge) = common::shared_ct_reference() else { return };
     let dense = common::fixture("compressed-tensors/dense_bf16");
     for args in [
         vec!["--scheme", "int4", "--asymmetric", "--method", "rtn"],
@@ -369,18 +365,15 @@ fn cuda_sharded_output_equals_unsharded_and_has_an_index() {
     // The checkpoint reader cross-checks the index against every shard header.
     let split = read_st(&many);
     assert_eq!(split, whole);
-    if let Some(py) = common::python() {
-        let judge = common::root().join("../shared/reference/compressed_tensors_ref.py");
-        if judge.exists() {
-            let o = std::process::Command::new(&py)
-                .arg(&judge)
-                .arg("check")
-                .arg(common::fixture("tiny-llama"))
-                .arg(&many)
-                .output()
-                .unwrap();
-            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
-        }
+    if let (Some(py), Some(judge)) = (common::python(), common::shared_ct_reference()) {
+        let o = std::process::Command::new(&py)
+            .arg(&judge)
+            .arg("check")
+            .arg(common::fixture("tiny-llama"))
+            .arg(&many)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stdout));
     }
 }
 

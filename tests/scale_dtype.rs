@@ -13,18 +13,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 fn shared_ref() -> Option<PathBuf> {
-    let p = common::root().join("../shared/reference/compressed_tensors_ref.py");
-    if p.exists() {
-        Some(p)
-    } else {
-        assert!(
-            std::env::var_os("MODELPACK_REQUIRE_INTEROP").is_none(),
-            "interop required but {} is missing",
-            p.display()
-        );
-        eprintln!("skipping: {} not present", p.display());
-        None
-    }
+    common::shared_ct_reference()
 }
 
 fn quantize(input: &Path, out: &Path, args: &[&str]) -> Value {
