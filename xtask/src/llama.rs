@@ -94,7 +94,9 @@ fn sdist() -> anyhow::Result<PathBuf> {
     run_cmd(
         Command::new("python3")
             .args(["-m", "pip", "download", "--disable-pip-version-check", "-q", "--no-deps"])
-            .args(["--no-binary", ":all:", &format!("llama-cpp-python=={VERSION}"), "-d"])
+            // Only llama-cpp-python itself as source: `:all:` would also build its build
+            // dependencies (cmake, ninja) from source while pip prepares metadata (~30 min).
+            .args(["--no-binary", "llama-cpp-python", &format!("llama-cpp-python=={VERSION}"), "-d"])
             .arg(&tmp),
     )?;
     let got = tmp.join(&name);
