@@ -34,6 +34,7 @@ const TARGETS: &[&str] = &[
     "llama-gguf",
     "llama-eval-callback",
     "llama-imatrix",
+    "llama-perplexity",
 ];
 /// Parts of the sdist the build never reads (vocab test files, docs, CI config, the web UI).
 const EXCLUDES: &[&str] = &["models", "docs", ".github", ".git", "tools/ui", "media"];
@@ -70,7 +71,10 @@ fn config_key(native: bool) -> String {
 pub fn ensure() -> anyhow::Result<PathBuf> {
     let native = std::env::var("MODELPACK_LLAMA_NATIVE").is_ok_and(|v| v == "1");
     let key = config_key(native);
-    let dir = cache_dir().join(format!("llama.cpp-{VERSION}"));
+    // The directory is named by the configuration too, so branches (or checkouts) that need
+    // different target lists keep separate builds instead of rebuilding each other's.
+    let tag = &sha256_hex(key.as_bytes())[..8];
+    let dir = cache_dir().join(format!("llama.cpp-{VERSION}-{tag}"));
     let stamp = dir.join(".complete");
     if std::fs::read_to_string(&stamp).ok().as_deref() != Some(key.as_str()) {
         build(&dir, &key, native)?;
@@ -107,6 +111,10 @@ fn sdist() -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(bytes))
+}
+
 fn sha256_file(path: &Path) -> anyhow::Result<String> {
     let mut file = std::fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
     let mut hasher = sha2::Sha256::new();
@@ -119,7 +127,11 @@ fn sha256_file(path: &Path) -> anyhow::Result<String> {
 fn build(dir: &Path, key: &str, native: bool) -> anyhow::Result<()> {
     let started = Instant::now();
     let tarball = sdist()?;
-    let stage = dir.with_file_name(format!("llama.cpp-{VERSION}.tmp-{}", std::process::id()));
+    let stage = dir.with_file_name(format!(
+        "{}.tmp-{}",
+        dir.file_name().unwrap_or_default().to_string_lossy(),
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&stage);
     let src = stage.join("src");
     let build = stage.join("build");
