@@ -100,18 +100,13 @@ impl ScaleDtype {
             ScaleDtype::F32 => x,
         }
     }
-
-    /// The dtype a source dtype's intermediate results round to (see the module docs).
-    pub(crate) const fn of_source(src: SrcDtype) -> ScaleDtype {
-        ScaleDtype::for_source(src)
-    }
 }
 
 /// The dtype per-element steps (`w/scale`, `+zp`, dequantization) round to: the common dtype of
 /// source and scale, f32 when they differ (torch type promotion).
 #[inline]
 pub(crate) fn elem_dtype(src: SrcDtype, scale: ScaleDtype) -> ScaleDtype {
-    if ScaleDtype::of_source(src) == scale {
+    if ScaleDtype::for_source(src) == scale {
         scale
     } else {
         ScaleDtype::F32

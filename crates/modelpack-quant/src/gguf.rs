@@ -17,7 +17,7 @@
 //! input order) by every path and every type, like llama.cpp's tensor validator: a single
 //! non-finite value would poison its block's scale.
 
-use crate::convert::{f16_to_f32, f32_to_bf16, f32_to_f16, load_slice};
+use crate::convert::{f32_to_bf16, f32_to_f16, load_slice};
 use crate::metrics::{ErrorStats, Lanes};
 use crate::simd::{self, Level};
 use crate::{QuantError, SrcDtype};
@@ -795,11 +795,6 @@ pub fn quantize_tensor_par(
         stats.merge(&total);
     }
     Ok(())
-}
-
-/// Decode an f16 scale from block bytes (for tests and readers).
-pub fn f16_at(b: &[u8]) -> f32 {
-    f16_to_f32(u16::from_le_bytes([b[0], b[1]]))
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use crate::{QuantError, SrcDtype};
 /// symmetric.
 #[inline]
 pub(crate) fn qparams(s: &CtScheme, src: SrcDtype, sd: ScaleDtype, mn: f32, mx: f32) -> (f32, i32) {
-    let rs = ScaleDtype::of_source(src);
+    let rs = ScaleDtype::for_source(src);
     let ed = elem_dtype(src, sd);
     let mn = mn.min(0.0);
     let mx = mx.max(0.0);

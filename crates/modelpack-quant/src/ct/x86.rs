@@ -102,7 +102,7 @@ unsafe fn dispatch<const ST: bool>(
     zp: Option<&mut [u8]>,
     lanes: &mut Lanes,
 ) -> Result<bool, QuantError> {
-    let sc = code(ScaleDtype::of_source(src));
+    let sc = code(ScaleDtype::for_source(src));
     let ed = code(elem_dtype(src, sd));
     let k = Kernel { s, src, sd, input, g };
     let wide = level == Level::Avx512 && !ST;
