@@ -18,6 +18,7 @@
 //! so the bytes equal `ggml_quantize_chunk(..., imatrix)`; the `kquant_llama` test checks this
 //! against llama.cpp's own code through `quant_harness --weights`.
 
+use crate::blocks::BlockFormat;
 use crate::convert::{f16_to_f32, f32_to_f16, first_non_finite, load_slice};
 use crate::gguf::{self, GgmlType};
 use crate::kquants::{get_scale_min_k4, nearest_int, BlockQ4K, BlockQ6K, QK_K};
@@ -577,7 +578,7 @@ fn legacy_row(ty: GgmlType, x: &[f32], qw: &[f32], out: &mut [u8]) {
                     o[4 + j] = l[j] | (l[j + 16] << 4);
                 }
             }
-            _ => {
+            GgmlType::Q5_0 => {
                 let d = make_qx_quants_w(16, xb, &weight, &mut l);
                 o[0..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
                 let mut qh = 0u32;
@@ -589,6 +590,13 @@ fn legacy_row(ty: GgmlType, x: &[f32], qw: &[f32], out: &mut [u8]) {
                 }
                 o[2..6].copy_from_slice(&qh.to_le_bytes());
             }
+            GgmlType::F32
+            | GgmlType::F16
+            | GgmlType::BF16
+            | GgmlType::Q5_1
+            | GgmlType::Q8_0
+            | GgmlType::Q4_K
+            | GgmlType::Q6_K => unreachable!("legacy_row is only called for Q4_0, Q4_1 and Q5_0"),
         }
     }
 }

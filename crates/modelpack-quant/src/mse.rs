@@ -707,10 +707,12 @@ fn gguf_block(level: Level, ty: GgmlType, x: &[f32; QK], blk: &mut [u8]) {
             rtn_deq(ty, blk, &mut y);
             search_sym(level, ElemRound::F32, Store::F16, x, -16.0, 15.0, -16.0, Some(15.0), false)
         }
-        _ => {
+        GgmlType::Q4_1 => {
             rtn_deq(ty, blk, &mut y);
             search_affine(level, Store::F16, x, 15.0)
         }
+        // Not searched (callers check `gguf_supported`): the RTN bytes stay.
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q6_K => return,
     };
     let Some(ch) = choice else { return };
     if !(ch.err < block_err(x, &y)) {
@@ -744,7 +746,7 @@ fn gguf_block(level: Level, ty: GgmlType, x: &[f32; QK], blk: &mut [u8]) {
             }
             blk[2..6].copy_from_slice(&qh.to_le_bytes());
         }
-        _ => {
+        GgmlType::Q4_1 => {
             blk[..2].copy_from_slice(&d16.to_le_bytes());
             blk[2..4].copy_from_slice(&f32_to_f16(ch.m).to_le_bytes());
             for j in 0..QK / 2 {
@@ -753,6 +755,8 @@ fn gguf_block(level: Level, ty: GgmlType, x: &[f32; QK], blk: &mut [u8]) {
                 blk[4 + j] = a | (b << 4);
             }
         }
+        // Returned above: no search ran.
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q6_K => {}
     }
 }
 

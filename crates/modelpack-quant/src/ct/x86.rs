@@ -17,8 +17,9 @@
 use super::scalar::{put_zp, qparams, store_scale};
 use super::{elem_dtype, CtScheme, Geom, ScaleDtype};
 use crate::convert::load;
+use crate::metrics::x86::LaneAcc256;
 use crate::metrics::Lanes;
-use crate::simd::x86::{load16, load8, LaneAcc256, BF16, F16, F32};
+use crate::simd::x86::{load16, load8, BF16, F16, F32};
 use crate::simd::Level;
 use crate::{QuantError, SrcDtype};
 use std::arch::x86_64::*;

@@ -7,9 +7,10 @@
 //! taken on the integer bit patterns (order-preserving for non-negative floats), which also
 //! detects NaN/inf: such a block is handed to the scalar reference, which reports the error.
 
-use super::x86::{load16, src_of, BF16, F16, F32};
+use super::scalar::convert_rows_ref;
+use crate::blocks::{quantize_blocks_ref, BlockQ4_0, BlockQ4_1, BlockQ8_0, GgmlType, QK};
 use crate::convert::load;
-use crate::gguf::{convert_rows_ref, quantize_blocks_ref, BlockQ4_0, BlockQ4_1, BlockQ8_0, GgmlType, QK};
+use crate::simd::x86::{load16, src_of, BF16, F16, F32, PREFETCH};
 use crate::{QuantError, SrcDtype};
 use std::arch::x86_64::*;
 
@@ -28,9 +29,19 @@ pub(crate) unsafe fn quantize(ty: GgmlType, src: SrcDtype, input: &[u8], out: &m
             (GgmlType::Q4_0, SrcDtype::F32) => q4_0::<F32>(input, out),
             (GgmlType::Q4_0, SrcDtype::F16) => q4_0::<F16>(input, out),
             (GgmlType::Q4_0, SrcDtype::BF16) => q4_0::<BF16>(input, out),
-            (_, SrcDtype::F32) => q4_1::<F32>(input, out),
-            (_, SrcDtype::F16) => q4_1::<F16>(input, out),
-            (_, SrcDtype::BF16) => q4_1::<BF16>(input, out),
+            (GgmlType::Q4_1, SrcDtype::F32) => q4_1::<F32>(input, out),
+            (GgmlType::Q4_1, SrcDtype::F16) => q4_1::<F16>(input, out),
+            (GgmlType::Q4_1, SrcDtype::BF16) => q4_1::<BF16>(input, out),
+            (
+                GgmlType::F32
+                | GgmlType::F16
+                | GgmlType::BF16
+                | GgmlType::Q5_0
+                | GgmlType::Q5_1
+                | GgmlType::Q4_K
+                | GgmlType::Q6_K,
+                _,
+            ) => Err(QuantError::Unsupported(ty.name())),
         }
     }
 }
@@ -72,15 +83,10 @@ fn round_away(v: __m512) -> __m512i {
     _mm512_cvttps_epi32(_mm512_castsi512_ps(r))
 }
 
-/// Prefetch distance in bytes of input: a few groups ahead, far enough to cover memory latency
-/// when the input streams from DRAM (the pipeline reads mmap'd checkpoints). Measured on the
-/// 2-core AVX-512 machine, Q8_0 from bf16 out of cache: 1.86 → 2.63 Gelem/s per core.
-pub(crate) const PREFETCH: usize = 4096;
-
 /// Prefetch the input block `PREFETCH` bytes ahead of `b` (one request per 64-byte line).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-pub(crate) fn prefetch_ahead(b: &[u8]) {
+fn prefetch_ahead(b: &[u8]) {
     let p = b.as_ptr().wrapping_add(PREFETCH);
     let mut off = 0;
     while off < b.len() {
@@ -111,6 +117,9 @@ fn prefetch_out(og: &[u8]) {
 /// # Safety
 /// The CPU must support AVX-512 F, BW, VL and F16C.
 pub(crate) unsafe fn convert(ty: GgmlType, src: SrcDtype, input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
+    if !matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+        return Err(QuantError::Unsupported(ty.name()));
+    }
     // SAFETY: the caller guarantees the features.
     unsafe {
         match src {
@@ -144,12 +153,20 @@ unsafe fn conv<const S: u8>(ty: GgmlType, input: &[u8], out: &mut [u8]) -> Resul
                 GgmlType::F16 => {
                     _mm256_storeu_si256(ob.as_mut_ptr().cast(), _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x))
                 }
-                _ => {
+                GgmlType::BF16 => {
                     // Round to nearest even on the bit pattern (finite inputs only).
                     let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
                     let r = _mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), lsb);
                     _mm256_storeu_si256(ob.as_mut_ptr().cast(), _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(r)));
                 }
+                // Refused in `convert`.
+                GgmlType::Q4_0
+                | GgmlType::Q4_1
+                | GgmlType::Q5_0
+                | GgmlType::Q5_1
+                | GgmlType::Q8_0
+                | GgmlType::Q4_K
+                | GgmlType::Q6_K => {}
             }
         }
     }
