@@ -35,7 +35,7 @@
 mod x86;
 
 use crate::convert::{f16_to_f32, f32_to_f16, load_slice, round_bf16, round_f16};
-use crate::ct::{self, CtScheme, ScaleDtype};
+use crate::ct::{self, CtChunk, CtOutput, CtPacked, ScaleDtype};
 use crate::gguf::{self, GgmlType, QK};
 use crate::metrics::ErrorStats;
 use crate::simd::{self, Level};
@@ -818,42 +818,22 @@ pub fn quantize_gguf_rows_at(
 
 /// [`crate::ct::quantize_rows`] with the `mse` method, at the active SIMD level: same arguments,
 /// errors and layout; bytes identical at every SIMD level and thread count.
-#[allow(clippy::too_many_arguments)]
-pub fn quantize_ct_rows(
-    s: &CtScheme,
-    src: SrcDtype,
-    scale_dtype: ScaleDtype,
-    input: &[u8],
-    row0: usize,
-    rows: usize,
-    cols: usize,
-    packed: &mut [u8],
-    scale: &mut [u8],
-    zp: Option<&mut [u8]>,
-    stats: Option<&mut ErrorStats>,
-) -> Result<(), QuantError> {
-    quantize_ct_rows_at(simd::active_level(), s, src, scale_dtype, input, row0, rows, cols, packed, scale, zp, stats)
+pub fn quantize_ct_rows(c: &CtChunk, out: CtOutput, stats: Option<&mut ErrorStats>) -> Result<(), QuantError> {
+    quantize_ct_rows_at(simd::active_level(), c, out, stats)
 }
 
 /// [`quantize_ct_rows`] at an explicit SIMD level (clamped to what the CPU supports).
-#[allow(clippy::too_many_arguments)]
 pub fn quantize_ct_rows_at(
     level: Level,
-    s: &CtScheme,
-    src: SrcDtype,
-    scale_dtype: ScaleDtype,
-    input: &[u8],
-    row0: usize,
-    rows: usize,
-    cols: usize,
-    packed: &mut [u8],
-    scale: &mut [u8],
-    mut zp: Option<&mut [u8]>,
+    c: &CtChunk,
+    mut out: CtOutput,
     stats: Option<&mut ErrorStats>,
 ) -> Result<(), QuantError> {
     let level = simd::clamp(level);
-    ct::quantize_rows_at(level, s, src, scale_dtype, input, row0, rows, cols, packed, scale, zp.as_deref_mut(), None)?;
-    let g = ct::geom(s, src, scale_dtype, input.len(), row0, rows, cols, packed.len(), scale.len())?;
+    ct::quantize_rows_at(level, c, out.reborrow(), None)?;
+    let g = ct::geom(c, out.packed.len(), out.scale.len())?;
+    let CtChunk { scheme: ref s, src, scale_dtype, input, .. } = *c;
+    let CtOutput { packed, scale, mut zp } = out;
     let ed = ct::elem_dtype(src, scale_dtype);
     let er = ElemRound::of(ed);
     let store = Store::of(scale_dtype);
@@ -905,7 +885,7 @@ pub fn quantize_ct_rows_at(
         }
     }
     if let Some(stats) = stats {
-        ct::accumulate_stats_of(s, src, scale_dtype, input, &g, packed, scale, zp.as_deref(), stats);
+        ct::accumulate_stats_of(c, &g, CtPacked { packed, scale, zp: zp.as_deref() }, stats);
     }
     Ok(())
 }

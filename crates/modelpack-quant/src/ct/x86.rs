@@ -15,7 +15,7 @@
 //! the scalar reference for the whole call.
 
 use super::scalar::{put_zp, qparams, store_scale};
-use super::{elem_dtype, CtScheme, Geom, ScaleDtype};
+use super::{elem_dtype, CtChunk, CtOutput, CtPacked, CtScheme, Geom, ScaleDtype};
 use crate::convert::load;
 use crate::metrics::x86::LaneAcc256;
 use crate::metrics::Lanes;
@@ -38,71 +38,61 @@ const fn code(d: ScaleDtype) -> u8 {
 ///
 /// # Safety
 /// The CPU must support `level`'s features (AVX2 + F16C, or AVX-512 F/BW/VL + F16C).
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn quantize(
-    level: Level,
-    s: &CtScheme,
-    src: SrcDtype,
-    sd: ScaleDtype,
-    input: &[u8],
-    g: &Geom,
-    packed: &mut [u8],
-    scale: &mut [u8],
-    zp: Option<&mut [u8]>,
-) -> Result<bool, QuantError> {
+pub(crate) unsafe fn quantize(level: Level, c: &CtChunk, g: &Geom, out: CtOutput) -> Result<bool, QuantError> {
     let width = if level == Level::Avx512 { 16 } else { 8 };
     if !g.group.is_multiple_of(width) {
         return Ok(false);
     }
     let mut unused = Lanes::default();
     // SAFETY: as [`quantize_with_stats`]'s contract, which is this function's.
-    unsafe { dispatch::<false>(level, s, src, sd, input, g, packed, scale, zp, &mut unused)? };
+    unsafe { dispatch::<false>(level, c, g, out, &mut unused)? };
     Ok(true)
+}
+
+/// What [`quantize_with_stats`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fused {
+    /// The SIMD path does not apply to this shape: nothing was written, run [`quantize`] or the
+    /// scalar reference.
+    NotApplicable,
+    /// Bytes written and `lanes` holds the statistics, bit-identical to [`stats`] after
+    /// [`quantize`].
+    BytesAndStats,
+    /// Bytes written, but the statistics must come from the scalar pass (a non-finite scale; see
+    /// [`stats`]).
+    BytesOnly,
 }
 
 /// [`quantize`] plus the chunk's error statistics in the same pass (the AVX2 kernel, also on
 /// AVX-512 machines: one pass beats a faster quantizer plus a second pass over the input).
-/// Returns `Ok(None)` when the SIMD path does not apply (as [`quantize`]'s `false`), `Ok(Some(true))`
-/// when `lanes` holds the statistics, bit-identical to [`stats`] after [`quantize`], and
-/// `Ok(Some(false))` when the bytes are written but the statistics must come from the scalar
-/// pass (a non-finite scale; see [`stats`]).
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
-#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn quantize_with_stats(
-    s: &CtScheme,
-    src: SrcDtype,
-    sd: ScaleDtype,
-    input: &[u8],
+    c: &CtChunk,
     g: &Geom,
-    packed: &mut [u8],
-    scale: &mut [u8],
-    zp: Option<&mut [u8]>,
+    out: CtOutput,
     lanes: &mut Lanes,
-) -> Result<Option<bool>, QuantError> {
-    if !g.group.is_multiple_of(8) || !lanes.count.is_multiple_of(8) || !matches!(s.bits, 4 | 8) {
-        return Ok(None);
+) -> Result<Fused, QuantError> {
+    if !g.group.is_multiple_of(8) || !lanes.count.is_multiple_of(8) || !matches!(c.scheme.bits, 4 | 8) {
+        return Ok(Fused::NotApplicable);
     }
     // SAFETY: the caller guarantees the features.
-    unsafe { dispatch::<true>(Level::Avx2, s, src, sd, input, g, packed, scale, zp, lanes).map(Some) }
+    let stats = unsafe { dispatch::<true>(Level::Avx2, c, g, out, lanes)? };
+    Ok(if stats { Fused::BytesAndStats } else { Fused::BytesOnly })
 }
 
 /// Pick the kernel instance for the dtypes and scheme; returns whether `lanes` got the
 /// statistics (only with `ST`, AVX2 width).
-#[allow(clippy::too_many_arguments)]
 unsafe fn dispatch<const ST: bool>(
     level: Level,
-    s: &CtScheme,
-    src: SrcDtype,
-    sd: ScaleDtype,
-    input: &[u8],
+    c: &CtChunk,
     g: &Geom,
-    packed: &mut [u8],
-    scale: &mut [u8],
-    zp: Option<&mut [u8]>,
+    out: CtOutput,
     lanes: &mut Lanes,
 ) -> Result<bool, QuantError> {
+    let CtChunk { scheme: ref s, src, scale_dtype: sd, input, .. } = *c;
+    let CtOutput { packed, scale, zp } = out;
     let sc = code(ScaleDtype::for_source(src));
     let ed = code(elem_dtype(src, sd));
     let k = Kernel { s, src, sd, input, g };
@@ -630,55 +620,37 @@ fn round256<const E: u8>(x: __m256) -> __m256 {
 ///
 /// # Safety
 /// The CPU must support AVX2 and F16C.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn stats(
-    s: &CtScheme,
-    src: SrcDtype,
-    sd: ScaleDtype,
-    input: &[u8],
-    g: &Geom,
-    packed: &[u8],
-    scale: &[u8],
-    zp: Option<&[u8]>,
-    lanes: &mut Lanes,
-) -> bool {
+pub(crate) unsafe fn stats(c: &CtChunk, g: &Geom, q: CtPacked, lanes: &mut Lanes) -> bool {
+    let CtChunk { scheme: ref s, src, scale_dtype: sd, .. } = *c;
     if !g.group.is_multiple_of(8) || !lanes.count.is_multiple_of(8) || !matches!(s.bits, 4 | 8) {
         return false;
     }
     let n_scales = g.rows * g.scale_cols;
-    if (0..n_scales).any(|i| !super::scalar::load_scale(sd, scale, i).is_finite()) {
+    if (0..n_scales).any(|i| !super::scalar::load_scale(sd, q.scale, i).is_finite()) {
         return false;
     }
     let ed = elem_dtype(src, sd);
     // SAFETY: the caller guarantees the features; every access is bounded by the checked geometry.
     unsafe {
         match (src, code(ed)) {
-            (SrcDtype::F32, F32) => stats_rows::<F32, F32>(s, sd, input, g, packed, scale, zp, lanes),
-            (SrcDtype::F32, F16) => stats_rows::<F32, F16>(s, sd, input, g, packed, scale, zp, lanes),
-            (SrcDtype::F32, _) => stats_rows::<F32, BF16>(s, sd, input, g, packed, scale, zp, lanes),
-            (SrcDtype::F16, F32) => stats_rows::<F16, F32>(s, sd, input, g, packed, scale, zp, lanes),
-            (SrcDtype::F16, F16) => stats_rows::<F16, F16>(s, sd, input, g, packed, scale, zp, lanes),
-            (SrcDtype::F16, _) => stats_rows::<F16, BF16>(s, sd, input, g, packed, scale, zp, lanes),
-            (SrcDtype::BF16, F32) => stats_rows::<BF16, F32>(s, sd, input, g, packed, scale, zp, lanes),
-            (SrcDtype::BF16, F16) => stats_rows::<BF16, F16>(s, sd, input, g, packed, scale, zp, lanes),
-            (SrcDtype::BF16, _) => stats_rows::<BF16, BF16>(s, sd, input, g, packed, scale, zp, lanes),
+            (SrcDtype::F32, F32) => stats_rows::<F32, F32>(c, g, q, lanes),
+            (SrcDtype::F32, F16) => stats_rows::<F32, F16>(c, g, q, lanes),
+            (SrcDtype::F32, _) => stats_rows::<F32, BF16>(c, g, q, lanes),
+            (SrcDtype::F16, F32) => stats_rows::<F16, F32>(c, g, q, lanes),
+            (SrcDtype::F16, F16) => stats_rows::<F16, F16>(c, g, q, lanes),
+            (SrcDtype::F16, _) => stats_rows::<F16, BF16>(c, g, q, lanes),
+            (SrcDtype::BF16, F32) => stats_rows::<BF16, F32>(c, g, q, lanes),
+            (SrcDtype::BF16, F16) => stats_rows::<BF16, F16>(c, g, q, lanes),
+            (SrcDtype::BF16, _) => stats_rows::<BF16, BF16>(c, g, q, lanes),
         }
     }
     true
 }
 
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn stats_rows<const S: u8, const E: u8>(
-    s: &CtScheme,
-    sd: ScaleDtype,
-    input: &[u8],
-    g: &Geom,
-    packed: &[u8],
-    scale: &[u8],
-    zp: Option<&[u8]>,
-    lanes: &mut Lanes,
-) {
+unsafe fn stats_rows<const S: u8, const E: u8>(c: &CtChunk, g: &Geom, q: CtPacked, lanes: &mut Lanes) {
+    let CtChunk { scheme: ref s, scale_dtype: sd, input, .. } = *c;
+    let CtPacked { packed, scale, zp } = q;
     let es = crate::simd::x86::src_of::<S>().size();
     let off = 1i32 << (s.bits - 1);
     let mut acc = LaneAcc256::load(lanes);
