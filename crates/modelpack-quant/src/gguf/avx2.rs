@@ -6,9 +6,10 @@
 
 use crate::blocks::{quantize_blocks_ref, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ8_0, GgmlType, QK};
 use crate::convert::load;
+use crate::convert::{with_src, Dtype};
 use crate::metrics::x86::LaneAcc256;
 use crate::metrics::Lanes;
-use crate::simd::x86::{load8, src_of, BF16, F16, F32, PREFETCH};
+use crate::simd::x86::{load8, PREFETCH};
 use crate::{QuantError, SrcDtype};
 use std::arch::x86_64::*;
 
@@ -51,22 +52,14 @@ unsafe fn quantize_impl<const ST: bool>(
 ) -> Result<(), QuantError> {
     // SAFETY: the caller guarantees the features; the kernels bound every access by the slices.
     unsafe {
-        match (ty, src) {
-            (GgmlType::Q8_0, SrcDtype::F32) => q8_0::<F32, ST>(input, out, lanes),
-            (GgmlType::Q8_0, SrcDtype::F16) => q8_0::<F16, ST>(input, out, lanes),
-            (GgmlType::Q8_0, SrcDtype::BF16) => q8_0::<BF16, ST>(input, out, lanes),
-            (GgmlType::Q4_0, SrcDtype::F32) => q4_0::<F32, ST>(input, out, lanes),
-            (GgmlType::Q4_0, SrcDtype::F16) => q4_0::<F16, ST>(input, out, lanes),
-            (GgmlType::Q4_0, SrcDtype::BF16) => q4_0::<BF16, ST>(input, out, lanes),
+        match ty {
+            GgmlType::Q8_0 => with_src!(src, S => q8_0::<S, ST>(input, out, lanes)),
+            GgmlType::Q4_0 => with_src!(src, S => q4_0::<S, ST>(input, out, lanes)),
             // Q5_0 (only a K-quant fallback) has no fused statistics: callers take the separate pass.
-            (GgmlType::Q5_0, SrcDtype::F32) => q5_0::<F32>(input, out),
-            (GgmlType::Q5_0, SrcDtype::F16) => q5_0::<F16>(input, out),
-            (GgmlType::Q5_0, SrcDtype::BF16) => q5_0::<BF16>(input, out),
-            (GgmlType::Q4_1, SrcDtype::F32) => q4_1::<F32, ST>(input, out, lanes),
-            (GgmlType::Q4_1, SrcDtype::F16) => q4_1::<F16, ST>(input, out, lanes),
-            (GgmlType::Q4_1, SrcDtype::BF16) => q4_1::<BF16, ST>(input, out, lanes),
-            // No AVX2 kernel (or, with `ST`, no fused statistics for Q5_0 — never asked for).
-            (GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q6_K, _) => {
+            GgmlType::Q5_0 => with_src!(src, S => q5_0::<S>(input, out)),
+            GgmlType::Q4_1 => with_src!(src, S => q4_1::<S, ST>(input, out, lanes)),
+            // No AVX2 kernel.
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q6_K => {
                 Err(QuantError::Unsupported(ty.name()))
             }
         }
@@ -118,10 +111,10 @@ impl BlockStats {
 /// Load a block of 32 elements as four vectors.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn load_block<const S: u8>(b: &[u8]) -> [__m256; 4] {
-    debug_assert_eq!(b.len(), QK * src_of::<S>().size());
+unsafe fn load_block<S: Dtype>(b: &[u8]) -> [__m256; 4] {
+    debug_assert_eq!(b.len(), QK * S::SRC.size());
     let p = b.as_ptr();
-    let step = 8 * src_of::<S>().size();
+    let step = 8 * S::SRC.size();
     // SAFETY: `b` holds exactly 32 elements.
     unsafe { [load8::<S>(p), load8::<S>(p.add(step)), load8::<S>(p.add(2 * step)), load8::<S>(p.add(3 * step))] }
 }
@@ -235,8 +228,8 @@ fn scales(num: &[f32; GROUP], div: f32) -> Scales {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_0<const S: u8, const ST: bool>(input: &[u8], out: &mut [u8], lanes: &mut Lanes) -> Result<(), QuantError> {
-    let src = src_of::<S>();
+unsafe fn q8_0<S: Dtype, const ST: bool>(input: &[u8], out: &mut [u8], lanes: &mut Lanes) -> Result<(), QuantError> {
+    let src = S::SRC;
     let in_blk = QK * src.size();
     let mut st = BlockStats::new(lanes);
     for (g, (ig, og)) in input.chunks(GROUP * in_blk).zip(out.chunks_mut(GROUP * 34)).enumerate() {
@@ -308,8 +301,8 @@ fn pack_nibbles(q: [__m256i; 4]) -> __m128i {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_0<const S: u8, const ST: bool>(input: &[u8], out: &mut [u8], lanes: &mut Lanes) -> Result<(), QuantError> {
-    let src = src_of::<S>();
+unsafe fn q4_0<S: Dtype, const ST: bool>(input: &[u8], out: &mut [u8], lanes: &mut Lanes) -> Result<(), QuantError> {
+    let src = S::SRC;
     let in_blk = QK * src.size();
     let mut st = BlockStats::new(lanes);
     for (g, (ig, og)) in input.chunks(GROUP * in_blk).zip(out.chunks_mut(GROUP * 18)).enumerate() {
@@ -362,8 +355,8 @@ unsafe fn q4_0<const S: u8, const ST: bool>(input: &[u8], out: &mut [u8], lanes:
 /// Q5_0: like Q4_0 with `max / -16`, codes `min(31, trunc(x * id + 16.5))`, the low nibbles
 /// packed as Q4_0's and the fifth bits gathered by `movemask` (bit 4 shifted into the sign).
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_0<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
-    let src = src_of::<S>();
+unsafe fn q5_0<S: Dtype>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
+    let src = S::SRC;
     let in_blk = QK * src.size();
     for (i, (ib, ob)) in input.chunks_exact(in_blk).zip(out.chunks_exact_mut(22)).enumerate() {
         prefetch_ahead(ib);
@@ -421,8 +414,8 @@ fn first_zero(src: SrcDtype, b: &[u8]) -> f32 {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_1<const S: u8, const ST: bool>(input: &[u8], out: &mut [u8], lanes: &mut Lanes) -> Result<(), QuantError> {
-    let src = src_of::<S>();
+unsafe fn q4_1<S: Dtype, const ST: bool>(input: &[u8], out: &mut [u8], lanes: &mut Lanes) -> Result<(), QuantError> {
+    let src = S::SRC;
     let in_blk = QK * src.size();
     let mut st = BlockStats::new(lanes);
     for (i, (ib, ob)) in input.chunks_exact(in_blk).zip(out.chunks_exact_mut(20)).enumerate() {
@@ -482,13 +475,7 @@ unsafe fn q4_1<const S: u8, const ST: bool>(input: &[u8], out: &mut [u8], lanes:
 pub(crate) unsafe fn stats(ty: GgmlType, src: SrcDtype, input: &[u8], out: &[u8], lanes: &mut Lanes) -> bool {
     let Some(ty) = Fused::of(ty) else { return false };
     // SAFETY: the caller guarantees the features.
-    unsafe {
-        match src {
-            SrcDtype::F32 => stats_impl::<F32>(ty, input, out, lanes),
-            SrcDtype::F16 => stats_impl::<F16>(ty, input, out, lanes),
-            SrcDtype::BF16 => stats_impl::<BF16>(ty, input, out, lanes),
-        }
-    }
+    unsafe { with_src!(src, S => stats_impl::<S>(ty, input, out, lanes)) }
     true
 }
 
@@ -564,8 +551,8 @@ fn dequant_block(ty: Fused, b: &[u8]) -> [__m256; 4] {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn stats_impl<const S: u8>(ty: Fused, input: &[u8], out: &[u8], lanes: &mut Lanes) {
-    let in_blk = QK * src_of::<S>().size();
+unsafe fn stats_impl<S: Dtype>(ty: Fused, input: &[u8], out: &[u8], lanes: &mut Lanes) {
+    let in_blk = QK * S::SRC.size();
     let mut st = BlockStats::new(lanes);
     for (ib, ob) in input.chunks_exact(in_blk).zip(out.chunks_exact(ty.bytes())) {
         // SAFETY: `ib` is one whole block.

@@ -22,10 +22,11 @@
 #![allow(clippy::needless_range_loop)]
 
 use crate::blocks::{quantize_blocks_ref, BlockFormat, BlockQ4K, BlockQ6K, GgmlType, QK_K};
+use crate::convert::{with_src, Dtype};
 use crate::kquants::{q4k_pack, q4k_scales, q6k_pack, q6k_scales};
 use crate::metrics::x86::LaneAcc256;
 use crate::metrics::Lanes;
-use crate::simd::x86::{load8, src_of, BF16, F16, F32};
+use crate::simd::x86::load8;
 use crate::{QuantError, SrcDtype};
 use std::arch::x86_64::*;
 
@@ -36,24 +37,17 @@ use std::arch::x86_64::*;
 pub(crate) unsafe fn quantize(ty: GgmlType, src: SrcDtype, input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
     // SAFETY: the caller guarantees the features; the kernels bound every access by the slices.
     unsafe {
-        match (ty, src) {
-            (GgmlType::Q4_K, SrcDtype::F32) => q4k::<F32>(input, out),
-            (GgmlType::Q4_K, SrcDtype::F16) => q4k::<F16>(input, out),
-            (GgmlType::Q4_K, SrcDtype::BF16) => q4k::<BF16>(input, out),
-            (GgmlType::Q6_K, SrcDtype::F32) => q6k::<F32>(input, out),
-            (GgmlType::Q6_K, SrcDtype::F16) => q6k::<F16>(input, out),
-            (GgmlType::Q6_K, SrcDtype::BF16) => q6k::<BF16>(input, out),
-            (
-                GgmlType::F32
-                | GgmlType::F16
-                | GgmlType::BF16
-                | GgmlType::Q4_0
-                | GgmlType::Q4_1
-                | GgmlType::Q5_0
-                | GgmlType::Q5_1
-                | GgmlType::Q8_0,
-                _,
-            ) => Err(QuantError::Unsupported(ty.name())),
+        match ty {
+            GgmlType::Q4_K => with_src!(src, S => q4k::<S>(input, out)),
+            GgmlType::Q6_K => with_src!(src, S => q6k::<S>(input, out)),
+            GgmlType::F32
+            | GgmlType::F16
+            | GgmlType::BF16
+            | GgmlType::Q4_0
+            | GgmlType::Q4_1
+            | GgmlType::Q5_0
+            | GgmlType::Q5_1
+            | GgmlType::Q8_0 => Err(QuantError::Unsupported(ty.name())),
         }
     }
 }
@@ -101,8 +95,8 @@ fn transpose8(r: [__m256; 8]) -> [__m256; 8] {
 /// `p` must be valid for `8 * LEN` source elements; AVX2 + F16C available.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn load_transposed<const S: u8, const LEN: usize>(p: *const u8, out: &mut [__m256; LEN]) -> bool {
-    let es = src_of::<S>().size();
+unsafe fn load_transposed<S: Dtype, const LEN: usize>(p: *const u8, out: &mut [__m256; LEN]) -> bool {
+    let es = S::SRC.size();
     let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
     let mut amax = _mm256_setzero_si256();
     for q in 0..LEN / 8 {
@@ -382,8 +376,8 @@ fn q4k_finish(s: &Q4Search, codes: &[__m256; 32], the_min: __m256, out: &mut [u8
 /// # Safety
 /// AVX2 + F16C available.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4k<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
-    let src = src_of::<S>();
+unsafe fn q4k<S: Dtype>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
+    let src = S::SRC;
     let in_blk = QK_K * src.size();
     let nb = out.len() / 144;
     debug_assert_eq!(input.len(), nb * in_blk);
@@ -515,8 +509,8 @@ fn q6k_search(x: &[[__m256; 16]; 2], codes: &mut [[__m256; 16]; 2]) -> [__m256; 
 /// # Safety
 /// AVX2 + F16C available.
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q6k<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
-    let src = src_of::<S>();
+unsafe fn q6k<S: Dtype>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
+    let src = S::SRC;
     let in_blk = QK_K * src.size();
     for (k, (blk, ob)) in input.chunks_exact(in_blk).zip(out.chunks_exact_mut(210)).enumerate() {
         let mut x = [[_mm256_setzero_ps(); 16]; 2];
@@ -570,18 +564,12 @@ unsafe fn q6k<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantErro
 /// super-blocks of `input` (whole super-blocks), `lanes.count` a multiple of 16.
 pub(crate) unsafe fn stats<B: BlockFormat>(src: SrcDtype, input: &[u8], out: &[u8], lanes: &mut Lanes) {
     // SAFETY: the caller guarantees the features.
-    unsafe {
-        match src {
-            SrcDtype::F32 => stats_impl::<F32, B>(input, out, lanes),
-            SrcDtype::F16 => stats_impl::<F16, B>(input, out, lanes),
-            SrcDtype::BF16 => stats_impl::<BF16, B>(input, out, lanes),
-        }
-    }
+    unsafe { with_src!(src, S => stats_impl::<S, B>(input, out, lanes)) }
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn stats_impl<const S: u8, B: BlockFormat>(input: &[u8], out: &[u8], lanes: &mut Lanes) {
-    let esz = src_of::<S>().size();
+unsafe fn stats_impl<S: Dtype, B: BlockFormat>(input: &[u8], out: &[u8], lanes: &mut Lanes) {
+    let esz = S::SRC.size();
     let bs = B::BYTES;
     debug_assert_eq!(lanes.count % 8, 0);
     let mut acc = LaneAcc256::load(lanes);

@@ -1,25 +1,10 @@
-//! Pieces shared by every x86 kernel (GGUF and compressed-tensors): the source-dtype tags used
-//! as const generics, the fused unaligned loads that widen f32/f16/bf16 to f32 lanes, and the
-//! prefetch distance.
+//! Pieces shared by every x86 kernel (GGUF, K-quant, compressed-tensors, `mse`): the fused
+//! unaligned loads that widen a [`Dtype`] to f32 lanes, the lane-wise rounding to a [`Dtype`],
+//! and the prefetch distance.
 
+use crate::convert::Dtype;
 use crate::SrcDtype;
 use std::arch::x86_64::*;
-
-/// Const-generic tag for an f32 source.
-pub(crate) const F32: u8 = 0;
-/// Const-generic tag for an f16 source.
-pub(crate) const F16: u8 = 1;
-/// Const-generic tag for a bf16 source.
-pub(crate) const BF16: u8 = 2;
-
-/// The dtype a tag stands for.
-pub(crate) const fn src_of<const S: u8>() -> SrcDtype {
-    match S {
-        F32 => SrcDtype::F32,
-        F16 => SrcDtype::F16,
-        _ => SrcDtype::BF16,
-    }
-}
 
 /// Load 8 source elements at `p` (unaligned) as f32, conversion fused (bf16 is a shift; F16C's
 /// conversion is exact).
@@ -28,13 +13,15 @@ pub(crate) const fn src_of<const S: u8>() -> SrcDtype {
 /// `p` must be valid for 8 elements of the source dtype `S`; AVX2 + F16C available.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn load8<const S: u8>(p: *const u8) -> __m256 {
+pub(crate) unsafe fn load8<S: Dtype>(p: *const u8) -> __m256 {
     // SAFETY: per the function contract; loads are unaligned.
     unsafe {
-        match S {
-            F32 => _mm256_loadu_ps(p.cast()),
-            F16 => _mm256_cvtph_ps(_mm_loadu_si128(p.cast())),
-            _ => _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast())))),
+        match S::SRC {
+            SrcDtype::F32 => _mm256_loadu_ps(p.cast()),
+            SrcDtype::F16 => _mm256_cvtph_ps(_mm_loadu_si128(p.cast())),
+            SrcDtype::BF16 => {
+                _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()))))
+            }
         }
     }
 }
@@ -45,13 +32,15 @@ pub(crate) unsafe fn load8<const S: u8>(p: *const u8) -> __m256 {
 /// `p` must be valid for 16 elements of the source dtype `S`; AVX-512 F/BW/VL + F16C available.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-pub(crate) unsafe fn load16<const S: u8>(p: *const u8) -> __m512 {
+pub(crate) unsafe fn load16<S: Dtype>(p: *const u8) -> __m512 {
     // SAFETY: per the function contract; loads are unaligned.
     unsafe {
-        match S {
-            F32 => _mm512_loadu_ps(p.cast()),
-            F16 => _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())),
-            _ => _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p.cast())))),
+        match S::SRC {
+            SrcDtype::F32 => _mm512_loadu_ps(p.cast()),
+            SrcDtype::F16 => _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())),
+            SrcDtype::BF16 => {
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p.cast()))))
+            }
         }
     }
 }
@@ -61,3 +50,37 @@ pub(crate) unsafe fn load16<const S: u8>(p: *const u8) -> __m512 {
 /// checkpoints). Measured on the 2-core AVX-512 machine, Q8_0 from bf16 out of cache: 1.86 →
 /// 2.63 Gelem/s per core.
 pub(crate) const PREFETCH: usize = 4096;
+
+/// Round 8 lanes to the dtype `E` (nearest, ties to even) and widen back. bf16: add
+/// `0x7fff + lsb` to the bit pattern and clear the low half (exact round-to-nearest-even for every
+/// non-NaN value, subnormals and overflow to inf included); f16: `vcvtps2ph` round to nearest.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn round8<E: Dtype>(x: __m256) -> __m256 {
+    match E::SRC {
+        SrcDtype::F32 => x,
+        SrcDtype::F16 => _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x)),
+        SrcDtype::BF16 => {
+            let b = _mm256_castps_si256(x);
+            let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(b), _mm256_set1_epi32(1));
+            let b = _mm256_add_epi32(_mm256_add_epi32(b, _mm256_set1_epi32(0x7fff)), lsb);
+            _mm256_castsi256_ps(_mm256_and_si256(b, _mm256_set1_epi32(0xffff_0000u32 as i32)))
+        }
+    }
+}
+
+/// [`round8`] for 16 lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+pub(crate) fn round16<E: Dtype>(x: __m512) -> __m512 {
+    match E::SRC {
+        SrcDtype::F32 => x,
+        SrcDtype::F16 => _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x)),
+        SrcDtype::BF16 => {
+            let b = _mm512_castps_si512(x);
+            let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
+            let b = _mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), lsb);
+            _mm512_castsi512_ps(_mm512_and_si512(b, _mm512_set1_epi32(0xffff_0000u32 as i32)))
+        }
+    }
+}
