@@ -466,8 +466,32 @@ fn ct_variant(s: &CtScheme, sd: ScaleDtype, m: Method, l: &Linear<'_>) -> anyhow
                 let n = cr.min(l.rows - r0);
                 let i = &l.data[r0 * l.cols * es..(r0 + n) * l.cols * es];
                 match m {
-                    Method::Rtn => ct::quantize_rows(s, l.src, sd, i, r0, n, l.cols, p, sk, z.as_deref_mut(), None),
-                    Method::Mse => mse::quantize_ct_rows(s, l.src, sd, i, r0, n, l.cols, p, sk, z.as_deref_mut(), None),
+                    Method::Rtn => ct::quantize_rows(
+                        &ct::CtChunk {
+                            scheme: *s,
+                            src: l.src,
+                            scale_dtype: sd,
+                            input: i,
+                            row0: r0,
+                            rows: n,
+                            cols: l.cols,
+                        },
+                        ct::CtOutput { packed: p, scale: sk, zp: z.as_deref_mut() },
+                        None,
+                    ),
+                    Method::Mse => mse::quantize_ct_rows(
+                        &ct::CtChunk {
+                            scheme: *s,
+                            src: l.src,
+                            scale_dtype: sd,
+                            input: i,
+                            row0: r0,
+                            rows: n,
+                            cols: l.cols,
+                        },
+                        ct::CtOutput { packed: p, scale: sk, zp: z.as_deref_mut() },
+                        None,
+                    ),
                 }
             })
     })?;
@@ -483,7 +507,15 @@ fn ct_variant(s: &CtScheme, sd: ScaleDtype, m: Method, l: &Linear<'_>) -> anyhow
         modelpack_quant::convert::load_slice(from, &scale, &mut v);
         (ScaleDtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect())
     };
-    ct::dequantize_rows(s, sd, &packed, &scale, (!s.symmetric).then_some(&zp[..]), 0, l.rows, l.cols, &mut deq)?;
+    ct::dequantize_rows(
+        s,
+        sd,
+        ct::CtPacked { packed: &packed, scale: &scale, zp: (!s.symmetric).then_some(&zp[..]) },
+        0,
+        l.rows,
+        l.cols,
+        &mut deq,
+    )?;
     Ok((deq, secs))
 }
 

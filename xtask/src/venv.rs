@@ -32,7 +32,7 @@ pub fn test(extra: &[String]) -> anyhow::Result<()> {
     let py = ensure()?;
     let mut cmd = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
     cmd.current_dir(root())
-        .args(["test", "--workspace", "--profile", "ci", "--features", "modelpack/fault-injection"])
+        .args(["test", "--workspace", "--profile", "ci-test", "--features", "modelpack/fault-injection"])
         .args(extra)
         .env("MODELPACK_PYTHON", &py)
         .env("MODELPACK_LLAMA_DIR", crate::llama::ensure()?)

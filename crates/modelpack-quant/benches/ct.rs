@@ -9,7 +9,7 @@
 #![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use modelpack_quant::ct::{quantize_rows_at, quantize_tensor_par, CtScheme, ScaleDtype, Strategy};
+use modelpack_quant::ct::{quantize_rows_at, quantize_tensor_par, CtChunk, CtOutput, CtScheme, ScaleDtype, Strategy};
 use modelpack_quant::{set_level, Level, SrcDtype};
 use std::hint::black_box;
 use std::time::Duration;
@@ -73,16 +73,16 @@ fn kernels(c: &mut Criterion) {
                         b.iter(|| {
                             quantize_rows_at(
                                 level,
-                                &s,
-                                src,
-                                sd,
-                                black_box(&inp),
-                                0,
-                                rows,
-                                COLS,
-                                &mut packed,
-                                &mut scale,
-                                zp.as_deref_mut(),
+                                &CtChunk {
+                                    scheme: s,
+                                    src,
+                                    scale_dtype: sd,
+                                    input: black_box(&inp),
+                                    row0: 0,
+                                    rows,
+                                    cols: COLS,
+                                },
+                                CtOutput { packed: &mut packed, scale: &mut scale, zp: zp.as_deref_mut() },
                                 None,
                             )
                             .unwrap()
@@ -94,15 +94,16 @@ fn kernels(c: &mut Criterion) {
                             b.iter(|| {
                                 pool2.install(|| {
                                     quantize_tensor_par(
-                                        &s,
-                                        src,
-                                        sd,
-                                        black_box(&inp),
-                                        rows,
-                                        COLS,
-                                        &mut packed,
-                                        &mut scale,
-                                        zp.as_deref_mut(),
+                                        &CtChunk {
+                                            scheme: s,
+                                            src,
+                                            scale_dtype: sd,
+                                            input: black_box(&inp),
+                                            row0: 0,
+                                            rows,
+                                            cols: COLS,
+                                        },
+                                        CtOutput { packed: &mut packed, scale: &mut scale, zp: zp.as_deref_mut() },
                                         None,
                                     )
                                     .unwrap()

@@ -8,7 +8,7 @@
 #![allow(missing_docs)]
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use modelpack_quant::ct::{self, CtScheme, ScaleDtype, Strategy};
+use modelpack_quant::ct::{self, CtChunk, CtOutput, CtScheme, ScaleDtype, Strategy};
 use modelpack_quant::gguf::{self, GgmlType};
 use modelpack_quant::{mse, Level, SrcDtype};
 use std::hint::black_box;
@@ -77,21 +77,17 @@ fn bench(c: &mut Criterion) {
                     b.iter(|| {
                         for ic in inp.chunks(in_chunk) {
                             let f = if method == "mse" { mse::quantize_ct_rows_at } else { ct::quantize_rows_at };
-                            f(
-                                level,
-                                &s,
-                                SrcDtype::BF16,
-                                sd,
-                                ic,
-                                0,
-                                CHUNK_ROWS,
-                                ROW,
-                                &mut p,
-                                &mut scale,
-                                zp.as_deref_mut(),
-                                None,
-                            )
-                            .unwrap();
+                            let c = CtChunk {
+                                scheme: s,
+                                src: SrcDtype::BF16,
+                                scale_dtype: sd,
+                                input: ic,
+                                row0: 0,
+                                rows: CHUNK_ROWS,
+                                cols: ROW,
+                            };
+                            f(level, &c, CtOutput { packed: &mut p, scale: &mut scale, zp: zp.as_deref_mut() }, None)
+                                .unwrap();
                         }
                         black_box(&p);
                     })

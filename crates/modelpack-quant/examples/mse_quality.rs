@@ -8,7 +8,7 @@
 
 #![allow(missing_docs)]
 
-use modelpack_quant::ct::{self, CtScheme, ScaleDtype, Strategy};
+use modelpack_quant::ct::{self, CtChunk, CtOutput, CtScheme, ScaleDtype, Strategy};
 use modelpack_quant::gguf::{quantize_rows, GgmlType};
 use modelpack_quant::metrics::ErrorStats;
 use modelpack_quant::{mse, SrcDtype};
@@ -77,20 +77,10 @@ fn main() {
                     let mut zp = (!s.symmetric).then(|| vec![0u8; s.zp_rows(rows) * s.scale_cols(cols).unwrap() * 4]);
                     let mut st = ErrorStats::new();
                     let f = if method == "rtn" { ct::quantize_rows } else { mse::quantize_ct_rows };
-                    f(
-                        &s,
-                        SrcDtype::F32,
-                        sd,
-                        bytes,
-                        0,
-                        rows,
-                        cols,
-                        &mut packed,
-                        &mut scale,
-                        zp.as_deref_mut(),
-                        Some(&mut st),
-                    )
-                    .unwrap();
+                    let c =
+                        CtChunk { scheme: s, src: SrcDtype::F32, scale_dtype: sd, input: bytes, row0: 0, rows, cols };
+                    f(&c, CtOutput { packed: &mut packed, scale: &mut scale, zp: zp.as_deref_mut() }, Some(&mut st))
+                        .unwrap();
                     sq.push(st.sqnr_db());
                 }
                 report(&format!("{label} ({sd:?} scales)"), method, sq, cpu_now() - t0, total);

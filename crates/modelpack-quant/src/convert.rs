@@ -91,6 +91,69 @@ pub fn first_non_finite(x: &[f32]) -> Option<(usize, f32)> {
     x.iter().position(|v| !v.is_finite()).map(|i| (i, x[i]))
 }
 
+/// A float dtype as a type: the tag a kernel is instantiated with for its source elements or for
+/// the dtype its intermediate values round to. One encoding for every kernel family (GGUF,
+/// K-quant, compressed-tensors, `mse`); the runtime enums ([`SrcDtype`], `ct::ScaleDtype`) reach
+/// it through [`with_src!`] only, so a new source dtype is one tag and one arm there (and the
+/// compiler then points at every exhaustive `match` on [`Dtype::SRC`] that must learn it).
+pub(crate) trait Dtype: Copy + 'static {
+    /// The runtime dtype this tag stands for.
+    const SRC: SrcDtype;
+}
+
+/// Tag of IEEE binary32.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct F32;
+/// Tag of IEEE binary16.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct F16;
+/// Tag of bfloat16.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Bf16;
+
+impl Dtype for F32 {
+    const SRC: SrcDtype = SrcDtype::F32;
+}
+impl Dtype for F16 {
+    const SRC: SrcDtype = SrcDtype::F16;
+}
+impl Dtype for Bf16 {
+    const SRC: SrcDtype = SrcDtype::BF16;
+}
+
+/// Evaluate `$body` with the type name `$T` bound to the [`Dtype`] tag of the runtime
+/// [`SrcDtype`] `$src`: the one place a runtime dtype picks a kernel instance.
+macro_rules! with_src {
+    ($src:expr, $T:ident => $body:expr) => {
+        match $src {
+            $crate::SrcDtype::F32 => {
+                type $T = $crate::convert::F32;
+                $body
+            }
+            $crate::SrcDtype::F16 => {
+                type $T = $crate::convert::F16;
+                $body
+            }
+            $crate::SrcDtype::BF16 => {
+                type $T = $crate::convert::Bf16;
+                $body
+            }
+        }
+    };
+}
+pub(crate) use with_src;
+
+/// Round to the dtype `E` (nearest, ties to even) and widen back: the scalar element rounding of
+/// the compressed-tensors and `mse` kernels.
+#[inline(always)]
+pub(crate) fn round_to<E: Dtype>(v: f32) -> f32 {
+    match E::SRC {
+        SrcDtype::F32 => v,
+        SrcDtype::F16 => round_f16(v),
+        SrcDtype::BF16 => round_bf16(v),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -100,18 +100,13 @@ impl ScaleDtype {
             ScaleDtype::F32 => x,
         }
     }
-
-    /// The dtype a source dtype's intermediate results round to (see the module docs).
-    pub(crate) const fn of_source(src: SrcDtype) -> ScaleDtype {
-        ScaleDtype::for_source(src)
-    }
 }
 
 /// The dtype per-element steps (`w/scale`, `+zp`, dequantization) round to: the common dtype of
 /// source and scale, f32 when they differ (torch type promotion).
 #[inline]
 pub(crate) fn elem_dtype(src: SrcDtype, scale: ScaleDtype) -> ScaleDtype {
-    if ScaleDtype::of_source(src) == scale {
+    if ScaleDtype::for_source(src) == scale {
         scale
     } else {
         ScaleDtype::F32
@@ -220,6 +215,64 @@ impl CtScheme {
     }
 }
 
+/// What one compressed-tensors call quantizes: the scheme, the dtypes and a chunk of whole rows
+/// `row0..row0 + rows` of a `[_, cols]` Linear weight. The values that travel together through
+/// every entry point (RTN, `mse`, importance-weighted, parallel driver) in one place.
+#[derive(Debug, Clone, Copy)]
+pub struct CtChunk<'a> {
+    /// The quantization scheme.
+    pub scheme: CtScheme,
+    /// Element type of `input`.
+    pub src: SrcDtype,
+    /// The dtype scales are computed in and stored as.
+    pub scale_dtype: ScaleDtype,
+    /// Raw little-endian bytes of `rows * cols` source elements (possibly unaligned).
+    pub input: &'a [u8],
+    /// Index of the chunk's first row in the weight: only matters for zero-point packing, and must
+    /// be a multiple of [`CtScheme::rows_per_zp_word`] for asymmetric schemes.
+    pub row0: usize,
+    /// Rows in the chunk.
+    pub rows: usize,
+    /// Elements per row (the weight's input features).
+    pub cols: usize,
+}
+
+/// The chunk's slices of the three output tensors, exactly sized: `packed` = `rows *
+/// packed_cols(cols) * 4` bytes, `scale` = `rows * scale_cols(cols) * scale_dtype.size()`, `zp` =
+/// `zp_rows(rows) * scale_cols * 4` (asymmetric schemes only, else `None`).
+#[derive(Debug)]
+pub struct CtOutput<'a> {
+    /// `weight_packed` bytes (little-endian i32 words).
+    pub packed: &'a mut [u8],
+    /// `weight_scale` bytes in the scale dtype.
+    pub scale: &'a mut [u8],
+    /// `weight_zero_point` bytes (little-endian i32 words packed along dim 0), asymmetric only.
+    pub zp: Option<&'a mut [u8]>,
+}
+
+impl CtOutput<'_> {
+    /// A shorter-lived copy of the three borrows, so one output can be handed down twice.
+    pub fn reborrow(&mut self) -> CtOutput<'_> {
+        CtOutput { packed: self.packed, scale: self.scale, zp: self.zp.as_deref_mut() }
+    }
+
+    /// The written bytes, read-only.
+    pub fn as_packed(&self) -> CtPacked<'_> {
+        CtPacked { packed: self.packed, scale: self.scale, zp: self.zp.as_deref() }
+    }
+}
+
+/// A quantized chunk, read-only: what [`dequantize_rows`] and the error statistics read.
+#[derive(Debug, Clone, Copy)]
+pub struct CtPacked<'a> {
+    /// `weight_packed` bytes.
+    pub packed: &'a [u8],
+    /// `weight_scale` bytes.
+    pub scale: &'a [u8],
+    /// `weight_zero_point` bytes (asymmetric only).
+    pub zp: Option<&'a [u8]>,
+}
+
 /// Validated geometry of one call.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Geom {
@@ -231,21 +284,10 @@ pub(crate) struct Geom {
 }
 
 /// Validate a chunk's geometry (the `mse` path reuses the checks of [`quantize_rows`]).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn geom(
-    s: &CtScheme,
-    src: SrcDtype,
-    scale_dtype: ScaleDtype,
-    input_len: usize,
-    row0: usize,
-    rows: usize,
-    cols: usize,
-    packed_len: usize,
-    scale_len: usize,
-) -> Result<Geom, QuantError> {
+pub(crate) fn geom(c: &CtChunk, packed_len: usize, scale_len: usize) -> Result<Geom, QuantError> {
     // Zero points were checked by the RTN pass; only the common geometry is recomputed here.
-    let s_nozp = CtScheme { symmetric: true, ..*s };
-    check(&s_nozp, src.size(), scale_dtype, input_len, row0, rows, cols, packed_len, scale_len, None)
+    let nozp = CtChunk { scheme: CtScheme { symmetric: true, ..c.scheme }, ..*c };
+    check(&nozp, c.input.len(), packed_len, scale_len, None)
 }
 
 /// Overwrite zero point `zp` of chunk row `r`, group `j` in the dim-0-packed words.
@@ -260,19 +302,17 @@ pub(crate) fn set_zp(s: &CtScheme, zpb: &mut [u8], scale_cols: usize, r: usize, 
     zpb[4 * i..4 * i + 4].copy_from_slice(&((w & !mask) | (u & mask)).to_le_bytes());
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Check every size of a call against its scheme and shape; `input_len` is in bytes of `c.src`
+/// (`c.input` itself is not read, so dequantization can check an f32 output in its place).
 fn check(
-    s: &CtScheme,
-    src_size: usize,
-    scale_dtype: ScaleDtype,
+    c: &CtChunk,
     input_len: usize,
-    row0: usize,
-    rows: usize,
-    cols: usize,
     packed_len: usize,
     scale_len: usize,
     zp_len: Option<usize>,
 ) -> Result<Geom, QuantError> {
+    let CtChunk { scheme: ref s, src, scale_dtype, row0, rows, cols, .. } = *c;
+    let src_size = src.size();
     s.validate()?;
     if cols == 0 {
         return Err(QuantError::Shape("row length 0".into()));
@@ -307,64 +347,26 @@ fn check(
     Ok(Geom { rows, cols, group: s.group_len(cols), scale_cols, packed_cols })
 }
 
-/// Quantize a chunk of whole rows with the active SIMD level.
-///
-/// `input` holds `rows * cols` little-endian `src` elements (rows `row0..row0+rows` of the
-/// weight; `row0` only matters for zero-point packing and must be a multiple of
-/// [`CtScheme::rows_per_zp_word`] for asymmetric schemes). Outputs are exactly sized:
-/// `packed` = `rows * packed_cols(cols) * 4` bytes, `scale` = `rows * scale_cols(cols) *
-/// scale_dtype.size()`, `zp` = `zp_rows(rows) * scale_cols * 4` (asymmetric only, else `None`).
-/// When `stats` is `Some`, the chunk's error against the dequantized values is added to it.
+/// Quantize a chunk of whole rows with the active SIMD level into `out` (see [`CtChunk`] and
+/// [`CtOutput`] for the layouts). When `stats` is `Some`, the chunk's error against the
+/// dequantized values is added to it.
 ///
 /// Errors: [`QuantError::Shape`] for inconsistent sizes, [`QuantError::NonFinite`] for the first
 /// NaN/±inf (index into `input`); on error the outputs hold unspecified bytes.
-#[allow(clippy::too_many_arguments)]
-pub fn quantize_rows(
-    s: &CtScheme,
-    src: SrcDtype,
-    scale_dtype: ScaleDtype,
-    input: &[u8],
-    row0: usize,
-    rows: usize,
-    cols: usize,
-    packed: &mut [u8],
-    scale: &mut [u8],
-    zp: Option<&mut [u8]>,
-    stats: Option<&mut ErrorStats>,
-) -> Result<(), QuantError> {
-    quantize_rows_at(simd::active_level(), s, src, scale_dtype, input, row0, rows, cols, packed, scale, zp, stats)
+pub fn quantize_rows(c: &CtChunk, out: CtOutput, stats: Option<&mut ErrorStats>) -> Result<(), QuantError> {
+    quantize_rows_at(simd::active_level(), c, out, stats)
 }
 
 /// [`quantize_rows`] at an explicit SIMD level (clamped to what the CPU supports); every level
 /// writes the same bytes, so tests and benchmarks compare paths with this.
-#[allow(clippy::too_many_arguments)]
 pub fn quantize_rows_at(
     level: Level,
-    s: &CtScheme,
-    src: SrcDtype,
-    scale_dtype: ScaleDtype,
-    input: &[u8],
-    row0: usize,
-    rows: usize,
-    cols: usize,
-    packed: &mut [u8],
-    scale: &mut [u8],
-    mut zp: Option<&mut [u8]>,
+    c: &CtChunk,
+    mut out: CtOutput,
     mut stats: Option<&mut ErrorStats>,
 ) -> Result<(), QuantError> {
-    let g = check(
-        s,
-        src.size(),
-        scale_dtype,
-        input.len(),
-        row0,
-        rows,
-        cols,
-        packed.len(),
-        scale.len(),
-        zp.as_ref().map(|z| z.len()),
-    )?;
-    if let Some(z) = zp.as_deref_mut() {
+    let g = check(c, c.input.len(), out.packed.len(), out.scale.len(), out.zp.as_ref().map(|z| z.len()))?;
+    if let Some(z) = out.zp.as_deref_mut() {
         z.fill(0);
     }
     let level = simd::clamp(level);
@@ -373,76 +375,51 @@ pub fn quantize_rows_at(
     if let (true, Some(st)) = (level > Level::Scalar, stats.as_deref_mut()) {
         let mut lanes = crate::metrics::Lanes::default();
         // SAFETY: `clamp` only returns levels whose features this CPU has (AVX2 is part of both).
-        let fused = unsafe {
-            x86::quantize_with_stats(s, src, scale_dtype, input, &g, packed, scale, zp.as_deref_mut(), &mut lanes)?
-        };
+        let fused = unsafe { x86::quantize_with_stats(c, &g, out.reborrow(), &mut lanes)? };
         match fused {
-            Some(true) => {
+            x86::Fused::BytesAndStats => {
                 st.merge(&lanes.finish());
                 return Ok(());
             }
-            Some(false) => {
-                accumulate_stats_at(Level::Scalar, s, src, scale_dtype, input, &g, packed, scale, zp.as_deref(), st);
+            x86::Fused::BytesOnly => {
+                accumulate_stats_at(Level::Scalar, c, &g, out.as_packed(), st);
                 return Ok(());
             }
-            None => {}
+            x86::Fused::NotApplicable => {}
         }
     }
     #[cfg(target_arch = "x86_64")]
     if level > Level::Scalar {
         // SAFETY: `clamp` only returns levels whose features this CPU has.
-        done = unsafe { x86::quantize(level, s, src, scale_dtype, input, &g, packed, scale, zp.as_deref_mut())? };
+        done = unsafe { x86::quantize(level, c, &g, out.reborrow())? };
     }
     if !done {
-        scalar::quantize(s, src, scale_dtype, input, &g, packed, scale, zp.as_deref_mut())?;
+        scalar::quantize(c, &g, out.reborrow())?;
     }
     if let Some(stats) = stats {
-        accumulate_stats_at(level, s, src, scale_dtype, input, &g, packed, scale, zp.as_deref(), stats);
+        accumulate_stats_at(level, c, &g, out.as_packed(), stats);
     }
     Ok(())
 }
 
 /// Add a quantized chunk's error statistics to `stats`: the SIMD pass where the level and shape
 /// allow it, else the scalar reference; the same bits either way (see `ct/x86.rs` `stats`).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn accumulate_stats_of(
-    s: &CtScheme,
-    src: SrcDtype,
-    scale_dtype: ScaleDtype,
-    input: &[u8],
-    g: &Geom,
-    packed: &[u8],
-    scale: &[u8],
-    zp: Option<&[u8]>,
-    stats: &mut ErrorStats,
-) {
-    accumulate_stats_at(simd::active_level(), s, src, scale_dtype, input, g, packed, scale, zp, stats);
+pub(crate) fn accumulate_stats_of(c: &CtChunk, g: &Geom, q: CtPacked, stats: &mut ErrorStats) {
+    accumulate_stats_at(simd::active_level(), c, g, q, stats);
 }
 
 /// [`accumulate_stats_of`] at an explicit SIMD level (the bits are the same at every level).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn accumulate_stats_at(
-    level: Level,
-    s: &CtScheme,
-    src: SrcDtype,
-    scale_dtype: ScaleDtype,
-    input: &[u8],
-    g: &Geom,
-    packed: &[u8],
-    scale: &[u8],
-    zp: Option<&[u8]>,
-    stats: &mut ErrorStats,
-) {
+pub(crate) fn accumulate_stats_at(level: Level, c: &CtChunk, g: &Geom, q: CtPacked, stats: &mut ErrorStats) {
     let mut lanes = crate::metrics::Lanes::default();
     let mut done = false;
     #[cfg(target_arch = "x86_64")]
     if simd::clamp(level) > Level::Scalar {
         // SAFETY: `clamp` only returns levels whose features this CPU has (AVX2 is part of both
         // SIMD levels).
-        done = unsafe { x86::stats(s, src, scale_dtype, input, g, packed, scale, zp, &mut lanes) };
+        done = unsafe { x86::stats(c, g, q, &mut lanes) };
     }
     if !done {
-        scalar::accumulate_stats(s, src, scale_dtype, input, g, packed, scale, zp, &mut lanes);
+        scalar::accumulate_stats(c, g, q, &mut lanes);
     }
     stats.merge(&lanes.finish());
 }
@@ -450,20 +427,19 @@ pub(crate) fn accumulate_stats_at(
 /// Dequantize a chunk written by [`quantize_rows`] back to f32 (`out` = `rows * cols` values):
 /// `(q - zp) * scale`, rounded to the scale dtype as the consumer computes it in that dtype.
 /// Used for comparisons, metrics and tests.
-#[allow(clippy::too_many_arguments)]
 pub fn dequantize_rows(
     s: &CtScheme,
     scale_dtype: ScaleDtype,
-    packed: &[u8],
-    scale: &[u8],
-    zp: Option<&[u8]>,
+    q: CtPacked,
     row0: usize,
     rows: usize,
     cols: usize,
     out: &mut [f32],
 ) -> Result<(), QuantError> {
-    let g = check(s, 4, scale_dtype, out.len() * 4, row0, rows, cols, packed.len(), scale.len(), zp.map(|z| z.len()))?;
-    scalar::dequantize(s, scale_dtype, scale_dtype, packed, scale, zp, &g, |i, v| out[i] = v);
+    // Checked as if the f32 output were the input of an f32 chunk.
+    let c = CtChunk { scheme: *s, src: SrcDtype::F32, scale_dtype, input: &[], row0, rows, cols };
+    let g = check(&c, out.len() * 4, q.packed.len(), q.scale.len(), q.zp.map(|z| z.len()))?;
+    scalar::dequantize(s, scale_dtype, scale_dtype, q, &g, |i, v| out[i] = v);
     Ok(())
 }
 
@@ -478,36 +454,14 @@ pub fn par_chunk_rows(s: &CtScheme, cols: usize) -> usize {
     ((PAR_CHUNK_ELEMS / cols.max(1)).max(1)).div_ceil(per) * per
 }
 
-/// [`quantize_rows`] over a whole `[rows, cols]` weight on the current rayon pool: fixed chunks of
-/// [`par_chunk_rows`] rows, quantized in parallel with the active SIMD level, statistics merged in
-/// chunk order. Same bytes and statistics for any thread count; a non-finite error reports the
-/// first offending element of the tensor (index into `input`).
-#[allow(clippy::too_many_arguments)]
-pub fn quantize_tensor_par(
-    s: &CtScheme,
-    src: SrcDtype,
-    scale_dtype: ScaleDtype,
-    input: &[u8],
-    rows: usize,
-    cols: usize,
-    packed: &mut [u8],
-    scale: &mut [u8],
-    zp: Option<&mut [u8]>,
-    stats: Option<&mut ErrorStats>,
-) -> Result<(), QuantError> {
+/// [`quantize_rows`] over a whole `[rows, cols]` weight (or a run of rows starting at `c.row0`) on
+/// the current rayon pool: fixed chunks of [`par_chunk_rows`] rows, quantized in parallel with the
+/// active SIMD level, statistics merged in chunk order. Same bytes and statistics for any thread
+/// count; a non-finite error reports the first offending element (index into `c.input`).
+pub fn quantize_tensor_par(c: &CtChunk, out: CtOutput, stats: Option<&mut ErrorStats>) -> Result<(), QuantError> {
     use rayon::prelude::*;
-    let g = check(
-        s,
-        src.size(),
-        scale_dtype,
-        input.len(),
-        0,
-        rows,
-        cols,
-        packed.len(),
-        scale.len(),
-        zp.as_ref().map(|z| z.len()),
-    )?;
+    let g = check(c, c.input.len(), out.packed.len(), out.scale.len(), out.zp.as_ref().map(|z| z.len()))?;
+    let CtChunk { scheme: ref s, src, scale_dtype, input, rows, cols, .. } = *c;
     if rows == 0 {
         return Ok(());
     }
@@ -517,26 +471,27 @@ pub fn quantize_tensor_par(
     let p_c = cr * g.packed_cols * 4;
     let s_c = cr * g.scale_cols * scale_dtype.size();
     let z_c = s.zp_rows(cr) * g.scale_cols * 4;
-    let zps: Vec<Option<&mut [u8]>> = match zp {
+    let zps: Vec<Option<&mut [u8]>> = match out.zp {
         Some(z) => z.chunks_mut(z_c).map(Some).collect(),
         None => (0..rows.div_ceil(cr)).map(|_| None).collect(),
     };
     let want_stats = stats.is_some();
     let results: Vec<Result<ErrorStats, QuantError>> = input
         .par_chunks(in_c)
-        .zip(packed.par_chunks_mut(p_c))
-        .zip(scale.par_chunks_mut(s_c))
+        .zip(out.packed.par_chunks_mut(p_c))
+        .zip(out.scale.par_chunks_mut(s_c))
         .zip(zps.into_par_iter())
         .enumerate()
         .map(|(i, (((inp, p), sc), z))| {
             let r0 = i * cr;
             let n = (rows - r0).min(cr);
             let mut st = ErrorStats::new();
-            quantize_rows_at(level, s, src, scale_dtype, inp, r0, n, cols, p, sc, z, want_stats.then_some(&mut st))
-                .map_err(|e| match e {
-                    QuantError::NonFinite { index, value } => QuantError::NonFinite { index: index + r0 * cols, value },
-                    e => e,
-                })?;
+            let chunk = CtChunk { input: inp, row0: c.row0 + r0, rows: n, ..*c };
+            let out = CtOutput { packed: p, scale: sc, zp: z };
+            quantize_rows_at(level, &chunk, out, want_stats.then_some(&mut st)).map_err(|e| match e {
+                QuantError::NonFinite { index, value } => QuantError::NonFinite { index: index + r0 * cols, value },
+                e => e,
+            })?;
             Ok(st)
         })
         .collect();

@@ -1,10 +1,16 @@
-//! GGUF block formats (Q8_0, Q4_0, Q4_1, Q5_0) and plain conversions (F32, F16, BF16).
+//! GGUF quantization entry points and the one place that picks a kernel per (level, type).
 //!
-//! The scalar `quantize_block_ref` of each format follows `ggml-quants.c` literally (see
-//! `gguf-notes.md`): f32 arithmetic left to right, `roundf` half away from zero in Q8_0, multiply by
-//! `1/d` (never divide by `d`), truncating cast in Q4_0/Q4_1, no fused multiply-add. Output is byte
-//! identical to `gguf.quants.quantize` of the `gguf` Python package (0.19.0), which the golden tests
-//! check. The SIMD kernels in [`crate::simd`] must reproduce these bytes exactly.
+//! Layout (memchr's `arch/` order: reference → per-ISA → dispatch):
+//! - [`crate::blocks`]: the type table, block layouts, the [`BlockFormat`] trait and the scalar
+//!   references (legacy formats there, K-quants in [`crate::kquants`]);
+//! - `gguf/scalar.rs`: plain float conversion and the scalar error statistics;
+//! - `gguf/avx2.rs`, `gguf/avx512.rs`: the legacy-format kernels per ISA; `kquants/avx2.rs`
+//!   the K-quant kernel;
+//! - this file: shape checks, the dispatch (every (level, type) pair named, no catch-all arm) and
+//!   the parallel driver. [`crate::simd`] only detects the CPU level and holds the fused loads.
+//!
+//! Every kernel reproduces the scalar reference's bytes exactly (`tests/gguf_props.rs`,
+//! `tests/kquant_props.rs` compare every level).
 //!
 //! Signed zeros: where the references disagree on the sign of a zero scale or minimum, we follow
 //! the `gguf` package for Q4_0 (the scale's sign comes from the first element of largest |x|, so an
@@ -17,446 +23,17 @@
 //! input order) by every path and every type, like llama.cpp's tensor validator: a single
 //! non-finite value would poison its block's scale.
 
-use crate::convert::{f16_to_f32, f32_to_bf16, f32_to_f16, load_slice};
+#[cfg(target_arch = "x86_64")]
+mod avx2;
+#[cfg(target_arch = "x86_64")]
+mod avx512;
+mod scalar;
+
+use crate::blocks::quantize_blocks_ref;
+pub use crate::blocks::{BlockFormat, BlockQ4K, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ6K, BlockQ8_0, GgmlType, QK};
 use crate::metrics::{ErrorStats, Lanes};
 use crate::simd::{self, Level};
 use crate::{QuantError, SrcDtype};
-use half::f16;
-
-/// Elements per block of the legacy formats (Q4_0, Q4_1, Q5_x, Q8_0).
-pub const QK: usize = 32;
-
-/// A GGML tensor type as stored in a GGUF tensor info (`u32` id).
-#[allow(non_camel_case_types)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum GgmlType {
-    /// IEEE binary32, id 0.
-    F32,
-    /// IEEE binary16, id 1.
-    F16,
-    /// 4-bit symmetric, blocks of 32, id 2.
-    Q4_0,
-    /// 4-bit with minimum, blocks of 32, id 3.
-    Q4_1,
-    /// 5-bit symmetric, blocks of 32, id 6 (llama-quantize's fallback for Q4_K rows that are not
-    /// whole 256-blocks).
-    Q5_0,
-    /// 5-bit with minimum, blocks of 32, id 7 (layout only; not produced here).
-    Q5_1,
-    /// 8-bit symmetric, blocks of 32, id 8.
-    Q8_0,
-    /// 4-bit k-quant with minimum, super-blocks of 256 (eight sub-blocks of 32), id 12.
-    Q4_K,
-    /// 6-bit symmetric k-quant, super-blocks of 256 (sixteen sub-blocks of 16), id 14.
-    Q6_K,
-    /// bfloat16, id 30.
-    BF16,
-}
-
-impl GgmlType {
-    /// Every type known to this crate, in id order.
-    pub const ALL: [GgmlType; 10] = [
-        GgmlType::F32,
-        GgmlType::F16,
-        GgmlType::Q4_0,
-        GgmlType::Q4_1,
-        GgmlType::Q5_0,
-        GgmlType::Q5_1,
-        GgmlType::Q8_0,
-        GgmlType::Q4_K,
-        GgmlType::Q6_K,
-        GgmlType::BF16,
-    ];
-
-    /// The `ggml_type` id written to GGUF tensor infos.
-    pub const fn id(self) -> u32 {
-        match self {
-            GgmlType::F32 => 0,
-            GgmlType::F16 => 1,
-            GgmlType::Q4_0 => 2,
-            GgmlType::Q4_1 => 3,
-            GgmlType::Q5_0 => 6,
-            GgmlType::Q5_1 => 7,
-            GgmlType::Q8_0 => 8,
-            GgmlType::Q4_K => 12,
-            GgmlType::Q6_K => 14,
-            GgmlType::BF16 => 30,
-        }
-    }
-
-    /// The type for a GGUF id, `None` for ids this crate does not know (readers report those).
-    pub fn from_id(id: u32) -> Option<GgmlType> {
-        GgmlType::ALL.into_iter().find(|t| t.id() == id)
-    }
-
-    /// The name llama.cpp and the `gguf` package print (`"Q4_0"`, `"BF16"`, ...).
-    pub const fn name(self) -> &'static str {
-        match self {
-            GgmlType::F32 => "F32",
-            GgmlType::F16 => "F16",
-            GgmlType::Q4_0 => "Q4_0",
-            GgmlType::Q4_1 => "Q4_1",
-            GgmlType::Q5_0 => "Q5_0",
-            GgmlType::Q5_1 => "Q5_1",
-            GgmlType::Q8_0 => "Q8_0",
-            GgmlType::Q4_K => "Q4_K",
-            GgmlType::Q6_K => "Q6_K",
-            GgmlType::BF16 => "BF16",
-        }
-    }
-
-    /// Elements per block (1 for plain float types). A row length must be a multiple of it.
-    pub const fn block_size(self) -> usize {
-        match self {
-            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => 1,
-            GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 | GgmlType::Q5_1 | GgmlType::Q8_0 => QK,
-            GgmlType::Q4_K | GgmlType::Q6_K => 256,
-        }
-    }
-
-    /// Bytes per block.
-    pub const fn type_size(self) -> usize {
-        match self {
-            GgmlType::F32 => 4,
-            GgmlType::F16 | GgmlType::BF16 => 2,
-            GgmlType::Q4_0 => 18,
-            GgmlType::Q4_1 => 20,
-            GgmlType::Q5_0 => 22,
-            GgmlType::Q5_1 => 24,
-            GgmlType::Q8_0 => 34,
-            GgmlType::Q4_K => 144,
-            GgmlType::Q6_K => 210,
-        }
-    }
-
-    /// Bytes of a row of `n` elements; `None` when `n` is not a multiple of the block size or the
-    /// size overflows.
-    pub fn row_bytes(self, n: usize) -> Option<usize> {
-        if !n.is_multiple_of(self.block_size()) {
-            return None;
-        }
-        (n / self.block_size()).checked_mul(self.type_size())
-    }
-
-    /// Whether [`quantize_rows`] can produce this type.
-    pub const fn can_quantize(self) -> bool {
-        matches!(
-            self,
-            GgmlType::F32
-                | GgmlType::F16
-                | GgmlType::BF16
-                | GgmlType::Q8_0
-                | GgmlType::Q4_0
-                | GgmlType::Q4_1
-                | GgmlType::Q5_0
-                | GgmlType::Q4_K
-                | GgmlType::Q6_K
-        )
-    }
-}
-
-impl std::fmt::Display for GgmlType {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A Q8_0 block: `f16 d; i8 qs[32]`, value = `d * qs[j]`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BlockQ8_0 {
-    /// Scale, `max|x| / 127` rounded to f16.
-    pub d: f16,
-    /// Quantized values.
-    pub qs: [i8; QK],
-}
-
-/// A Q4_0 block: `f16 d; u8 qs[16]`, value = `d * (nibble - 8)`; byte `j` holds element `j` in
-/// its low nibble and element `j + 16` in its high nibble.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BlockQ4_0 {
-    /// Scale, `max / -8` (max = signed value of largest magnitude) rounded to f16.
-    pub d: f16,
-    /// Packed nibbles.
-    pub qs: [u8; QK / 2],
-}
-
-/// A Q4_1 block: `f16 d; f16 m; u8 qs[16]`, value = `d * nibble + m`; nibble order as in Q4_0.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BlockQ4_1 {
-    /// Step, `(max - min) / 15` rounded to f16.
-    pub d: f16,
-    /// Block minimum rounded to f16.
-    pub m: f16,
-    /// Packed nibbles.
-    pub qs: [u8; QK / 2],
-}
-
-/// A Q5_0 block: `f16 d; u8 qh[4]; u8 qs[16]`, value = `d * (q - 16)` with the 5-bit code `q`
-/// split in two: its low four bits packed like Q4_0's nibbles (element `j` low, `j + 16` high in
-/// byte `j`), its fifth bit at bit `j` of the little-endian `u32` `qh` for element `j`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BlockQ5_0 {
-    /// Scale, `max / -16` (max = signed value of largest magnitude) rounded to f16.
-    pub d: f16,
-    /// Fifth bits of the 32 codes, a little-endian `u32` (bytes, so the struct stays 22 bytes).
-    pub qh: [u8; 4],
-    /// Packed low nibbles.
-    pub qs: [u8; QK / 2],
-}
-
-const _: () = assert!(std::mem::size_of::<BlockQ8_0>() == 34);
-const _: () = assert!(std::mem::size_of::<BlockQ5_0>() == 22);
-const _: () = assert!(std::mem::size_of::<BlockQ4_0>() == 18);
-const _: () = assert!(std::mem::size_of::<BlockQ4_1>() == 20);
-
-/// One GGUF block format: its reference quantizer, its dequantizer and its byte layout.
-///
-/// Blocks are (de)serialised explicitly, never cast from the output buffer, since output offsets
-/// in a GGUF data section carry no alignment guarantee for the block struct.
-pub trait BlockFormat: Sized + Copy {
-    /// The GGUF type id this block is.
-    const TYPE: GgmlType;
-    /// Elements per block.
-    const BLOCK: usize;
-    /// Serialised bytes per block.
-    const BYTES: usize;
-    /// Quantize one block with the scalar reference algorithm. `x` must be finite.
-    fn quantize_block_ref(x: &[f32; QK]) -> Self;
-    /// Expand to `Self::BLOCK` f32 values (the `gguf` package's dequantization, f32 math).
-    fn dequantize(&self, out: &mut [f32]);
-    /// Write the little-endian on-disk bytes (`out.len() == Self::BYTES`).
-    fn write_bytes(&self, out: &mut [u8]);
-    /// Read a block from its on-disk bytes (`b.len() == Self::BYTES`).
-    fn read_bytes(b: &[u8]) -> Self;
-}
-
-#[inline]
-fn f16_from_le(b: &[u8]) -> f16 {
-    f16::from_bits(u16::from_le_bytes([b[0], b[1]]))
-}
-
-impl BlockFormat for BlockQ8_0 {
-    const TYPE: GgmlType = GgmlType::Q8_0;
-    const BLOCK: usize = QK;
-    const BYTES: usize = 34;
-
-    fn quantize_block_ref(x: &[f32; QK]) -> Self {
-        let mut amax = 0.0f32;
-        for &v in x {
-            let a = v.abs();
-            amax = if amax > a { amax } else { a };
-        }
-        let d = amax / 127.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let mut qs = [0i8; QK];
-        for (q, &v) in qs.iter_mut().zip(x) {
-            // roundf: half away from zero; |v * id| <= 127 (+ rounding) whenever id is finite.
-            *q = cvtt_i8((v * id).round());
-        }
-        BlockQ8_0 { d: f16::from_bits(f32_to_f16(d)), qs }
-    }
-
-    fn dequantize(&self, out: &mut [f32]) {
-        let d = self.d.to_f32();
-        for (o, &q) in out.iter_mut().zip(&self.qs) {
-            *o = f32::from(q) * d;
-        }
-    }
-
-    fn write_bytes(&self, out: &mut [u8]) {
-        out[..2].copy_from_slice(&self.d.to_bits().to_le_bytes());
-        for (o, &q) in out[2..34].iter_mut().zip(&self.qs) {
-            *o = q as u8;
-        }
-    }
-
-    fn read_bytes(b: &[u8]) -> Self {
-        let mut qs = [0i8; QK];
-        for (q, &v) in qs.iter_mut().zip(&b[2..34]) {
-            *q = v as i8;
-        }
-        BlockQ8_0 { d: f16_from_le(b), qs }
-    }
-}
-
-/// C's `(int8_t)f` as the references run on x86-64 (`cvttss2si` to 32 bits, then the low byte):
-/// truncation toward zero, and 0 for NaN, ±inf and values outside the i32 range.
-///
-/// This matters only for blocks whose scale is so small that `id = 1/d` overflows to +inf
-/// (max |x| below about 3.7e-37 in Q8_0): there `x * id` is ±inf or NaN, and both llama.cpp and
-/// the `gguf` package store 0 for every element. Rust's saturating `as i8` would store ±127.
-#[inline]
-pub(crate) fn cvtt_i8(v: f32) -> i8 {
-    if v > -2_147_483_648.0 && v < 2_147_483_648.0 {
-        v as i32 as i8
-    } else {
-        0
-    }
-}
-
-/// Pack 32 4-bit values: low nibbles hold the first half of the block.
-#[inline]
-fn pack_nibbles(q: &[u8; QK]) -> [u8; QK / 2] {
-    let mut qs = [0u8; QK / 2];
-    for j in 0..QK / 2 {
-        qs[j] = q[j] | (q[j + QK / 2] << 4);
-    }
-    qs
-}
-
-impl BlockFormat for BlockQ4_0 {
-    const TYPE: GgmlType = GgmlType::Q4_0;
-    const BLOCK: usize = QK;
-    const BYTES: usize = 18;
-
-    fn quantize_block_ref(x: &[f32; QK]) -> Self {
-        // The signed value of largest magnitude, first occurrence (numpy argmax semantics).
-        let mut amax = x[0].abs();
-        let mut max = x[0];
-        for &v in &x[1..] {
-            if amax < v.abs() {
-                amax = v.abs();
-                max = v;
-            }
-        }
-        let d = max / -8.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let mut q = [0u8; QK];
-        for (q, &v) in q.iter_mut().zip(x) {
-            // Truncating cast, then clamp to 15 (x*id + 8.5 lies in [0.5, 16.5]).
-            *q = cvtt_i8(v * id + 8.5).min(15) as u8;
-        }
-        BlockQ4_0 { d: f16::from_bits(f32_to_f16(d)), qs: pack_nibbles(&q) }
-    }
-
-    fn dequantize(&self, out: &mut [f32]) {
-        let d = self.d.to_f32();
-        for j in 0..QK / 2 {
-            out[j] = d * f32::from((self.qs[j] & 0x0f) as i8 - 8);
-            out[j + QK / 2] = d * f32::from((self.qs[j] >> 4) as i8 - 8);
-        }
-    }
-
-    fn write_bytes(&self, out: &mut [u8]) {
-        out[..2].copy_from_slice(&self.d.to_bits().to_le_bytes());
-        out[2..18].copy_from_slice(&self.qs);
-    }
-
-    fn read_bytes(b: &[u8]) -> Self {
-        let mut qs = [0u8; QK / 2];
-        qs.copy_from_slice(&b[2..18]);
-        BlockQ4_0 { d: f16_from_le(b), qs }
-    }
-}
-
-impl BlockFormat for BlockQ4_1 {
-    const TYPE: GgmlType = GgmlType::Q4_1;
-    const BLOCK: usize = QK;
-    const BYTES: usize = 20;
-
-    fn quantize_block_ref(x: &[f32; QK]) -> Self {
-        let mut min = f32::MAX;
-        let mut max = -f32::MAX;
-        for &v in x {
-            if v < min {
-                min = v;
-            }
-            if v > max {
-                max = v;
-            }
-        }
-        let d = (max - min) / 15.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let mut q = [0u8; QK];
-        for (q, &v) in q.iter_mut().zip(x) {
-            *q = cvtt_i8((v - min) * id + 0.5).min(15) as u8;
-        }
-        BlockQ4_1 { d: f16::from_bits(f32_to_f16(d)), m: f16::from_bits(f32_to_f16(min)), qs: pack_nibbles(&q) }
-    }
-
-    fn dequantize(&self, out: &mut [f32]) {
-        let d = self.d.to_f32();
-        let m = self.m.to_f32();
-        for j in 0..QK / 2 {
-            out[j] = d * f32::from(self.qs[j] & 0x0f) + m;
-            out[j + QK / 2] = d * f32::from(self.qs[j] >> 4) + m;
-        }
-    }
-
-    fn write_bytes(&self, out: &mut [u8]) {
-        out[..2].copy_from_slice(&self.d.to_bits().to_le_bytes());
-        out[2..4].copy_from_slice(&self.m.to_bits().to_le_bytes());
-        out[4..20].copy_from_slice(&self.qs);
-    }
-
-    fn read_bytes(b: &[u8]) -> Self {
-        let mut qs = [0u8; QK / 2];
-        qs.copy_from_slice(&b[4..20]);
-        BlockQ4_1 { d: f16_from_le(b), m: f16_from_le(&b[2..]), qs }
-    }
-}
-
-impl BlockFormat for BlockQ5_0 {
-    const TYPE: GgmlType = GgmlType::Q5_0;
-    const BLOCK: usize = QK;
-    const BYTES: usize = 22;
-
-    /// llama.cpp's `quantize_row_q5_0_ref` (the `gguf` package has the same arithmetic but picks
-    /// the sign of an all-zero block's scale from its first element; we follow the C loop, which
-    /// starts from `max = +0` and so stores `d = -0` there: llama-quantize's bytes).
-    fn quantize_block_ref(x: &[f32; QK]) -> Self {
-        let mut amax = 0.0f32;
-        let mut max = 0.0f32;
-        for &v in x {
-            if amax < v.abs() {
-                amax = v.abs();
-                max = v;
-            }
-        }
-        let d = max / -16.0;
-        let id = if d != 0.0 { 1.0 / d } else { 0.0 };
-        let mut q = [0u8; QK];
-        for (q, &v) in q.iter_mut().zip(x) {
-            // Truncating cast, then clamp to 31 (x*id + 16.5 lies in [0.5, 32.5]).
-            *q = cvtt_i8(v * id + 16.5).min(31) as u8;
-        }
-        let mut qh = 0u32;
-        for (j, &c) in q.iter().enumerate() {
-            qh |= u32::from(c >> 4) << j;
-        }
-        let lo = q.map(|c| c & 0x0f);
-        BlockQ5_0 { d: f16::from_bits(f32_to_f16(d)), qh: qh.to_le_bytes(), qs: pack_nibbles(&lo) }
-    }
-
-    fn dequantize(&self, out: &mut [f32]) {
-        let d = self.d.to_f32();
-        let qh = u32::from_le_bytes(self.qh);
-        for j in 0..QK / 2 {
-            let h0 = ((qh >> j) << 4) as u8 & 0x10;
-            let h1 = (qh >> (j + 12)) as u8 & 0x10;
-            out[j] = f32::from(((self.qs[j] & 0x0f) | h0) as i8 - 16) * d;
-            out[j + QK / 2] = f32::from(((self.qs[j] >> 4) | h1) as i8 - 16) * d;
-        }
-    }
-
-    fn write_bytes(&self, out: &mut [u8]) {
-        out[..2].copy_from_slice(&self.d.to_bits().to_le_bytes());
-        out[2..6].copy_from_slice(&self.qh);
-        out[6..22].copy_from_slice(&self.qs);
-    }
-
-    fn read_bytes(b: &[u8]) -> Self {
-        let mut qh = [0u8; 4];
-        qh.copy_from_slice(&b[2..6]);
-        let mut qs = [0u8; QK / 2];
-        qs.copy_from_slice(&b[6..22]);
-        BlockQ5_0 { d: f16_from_le(b), qh, qs }
-    }
-}
 
 /// Check the shapes of a row chunk; returns the number of elements.
 pub(crate) fn check_shape(
@@ -533,111 +110,49 @@ pub fn quantize_rows_at(
         // a second pass for the statistics.
         let mut lanes = Lanes::default();
         // SAFETY: `clamp` only returns levels whose features the CPU has.
-        unsafe { simd::avx2::quantize_with_stats(ty, src, input, out, &mut lanes)? };
+        unsafe { avx2::quantize_with_stats(ty, src, input, out, &mut lanes)? };
         stats.merge(&lanes.finish());
         return Ok(());
     }
-    match ty {
-        GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q5_0 => {
-            quantize_blocks(level, ty, src, input, out)?
-        }
-        GgmlType::Q4_K | GgmlType::Q6_K => crate::kquants::quantize_blocks(level, ty, src, input, out)?,
-        _ => convert_rows(level, ty, src, input, out)?,
-    }
+    quantize_kernel(level, ty, src, input, out)?;
     if let Some(stats) = stats {
         accumulate_stats(level, ty, src, input, out, stats);
     }
     Ok(())
 }
 
-/// Dispatch the block kernels; `input` holds whole blocks.
-fn quantize_blocks(level: Level, ty: GgmlType, src: SrcDtype, input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
+/// Quantize whole blocks (or plain-convert whole rows) of `ty` with the kernel for `level`: the
+/// single dispatch of the GGUF path. Every pair is named; a type without a kernel at a level
+/// takes its scalar reference, and a type without any quantizer is refused.
+fn quantize_kernel(level: Level, ty: GgmlType, src: SrcDtype, input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
+    use GgmlType::*;
     #[cfg(target_arch = "x86_64")]
-    match level {
+    match (level, ty) {
+        // SAFETY (all arms): `simd::clamp` only returns levels whose features the CPU has, and
+        // the AVX-512 level implies AVX2 + FMA + F16C.
+        (Level::Avx512, Q8_0 | Q4_0 | Q4_1) => return unsafe { avx512::quantize(ty, src, input, out) },
+        (Level::Avx512, F32 | F16 | BF16) => return unsafe { avx512::convert(ty, src, input, out) },
         // Q5_0 only fills the odd tensors Q4_K cannot: its AVX2 kernel serves both levels.
-        // SAFETY: `clamp` only returns levels whose features the CPU has (AVX-512 implies AVX2).
-        Level::Avx512 | Level::Avx2 if ty == GgmlType::Q5_0 => {
-            return unsafe { simd::avx2::quantize(ty, src, input, out) }
+        (Level::Avx2, Q8_0 | Q4_0 | Q4_1) | (Level::Avx2 | Level::Avx512, Q5_0) => {
+            return unsafe { avx2::quantize(ty, src, input, out) }
         }
-        // SAFETY: as above.
-        Level::Avx512 => return unsafe { simd::avx512::quantize(ty, src, input, out) },
-        Level::Avx2 => return unsafe { simd::avx2::quantize(ty, src, input, out) },
-        Level::Scalar => {}
+        // The AVX-512 level runs the AVX2 K-quant kernel (no 16-lane version yet).
+        (Level::Avx2 | Level::Avx512, Q4_K | Q6_K) => {
+            return unsafe { crate::kquants::avx2::quantize(ty, src, input, out) }
+        }
+        (Level::Scalar, _) | (Level::Avx2, F32 | F16 | BF16) | (Level::Avx2 | Level::Avx512, Q5_1) => {}
     }
     let _ = level;
     match ty {
-        GgmlType::Q8_0 => quantize_blocks_ref::<BlockQ8_0>(src, input, out, 0),
-        GgmlType::Q4_0 => quantize_blocks_ref::<BlockQ4_0>(src, input, out, 0),
-        GgmlType::Q5_0 => quantize_blocks_ref::<BlockQ5_0>(src, input, out, 0),
-        _ => quantize_blocks_ref::<BlockQ4_1>(src, input, out, 0),
+        Q8_0 => quantize_blocks_ref::<BlockQ8_0>(src, input, out, 0),
+        Q4_0 => quantize_blocks_ref::<BlockQ4_0>(src, input, out, 0),
+        Q4_1 => quantize_blocks_ref::<BlockQ4_1>(src, input, out, 0),
+        Q5_0 => quantize_blocks_ref::<BlockQ5_0>(src, input, out, 0),
+        Q4_K => quantize_blocks_ref::<BlockQ4K>(src, input, out, 0),
+        Q6_K => quantize_blocks_ref::<BlockQ6K>(src, input, out, 0),
+        F32 | F16 | BF16 => scalar::convert_rows_ref(ty, src, input, out, 0),
+        Q5_1 => Err(QuantError::Unsupported(ty.name())),
     }
-}
-
-/// Scalar reference over whole blocks. `base` is the element index of `input[0]` within the
-/// caller's slice, for error reporting (SIMD kernels hand their non-finite blocks to this).
-pub(crate) fn quantize_blocks_ref<B: BlockFormat>(
-    src: SrcDtype,
-    input: &[u8],
-    out: &mut [u8],
-    base: usize,
-) -> Result<(), QuantError> {
-    let in_blk = B::BLOCK * src.size();
-    let mut x = [0.0f32; QK];
-    for (i, (ib, ob)) in input.chunks_exact(in_blk).zip(out.chunks_exact_mut(B::BYTES)).enumerate() {
-        load_slice(src, ib, &mut x);
-        check_finite(&x, base + i * B::BLOCK)?;
-        B::quantize_block_ref(&x).write_bytes(ob);
-    }
-    Ok(())
-}
-
-#[inline]
-fn check_finite(x: &[f32], base: usize) -> Result<(), QuantError> {
-    match crate::convert::first_non_finite(x) {
-        Some((i, value)) => Err(QuantError::NonFinite { index: base + i, value }),
-        None => Ok(()),
-    }
-}
-
-/// Plain conversions (F32/F16/BF16 targets): vectorised at the AVX-512 level, else scalar.
-fn convert_rows(level: Level, ty: GgmlType, src: SrcDtype, input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
-    #[cfg(target_arch = "x86_64")]
-    if level == Level::Avx512 {
-        // SAFETY: `clamp` only returns levels whose features the CPU has.
-        return unsafe { simd::avx512::convert(ty, src, input, out) };
-    }
-    let _ = level;
-    convert_rows_ref(ty, src, input, out, 0)
-}
-
-/// Scalar plain conversion; `base` is the element index of `input[0]` for error reporting.
-pub(crate) fn convert_rows_ref(
-    ty: GgmlType,
-    src: SrcDtype,
-    input: &[u8],
-    out: &mut [u8],
-    base: usize,
-) -> Result<(), QuantError> {
-    let mut x = [0.0f32; QK];
-    let osz = ty.type_size();
-    for (c, (ib, ob)) in input.chunks(QK * src.size()).zip(out.chunks_mut(QK * osz)).enumerate() {
-        let x = &mut x[..ib.len() / src.size()];
-        load_slice(src, ib, x);
-        check_finite(x, base + c * QK)?;
-        match ty {
-            GgmlType::F32 => {
-                ob.chunks_exact_mut(4).zip(x.iter()).for_each(|(o, v)| o.copy_from_slice(&v.to_le_bytes()))
-            }
-            GgmlType::F16 => {
-                ob.chunks_exact_mut(2).zip(x.iter()).for_each(|(o, &v)| o.copy_from_slice(&f32_to_f16(v).to_le_bytes()))
-            }
-            _ => ob
-                .chunks_exact_mut(2)
-                .zip(x.iter())
-                .for_each(|(o, &v)| o.copy_from_slice(&f32_to_bf16(v).to_le_bytes())),
-        }
-    }
-    Ok(())
 }
 
 /// Error statistics of a quantized chunk (source vs. dequantized output), accumulated in the
@@ -650,61 +165,31 @@ pub(crate) fn accumulate_stats(
     out: &[u8],
     stats: &mut ErrorStats,
 ) {
+    use GgmlType::*;
     let mut lanes = Lanes::default();
-    let block = matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1);
     #[cfg(target_arch = "x86_64")]
-    if matches!(level, Level::Avx2 | Level::Avx512) && block {
-        // SAFETY: `clamp` only returns levels whose features the CPU has (AVX-512 implies AVX2).
-        unsafe { simd::avx2::stats(ty, src, input, out, &mut lanes) };
-        stats.merge(&lanes.finish());
-        return;
-    }
-    let kquant = matches!(ty, GgmlType::Q4_K | GgmlType::Q6_K);
-    #[cfg(target_arch = "x86_64")]
-    if level >= Level::Avx2 && kquant {
-        // SAFETY: as above (AVX-512 implies AVX2 + F16C); whole super-blocks.
-        unsafe { simd::avx2::stats_kquant(ty, src, input, out, &mut lanes) };
-        stats.merge(&lanes.finish());
-        return;
-    }
-    let _ = (level, block);
-    if kquant {
-        let mut x = [0.0f32; crate::kquants::QK_K];
-        let mut y = [0.0f32; crate::kquants::QK_K];
-        let in_blk = crate::kquants::QK_K * src.size();
-        for (ib, ob) in input.chunks_exact(in_blk).zip(out.chunks_exact(ty.type_size())) {
-            load_slice(src, ib, &mut x);
-            crate::kquants::dequantize_blocks(ty, ob, &mut y);
-            lanes.add(&x, &y);
+    let done = match (level, ty) {
+        // SAFETY (both arms): as in `quantize_kernel`; whole blocks of `ty` in `out`.
+        (Level::Avx2 | Level::Avx512, Q8_0 | Q4_0 | Q4_1) => unsafe { avx2::stats(ty, src, input, out, &mut lanes) },
+        (Level::Avx2 | Level::Avx512, Q4_K) => {
+            unsafe { crate::kquants::avx2::stats::<BlockQ4K>(src, input, out, &mut lanes) };
+            true
         }
-        stats.merge(&lanes.finish());
-        return;
-    }
-    let mut x = [0.0f32; QK];
-    let mut y = [0.0f32; QK];
-    let in_blk = QK * src.size();
-    let osz = ty.row_bytes(QK).unwrap_or(0);
-    for (ib, ob) in input.chunks(in_blk).zip(out.chunks(osz)) {
-        let m = ib.len() / src.size();
-        load_slice(src, ib, &mut x[..m]);
-        match ty {
-            GgmlType::Q8_0 => BlockQ8_0::read_bytes(ob).dequantize(&mut y),
-            GgmlType::Q4_0 => BlockQ4_0::read_bytes(ob).dequantize(&mut y),
-            GgmlType::Q4_1 => BlockQ4_1::read_bytes(ob).dequantize(&mut y),
-            GgmlType::Q5_0 => BlockQ5_0::read_bytes(ob).dequantize(&mut y),
-            _ => decode_plain(ty, ob, &mut y[..m]),
+        (Level::Avx2 | Level::Avx512, Q6_K) => {
+            unsafe { crate::kquants::avx2::stats::<BlockQ6K>(src, input, out, &mut lanes) };
+            true
         }
-        lanes.add(&x[..m], &y[..m]);
+        (Level::Scalar, _) | (Level::Avx2 | Level::Avx512, F32 | F16 | BF16 | Q5_0 | Q5_1) => false,
+    };
+    #[cfg(not(target_arch = "x86_64"))]
+    let done = {
+        let _ = level;
+        false
+    };
+    if !done {
+        scalar::accumulate_stats(ty, src, input, out, &mut lanes);
     }
     stats.merge(&lanes.finish());
-}
-
-fn decode_plain(ty: GgmlType, b: &[u8], out: &mut [f32]) {
-    match ty {
-        GgmlType::F32 => load_slice(SrcDtype::F32, b, out),
-        GgmlType::F16 => load_slice(SrcDtype::F16, b, out),
-        _ => load_slice(SrcDtype::BF16, b, out),
-    }
 }
 
 /// Dequantize whole rows of `ty` (`input` = `rows * ty.row_bytes(row_len)` bytes) into `out`
@@ -726,21 +211,7 @@ pub fn dequantize_rows(ty: GgmlType, input: &[u8], row_len: usize, out: &mut [f3
             out.len()
         )));
     }
-    match ty {
-        GgmlType::Q8_0 => dequantize_blocks::<BlockQ8_0>(input, out),
-        GgmlType::Q4_0 => dequantize_blocks::<BlockQ4_0>(input, out),
-        GgmlType::Q4_1 => dequantize_blocks::<BlockQ4_1>(input, out),
-        GgmlType::Q5_0 => dequantize_blocks::<BlockQ5_0>(input, out),
-        GgmlType::Q4_K | GgmlType::Q6_K => crate::kquants::dequantize_blocks(ty, input, out),
-        _ => decode_plain(ty, input, out),
-    }
-    Ok(())
-}
-
-fn dequantize_blocks<B: BlockFormat>(input: &[u8], out: &mut [f32]) {
-    for (b, o) in input.chunks_exact(B::BYTES).zip(out.chunks_exact_mut(B::BLOCK)) {
-        B::read_bytes(b).dequantize(o);
-    }
+    scalar::dequantize(ty, input, out)
 }
 
 /// Elements per chunk of [`quantize_tensor_par`] (rounded to whole rows, at least one row).
@@ -795,11 +266,6 @@ pub fn quantize_tensor_par(
         stats.merge(&total);
     }
     Ok(())
-}
-
-/// Decode an f16 scale from block bytes (for tests and readers).
-pub fn f16_at(b: &[u8]) -> f32 {
-    f16_to_f32(u16::from_le_bytes([b[0], b[1]]))
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@
 //! so the bytes equal `ggml_quantize_chunk(..., imatrix)`; the `kquant_llama` test checks this
 //! against llama.cpp's own code through `quant_harness --weights`.
 
+use crate::blocks::BlockFormat;
 use crate::convert::{f16_to_f32, f32_to_f16, first_non_finite, load_slice};
 use crate::gguf::{self, GgmlType};
 use crate::kquants::{get_scale_min_k4, nearest_int, BlockQ4K, BlockQ6K, QK_K};
@@ -186,23 +187,15 @@ pub fn weighted_error(ty: GgmlType, block: &[u8], x: &[f32], w: &[f32], y: &mut 
 /// an imatrix-weighted compressed-tensors format, so there is no byte-exact reference: the
 /// guarantee is "never worse than either candidate on any group" in that metric. Same arguments
 /// and errors as [`crate::mse::quantize_ct_rows_at`].
-#[allow(clippy::too_many_arguments)]
 pub fn quantize_ct_rows_mse_at(
     level: simd::Level,
-    s: &crate::ct::CtScheme,
-    src: SrcDtype,
-    scale_dtype: crate::ct::ScaleDtype,
-    input: &[u8],
-    row0: usize,
-    rows: usize,
-    cols: usize,
+    c: &crate::ct::CtChunk,
     weights: &[f32],
-    packed: &mut [u8],
-    scale: &mut [u8],
-    mut zp: Option<&mut [u8]>,
+    out: crate::ct::CtOutput,
     stats: Option<&mut ErrorStats>,
 ) -> Result<(), QuantError> {
-    use crate::ct;
+    use crate::ct::{self, CtChunk, CtOutput, CtPacked};
+    let CtChunk { scheme: ref s, src, scale_dtype, input, row0, rows, cols } = *c;
     if weights.len() != cols {
         return Err(QuantError::Shape(format!(
             "importance weights have {} values, the rows have {cols} columns",
@@ -210,40 +203,18 @@ pub fn quantize_ct_rows_mse_at(
         )));
     }
     let level = simd::clamp(level);
-    crate::mse::quantize_ct_rows_at(
-        level,
-        s,
-        src,
-        scale_dtype,
-        input,
-        row0,
-        rows,
-        cols,
-        packed,
-        scale,
-        zp.as_deref_mut(),
-        None,
-    )?;
+    let CtOutput { packed, scale, mut zp } = out;
+    let out = CtOutput { packed: &mut *packed, scale: &mut *scale, zp: zp.as_deref_mut() };
+    crate::mse::quantize_ct_rows_at(level, c, out, None)?;
     let (mut pb, mut sb) = (vec![0u8; packed.len()], vec![0u8; scale.len()]);
     let mut zb = zp.as_deref().map(|z| vec![0u8; z.len()]);
-    ct::quantize_rows_at(
-        level,
-        s,
-        src,
-        scale_dtype,
-        input,
-        row0,
-        rows,
-        cols,
-        &mut pb,
-        &mut sb,
-        zb.as_deref_mut(),
-        None,
-    )?;
-    let g = ct::geom(s, src, scale_dtype, input.len(), row0, rows, cols, packed.len(), scale.len())?;
+    ct::quantize_rows_at(level, c, CtOutput { packed: &mut pb, scale: &mut sb, zp: zb.as_deref_mut() }, None)?;
+    let g = ct::geom(c, packed.len(), scale.len())?;
     let (mut ya, mut yb) = (vec![0f32; rows * cols], vec![0f32; rows * cols]);
-    ct::dequantize_rows(s, scale_dtype, packed, scale, zp.as_deref(), row0, rows, cols, &mut ya)?;
-    ct::dequantize_rows(s, scale_dtype, &pb, &sb, zb.as_deref(), row0, rows, cols, &mut yb)?;
+    let qa = CtPacked { packed, scale, zp: zp.as_deref() };
+    ct::dequantize_rows(s, scale_dtype, qa, row0, rows, cols, &mut ya)?;
+    let qb = CtPacked { packed: &pb, scale: &sb, zp: zb.as_deref() };
+    ct::dequantize_rows(s, scale_dtype, qb, row0, rows, cols, &mut yb)?;
     let es = src.size();
     let ssz = scale_dtype.size();
     let bits = usize::from(s.bits);
@@ -285,7 +256,7 @@ pub fn quantize_ct_rows_mse_at(
         }
     }
     if let Some(stats) = stats {
-        ct::accumulate_stats_of(s, src, scale_dtype, input, &g, packed, scale, zp.as_deref(), stats);
+        ct::accumulate_stats_of(c, &g, CtPacked { packed, scale, zp: zp.as_deref() }, stats);
     }
     Ok(())
 }
@@ -577,7 +548,7 @@ fn legacy_row(ty: GgmlType, x: &[f32], qw: &[f32], out: &mut [u8]) {
                     o[4 + j] = l[j] | (l[j + 16] << 4);
                 }
             }
-            _ => {
+            GgmlType::Q5_0 => {
                 let d = make_qx_quants_w(16, xb, &weight, &mut l);
                 o[0..2].copy_from_slice(&f32_to_f16(d).to_le_bytes());
                 let mut qh = 0u32;
@@ -589,6 +560,13 @@ fn legacy_row(ty: GgmlType, x: &[f32], qw: &[f32], out: &mut [u8]) {
                 }
                 o[2..6].copy_from_slice(&qh.to_le_bytes());
             }
+            GgmlType::F32
+            | GgmlType::F16
+            | GgmlType::BF16
+            | GgmlType::Q5_1
+            | GgmlType::Q8_0
+            | GgmlType::Q4_K
+            | GgmlType::Q6_K => unreachable!("legacy_row is only called for Q4_0, Q4_1 and Q5_0"),
         }
     }
 }

@@ -15,57 +15,15 @@
 //! lane performs exactly this scalar sequence of IEEE operations; it is bit-identical to these
 //! functions (property tests in `tests/kquant_props.rs`).
 
-use crate::convert::{f16_to_f32, f32_to_f16, load_slice};
-use crate::gguf::GgmlType;
-use crate::simd::Level;
-use crate::{QuantError, SrcDtype};
+use crate::blocks::{BlockFormat, GgmlType};
+pub use crate::blocks::{BlockQ4K, BlockQ6K, QK_K};
+use crate::convert::{f16_to_f32, f32_to_f16};
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
 
-/// Elements per K-quant super-block.
-pub const QK_K: usize = 256;
-
 /// Below this maximum |x| a Q6_K sub-block (and super-block) counts as all zero (`GROUP_MAX_EPS`).
 const GROUP_MAX_EPS: f32 = 1e-15;
-
-/// A Q4_K super-block: eight sub-blocks of 32 values, value = `d·sc·q − dmin·m` with 6-bit `sc`
-/// and `m` per sub-block packed in `scales` and 4-bit codes `q`.
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BlockQ4K {
-    /// f16 bits of the super-scale of the sub-block scales.
-    pub d: u16,
-    /// f16 bits of the super-scale of the sub-block minima.
-    pub dmin: u16,
-    /// Six-bit scales and minima: bytes 0..4 hold scales 0..3 (low 6 bits) and the high 2 bits of
-    /// scales 4..7; bytes 4..8 the same for the minima; bytes 8..12 the low nibbles of scale and
-    /// minimum 4..7.
-    pub scales: [u8; 12],
-    /// Codes: byte `32·c + l` holds element `64·c + l` in its low nibble and `64·c + 32 + l` in
-    /// its high nibble.
-    pub qs: [u8; 128],
-}
-
-/// A Q6_K super-block: sixteen sub-blocks of 16 values, value = `d·scales[s]·(q − 32)` with
-/// 6-bit codes split into a low nibble (`ql`) and two high bits (`qh`).
-#[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct BlockQ6K {
-    /// Low nibbles: per half of 128 elements, byte `l` holds elements `l` and `l + 64` and byte
-    /// `32 + l` elements `l + 32` and `l + 96` (low, high nibble).
-    pub ql: [u8; 128],
-    /// High two bits: per half, byte `l` holds elements `l`, `l + 32`, `l + 64`, `l + 96` at bit
-    /// offsets 0, 2, 4, 6.
-    pub qh: [u8; 64],
-    /// Signed 8-bit sub-block scales.
-    pub scales: [i8; 16],
-    /// f16 bits of the super-scale.
-    pub d: u16,
-}
-
-const _: () = assert!(std::mem::size_of::<BlockQ4K>() == 144);
-const _: () = assert!(std::mem::size_of::<BlockQ6K>() == 210);
 
 /// ggml's `nearest_int`: round half to even through the bits of `x + 12582912.0`. Exact rounding
 /// for |x| ≤ 4194303; outside that (or for NaN/inf) it returns the same garbage the C code does,
@@ -281,10 +239,20 @@ impl BlockQ4K {
         q4k_pack(&l, &mut b.qs);
         b
     }
+}
+
+impl BlockFormat for BlockQ4K {
+    const TYPE: GgmlType = GgmlType::Q4_K;
+    const BLOCK: usize = QK_K;
+    const BYTES: usize = 144;
+
+    fn quantize_block_ref(x: &[f32]) -> Self {
+        BlockQ4K::quantize_ref(x.try_into().expect("a Q4_K block quantizes 256 values"))
+    }
 
     /// Expand to 256 values as ggml's `dequantize_row_q4_K` (and the `gguf` package) do:
     /// `(d·sc)·q − (dmin·m)` in f32.
-    pub fn dequantize(&self, out: &mut [f32]) {
+    fn dequantize(&self, out: &mut [f32]) {
         let d = f16_to_f32(self.d);
         let min = f16_to_f32(self.dmin);
         for c in 0..4 {
@@ -301,7 +269,7 @@ impl BlockQ4K {
     }
 
     /// Write the 144 on-disk bytes.
-    pub fn write_bytes(&self, out: &mut [u8]) {
+    fn write_bytes(&self, out: &mut [u8]) {
         out[0..2].copy_from_slice(&self.d.to_le_bytes());
         out[2..4].copy_from_slice(&self.dmin.to_le_bytes());
         out[4..16].copy_from_slice(&self.scales);
@@ -309,7 +277,7 @@ impl BlockQ4K {
     }
 
     /// Read a block from its 144 on-disk bytes.
-    pub fn read_bytes(b: &[u8]) -> Self {
+    fn read_bytes(b: &[u8]) -> Self {
         let mut r = BlockQ4K { d: 0, dmin: 0, scales: [0; 12], qs: [0; 128] };
         r.d = u16::from_le_bytes([b[0], b[1]]);
         r.dmin = u16::from_le_bytes([b[2], b[3]]);
@@ -452,10 +420,20 @@ impl BlockQ6K {
         q6k_pack(&l, &mut b);
         b
     }
+}
+
+impl BlockFormat for BlockQ6K {
+    const TYPE: GgmlType = GgmlType::Q6_K;
+    const BLOCK: usize = QK_K;
+    const BYTES: usize = 210;
+
+    fn quantize_block_ref(x: &[f32]) -> Self {
+        BlockQ6K::quantize_ref(x.try_into().expect("a Q6_K block quantizes 256 values"))
+    }
 
     /// Expand to 256 values as ggml's `dequantize_row_q6_K` (and the `gguf` package) do:
     /// `(d·scale)·(q − 32)` in f32.
-    pub fn dequantize(&self, out: &mut [f32]) {
+    fn dequantize(&self, out: &mut [f32]) {
         let d = f16_to_f32(self.d);
         for h in 0..2 {
             let (y, ql, qh, sc) = (128 * h, 64 * h, 32 * h, 8 * h);
@@ -475,7 +453,7 @@ impl BlockQ6K {
     }
 
     /// Write the 210 on-disk bytes.
-    pub fn write_bytes(&self, out: &mut [u8]) {
+    fn write_bytes(&self, out: &mut [u8]) {
         out[0..128].copy_from_slice(&self.ql);
         out[128..192].copy_from_slice(&self.qh);
         for (o, &s) in out[192..208].iter_mut().zip(&self.scales) {
@@ -485,7 +463,7 @@ impl BlockQ6K {
     }
 
     /// Read a block from its 210 on-disk bytes.
-    pub fn read_bytes(b: &[u8]) -> Self {
+    fn read_bytes(b: &[u8]) -> Self {
         let mut r = BlockQ6K::ZERO;
         r.ql.copy_from_slice(&b[0..128]);
         r.qh.copy_from_slice(&b[128..192]);
@@ -494,60 +472,6 @@ impl BlockQ6K {
         }
         r.d = u16::from_le_bytes([b[208], b[209]]);
         r
-    }
-}
-
-/// Quantize whole super-blocks of `ty` (Q4_K or Q6_K) at `level`; `input` holds
-/// `out.len() / ty.type_size()` super-blocks of `src` elements.
-pub(crate) fn quantize_blocks(
-    level: Level,
-    ty: GgmlType,
-    src: SrcDtype,
-    input: &[u8],
-    out: &mut [u8],
-) -> Result<(), QuantError> {
-    #[cfg(target_arch = "x86_64")]
-    if level >= Level::Avx2 {
-        // SAFETY: the caller clamps `level` to what the CPU supports; AVX-512 implies AVX2 + F16C.
-        return unsafe { avx2::quantize(ty, src, input, out) };
-    }
-    let _ = level;
-    quantize_blocks_ref(ty, src, input, out, 0)
-}
-
-/// Scalar reference over whole super-blocks; `base` is the element index of `input[0]` for error
-/// reporting (the SIMD kernel hands blocks it cannot take to this).
-pub(crate) fn quantize_blocks_ref(
-    ty: GgmlType,
-    src: SrcDtype,
-    input: &[u8],
-    out: &mut [u8],
-    base: usize,
-) -> Result<(), QuantError> {
-    let in_blk = QK_K * src.size();
-    let osz = ty.type_size();
-    let mut x = [0.0f32; QK_K];
-    for (i, (ib, ob)) in input.chunks_exact(in_blk).zip(out.chunks_exact_mut(osz)).enumerate() {
-        load_slice(src, ib, &mut x);
-        if let Some((k, value)) = crate::convert::first_non_finite(&x) {
-            return Err(QuantError::NonFinite { index: base + i * QK_K + k, value });
-        }
-        match ty {
-            GgmlType::Q4_K => BlockQ4K::quantize_ref(&x).write_bytes(ob),
-            _ => BlockQ6K::quantize_ref(&x).write_bytes(ob),
-        }
-    }
-    Ok(())
-}
-
-/// Dequantize whole super-blocks of `ty` (Q4_K or Q6_K) into `out` (256 values per block).
-pub(crate) fn dequantize_blocks(ty: GgmlType, input: &[u8], out: &mut [f32]) {
-    let osz = ty.type_size();
-    for (b, o) in input.chunks_exact(osz).zip(out.chunks_exact_mut(QK_K)) {
-        match ty {
-            GgmlType::Q4_K => BlockQ4K::read_bytes(b).dequantize(o),
-            _ => BlockQ6K::read_bytes(b).dequantize(o),
-        }
     }
 }
 

@@ -4,6 +4,7 @@
 //! safetensors files written by other tools) and output buffers, so it can be fuzzed, benched
 //! and property-tested in isolation.
 
+pub mod blocks;
 pub mod convert;
 pub mod ct;
 pub mod gguf;

@@ -7,6 +7,9 @@
 //! independent of the thread count and merges them in chunk order, which makes the reported
 //! figures (and the manifest that records them) bit-identical on any machine and thread count.
 
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod x86;
+
 /// Running error statistics of a quantized tensor (or of a chunk of it) against its source.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct ErrorStats {

@@ -34,8 +34,8 @@
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-use crate::convert::{f16_to_f32, f32_to_f16, load_slice, round_bf16, round_f16};
-use crate::ct::{self, CtScheme, ScaleDtype};
+use crate::convert::{f16_to_f32, f32_to_f16, load_slice, round_bf16, round_f16, round_to, with_src, Dtype};
+use crate::ct::{self, CtChunk, CtOutput, CtPacked, ScaleDtype};
 use crate::gguf::{self, GgmlType, QK};
 use crate::metrics::ErrorStats;
 use crate::simd::{self, Level};
@@ -43,13 +43,6 @@ use crate::{QuantError, SrcDtype};
 
 /// Candidates evaluated side by side (one per lane of an AVX-512 register).
 pub(crate) const L: usize = 16;
-
-/// Element-rounding tag: dequantized values stay f32 (GGUF, f32 compressed-tensors).
-pub(crate) const E_F32: u8 = 0;
-/// Element-rounding tag: dequantized values round to f16.
-pub(crate) const E_F16: u8 = 1;
-/// Element-rounding tag: dequantized values round to bf16.
-pub(crate) const E_BF16: u8 = 2;
 
 /// Sixteen candidates, one per lane: code `u = clamp(round((x - m) * id), lo, hi)` and
 /// dequantized value `round_E(d * u + m)`.
@@ -80,21 +73,11 @@ pub(crate) struct Sums {
     pub su: [f32; L],
 }
 
-/// Round a dequantized value to the element dtype `E`.
-#[inline(always)]
-pub(crate) fn round_e<const E: u8>(v: f32) -> f32 {
-    match E {
-        E_F32 => v,
-        E_F16 => round_f16(v),
-        _ => round_bf16(v),
-    }
-}
-
 /// The scalar twin of the SIMD evaluation kernels: the definition of their output.
 ///
 /// `ERR`: also compute the exact squared error; `ASYM`: subtract `m` before coding and add it
 /// after (otherwise `m` is ignored and must be 0).
-pub(crate) fn eval_scalar<const E: u8, const ERR: bool, const ASYM: bool>(x: &[f32], c: &Cands, s: &mut Sums) {
+pub(crate) fn eval_scalar<E: Dtype, const ERR: bool, const ASYM: bool>(x: &[f32], c: &Cands, s: &mut Sums) {
     for k in 0..L {
         let (id, d, m, lo, hi) = (c.id[k], c.d[k], c.m[k], c.lo[k], c.hi[k]);
         let (mut err, mut sxu, mut suu, mut su) = (0.0f32, 0.0f32, 0.0f32, 0.0f32);
@@ -110,7 +93,7 @@ pub(crate) fn eval_scalar<const E: u8, const ERR: bool, const ASYM: bool>(x: &[f
                 su += u;
             }
             if ERR {
-                let y = if ASYM { round_e::<E>(d * u + m) } else { round_e::<E>(d * u) };
+                let y = if ASYM { round_to::<E>(d * u + m) } else { round_to::<E>(d * u) };
                 let e = xj - y;
                 err += e * e;
             }
@@ -124,7 +107,7 @@ pub(crate) fn eval_scalar<const E: u8, const ERR: bool, const ASYM: bool>(x: &[f
 
 /// Evaluate 16 candidates on `x` at `level` (clamped by the caller).
 #[inline]
-fn eval<const E: u8, const ERR: bool, const ASYM: bool>(level: Level, x: &[f32], c: &Cands, s: &mut Sums) {
+fn eval<E: Dtype, const ERR: bool, const ASYM: bool>(level: Level, x: &[f32], c: &Cands, s: &mut Sums) {
     #[cfg(target_arch = "x86_64")]
     match level {
         // SAFETY: callers pass a level from `simd::clamp`, so the CPU has its features.
@@ -137,39 +120,14 @@ fn eval<const E: u8, const ERR: bool, const ASYM: bool>(level: Level, x: &[f32],
 }
 
 /// Element rounding of an evaluation, as a runtime value (dispatched to the const tags).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ElemRound {
-    F32,
-    F16,
-    BF16,
-}
-
-impl ElemRound {
-    fn of(sd: ScaleDtype) -> ElemRound {
-        match sd {
-            ScaleDtype::F32 => ElemRound::F32,
-            ScaleDtype::F16 => ElemRound::F16,
-            ScaleDtype::BF16 => ElemRound::BF16,
-        }
-    }
-
-    #[inline]
-    fn round(self, v: f32) -> f32 {
-        match self {
-            ElemRound::F32 => v,
-            ElemRound::F16 => round_f16(v),
-            ElemRound::BF16 => round_bf16(v),
-        }
-    }
-}
-
 #[inline]
-fn eval_dyn<const ERR: bool, const ASYM: bool>(level: Level, er: ElemRound, x: &[f32], c: &Cands, s: &mut Sums) {
-    match er {
-        ElemRound::F32 => eval::<E_F32, ERR, ASYM>(level, x, c, s),
-        ElemRound::F16 => eval::<E_F16, ERR, ASYM>(level, x, c, s),
-        ElemRound::BF16 => eval::<E_BF16, ERR, ASYM>(level, x, c, s),
-    }
+fn eval_dyn<const ERR: bool, const ASYM: bool>(level: Level, er: ScaleDtype, x: &[f32], c: &Cands, s: &mut Sums) {
+    let er = match er {
+        ScaleDtype::F32 => SrcDtype::F32,
+        ScaleDtype::F16 => SrcDtype::F16,
+        ScaleDtype::BF16 => SrcDtype::BF16,
+    };
+    with_src!(er, E => eval::<E, ERR, ASYM>(level, x, c, s))
 }
 
 /// The stored dtype of a scale (and of Q4_1's minimum): rounding and neighbour steps.
@@ -344,7 +302,7 @@ const SYM_GRID2: [f32; 2 * L] = {
 #[allow(clippy::too_many_arguments)]
 fn search_sym(
     level: Level,
-    er: ElemRound,
+    er: ScaleDtype,
     store: Store,
     x: &[f32],
     lo: f32,
@@ -500,7 +458,7 @@ fn search_affine(level: Level, store: Store, x: &[f32], nmax: f32) -> Option<Cho
             c.m[k] = bot;
             c.id[k] = if d > 0.0 { 1.0 / d } else { 0.0 };
         }
-        eval_dyn::<false, true>(level, ElemRound::F32, x, &c, &mut s);
+        eval_dyn::<false, true>(level, ScaleDtype::F32, x, &c, &mut s);
         for k in 0..L {
             if let Some((d, m, sc)) = ls(s.su[k], s.suu[k], s.sxu[k]) {
                 let g = pass * L + k;
@@ -523,7 +481,7 @@ fn search_affine(level: Level, store: Store, x: &[f32], nmax: f32) -> Option<Cho
             (r.d[k], r.id[k], r.m[k], rv[k]) = (d, 1.0 / d, mm[g], true);
         }
     }
-    eval_dyn::<true, true>(level, ElemRound::F32, x, &r, &mut s);
+    eval_dyn::<true, true>(level, ScaleDtype::F32, x, &r, &mut s);
     let k = argmin(&s.err, &rv)?;
     let mut best = Choice { id: r.id[k], d: r.d[k], m: r.m[k], lo: 0.0, hi: nmax, err: s.err[k] };
     let mut sums = (s.su[k], s.suu[k], s.sxu[k]);
@@ -542,7 +500,7 @@ fn search_affine(level: Level, store: Store, x: &[f32], nmax: f32) -> Option<Cho
                 (r.d[k], r.id[k], r.m[k], rv[k]) = (d, 1.0 / d, m, true);
             }
         }
-        eval_dyn::<true, true>(level, ElemRound::F32, x, &r, &mut s);
+        eval_dyn::<true, true>(level, ScaleDtype::F32, x, &r, &mut s);
         let Some(k) = argmin(&s.err, &rv) else { break };
         if !(s.err[k] < best.err) {
             break;
@@ -587,7 +545,7 @@ fn step_signed(store: Store, v: f32, k: i32) -> f32 {
 }
 
 /// compressed-tensors asymmetric search: `x ≈ round_E(s · (q − z))`, `q, z ∈ [qmin, qmax]`.
-fn search_ct_asym(level: Level, er: ElemRound, store: Store, x: &[f32], qmin: f32, qmax: f32) -> Option<Choice> {
+fn search_ct_asym(level: Level, er: ScaleDtype, store: Store, x: &[f32], qmin: f32, qmax: f32) -> Option<Choice> {
     let (mut mn, mut mx) = (0.0f32, 0.0f32);
     for &v in x {
         mn = if v < mn { v } else { mn };
@@ -696,21 +654,23 @@ fn gguf_block(level: Level, ty: GgmlType, x: &[f32; QK], blk: &mut [u8]) {
     let choice = match ty {
         GgmlType::Q8_0 => {
             rtn_deq(ty, blk, &mut y);
-            search_sym(level, ElemRound::F32, Store::F16, x, -127.0, 127.0, 127.0, None, false)
+            search_sym(level, ScaleDtype::F32, Store::F16, x, -127.0, 127.0, 127.0, None, false)
         }
         GgmlType::Q4_0 => {
             rtn_deq(ty, blk, &mut y);
-            search_sym(level, ElemRound::F32, Store::F16, x, -8.0, 7.0, -8.0, Some(7.0), false)
+            search_sym(level, ScaleDtype::F32, Store::F16, x, -8.0, 7.0, -8.0, Some(7.0), false)
         }
         GgmlType::Q5_0 => {
             // RTN maps the largest-|x| element to -16 (d = max / -16); the flip maps it to +15.
             rtn_deq(ty, blk, &mut y);
-            search_sym(level, ElemRound::F32, Store::F16, x, -16.0, 15.0, -16.0, Some(15.0), false)
+            search_sym(level, ScaleDtype::F32, Store::F16, x, -16.0, 15.0, -16.0, Some(15.0), false)
         }
-        _ => {
+        GgmlType::Q4_1 => {
             rtn_deq(ty, blk, &mut y);
             search_affine(level, Store::F16, x, 15.0)
         }
+        // Not searched (callers check `gguf_supported`): the RTN bytes stay.
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q6_K => return,
     };
     let Some(ch) = choice else { return };
     if !(ch.err < block_err(x, &y)) {
@@ -744,7 +704,7 @@ fn gguf_block(level: Level, ty: GgmlType, x: &[f32; QK], blk: &mut [u8]) {
             }
             blk[2..6].copy_from_slice(&qh.to_le_bytes());
         }
-        _ => {
+        GgmlType::Q4_1 => {
             blk[..2].copy_from_slice(&d16.to_le_bytes());
             blk[2..4].copy_from_slice(&f32_to_f16(ch.m).to_le_bytes());
             for j in 0..QK / 2 {
@@ -753,6 +713,8 @@ fn gguf_block(level: Level, ty: GgmlType, x: &[f32; QK], blk: &mut [u8]) {
                 blk[4 + j] = a | (b << 4);
             }
         }
+        // Returned above: no search ran.
+        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q6_K => {}
     }
 }
 
@@ -814,44 +776,24 @@ pub fn quantize_gguf_rows_at(
 
 /// [`crate::ct::quantize_rows`] with the `mse` method, at the active SIMD level: same arguments,
 /// errors and layout; bytes identical at every SIMD level and thread count.
-#[allow(clippy::too_many_arguments)]
-pub fn quantize_ct_rows(
-    s: &CtScheme,
-    src: SrcDtype,
-    scale_dtype: ScaleDtype,
-    input: &[u8],
-    row0: usize,
-    rows: usize,
-    cols: usize,
-    packed: &mut [u8],
-    scale: &mut [u8],
-    zp: Option<&mut [u8]>,
-    stats: Option<&mut ErrorStats>,
-) -> Result<(), QuantError> {
-    quantize_ct_rows_at(simd::active_level(), s, src, scale_dtype, input, row0, rows, cols, packed, scale, zp, stats)
+pub fn quantize_ct_rows(c: &CtChunk, out: CtOutput, stats: Option<&mut ErrorStats>) -> Result<(), QuantError> {
+    quantize_ct_rows_at(simd::active_level(), c, out, stats)
 }
 
 /// [`quantize_ct_rows`] at an explicit SIMD level (clamped to what the CPU supports).
-#[allow(clippy::too_many_arguments)]
 pub fn quantize_ct_rows_at(
     level: Level,
-    s: &CtScheme,
-    src: SrcDtype,
-    scale_dtype: ScaleDtype,
-    input: &[u8],
-    row0: usize,
-    rows: usize,
-    cols: usize,
-    packed: &mut [u8],
-    scale: &mut [u8],
-    mut zp: Option<&mut [u8]>,
+    c: &CtChunk,
+    mut out: CtOutput,
     stats: Option<&mut ErrorStats>,
 ) -> Result<(), QuantError> {
     let level = simd::clamp(level);
-    ct::quantize_rows_at(level, s, src, scale_dtype, input, row0, rows, cols, packed, scale, zp.as_deref_mut(), None)?;
-    let g = ct::geom(s, src, scale_dtype, input.len(), row0, rows, cols, packed.len(), scale.len())?;
+    ct::quantize_rows_at(level, c, out.reborrow(), None)?;
+    let g = ct::geom(c, out.packed.len(), out.scale.len())?;
+    let CtChunk { scheme: ref s, src, scale_dtype, input, .. } = *c;
+    let CtOutput { packed, scale, mut zp } = out;
     let ed = ct::elem_dtype(src, scale_dtype);
-    let er = ElemRound::of(ed);
+    let er = ed;
     let store = Store::of(scale_dtype);
     let (qmin, qmax) = (s.qmin() as f32, s.qmax() as f32);
     let bits = u32::from(s.bits);
@@ -901,14 +843,14 @@ pub fn quantize_ct_rows_at(
         }
     }
     if let Some(stats) = stats {
-        ct::accumulate_stats_of(s, src, scale_dtype, input, &g, packed, scale, zp.as_deref(), stats);
+        ct::accumulate_stats_of(c, &g, CtPacked { packed, scale, zp: zp.as_deref() }, stats);
     }
     Ok(())
 }
 
 /// compressed-tensors symmetric: positive scales, `mx` mapped toward `qmax` or `qmin` (`-qmin`
 /// side is one code longer) like RTN's `amax / ((qmax - qmin) / 2)`.
-fn sym_ct(level: Level, er: ElemRound, store: Store, x: &[f32], qmin: f32, qmax: f32) -> Option<Choice> {
+fn sym_ct(level: Level, er: ScaleDtype, store: Store, x: &[f32], qmin: f32, qmax: f32) -> Option<Choice> {
     let mut mx = x[0];
     for &v in x {
         if v.abs() > mx.abs() {
@@ -978,7 +920,7 @@ mod tests {
                 for level in Level::supported() {
                     let level = simd::clamp(level);
                     macro_rules! cmp {
-                        ($e:expr, $err:expr, $asym:expr) => {{
+                        ($e:ty, $err:expr, $asym:expr) => {{
                             let mut a = Sums::default();
                             let mut b = Sums::default();
                             eval_scalar::<$e, $err, $asym>(&x, &c, &mut a);
@@ -986,17 +928,17 @@ mod tests {
                             let bits = |s: &Sums| {
                                 [s.err, s.sxu, s.suu, s.su].concat().iter().map(|v| v.to_bits()).collect::<Vec<_>>()
                             };
-                            assert_eq!(bits(&a), bits(&b), "level {level:?} E {} n {n} iter {iter}", $e);
+                            assert_eq!(bits(&a), bits(&b), "level {level:?} E {} n {n} iter {iter}", stringify!($e));
                         }};
                     }
                     if asym {
-                        cmp!(E_F32, true, true);
-                        cmp!(E_F32, false, true);
+                        cmp!(crate::convert::F32, true, true);
+                        cmp!(crate::convert::F32, false, true);
                     } else {
-                        cmp!(E_F32, true, false);
-                        cmp!(E_F16, true, false);
-                        cmp!(E_BF16, true, false);
-                        cmp!(E_BF16, false, false);
+                        cmp!(crate::convert::F32, true, false);
+                        cmp!(crate::convert::F16, true, false);
+                        cmp!(crate::convert::Bf16, true, false);
+                        cmp!(crate::convert::Bf16, false, false);
                     }
                 }
             }

@@ -3,7 +3,8 @@
 //! thread count.
 
 use modelpack_quant::ct::{
-    par_chunk_rows, quantize_rows, quantize_rows_at, quantize_tensor_par, CtScheme, ScaleDtype, Strategy,
+    par_chunk_rows, quantize_rows, quantize_rows_at, quantize_tensor_par, CtChunk, CtOutput, CtScheme, ScaleDtype,
+    Strategy,
 };
 use modelpack_quant::{ErrorStats, Level, QuantError, SrcDtype};
 
@@ -43,24 +44,82 @@ fn refuses_bad_shapes_without_panicking() {
     let shape = |r: Result<(), QuantError>| assert!(matches!(r, Err(QuantError::Shape(_))), "{r:?}");
     let sd = ScaleDtype::BF16;
     let b = SrcDtype::BF16;
-    assert_eq!(quantize_rows(&s, b, sd, &input, 0, 2, 32, &mut p, &mut sc, None, None), Ok(()));
-    shape(quantize_rows(&s, b, sd, &input[1..], 0, 2, 32, &mut p, &mut sc, None, None));
-    shape(quantize_rows(&s, b, sd, &input, 0, 2, 32, &mut p[1..], &mut sc, None, None));
-    shape(quantize_rows(&s, b, sd, &input, 0, 2, 32, &mut p, &mut sc[1..], None, None));
-    shape(quantize_rows(&s, b, sd, &input, 0, 2, 32, &mut p, &mut sc, Some(&mut [0u8; 4]), None));
-    shape(quantize_rows(&s, b, ScaleDtype::F32, &input, 0, 2, 32, &mut p, &mut sc, None, None));
+    assert_eq!(
+        quantize_rows(
+            &CtChunk { scheme: s, src: b, scale_dtype: sd, input: &input, row0: 0, rows: 2, cols: 32 },
+            CtOutput { packed: &mut p, scale: &mut sc, zp: None },
+            None
+        ),
+        Ok(())
+    );
+    shape(quantize_rows(
+        &CtChunk { scheme: s, src: b, scale_dtype: sd, input: &input[1..], row0: 0, rows: 2, cols: 32 },
+        CtOutput { packed: &mut p, scale: &mut sc, zp: None },
+        None,
+    ));
+    shape(quantize_rows(
+        &CtChunk { scheme: s, src: b, scale_dtype: sd, input: &input, row0: 0, rows: 2, cols: 32 },
+        CtOutput { packed: &mut p[1..], scale: &mut sc, zp: None },
+        None,
+    ));
+    shape(quantize_rows(
+        &CtChunk { scheme: s, src: b, scale_dtype: sd, input: &input, row0: 0, rows: 2, cols: 32 },
+        CtOutput { packed: &mut p, scale: &mut sc[1..], zp: None },
+        None,
+    ));
+    shape(quantize_rows(
+        &CtChunk { scheme: s, src: b, scale_dtype: sd, input: &input, row0: 0, rows: 2, cols: 32 },
+        CtOutput { packed: &mut p, scale: &mut sc, zp: Some(&mut [0u8; 4]) },
+        None,
+    ));
+    shape(quantize_rows(
+        &CtChunk { scheme: s, src: b, scale_dtype: ScaleDtype::F32, input: &input, row0: 0, rows: 2, cols: 32 },
+        CtOutput { packed: &mut p, scale: &mut sc, zp: None },
+        None,
+    ));
     // Same byte counts as 2 x 32, but a row of 16 cannot hold a group of 32.
-    shape(quantize_rows(&s, b, sd, &input, 0, 4, 16, &mut p, &mut sc, None, None));
+    shape(quantize_rows(
+        &CtChunk { scheme: s, src: b, scale_dtype: sd, input: &input, row0: 0, rows: 4, cols: 16 },
+        CtOutput { packed: &mut p, scale: &mut sc, zp: None },
+        None,
+    ));
     let g48 = CtScheme::w4_group_sym(48);
-    shape(quantize_rows(&g48, b, sd, &input, 0, 2, 32, &mut p, &mut sc, None, None));
+    shape(quantize_rows(
+        &CtChunk { scheme: g48, src: b, scale_dtype: sd, input: &input, row0: 0, rows: 2, cols: 32 },
+        CtOutput { packed: &mut p, scale: &mut sc, zp: None },
+        None,
+    ));
     let b3 = CtScheme { bits: 3, ..CtScheme::w4_group_sym(32) };
-    shape(quantize_rows(&b3, b, sd, &input, 0, 2, 32, &mut p, &mut sc, None, None));
+    shape(quantize_rows(
+        &CtChunk { scheme: b3, src: b, scale_dtype: sd, input: &input, row0: 0, rows: 2, cols: 32 },
+        CtOutput { packed: &mut p, scale: &mut sc, zp: None },
+        None,
+    ));
     let a = asym4(32);
     let mut z = vec![0u8; 4];
-    shape(quantize_rows(&a, b, sd, &input, 0, 2, 32, &mut p, &mut sc, None, None));
-    shape(quantize_rows(&a, b, sd, &input, 4, 2, 32, &mut p, &mut sc, Some(&mut z), None));
-    assert_eq!(quantize_rows(&a, b, sd, &input, 8, 2, 32, &mut p, &mut sc, Some(&mut z), None), Ok(()));
-    shape(quantize_rows(&a, b, sd, &input, 0, 2, 32, &mut p, &mut sc, Some(&mut z[1..]), None));
+    shape(quantize_rows(
+        &CtChunk { scheme: a, src: b, scale_dtype: sd, input: &input, row0: 0, rows: 2, cols: 32 },
+        CtOutput { packed: &mut p, scale: &mut sc, zp: None },
+        None,
+    ));
+    shape(quantize_rows(
+        &CtChunk { scheme: a, src: b, scale_dtype: sd, input: &input, row0: 4, rows: 2, cols: 32 },
+        CtOutput { packed: &mut p, scale: &mut sc, zp: Some(&mut z) },
+        None,
+    ));
+    assert_eq!(
+        quantize_rows(
+            &CtChunk { scheme: a, src: b, scale_dtype: sd, input: &input, row0: 8, rows: 2, cols: 32 },
+            CtOutput { packed: &mut p, scale: &mut sc, zp: Some(&mut z) },
+            None
+        ),
+        Ok(())
+    );
+    shape(quantize_rows(
+        &CtChunk { scheme: a, src: b, scale_dtype: sd, input: &input, row0: 0, rows: 2, cols: 32 },
+        CtOutput { packed: &mut p, scale: &mut sc, zp: Some(&mut z[1..]) },
+        None,
+    ));
 }
 
 #[test]
@@ -85,16 +144,8 @@ fn non_finite_names_the_first_element_at_every_level() {
                 let mut z = (!s.symmetric).then(|| vec![0u8; s.zp_rows(rows) * s.scale_cols(cols).unwrap() * 4]);
                 let e = quantize_rows_at(
                     level,
-                    &s,
-                    src,
-                    ScaleDtype::F32,
-                    &input,
-                    0,
-                    rows,
-                    cols,
-                    &mut p,
-                    &mut sc,
-                    z.as_deref_mut(),
+                    &CtChunk { scheme: s, src, scale_dtype: ScaleDtype::F32, input: &input, row0: 0, rows, cols },
+                    CtOutput { packed: &mut p, scale: &mut sc, zp: z.as_deref_mut() },
                     None,
                 )
                 .unwrap_err();
@@ -134,16 +185,8 @@ fn stats_case(g: usize) {
     let mut z = vec![0u8; rows / 8 * ng * 4];
     let mut st = ErrorStats::new();
     quantize_rows(
-        &s,
-        SrcDtype::BF16,
-        ScaleDtype::BF16,
-        &input,
-        0,
-        rows,
-        cols,
-        &mut p,
-        &mut sc,
-        Some(&mut z),
+        &CtChunk { scheme: s, src: SrcDtype::BF16, scale_dtype: ScaleDtype::BF16, input: &input, row0: 0, rows, cols },
+        CtOutput { packed: &mut p, scale: &mut sc, zp: Some(&mut z) },
         Some(&mut st),
     )
     .unwrap();
@@ -180,15 +223,8 @@ fn parallel_driver_is_thread_count_independent() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
         let r = pool.install(|| {
             quantize_tensor_par(
-                &s,
-                SrcDtype::BF16,
-                ScaleDtype::BF16,
-                input,
-                rows,
-                cols,
-                &mut p,
-                &mut sc,
-                Some(&mut z),
+                &CtChunk { scheme: s, src: SrcDtype::BF16, scale_dtype: ScaleDtype::BF16, input, row0: 0, rows, cols },
+                CtOutput { packed: &mut p, scale: &mut sc, zp: Some(&mut z) },
                 Some(&mut st),
             )
         });
@@ -203,8 +239,12 @@ fn parallel_driver_is_thread_count_independent() {
     let mut p = vec![0u8; rows * cols / 2];
     let mut sc = vec![0u8; rows * ng * 2];
     let mut z = vec![0u8; s.zp_rows(rows) * ng * 4];
-    quantize_rows(&s, SrcDtype::BF16, ScaleDtype::BF16, &input, 0, rows, cols, &mut p, &mut sc, Some(&mut z), None)
-        .unwrap();
+    quantize_rows(
+        &CtChunk { scheme: s, src: SrcDtype::BF16, scale_dtype: ScaleDtype::BF16, input: &input, row0: 0, rows, cols },
+        CtOutput { packed: &mut p, scale: &mut sc, zp: Some(&mut z) },
+        None,
+    )
+    .unwrap();
     assert!(p == one.1 && sc == one.2 && z == one.3);
     // A NaN in a late chunk is reported with its tensor-wide index.
     let mut bad = input.clone();

@@ -3,7 +3,7 @@
 //! must reproduce `weight_packed`, `weight_scale` and `weight_shape` of `w4a16_g128_sym` and
 //! `w8a16_channel_sym` exactly.
 
-use modelpack_quant::ct::{quantize_rows_at, CtScheme, ScaleDtype};
+use modelpack_quant::ct::{quantize_rows_at, CtChunk, CtOutput, CtScheme, ScaleDtype};
 use modelpack_quant::{Level, SrcDtype};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -83,16 +83,16 @@ fn check_package(pkg: &str, scheme: CtScheme) {
             let mut scale = vec![0u8; want_scale.data.len()];
             quantize_rows_at(
                 level,
-                &scheme,
-                SrcDtype::BF16,
-                ScaleDtype::BF16,
-                &w.data,
-                0,
-                rows,
-                cols,
-                &mut packed,
-                &mut scale,
-                None,
+                &CtChunk {
+                    scheme,
+                    src: SrcDtype::BF16,
+                    scale_dtype: ScaleDtype::BF16,
+                    input: &w.data,
+                    row0: 0,
+                    rows,
+                    cols,
+                },
+                CtOutput { packed: &mut packed, scale: &mut scale, zp: None },
                 None,
             )
             .unwrap();
@@ -108,16 +108,16 @@ fn check_package(pkg: &str, scheme: CtScheme) {
                 let (a, b) = (c[0], c[1]);
                 quantize_rows_at(
                     level,
-                    &scheme,
-                    SrcDtype::BF16,
-                    ScaleDtype::BF16,
-                    &w.data[a * cols * 2..b * cols * 2],
-                    a,
-                    b - a,
-                    cols,
-                    &mut packed2[a * pr..b * pr],
-                    &mut scale2[a * sr..b * sr],
-                    None,
+                    &CtChunk {
+                        scheme,
+                        src: SrcDtype::BF16,
+                        scale_dtype: ScaleDtype::BF16,
+                        input: &w.data[a * cols * 2..b * cols * 2],
+                        row0: a,
+                        rows: b - a,
+                        cols,
+                    },
+                    CtOutput { packed: &mut packed2[a * pr..b * pr], scale: &mut scale2[a * sr..b * sr], zp: None },
                     None,
                 )
                 .unwrap();

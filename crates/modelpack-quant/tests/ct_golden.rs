@@ -3,7 +3,9 @@
 //! int4, groups 32/64, per-channel int4, int8 asymmetric / grouped, f16 and f32 sources. Every
 //! SIMD level and a chunked run must reproduce packed words, scales and zero points exactly.
 
-use modelpack_quant::ct::{dequantize_rows, quantize_rows_at, CtScheme, ScaleDtype, Strategy};
+use modelpack_quant::ct::{
+    dequantize_rows, quantize_rows_at, CtChunk, CtOutput, CtPacked, CtScheme, ScaleDtype, Strategy,
+};
 use modelpack_quant::{Level, SrcDtype};
 use std::path::PathBuf;
 
@@ -91,8 +93,13 @@ fn golden_cases_match_at_every_level() {
             let mut p = vec![0xAAu8; want_p.len()];
             let mut sc = vec![0xAAu8; want_s.len()];
             let mut z = want_z.as_ref().map(|w| vec![0xAAu8; w.len()]);
-            quantize_rows_at(level, &s, src, sd, &input, 0, rows, cols, &mut p, &mut sc, z.as_deref_mut(), None)
-                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            quantize_rows_at(
+                level,
+                &CtChunk { scheme: s, src, scale_dtype: sd, input: &input, row0: 0, rows, cols },
+                CtOutput { packed: &mut p, scale: &mut sc, zp: z.as_deref_mut() },
+                None,
+            )
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
             assert!(sc == want_s, "{name} scales at {level:?}");
             assert!(p == want_p, "{name} packed at {level:?}");
             assert!(z == want_z, "{name} zero points at {level:?}");
@@ -110,16 +117,20 @@ fn golden_cases_match_at_every_level() {
                 let zw = s.zp_rows(a)..s.zp_rows(b);
                 quantize_rows_at(
                     level,
-                    &s,
-                    src,
-                    sd,
-                    &input[a * cols * es..b * cols * es],
-                    a,
-                    b - a,
-                    cols,
-                    &mut p2[a * pr..b * pr],
-                    &mut s2[a * sr..b * sr],
-                    z2.as_mut().map(|z| &mut z[zw.start * zr..zw.end * zr]),
+                    &CtChunk {
+                        scheme: s,
+                        src,
+                        scale_dtype: sd,
+                        input: &input[a * cols * es..b * cols * es],
+                        row0: a,
+                        rows: b - a,
+                        cols,
+                    },
+                    CtOutput {
+                        packed: &mut p2[a * pr..b * pr],
+                        scale: &mut s2[a * sr..b * sr],
+                        zp: z2.as_mut().map(|z| &mut z[zw.start * zr..zw.end * zr]),
+                    },
                     None,
                 )
                 .unwrap();
@@ -157,7 +168,7 @@ fn golden_inputs_round_trip_within_half_a_step() {
         let input = c.file("input").unwrap();
         let (p, sc, z) = (c.file("packed").unwrap(), c.file("scale").unwrap(), c.file("zp"));
         let mut y = vec![0f32; rows * cols];
-        dequantize_rows(&s, sd, &p, &sc, z.as_deref(), 0, rows, cols, &mut y).unwrap();
+        dequantize_rows(&s, sd, CtPacked { packed: &p, scale: &sc, zp: z.as_deref() }, 0, rows, cols, &mut y).unwrap();
         let gl = cols / s.scale_cols(cols).unwrap();
         for r in 0..rows {
             for col in 0..cols {

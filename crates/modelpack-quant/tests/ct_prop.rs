@@ -4,7 +4,9 @@
 //! per-step rounding: see `ct_golden.rs` for the bound; a scale rounded to a coarser dtype than
 //! the element steps shrinks the grid by up to 2^bits relative half-ulps of that dtype).
 
-use modelpack_quant::ct::{dequantize_rows, quantize_rows_at, CtScheme, ScaleDtype, Strategy as CtStrategy};
+use modelpack_quant::ct::{
+    dequantize_rows, quantize_rows_at, CtChunk, CtOutput, CtPacked, CtScheme, ScaleDtype, Strategy as CtStrategy,
+};
 use modelpack_quant::metrics::ErrorStats;
 use modelpack_quant::{Level, QuantError, SrcDtype};
 use proptest::prelude::*;
@@ -176,7 +178,12 @@ fn run(level: Level, c: &Case) -> Out {
     let mut p = vec![0x5au8; c.rows * s.packed_cols(c.cols) * 4];
     let mut sc = vec![0x5au8; c.rows * s.scale_cols(c.cols).unwrap() * c.sd.size()];
     let mut z = (!s.symmetric).then(|| vec![0x5au8; s.zp_rows(c.rows) * s.scale_cols(c.cols).unwrap() * 4]);
-    quantize_rows_at(level, s, c.src, c.sd, &c.input, 0, c.rows, c.cols, &mut p, &mut sc, z.as_deref_mut(), None)?;
+    quantize_rows_at(
+        level,
+        &CtChunk { scheme: *s, src: c.src, scale_dtype: c.sd, input: &c.input, row0: 0, rows: c.rows, cols: c.cols },
+        CtOutput { packed: &mut p, scale: &mut sc, zp: z.as_deref_mut() },
+        None,
+    )?;
     Ok((p, sc, z))
 }
 
@@ -210,7 +217,7 @@ proptest! {
             let mut sc = vec![0u8; c.rows * s.scale_cols(c.cols).unwrap() * c.sd.size()];
             let mut z = (!s.symmetric).then(|| vec![0u8; s.zp_rows(c.rows) * s.scale_cols(c.cols).unwrap() * 4]);
             let mut st = ErrorStats::new();
-            quantize_rows_at(level, s, c.src, c.sd, &c.input, 0, c.rows, c.cols, &mut p, &mut sc, z.as_deref_mut(), Some(&mut st))
+            quantize_rows_at(level, &CtChunk { scheme: *s, src: c.src, scale_dtype: c.sd, input: &c.input, row0: 0, rows: c.rows, cols: c.cols }, CtOutput { packed: &mut p, scale: &mut sc, zp: z.as_deref_mut() }, Some(&mut st))
                 .map(|()| (st, p, sc, z))
         };
         let Ok((want, p, sc, z)) = stats_at(Level::Scalar) else { return Ok(()); };
@@ -223,7 +230,7 @@ proptest! {
         }
         // Independent reference: sequential f64 sums over the public dequantizer's output.
         let mut y = vec![0f32; c.rows * c.cols];
-        dequantize_rows(s, c.sd, &p, &sc, z.as_deref(), 0, c.rows, c.cols, &mut y).unwrap();
+        dequantize_rows(s, c.sd, CtPacked { packed: &p, scale: &sc, zp: z.as_deref() }, 0, c.rows, c.cols, &mut y).unwrap();
         let x: Vec<f32> = (0..c.rows * c.cols).map(|i| modelpack_quant::convert::load(c.src, &c.input, i)).collect();
         let mut seq = ErrorStats::new();
         seq.add(&x, &y);
@@ -244,7 +251,7 @@ proptest! {
         let s = c.scheme;
         let Ok((p, sc, z)) = run(Level::Scalar, &c) else { return Ok(()); };
         let mut y = vec![0f32; c.rows * c.cols];
-        dequantize_rows(&s, c.sd, &p, &sc, z.as_deref(), 0, c.rows, c.cols, &mut y).unwrap();
+        dequantize_rows(&s, c.sd, CtPacked { packed: &p, scale: &sc, zp: z.as_deref() }, 0, c.rows, c.cols, &mut y).unwrap();
         let u = |d: ScaleDtype| match d {
             ScaleDtype::BF16 => 2f64.powi(-8),
             ScaleDtype::F16 => 2f64.powi(-11),

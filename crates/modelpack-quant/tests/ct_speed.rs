@@ -4,7 +4,7 @@
 //! machine): `MODELPACK_SIMD=avx512 cargo test --release -p modelpack-quant --test
 //! ct_speed -- --ignored --nocapture`. `CT_SPEED_STATS=1` adds the error-statistics pass.
 
-use modelpack_quant::ct::{quantize_rows, CtScheme, ScaleDtype};
+use modelpack_quant::ct::{quantize_rows, CtChunk, CtOutput, CtScheme, ScaleDtype};
 use modelpack_quant::{active_level, SrcDtype};
 use std::time::Instant;
 
@@ -36,16 +36,16 @@ fn ct_speed() {
     for _ in 0..reps {
         let t = Instant::now();
         quantize_rows(
-            &sch,
-            SrcDtype::BF16,
-            ScaleDtype::BF16,
-            &input,
-            0,
-            rows,
-            cols,
-            &mut packed,
-            &mut scale,
-            None,
+            &CtChunk {
+                scheme: sch,
+                src: SrcDtype::BF16,
+                scale_dtype: ScaleDtype::BF16,
+                input: &input,
+                row0: 0,
+                rows,
+                cols,
+            },
+            CtOutput { packed: &mut packed, scale: &mut scale, zp: None },
             with_stats.then_some(&mut stats),
         )
         .unwrap();

@@ -10,7 +10,7 @@
 //! zeros, huge, or all zero.
 
 use modelpack_quant::convert::{f32_to_bf16, f32_to_f16};
-use modelpack_quant::ct::{self, CtScheme, ScaleDtype, Strategy as CtStrategy};
+use modelpack_quant::ct::{self, CtChunk, CtOutput, CtPacked, CtScheme, ScaleDtype, Strategy as CtStrategy};
 use modelpack_quant::gguf::{self, GgmlType};
 use modelpack_quant::imatrix::{quantize_ct_rows_mse_at, quantize_rows_mse_at, quantize_rows_weighted};
 use modelpack_quant::mse;
@@ -228,14 +228,14 @@ proptest! {
         prop_assume!(x.iter().all(|v| v.is_finite()));
         let w = weights(wkind, seed, cols);
         let (mut p, mut sc, mut zp) = ct_bufs(&s, sd, rows, cols);
-        quantize_ct_rows_mse_at(Level::Scalar, &s, src, sd, &input, 0, rows, cols, &w, &mut p, &mut sc, zp.as_deref_mut(), None).unwrap();
+        quantize_ct_rows_mse_at(Level::Scalar, &CtChunk { scheme: s, src, scale_dtype: sd, input: &input, row0: 0, rows, cols }, &w, CtOutput { packed: &mut p, scale: &mut sc, zp: zp.as_deref_mut() }, None).unwrap();
         let (mut pm, mut scm, mut zpm) = ct_bufs(&s, sd, rows, cols);
-        mse::quantize_ct_rows_at(Level::Scalar, &s, src, sd, &input, 0, rows, cols, &mut pm, &mut scm, zpm.as_deref_mut(), None).unwrap();
+        mse::quantize_ct_rows_at(Level::Scalar, &CtChunk { scheme: s, src, scale_dtype: sd, input: &input, row0: 0, rows, cols }, CtOutput { packed: &mut pm, scale: &mut scm, zp: zpm.as_deref_mut() }, None).unwrap();
         let (mut pr, mut scr, mut zpr) = ct_bufs(&s, sd, rows, cols);
-        ct::quantize_rows_at(Level::Scalar, &s, src, sd, &input, 0, rows, cols, &mut pr, &mut scr, zpr.as_deref_mut(), None).unwrap();
+        ct::quantize_rows_at(Level::Scalar, &CtChunk { scheme: s, src, scale_dtype: sd, input: &input, row0: 0, rows, cols }, CtOutput { packed: &mut pr, scale: &mut scr, zp: zpr.as_deref_mut() }, None).unwrap();
         let decode_ct = |p: &[u8], sc: &[u8], zp: Option<&[u8]>| {
             let mut y = vec![0f32; rows * cols];
-            ct::dequantize_rows(&s, sd, p, sc, zp, 0, rows, cols, &mut y).unwrap();
+            ct::dequantize_rows(&s, sd, CtPacked { packed: p, scale: sc, zp }, 0, rows, cols, &mut y).unwrap();
             y
         };
         let (y, ym, yr) = (decode_ct(&p, &sc, zp.as_deref()), decode_ct(&pm, &scm, zpm.as_deref()), decode_ct(&pr, &scr, zpr.as_deref()));
@@ -257,7 +257,7 @@ proptest! {
         }
         for level in Level::supported() {
             let (mut p2, mut sc2, mut zp2) = ct_bufs(&s, sd, rows, cols);
-            quantize_ct_rows_mse_at(level, &s, src, sd, &input, 0, rows, cols, &w, &mut p2, &mut sc2, zp2.as_deref_mut(), None).unwrap();
+            quantize_ct_rows_mse_at(level, &CtChunk { scheme: s, src, scale_dtype: sd, input: &input, row0: 0, rows, cols }, &w, CtOutput { packed: &mut p2, scale: &mut sc2, zp: zp2.as_deref_mut() }, None).unwrap();
             prop_assert_eq!((&p2, &sc2, &zp2), (&p, &sc, &zp), "{:?}", level);
         }
     }

@@ -6,7 +6,7 @@
 //! huge values and exact ties.
 
 use modelpack_quant::convert::{bf16_to_f32, f16_to_f32, f32_to_bf16, f32_to_f16};
-use modelpack_quant::ct::{self, CtScheme, ScaleDtype, Strategy as CtStrategy};
+use modelpack_quant::ct::{self, CtChunk, CtOutput, CtScheme, ScaleDtype, Strategy as CtStrategy};
 use modelpack_quant::gguf::{self, GgmlType};
 use modelpack_quant::{mse, ErrorStats, Level, QuantError, SrcDtype};
 use proptest::prelude::*;
@@ -169,8 +169,9 @@ proptest! {
                             let mut zp = (!s.symmetric).then(|| vec![0u8; s.zp_rows(rows) * sc * 4]);
                             let mut st = ErrorStats::new();
                             let f = if rtn { ct::quantize_rows_at } else { mse::quantize_ct_rows_at };
-                            f(level, &s, src, sd, &inp, 0, rows, cols, &mut p, &mut scale, zp.as_deref_mut(), Some(&mut st))
-                                .unwrap();
+                            let c = CtChunk { scheme: s, src, scale_dtype: sd, input: &inp, row0: 0, rows, cols };
+                            let out = CtOutput { packed: &mut p, scale: &mut scale, zp: zp.as_deref_mut() };
+                            f(level, &c, out, Some(&mut st)).unwrap();
                             (p, scale, zp, st)
                         };
                         let want = run(Level::Scalar, false);
@@ -212,7 +213,7 @@ proptest! {
         }
         let s = CtScheme::w4_group_sym(32);
         let (mut p, mut sc) = (vec![0u8; 3 * 4 * 4], vec![0u8; 3 * 3 * 2]);
-        let e = mse::quantize_ct_rows(&s, SrcDtype::F32, ScaleDtype::BF16, &inp, 0, 1, 96, &mut p[..48], &mut sc[..6], None, None);
+        let e = mse::quantize_ct_rows(&CtChunk { scheme: s, src: SrcDtype::F32, scale_dtype: ScaleDtype::BF16, input: &inp, row0: 0, rows: 1, cols: 96 }, CtOutput { packed: &mut p[..48], scale: &mut sc[..6], zp: None }, None);
         let ok = matches!(e, Err(QuantError::NonFinite { index, .. }) if index == pos);
         prop_assert!(ok, "{:?}", e);
     }

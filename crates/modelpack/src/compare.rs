@@ -588,9 +588,19 @@ fn ct_module(ckpt: &Checkpoint, pkg: &Checkpoint, m: &str, bits: Option<u8>) -> 
                 load_slice(from, sk, &mut v);
                 wide.clear();
                 v.iter().for_each(|x| wide.extend_from_slice(&x.to_le_bytes()));
-                ct::dequantize_rows(&s, ScaleDtype::F32, pk, &wide, zk, r0, n, cols, ys).map_err(qerr)?;
+                ct::dequantize_rows(
+                    &s,
+                    ScaleDtype::F32,
+                    ct::CtPacked { packed: pk, scale: &wide, zp: zk },
+                    r0,
+                    n,
+                    cols,
+                    ys,
+                )
+                .map_err(qerr)?;
             }
-            None => ct::dequantize_rows(&s, sd, pk, sk, zk, r0, n, cols, ys).map_err(qerr)?,
+            None => ct::dequantize_rows(&s, sd, ct::CtPacked { packed: pk, scale: sk, zp: zk }, r0, n, cols, ys)
+                .map_err(qerr)?,
         }
         load_slice(src_dt, &src.data[r0 * cols * src_dt.size()..(r0 + n) * cols * src_dt.size()], xs);
         stats.add(xs, ys);

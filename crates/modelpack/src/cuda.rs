@@ -431,23 +431,21 @@ impl CudaPlan {
                     ) {
                         (Method::Mse, Some(w)) => crate::quant::imatrix::quantize_ct_rows_mse_at(
                             crate::quant::active_level(),
-                            s,
-                            src,
-                            sd,
-                            input,
-                            r0,
-                            rows,
-                            cols,
+                            &ct::CtChunk { scheme: *s, src, scale_dtype: sd, input, row0: r0, rows, cols },
                             w,
-                            p,
-                            sc,
-                            zp,
+                            ct::CtOutput { packed: p, scale: sc, zp },
                             st,
                         ),
-                        (Method::Mse, None) => {
-                            crate::quant::mse::quantize_ct_rows(s, src, sd, input, r0, rows, cols, p, sc, zp, st)
-                        }
-                        _ => ct::quantize_rows(s, src, sd, input, r0, rows, cols, p, sc, zp, st),
+                        (Method::Mse, None) => crate::quant::mse::quantize_ct_rows(
+                            &ct::CtChunk { scheme: *s, src, scale_dtype: sd, input, row0: r0, rows, cols },
+                            ct::CtOutput { packed: p, scale: sc, zp },
+                            st,
+                        ),
+                        _ => ct::quantize_rows(
+                            &ct::CtChunk { scheme: *s, src, scale_dtype: sd, input, row0: r0, rows, cols },
+                            ct::CtOutput { packed: p, scale: sc, zp },
+                            st,
+                        ),
                     };
                 quantize(
                     &md.scheme,

@@ -33,6 +33,20 @@ enum Command {
     Verify(cmd::sign::VerifyArgs),
 }
 
+impl Command {
+    /// Whether the command was asked for `--json` output.
+    fn json(&self) -> bool {
+        match self {
+            Command::Inspect(a) => a.json,
+            Command::Quantize(a) => a.json,
+            Command::Compare(a) => a.json,
+            Command::Keygen(a) => a.json,
+            Command::Sign(a) => a.json,
+            Command::Verify(a) => a.json,
+        }
+    }
+}
+
 fn main() -> ExitCode {
     exit::reset_sigpipe();
     tune_allocator();
@@ -44,6 +58,11 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // A mistyped MODELPACK_SIMD is a usage error (exit 2) before anything runs, not a silent
+    // choice of kernels.
+    if let Err(e) = modelpack::quant::simd::env_level() {
+        return exit::finish(cli.command.json(), Err(exit::CmdError { code: exit::USAGE, error: e.into() }));
+    }
     let (json, result) = match cli.command {
         Command::Inspect(a) => (a.json, cmd::inspect::run(a)),
         Command::Quantize(a) => (a.json, cmd::quantize::run(a)),

@@ -214,7 +214,8 @@ fn s(x: impl AsRef<std::ffi::OsStr>) -> String {
 /// `cargo xtask bench ...`.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let o = parse(args)?;
-    let profile = if o.quick { "ci" } else { "release" };
+    // --quick shares `cargo xtask test`'s build (its figures mean nothing anyway).
+    let profile = if o.quick { "ci-test" } else { "release" };
     eprintln!("bench: building modelpack ({profile} profile)");
     let mp = build_modelpack(profile)?;
     // Outputs go to tmpfs when there is one: DESIGN §7's budget is for the page cache, and the

@@ -1,7 +1,7 @@
 //! Scalar reference kernels: the compressed-tensors math written out literally, one element at
 //! a time. The SIMD paths must reproduce these bytes exactly.
 
-use super::{elem_dtype, CtScheme, Geom, ScaleDtype};
+use super::{elem_dtype, CtChunk, CtOutput, CtPacked, CtScheme, Geom, ScaleDtype};
 use crate::convert::{bf16_to_f32, f16_to_f32};
 use crate::convert::{f32_to_bf16, f32_to_f16, load_slice};
 use crate::metrics::Lanes;
@@ -14,7 +14,7 @@ use crate::{QuantError, SrcDtype};
 /// symmetric.
 #[inline]
 pub(crate) fn qparams(s: &CtScheme, src: SrcDtype, sd: ScaleDtype, mn: f32, mx: f32) -> (f32, i32) {
-    let rs = ScaleDtype::of_source(src);
+    let rs = ScaleDtype::for_source(src);
     let ed = elem_dtype(src, sd);
     let mn = mn.min(0.0);
     let mx = mx.max(0.0);
@@ -113,19 +113,9 @@ pub(crate) fn get_zp(s: &CtScheme, zpb: &[u8], scale_cols: usize, r: usize, j: u
 
 /// Quantize rows `r0..r1` of the chunk (scalar). Used for whole chunks at the scalar level and
 /// by the SIMD paths for rows they hand back (non-finite input, odd shapes).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn quantize_range(
-    s: &CtScheme,
-    src: SrcDtype,
-    sd: ScaleDtype,
-    input: &[u8],
-    g: &Geom,
-    r0: usize,
-    r1: usize,
-    packed: &mut [u8],
-    scale: &mut [u8],
-    mut zp: Option<&mut [u8]>,
-) -> Result<(), QuantError> {
+pub(crate) fn quantize_range(c: &CtChunk, g: &Geom, r0: usize, r1: usize, out: CtOutput) -> Result<(), QuantError> {
+    let CtChunk { scheme: ref s, src, scale_dtype: sd, input, .. } = *c;
+    let CtOutput { packed, scale, mut zp } = out;
     let ed = elem_dtype(src, sd);
     let es = src.size();
     let mut buf = vec![0f32; g.cols];
@@ -158,33 +148,21 @@ pub(crate) fn quantize_range(
 }
 
 /// Quantize a whole validated chunk (scalar reference).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn quantize(
-    s: &CtScheme,
-    src: SrcDtype,
-    sd: ScaleDtype,
-    input: &[u8],
-    g: &Geom,
-    packed: &mut [u8],
-    scale: &mut [u8],
-    zp: Option<&mut [u8]>,
-) -> Result<(), QuantError> {
-    quantize_range(s, src, sd, input, g, 0, g.rows, packed, scale, zp)
+pub(crate) fn quantize(c: &CtChunk, g: &Geom, out: CtOutput) -> Result<(), QuantError> {
+    quantize_range(c, g, 0, g.rows, out)
 }
 
 /// Dequantize a validated chunk, calling `put(element_index, value)` in row-major order;
 /// `(q - zp) * scale` rounded to `ed`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn dequantize(
     s: &CtScheme,
     sd: ScaleDtype,
     ed: ScaleDtype,
-    packed: &[u8],
-    scale: &[u8],
-    zp: Option<&[u8]>,
+    q: CtPacked,
     g: &Geom,
     mut put: impl FnMut(usize, f32),
 ) {
+    let CtPacked { packed, scale, zp } = q;
     let per = s.per_word();
     let bits = u32::from(s.bits);
     let mask = (1u32 << bits) - 1;
@@ -205,18 +183,9 @@ pub(crate) fn dequantize(
 /// [`Lanes`] (what the SIMD twin in `x86.rs` reproduces), one row at a time so no chunk-sized
 /// f32 buffer exists. Dequantized values are `(q - zp) * scale` rounded to the element dtype,
 /// i.e. what the consumer's computation in the model dtype yields.
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn accumulate_stats(
-    s: &CtScheme,
-    src: SrcDtype,
-    sd: ScaleDtype,
-    input: &[u8],
-    g: &Geom,
-    packed: &[u8],
-    scale: &[u8],
-    zp: Option<&[u8]>,
-    lanes: &mut Lanes,
-) {
+pub(crate) fn accumulate_stats(c: &CtChunk, g: &Geom, q: CtPacked, lanes: &mut Lanes) {
+    let CtChunk { scheme: ref s, src, scale_dtype: sd, input, .. } = *c;
+    let CtPacked { packed, scale, zp } = q;
     let es = src.size();
     let ed = elem_dtype(src, sd);
     let bits = u32::from(s.bits);

@@ -15,132 +15,102 @@
 //! the scalar reference for the whole call.
 
 use super::scalar::{put_zp, qparams, store_scale};
-use super::{elem_dtype, CtScheme, Geom, ScaleDtype};
+use super::{elem_dtype, CtChunk, CtOutput, CtPacked, CtScheme, Geom, ScaleDtype};
 use crate::convert::load;
+use crate::convert::{with_src, Dtype, F32};
+use crate::metrics::x86::LaneAcc256;
 use crate::metrics::Lanes;
-use crate::simd::x86::{load16, load8, LaneAcc256, BF16, F16, F32};
+use crate::simd::x86::{load16, load8, round16, round8};
 use crate::simd::Level;
 use crate::{QuantError, SrcDtype};
 use std::arch::x86_64::*;
-
-/// The const-generic tag for an element-rounding dtype.
-const fn code(d: ScaleDtype) -> u8 {
-    match d {
-        ScaleDtype::F32 => F32,
-        ScaleDtype::F16 => F16,
-        ScaleDtype::BF16 => BF16,
-    }
-}
 
 /// Run the SIMD kernel of `level` for this call; `Ok(false)` when the shape needs the scalar
 /// reference instead.
 ///
 /// # Safety
 /// The CPU must support `level`'s features (AVX2 + F16C, or AVX-512 F/BW/VL + F16C).
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn quantize(
-    level: Level,
-    s: &CtScheme,
-    src: SrcDtype,
-    sd: ScaleDtype,
-    input: &[u8],
-    g: &Geom,
-    packed: &mut [u8],
-    scale: &mut [u8],
-    zp: Option<&mut [u8]>,
-) -> Result<bool, QuantError> {
+pub(crate) unsafe fn quantize(level: Level, c: &CtChunk, g: &Geom, out: CtOutput) -> Result<bool, QuantError> {
     let width = if level == Level::Avx512 { 16 } else { 8 };
     if !g.group.is_multiple_of(width) {
         return Ok(false);
     }
     let mut unused = Lanes::default();
     // SAFETY: as [`quantize_with_stats`]'s contract, which is this function's.
-    unsafe { dispatch::<false>(level, s, src, sd, input, g, packed, scale, zp, &mut unused)? };
+    unsafe { dispatch::<false>(level, c, g, out, &mut unused)? };
     Ok(true)
+}
+
+/// What [`quantize_with_stats`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fused {
+    /// The SIMD path does not apply to this shape: nothing was written, run [`quantize`] or the
+    /// scalar reference.
+    NotApplicable,
+    /// Bytes written and `lanes` holds the statistics, bit-identical to [`stats`] after
+    /// [`quantize`].
+    BytesAndStats,
+    /// Bytes written, but the statistics must come from the scalar pass (a non-finite scale; see
+    /// [`stats`]).
+    BytesOnly,
 }
 
 /// [`quantize`] plus the chunk's error statistics in the same pass (the AVX2 kernel, also on
 /// AVX-512 machines: one pass beats a faster quantizer plus a second pass over the input).
-/// Returns `Ok(None)` when the SIMD path does not apply (as [`quantize`]'s `false`), `Ok(Some(true))`
-/// when `lanes` holds the statistics, bit-identical to [`stats`] after [`quantize`], and
-/// `Ok(Some(false))` when the bytes are written but the statistics must come from the scalar
-/// pass (a non-finite scale; see [`stats`]).
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
-#[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn quantize_with_stats(
-    s: &CtScheme,
-    src: SrcDtype,
-    sd: ScaleDtype,
-    input: &[u8],
+    c: &CtChunk,
     g: &Geom,
-    packed: &mut [u8],
-    scale: &mut [u8],
-    zp: Option<&mut [u8]>,
+    out: CtOutput,
     lanes: &mut Lanes,
-) -> Result<Option<bool>, QuantError> {
-    if !g.group.is_multiple_of(8) || !lanes.count.is_multiple_of(8) || !matches!(s.bits, 4 | 8) {
-        return Ok(None);
+) -> Result<Fused, QuantError> {
+    if !g.group.is_multiple_of(8) || !lanes.count.is_multiple_of(8) || !matches!(c.scheme.bits, 4 | 8) {
+        return Ok(Fused::NotApplicable);
     }
     // SAFETY: the caller guarantees the features.
-    unsafe { dispatch::<true>(Level::Avx2, s, src, sd, input, g, packed, scale, zp, lanes).map(Some) }
+    let stats = unsafe { dispatch::<true>(Level::Avx2, c, g, out, lanes)? };
+    Ok(if stats { Fused::BytesAndStats } else { Fused::BytesOnly })
 }
 
 /// Pick the kernel instance for the dtypes and scheme; returns whether `lanes` got the
 /// statistics (only with `ST`, AVX2 width).
-#[allow(clippy::too_many_arguments)]
 unsafe fn dispatch<const ST: bool>(
     level: Level,
-    s: &CtScheme,
-    src: SrcDtype,
-    sd: ScaleDtype,
-    input: &[u8],
+    c: &CtChunk,
     g: &Geom,
-    packed: &mut [u8],
-    scale: &mut [u8],
-    zp: Option<&mut [u8]>,
+    out: CtOutput,
     lanes: &mut Lanes,
 ) -> Result<bool, QuantError> {
-    let sc = code(ScaleDtype::of_source(src));
-    let ed = code(elem_dtype(src, sd));
+    let CtChunk { scheme: ref s, src, scale_dtype: sd, input, .. } = *c;
+    let CtOutput { packed, scale, zp } = out;
+    // Intermediate values round to the source's own dtype or stay f32 (`elem_dtype`'s contract):
+    // one cascade per axis (source dtype, element dtype, bits, symmetry) picks the instance.
+    let own = elem_dtype(src, sd) == ScaleDtype::for_source(src);
     let k = Kernel { s, src, sd, input, g };
     let wide = level == Level::Avx512 && !ST;
     macro_rules! call {
-        ($a:ident, $b:ident, $bits:literal, $sym:literal) => {
-            if wide {
-                k.rows512::<$a, $b, $bits, $sym>(packed, scale, zp).map(|()| false)
-            } else {
-                k.rows256::<$a, $b, $bits, $sym, ST>(packed, scale, zp, lanes)
+        ($S:ty, $E:ty) => {{
+            macro_rules! sym {
+                ($B:literal) => {
+                    if s.symmetric {
+                        k.rows::<$S, $E, $B, true, ST>(wide, packed, scale, zp, lanes)
+                    } else {
+                        k.rows::<$S, $E, $B, false, ST>(wide, packed, scale, zp, lanes)
+                    }
+                };
             }
-        };
+            match s.bits {
+                4 => sym!(4),
+                8 => sym!(8),
+                b => Err(QuantError::Shape(format!("{b}-bit compressed-tensors has no kernel"))),
+            }
+        }};
     }
     // SAFETY: the caller guarantees the CPU features of `level` (AVX2 for `ST`); the kernels
     // bound every pointer access by the slice lengths validated in `check`.
-    unsafe {
-        match (sc, ed, s.bits, s.symmetric) {
-            (BF16, BF16, 4, true) => call!(BF16, BF16, 4, true),
-            (BF16, BF16, 4, false) => call!(BF16, BF16, 4, false),
-            (BF16, BF16, _, true) => call!(BF16, BF16, 8, true),
-            (BF16, BF16, _, false) => call!(BF16, BF16, 8, false),
-            (BF16, _, 4, true) => call!(BF16, F32, 4, true),
-            (BF16, _, 4, false) => call!(BF16, F32, 4, false),
-            (BF16, _, _, true) => call!(BF16, F32, 8, true),
-            (BF16, _, _, false) => call!(BF16, F32, 8, false),
-            (F16, F16, 4, true) => call!(F16, F16, 4, true),
-            (F16, F16, 4, false) => call!(F16, F16, 4, false),
-            (F16, F16, _, true) => call!(F16, F16, 8, true),
-            (F16, F16, _, false) => call!(F16, F16, 8, false),
-            (F16, _, 4, true) => call!(F16, F32, 4, true),
-            (F16, _, 4, false) => call!(F16, F32, 4, false),
-            (F16, _, _, true) => call!(F16, F32, 8, true),
-            (F16, _, _, false) => call!(F16, F32, 8, false),
-            (_, _, 4, true) => call!(F32, F32, 4, true),
-            (_, _, 4, false) => call!(F32, F32, 4, false),
-            (_, _, _, true) => call!(F32, F32, 8, true),
-            (_, _, _, false) => call!(F32, F32, 8, false),
-        }
-    }
+    unsafe { with_src!(src, S => if own { call!(S, S) } else { call!(S, F32) }) }
 }
 
 /// The call's inputs, shared by both kernel widths.
@@ -153,6 +123,29 @@ struct Kernel<'a> {
 }
 
 impl Kernel<'_> {
+    /// Both widths behind one signature: AVX-512 (`wide`, never with statistics) or AVX2.
+    ///
+    /// # Safety
+    /// The CPU features of the chosen width.
+    #[inline(always)]
+    unsafe fn rows<S: Dtype, E: Dtype, const B: u8, const SYM: bool, const ST: bool>(
+        &self,
+        wide: bool,
+        packed: &mut [u8],
+        scale: &mut [u8],
+        zp: Option<&mut [u8]>,
+        lanes: &mut Lanes,
+    ) -> Result<bool, QuantError> {
+        // SAFETY: per this function's contract.
+        unsafe {
+            if wide {
+                self.rows512::<S, E, B, SYM>(packed, scale, zp).map(|()| false)
+            } else {
+                self.rows256::<S, E, B, SYM, ST>(packed, scale, zp, lanes)
+            }
+        }
+    }
+
     /// The error the scalar reference reports for row `r` (first non-finite element).
     #[cold]
     fn non_finite(&self, r: usize) -> QuantError {
@@ -180,7 +173,7 @@ impl Kernel<'_> {
     /// AVX-512 kernel over all rows of the chunk: common group sizes get a register-resident
     /// single-pass version (`NV` vectors per group), others the two-pass loop.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-    unsafe fn rows512<const S: u8, const E: u8, const B: u8, const SYM: bool>(
+    unsafe fn rows512<S: Dtype, E: Dtype, const B: u8, const SYM: bool>(
         &self,
         packed: &mut [u8],
         scale: &mut [u8],
@@ -188,7 +181,7 @@ impl Kernel<'_> {
     ) -> Result<(), QuantError> {
         // SAFETY: same contract as this function.
         unsafe {
-            if S == BF16 && self.g.group.is_multiple_of(32) {
+            if S::SRC == SrcDtype::BF16 && self.g.group.is_multiple_of(32) {
                 return match self.g.group {
                     32 => self.rows512_bf16::<E, B, SYM, 1>(packed, scale, zp),
                     64 => self.rows512_bf16::<E, B, SYM, 2>(packed, scale, zp),
@@ -210,7 +203,7 @@ impl Kernel<'_> {
     // `i` offsets the pointer and, for register-resident groups only, indexes `regs`.
     #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-    unsafe fn rows512_n<const S: u8, const E: u8, const B: u8, const SYM: bool, const NV: usize>(
+    unsafe fn rows512_n<S: Dtype, E: Dtype, const B: u8, const SYM: bool, const NV: usize>(
         &self,
         packed: &mut [u8],
         scale: &mut [u8],
@@ -283,7 +276,7 @@ impl Kernel<'_> {
     // `i` offsets the pointer and, for register-resident groups only, indexes `regs`.
     #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-    unsafe fn rows512_bf16<const E: u8, const B: u8, const SYM: bool, const NP: usize>(
+    unsafe fn rows512_bf16<E: Dtype, const B: u8, const SYM: bool, const NP: usize>(
         &self,
         packed: &mut [u8],
         scale: &mut [u8],
@@ -345,9 +338,9 @@ impl Kernel<'_> {
                 let vs = _mm512_set1_ps(sc);
                 let vz = _mm512_set1_ps(z as f32);
                 let quant = |v: __m512| -> __m512i {
-                    let mut x = round512::<E>(_mm512_div_ps(v, vs));
+                    let mut x = round16::<E>(_mm512_div_ps(v, vs));
                     if !SYM {
-                        x = round512::<E>(_mm512_add_ps(x, vz));
+                        x = round16::<E>(_mm512_add_ps(x, vz));
                     }
                     let x = _mm512_min_ps(_mm512_max_ps(x, qmin), qmax);
                     _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x)
@@ -384,7 +377,7 @@ impl Kernel<'_> {
     /// With `ST`, also the error statistics in [`stats`]' lane order (element `i` of the chunk in
     /// lane `i % 8`), from the codes still in registers; returns whether they are valid (every
     /// scale finite, as [`stats`] requires), and only then are they added to `lanes`.
-    unsafe fn rows256<const S: u8, const E: u8, const B: u8, const SYM: bool, const ST: bool>(
+    unsafe fn rows256<S: Dtype, E: Dtype, const B: u8, const SYM: bool, const ST: bool>(
         &self,
         packed: &mut [u8],
         scale: &mut [u8],
@@ -443,15 +436,15 @@ impl Kernel<'_> {
                     let mut quant = |p: *const u8| -> __m256i {
                         // SAFETY: p + 8 elements stays inside the group (k + 8 <= group).
                         let v = unsafe { load8::<S>(p) };
-                        let mut x = round256::<E>(_mm256_div_ps(v, vs));
+                        let mut x = round8::<E>(_mm256_div_ps(v, vs));
                         if !SYM {
-                            x = round256::<E>(_mm256_add_ps(x, vz));
+                            x = round8::<E>(_mm256_add_ps(x, vz));
                         }
                         let q = _mm256_round_ps::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
                         let q = _mm256_cvtps_epi32(_mm256_min_ps(_mm256_max_ps(q, qmin), qmax));
                         if ST {
                             // What `stats` decodes: (code - zero point) * scale, rounded to E.
-                            let y = round256::<E>(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q, viz)), vs));
+                            let y = round8::<E>(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(q, viz)), vs));
                             acc.add8(v, y);
                         }
                         _mm256_add_epi32(q, off)
@@ -541,10 +534,10 @@ struct Q512 {
 /// `dst` must be valid for `B * 2` bytes; AVX-512 F/BW/VL + F16C available.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-unsafe fn q16<const E: u8, const B: u8, const SYM: bool>(v: __m512, vs: __m512, vz: __m512, c: &Q512, dst: *mut u8) {
-    let mut x = round512::<E>(_mm512_div_ps(v, vs));
+unsafe fn q16<E: Dtype, const B: u8, const SYM: bool>(v: __m512, vs: __m512, vz: __m512, c: &Q512, dst: *mut u8) {
+    let mut x = round16::<E>(_mm512_div_ps(v, vs));
     if !SYM {
-        x = round512::<E>(_mm512_add_ps(x, vz));
+        x = round16::<E>(_mm512_add_ps(x, vz));
     }
     let x = _mm512_min_ps(_mm512_max_ps(x, c.qmin), c.qmax);
     let q = _mm512_cvt_roundps_epi32::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(x);
@@ -584,40 +577,6 @@ fn bytes16(u0: __m256i, u1: __m256i) -> __m128i {
     _mm_packus_epi16(_mm256_castsi256_si128(p), _mm256_extracti128_si256::<1>(p))
 }
 
-/// Round each lane to the element dtype `E` (nearest, ties to even) and widen back.
-/// bf16: add `0x7fff + lsb` to the bit pattern and clear the low half (exact RNE for every
-/// non-NaN value, subnormals and overflow to inf included); f16: `vcvtps2ph` round-to-nearest.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-fn round512<const E: u8>(x: __m512) -> __m512 {
-    match E {
-        F32 => x,
-        F16 => _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x)),
-        _ => {
-            let b = _mm512_castps_si512(x);
-            let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
-            let b = _mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), lsb);
-            _mm512_castsi512_ps(_mm512_and_si512(b, _mm512_set1_epi32(0xffff_0000u32 as i32)))
-        }
-    }
-}
-
-/// [`round512`] for 8 lanes.
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn round256<const E: u8>(x: __m256) -> __m256 {
-    match E {
-        F32 => x,
-        F16 => _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x)),
-        _ => {
-            let b = _mm256_castps_si256(x);
-            let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(b), _mm256_set1_epi32(1));
-            let b = _mm256_add_epi32(_mm256_add_epi32(b, _mm256_set1_epi32(0x7fff)), lsb);
-            _mm256_castsi256_ps(_mm256_and_si256(b, _mm256_set1_epi32(0xffff_0000u32 as i32)))
-        }
-    }
-}
-
 /// Error statistics of a quantized chunk with AVX2, the SIMD twin of
 /// [`super::scalar::accumulate_stats`]: same dequantization (`(q - zp) * scale` rounded to the
 /// element dtype, integer steps first) and the same lane order of [`Lanes`], so the sums are
@@ -629,56 +588,29 @@ fn round256<const E: u8>(x: __m256) -> __m256 {
 ///
 /// # Safety
 /// The CPU must support AVX2 and F16C.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn stats(
-    s: &CtScheme,
-    src: SrcDtype,
-    sd: ScaleDtype,
-    input: &[u8],
-    g: &Geom,
-    packed: &[u8],
-    scale: &[u8],
-    zp: Option<&[u8]>,
-    lanes: &mut Lanes,
-) -> bool {
+pub(crate) unsafe fn stats(c: &CtChunk, g: &Geom, q: CtPacked, lanes: &mut Lanes) -> bool {
+    let CtChunk { scheme: ref s, src, scale_dtype: sd, .. } = *c;
     if !g.group.is_multiple_of(8) || !lanes.count.is_multiple_of(8) || !matches!(s.bits, 4 | 8) {
         return false;
     }
     let n_scales = g.rows * g.scale_cols;
-    if (0..n_scales).any(|i| !super::scalar::load_scale(sd, scale, i).is_finite()) {
+    if (0..n_scales).any(|i| !super::scalar::load_scale(sd, q.scale, i).is_finite()) {
         return false;
     }
     let ed = elem_dtype(src, sd);
     // SAFETY: the caller guarantees the features; every access is bounded by the checked geometry.
     unsafe {
-        match (src, code(ed)) {
-            (SrcDtype::F32, F32) => stats_rows::<F32, F32>(s, sd, input, g, packed, scale, zp, lanes),
-            (SrcDtype::F32, F16) => stats_rows::<F32, F16>(s, sd, input, g, packed, scale, zp, lanes),
-            (SrcDtype::F32, _) => stats_rows::<F32, BF16>(s, sd, input, g, packed, scale, zp, lanes),
-            (SrcDtype::F16, F32) => stats_rows::<F16, F32>(s, sd, input, g, packed, scale, zp, lanes),
-            (SrcDtype::F16, F16) => stats_rows::<F16, F16>(s, sd, input, g, packed, scale, zp, lanes),
-            (SrcDtype::F16, _) => stats_rows::<F16, BF16>(s, sd, input, g, packed, scale, zp, lanes),
-            (SrcDtype::BF16, F32) => stats_rows::<BF16, F32>(s, sd, input, g, packed, scale, zp, lanes),
-            (SrcDtype::BF16, F16) => stats_rows::<BF16, F16>(s, sd, input, g, packed, scale, zp, lanes),
-            (SrcDtype::BF16, _) => stats_rows::<BF16, BF16>(s, sd, input, g, packed, scale, zp, lanes),
-        }
+        let own = ed == ScaleDtype::for_source(src);
+        with_src!(src, S => if own { stats_rows::<S, S>(c, g, q, lanes) } else { stats_rows::<S, F32>(c, g, q, lanes) });
     }
     true
 }
 
-#[allow(clippy::too_many_arguments)]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn stats_rows<const S: u8, const E: u8>(
-    s: &CtScheme,
-    sd: ScaleDtype,
-    input: &[u8],
-    g: &Geom,
-    packed: &[u8],
-    scale: &[u8],
-    zp: Option<&[u8]>,
-    lanes: &mut Lanes,
-) {
-    let es = crate::simd::x86::src_of::<S>().size();
+unsafe fn stats_rows<S: Dtype, E: Dtype>(c: &CtChunk, g: &Geom, q: CtPacked, lanes: &mut Lanes) {
+    let CtChunk { scheme: ref s, scale_dtype: sd, input, .. } = *c;
+    let CtPacked { packed, scale, zp } = q;
+    let es = S::SRC.size();
     let off = 1i32 << (s.bits - 1);
     let mut acc = LaneAcc256::load(lanes);
     let shifts = _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28);
@@ -699,7 +631,7 @@ unsafe fn stats_rows<const S: u8, const E: u8>(
                     // SAFETY: codes c..c+8 are bytes c..c+8 of the row (8-bit codes, LE words).
                     unsafe { _mm256_cvtepu8_epi32(_mm_loadl_epi64(p_row[c..c + 8].as_ptr().cast())) }
                 };
-                let y = round256::<E>(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(u, base)), sc));
+                let y = round8::<E>(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(u, base)), sc));
                 // SAFETY: elements c..c+8 of the row are in `x_row`.
                 let x = unsafe { load8::<S>(x_row[c * es..(c + 8) * es].as_ptr()) };
                 acc.add8(x, y);

@@ -3,50 +3,19 @@
 //! Each lane performs exactly the scalar twin's f32 operations in its order (no FMA; `vmaxps` /
 //! `vminps` operand order as written there; round-half-even), so the sums are bit-identical.
 
-use super::{Cands, Sums, E_F16, E_F32, L};
+use super::{Cands, Sums, L};
+use crate::convert::Dtype;
+use crate::simd::x86::{round16, round8};
 use std::arch::x86_64::*;
 
 const RNE: i32 = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-
-/// Round 8 lanes to the element dtype `E` (bf16: add `0x7fff + lsb`, clear the low half, exact
-/// round-to-nearest-even for every non-NaN value; f16: `vcvtps2ph` round to nearest even).
-#[inline]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn round_e256<const E: u8>(x: __m256) -> __m256 {
-    match E {
-        E_F32 => x,
-        E_F16 => _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x)),
-        _ => {
-            let b = _mm256_castps_si256(x);
-            let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(b), _mm256_set1_epi32(1));
-            let b = _mm256_add_epi32(_mm256_add_epi32(b, _mm256_set1_epi32(0x7fff)), lsb);
-            _mm256_castsi256_ps(_mm256_and_si256(b, _mm256_set1_epi32(0xffff_0000u32 as i32)))
-        }
-    }
-}
-
-/// [`round_e256`] for 16 lanes.
-#[inline]
-#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-fn round_e512<const E: u8>(x: __m512) -> __m512 {
-    match E {
-        E_F32 => x,
-        E_F16 => _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x)),
-        _ => {
-            let b = _mm512_castps_si512(x);
-            let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
-            let b = _mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), lsb);
-            _mm512_castsi512_ps(_mm512_and_si512(b, _mm512_set1_epi32(0xffff_0000u32 as i32)))
-        }
-    }
-}
 
 /// AVX2 evaluation of 16 candidates (lanes 0–7 in the first register, 8–15 in the second).
 ///
 /// # Safety
 /// AVX2 and F16C must be available.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn eval256<const E: u8, const ERR: bool, const ASYM: bool>(x: &[f32], c: &Cands, s: &mut Sums) {
+pub(super) unsafe fn eval256<E: Dtype, const ERR: bool, const ASYM: bool>(x: &[f32], c: &Cands, s: &mut Sums) {
     const { assert!(L == 16) };
     // SAFETY: every array is 16 f32 long; offsets 0 and 8 leave 8 valid lanes.
     let ld = |a: &[f32; L], h: usize| unsafe { _mm256_loadu_ps(a.as_ptr().add(8 * h)) };
@@ -77,11 +46,11 @@ pub(super) unsafe fn eval256<const E: u8, const ERR: bool, const ASYM: bool>(x: 
         if ERR {
             let (y0, y1) = if ASYM {
                 (
-                    round_e256::<E>(_mm256_add_ps(_mm256_mul_ps(d0, u0), m0)),
-                    round_e256::<E>(_mm256_add_ps(_mm256_mul_ps(d1, u1), m1)),
+                    round8::<E>(_mm256_add_ps(_mm256_mul_ps(d0, u0), m0)),
+                    round8::<E>(_mm256_add_ps(_mm256_mul_ps(d1, u1), m1)),
                 )
             } else {
-                (round_e256::<E>(_mm256_mul_ps(d0, u0)), round_e256::<E>(_mm256_mul_ps(d1, u1)))
+                (round8::<E>(_mm256_mul_ps(d0, u0)), round8::<E>(_mm256_mul_ps(d1, u1)))
             };
             let (q0, q1) = (_mm256_sub_ps(xb, y0), _mm256_sub_ps(xb, y1));
             e0 = _mm256_add_ps(e0, _mm256_mul_ps(q0, q0));
@@ -104,7 +73,7 @@ pub(super) unsafe fn eval256<const E: u8, const ERR: bool, const ASYM: bool>(x: 
 /// # Safety
 /// AVX-512 F/BW/VL and F16C must be available.
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-pub(super) unsafe fn eval512<const E: u8, const ERR: bool, const ASYM: bool>(x: &[f32], c: &Cands, s: &mut Sums) {
+pub(super) unsafe fn eval512<E: Dtype, const ERR: bool, const ASYM: bool>(x: &[f32], c: &Cands, s: &mut Sums) {
     const { assert!(L == 16) };
     // SAFETY: every array is 16 f32 long.
     let ld = |a: &[f32; L]| unsafe { _mm512_loadu_ps(a.as_ptr()) };
@@ -122,9 +91,9 @@ pub(super) unsafe fn eval512<const E: u8, const ERR: bool, const ASYM: bool>(x: 
         }
         if ERR {
             let y = if ASYM {
-                round_e512::<E>(_mm512_add_ps(_mm512_mul_ps(d, u), m))
+                round16::<E>(_mm512_add_ps(_mm512_mul_ps(d, u), m))
             } else {
-                round_e512::<E>(_mm512_mul_ps(d, u))
+                round16::<E>(_mm512_mul_ps(d, u))
             };
             let q = _mm512_sub_ps(xb, y);
             e = _mm512_add_ps(e, _mm512_mul_ps(q, q));

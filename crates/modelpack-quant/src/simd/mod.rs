@@ -3,15 +3,13 @@
 //! The level is detected on first use from the CPU (`is_x86_feature_detected!`), lowered by the
 //! environment variable `MODELPACK_SIMD=scalar|avx2|avx512` for tests and benchmarks, and can be
 //! changed afterwards with [`set_level`]. Asking for a level the CPU lacks falls back to the best
-//! supported one, and [`active_level`] tells which path really runs. Kernels dispatch on the cached
+//! supported one, and [`active_level`] tells which path really runs. Any other value of the
+//! variable is a mistake the caller should report ([`env_level`] returns [`SimdEnvError`]; the CLI
+//! exits 2): a typo must not quietly run the fastest kernels in a job that meant to force scalar. Kernels dispatch on the cached
 //! level with one relaxed atomic load per call (per chunk of rows, not per block).
 
 use std::sync::atomic::{AtomicU8, Ordering};
 
-#[cfg(target_arch = "x86_64")]
-pub(crate) mod avx2;
-#[cfg(target_arch = "x86_64")]
-pub(crate) mod avx512;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod x86;
 
@@ -91,6 +89,31 @@ pub fn best_supported() -> Level {
     Level::Scalar
 }
 
+/// `MODELPACK_SIMD` holds something other than `scalar`, `avx2` or `avx512`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("MODELPACK_SIMD={0:?} is not one of scalar, avx2, avx512")]
+pub struct SimdEnvError(pub String);
+
+/// The level `MODELPACK_SIMD` asks for (`None` when unset or empty), before clamping to the CPU.
+///
+/// Callers that can report errors (the CLI) check this before any kernel runs, since
+/// [`active_level`] cannot fail: if it meets a bad value it runs the scalar reference kernels,
+/// the one choice that is correct on every CPU.
+pub fn env_level() -> Result<Option<Level>, SimdEnvError> {
+    parse_env(std::env::var_os("MODELPACK_SIMD"))
+}
+
+fn parse_env(value: Option<std::ffi::OsString>) -> Result<Option<Level>, SimdEnvError> {
+    match value {
+        None => Ok(None),
+        Some(v) if v.is_empty() => Ok(None),
+        Some(v) => {
+            let s = v.to_string_lossy();
+            Level::parse(&s).map(Some).ok_or_else(|| SimdEnvError(s.into_owned()))
+        }
+    }
+}
+
 /// 0 = not chosen yet.
 static LEVEL: AtomicU8 = AtomicU8::new(0);
 
@@ -106,7 +129,7 @@ pub fn active_level() -> Level {
 #[cold]
 fn init() -> Level {
     let best = best_supported();
-    let wanted = std::env::var("MODELPACK_SIMD").ok().and_then(|s| Level::parse(&s)).unwrap_or(best);
+    let wanted = env_level().unwrap_or(Some(Level::Scalar)).unwrap_or(best);
     let level = wanted.min(best);
     LEVEL.store(level.to_u8(), Ordering::Relaxed);
     level
@@ -155,6 +178,17 @@ mod tests {
         }
         assert_eq!(Level::parse("AVX2 "), Some(Level::Avx2));
         assert_eq!(Level::parse("neon"), None);
+    }
+
+    #[test]
+    fn env_level_refuses_unknown_values() {
+        // The parser, not the variable: other tests in this process may be choosing a level.
+        let p = |v: &str| parse_env(Some(v.into()));
+        assert_eq!(p("avx-512"), Err(SimdEnvError("avx-512".into())));
+        assert_eq!(p("sse4"), Err(SimdEnvError("sse4".into())));
+        assert_eq!(p("Scalar"), Ok(Some(Level::Scalar)));
+        assert_eq!(p(""), Ok(None));
+        assert_eq!(parse_env(None), Ok(None));
     }
 
     #[test]

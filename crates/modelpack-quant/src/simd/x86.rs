@@ -1,24 +1,10 @@
-//! Pieces shared by every x86 kernel (GGUF and compressed-tensors): the source-dtype tags used
-//! as const generics, and the fused unaligned loads that widen f32/f16/bf16 to f32 lanes.
+//! Pieces shared by every x86 kernel (GGUF, K-quant, compressed-tensors, `mse`): the fused
+//! unaligned loads that widen a [`Dtype`] to f32 lanes, the lane-wise rounding to a [`Dtype`],
+//! and the prefetch distance.
 
+use crate::convert::Dtype;
 use crate::SrcDtype;
 use std::arch::x86_64::*;
-
-/// Const-generic tag for an f32 source.
-pub(crate) const F32: u8 = 0;
-/// Const-generic tag for an f16 source.
-pub(crate) const F16: u8 = 1;
-/// Const-generic tag for a bf16 source.
-pub(crate) const BF16: u8 = 2;
-
-/// The dtype a tag stands for.
-pub(crate) const fn src_of<const S: u8>() -> SrcDtype {
-    match S {
-        F32 => SrcDtype::F32,
-        F16 => SrcDtype::F16,
-        _ => SrcDtype::BF16,
-    }
-}
 
 /// Load 8 source elements at `p` (unaligned) as f32, conversion fused (bf16 is a shift; F16C's
 /// conversion is exact).
@@ -27,13 +13,15 @@ pub(crate) const fn src_of<const S: u8>() -> SrcDtype {
 /// `p` must be valid for 8 elements of the source dtype `S`; AVX2 + F16C available.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn load8<const S: u8>(p: *const u8) -> __m256 {
+pub(crate) unsafe fn load8<S: Dtype>(p: *const u8) -> __m256 {
     // SAFETY: per the function contract; loads are unaligned.
     unsafe {
-        match S {
-            F32 => _mm256_loadu_ps(p.cast()),
-            F16 => _mm256_cvtph_ps(_mm_loadu_si128(p.cast())),
-            _ => _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast())))),
+        match S::SRC {
+            SrcDtype::F32 => _mm256_loadu_ps(p.cast()),
+            SrcDtype::F16 => _mm256_cvtph_ps(_mm_loadu_si128(p.cast())),
+            SrcDtype::BF16 => {
+                _mm256_castsi256_ps(_mm256_slli_epi32::<16>(_mm256_cvtepu16_epi32(_mm_loadu_si128(p.cast()))))
+            }
         }
     }
 }
@@ -44,85 +32,55 @@ pub(crate) unsafe fn load8<const S: u8>(p: *const u8) -> __m256 {
 /// `p` must be valid for 16 elements of the source dtype `S`; AVX-512 F/BW/VL + F16C available.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-pub(crate) unsafe fn load16<const S: u8>(p: *const u8) -> __m512 {
+pub(crate) unsafe fn load16<S: Dtype>(p: *const u8) -> __m512 {
     // SAFETY: per the function contract; loads are unaligned.
     unsafe {
-        match S {
-            F32 => _mm512_loadu_ps(p.cast()),
-            F16 => _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())),
-            _ => _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p.cast())))),
-        }
-    }
-}
-
-/// The eight f64 lanes of [`crate::metrics::Lanes`] in two ymm registers per sum (lanes 4k..4k+4
-/// in `[k]`), plus a running max of |x − y| in f32: the AVX2 accumulator shared by every kernel's
-/// error statistics, so each adds values exactly as the scalar `Lanes::add` does.
-pub(crate) struct LaneAcc256 {
-    sq_ref: [__m256d; 2],
-    sq_err: [__m256d; 2],
-    sq_deq: [__m256d; 2],
-    dot: [__m256d; 2],
-    max: __m256,
-}
-
-impl LaneAcc256 {
-    /// Continue from `lanes`' sums (its max is merged back by [`LaneAcc256::store`]).
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(crate) fn load(lanes: &crate::metrics::Lanes) -> Self {
-        // SAFETY: the lane arrays are 8 f64 each; unaligned loads.
-        let ld = |v: &[f64; 8]| unsafe { [0, 1].map(|k| _mm256_loadu_pd(v.as_ptr().add(4 * k))) };
-        LaneAcc256 {
-            sq_ref: ld(&lanes.sq_ref),
-            sq_err: ld(&lanes.sq_err),
-            sq_deq: ld(&lanes.sq_deq),
-            dot: ld(&lanes.dot),
-            max: _mm256_setzero_ps(),
-        }
-    }
-
-    /// Add 8 consecutive elements (source `x`, reconstruction `y`), which fall in lanes 0..8 (the
-    /// caller keeps the element count a multiple of 8): fused multiply-add (one rounding), as the
-    /// scalar code's `mul_add`.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(crate) fn add8(&mut self, x: __m256, y: __m256) {
-        let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
-        // max_ps returns its second operand when the first is NaN: NaN errors are skipped, as
-        // the scalar `ae > max` test skips them.
-        self.max = _mm256_max_ps(_mm256_and_ps(_mm256_sub_ps(x, y), abs_mask), self.max);
-        let halves = [
-            (_mm256_castps256_ps128(x), _mm256_castps256_ps128(y)),
-            (_mm256_extractf128_ps::<1>(x), _mm256_extractf128_ps::<1>(y)),
-        ];
-        for (k, (xh, yh)) in halves.into_iter().enumerate() {
-            let (a, b) = (_mm256_cvtps_pd(xh), _mm256_cvtps_pd(yh));
-            let d = _mm256_sub_pd(a, b);
-            self.sq_ref[k] = _mm256_fmadd_pd(a, a, self.sq_ref[k]);
-            self.sq_err[k] = _mm256_fmadd_pd(d, d, self.sq_err[k]);
-            self.sq_deq[k] = _mm256_fmadd_pd(b, b, self.sq_deq[k]);
-            self.dot[k] = _mm256_fmadd_pd(a, b, self.dot[k]);
-        }
-    }
-
-    /// Write the sums back and merge the max; the caller adds the element count.
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub(crate) fn store(self, lanes: &mut crate::metrics::Lanes) {
-        let st = |v: &mut [f64; 8], acc: [__m256d; 2]| {
-            for (k, a) in acc.into_iter().enumerate() {
-                // SAFETY: as in `load`; unaligned stores.
-                unsafe { _mm256_storeu_pd(v.as_mut_ptr().add(4 * k), a) };
+        match S::SRC {
+            SrcDtype::F32 => _mm512_loadu_ps(p.cast()),
+            SrcDtype::F16 => _mm512_cvtph_ps(_mm256_loadu_si256(p.cast())),
+            SrcDtype::BF16 => {
+                _mm512_castsi512_ps(_mm512_slli_epi32::<16>(_mm512_cvtepu16_epi32(_mm256_loadu_si256(p.cast()))))
             }
-        };
-        st(&mut lanes.sq_ref, self.sq_ref);
-        st(&mut lanes.sq_err, self.sq_err);
-        st(&mut lanes.sq_deq, self.sq_deq);
-        st(&mut lanes.dot, self.dot);
-        let mut m8 = [0f32; 8];
-        // SAFETY: 8 lanes into an 8-element array.
-        unsafe { _mm256_storeu_ps(m8.as_mut_ptr(), self.max) };
-        lanes.max_abs_err = m8.iter().fold(lanes.max_abs_err, |a, &b| a.max(b));
+        }
+    }
+}
+
+/// How far ahead (bytes) the GGUF kernels prefetch their input: one hint per 64-byte line, so
+/// the loads of a block hit L1 when the input streams from DRAM (the pipeline reads mmap'd
+/// checkpoints). Measured on the 2-core AVX-512 machine, Q8_0 from bf16 out of cache: 1.86 →
+/// 2.63 Gelem/s per core.
+pub(crate) const PREFETCH: usize = 4096;
+
+/// Round 8 lanes to the dtype `E` (nearest, ties to even) and widen back. bf16: add
+/// `0x7fff + lsb` to the bit pattern and clear the low half (exact round-to-nearest-even for every
+/// non-NaN value, subnormals and overflow to inf included); f16: `vcvtps2ph` round to nearest.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) fn round8<E: Dtype>(x: __m256) -> __m256 {
+    match E::SRC {
+        SrcDtype::F32 => x,
+        SrcDtype::F16 => _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x)),
+        SrcDtype::BF16 => {
+            let b = _mm256_castps_si256(x);
+            let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(b), _mm256_set1_epi32(1));
+            let b = _mm256_add_epi32(_mm256_add_epi32(b, _mm256_set1_epi32(0x7fff)), lsb);
+            _mm256_castsi256_ps(_mm256_and_si256(b, _mm256_set1_epi32(0xffff_0000u32 as i32)))
+        }
+    }
+}
+
+/// [`round8`] for 16 lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+pub(crate) fn round16<E: Dtype>(x: __m512) -> __m512 {
+    match E::SRC {
+        SrcDtype::F32 => x,
+        SrcDtype::F16 => _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x)),
+        SrcDtype::BF16 => {
+            let b = _mm512_castps_si512(x);
+            let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
+            let b = _mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), lsb);
+            _mm512_castsi512_ps(_mm512_and_si512(b, _mm512_set1_epi32(0xffff_0000u32 as i32)))
+        }
     }
 }

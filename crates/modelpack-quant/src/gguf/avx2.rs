@@ -4,10 +4,12 @@
 //! conversion on load, the scalar reference's arithmetic lane by lane (separate mul and add, never
 //! FMA), integer maxima of |x| bit patterns (which also flag NaN/inf blocks for the scalar path).
 
-use super::x86::{load8, src_of, LaneAcc256, BF16, F16, F32};
+use crate::blocks::{quantize_blocks_ref, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ8_0, GgmlType, QK};
 use crate::convert::load;
-use crate::gguf::{quantize_blocks_ref, BlockQ4_0, BlockQ4_1, BlockQ5_0, BlockQ8_0, GgmlType, QK};
+use crate::convert::{with_src, Dtype};
+use crate::metrics::x86::LaneAcc256;
 use crate::metrics::Lanes;
+use crate::simd::x86::{load8, PREFETCH};
 use crate::{QuantError, SrcDtype};
 use std::arch::x86_64::*;
 
@@ -50,20 +52,16 @@ unsafe fn quantize_impl<const ST: bool>(
 ) -> Result<(), QuantError> {
     // SAFETY: the caller guarantees the features; the kernels bound every access by the slices.
     unsafe {
-        match (ty, src) {
-            (GgmlType::Q8_0, SrcDtype::F32) => q8_0::<F32, ST>(input, out, lanes),
-            (GgmlType::Q8_0, SrcDtype::F16) => q8_0::<F16, ST>(input, out, lanes),
-            (GgmlType::Q8_0, SrcDtype::BF16) => q8_0::<BF16, ST>(input, out, lanes),
-            (GgmlType::Q4_0, SrcDtype::F32) => q4_0::<F32, ST>(input, out, lanes),
-            (GgmlType::Q4_0, SrcDtype::F16) => q4_0::<F16, ST>(input, out, lanes),
-            (GgmlType::Q4_0, SrcDtype::BF16) => q4_0::<BF16, ST>(input, out, lanes),
+        match ty {
+            GgmlType::Q8_0 => with_src!(src, S => q8_0::<S, ST>(input, out, lanes)),
+            GgmlType::Q4_0 => with_src!(src, S => q4_0::<S, ST>(input, out, lanes)),
             // Q5_0 (only a K-quant fallback) has no fused statistics: callers take the separate pass.
-            (GgmlType::Q5_0, SrcDtype::F32) => q5_0::<F32>(input, out),
-            (GgmlType::Q5_0, SrcDtype::F16) => q5_0::<F16>(input, out),
-            (GgmlType::Q5_0, SrcDtype::BF16) => q5_0::<BF16>(input, out),
-            (_, SrcDtype::F32) => q4_1::<F32, ST>(input, out, lanes),
-            (_, SrcDtype::F16) => q4_1::<F16, ST>(input, out, lanes),
-            (_, SrcDtype::BF16) => q4_1::<BF16, ST>(input, out, lanes),
+            GgmlType::Q5_0 => with_src!(src, S => q5_0::<S>(input, out)),
+            GgmlType::Q4_1 => with_src!(src, S => q4_1::<S, ST>(input, out, lanes)),
+            // No AVX2 kernel.
+            GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q6_K => {
+                Err(QuantError::Unsupported(ty.name()))
+            }
         }
     }
 }
@@ -85,7 +83,7 @@ impl BlockStats {
     /// Add a block: its source `x` against what its written bytes `ob` decode to.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn add(&mut self, ty: GgmlType, x: &[__m256; 4], ob: &[u8]) {
+    fn add(&mut self, ty: Fused, x: &[__m256; 4], ob: &[u8]) {
         self.add_xy(x, &dequant_block(ty, ob));
     }
 
@@ -113,19 +111,19 @@ impl BlockStats {
 /// Load a block of 32 elements as four vectors.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn load_block<const S: u8>(b: &[u8]) -> [__m256; 4] {
-    debug_assert_eq!(b.len(), QK * src_of::<S>().size());
+unsafe fn load_block<S: Dtype>(b: &[u8]) -> [__m256; 4] {
+    debug_assert_eq!(b.len(), QK * S::SRC.size());
     let p = b.as_ptr();
-    let step = 8 * src_of::<S>().size();
+    let step = 8 * S::SRC.size();
     // SAFETY: `b` holds exactly 32 elements.
     unsafe { [load8::<S>(p), load8::<S>(p.add(step)), load8::<S>(p.add(2 * step)), load8::<S>(p.add(3 * step))] }
 }
 
-/// Prefetch the input block [`super::avx512::PREFETCH`] bytes ahead (see there).
+/// Prefetch the input block [`PREFETCH`] bytes ahead (see there).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn prefetch_ahead(b: &[u8]) {
-    let p = b.as_ptr().wrapping_add(super::avx512::PREFETCH);
+    let p = b.as_ptr().wrapping_add(PREFETCH);
     let mut off = 0;
     while off < b.len() {
         // A hint: never faults, whatever the address.
@@ -230,8 +228,8 @@ fn scales(num: &[f32; GROUP], div: f32) -> Scales {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_0<const S: u8, const ST: bool>(input: &[u8], out: &mut [u8], lanes: &mut Lanes) -> Result<(), QuantError> {
-    let src = src_of::<S>();
+unsafe fn q8_0<S: Dtype, const ST: bool>(input: &[u8], out: &mut [u8], lanes: &mut Lanes) -> Result<(), QuantError> {
+    let src = S::SRC;
     let in_blk = QK * src.size();
     let mut st = BlockStats::new(lanes);
     for (g, (ig, og)) in input.chunks(GROUP * in_blk).zip(out.chunks_mut(GROUP * 34)).enumerate() {
@@ -256,7 +254,7 @@ unsafe fn q8_0<const S: u8, const ST: bool>(input: &[u8], out: &mut [u8], lanes:
                 // 1/d overflowed: the references store 0 for every element (see `cvtt_i8`).
                 ob[2..34].fill(0);
                 if ST {
-                    st.add(GgmlType::Q8_0, &x, ob);
+                    st.add(Fused::Q8_0, &x, ob);
                 }
                 continue;
             }
@@ -303,8 +301,8 @@ fn pack_nibbles(q: [__m256i; 4]) -> __m128i {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_0<const S: u8, const ST: bool>(input: &[u8], out: &mut [u8], lanes: &mut Lanes) -> Result<(), QuantError> {
-    let src = src_of::<S>();
+unsafe fn q4_0<S: Dtype, const ST: bool>(input: &[u8], out: &mut [u8], lanes: &mut Lanes) -> Result<(), QuantError> {
+    let src = S::SRC;
     let in_blk = QK * src.size();
     let mut st = BlockStats::new(lanes);
     for (g, (ig, og)) in input.chunks(GROUP * in_blk).zip(out.chunks_mut(GROUP * 18)).enumerate() {
@@ -343,7 +341,7 @@ unsafe fn q4_0<const S: u8, const ST: bool>(input: &[u8], out: &mut [u8], lanes:
                     let y = q.map(|q| _mm256_mul_ps(vd, _mm256_cvtepi32_ps(_mm256_sub_epi32(q, eight))));
                     st.add_xy(&x, &y);
                 } else {
-                    st.add(GgmlType::Q4_0, &x, ob);
+                    st.add(Fused::Q4_0, &x, ob);
                 }
             }
         }
@@ -357,8 +355,8 @@ unsafe fn q4_0<const S: u8, const ST: bool>(input: &[u8], out: &mut [u8], lanes:
 /// Q5_0: like Q4_0 with `max / -16`, codes `min(31, trunc(x * id + 16.5))`, the low nibbles
 /// packed as Q4_0's and the fifth bits gathered by `movemask` (bit 4 shifted into the sign).
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q5_0<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
-    let src = src_of::<S>();
+unsafe fn q5_0<S: Dtype>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
+    let src = S::SRC;
     let in_blk = QK * src.size();
     for (i, (ib, ob)) in input.chunks_exact(in_blk).zip(out.chunks_exact_mut(22)).enumerate() {
         prefetch_ahead(ib);
@@ -416,8 +414,8 @@ fn first_zero(src: SrcDtype, b: &[u8]) -> f32 {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q4_1<const S: u8, const ST: bool>(input: &[u8], out: &mut [u8], lanes: &mut Lanes) -> Result<(), QuantError> {
-    let src = src_of::<S>();
+unsafe fn q4_1<S: Dtype, const ST: bool>(input: &[u8], out: &mut [u8], lanes: &mut Lanes) -> Result<(), QuantError> {
+    let src = S::SRC;
     let in_blk = QK * src.size();
     let mut st = BlockStats::new(lanes);
     for (i, (ib, ob)) in input.chunks_exact(in_blk).zip(out.chunks_exact_mut(20)).enumerate() {
@@ -454,7 +452,7 @@ unsafe fn q4_1<const S: u8, const ST: bool>(input: &[u8], out: &mut [u8], lanes:
                 let y = q.map(|q| _mm256_add_ps(_mm256_mul_ps(vd, _mm256_cvtepi32_ps(q)), vm));
                 st.add_xy(&x, &y);
             } else {
-                st.add(GgmlType::Q4_1, &x, ob);
+                st.add(Fused::Q4_1, &x, ob);
             }
         }
     }
@@ -474,13 +472,46 @@ unsafe fn q4_1<const S: u8, const ST: bool>(input: &[u8], out: &mut [u8], lanes:
 /// # Safety
 /// The CPU must support AVX2 and F16C; `ty` is Q8_0, Q4_0 or Q4_1 and `out` holds the quantized
 /// blocks of `input` (whole blocks; `lanes.count` a multiple of 8).
-pub(crate) unsafe fn stats(ty: GgmlType, src: SrcDtype, input: &[u8], out: &[u8], lanes: &mut Lanes) {
+pub(crate) unsafe fn stats(ty: GgmlType, src: SrcDtype, input: &[u8], out: &[u8], lanes: &mut Lanes) -> bool {
+    let Some(ty) = Fused::of(ty) else { return false };
     // SAFETY: the caller guarantees the features.
-    unsafe {
-        match src {
-            SrcDtype::F32 => stats_impl::<F32>(ty, input, out, lanes),
-            SrcDtype::F16 => stats_impl::<F16>(ty, input, out, lanes),
-            SrcDtype::BF16 => stats_impl::<BF16>(ty, input, out, lanes),
+    unsafe { with_src!(src, S => stats_impl::<S>(ty, input, out, lanes)) }
+    true
+}
+
+/// The formats whose statistics this file computes (from registers or from the written bytes).
+#[derive(Debug, Clone, Copy)]
+enum Fused {
+    Q8_0,
+    Q4_0,
+    Q4_1,
+}
+
+impl Fused {
+    /// Bytes per block.
+    const fn bytes(self) -> usize {
+        match self {
+            Fused::Q8_0 => 34,
+            Fused::Q4_0 => 18,
+            Fused::Q4_1 => 20,
+        }
+    }
+}
+
+impl Fused {
+    fn of(ty: GgmlType) -> Option<Fused> {
+        // Every type named: a new one must decide here whether it has statistics in this file.
+        match ty {
+            GgmlType::Q8_0 => Some(Fused::Q8_0),
+            GgmlType::Q4_0 => Some(Fused::Q4_0),
+            GgmlType::Q4_1 => Some(Fused::Q4_1),
+            GgmlType::F32
+            | GgmlType::F16
+            | GgmlType::BF16
+            | GgmlType::Q5_0
+            | GgmlType::Q5_1
+            | GgmlType::Q4_K
+            | GgmlType::Q6_K => None,
         }
     }
 }
@@ -489,25 +520,25 @@ pub(crate) unsafe fn stats(ty: GgmlType, src: SrcDtype, input: &[u8], out: &[u8]
 /// reference's arithmetic (`q * d`, `d * q + m`, multiply then add).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn dequant_block(ty: GgmlType, b: &[u8]) -> [__m256; 4] {
+fn dequant_block(ty: Fused, b: &[u8]) -> [__m256; 4] {
     let h = |o: usize| crate::convert::f16_to_f32(u16::from_le_bytes([b[o], b[o + 1]]));
     let d = _mm256_set1_ps(h(0));
     // SAFETY: every block format stores at least 16 bytes after its header; unaligned 8-byte loads.
     unsafe {
         let ld8 = |o: usize| _mm_loadl_epi64(b[o..o + 8].as_ptr().cast());
         match ty {
-            GgmlType::Q8_0 => {
+            Fused::Q8_0 => {
                 let q = |o: usize| _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(ld8(o)));
                 [2, 10, 18, 26].map(|o| _mm256_mul_ps(q(o), d))
             }
-            GgmlType::Q4_0 => {
+            Fused::Q4_0 => {
                 let (f, eight) = (_mm256_set1_epi32(15), _mm256_set1_epi32(8));
                 let (a, b2) = (_mm256_cvtepu8_epi32(ld8(2)), _mm256_cvtepu8_epi32(ld8(10)));
                 let lo = |q: __m256i| _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_and_si256(q, f), eight));
                 let hi = |q: __m256i| _mm256_cvtepi32_ps(_mm256_sub_epi32(_mm256_srli_epi32::<4>(q), eight));
                 [lo(a), lo(b2), hi(a), hi(b2)].map(|q| _mm256_mul_ps(d, q))
             }
-            _ => {
+            Fused::Q4_1 => {
                 let m = _mm256_set1_ps(h(2));
                 let f = _mm256_set1_epi32(15);
                 let (a, b2) = (_mm256_cvtepu8_epi32(ld8(4)), _mm256_cvtepu8_epi32(ld8(12)));
@@ -520,65 +551,13 @@ fn dequant_block(ty: GgmlType, b: &[u8]) -> [__m256; 4] {
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn stats_impl<const S: u8>(ty: GgmlType, input: &[u8], out: &[u8], lanes: &mut Lanes) {
-    let in_blk = QK * src_of::<S>().size();
+unsafe fn stats_impl<S: Dtype>(ty: Fused, input: &[u8], out: &[u8], lanes: &mut Lanes) {
+    let in_blk = QK * S::SRC.size();
     let mut st = BlockStats::new(lanes);
-    for (ib, ob) in input.chunks_exact(in_blk).zip(out.chunks_exact(ty.type_size())) {
+    for (ib, ob) in input.chunks_exact(in_blk).zip(out.chunks_exact(ty.bytes())) {
         // SAFETY: `ib` is one whole block.
         let x = unsafe { load_block::<S>(ib) };
         st.add(ty, &x, ob);
     }
     st.store(lanes);
-}
-
-/// Error statistics of K-quant super-blocks (Q4_K, Q6_K) against their source, in the lane order
-/// of [`crate::metrics::Lanes`] (element `j` in lane `j % 16`, in element order) exactly as its
-/// scalar `add`: bit-identical sums. The super-block is dequantized by the scalar
-/// [`crate::kquants::dequantize_blocks`] (the definition of the reconstruction); only the f64
-/// accumulation is vectorised.
-///
-/// Why: the scalar f64 pass was 17% of an end-to-end Q4_K_M run's CPU time (perf, 1.4 GB bf16).
-///
-/// # Safety
-/// The CPU must support AVX2 and F16C; `ty` is Q4_K or Q6_K, `out` holds the quantized
-/// super-blocks of `input` (whole super-blocks), `lanes.count` a multiple of 16.
-pub(crate) unsafe fn stats_kquant(
-    ty: GgmlType,
-    src: SrcDtype,
-    input: &[u8],
-    out: &[u8],
-    lanes: &mut crate::metrics::Lanes,
-) {
-    // SAFETY: the caller guarantees the features.
-    unsafe {
-        match src {
-            SrcDtype::F32 => stats_kquant_impl::<F32>(ty, input, out, lanes),
-            SrcDtype::F16 => stats_kquant_impl::<F16>(ty, input, out, lanes),
-            SrcDtype::BF16 => stats_kquant_impl::<BF16>(ty, input, out, lanes),
-        }
-    }
-}
-
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn stats_kquant_impl<const S: u8>(ty: GgmlType, input: &[u8], out: &[u8], lanes: &mut crate::metrics::Lanes) {
-    use crate::kquants::QK_K;
-    let esz = src_of::<S>().size();
-    let bs = ty.type_size();
-    debug_assert_eq!(lanes.count % 8, 0);
-    let mut acc = LaneAcc256::load(lanes);
-    let mut y = [0.0f32; QK_K];
-    let mut n = 0u64;
-    for (ib, ob) in input.chunks_exact(QK_K * esz).zip(out.chunks_exact(bs)) {
-        crate::kquants::dequantize_blocks(ty, ob, &mut y);
-        for v in 0..QK_K / 8 {
-            // SAFETY: `ib` holds 256 source elements and `y` 256 values; unaligned loads.
-            let (xv, yv) =
-                unsafe { (load8::<S>(ib.as_ptr().add(8 * v * esz)), _mm256_loadu_ps(y.as_ptr().add(8 * v))) };
-            // Vector v holds elements 8v..8v+8, in lanes 0..8 (element j in lane j % 8).
-            acc.add8(xv, yv);
-        }
-        n += QK_K as u64;
-    }
-    acc.store(lanes);
-    lanes.count += n;
 }

@@ -7,9 +7,11 @@
 //! taken on the integer bit patterns (order-preserving for non-negative floats), which also
 //! detects NaN/inf: such a block is handed to the scalar reference, which reports the error.
 
-use super::x86::{load16, src_of, BF16, F16, F32};
+use super::scalar::convert_rows_ref;
+use crate::blocks::{quantize_blocks_ref, BlockQ4_0, BlockQ4_1, BlockQ8_0, GgmlType, QK};
 use crate::convert::load;
-use crate::gguf::{convert_rows_ref, quantize_blocks_ref, BlockQ4_0, BlockQ4_1, BlockQ8_0, GgmlType, QK};
+use crate::convert::{with_src, Dtype};
+use crate::simd::x86::{load16, PREFETCH};
 use crate::{QuantError, SrcDtype};
 use std::arch::x86_64::*;
 
@@ -21,16 +23,17 @@ use std::arch::x86_64::*;
 pub(crate) unsafe fn quantize(ty: GgmlType, src: SrcDtype, input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
     // SAFETY: the caller guarantees the features; the kernels bound every access by the slices.
     unsafe {
-        match (ty, src) {
-            (GgmlType::Q8_0, SrcDtype::F32) => q8_0::<F32>(input, out),
-            (GgmlType::Q8_0, SrcDtype::F16) => q8_0::<F16>(input, out),
-            (GgmlType::Q8_0, SrcDtype::BF16) => q8_0::<BF16>(input, out),
-            (GgmlType::Q4_0, SrcDtype::F32) => q4_0::<F32>(input, out),
-            (GgmlType::Q4_0, SrcDtype::F16) => q4_0::<F16>(input, out),
-            (GgmlType::Q4_0, SrcDtype::BF16) => q4_0::<BF16>(input, out),
-            (_, SrcDtype::F32) => q4_1::<F32>(input, out),
-            (_, SrcDtype::F16) => q4_1::<F16>(input, out),
-            (_, SrcDtype::BF16) => q4_1::<BF16>(input, out),
+        match ty {
+            GgmlType::Q8_0 => with_src!(src, S => q8_0::<S>(input, out)),
+            GgmlType::Q4_0 => with_src!(src, S => q4_0::<S>(input, out)),
+            GgmlType::Q4_1 => with_src!(src, S => q4_1::<S>(input, out)),
+            GgmlType::F32
+            | GgmlType::F16
+            | GgmlType::BF16
+            | GgmlType::Q5_0
+            | GgmlType::Q5_1
+            | GgmlType::Q4_K
+            | GgmlType::Q6_K => Err(QuantError::Unsupported(ty.name())),
         }
     }
 }
@@ -38,11 +41,11 @@ pub(crate) unsafe fn quantize(ty: GgmlType, src: SrcDtype, input: &[u8], out: &m
 /// Load a block of 32 elements.
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-unsafe fn load_block<const S: u8>(b: &[u8]) -> (__m512, __m512) {
-    debug_assert_eq!(b.len(), QK * src_of::<S>().size());
+unsafe fn load_block<S: Dtype>(b: &[u8]) -> (__m512, __m512) {
+    debug_assert_eq!(b.len(), QK * S::SRC.size());
     let p = b.as_ptr();
     // SAFETY: `b` holds exactly 32 elements.
-    unsafe { (load16::<S>(p), load16::<S>(p.add(16 * src_of::<S>().size()))) }
+    unsafe { (load16::<S>(p), load16::<S>(p.add(16 * S::SRC.size()))) }
 }
 
 /// |x| bit patterns of a block, and their maximum (≥ 0x7f80_0000 when a NaN/inf is present).
@@ -72,15 +75,10 @@ fn round_away(v: __m512) -> __m512i {
     _mm512_cvttps_epi32(_mm512_castsi512_ps(r))
 }
 
-/// Prefetch distance in bytes of input: a few groups ahead, far enough to cover memory latency
-/// when the input streams from DRAM (the pipeline reads mmap'd checkpoints). Measured on the
-/// 2-core AVX-512 machine, Q8_0 from bf16 out of cache: 1.86 → 2.63 Gelem/s per core.
-pub(crate) const PREFETCH: usize = 4096;
-
 /// Prefetch the input block `PREFETCH` bytes ahead of `b` (one request per 64-byte line).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-pub(crate) fn prefetch_ahead(b: &[u8]) {
+fn prefetch_ahead(b: &[u8]) {
     let p = b.as_ptr().wrapping_add(PREFETCH);
     let mut off = 0;
     while off < b.len() {
@@ -111,19 +109,16 @@ fn prefetch_out(og: &[u8]) {
 /// # Safety
 /// The CPU must support AVX-512 F, BW, VL and F16C.
 pub(crate) unsafe fn convert(ty: GgmlType, src: SrcDtype, input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
-    // SAFETY: the caller guarantees the features.
-    unsafe {
-        match src {
-            SrcDtype::F32 => conv::<F32>(ty, input, out),
-            SrcDtype::F16 => conv::<F16>(ty, input, out),
-            SrcDtype::BF16 => conv::<BF16>(ty, input, out),
-        }
+    if !matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+        return Err(QuantError::Unsupported(ty.name()));
     }
+    // SAFETY: the caller guarantees the features.
+    unsafe { with_src!(src, S => conv::<S>(ty, input, out)) }
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-unsafe fn conv<const S: u8>(ty: GgmlType, input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
-    let src = src_of::<S>();
+unsafe fn conv<S: Dtype>(ty: GgmlType, input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
+    let src = S::SRC;
     let (es, os) = (src.size(), ty.type_size());
     let n = input.len() / es;
     let nv = n / 16;
@@ -144,12 +139,20 @@ unsafe fn conv<const S: u8>(ty: GgmlType, input: &[u8], out: &mut [u8]) -> Resul
                 GgmlType::F16 => {
                     _mm256_storeu_si256(ob.as_mut_ptr().cast(), _mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x))
                 }
-                _ => {
+                GgmlType::BF16 => {
                     // Round to nearest even on the bit pattern (finite inputs only).
                     let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(bits), _mm512_set1_epi32(1));
                     let r = _mm512_add_epi32(_mm512_add_epi32(bits, _mm512_set1_epi32(0x7fff)), lsb);
                     _mm256_storeu_si256(ob.as_mut_ptr().cast(), _mm512_cvtepi32_epi16(_mm512_srli_epi32::<16>(r)));
                 }
+                // Refused in `convert`.
+                GgmlType::Q4_0
+                | GgmlType::Q4_1
+                | GgmlType::Q5_0
+                | GgmlType::Q5_1
+                | GgmlType::Q8_0
+                | GgmlType::Q4_K
+                | GgmlType::Q6_K => {}
             }
         }
     }
@@ -179,8 +182,8 @@ fn group_scales(num: &[f32; G], den: f32) -> ([f32; G], [f32; G], [u16; G]) {
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-unsafe fn q8_0<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
-    let src = src_of::<S>();
+unsafe fn q8_0<S: Dtype>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
+    let src = S::SRC;
     let in_blk = QK * src.size();
     for (gi, (ig, og)) in input.chunks(G * in_blk).zip(out.chunks_mut(G * 34)).enumerate() {
         // Pass 1: max |x| of every block (integer max of |x| bits; flags NaN/inf).
@@ -235,8 +238,8 @@ fn pack_nibbles(v0: __m512, v1: __m512) -> __m128i {
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-unsafe fn q4_0<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
-    let src = src_of::<S>();
+unsafe fn q4_0<S: Dtype>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
+    let src = S::SRC;
     let in_blk = QK * src.size();
     for (gi, (ig, og)) in input.chunks(G * in_blk).zip(out.chunks_mut(G * 18)).enumerate() {
         // Pass 1: the signed value of largest |x|, first occurrence, of every block.
@@ -280,8 +283,8 @@ fn first_zero(src: SrcDtype, b: &[u8]) -> f32 {
 }
 
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-unsafe fn q4_1<const S: u8>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
-    let src = src_of::<S>();
+unsafe fn q4_1<S: Dtype>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> {
+    let src = S::SRC;
     let in_blk = QK * src.size();
     for (gi, (ig, og)) in input.chunks(G * in_blk).zip(out.chunks_mut(G * 20)).enumerate() {
         // Pass 1: min and max of every block (first occurrence for signed zeros).
