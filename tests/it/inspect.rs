@@ -1,7 +1,7 @@
 //! `modelpack inspect` on the tiny fixtures (numbers checked against values derived from the
 //! fixture's config.json, not from the code under test) and on files written by Python's
 //! `safetensors`, including data at odd offsets.
-mod common;
+use crate::common;
 
 use modelpack::checkpoint::Checkpoint;
 use serde_json::Value;

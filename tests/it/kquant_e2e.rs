@@ -12,9 +12,9 @@
 //!
 //! Needs `MODELPACK_LLAMA_DIR` (`cargo xtask llama --print-dir`); unset, it skips unless
 //! `MODELPACK_REQUIRE_INTEROP` is set (CI).
-mod common;
+use crate::common;
 
-use common::llama::{llama_dir, run, Synth};
+use crate::common::llama::{llama_dir, run, Synth};
 use modelpack::format::gguf::GgufFile;
 use std::path::Path;
 use std::process::Command;
