@@ -28,6 +28,7 @@ mod inspect;
 mod kquant_e2e;
 mod llama_run;
 mod mse;
+mod options;
 mod quantize;
 mod scale_dtype;
 mod sentencepiece;

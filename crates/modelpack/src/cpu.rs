@@ -79,6 +79,7 @@ pub const GGUF_NAME: &str = "model.gguf";
 
 /// Decide the GGUF tensors, types and metadata for `ckpt`.
 pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanError> {
+    opts.validate()?;
     let config = &ckpt
         .config()
         .ok_or_else(|| {

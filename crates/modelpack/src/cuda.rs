@@ -141,6 +141,7 @@ fn is_quantizable_linear(name: &str, shape: &[usize]) -> bool {
 
 /// Plan the cuda package of `ckpt`.
 pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanError> {
+    opts.validate()?;
     let config = &ckpt
         .config()
         .ok_or_else(|| PlanError::Input("the checkpoint has no config.json: the cuda target rewrites it".into()))?
