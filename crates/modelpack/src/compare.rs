@@ -4,7 +4,7 @@
 //! runtimes' formats define (GGUF blocks via [`crate::quant::gguf::dequantize_rows`],
 //! compressed-tensors words via [`crate::quant::ct::dequantize_rows`]) and measured against its
 //! source tensor with [`ErrorStats`], the same definitions `quantize --json` and `modelpack.json`
-//! use (DESIGN §6): SQNR `10·log10(Σw²/Σ(w−ŵ)²)`, relative RMSE, max abs error, cosine.
+//! use: SQNR `10·log10(Σw²/Σ(w−ŵ)²)`, relative RMSE, max abs error, cosine.
 //!
 //! A GGUF package is mapped back to Hugging Face names with the llama converter's own name map,
 //! and llama's q/k row permutation is undone by reading the source rows in permuted order, so the

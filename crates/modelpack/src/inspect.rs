@@ -152,7 +152,7 @@ impl CheckpointReport {
             s.tensors += 1;
             s.parameters += t.numel() as u64;
             s.bytes += t.nbytes() as u64;
-            if filter.map_or(true, |re| re.is_match(t.name)) {
+            if filter.is_none_or(|re| re.is_match(t.name)) {
                 tensors.push(CheckpointTensor {
                     name: t.name.to_owned(),
                     dtype: t.dtype.name(),
@@ -318,7 +318,7 @@ impl GgufReport {
             e.tensors += 1;
             e.elements += elements;
             e.bytes += t.data.len() as u64;
-            if filter.map_or(true, |re| re.is_match(&t.info.name)) {
+            if filter.is_none_or(|re| re.is_match(&t.info.name)) {
                 tensors.push(GgufTensorEntry {
                     name: t.info.name.clone(),
                     ty,
@@ -488,7 +488,7 @@ impl PackageReport {
             e.tensors += 1;
             e.bytes += t.bytes_out;
             sqnr.extend(t.sqnr_db);
-            if filter.map_or(true, |re| re.is_match(&t.name)) {
+            if filter.is_none_or(|re| re.is_match(&t.name)) {
                 tensors.push(t.clone());
             }
         }

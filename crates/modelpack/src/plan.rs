@@ -34,7 +34,7 @@ pub enum Method {
 }
 
 impl Method {
-    /// The method used when `--method` is not given: `mse` for int4 (DESIGN §6: the quality
+    /// The method used when `--method` is not given: `mse` for int4 (the quality
     /// gain is largest there), `rtn` for int8 (byte-identical to the reference tools, and mse
     /// gains little at 8 bits).
     pub const fn default_for(scheme: Scheme) -> Method {

@@ -1,4 +1,5 @@
-//! `quantize` end to end: open → plan → execute → seal (DESIGN §2).
+//! `quantize` end to end: open → plan (every tensor's name, type and
+//! offset, before the output is touched) → execute → seal (manifest, signature, rename).
 //!
 //! Inputs are only ever read (mmap); every output goes to a locked staging directory that is
 //! renamed into place after the manifest and signature are written and synced.
