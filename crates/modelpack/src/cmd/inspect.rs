@@ -159,7 +159,7 @@ fn package_report(dir: &Path, filter: Option<&regex::Regex>) -> Result<PackageRe
     } else {
         None
     };
-    let config_path = dir.join("config.json");
+    let config_path = dir.join(modelpack_checkpoint::CONFIG_FILE);
     let quantization_config = std::fs::read(&config_path)
         .ok()
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
