@@ -12,7 +12,7 @@ type promotion:
   chosen); a zero scale becomes the scale dtype's eps;
 - element steps (`w / scale`, `+ zp`) round to the model dtype when it equals the scale dtype,
   else run in f32 (torch promotes f32 x bf16, f16 x bf16, ... to f32);
-- the asymmetric zero point uses the stored (rounded) scale, as DESIGN 5.3 writes it.
+- the asymmetric zero point uses the stored (rounded) scale, as compressed-tensors 0.20 writes it.
 
 Checks, per packed module: packed words, scale bytes in EXPECTED_SCALE_DTYPE (BF16, F16, F32),
 zero points, weight_shape. Prints one summary line; exit 0 when every module is bit-exact.

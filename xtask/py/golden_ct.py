@@ -2,7 +2,7 @@
 
 Usage: python golden_ct.py OUT_DIR
 
-An independent numpy implementation of the compressed-tensors 0.20 weight math (DESIGN §5.3),
+An independent numpy implementation of the compressed-tensors 0.20 weight math,
 for the schemes the library-written fixtures (int4 g128 sym, int8 channel sym) do not cover:
 asymmetric int4, groups 32/64, per-channel int4, int8 groups / asymmetric, f16 and f32 sources.
 

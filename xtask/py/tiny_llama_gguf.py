@@ -1,6 +1,6 @@
 """A tiny random llama, written as GGUF by the `gguf` package, and a numpy forward pass of it.
 
-Stand-alone cross-check of the llama.cpp harness (tests/llama_run.rs): it needs neither our
+Stand-alone cross-check of the llama.cpp harness (tests/it/llama_run.rs): it needs neither our
 writer nor the fixture, so a failure here points at llama.cpp or the harness, not at modelpack.
 
   python tiny_llama_gguf.py write OUT.gguf --type f32|q8_0|q4_0|q4_1 [--seed N]

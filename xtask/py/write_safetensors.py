@@ -1,4 +1,4 @@
-"""External-writer fixture for tests/inspect.rs: Python's `safetensors` writes files our reader
+"""External-writer fixture for tests/it/inspect.rs: Python's `safetensors` writes files our reader
 must read exactly. Usage: write_safetensors.py OUT_DIR. Prints one JSON document:
 {file: {tensor: {"dtype", "shape", "hex"}}} where dtype/shape come from the reference reader
 (safe_open) and hex is the bytes numpy (or, for bf16, the writer's input buffer) holds.

@@ -13,7 +13,7 @@
 //! ```
 //! `cargo xtask llama [--print-dir]` builds when needed and prints that directory on stdout.
 //! Scripts should generate with `llama-simple`: `llama-completion` prints through an async
-//! logger that is not flushed at exit and loses the tail of its output (see tests/llama_run.rs).
+//! logger that is not flushed at exit and loses the tail of its output (see tests/it/llama_run.rs).
 use crate::util::{cache_dir, root, run as run_cmd};
 use anyhow::{bail, ensure, Context};
 use sha2::Digest;

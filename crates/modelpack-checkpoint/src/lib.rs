@@ -1,7 +1,8 @@
 //! Reading Hugging Face checkpoints (config.json and single or sharded safetensors) via mmap.
 //!
 //! [`Checkpoint::open`] validates every header against its file before anything reads tensor
-//! data (DESIGN §5.1), so later stages can slice the mapped bytes without re-checking. Tensor
+//! data (header length, UTF-8 JSON, dtypes, shapes, in-bounds non-overlapping offsets, shard
+//! index), so later stages can slice the mapped bytes without re-checking. Tensor
 //! data is exposed as borrowed bytes; files written by other tools may put it at odd offsets,
 //! so nothing here casts it to wider types.
 

@@ -2,7 +2,7 @@
 //! transformers read from config.json, and the sharded-checkpoint index.
 //!
 //! The key set mirrors what compressed-tensors 0.20 itself writes (see the fixtures in
-//! `shared/fixtures/compressed-tensors/*/config.json`): loaders reject unknown keys, and without
+//! `fixtures/compressed-tensors/*/config.json`, written by compressed-tensors 0.20 itself): loaders reject unknown keys, and without
 //! `"quantization_status": "compressed"` transformers silently loads random weights.
 
 use crate::FormatError;

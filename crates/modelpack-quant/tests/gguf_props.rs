@@ -13,24 +13,8 @@ const TYPES: [GgmlType; 7] =
     [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0, GgmlType::F32, GgmlType::F16, GgmlType::BF16];
 const SRCS: [SrcDtype; 3] = [SrcDtype::F32, SrcDtype::F16, SrcDtype::BF16];
 
-/// Small deterministic generator (splitmix64): blocks are a pure function of (kind, seed, k).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-    fn int(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + (self.next() % (hi - lo) as u64) as i64
-    }
-}
+// The workspace's one test generator (`modelpack-testkit`): the same stream as the copy it replaced.
+use modelpack_testkit::SplitMix64 as Rng;
 
 /// One block of a given kind; `k` picks a power-of-two scale.
 fn make_block(kind: u8, seed: u64, k: i32) -> Vec<f32> {
@@ -40,7 +24,7 @@ fn make_block(kind: u8, seed: u64, k: i32) -> Vec<f32> {
     match kind % 13 {
         0 => {}
         1 => b.iter_mut().for_each(|v| *v = 0.0), // all +0
-        2 => b.iter_mut().for_each(|v| *v = if r.next() & 1 == 0 { 0.0 } else { -0.0 }), // mixed ±0
+        2 => b.iter_mut().for_each(|v| *v = if r.next_u64() & 1 == 0 { 0.0 } else { -0.0 }), // mixed ±0
         3 => b.iter_mut().for_each(|v| *v = s * 0.75), // constant
         4 => {
             // Q8_0 exact .5 ties: max 127·2^k gives d = 2^k.
@@ -69,9 +53,9 @@ fn make_block(kind: u8, seed: u64, k: i32) -> Vec<f32> {
         9 => {
             // Sparse: mostly signed zeros with a few values.
             b.iter_mut().for_each(|v| {
-                *v = if r.next().is_multiple_of(4) {
+                *v = if r.next_u64().is_multiple_of(4) {
                     *v
-                } else if r.next() & 1 == 0 {
+                } else if r.next_u64() & 1 == 0 {
                     0.0
                 } else {
                     -0.0
@@ -256,7 +240,7 @@ proptest! {
     #[test]
     fn round_trip_within_half_a_step(seed in any::<u64>(), k in -12i32..12, nblocks in 1usize..40) {
         let mut r = Rng(seed);
-        let x: Vec<f32> = (0..nblocks * QK).map(|_| r.unit() * 2f32.powi(k) * (1.0 + 3.0 * (r.next() % 2) as f32)).collect();
+        let x: Vec<f32> = (0..nblocks * QK).map(|_| r.unit() * 2f32.powi(k) * (1.0 + 3.0 * (r.next_u64() % 2) as f32)).collect();
         let input = encode(SrcDtype::F32, &x);
         for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0] {
             let mut q = vec![0u8; ty.row_bytes(x.len()).unwrap()];

@@ -12,22 +12,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
+/// ggml's quantizers behind a pipe (`modelpack_testkit::judge`: skips without the llama.cpp
+/// build, fails then under `MODELPACK_REQUIRE_INTEROP`).
 fn harness() -> Option<PathBuf> {
-    match std::env::var_os("MODELPACK_LLAMA_DIR") {
-        Some(d) => {
-            let exe = PathBuf::from(d).join("bin/quant_harness");
-            assert!(exe.is_file(), "{} missing: run `cargo xtask llama`", exe.display());
-            Some(exe)
-        }
-        None => {
-            assert!(
-                std::env::var_os("MODELPACK_REQUIRE_INTEROP").is_none(),
-                "interop required but MODELPACK_LLAMA_DIR is unset"
-            );
-            eprintln!("skipping: MODELPACK_LLAMA_DIR unset");
-            None
-        }
-    }
+    modelpack_testkit::judge::llama_tool("quant_harness")
 }
 
 /// ggml's bytes for `x` (rows of `n`) quantized to `ty` with importance weights `w`.
@@ -54,23 +42,8 @@ fn llama_bytes(exe: &Path, ty: &str, n: usize, x: &[f32], w: &[f32]) -> Vec<u8> 
     out.stdout
 }
 
-/// splitmix64.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-    fn gauss(&mut self) -> f32 {
-        (0..4).map(|_| self.unit()).sum::<f32>() * 0.87
-    }
-}
+// The workspace's one test generator (`modelpack-testkit`): the same stream as the copy it replaced.
+use modelpack_testkit::SplitMix64 as Rng;
 
 /// Families of `(name, rows of 512 values, weights of 512)`.
 fn families() -> Vec<(&'static str, Vec<f32>, Vec<f32>)> {
@@ -81,7 +54,7 @@ fn families() -> Vec<(&'static str, Vec<f32>, Vec<f32>)> {
     // Activation-like weights: mostly O(1), a few outlier columns, some exact zeros.
     let act: Vec<f32> = (0..n)
         .map(|j| {
-            let g = r.gauss();
+            let g = r.gauss4();
             if j % 97 == 5 {
                 0.0
             } else if j % 61 == 3 {
@@ -91,24 +64,24 @@ fn families() -> Vec<(&'static str, Vec<f32>, Vec<f32>)> {
             }
         })
         .collect();
-    f.push(("random", (0..rows * n).map(|_| r.gauss() * 0.02).collect(), act.clone()));
-    f.push(("heavy-tailed", (0..rows * n).map(|_| r.gauss().powi(3) * 0.05).collect(), act.clone()));
+    f.push(("random", (0..rows * n).map(|_| r.gauss4() * 0.02).collect(), act.clone()));
+    f.push(("heavy-tailed", (0..rows * n).map(|_| r.gauss4().powi(3) * 0.05).collect(), act.clone()));
     f.push(("positive", (0..rows * n).map(|_| r.unit().abs() * 0.3 + 0.01).collect(), act.clone()));
     f.push(("negative", (0..rows * n).map(|_| -r.unit().abs() * 0.3).collect(), act.clone()));
-    let mut sparse: Vec<f32> = (0..rows * n).map(|_| r.gauss() * 0.02).collect();
+    let mut sparse: Vec<f32> = (0..rows * n).map(|_| r.gauss4() * 0.02).collect();
     for (i, v) in sparse.iter_mut().enumerate() {
         if (i / 32) % 3 == 0 {
             *v = 0.0;
         }
     }
     f.push(("zero-blocks", sparse, act.clone()));
-    f.push(("subnormal", (0..rows * n).map(|_| r.gauss() * 1e-39).collect(), act.clone()));
-    f.push(("large", (0..rows * n).map(|_| r.gauss() * 3.0e4).collect(), act.clone()));
+    f.push(("subnormal", (0..rows * n).map(|_| r.gauss4() * 1e-39).collect(), act.clone()));
+    f.push(("large", (0..rows * n).map(|_| r.gauss4() * 3.0e4).collect(), act.clone()));
     let huge_w: Vec<f32> = (0..n).map(|_| r.unit().abs() * 1e6).collect();
-    f.push(("huge-weights", (0..rows * n).map(|_| r.gauss() * 0.02).collect(), huge_w));
+    f.push(("huge-weights", (0..rows * n).map(|_| r.gauss4() * 0.02).collect(), huge_w));
     let zero_w: Vec<f32> = (0..n).map(|j| if (j / 32) % 2 == 0 { 0.0 } else { 1.0 }).collect();
-    f.push(("zero-weight-blocks", (0..rows * n).map(|_| r.gauss() * 0.02).collect(), zero_w));
-    f.push(("flat-weights", (0..rows * n).map(|_| r.gauss() * 0.02).collect(), vec![1.0; n]));
+    f.push(("zero-weight-blocks", (0..rows * n).map(|_| r.gauss4() * 0.02).collect(), zero_w));
+    f.push(("flat-weights", (0..rows * n).map(|_| r.gauss4() * 0.02).collect(), vec![1.0; n]));
     f
 }
 

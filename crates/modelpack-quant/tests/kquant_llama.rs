@@ -16,23 +16,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-fn require_interop(what: &str) {
-    assert!(std::env::var_os("MODELPACK_REQUIRE_INTEROP").is_none(), "interop required but {what} is unset");
-    eprintln!("skipping: {what} unset");
-}
-
+/// ggml's quantizers behind a pipe (`modelpack_testkit::judge`: skips without the llama.cpp
+/// build, fails then under `MODELPACK_REQUIRE_INTEROP`).
 fn harness() -> Option<PathBuf> {
-    match std::env::var_os("MODELPACK_LLAMA_DIR") {
-        Some(d) => {
-            let exe = PathBuf::from(d).join("bin/quant_harness");
-            assert!(exe.is_file(), "{} missing: run `cargo xtask llama`", exe.display());
-            Some(exe)
-        }
-        None => {
-            require_interop("MODELPACK_LLAMA_DIR");
-            None
-        }
-    }
+    modelpack_testkit::judge::llama_tool("quant_harness")
 }
 
 /// Run the harness with `args`, feeding `input` on stdin; returns stdout.
@@ -53,23 +40,8 @@ fn run_harness(exe: &Path, args: &[&str], input: &[u8]) -> Vec<u8> {
     out.stdout
 }
 
-/// splitmix64.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-    fn gauss(&mut self) -> f32 {
-        (0..4).map(|_| self.unit()).sum::<f32>() * 0.87
-    }
-}
+// The workspace's one test generator (`modelpack-testkit`): the same stream as the copy it replaced.
+use modelpack_testkit::SplitMix64 as Rng;
 
 /// Named families of rows (each `rows × 256·blocks` values).
 fn families() -> Vec<(&'static str, usize, Vec<f32>)> {
@@ -77,21 +49,21 @@ fn families() -> Vec<(&'static str, usize, Vec<f32>)> {
     let mut fams = Vec::new();
     let row = 2 * QK_K;
     let n = 64 * row;
-    fams.push(("random", row, (0..n).map(|_| r.gauss() * 0.02).collect()));
-    fams.push(("heavy-tailed", row, (0..n).map(|_| r.gauss().powi(3) * 0.05).collect()));
+    fams.push(("random", row, (0..n).map(|_| r.gauss4() * 0.02).collect()));
+    fams.push(("heavy-tailed", row, (0..n).map(|_| r.gauss4().powi(3) * 0.05).collect()));
     fams.push(("all-equal", row, (0..n).map(|i| 0.125 * ((i / 32) % 5) as f32 - 0.25).collect()));
     fams.push(("zeros", row, vec![0.0; n]));
     fams.push(("tiny-range", row, (0..n).map(|_| 1.0 + r.unit() * 1e-6).collect()));
     fams.push((
         "outliers",
         row,
-        (0..n).map(|i| if i % 97 == 0 { r.unit() * 50.0 } else { r.gauss() * 0.01 }).collect(),
+        (0..n).map(|i| if i % 97 == 0 { r.unit() * 50.0 } else { r.gauss4() * 0.01 }).collect(),
     ));
-    fams.push(("scales", row, (0..n).map(|i| r.gauss() * 2f32.powi((i / row) as i32 - 40)).collect()));
+    fams.push(("scales", row, (0..n).map(|i| r.gauss4() * 2f32.powi((i / row) as i32 - 40)).collect()));
     fams.push(("subnormal", row, (0..n).map(|_| r.unit() * 1e-39).collect()));
-    fams.push(("integers", row, (0..n).map(|_| ((r.next() % 33) as f32 - 16.0) * 0.5).collect()));
-    fams.push(("positive", row, (0..n).map(|_| r.gauss().abs() + 0.5).collect()));
-    fams.push(("sparse", row, (0..n).map(|_| if r.next().is_multiple_of(7) { r.gauss() } else { 0.0 }).collect()));
+    fams.push(("integers", row, (0..n).map(|_| ((r.next_u64() % 33) as f32 - 16.0) * 0.5).collect()));
+    fams.push(("positive", row, (0..n).map(|_| r.gauss4().abs() + 0.5).collect()));
+    fams.push(("sparse", row, (0..n).map(|_| if r.next_u64().is_multiple_of(7) { r.gauss4() } else { 0.0 }).collect()));
     fams.push(("fixture", QK_K, fixture_rows()));
     fams
 }
@@ -177,10 +149,7 @@ gguf.quants.dequantize(q, t).astype(np.float32).tofile(sys.argv[4])
 
 #[test]
 fn dequantize_equals_gguf_package() {
-    let Some(py) = std::env::var_os("MODELPACK_PYTHON") else {
-        require_interop("MODELPACK_PYTHON");
-        return;
-    };
+    let Some(py) = modelpack_testkit::judge::python() else { return };
     let tmp = std::env::temp_dir().join(format!("kquant-gguf-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
     for ty in [GgmlType::Q4_K, GgmlType::Q6_K, GgmlType::Q5_0] {

@@ -14,28 +14,8 @@ use proptest::prelude::*;
 const TYPES: [GgmlType; 2] = [GgmlType::Q4_K, GgmlType::Q6_K];
 const SRCS: [SrcDtype; 3] = [SrcDtype::F32, SrcDtype::F16, SrcDtype::BF16];
 
-/// splitmix64: blocks are a pure function of (kind, seed).
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [-1, 1).
-    fn unit(&mut self) -> f32 {
-        (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    /// Roughly Gaussian (sum of uniforms).
-    fn gauss(&mut self) -> f32 {
-        (0..4).map(|_| self.unit()).sum::<f32>() * 0.87
-    }
-}
+// The workspace's one test generator (`modelpack-testkit`): the same stream as the copy it replaced.
+use modelpack_testkit::SplitMix64 as Rng;
 
 /// Number of super-block kinds [`make_superblock`] knows.
 const KINDS: u8 = 16;
@@ -44,11 +24,11 @@ const KINDS: u8 = 16;
 fn make_superblock(kind: u8, seed: u64, k: i32) -> Vec<f32> {
     let mut r = Rng(seed);
     let s = 2f32.powi(k);
-    let mut b: Vec<f32> = (0..QK_K).map(|_| r.gauss() * s).collect();
+    let mut b: Vec<f32> = (0..QK_K).map(|_| r.gauss4() * s).collect();
     match kind % KINDS {
         0 => {}
         1 => b.iter_mut().for_each(|v| *v = 0.0),
-        2 => b.iter_mut().for_each(|v| *v = if r.next() & 1 == 0 { 0.0 } else { -0.0 }),
+        2 => b.iter_mut().for_each(|v| *v = if r.next_u64() & 1 == 0 { 0.0 } else { -0.0 }),
         3 => b.iter_mut().for_each(|v| *v = s * 0.75), // constant positive
         4 => b.iter_mut().for_each(|v| *v = -s * 0.5), // constant negative (max == min)
         5 => {
@@ -58,7 +38,7 @@ fn make_superblock(kind: u8, seed: u64, k: i32) -> Vec<f32> {
         6 => {
             // One outlier per super-block.
             let i = r.below(QK_K);
-            b[i] = 1000.0 * s * if r.next() & 1 == 0 { 1.0 } else { -1.0 };
+            b[i] = 1000.0 * s * if r.next_u64() & 1 == 0 { 1.0 } else { -1.0 };
         }
         7 => {
             // Tiny range around an offset.
@@ -86,7 +66,7 @@ fn make_superblock(kind: u8, seed: u64, k: i32) -> Vec<f32> {
         _ => {
             // Sparse.
             b.iter_mut().for_each(|v| {
-                if !r.next().is_multiple_of(5) {
+                if !r.next_u64().is_multiple_of(5) {
                     *v = 0.0
                 }
             });

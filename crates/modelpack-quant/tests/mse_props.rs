@@ -11,35 +11,21 @@ use modelpack_quant::gguf::{self, GgmlType};
 use modelpack_quant::{mse, ErrorStats, Level, QuantError, SrcDtype};
 use proptest::prelude::*;
 
-/// splitmix64.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-    /// Roughly Gaussian (sum of uniforms), mean 0.
-    fn gauss(&mut self) -> f32 {
-        let u = |r: &mut Rng| (r.next() >> 40) as f32 / (1u64 << 24) as f32;
-        u(self) + u(self) + u(self) - 1.5
-    }
-}
+// The workspace's one test generator (`modelpack-testkit`): the same stream as the copy it replaced.
+use modelpack_testkit::SplitMix64 as Rng;
 
 /// `n` values of a given kind.
 fn make(kind: u8, seed: u64, k: i32, n: usize) -> Vec<f32> {
     let mut r = Rng(seed);
     let s = 2f32.powi(k);
-    let mut b: Vec<f32> = (0..n).map(|_| r.gauss() * s).collect();
+    let mut b: Vec<f32> = (0..n).map(|_| r.gauss3() * s).collect();
     match kind % 10 {
         0 | 1 => {}
         2 => b.iter_mut().for_each(|v| *v = 0.0),
         3 => b.iter_mut().for_each(|v| *v = s * 0.3), // all equal
         4 => {
-            let i = (r.next() % n as u64) as usize; // one outlier
-            b[i] = s * 40.0 * if r.next() & 1 == 0 { 1.0 } else { -1.0 };
+            let i = (r.next_u64() % n as u64) as usize; // one outlier
+            b[i] = s * 40.0 * if r.next_u64() & 1 == 0 { 1.0 } else { -1.0 };
         }
         5 => b.iter_mut().for_each(|v| *v = s + *v * 1e-5 * s), // tiny range far from 0
         6 => b.iter_mut().for_each(|v| *v *= 1e-39),            // subnormals

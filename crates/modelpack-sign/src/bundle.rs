@@ -1,5 +1,5 @@
 //! OpenSSF Model Signing bundles (`model.sig`), key method, as `model_signing` 1.1.1 writes
-//! and reads them (DESIGN §5.4): a Sigstore bundle v0.3 whose DSSE envelope carries an in-toto
+//! and reads them: a Sigstore bundle v0.3 whose DSSE envelope carries an in-toto
 //! v1 statement listing every resource and its SHA-256.
 //!
 //! Byte layout we write: the statement is pretty JSON with two-space indent and no trailing
@@ -9,8 +9,8 @@
 //! trailing newline, in exactly `model_signing`'s key order.
 
 use crate::digest::{
-    cmp_paths, hash_many, is_ignored, list_resources, validate_rel_path, walk, EntryKind, FileDigest,
-    DEFAULT_IGNORE_PATHS, SIGNATURE_FILE,
+    cmp_paths, hash_many, list_resources, validate_rel_path, walk, EntryKind, FileDigest, DEFAULT_IGNORE_PATHS,
+    SIGNATURE_FILE,
 };
 use crate::{PrivateKey, PublicKey, SignError};
 use base64::Engine as _;
@@ -694,13 +694,6 @@ pub fn verify_package(root: &Path, key: &PublicKey) -> Result<VerifyReport, Sign
     extras.sort_by(|a, b| cmp_paths(&a.path, &b.path));
     report.files.extend(extras);
     Ok(report)
-}
-
-/// Is `rel` one of the paths `verify_package` skips by default? Exposed for callers that list
-/// package contents (e.g. `inspect`).
-pub fn is_default_ignored(rel: &str) -> bool {
-    let ig: Vec<String> = DEFAULT_IGNORE_PATHS.iter().map(|s| s.to_string()).collect();
-    is_ignored(rel, &ig)
 }
 
 #[cfg(test)]

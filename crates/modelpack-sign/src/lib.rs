@@ -1,6 +1,6 @@
 //! File digests, the package manifest, keys and OpenSSF Model Signing bundles.
 //!
-//! A package is signed in the format of `model_signing` 1.1.1 (key method, DESIGN §5.4), so the
+//! A package is signed in the format of `model_signing` 1.1.1 (key method), so the
 //! reference verifier accepts our `model.sig` and we accept its. Entry points:
 //! [`hash_package`] / [`hash_file`] (parallel SHA-256), [`sign_package`] (returns the bundle
 //! bytes, [`write_signature`] stores them), [`verify_package`] (a [`VerifyReport`] naming every
@@ -14,9 +14,8 @@ mod keys;
 pub mod manifest;
 
 pub use bundle::{
-    check_json_depth, complete_digests, is_default_ignored, pae, root_digest, sign_package, sign_package_as,
-    statement_json, verify_package, write_signature, FileCheck, FileStatus, VerifyReport, MAX_BUNDLE_BYTES,
-    MAX_JSON_DEPTH,
+    check_json_depth, complete_digests, pae, root_digest, sign_package, sign_package_as, statement_json,
+    verify_package, write_signature, FileCheck, FileStatus, VerifyReport, MAX_BUNDLE_BYTES, MAX_JSON_DEPTH,
 };
 pub use digest::{
     cmp_paths, hash_file, hash_package, validate_rel_path, FileDigest, DEFAULT_IGNORE_PATHS, SIGNATURE_FILE,

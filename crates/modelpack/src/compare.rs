@@ -4,7 +4,7 @@
 //! runtimes' formats define (GGUF blocks via [`crate::quant::gguf::dequantize_rows`],
 //! compressed-tensors words via [`crate::quant::ct::dequantize_rows`]) and measured against its
 //! source tensor with [`ErrorStats`], the same definitions `quantize --json` and `modelpack.json`
-//! use (DESIGN §6): SQNR `10·log10(Σw²/Σ(w−ŵ)²)`, relative RMSE, max abs error, cosine.
+//! use: SQNR `10·log10(Σw²/Σ(w−ŵ)²)`, relative RMSE, max abs error, cosine.
 //!
 //! A GGUF package is mapped back to Hugging Face names with the llama converter's own name map,
 //! and llama's q/k row permutation is undone by reading the source rows in permuted order, so the
@@ -191,16 +191,7 @@ pub fn kind_of(name: &str) -> String {
     }
 }
 
-/// Median of finite values (mean of the two middle ones for an even count); `None` if empty.
-pub fn median(values: &[f64]) -> Option<f64> {
-    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    Some(if n % 2 == 1 { v[n / 2] } else { (v[n / 2 - 1] + v[n / 2]) / 2.0 })
-}
+pub use crate::stats::median;
 
 /// Compare package `package` (a directory, or a `.gguf` file) with checkpoint `checkpoint`.
 pub fn compare(checkpoint: &Path, package: &Path, opts: &CompareOptions) -> Result<CompareReport, CompareError> {
@@ -662,14 +653,6 @@ mod tests {
         assert_eq!(kind_of("encoder.layer.0.attention.self.query.weight"), "attention.self.query.weight");
         assert_eq!(kind_of("lm_head.weight"), "lm_head.weight");
         assert_eq!(kind_of("model.layers.7"), "model.layers.7");
-    }
-
-    #[test]
-    fn median_of_odd_even_and_non_finite() {
-        assert_eq!(median(&[3.0, 1.0, 2.0]), Some(2.0));
-        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), Some(2.5));
-        assert_eq!(median(&[f64::INFINITY, 1.0]), Some(1.0));
-        assert_eq!(median(&[]), None);
     }
 
     fn fake(name: &str, sqnr: f64) -> TensorComparison {

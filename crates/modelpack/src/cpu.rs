@@ -1,8 +1,8 @@
 //! The cpu target: plan and tasks that turn a llama-family checkpoint into one GGUF file.
 //!
-//! The plan decides every tensor's GGUF name, type and byte offset before any data is written
-//! (DESIGN §2 step 2); the tasks then quantize block-aligned row chunks straight from the mmap'd
-//! source into their final offsets (step 3).
+//! The plan decides every tensor's GGUF name, type and byte offset before any data is written;
+//! the tasks then quantize block-aligned row chunks straight from the mmap'd source into their
+//! final offsets.
 
 use crate::checkpoint::{Checkpoint, TensorView};
 use crate::exec::{OutFileSpec, Piece, TaskOutput};
@@ -79,6 +79,7 @@ pub const GGUF_NAME: &str = "model.gguf";
 
 /// Decide the GGUF tensors, types and metadata for `ckpt`.
 pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanError> {
+    opts.validate()?;
     let config = &ckpt
         .config()
         .ok_or_else(|| {

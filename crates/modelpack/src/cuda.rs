@@ -1,4 +1,4 @@
-//! The cuda target: a compressed-tensors "pack-quantized" checkpoint (DESIGN §5.3) that vLLM and
+//! The cuda target: a compressed-tensors "pack-quantized" checkpoint (the format compressed-tensors 0.20 writes) that vLLM and
 //! HF transformers load as it is.
 //!
 //! Every quantized Linear `P` becomes `P.weight_packed`, `P.weight_scale`, `P.weight_shape` (and
@@ -141,6 +141,7 @@ fn is_quantizable_linear(name: &str, shape: &[usize]) -> bool {
 
 /// Plan the cuda package of `ckpt`.
 pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanError> {
+    opts.validate()?;
     let config = &ckpt
         .config()
         .ok_or_else(|| PlanError::Input("the checkpoint has no config.json: the cuda target rewrites it".into()))?

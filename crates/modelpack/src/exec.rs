@@ -277,7 +277,7 @@ fn write_pieces(files: &[(File, PathBuf, u64)], pieces: &[Piece]) -> Result<(), 
     for p in pieces {
         let (file, path, size) =
             files.get(p.file).ok_or_else(|| internal(&format!("piece for unknown file {}", p.file)))?;
-        if p.offset.checked_add(p.bytes.len() as u64).map_or(true, |end| end > *size) {
+        if p.offset.checked_add(p.bytes.len() as u64).is_none_or(|end| end > *size) {
             return Err(ExecError::Layout {
                 path: path.clone(),
                 msg: format!("piece at {} ({} bytes) runs past the planned size {size}", p.offset, p.bytes.len()),

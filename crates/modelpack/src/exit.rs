@@ -1,6 +1,6 @@
 //! Exit codes and error reporting shared by every command.
 //!
-//! Codes are part of the stable interface (DESIGN §3): 0 success, 1 verification failed,
+//! Codes are part of the stable interface (README.md lists them): 0 success, 1 verification failed,
 //! 2 usage or input error, 3 internal or I/O error.
 
 use std::process::ExitCode;

@@ -1,4 +1,4 @@
-//! Fault injection for the fault-tolerance tests (`tests/faults.rs`), compiled in only with the
+//! Fault injection for the fault-tolerance tests (`tests/it/faults.rs`), compiled in only with the
 //! `fault-injection` cargo feature; without it every hook is an empty inline function.
 //!
 //! Why: a full disk, a kill at the worst moment or an input rewritten mid-run must be tested

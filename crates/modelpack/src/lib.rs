@@ -7,10 +7,12 @@ pub mod cuda;
 pub mod exec;
 pub mod fault;
 pub mod imatrix;
+pub mod inspect;
 pub mod package;
 pub mod plan;
 pub mod run;
 pub mod signals;
+pub mod stats;
 
 pub use modelpack_checkpoint as checkpoint;
 pub use modelpack_format as format;

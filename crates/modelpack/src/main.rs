@@ -1,5 +1,5 @@
 //! The `modelpack` command line. Every command has a `--json` mode that prints exactly one JSON
-//! document on stdout (human text goes to stderr) and stable exit codes (DESIGN §3).
+//! document on stdout (human text goes to stderr) and stable exit codes ([`exit`]).
 
 mod cmd;
 mod exit;

@@ -1,11 +1,13 @@
-//! Options of a quantization job and the errors of planning it.
+//! Options of a quantization job and the errors of planning it. No CLI types here: the binary
+//! maps its clap arguments onto these (`cmd/quantize.rs`), and [`QuantizeOptions::validate`]
+//! refuses contradictory options for every caller, not only the CLI.
 
 use crate::quant::ct::ScaleDtype;
 use crate::quant::gguf::GgmlType;
 use regex::Regex;
 
 /// The runtime a package is made for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
     /// GGUF for llama.cpp / Ollama.
     Cpu,
@@ -14,7 +16,7 @@ pub enum Target {
 }
 
 /// Bits per weight of the quantized tensors.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Scheme {
     /// 8-bit weights (Q8_0 on cpu, W8A16 per-channel on cuda).
     Int8,
@@ -23,7 +25,7 @@ pub enum Scheme {
 }
 
 /// How codes and scales are chosen.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Method {
     /// Round to nearest: byte-identical to the reference tools.
     Rtn,
@@ -32,7 +34,7 @@ pub enum Method {
 }
 
 impl Method {
-    /// The method used when `--method` is not given: `mse` for int4 (DESIGN §6: the quality
+    /// The method used when `--method` is not given: `mse` for int4 (the quality
     /// gain is largest there), `rtn` for int8 (byte-identical to the reference tools, and mse
     /// gains little at 8 bits).
     pub const fn default_for(scheme: Scheme) -> Method {
@@ -86,7 +88,35 @@ pub struct QuantizeOptions {
     pub imatrix: Option<std::sync::Arc<crate::imatrix::ImatrixInput>>,
 }
 
+/// The largest cuda int4 group size accepted (compressed-tensors stores it as an int; a group
+/// wider than any real row is a typo).
+pub const MAX_GROUP_SIZE: usize = 1_000_000;
+
 impl QuantizeOptions {
+    /// Refuse options that contradict each other or would be silently ignored. Planning
+    /// ([`crate::cpu::plan`], [`crate::cuda::plan`], so [`crate::run::quantize`]) calls it, so a
+    /// library caller gets the same refusals as the CLI:
+    /// - `scale_dtype` on the cpu target (GGUF block scales are always f16);
+    /// - a cuda group size outside 1..=[`MAX_GROUP_SIZE`] (0 would otherwise fall through to
+    ///   per-channel scales);
+    /// - an importance matrix on the cuda target with `rtn`, which writes compressed-tensors'
+    ///   own, unweighted bytes (only `mse` uses the weights there).
+    pub fn validate(&self) -> Result<(), PlanError> {
+        let refuse = |m: &str| Err(PlanError::Input(m.to_owned()));
+        if self.target == Target::Cpu && self.scale_dtype.is_some() {
+            return refuse("--scale-dtype applies to --target cuda (GGUF block scales are always f16)");
+        }
+        if self.target == Target::Cuda && !(1..=MAX_GROUP_SIZE).contains(&self.group_size) {
+            return refuse("--group-size must be positive");
+        }
+        if self.imatrix.is_some() && self.target == Target::Cuda && self.method != Method::Mse {
+            return refuse(
+                "--imatrix with --target cuda needs --method mse (rtn writes compressed-tensors' own bytes, which have no importance weighting)",
+            );
+        }
+        Ok(())
+    }
+
     /// The options as recorded in the manifest (everything that changes the bytes).
     pub fn to_json(&self) -> serde_json::Value {
         let mut v = serde_json::json!({

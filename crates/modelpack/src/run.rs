@@ -1,4 +1,5 @@
-//! `quantize` end to end: open → plan → execute → seal (DESIGN §2).
+//! `quantize` end to end: open → plan (every tensor's name, type and
+//! offset, before the output is touched) → execute → seal (manifest, signature, rename).
 //!
 //! Inputs are only ever read (mmap); every output goes to a locked staging directory that is
 //! renamed into place after the manifest and signature are written and synced.
@@ -57,7 +58,7 @@ pub struct QuantizeReport {
     pub input_bytes: u64,
     /// Bytes of the weight files written.
     pub output_bytes: u64,
-    /// Median SQNR over quantized tensors, when metrics were computed.
+    /// Median SQNR over quantized tensors ([`crate::stats::median`]), when metrics were computed.
     pub median_sqnr_db: Option<f64>,
     /// Wall time of the whole job.
     pub seconds: f64,
@@ -229,8 +230,7 @@ pub fn quantize(job: &QuantizeJob, progress: &(dyn Fn(u64, u64) + Sync)) -> Resu
 
     digests.sort_by(|a, b| a.path.cmp(&b.path));
     let seconds = t0.elapsed().as_secs_f64();
-    let mut sq: Vec<f64> = records.iter().filter_map(|r| r.sqnr_db).collect();
-    sq.sort_by(f64::total_cmp);
+    let sq: Vec<f64> = records.iter().filter_map(|r| r.sqnr_db).collect();
     Ok(QuantizeReport {
         status: "ok",
         package,
@@ -245,7 +245,7 @@ pub fn quantize(job: &QuantizeJob, progress: &(dyn Fn(u64, u64) + Sync)) -> Resu
         tensors: records,
         input_bytes: total,
         output_bytes,
-        median_sqnr_db: (!sq.is_empty()).then(|| sq[sq.len() / 2]),
+        median_sqnr_db: crate::stats::median(&sq),
         seconds,
         input_gb_per_s: total as f64 / seconds / 1e9,
         signed: job.sign_key.is_some(),

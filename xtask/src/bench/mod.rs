@@ -218,7 +218,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let profile = if o.quick { "ci-test" } else { "release" };
     eprintln!("bench: building modelpack ({profile} profile)");
     let mp = build_modelpack(profile)?;
-    // Outputs go to tmpfs when there is one: DESIGN §7's budget is for the page cache, and the
+    // Outputs go to tmpfs when there is one: the performance budget (docs/performance.md) is
+    // measured with the page cache warm, and the
     // peers never fsync while modelpack does (a no-op on tmpfs). A separate row writes to disk.
     let disk_work = cache_dir().join("bench").join("work");
     let shm = Path::new("/dev/shm");

@@ -1,5 +1,6 @@
-//! The hostile-input corpus: one small file (or directory) per validation rule of DESIGN §5.1.
-//! `tests/hostile.rs` runs `modelpack inspect` on each and expects exit 2 with a message
+//! The hostile-input corpus: one small file (or directory) per validation rule of the safetensors
+//! reader (`crates/modelpack-checkpoint/src/header.rs`, `lib.rs`).
+//! `tests/it/hostile.rs` runs `modelpack inspect` on each and expects exit 2 with a message
 //! naming the problem.
 
 use super::st::{raw, serialize, StTensor};

@@ -39,7 +39,7 @@ pub struct GgmlTypeInfo {
 impl GgmlTypeInfo {
     /// Bytes of one row of `n` elements, `None` if `n` is not a block multiple or overflows.
     pub fn row_bytes(&self, n: u64) -> Option<u64> {
-        if n % self.block_size != 0 {
+        if !n.is_multiple_of(self.block_size) {
             return None;
         }
         (n / self.block_size).checked_mul(self.type_size)
@@ -152,7 +152,30 @@ pub enum MetaType {
     F64 = 12,
 }
 
+/// The four bytes every GGUF file starts with. Readers that only classify a file (`inspect`)
+/// compare against this instead of spelling the magic themselves.
+pub const GGUF_MAGIC: [u8; 4] = *b"GGUF";
+
 impl MetaType {
+    /// gguf-py's name of the type (`GGUFValueType`), so our reports read like its dumps.
+    pub const fn name(self) -> &'static str {
+        match self {
+            MetaType::U8 => "UINT8",
+            MetaType::I8 => "INT8",
+            MetaType::U16 => "UINT16",
+            MetaType::I16 => "INT16",
+            MetaType::U32 => "UINT32",
+            MetaType::I32 => "INT32",
+            MetaType::F32 => "FLOAT32",
+            MetaType::Bool => "BOOL",
+            MetaType::String => "STRING",
+            MetaType::Array => "ARRAY",
+            MetaType::U64 => "UINT64",
+            MetaType::I64 => "INT64",
+            MetaType::F64 => "FLOAT64",
+        }
+    }
+
     /// The type for a stored id, `None` if the id is not a GGUF value type.
     pub fn from_id(id: u32) -> Option<Self> {
         use MetaType::*;
@@ -480,7 +503,7 @@ pub fn layout(
     }
 
     let mut h = Vec::new();
-    h.extend_from_slice(b"GGUF");
+    h.extend_from_slice(&GGUF_MAGIC);
     h.extend_from_slice(&3u32.to_le_bytes());
     h.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
     h.extend_from_slice(&(metadata.len() as u64).to_le_bytes());

@@ -80,7 +80,7 @@ impl<'a> GgufFile<'a> {
     pub fn parse_with_limits(bytes: &'a [u8], limits: &ReaderLimits) -> Result<Self, FormatError> {
         let mut c = Cursor { bytes, pos: 0, limits, elements: 0 };
         let magic: [u8; 4] = c.array("magic")?;
-        if &magic != b"GGUF" {
+        if magic != super::GGUF_MAGIC {
             return Err(FormatError::BadMagic(magic));
         }
         let version = c.u32("version")?;

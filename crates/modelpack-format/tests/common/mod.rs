@@ -1,31 +1,16 @@
-//! Helpers for the interop tests: the pinned venv's Python (the external judges) and the
-//! helper scripts in `xtask/py/`.
+//! Helpers for the interop tests: the pinned venv's Python (the external judges, found by
+//! `modelpack-testkit`'s judge lookup) and the helper scripts in `xtask/py/`.
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-/// The venv Python, or `None` (skip) when absent and `MODELPACK_REQUIRE_INTEROP` is unset.
-pub fn python() -> Option<PathBuf> {
-    if let Some(p) = std::env::var_os("MODELPACK_PYTHON") {
-        return Some(PathBuf::from(p));
-    }
-    let p = std::env::var_os("HOME").map(PathBuf::from).map(|h| h.join(".cache/modelpack/venv/bin/python"));
-    if let Some(p) = p.filter(|p| p.exists()) {
-        return Some(p);
-    }
-    assert!(
-        std::env::var_os("MODELPACK_REQUIRE_INTEROP").is_none(),
-        "interop required but no Python venv: run `cargo xtask venv`"
-    );
-    eprintln!("skipping interop check: no venv (run `cargo xtask venv`)");
-    None
-}
+#[allow(unused_imports)]
+pub use modelpack_testkit::judge::python;
 
 /// A script in `xtask/py/`.
-pub fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../xtask/py").join(name)
-}
+#[allow(unused_imports)] // not every test binary that includes this module runs a script
+pub use modelpack_testkit::script;
 
 /// Run `py args...`, panic with its output on failure, return stdout parsed as JSON.
 pub fn run_json(py: &Path, args: &[&std::ffi::OsStr]) -> serde_json::Value {

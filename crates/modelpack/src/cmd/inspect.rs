@@ -5,13 +5,20 @@
 //! cuda); anything else is read as a Hugging Face checkpoint (a directory or one `.safetensors`
 //! file, compressed-tensors ones included, whose `quantization_config` is shown). Each kind has
 //! its own report; `--json` prints it as one document.
+//!
+//! The reports are the typed structs of [`modelpack::inspect`] (their field order is the JSON
+//! key order); this module reads the inputs and writes the human text from the same structs.
 use crate::exit::{Classify, CmdError, CmdResult, OK};
 use anyhow::Context as _;
-use modelpack::format::gguf::{ggml_type_info, GgufFile, MetaType, MetaValue};
+use modelpack::format::gguf::{GgufFile, GGUF_MAGIC};
+use modelpack::inspect::{
+    CheckpointReport, GgufReport, MetaEntry, PackageFile, PackageParts, PackageReport, SignatureDetails, SignatureInfo,
+};
 use modelpack::sign::manifest::{PackageManifest, MANIFEST_FILE};
-use modelpack_checkpoint::{Checkpoint, Dtype, ModelConfig};
-use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use modelpack::sign::SIGNATURE_FILE;
+use modelpack_checkpoint::Checkpoint;
+use serde::Serialize;
+use serde_json::Value;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
@@ -46,7 +53,7 @@ fn classify(path: &Path) -> Result<Kind, CmdError> {
     if meta.is_file() {
         let mut magic = [0u8; 4];
         let mut f = std::fs::File::open(path).with_context(|| format!("{}", path.display())).input()?;
-        if io::Read::read_exact(&mut f, &mut magic).is_ok() && &magic == b"GGUF" {
+        if io::Read::read_exact(&mut f, &mut magic).is_ok() && magic == GGUF_MAGIC {
             return Ok(Kind::Gguf);
         }
     } else if path.join(MANIFEST_FILE).is_file() {
@@ -67,7 +74,7 @@ pub fn run(args: Args) -> CmdResult {
             let gguf = GgufFile::parse(&map)
                 .with_context(|| format!("{}: not a readable GGUF file", args.path.display()))
                 .input()?;
-            let report = gguf_report(&args.path, map.len() as u64, &gguf, filter.as_ref());
+            let report = GgufReport::new(&args.path, map.len() as u64, &gguf, filter.as_ref());
             emit(args.json, &report, |out| write_gguf_human(out, &report))
         }
         Kind::Package => {
@@ -78,7 +85,7 @@ pub fn run(args: Args) -> CmdResult {
             let ck = Checkpoint::open_with_limits(&args.path, &args.caps.limits())
                 .map_err(crate::cmd::caps::explain)
                 .input()?;
-            let report = checkpoint_report(&args.path, &ck, filter.as_ref());
+            let report = CheckpointReport::new(&args.path, &ck, filter.as_ref());
             emit(args.json, &report, |out| write_checkpoint_human(out, &report))
         }
     }
@@ -94,7 +101,7 @@ fn map_file(path: &Path) -> Result<memmap2::Mmap, CmdError> {
 }
 
 /// Print the JSON document or the human text; a closed pipe (`| head`) ends quietly.
-fn emit(json: bool, report: &Value, human: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> CmdResult {
+fn emit(json: bool, report: &impl Serialize, human: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> CmdResult {
     let stdout = io::stdout();
     let mut out = io::BufWriter::new(stdout.lock());
     let r = if json {
@@ -108,167 +115,9 @@ fn emit(json: bool, report: &Value, human: impl FnOnce(&mut dyn Write) -> io::Re
     }
 }
 
-#[derive(Default)]
-struct DtypeStats {
-    tensors: u64,
-    parameters: u64,
-    bytes: u64,
-}
-
-fn checkpoint_report(path: &Path, ck: &Checkpoint, filter: Option<&regex::Regex>) -> Value {
-    let mut hist: BTreeMap<Dtype, DtypeStats> = BTreeMap::new();
-    let mut listed = Vec::new();
-    for t in ck.tensors() {
-        let s = hist.entry(t.dtype).or_default();
-        s.tensors += 1;
-        s.parameters += t.numel() as u64;
-        s.bytes += t.nbytes() as u64;
-        if filter.map_or(true, |re| re.is_match(t.name)) {
-            listed.push(json!({
-                "name": t.name,
-                "dtype": t.dtype.name(),
-                "shape": t.shape,
-                "bytes": t.nbytes(),
-                "shard": t.shard,
-            }));
-        }
-    }
-    let dtypes: serde_json::Map<String, Value> = hist
-        .iter()
-        .map(|(d, s)| {
-            (d.name().to_owned(), json!({"tensors": s.tensors, "parameters": s.parameters, "bytes": s.bytes}))
-        })
-        .collect();
-    let shards: Vec<Value> = ck
-        .shards()
-        .iter()
-        .map(|s| {
-            let md: serde_json::Map<String, Value> =
-                s.metadata().iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect();
-            json!({"file": file_name(s.path()), "bytes": s.size(), "tensors": s.len(), "metadata": md})
-        })
-        .collect();
-    json!({
-        "kind": "checkpoint",
-        "path": path.display().to_string(),
-        "architecture": ck.config().and_then(ModelConfig::architecture),
-        "model_type": ck.config().and_then(|c| c.model_type.as_deref()),
-        "config": ck.config().map(config_summary),
-        "index": ck.index_path().map(file_name),
-        "shards": shards,
-        "tensor_count": ck.len(),
-        "parameter_count": ck.parameter_count(),
-        "total_bytes": ck.tensor_bytes(),
-        "file_bytes": ck.shards().iter().map(|s| s.size()).sum::<u64>(),
-        "dtypes": dtypes,
-        "aux_files": ck.aux_files().iter().map(|p| file_name(p)).collect::<Vec<_>>(),
-        "quantization_config": ck.config().and_then(|c| c.raw.get("quantization_config")),
-        "tensors": listed,
-    })
-}
-
-/// Array items shown per metadata value (token lists run to 100k+ entries); `len` gives the
-/// full count.
-const META_ITEMS: usize = 16;
-
-/// gguf-py's names of GGUF value types (`GGUFValueType`), so reports read like its dumps.
-fn meta_type_name(t: MetaType) -> &'static str {
-    match t {
-        MetaType::U8 => "UINT8",
-        MetaType::I8 => "INT8",
-        MetaType::U16 => "UINT16",
-        MetaType::I16 => "INT16",
-        MetaType::U32 => "UINT32",
-        MetaType::I32 => "INT32",
-        MetaType::F32 => "FLOAT32",
-        MetaType::Bool => "BOOL",
-        MetaType::String => "STRING",
-        MetaType::Array => "ARRAY",
-        MetaType::U64 => "UINT64",
-        MetaType::I64 => "INT64",
-        MetaType::F64 => "FLOAT64",
-    }
-}
-
-/// One metadata entry: key, type, element type and length for arrays, the value (arrays cut to
-/// [`META_ITEMS`]).
-fn meta_entry(key: &str, v: &MetaValue) -> Value {
-    let mut e = json!({"key": key, "type": meta_type_name(v.meta_type())});
-    match v {
-        MetaValue::Array(items) => {
-            e["elem_type"] = json!(items.first().map_or("UINT8", |i| meta_type_name(i.meta_type())));
-            e["len"] = json!(items.len());
-        }
-        MetaValue::EmptyArray(t) => {
-            e["elem_type"] = json!(meta_type_name(*t));
-            e["len"] = json!(0);
-        }
-        _ => {}
-    }
-    e["value"] = v.to_json(META_ITEMS);
-    e
-}
-
-fn ggml_type_name(id: u32) -> String {
-    ggml_type_info(id).map_or_else(|| format!("type{id}"), |t| t.name.to_owned())
-}
-
-/// GGUF report: header facts, every metadata KV in file order, per-type totals, and tensors in
-/// file order with ggml shape (`ne`, innermost dimension first, as GGUF stores it), type,
-/// offset relative to the data section and absolute file offset.
-fn gguf_report(path: &Path, file_bytes: u64, g: &GgufFile<'_>, filter: Option<&regex::Regex>) -> Value {
-    let mut types: BTreeMap<String, (u64, u64, u64)> = BTreeMap::new();
-    let mut listed = Vec::new();
-    for t in &g.tensors {
-        let ty = ggml_type_name(t.info.ggml_type);
-        let elements: u64 = t.info.ne.iter().product();
-        let e = types.entry(ty.clone()).or_default();
-        e.0 += 1;
-        e.1 += elements;
-        e.2 += t.data.len() as u64;
-        if filter.map_or(true, |re| re.is_match(&t.info.name)) {
-            listed.push(json!({
-                "name": t.info.name,
-                "type": ty,
-                "shape": t.info.ne,
-                "elements": elements,
-                "bytes": t.data.len(),
-                "offset": t.offset,
-                "file_offset": t.file_offset,
-            }));
-        }
-    }
-    let types: serde_json::Map<String, Value> =
-        types.into_iter().map(|(k, (n, el, b))| (k, json!({"tensors": n, "elements": el, "bytes": b}))).collect();
-    let s = |k: &str| g.get(k).and_then(MetaValue::as_str);
-    let arch = s("general.architecture");
-    let u = |k: &str| g.get(k).and_then(MetaValue::as_u64);
-    json!({
-        "kind": "gguf",
-        "path": path.display().to_string(),
-        "version": g.version,
-        "alignment": g.alignment,
-        "data_offset": g.data_offset,
-        "file_bytes": file_bytes,
-        "architecture": arch,
-        "name": s("general.name"),
-        "file_type": u("general.file_type"),
-        "tokenizer_model": s("tokenizer.ggml.model"),
-        "vocab_size": g.get("tokenizer.ggml.tokens").and_then(MetaValue::as_array).map(<[MetaValue]>::len),
-        "metadata_count": g.metadata.len(),
-        "metadata": g.metadata.iter().map(|(k, v)| meta_entry(k, v)).collect::<Vec<_>>(),
-        "tensor_count": g.tensors.len(),
-        "parameter_count": g.tensors.iter().map(|t| t.info.ne.iter().product::<u64>()).sum::<u64>(),
-        "tensor_bytes": g.tensors.iter().map(|t| t.data.len() as u64).sum::<u64>(),
-        "types": types,
-        "tensors": listed,
-    })
-}
-
-/// Package report: the manifest's summary, whether a signature is present (and which key it
-/// names), the files, per-type totals and the per-tensor records; for a cpu package the GGUF
-/// header summary, for a cuda package the `quantization_config` of its config.json.
-fn package_report(dir: &Path, filter: Option<&regex::Regex>) -> Result<Value, CmdError> {
+/// Package report: reads the manifest, lists the directory, reads what `model.sig` says about
+/// itself and the GGUF header (cpu) or config.json's `quantization_config` (cuda).
+fn package_report(dir: &Path, filter: Option<&regex::Regex>) -> Result<PackageReport, CmdError> {
     let mpath = dir.join(MANIFEST_FILE);
     let bytes = std::fs::read(&mpath).with_context(|| format!("{}", mpath.display())).input()?;
     let m = PackageManifest::from_json(&bytes).with_context(|| format!("{}", mpath.display())).input()?;
@@ -283,50 +132,22 @@ fn package_report(dir: &Path, filter: Option<&regex::Regex>) -> Result<Value, Cm
         } else {
             "other"
         };
-        files.push(json!({"name": e.file_name().to_string_lossy(), "bytes": meta.len(), "kind": kind}));
+        files.push(PackageFile { name: e.file_name().to_string_lossy().into_owned(), bytes: meta.len(), kind });
     }
-    files.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
 
-    let sig_path = dir.join("model.sig");
+    let sig_path = dir.join(SIGNATURE_FILE);
     let signature = if sig_path.is_file() {
         // Only what the bundle says about itself; checking it needs the key (`modelpack verify`).
         let bundle: Option<Value> = std::fs::read(&sig_path).ok().and_then(|b| serde_json::from_slice(&b).ok());
-        let hint = bundle.as_ref().and_then(|b| b.pointer("/verificationMaterial/publicKey/hint")).cloned();
-        let media = bundle.as_ref().and_then(|b| b.get("mediaType")).cloned();
-        json!({"present": true, "file": "model.sig", "readable": bundle.is_some(), "media_type": media,
-               "key_hint": hint})
+        let key_hint = bundle.as_ref().and_then(|b| b.pointer("/verificationMaterial/publicKey/hint")).cloned();
+        let media_type = bundle.as_ref().and_then(|b| b.get("mediaType")).cloned();
+        SignatureInfo {
+            present: true,
+            details: Some(SignatureDetails { file: SIGNATURE_FILE, readable: bundle.is_some(), media_type, key_hint }),
+        }
     } else {
-        json!({"present": false})
+        SignatureInfo { present: false, details: None }
     };
-
-    let mut types: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    // Tensors per method really used (a K-quant in an `mse` package got llama.cpp's rounding).
-    let mut methods: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut sqnr: Vec<f64> = Vec::new();
-    let mut listed = Vec::new();
-    for t in &m.tensors {
-        if let Some(method) = &t.method {
-            *methods.entry(method.as_str()).or_default() += 1;
-        }
-        let e = types.entry(t.type_out.as_str()).or_default();
-        e.0 += 1;
-        e.1 += t.bytes_out;
-        sqnr.extend(t.sqnr_db);
-        if filter.map_or(true, |re| re.is_match(&t.name)) {
-            listed.push(serde_json::to_value(t).unwrap_or(Value::Null));
-        }
-    }
-    sqnr.sort_by(f64::total_cmp);
-    let median = (!sqnr.is_empty()).then(|| {
-        let n = sqnr.len();
-        if n % 2 == 1 {
-            sqnr[n / 2]
-        } else {
-            (sqnr[n / 2 - 1] + sqnr[n / 2]) / 2.0
-        }
-    });
-    let types: serde_json::Map<String, Value> =
-        types.into_iter().map(|(k, (n, b))| (k.to_owned(), json!({"tensors": n, "bytes": b}))).collect();
 
     let gguf_path = dir.join(modelpack::cpu::GGUF_NAME);
     let gguf = if gguf_path.is_file() {
@@ -334,65 +155,16 @@ fn package_report(dir: &Path, filter: Option<&regex::Regex>) -> Result<Value, Cm
         let g = GgufFile::parse(&map)
             .with_context(|| format!("{}: not a readable GGUF file", gguf_path.display()))
             .input()?;
-        let mut r = gguf_report(&gguf_path, map.len() as u64, &g, None);
-        // The package's tensor list already comes from the manifest; keep the header summary.
-        if let Some(o) = r.as_object_mut() {
-            o.remove("tensors");
-            o.remove("metadata");
-            o.remove("kind");
-        }
-        r
+        Some(GgufReport::new(&gguf_path, map.len() as u64, &g, None))
     } else {
-        Value::Null
+        None
     };
-    let config_path = dir.join("config.json");
+    let config_path = dir.join(modelpack_checkpoint::CONFIG_FILE);
     let quantization_config = std::fs::read(&config_path)
         .ok()
         .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
         .and_then(|c| c.get("quantization_config").cloned());
-
-    Ok(json!({
-        "kind": "package",
-        "path": dir.display().to_string(),
-        "format_version": m.format_version,
-        "tool": {"name": m.tool.name, "version": m.tool.version},
-        "target": m.target,
-        "scheme": m.scheme,
-        "method": m.method,
-        "tensor_methods": methods,
-        "options": m.options,
-        "source_files": m.source.files,
-        "source_bytes": m.source.files.iter().map(|f| f.size).sum::<u64>(),
-        "signature": signature,
-        "files": files,
-        "tensor_count": m.tensors.len(),
-        "types": types,
-        "median_sqnr_db": median,
-        "gguf": gguf,
-        "quantization_config": quantization_config,
-        "tensors": listed,
-    }))
-}
-
-fn config_summary(c: &ModelConfig) -> Value {
-    json!({
-        "hidden_size": c.hidden_size,
-        "intermediate_size": c.intermediate_size,
-        "num_hidden_layers": c.num_hidden_layers,
-        "num_attention_heads": c.num_attention_heads,
-        "num_key_value_heads": c.num_key_value_heads,
-        "head_dim": c.head_dim_or_default(),
-        "vocab_size": c.vocab_size,
-        "max_position_embeddings": c.max_position_embeddings,
-        "rms_norm_eps": c.rms_norm_eps,
-        "rope_theta": c.rope_theta,
-        "tie_word_embeddings": c.tie_word_embeddings,
-        "torch_dtype": c.torch_dtype,
-    })
-}
-
-fn file_name(p: &Path) -> String {
-    p.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| p.display().to_string())
+    Ok(PackageReport::new(dir, &m, PackageParts { files, signature, gguf, quantization_config }, filter))
 }
 
 /// `1234567` → `"1,234,567"`.
@@ -400,7 +172,7 @@ fn grouped(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, ch) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i) % 3 == 0 {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
             out.push(',');
         }
         out.push(ch);
@@ -424,94 +196,89 @@ fn human_bytes(n: u64) -> String {
     }
 }
 
-fn write_checkpoint_human(out: &mut dyn Write, r: &Value) -> io::Result<()> {
-    let u = |v: &Value| v.as_u64().unwrap_or(0);
-    let shards = r["shards"].as_array().map_or(0, Vec::len);
-    writeln!(out, "path:         {}", r["path"].as_str().unwrap_or(""))?;
-    let layout = match r["index"].as_str() {
+fn write_checkpoint_human(out: &mut dyn Write, r: &CheckpointReport) -> io::Result<()> {
+    let shards = r.shards.len();
+    writeln!(out, "path:         {}", r.path)?;
+    let layout = match &r.index {
         Some(ix) => format!("safetensors checkpoint, {shards} shards ({ix})"),
         None if shards == 1 => "safetensors checkpoint, 1 file".to_owned(),
         None => format!("safetensors checkpoint, {shards} files"),
     };
     writeln!(out, "format:       {layout}")?;
-    let arch = r["architecture"].as_str().unwrap_or("unknown (no config.json)");
-    match r["model_type"].as_str() {
+    let arch = r.architecture.as_deref().unwrap_or("unknown (no config.json)");
+    match &r.model_type {
         Some(mt) => writeln!(out, "architecture: {arch} ({mt})")?,
         None => writeln!(out, "architecture: {arch}")?,
     }
-    let c = &r["config"];
-    if c.is_object() {
-        let f = |k: &str| c[k].as_u64().map_or("?".to_owned(), |v| v.to_string());
+    if let Some(c) = &r.config {
+        let f = |v: Option<usize>| v.map_or("?".to_owned(), |v| v.to_string());
         writeln!(
             out,
             "config:       hidden {}, layers {}, heads {} (kv {}, dim {}), intermediate {}, vocab {}, context {}",
-            f("hidden_size"),
-            f("num_hidden_layers"),
-            f("num_attention_heads"),
-            if c["num_key_value_heads"].is_null() { f("num_attention_heads") } else { f("num_key_value_heads") },
-            f("head_dim"),
-            f("intermediate_size"),
-            f("vocab_size"),
-            f("max_position_embeddings"),
+            f(c.hidden_size),
+            f(c.num_hidden_layers),
+            f(c.num_attention_heads),
+            f(c.num_key_value_heads.or(c.num_attention_heads)),
+            f(c.head_dim),
+            f(c.intermediate_size),
+            f(c.vocab_size),
+            f(c.max_position_embeddings),
         )?;
     }
-    writeln!(out, "parameters:   {}", grouped(u(&r["parameter_count"])))?;
-    let total = u(&r["total_bytes"]);
-    writeln!(out, "tensor bytes: {} ({})", grouped(total), human_bytes(total))?;
+    writeln!(out, "parameters:   {}", grouped(r.parameter_count))?;
+    writeln!(out, "tensor bytes: {} ({})", grouped(r.total_bytes), human_bytes(r.total_bytes))?;
     writeln!(out, "dtypes:")?;
-    if let Some(m) = r["dtypes"].as_object() {
-        for (name, s) in m {
-            writeln!(
-                out,
-                "  {name:<8} {:>6} tensors {:>16} params {:>12}",
-                u(&s["tensors"]),
-                grouped(u(&s["parameters"])),
-                human_bytes(u(&s["bytes"]))
-            )?;
-        }
-    }
-    if let Some(q) = r["quantization_config"].as_object() {
-        let groups = q.get("config_groups").and_then(Value::as_object);
+    for (name, s) in &r.dtypes {
         writeln!(
             out,
-            "quantization: {} {} ({} config groups, ignore {})",
-            q.get("quant_method").and_then(Value::as_str).unwrap_or("?"),
-            q.get("format").and_then(Value::as_str).unwrap_or("?"),
-            groups.map_or(0, serde_json::Map::len),
-            q.get("ignore").map_or_else(|| "[]".to_owned(), ToString::to_string)
+            "  {name:<8} {:>6} tensors {:>16} params {:>12}",
+            s.tensors,
+            grouped(s.parameters),
+            human_bytes(s.bytes)
         )?;
+    }
+    if let Some(q) = r.quantization_config.as_ref().and_then(Value::as_object) {
+        let groups = q.get("config_groups").and_then(Value::as_object);
+        writeln!(out, "quantization: {}", quantization_line(q))?;
         for (name, g) in groups.into_iter().flatten() {
             writeln!(out, "  {name}: targets {} weights {}", g["targets"], g["weights"])?;
         }
     }
-    let empty = Vec::new();
-    let listed = r["tensors"].as_array().unwrap_or(&empty);
-    writeln!(out, "tensors ({} of {}):", listed.len(), u(&r["tensor_count"]))?;
-    let width = listed.iter().filter_map(|t| t["name"].as_str()).map(str::len).max().unwrap_or(4).max(4);
+    writeln!(out, "tensors ({} of {}):", r.tensors.len(), r.tensor_count)?;
+    let width = r.tensors.iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
     writeln!(out, "  {:<width$}  {:<8} {:<20} {:>12}", "NAME", "DTYPE", "SHAPE", "BYTES")?;
-    for t in listed {
-        let shape: Vec<String> =
-            t["shape"].as_array().unwrap_or(&empty).iter().map(|d| d.as_u64().unwrap_or(0).to_string()).collect();
+    for t in &r.tensors {
         writeln!(
             out,
             "  {:<width$}  {:<8} {:<20} {:>12}",
-            t["name"].as_str().unwrap_or(""),
-            t["dtype"].as_str().unwrap_or(""),
-            format!("[{}]", shape.join(", ")),
-            grouped(u(&t["bytes"]))
+            t.name,
+            t.dtype,
+            shape_text(&t.shape),
+            grouped(t.bytes as u64)
         )?;
     }
     Ok(())
 }
 
-fn shape_text(v: &Value) -> String {
-    let dims: Vec<String> = v.as_array().map_or_else(Vec::new, |a| a.iter().map(|d| d.to_string()).collect());
+/// `quant_method format (N config groups, ignore [...])` of a `quantization_config`.
+fn quantization_line(q: &serde_json::Map<String, Value>) -> String {
+    format!(
+        "{} {} ({} config groups, ignore {})",
+        q.get("quant_method").and_then(Value::as_str).unwrap_or("?"),
+        q.get("format").and_then(Value::as_str).unwrap_or("?"),
+        q.get("config_groups").and_then(Value::as_object).map_or(0, serde_json::Map::len),
+        q.get("ignore").map_or_else(|| "[]".to_owned(), ToString::to_string)
+    )
+}
+
+fn shape_text<T: std::fmt::Display>(dims: &[T]) -> String {
+    let dims: Vec<String> = dims.iter().map(ToString::to_string).collect();
     format!("[{}]", dims.join(", "))
 }
 
 /// A metadata value on one line: scalars as they are, arrays as `[TYPE × len] first items…`,
 /// long strings cut (chat templates).
-fn meta_value_text(e: &Value) -> String {
+fn meta_value_text(e: &MetaEntry) -> String {
     const MAX: usize = 80;
     let cut = |s: String| {
         if s.chars().count() > MAX {
@@ -520,160 +287,132 @@ fn meta_value_text(e: &Value) -> String {
             s
         }
     };
-    match e["type"].as_str() {
-        Some("ARRAY") => {
+    match e.ty {
+        "ARRAY" => {
             let items: Vec<String> =
-                e["value"].as_array().map_or_else(Vec::new, |a| a.iter().take(6).map(|v| cut(v.to_string())).collect());
-            let len = e["len"].as_u64().unwrap_or(0);
-            let more = if len > items.len() as u64 { ", …" } else { "" };
-            format!("[{} × {len}] {}{more}", e["elem_type"].as_str().unwrap_or("?"), items.join(", "))
+                e.value.as_array().map_or_else(Vec::new, |a| a.iter().take(6).map(|v| cut(v.to_string())).collect());
+            let len = e.len.unwrap_or(0);
+            let more = if len > items.len() { ", …" } else { "" };
+            format!("[{} × {len}] {}{more}", e.elem_type.unwrap_or("?"), items.join(", "))
         }
-        Some("STRING") => cut(e["value"].to_string()),
-        _ => e["value"].to_string(),
+        "STRING" => cut(e.value.to_string()),
+        _ => e.value.to_string(),
     }
 }
 
-fn write_types_human(out: &mut dyn Write, types: &Value, with_elements: bool) -> io::Result<()> {
-    let u = |v: &Value| v.as_u64().unwrap_or(0);
-    if let Some(m) = types.as_object() {
-        for (name, t) in m {
-            if with_elements {
-                writeln!(
-                    out,
-                    "  {name:<10} {:>6} tensors {:>16} elements {:>12}",
-                    u(&t["tensors"]),
-                    grouped(u(&t["elements"])),
-                    human_bytes(u(&t["bytes"]))
-                )?;
-            } else {
-                writeln!(out, "  {name:<32} {:>6} tensors {:>12}", u(&t["tensors"]), human_bytes(u(&t["bytes"])))?;
-            }
-        }
-    }
-    Ok(())
-}
-
-fn write_gguf_human(out: &mut dyn Write, r: &Value) -> io::Result<()> {
-    let u = |v: &Value| v.as_u64().unwrap_or(0);
-    writeln!(out, "path:         {}", r["path"].as_str().unwrap_or(""))?;
+fn write_gguf_human(out: &mut dyn Write, r: &GgufReport) -> io::Result<()> {
+    writeln!(out, "path:         {}", r.path)?;
     writeln!(
         out,
         "format:       GGUF v{}, alignment {}, data at byte {}, {} ({})",
-        u(&r["version"]),
-        u(&r["alignment"]),
-        grouped(u(&r["data_offset"])),
-        grouped(u(&r["file_bytes"])),
-        human_bytes(u(&r["file_bytes"]))
+        r.version,
+        r.alignment,
+        grouped(r.data_offset),
+        grouped(r.file_bytes),
+        human_bytes(r.file_bytes)
     )?;
-    writeln!(out, "architecture: {}", r["architecture"].as_str().unwrap_or("unknown"))?;
-    if let Some(t) = r["tokenizer_model"].as_str() {
-        writeln!(out, "tokenizer:    {t}, {} tokens", u(&r["vocab_size"]))?;
+    writeln!(out, "architecture: {}", r.architecture.as_deref().unwrap_or("unknown"))?;
+    if let Some(t) = &r.tokenizer_model {
+        writeln!(out, "tokenizer:    {t}, {} tokens", r.vocab_size.unwrap_or(0))?;
     }
-    writeln!(out, "parameters:   {}", grouped(u(&r["parameter_count"])))?;
+    writeln!(out, "parameters:   {}", grouped(r.parameter_count))?;
     writeln!(out, "types:")?;
-    write_types_human(out, &r["types"], true)?;
-    let empty = Vec::new();
-    let md = r["metadata"].as_array().unwrap_or(&empty);
-    writeln!(out, "metadata ({}):", md.len())?;
-    let kw = md.iter().filter_map(|e| e["key"].as_str()).map(str::len).max().unwrap_or(3);
-    for e in md {
-        writeln!(out, "  {:<kw$}  {}", e["key"].as_str().unwrap_or(""), meta_value_text(e))?;
+    for (name, t) in &r.types {
+        writeln!(
+            out,
+            "  {name:<10} {:>6} tensors {:>16} elements {:>12}",
+            t.tensors,
+            grouped(t.elements),
+            human_bytes(t.bytes)
+        )?;
     }
-    let listed = r["tensors"].as_array().unwrap_or(&empty);
-    writeln!(out, "tensors ({} of {}):", listed.len(), u(&r["tensor_count"]))?;
-    let width = listed.iter().filter_map(|t| t["name"].as_str()).map(str::len).max().unwrap_or(4).max(4);
+    let md = r.metadata.as_deref().unwrap_or_default();
+    writeln!(out, "metadata ({}):", md.len())?;
+    let kw = md.iter().map(|e| e.key.len()).max().unwrap_or(3);
+    for e in md {
+        writeln!(out, "  {:<kw$}  {}", e.key, meta_value_text(e))?;
+    }
+    let listed = r.tensors.as_deref().unwrap_or_default();
+    writeln!(out, "tensors ({} of {}):", listed.len(), r.tensor_count)?;
+    let width = listed.iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
     writeln!(out, "  {:<width$}  {:<6} {:<20} {:>12} {:>14}", "NAME", "TYPE", "SHAPE (ne)", "BYTES", "OFFSET")?;
     for t in listed {
         writeln!(
             out,
             "  {:<width$}  {:<6} {:<20} {:>12} {:>14}",
-            t["name"].as_str().unwrap_or(""),
-            t["type"].as_str().unwrap_or(""),
-            shape_text(&t["shape"]),
-            grouped(u(&t["bytes"])),
-            grouped(u(&t["offset"]))
+            t.name,
+            t.ty,
+            shape_text(&t.shape),
+            grouped(t.bytes as u64),
+            grouped(t.offset)
         )?;
     }
     Ok(())
 }
 
-fn write_package_human(out: &mut dyn Write, r: &Value) -> io::Result<()> {
-    let u = |v: &Value| v.as_u64().unwrap_or(0);
-    writeln!(out, "path:         {}", r["path"].as_str().unwrap_or(""))?;
+fn write_package_human(out: &mut dyn Write, r: &PackageReport) -> io::Result<()> {
+    writeln!(out, "path:         {}", r.path)?;
     writeln!(
         out,
         "package:      {} {} ({}), made by {} {}",
-        r["target"].as_str().unwrap_or("?"),
-        r["scheme"].as_str().unwrap_or("?"),
-        r["method"].as_str().unwrap_or("?"),
-        r["tool"]["name"].as_str().unwrap_or("?"),
-        r["tool"]["version"].as_str().unwrap_or("?")
+        r.target, r.scheme, r.method, r.tool.name, r.tool.version
     )?;
-    if let Some(methods) = r["tensor_methods"].as_object().filter(|o| !o.is_empty()) {
-        let parts: Vec<String> = methods.iter().map(|(k, v)| format!("{k} {}", u(v))).collect();
+    if !r.tensor_methods.is_empty() {
+        let parts: Vec<String> = r.tensor_methods.iter().map(|(k, v)| format!("{k} {v}")).collect();
         writeln!(out, "methods:      {} (tensors per method really used)", parts.join(", "))?;
     }
-    let sig = &r["signature"];
-    if sig["present"] == true {
-        match sig["key_hint"].as_str() {
-            Some(h) => {
-                writeln!(out, "signature:    model.sig present (key hint {h}); check it with `modelpack verify`")?
-            }
-            None => writeln!(out, "signature:    model.sig present; check it with `modelpack verify`")?,
+    if r.signature.present {
+        match r.signature.details.as_ref().and_then(|d| d.key_hint.as_ref()).and_then(Value::as_str) {
+            Some(h) => writeln!(
+                out,
+                "signature:    {SIGNATURE_FILE} present (key hint {h}); check it with `modelpack verify`"
+            )?,
+            None => writeln!(out, "signature:    {SIGNATURE_FILE} present; check it with `modelpack verify`")?,
         }
     } else {
         writeln!(out, "signature:    none (unsigned)")?;
     }
-    let empty = Vec::new();
-    let sources = r["source_files"].as_array().unwrap_or(&empty);
-    writeln!(out, "source:       {} files, {}", sources.len(), human_bytes(u(&r["source_bytes"])))?;
-    if let Some(m) = r["median_sqnr_db"].as_f64() {
+    writeln!(out, "source:       {} files, {}", r.source_files.len(), human_bytes(r.source_bytes))?;
+    if let Some(m) = r.median_sqnr_db {
         writeln!(out, "median SQNR:  {m:.2} dB")?;
     }
-    if r["gguf"].is_object() {
-        let g = &r["gguf"];
+    if let Some(g) = &r.gguf {
         writeln!(
             out,
             "gguf:         {} tensors, {} metadata keys, {}",
-            u(&g["tensor_count"]),
-            u(&g["metadata_count"]),
-            human_bytes(u(&g["file_bytes"]))
+            g.tensor_count,
+            g.metadata_count,
+            human_bytes(g.file_bytes)
         )?;
     }
-    if let Some(q) = r["quantization_config"].as_object() {
-        writeln!(
-            out,
-            "quantization: {} {} ({} config groups, ignore {})",
-            q.get("quant_method").and_then(Value::as_str).unwrap_or("?"),
-            q.get("format").and_then(Value::as_str).unwrap_or("?"),
-            q.get("config_groups").and_then(Value::as_object).map_or(0, serde_json::Map::len),
-            q.get("ignore").map_or_else(|| "[]".to_owned(), ToString::to_string)
-        )?;
+    if let Some(q) = r.quantization_config.as_ref().and_then(Value::as_object) {
+        writeln!(out, "quantization: {}", quantization_line(q))?;
     }
     writeln!(out, "files:")?;
-    for f in r["files"].as_array().unwrap_or(&empty) {
-        writeln!(out, "  {:<40} {:>12}", f["name"].as_str().unwrap_or(""), human_bytes(u(&f["bytes"])))?;
+    for f in &r.files {
+        writeln!(out, "  {:<40} {:>12}", f.name, human_bytes(f.bytes))?;
     }
     writeln!(out, "types:")?;
-    write_types_human(out, &r["types"], false)?;
-    let listed = r["tensors"].as_array().unwrap_or(&empty);
-    writeln!(out, "tensors ({} of {}):", listed.len(), u(&r["tensor_count"]))?;
-    let width = listed.iter().filter_map(|t| t["name"].as_str()).map(str::len).max().unwrap_or(4).max(4);
+    for (name, t) in &r.types {
+        writeln!(out, "  {name:<32} {:>6} tensors {:>12}", t.tensors, human_bytes(t.bytes))?;
+    }
+    writeln!(out, "tensors ({} of {}):", r.tensors.len(), r.tensor_count)?;
+    let width = r.tensors.iter().map(|t| t.name.len()).max().unwrap_or(4).max(4);
     writeln!(
         out,
         "  {:<width$}  {:<28} {:<6} {:<16} {:>12} {:>9}",
         "NAME", "TYPE", "METHOD", "SHAPE", "BYTES", "SQNR"
     )?;
-    for t in listed {
+    for t in &r.tensors {
         writeln!(
             out,
             "  {:<width$}  {:<28} {:<6} {:<16} {:>12} {:>9}",
-            t["name"].as_str().unwrap_or(""),
-            t["type_out"].as_str().unwrap_or(""),
-            t["method"].as_str().unwrap_or("-"),
-            shape_text(&t["shape"]),
-            grouped(u(&t["bytes_out"])),
-            t["sqnr_db"].as_f64().map_or_else(String::new, |s| format!("{s:.2} dB"))
+            t.name,
+            t.type_out,
+            t.method.as_deref().unwrap_or("-"),
+            shape_text(&t.shape),
+            grouped(t.bytes_out),
+            t.sqnr_db.map_or_else(String::new, |s| format!("{s:.2} dB"))
         )?;
     }
     Ok(())

@@ -19,14 +19,14 @@ pub struct Args {
     pub output: PathBuf,
     /// Runtime to package for: cpu (GGUF for llama.cpp/Ollama) or cuda (compressed-tensors for vLLM).
     #[arg(long, value_enum)]
-    pub target: Target,
+    pub target: TargetArg,
     /// Weight precision.
     #[arg(long, value_enum)]
-    pub scheme: Scheme,
+    pub scheme: SchemeArg,
     /// Rounding method: rtn is byte-identical to the reference tools, mse searches each block's
     /// scale for a smaller error in the same format. Default: mse for int4, rtn for int8.
     #[arg(long, value_enum)]
-    pub method: Option<Method>,
+    pub method: Option<MethodArg>,
     /// cpu: GGUF type of ordinary weights (q8_0, q4_0, q4_1, q4_k, q6_k) or the llama.cpp mix
     /// q4_k_m; defaults from --scheme.
     #[arg(long, value_name = "TYPE")]
@@ -84,6 +84,60 @@ pub struct Args {
     pub json: bool,
     #[command(flatten)]
     pub caps: crate::cmd::caps::CapArgs,
+}
+
+/// `--target` values (the library's [`Target`] has no CLI derive).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum TargetArg {
+    /// GGUF for llama.cpp / Ollama.
+    Cpu,
+    /// compressed-tensors safetensors for vLLM / HF transformers.
+    Cuda,
+}
+
+impl From<TargetArg> for Target {
+    fn from(a: TargetArg) -> Self {
+        match a {
+            TargetArg::Cpu => Target::Cpu,
+            TargetArg::Cuda => Target::Cuda,
+        }
+    }
+}
+
+/// `--scheme` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SchemeArg {
+    /// 8-bit weights (Q8_0 on cpu, W8A16 per-channel on cuda).
+    Int8,
+    /// 4-bit weights (Q4_0/Q4_1 on cpu, W4A16 group-wise on cuda).
+    Int4,
+}
+
+impl From<SchemeArg> for Scheme {
+    fn from(a: SchemeArg) -> Self {
+        match a {
+            SchemeArg::Int8 => Scheme::Int8,
+            SchemeArg::Int4 => Scheme::Int4,
+        }
+    }
+}
+
+/// `--method` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MethodArg {
+    /// Round to nearest: byte-identical to the reference tools.
+    Rtn,
+    /// Error-minimising scale search per block/group (same on-disk format, smaller error).
+    Mse,
+}
+
+impl From<MethodArg> for Method {
+    fn from(a: MethodArg) -> Self {
+        match a {
+            MethodArg::Rtn => Method::Rtn,
+            MethodArg::Mse => Method::Mse,
+        }
+    }
 }
 
 /// `--scale-dtype` values.
@@ -173,20 +227,8 @@ pub fn run(a: Args) -> CmdResult {
             Ok((regex(re)?, parse_type(ty)?))
         })
         .collect::<Result<Vec<_>, CmdError>>()?;
-    if a.target == Target::Cpu && a.scale_dtype.is_some() {
-        return Err(CmdError::usage("--scale-dtype applies to --target cuda (GGUF block scales are always f16)"));
-    }
-    if a.target == Target::Cuda && !matches!(a.group_size, 1..=1_000_000) {
-        return Err(CmdError::usage("--group-size must be positive"));
-    }
-    if a.imatrix.is_some()
-        && a.target == Target::Cuda
-        && a.method.unwrap_or(Method::default_for(a.scheme)) != Method::Mse
-    {
-        return Err(CmdError::usage(
-            "--imatrix with --target cuda needs --method mse (rtn writes compressed-tensors' own bytes, which have no importance weighting)",
-        ));
-    }
+    let (target, scheme) = (Target::from(a.target), Scheme::from(a.scheme));
+    let method = a.method.map_or(Method::default_for(scheme), Method::from);
     let imatrix = a
         .imatrix
         .as_deref()
@@ -195,9 +237,9 @@ pub fn run(a: Args) -> CmdResult {
         .map_err(|e| CmdError::usage(e.to_string()))?
         .map(std::sync::Arc::new);
     let options = QuantizeOptions {
-        target: a.target,
-        scheme: a.scheme,
-        method: a.method.unwrap_or(Method::default_for(a.scheme)),
+        target,
+        scheme,
+        method,
         gguf_type: a.gguf_type.as_deref().filter(|s| !is_q4_k_m(s)).map(parse_type).transpose()?,
         gguf_mix: a.gguf_type.as_deref().filter(|s| is_q4_k_m(s)).map(|_| GgufMix::Q4KM),
         tensor_types,
@@ -210,6 +252,8 @@ pub fn run(a: Args) -> CmdResult {
         metrics: !a.no_metrics,
         imatrix,
     };
+    // The library checks again when planning; checking here refuses before a key is loaded.
+    options.validate().map_err(|e| CmdError::usage(e.to_string()))?;
     let sign_key = a.sign_key.as_deref().map(|p| load_private_key(p, &a.password)).transpose()?;
     let source_date_epoch = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok());
     let job = QuantizeJob {

@@ -5,7 +5,7 @@
 //! The timing-dependent cases hold the child at a named point through the `fault-injection`
 //! feature (`crates/modelpack/src/fault.rs`); `cargo xtask test` builds with it. Without the
 //! feature those cases skip, unless `MODELPACK_REQUIRE_INTEROP` is set (CI), where they fail.
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

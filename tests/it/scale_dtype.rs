@@ -5,16 +5,12 @@
 //! from the dense checkpoint, reusing the shared compressed-tensors reference
 //! (`../shared/reference/compressed_tensors_ref.py`: reader, packer, bf16 rounding) and extending
 //! its math to other model and scale dtypes; and the shared reference's own `check` for the
-//! bf16-scale cases it covers. Needs the venv (`MODELPACK_PYTHON`); skips without it unless
-//! `MODELPACK_REQUIRE_INTEROP` is set.
-mod common;
+//! bf16-scale cases it covers. Needs the venv and the reference (`common::python`,
+//! `common::ct_reference`); skips without them unless `MODELPACK_REQUIRE_INTEROP` is set, then fails.
+use crate::common;
 
 use serde_json::Value;
-use std::path::{Path, PathBuf};
-
-fn shared_ref() -> Option<PathBuf> {
-    common::shared_ct_reference()
-}
+use std::path::Path;
 
 fn quantize(input: &Path, out: &Path, args: &[&str]) -> Value {
     let o = common::modelpack()
@@ -62,7 +58,7 @@ const SCHEMES: &[&[&str]] = &[
 #[test]
 fn f32_model_gets_bf16_scales_by_default_and_each_explicit_dtype() {
     let Some(py) = common::python() else { return };
-    let Some(reference) = shared_ref() else { return };
+    let Some(reference) = common::ct_reference() else { return };
     let dense = common::fixture("tiny-llama-f32");
     let tmp = tempfile::tempdir().unwrap();
     let mut n = 0;
@@ -89,7 +85,7 @@ fn f32_model_gets_bf16_scales_by_default_and_each_explicit_dtype() {
 #[test]
 fn half_models_keep_their_dtype_unless_told() {
     let Some(py) = common::python() else { return };
-    let Some(reference) = shared_ref() else { return };
+    let Some(reference) = common::ct_reference() else { return };
     let tmp = tempfile::tempdir().unwrap();
     for (fixture, flag, want) in [
         ("tiny-llama", None, "BF16"),
@@ -117,7 +113,7 @@ fn half_models_keep_their_dtype_unless_told() {
 #[test]
 fn shared_reference_passes_on_bf16_scales() {
     let Some(py) = common::python() else { return };
-    let Some(reference) = shared_ref() else { return };
+    let Some(reference) = common::ct_reference() else { return };
     let tmp = tempfile::tempdir().unwrap();
     let dense = common::fixture("tiny-llama");
     let out = tmp.path().join("pkg");

@@ -1,7 +1,7 @@
 //! End-to-end tests of `modelpack keygen | sign | verify`: round trip, determinism, the JSON
 //! report, every tamper case naming its cause, key handling and malformed input.
-mod common;
-mod sign_support;
+use crate::common;
+use crate::sign_support;
 
 use sign_support::*;
 use std::path::Path;

@@ -5,8 +5,8 @@
 //! 3. both tools reject the same tampered copies.
 //!
 //! Plus: our statement is the same document as theirs, with our fixed key order.
-mod common;
-mod sign_support;
+use crate::common;
+use crate::sign_support;
 
 use sign_support::*;
 use std::path::{Path, PathBuf};

@@ -1,7 +1,7 @@
 //! `modelpack inspect` on the tiny fixtures (numbers checked against values derived from the
 //! fixture's config.json, not from the code under test) and on files written by Python's
 //! `safetensors`, including data at odd offsets.
-mod common;
+use crate::common;
 
 use modelpack::checkpoint::Checkpoint;
 use serde_json::Value;
@@ -142,7 +142,7 @@ fn human_output_and_filter() {
         let s = params.to_string();
         let mut g = String::new();
         for (i, c) in s.chars().enumerate() {
-            if i > 0 && (s.len() - i) % 3 == 0 {
+            if i > 0 && (s.len() - i).is_multiple_of(3) {
                 g.push(',');
             }
             g.push(c);
@@ -322,7 +322,7 @@ fn cpu_package_reports_manifest_signature_and_types() {
     assert_eq!(r["target"], "cpu");
     assert_eq!(r["scheme"], "int4");
     assert_eq!(r["signature"]["present"], true);
-    // The bundle's key hint is the SHA-256 of the public key's PEM text (DESIGN §5.4).
+    // The bundle's key hint is the SHA-256 of the public key's PEM text (as `model_signing` 1.1.1 computes it).
     let pem = std::fs::read(common::fixture("keys/p256.pub")).unwrap();
     let hint = common::run_python(
         &py,

@@ -12,9 +12,9 @@
 //!
 //! Needs `MODELPACK_LLAMA_DIR` (`cargo xtask llama --print-dir`); unset, it skips unless
 //! `MODELPACK_REQUIRE_INTEROP` is set (CI).
-mod common;
+use crate::common;
 
-use common::llama::{llama_dir, run, Synth};
+use crate::common::llama::{llama_dir, run, Synth};
 use modelpack::format::gguf::GgufFile;
 use std::path::Path;
 use std::process::Command;
@@ -40,7 +40,7 @@ fn expected_type(name: &str, inter: usize) -> &'static str {
     if name == "output.weight" {
         return "Q6_K";
     }
-    let odd_rows = name.ends_with("ffn_down.weight") && inter % 256 != 0;
+    let odd_rows = name.ends_with("ffn_down.weight") && !inter.is_multiple_of(256);
     let layer = name.strip_prefix("blk.").and_then(|r| r.split('.').next()).and_then(|n| n.parse::<usize>().ok());
     match layer {
         Some(0 | 3 | 6 | 7) if name.ends_with("attn_v.weight") || name.ends_with("ffn_down.weight") => {
@@ -124,7 +124,7 @@ fn check_q4_k_m(inter: usize) {
             panic!("{name} ({ty}): block {blk} differs from llama-quantize");
         }
     }
-    if inter % 256 == 0 {
+    if inter.is_multiple_of(256) {
         assert_eq!((q6, fallbacks), (1 + 2 * 4, 0), "output + attn_v/ffn_down of layers 0, 3, 6, 7");
     } else {
         assert_eq!((q6, fallbacks), (1 + 4, LAYERS), "output + attn_v of layers 0, 3, 6, 7; every ffn_down");

@@ -1,4 +1,4 @@
-//! Shared by `tests/sign.rs` and `tests/sign_interop.rs`: small test packages, keys made by
+//! Shared by the `sign` and `sign_interop` modules: small test packages, keys made by
 //! `modelpack keygen`, and the catalogue of tampered copies with the cause each must report.
 //! Expected digests are computed here with `sha2` over the bytes the test wrote, never taken
 //! from the code under test.

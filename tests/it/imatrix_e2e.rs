@@ -13,9 +13,9 @@
 //!
 //! Needs `MODELPACK_LLAMA_DIR` (`cargo xtask llama --print-dir`, which builds llama-imatrix);
 //! unset, it skips unless `MODELPACK_REQUIRE_INTEROP` is set (CI).
-mod common;
+use crate::common;
 
-use common::llama::{llama_dir, run, Rng, Synth};
+use crate::common::llama::{llama_dir, run, Rng, Synth};
 use modelpack::format::gguf::GgufFile;
 use modelpack::format::imatrix::{Imatrix, ImatrixFormat};
 use modelpack::quant::gguf::{dequantize_rows, GgmlType};
@@ -31,7 +31,7 @@ const HEADS: usize = 4;
 const KV_HEADS: usize = 2;
 
 /// The model (see `common::llama::Synth`): the tiny fixture's config and tokenizer with
-/// 256-multiple dims, smaller than tests/kquant_e2e.rs's.
+/// 256-multiple dims, smaller than tests/it/kquant_e2e.rs's.
 fn write_model(dir: &Path) {
     Synth {
         hidden: HIDDEN,
@@ -55,7 +55,7 @@ fn calibration_text() -> String {
     let mut r = Rng(5);
     let mut s = String::new();
     for i in 0..1500 {
-        s.push_str(words[(r.next() % words.len() as u64) as usize]);
+        s.push_str(words[(r.next_u64() % words.len() as u64) as usize]);
         s.push(if i % 13 == 12 { '.' } else { ' ' });
     }
     s
@@ -305,7 +305,7 @@ fn imatrix_mismatch_and_garbage_are_input_errors() {
     dat.extend(1i32.to_le_bytes());
     dat.extend((HIDDEN as i32).to_le_bytes());
     let mut r = Rng(1);
-    dat.extend((0..HIDDEN).flat_map(|_| (r.gauss().abs() * 10.0).to_le_bytes()));
+    dat.extend((0..HIDDEN).flat_map(|_| (r.gauss4().abs() * 10.0).to_le_bytes()));
     let one = tmp.path().join("one.dat");
     std::fs::write(&one, &dat).unwrap();
     let with =

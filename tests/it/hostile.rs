@@ -1,6 +1,6 @@
 //! The hostile-input corpus (`fixtures/hostile`, made by `cargo xtask fixtures`): every case
 //! exits 2 without panicking and names its problem, in human and `--json` mode.
-mod common;
+use crate::common;
 
 const CASES: &[(&str, &str)] = &[
     ("truncated.safetensors", "truncated file"),

@@ -13,7 +13,7 @@
 //!   llama.cpp's greedy generation with a float64 numpy forward pass of the dequantized weights.
 //!
 //! Generation uses `llama-simple` (see `run_llama` for why not `llama-completion`).
-mod common;
+use crate::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,27 +25,15 @@ const N_PREDICT: usize = 8;
 /// with quantized weights (measured: a 0.088 gap flipped in Q4_0, gaps >= 0.24 never did).
 const MIN_MARGIN: f64 = 0.25;
 
-/// The llama.cpp build directory, or `None` (skip) when `MODELPACK_LLAMA_DIR` is unset.
+/// The llama.cpp build directory (`common::llama_dir`), which must hold `bin/llama-completion`.
 fn llama_dir() -> Option<PathBuf> {
-    match std::env::var_os("MODELPACK_LLAMA_DIR") {
-        Some(d) => {
-            let d = PathBuf::from(d);
-            assert!(
-                d.join("bin/llama-completion").is_file(),
-                "MODELPACK_LLAMA_DIR={} has no bin/llama-completion: run `cargo xtask llama`",
-                d.display()
-            );
-            Some(d)
-        }
-        None => {
-            assert!(
-                std::env::var_os("MODELPACK_REQUIRE_INTEROP").is_none(),
-                "interop required but MODELPACK_LLAMA_DIR is unset (cargo xtask test sets it)"
-            );
-            eprintln!("skipping llama.cpp check: MODELPACK_LLAMA_DIR unset (cargo xtask llama --print-dir)");
-            None
-        }
-    }
+    let d = common::llama_dir()?;
+    assert!(
+        d.join("bin/llama-completion").is_file(),
+        "MODELPACK_LLAMA_DIR={} has no bin/llama-completion: run `cargo xtask llama`",
+        d.display()
+    );
+    Some(d)
 }
 
 /// What one llama.cpp run reported.
@@ -311,7 +299,8 @@ fn quant_harness_agrees_with_gguf() {
     let Some(py) = common::python() else { return };
     let exe = dir.join("bin/quant_harness");
     let out = common::run_python(&py, HARNESS_CHECK, &[exe.as_os_str()]);
-    // Sizes from the block layouts (gguf-notes.md): 16 rows x 512 values.
+    // Sizes from ggml's block layouts (Q8_0: 34 bytes per 32 values, Q4_0: 18 per 32): 16 rows
+    // x 512 values.
     let sizes: Vec<(&str, usize)> = out
         .lines()
         .map(|l| {

@@ -8,9 +8,9 @@
 //!
 //! Needs the venv (`MODELPACK_PYTHON`) and, for the llama.cpp tests, `MODELPACK_LLAMA_DIR`;
 //! without them the tests skip unless `MODELPACK_REQUIRE_INTEROP` is set (CI).
-mod common;
+use crate::common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 /// Texts that exercise merges, competing merges, byte fallback (upper case, digits,
@@ -23,20 +23,6 @@ const TEXTS: &[&str] = &[
     "h\u{e9}llo \u{1f999} llamas",
     "over and over, the dog",
 ];
-
-fn llama_dir() -> Option<PathBuf> {
-    match std::env::var_os("MODELPACK_LLAMA_DIR") {
-        Some(d) => Some(PathBuf::from(d)),
-        None => {
-            assert!(
-                std::env::var_os("MODELPACK_REQUIRE_INTEROP").is_none(),
-                "interop required but MODELPACK_LLAMA_DIR is unset (cargo xtask test sets it)"
-            );
-            eprintln!("skipping llama.cpp check: MODELPACK_LLAMA_DIR unset (cargo xtask llama --print-dir)");
-            None
-        }
-    }
-}
 
 /// Quantize `input` for the cpu target into `out` (int8).
 fn quantize(input: &Path, out: &Path) {
@@ -182,7 +168,7 @@ fn parse_ids(s: &str) -> Vec<u32> {
 
 #[test]
 fn llama_cpp_tokenizes_like_sentencepiece_and_runs() {
-    let Some(dir) = llama_dir() else { return };
+    let Some(dir) = common::llama_dir() else { return };
     let Some(py) = common::python() else { return };
     let input = common::fixture("tiny-llama-spm");
     let tmp = tempfile::tempdir().unwrap();

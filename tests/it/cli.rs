@@ -1,5 +1,5 @@
 //! End-to-end tests of the `modelpack` binary's general behaviour.
-mod common;
+use crate::common;
 
 #[test]
 fn unknown_command_is_usage_error() {

@@ -1,6 +1,6 @@
 //! `MODELPACK_SIMD` holding anything but scalar/avx2/avx512 is a usage error of every command
 //! (exit 2, one JSON error document with `--json`), and nothing is written.
-mod common;
+use crate::common;
 
 #[test]
 fn unknown_simd_level_is_a_usage_error() {

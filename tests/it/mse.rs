@@ -3,11 +3,11 @@
 //! points), compared with the source weights, and compared with what the reference quantizers
 //! (`gguf.quants.quantize`, the compressed-tensors numpy reference) produce from the same
 //! weights: mse must never be worse than rtn on any block or group, and better overall.
-mod common;
+use crate::common;
 
 use std::path::Path;
 
-use common::quantize;
+use crate::common::quantize;
 
 /// Reads the source weights (bf16 through raw bytes), dequantizes every quantized tensor of our
 /// GGUF with `gguf.quants.dequantize`, and re-quantizes the source with `gguf.quants.quantize`
@@ -154,7 +154,7 @@ print(json.dumps(out))
 #[test]
 fn cuda_mse_groups_decoded_by_numpy_never_worse_than_reference() {
     let Some(py) = common::python() else { return };
-    let Some(judge) = common::shared_ct_reference() else { return };
+    let Some(judge) = common::ct_reference() else { return };
     let dense = common::fixture("compressed-tensors/dense_bf16");
     for args in [
         vec!["--scheme", "int4"],

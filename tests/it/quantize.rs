@@ -1,11 +1,11 @@
 //! End-to-end `modelpack quantize`: the packages are judged by external readers (the `gguf`
 //! package's own quantizers, files written by the compressed-tensors library, `model_signing`),
 //! never by values our code produced.
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 
-use common::quantize;
+use crate::common::quantize;
 
 /// For every tensor of our GGUF: the `gguf` package reads it, and each quantized tensor's bytes
 /// equal `gguf.quants.quantize` of the source weights (llama.cpp's q/k permutation applied with
@@ -147,7 +147,7 @@ fn cuda_packages_equal_compressed_tensors_library_output() {
 #[test]
 fn cuda_asymmetric_and_small_groups_pass_the_numpy_reference() {
     let Some(py) = common::python() else { return };
-    let Some(judge) = common::shared_ct_reference() else { return };
+    let Some(judge) = common::ct_reference() else { return };
     let dense = common::fixture("compressed-tensors/dense_bf16");
     for args in [
         vec!["--scheme", "int4", "--asymmetric", "--method", "rtn"],
@@ -365,7 +365,7 @@ fn cuda_sharded_output_equals_unsharded_and_has_an_index() {
     // The checkpoint reader cross-checks the index against every shard header.
     let split = read_st(&many);
     assert_eq!(split, whole);
-    if let (Some(py), Some(judge)) = (common::python(), common::shared_ct_reference()) {
+    if let (Some(py), Some(judge)) = (common::python(), common::ct_reference()) {
         let o = std::process::Command::new(&py)
             .arg(&judge)
             .arg("check")

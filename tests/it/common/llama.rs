@@ -2,24 +2,11 @@
 //! importance matrix): 256-multiple rows, so every K-quant applies, with the tiny fixture's
 //! tokenizer so llama.cpp can load and run it. Generated, not committed: a few MB of bf16.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-/// The llama.cpp build from `MODELPACK_LLAMA_DIR`, or `None` (skip) when it is unset and interop
-/// is not required.
-pub fn llama_dir() -> Option<PathBuf> {
-    match std::env::var_os("MODELPACK_LLAMA_DIR") {
-        Some(d) => Some(PathBuf::from(d)),
-        None => {
-            assert!(
-                std::env::var_os("MODELPACK_REQUIRE_INTEROP").is_none(),
-                "interop required but MODELPACK_LLAMA_DIR is unset"
-            );
-            eprintln!("skipping: MODELPACK_LLAMA_DIR unset (cargo xtask llama --print-dir)");
-            None
-        }
-    }
-}
+pub use modelpack_testkit::judge::llama_dir;
+pub use modelpack_testkit::SplitMix64 as Rng;
 
 /// Run a command that must succeed; its stderr.
 pub fn run(cmd: &mut Command) -> String {
@@ -27,25 +14,6 @@ pub fn run(cmd: &mut Command) -> String {
     let se = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(out.status.success(), "{cmd:?} failed: {}\n{se}", out.status);
     se
-}
-
-/// splitmix64 → roughly Gaussian values.
-pub struct Rng(pub u64);
-
-impl Rng {
-    /// Next 64 random bits.
-    pub fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    /// Roughly standard normal (sum of four uniforms).
-    pub fn gauss(&mut self) -> f32 {
-        (0..4).map(|_| (self.next() >> 40) as f32 / (1u64 << 23) as f32 - 1.0).sum::<f32>() * 0.87
-    }
 }
 
 /// Shape and randomness of a generated model.
@@ -115,10 +83,10 @@ impl Synth {
             let start = data.len();
             for i in 0..n {
                 let v = if shape.len() == 1 {
-                    1.0 + self.norm_noise * rng.gauss()
+                    1.0 + self.norm_noise * rng.gauss4()
                 } else {
                     let s = if i % 61 == 0 { 0.2 } else { 0.04 };
-                    s * rng.gauss()
+                    s * rng.gauss4()
                 };
                 data.extend_from_slice(&((v.to_bits() >> 16) as u16).to_le_bytes());
             }
@@ -129,7 +97,7 @@ impl Synth {
         }
         header.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
         let mut h = serde_json::to_vec(&header).unwrap();
-        while h.len() % 8 != 0 {
+        while !h.len().is_multiple_of(8) {
             h.push(b' ');
         }
         let mut file = (h.len() as u64).to_le_bytes().to_vec();

@@ -1,0 +1,44 @@
+//! Shared helpers for the root integration tests: the built binary, and (from
+//! `modelpack-testkit`) repository paths, the SplitMix64 generator and the judge lookup, whose
+//! pinned Python venv (`gguf`, `safetensors`, `model_signing`, `numpy`), llama.cpp build and
+//! compressed-tensors reference are the external judges.
+#![allow(dead_code)]
+
+pub mod llama;
+
+use std::path::Path;
+use std::process::Command;
+
+pub use modelpack_testkit::judge::{ct_reference, llama_dir, python};
+pub use modelpack_testkit::{fixture, judge, root};
+
+/// The `modelpack` binary built for this test run.
+pub fn modelpack() -> assert_cmd::Command {
+    assert_cmd::Command::cargo_bin("modelpack").unwrap()
+}
+
+/// Run `modelpack quantize INPUT -o OUT ARGS... --json`, require success and return the report.
+pub fn quantize(input: &Path, out: &Path, args: &[&str]) -> serde_json::Value {
+    let o = modelpack().arg("quantize").arg(input).arg("-o").arg(out).args(args).arg("--json").output().unwrap();
+    assert!(
+        o.status.success(),
+        "quantize failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("one JSON document on stdout")
+}
+
+/// Run a Python script (inline source) with arguments in the venv; panics with its output on failure.
+/// Returns stdout.
+pub fn run_python(py: &Path, script: &str, args: &[&std::ffi::OsStr]) -> String {
+    let out = Command::new(py).arg("-c").arg(script).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "python failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
