@@ -12,7 +12,7 @@ fn unknown_simd_level_is_a_usage_error() {
         .arg(common::fixture("tiny-llama"))
         .arg("-o")
         .arg(&out_dir)
-        .args(["--target", "cpu", "--json"])
+        .args(["--target", "cpu", "--scheme", "int8", "--json"])
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "stderr: {}", String::from_utf8_lossy(&o.stderr));
