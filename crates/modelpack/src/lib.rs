@@ -9,6 +9,7 @@ pub mod fault;
 pub mod imatrix;
 pub mod package;
 pub mod plan;
+pub mod rebuild;
 pub mod run;
 pub mod signals;
 
