@@ -84,6 +84,10 @@ pub struct VerifyArgs {
     /// without an `email:` / `uri:` / `cn:` prefix).
     #[arg(long, value_name = "VALUE", requires = "cert_chain")]
     pub cert_identity: Option<String>,
+    /// After the signature and files check out, re-run the recipe recorded in modelpack.json
+    /// on this source checkpoint (in a temporary directory) and require byte-identical files.
+    #[arg(long, value_name = "SOURCE")]
+    pub rebuild: Option<PathBuf>,
     /// Print one JSON document on stdout.
     #[arg(long)]
     pub json: bool,
@@ -326,10 +330,49 @@ pub fn verify(a: VerifyArgs) -> CmdResult {
         .with_context(|| format!("cannot verify {}", a.package.display()))
         .input()?;
     print_human(&a.package, &report);
-    if a.json {
-        println!("{}", report_json(&report));
+    let mut doc = report_json(&report);
+    let mut passed = report.passed();
+    if let Some(source) = &a.rebuild {
+        if passed {
+            let rb = modelpack::rebuild::rebuild(&a.package, source).map_err(|e| {
+                let code = if e.is_input() { crate::exit::USAGE } else { crate::exit::INTERNAL };
+                CmdError {
+                    code,
+                    error: anyhow::Error::new(e).context(format!("cannot rebuild {}", a.package.display())),
+                }
+            })?;
+            for f in rb.files.iter().filter(|f| f.status != "same") {
+                eprintln!(
+                    "rebuild: {} {} (package {}, rebuilt {})",
+                    f.status,
+                    f.path,
+                    f.package_sha256.as_deref().unwrap_or("-"),
+                    f.rebuilt_sha256.as_deref().unwrap_or("-")
+                );
+            }
+            if rb.identical() {
+                eprintln!(
+                    "REBUILT {}: {} files byte-identical from {} ({} source digests checked)",
+                    a.package.display(),
+                    rb.files.len(),
+                    source.display(),
+                    rb.source_files_checked
+                );
+            } else {
+                eprintln!("FAILED {}: the rebuild from {} differs", a.package.display(), source.display());
+                passed = false;
+                doc["status"] = "failed".into();
+            }
+            doc["rebuild"] = json!({"identical": rb.identical(), "source_files_checked": rb.source_files_checked, "files": rb.files});
+        } else {
+            eprintln!("rebuild skipped: the package did not verify");
+            doc["rebuild"] = json!({"identical": null, "skipped": "the package did not verify"});
+        }
     }
-    Ok(if report.passed() { OK } else { VERIFY_FAILED })
+    if a.json {
+        println!("{doc}");
+    }
+    Ok(if passed { OK } else { VERIFY_FAILED })
 }
 
 fn hex_opt(d: Option<[u8; 32]>) -> serde_json::Value {
