@@ -35,3 +35,5 @@ mod sentencepiece;
 mod sign;
 mod sign_interop;
 mod simd_env_cli;
+mod rebuild;
+mod sign_x509;

@@ -12,6 +12,7 @@ use crate::digest::{
     cmp_paths, hash_many, list_resources, validate_rel_path, walk, EntryKind, FileDigest, DEFAULT_IGNORE_PATHS,
     SIGNATURE_FILE,
 };
+use crate::x509::{verify_chain, Cert, CertError, ChainPolicy, VerifiedChain};
 use crate::{PrivateKey, PublicKey, SignError};
 use base64::Engine as _;
 use serde::{Deserialize, Serialize};
@@ -125,8 +126,55 @@ struct BundleOut {
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct MaterialOut {
-    public_key: HintOut,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    public_key: Option<HintOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    x509_certificate_chain: Option<ChainOut>,
     tlog_entries: [(); 0],
+}
+#[derive(Serialize)]
+struct ChainOut {
+    certificates: Vec<RawCertOut>,
+}
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct RawCertOut {
+    raw_bytes: String,
+}
+
+/// The certificates a bundle carries when signing with a CA-certified key: the leaf whose key
+/// signs, then the intermediates (`verificationMaterial.x509CertificateChain`, exactly as
+/// `model_signing sign certificate` 1.1.1 writes it; no trust anchor check happens at signing).
+#[derive(Debug, Clone)]
+pub struct CertMaterial {
+    leaf: Cert,
+    chain: Vec<Cert>,
+}
+
+impl CertMaterial {
+    /// Pair a leaf and its intermediates with the private key; the leaf must certify that
+    /// key's public half ([`CertError::KeyMismatch`] otherwise, as `model_signing` refuses too).
+    pub fn new(leaf: Cert, chain: Vec<Cert>, key: &PrivateKey) -> Result<Self, CertError> {
+        let cert_key = leaf.public_key()?;
+        if cert_key != key.public() {
+            return Err(CertError::KeyMismatch {
+                subject: leaf.subject(),
+                cert_hint: cert_key.hint(),
+                key_hint: key.public().hint(),
+            });
+        }
+        Ok(CertMaterial { leaf, chain })
+    }
+
+    /// The signing certificate.
+    pub fn leaf(&self) -> &Cert {
+        &self.leaf
+    }
+
+    /// The intermediates, in the order given.
+    pub fn chain(&self) -> &[Cert] {
+        &self.chain
+    }
 }
 #[derive(Serialize)]
 struct HintOut {
@@ -192,7 +240,7 @@ fn ascii_only(json: &str) -> String {
 
 /// The subject name `model_signing` uses: the directory's last component (resolved when the
 /// path ends in `.`/`..`). Informative only: verification ignores it.
-fn model_name(root: &Path) -> String {
+pub fn model_name(root: &Path) -> String {
     match root.file_name() {
         Some(n) => n.to_string_lossy().into_owned(),
         None => root
@@ -223,6 +271,19 @@ pub fn sign_package_as(
     key: &PrivateKey,
     digests: Option<Vec<FileDigest>>,
 ) -> Result<Vec<u8>, SignError> {
+    sign_package_with(root, name, key, None, digests)
+}
+
+/// [`sign_package_as`], optionally carrying certificates: with `certs` the bundle's
+/// verification material is the certificate chain (no key hint), as `model_signing sign
+/// certificate` writes it; without, the key hint (`sign key`).
+pub fn sign_package_with(
+    root: &Path,
+    name: &str,
+    key: &PrivateKey,
+    certs: Option<&CertMaterial>,
+    digests: Option<Vec<FileDigest>>,
+) -> Result<Vec<u8>, SignError> {
     let files = list_resources(root)?;
     let mut digests = match digests {
         None => hash_many(root, &files)?,
@@ -237,7 +298,23 @@ pub fn sign_package_as(
     let b64 = base64::engine::general_purpose::STANDARD;
     let bundle = BundleOut {
         media_type: BUNDLE_MEDIA_TYPE,
-        verification_material: MaterialOut { public_key: HintOut { hint: key.public().hint() }, tlog_entries: [] },
+        verification_material: match certs {
+            None => MaterialOut {
+                public_key: Some(HintOut { hint: key.public().hint() }),
+                x509_certificate_chain: None,
+                tlog_entries: [],
+            },
+            Some(c) => MaterialOut {
+                public_key: None,
+                x509_certificate_chain: Some(ChainOut {
+                    certificates: std::iter::once(&c.leaf)
+                        .chain(&c.chain)
+                        .map(|c| RawCertOut { raw_bytes: b64.encode(c.der()) })
+                        .collect(),
+                }),
+                tlog_entries: [],
+            },
+        },
         dsse_envelope: EnvelopeOut {
             payload: b64.encode(&payload),
             payload_type: PAYLOAD_TYPE,
@@ -342,8 +419,18 @@ struct BundleIn {
 #[serde(rename_all = "camelCase")]
 struct MaterialIn {
     public_key: Option<HintIn>,
-    certificate: Option<serde_json::Value>,
-    x509_certificate_chain: Option<serde_json::Value>,
+    certificate: Option<RawCertIn>,
+    x509_certificate_chain: Option<ChainIn>,
+}
+#[derive(Deserialize)]
+struct ChainIn {
+    #[serde(default)]
+    certificates: Vec<RawCertIn>,
+}
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawCertIn {
+    raw_bytes: String,
 }
 #[derive(Deserialize)]
 struct HintIn {
@@ -484,6 +571,10 @@ pub struct VerifyReport {
     pub files_checked: u64,
     /// Bytes hashed.
     pub bytes_checked: u64,
+    /// Certificate bundles: the verified path and signer, once the chain checked out.
+    pub chain: Option<VerifiedChain>,
+    /// Certificate bundles: why the chain was rejected (then `signature_error` says the same).
+    pub chain_error: Option<CertError>,
 }
 
 impl VerifyReport {
@@ -541,6 +632,24 @@ fn parse_json<'a, T: Deserialize<'a>>(bytes: &'a [u8], what: &str) -> Result<T, 
 /// digest does not match its resources); a bad signature or any changed, missing, extra,
 /// symlinked or special file is reported in the [`VerifyReport`].
 pub fn verify_package(root: &Path, key: &PublicKey) -> Result<VerifyReport, SignError> {
+    verify_package_trust(root, &Trust::Key(key.clone()))
+}
+
+/// What a verifier trusts: a public key (bundles from `sign key`) or trust anchors plus an
+/// optional pinned identity (bundles from `sign certificate`).
+#[derive(Debug, Clone)]
+pub enum Trust {
+    /// The signer's public key.
+    Key(PublicKey),
+    /// Root certificates to build a path to, and what the leaf must name.
+    Chain(ChainPolicy),
+}
+
+/// [`verify_package`] for either kind of trust. A certificate bundle is checked with
+/// [`verify_chain`] first; a chain that does not verify (expired, foreign root, bad EKU, wrong
+/// identity, ...) is a failed report, an unusable certificate an error. A bundle of one kind
+/// checked with trust of the other kind is [`SignError::WrongMethod`].
+pub fn verify_package_trust(root: &Path, trust: &Trust) -> Result<VerifyReport, SignError> {
     let sig_path: PathBuf = root.join(SIGNATURE_FILE);
     let raw = read_bundle(&sig_path)?;
     let what = sig_path.display().to_string();
@@ -552,9 +661,12 @@ pub fn verify_package(root: &Path, key: &PublicKey) -> Result<VerifyReport, Sign
         ));
     }
     let vm = bundle.verification_material;
-    if vm.certificate.is_some() || vm.x509_certificate_chain.is_some() {
-        return Err(malformed(&sig_path, "certificate-based bundle; only key-signed bundles are supported"));
-    }
+    let bundle_certs: Option<Vec<&RawCertIn>> = match (&vm.x509_certificate_chain, &vm.certificate) {
+        (Some(_), Some(_)) => return Err(malformed(&sig_path, "bundle has both certificate and x509CertificateChain")),
+        (Some(c), None) => Some(c.certificates.iter().collect()),
+        (None, Some(c)) => Some(vec![c]),
+        (None, None) => None,
+    };
     let env = bundle.dsse_envelope.ok_or_else(|| malformed(&sig_path, "no DSSE envelope"))?;
     if env.payload_type != PAYLOAD_TYPE {
         return Err(malformed(&sig_path, format!("payload type {:?}, expected {PAYLOAD_TYPE:?}", env.payload_type)));
@@ -568,17 +680,61 @@ pub fn verify_package(root: &Path, key: &PublicKey) -> Result<VerifyReport, Sign
     let payload = b64.decode(&env.payload).map_err(|e| malformed(&sig_path, format!("payload: bad base64: {e}")))?;
     let sig = b64.decode(sig_b64).map_err(|e| malformed(&sig_path, format!("signature: bad base64: {e}")))?;
 
-    let key_hint = key.hint();
     let bundle_key_hint = vm.public_key.and_then(|p| p.hint).filter(|h| !h.is_empty());
     let mut report = VerifyReport {
         signature_error: None,
-        key_hint: key_hint.clone(),
+        key_hint: String::new(),
         bundle_key_hint: bundle_key_hint.clone(),
         root_digest: None,
         files: Vec::new(),
         files_checked: 0,
         bytes_checked: 0,
+        chain: None,
+        chain_error: None,
     };
+    let key = match (trust, bundle_certs) {
+        (Trust::Key(k), None) => k.clone(),
+        (Trust::Key(_), Some(_)) => {
+            return Err(SignError::WrongMethod(format!(
+                "{what}: the bundle is signed with a certificate; verify it against the CA root with \
+                 --cert-chain ROOTS.pem instead of --key"
+            )))
+        }
+        (Trust::Chain(_), None) => {
+            return Err(SignError::WrongMethod(format!(
+                "{what}: the bundle is signed with a plain key, not a certificate; verify it with --key KEY.pub"
+            )))
+        }
+        (Trust::Chain(policy), Some(raw)) => {
+            let mut certs = Vec::with_capacity(raw.len());
+            for (i, c) in raw.iter().enumerate() {
+                let der = b64
+                    .decode(&c.raw_bytes)
+                    .map_err(|e| malformed(&sig_path, format!("certificate {i}: bad base64: {e}")))?;
+                certs.push(Cert::from_der(&der, &format!("{what}: certificate {i}"))?);
+            }
+            let Some((leaf, intermediates)) = certs.split_first() else {
+                return Err(malformed(&sig_path, "x509CertificateChain has no certificates"));
+            };
+            match verify_chain(leaf, intermediates, policy) {
+                Ok(vc) => {
+                    let k = vc.leaf_key.clone();
+                    report.chain = Some(vc);
+                    k
+                }
+                Err(e) if e.is_input() => return Err(e.into()),
+                Err(e) => {
+                    report.key_hint = leaf.public_key().map(|k| k.hint()).unwrap_or_default();
+                    report.signature_error = Some(e.to_string());
+                    report.chain_error = Some(e);
+                    return Ok(report);
+                }
+            }
+        }
+    };
+    let key = &key;
+    let key_hint = key.hint();
+    report.key_hint = key_hint.clone();
     if let Some(h) = &bundle_key_hint {
         if *h != key_hint {
             report.signature_error =

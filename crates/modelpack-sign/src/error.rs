@@ -97,6 +97,14 @@ pub enum SignError {
     /// An encrypted private key and no password.
     #[error("encrypted private key needs a password (--password-file or --password-env)")]
     KeyNeedsPassword,
+    /// A certificate we cannot use (unparsable, unsupported key or algorithm, not matching the
+    /// private key). A chain that merely fails to verify is reported in the
+    /// [`crate::VerifyReport`] instead.
+    #[error(transparent)]
+    Cert(#[from] crate::x509::CertError),
+    /// A bundle signed one way and a verifier configured for the other (key vs certificate).
+    #[error("{0}")]
+    WrongMethod(String),
     /// A package manifest (`modelpack.json`) that we cannot accept.
     #[error("manifest: {0}")]
     Manifest(String),

@@ -12,13 +12,15 @@ mod digest;
 mod error;
 mod keys;
 pub mod manifest;
+pub mod x509;
 
 pub use bundle::{
-    check_json_depth, complete_digests, pae, root_digest, sign_package, sign_package_as, statement_json,
-    verify_package, write_signature, FileCheck, FileStatus, VerifyReport, MAX_BUNDLE_BYTES, MAX_JSON_DEPTH,
+    check_json_depth, complete_digests, model_name, pae, root_digest, sign_package,
+    sign_package_as, sign_package_with, statement_json, verify_package, verify_package_trust, write_signature,
+    CertMaterial, FileCheck, FileStatus, Trust, VerifyReport, MAX_BUNDLE_BYTES, MAX_JSON_DEPTH,
 };
 pub use digest::{
     cmp_paths, hash_file, hash_package, validate_rel_path, FileDigest, DEFAULT_IGNORE_PATHS, SIGNATURE_FILE,
 };
 pub use error::SignError;
-pub use keys::{Curve, PrivateKey, PublicKey};
+pub use keys::{Curve, PrivateKey, PublicKey, PBKDF2_ITERATIONS};

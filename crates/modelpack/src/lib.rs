@@ -10,6 +10,7 @@ pub mod imatrix;
 pub mod inspect;
 pub mod package;
 pub mod plan;
+pub mod rebuild;
 pub mod run;
 pub mod signals;
 pub mod stats;

@@ -26,6 +26,8 @@ pub struct QuantizeJob {
     pub force: bool,
     /// Sign the package with this key.
     pub sign_key: Option<PrivateKey>,
+    /// Put these certificates (leaf certifying `sign_key`, intermediates) in the bundle.
+    pub sign_certs: Option<crate::sign::CertMaterial>,
     /// Unix time recorded in the manifest (`SOURCE_DATE_EPOCH`), if any.
     pub source_date_epoch: Option<u64>,
     /// Record the SHA-256 of every input file in the manifest (provenance). Off, the manifest
@@ -218,7 +220,7 @@ pub fn quantize(job: &QuantizeJob, progress: &(dyn Fn(u64, u64) + Sync)) -> Resu
     let final_name = staging.dest().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     if let Some(key) = &job.sign_key {
         let all = crate::sign::complete_digests(&dir, digests.clone())?;
-        let bundle = crate::sign::sign_package_as(&dir, &final_name, key, Some(all))?;
+        let bundle = crate::sign::sign_package_with(&dir, &final_name, key, job.sign_certs.as_ref(), Some(all))?;
         crate::sign::write_signature(&dir, &bundle)?;
     }
     let cleaned = staging.cleaned.clone();

@@ -1,5 +1,5 @@
 //! `modelpack quantize`.
-use crate::cmd::sign::{load_private_key, PasswordArgs};
+use crate::cmd::sign::{load_cert_material, load_private_key, PasswordArgs};
 use crate::exit::{CmdError, CmdResult, INTERNAL, OK, USAGE};
 use modelpack::plan::{GgufMix, Method, QuantizeOptions, Scheme, Target};
 use modelpack::quant::ct::ScaleDtype;
@@ -68,6 +68,13 @@ pub struct Args {
     /// Sign the package with this private key (PEM).
     #[arg(long, value_name = "KEY.pem")]
     pub sign_key: Option<PathBuf>,
+    /// X.509 certificate of --sign-key (PEM), carried in the bundle like `model_signing sign
+    /// certificate`; verify with `verify --cert-chain ROOTS.pem`.
+    #[arg(long, value_name = "LEAF.pem", requires = "sign_key")]
+    pub sign_cert: Option<PathBuf>,
+    /// Intermediate CA certificates (PEM, repeatable) to carry after --sign-cert.
+    #[arg(long, value_name = "INTERMEDIATES.pem", requires = "sign_cert")]
+    pub sign_cert_chain: Vec<PathBuf>,
     #[command(flatten)]
     pub password: PasswordArgs,
     /// Worker threads (default: all cores).
@@ -255,6 +262,10 @@ pub fn run(a: Args) -> CmdResult {
     // The library checks again when planning; checking here refuses before a key is loaded.
     options.validate().map_err(|e| CmdError::usage(e.to_string()))?;
     let sign_key = a.sign_key.as_deref().map(|p| load_private_key(p, &a.password)).transpose()?;
+    let sign_certs = match (&sign_key, &a.sign_cert) {
+        (Some(k), Some(c)) => Some(load_cert_material(k, c, &a.sign_cert_chain)?),
+        _ => None,
+    };
     let source_date_epoch = std::env::var("SOURCE_DATE_EPOCH").ok().and_then(|v| v.trim().parse().ok());
     let job = QuantizeJob {
         input: a.input,
@@ -262,6 +273,7 @@ pub fn run(a: Args) -> CmdResult {
         options,
         force: a.force,
         sign_key,
+        sign_certs,
         source_date_epoch,
         source_digests: !a.no_source_digests,
         limits: a.caps.limits(),
