@@ -86,7 +86,7 @@ fn valid_repo(r: &str) -> bool {
 fn split_path_tag(reference: &str, rest: &str) -> Result<(PathBuf, Option<String>)> {
     // The tag is after the last ':' when that text is a valid tag and contains no '/'.
     let (path, tag) = match rest.rsplit_once(':') {
-        Some((p, t)) if !t.contains('/') && !p.is_empty() => {
+        Some((p, t)) if !t.contains('/') => {
             if !valid_tag(t) {
                 return Err(bad(reference, format!("{t:?} is not a valid tag")));
             }
