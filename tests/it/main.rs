@@ -37,3 +37,4 @@ mod sign_interop;
 mod simd_env_cli;
 mod rebuild;
 mod sign_x509;
+mod oci;

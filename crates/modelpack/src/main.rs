@@ -31,6 +31,10 @@ enum Command {
     Sign(cmd::sign::SignArgs),
     /// Verify a package's signature and every file's digest.
     Verify(cmd::sign::VerifyArgs),
+    /// Publish a package as a CNCF ModelPack OCI artifact (oci:DIR, oci-archive:FILE, registry).
+    Push(cmd::oci::PushArgs),
+    /// Fetch a ModelPack OCI artifact into a new package directory, every blob verified.
+    Pull(cmd::oci::PullArgs),
 }
 
 impl Command {
@@ -70,6 +74,8 @@ fn main() -> ExitCode {
         Command::Keygen(a) => (a.json, cmd::sign::keygen(a)),
         Command::Sign(a) => (a.json, cmd::sign::sign(a)),
         Command::Verify(a) => (a.json, cmd::sign::verify(a)),
+        Command::Push(a) => (a.common.json, cmd::oci::push(a)),
+        Command::Pull(a) => (a.common.json, cmd::oci::pull(a)),
     };
     exit::finish(json, result)
 }

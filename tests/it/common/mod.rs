@@ -42,3 +42,4 @@ pub fn run_python(py: &Path, script: &str, args: &[&std::ffi::OsStr]) -> String 
     );
     String::from_utf8(out.stdout).unwrap()
 }
+pub mod registry;

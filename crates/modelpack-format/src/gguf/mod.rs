@@ -7,6 +7,7 @@
 
 pub mod llama;
 mod reader;
+pub mod split;
 pub mod tokenizer;
 
 pub use reader::{GgufFile, GgufTensor, ReaderLimits};

@@ -3,5 +3,6 @@
 pub mod caps;
 pub mod compare;
 pub mod inspect;
+pub mod oci;
 pub mod quantize;
 pub mod sign;

@@ -1,0 +1,476 @@
+//! A small blocking client for the OCI distribution API: exactly the requests push and pull
+//! need (distribution-spec v1.1), streaming every blob with bounded memory.
+//!
+//! Auth: anonymous, Basic, and the Bearer token flow (`WWW-Authenticate: Bearer realm=...`).
+//! Credentials come from `MODELPACK_REGISTRY_USERNAME` / `MODELPACK_REGISTRY_PASSWORD`, else
+//! the Docker config file (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`, `auths`).
+//! They are never printed: errors name the registry, not the credential.
+
+use crate::artifact::{digest_of, Artifact, INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE};
+use crate::error::{OciError, Result};
+use crate::io::{copy_verified, Progress, Staging};
+use crate::reference::{RegistryRef, TagOrDigest};
+use crate::unpack::{unpack, BlobSource, Descriptor, PullReport, MAX_MANIFEST_BYTES};
+use base64::Engine as _;
+use std::io::Read;
+use std::path::Path;
+use ureq::http::Response;
+use ureq::Body;
+
+/// Blobs up to this size go up in one PUT; bigger ones in PATCH chunks of this size
+/// (KitOps' choice too: some registries reject big PATCH bodies, others multi-part uploads).
+pub const DEFAULT_CHUNK_SIZE: u64 = 100 << 20;
+
+/// Username and password for Basic auth or the token endpoint.
+#[derive(Clone)]
+pub struct Credentials {
+    /// User name.
+    pub username: String,
+    /// Password or token.
+    pub password: String,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Credentials({:?}, <redacted>)", self.username)
+    }
+}
+
+/// Where the credentials came from (reported, never the secret itself).
+pub fn find_credentials(host: &str) -> (Option<Credentials>, &'static str) {
+    if let (Ok(u), Ok(p)) = (std::env::var("MODELPACK_REGISTRY_USERNAME"), std::env::var("MODELPACK_REGISTRY_PASSWORD"))
+    {
+        return (Some(Credentials { username: u, password: p }), "environment");
+    }
+    let cfg = match std::env::var_os("DOCKER_CONFIG") {
+        Some(d) => std::path::PathBuf::from(d).join("config.json"),
+        None => match std::env::var_os("HOME") {
+            Some(h) => std::path::PathBuf::from(h).join(".docker/config.json"),
+            None => return (None, "none"),
+        },
+    };
+    let Ok(bytes) = std::fs::read(&cfg) else { return (None, "none") };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else { return (None, "none") };
+    let Some(auths) = v.get("auths").and_then(|a| a.as_object()) else { return (None, "none") };
+    for (key, entry) in auths {
+        let k = key.trim_start_matches("https://").trim_start_matches("http://");
+        let k = k.split('/').next().unwrap_or(k);
+        if k != host {
+            continue;
+        }
+        if let Some(a) = entry.get("auth").and_then(|a| a.as_str()) {
+            if let Ok(dec) = base64::engine::general_purpose::STANDARD.decode(a) {
+                if let Some((u, p)) = String::from_utf8_lossy(&dec).split_once(':') {
+                    return (Some(Credentials { username: u.into(), password: p.into() }), "docker config");
+                }
+            }
+        }
+        if let (Some(u), Some(p)) =
+            (entry.get("username").and_then(|x| x.as_str()), entry.get("password").and_then(|x| x.as_str()))
+        {
+            return (Some(Credentials { username: u.into(), password: p.into() }), "docker config");
+        }
+    }
+    (None, "none")
+}
+
+/// Client options.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Use `http://` instead of `https://` (loopback or lab registries).
+    pub plain_http: bool,
+    /// Credentials; anonymous when `None`.
+    pub credentials: Option<Credentials>,
+    /// Monolithic-upload threshold and PATCH chunk size.
+    pub chunk_size: u64,
+}
+
+/// What a push did.
+#[derive(Debug, Clone)]
+pub struct PushReport {
+    /// Manifest digest the registry confirmed.
+    pub manifest_digest: String,
+    /// Blobs uploaded (digest, bytes).
+    pub uploaded: Vec<(String, u64)>,
+    /// Blobs the registry already had.
+    pub skipped: Vec<(String, u64)>,
+}
+
+/// A repository on a registry, with its authorization once negotiated.
+pub struct Registry {
+    agent: ureq::Agent,
+    base: String,
+    r: RegistryRef,
+    opts: ClientOptions,
+    auth: Option<String>,
+}
+
+fn status_body(resp: &mut Response<Body>) -> String {
+    let s = resp.body_mut().with_config().limit(4096).read_to_string().unwrap_or_default();
+    s.chars().take(300).collect()
+}
+
+/// Parse `Bearer realm="...",service="...",scope="..."` into its parameters.
+fn challenge_params(h: &str) -> (String, Vec<(String, String)>) {
+    let (scheme, rest) = h.split_once(' ').unwrap_or((h, ""));
+    let mut out = Vec::new();
+    let mut s = rest.trim();
+    while !s.is_empty() {
+        let Some((k, v)) = s.split_once('=') else { break };
+        let k = k.trim().trim_start_matches(',').trim().to_ascii_lowercase();
+        let v = v.trim_start();
+        let (val, next) = if let Some(v) = v.strip_prefix('"') {
+            match v.find('"') {
+                Some(i) => (v[..i].to_string(), &v[i + 1..]),
+                None => (v.to_string(), ""),
+            }
+        } else {
+            match v.find(',') {
+                Some(i) => (v[..i].to_string(), &v[i..]),
+                None => (v.to_string(), ""),
+            }
+        };
+        out.push((k, val));
+        s = next.trim_start().trim_start_matches(',').trim_start();
+    }
+    (scheme.to_ascii_lowercase(), out)
+}
+
+fn pct(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
+}
+
+impl Registry {
+    /// Connect to the repository of `r` and negotiate auth (`push` asks for push scope).
+    pub fn connect(r: &RegistryRef, opts: ClientOptions, push: bool) -> Result<Self> {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .max_redirects(5)
+            .timeout_connect(Some(std::time::Duration::from_secs(30)))
+            .timeout_per_read(Some(std::time::Duration::from_secs(300)))
+            .timeout_per_write(Some(std::time::Duration::from_secs(300)))
+            .build()
+            .into();
+        let scheme = if opts.plain_http { "http" } else { "https" };
+        let mut reg = Registry { agent, base: format!("{scheme}://{}", r.host), r: r.clone(), opts, auth: None };
+        reg.authenticate(push)?;
+        Ok(reg)
+    }
+
+    fn net(&self, url: &str, e: ureq::Error) -> OciError {
+        OciError::Network { url: url.to_string(), detail: e.to_string() }
+    }
+
+    fn authenticate(&mut self, push: bool) -> Result<()> {
+        let url = format!("{}/v2/", self.base);
+        let mut resp = self.agent.get(&url).call().map_err(|e| self.net(&url, e))?;
+        let status = resp.status().as_u16();
+        if status == 200 {
+            return Ok(());
+        }
+        if status != 401 {
+            return Err(OciError::Network { url, detail: format!("HTTP {status}: {}", status_body(&mut resp)) });
+        }
+        let challenge =
+            resp.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let (scheme, params) = challenge_params(&challenge);
+        let creds = self.opts.credentials.clone();
+        let basic = creds.as_ref().map(|c| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password))
+            )
+        });
+        let auth_err = |detail: String| OciError::Auth { registry: self.r.host.clone(), detail };
+        match scheme.as_str() {
+            "basic" => {
+                let Some(b) = basic else {
+                    return Err(auth_err(
+                        "the registry wants credentials: set MODELPACK_REGISTRY_USERNAME/PASSWORD or log in (docker config auths)".into(),
+                    ));
+                };
+                let mut resp =
+                    self.agent.get(&url).header("Authorization", &b).call().map_err(|e| self.net(&url, e))?;
+                match resp.status().as_u16() {
+                    200 => {
+                        self.auth = Some(b);
+                        Ok(())
+                    }
+                    401 | 403 => Err(auth_err("credentials rejected".into())),
+                    s => Err(OciError::Network { url, detail: format!("HTTP {s}: {}", status_body(&mut resp)) }),
+                }
+            }
+            "bearer" => {
+                let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
+                let realm = get("realm").ok_or_else(|| auth_err("Bearer challenge without realm".into()))?;
+                let scope = format!("repository:{}:{}", self.r.repo, if push { "pull,push" } else { "pull" });
+                let mut turl = format!("{realm}{}scope={}", if realm.contains('?') { "&" } else { "?" }, pct(&scope));
+                if let Some(s) = get("service") {
+                    turl.push_str(&format!("&service={}", pct(&s)));
+                }
+                let mut req = self.agent.get(&turl);
+                if let Some(b) = &basic {
+                    req = req.header("Authorization", b);
+                }
+                let mut resp = req.call().map_err(|e| self.net(&realm, e))?;
+                match resp.status().as_u16() {
+                    200 => {}
+                    401 | 403 => return Err(auth_err("token endpoint rejected the credentials".into())),
+                    s => return Err(auth_err(format!("token endpoint: HTTP {s}"))),
+                }
+                let body =
+                    resp.body_mut().with_config().limit(1 << 20).read_to_string().map_err(|e| self.net(&realm, e))?;
+                let v: serde_json::Value =
+                    serde_json::from_str(&body).map_err(|e| auth_err(format!("token reply: {e}")))?;
+                let tok = v
+                    .get("token")
+                    .or_else(|| v.get("access_token"))
+                    .and_then(|t| t.as_str())
+                    .ok_or_else(|| auth_err("token reply has no token".into()))?;
+                self.auth = Some(format!("Bearer {tok}"));
+                Ok(())
+            }
+            _ => Err(auth_err(format!("unsupported auth scheme {scheme:?}"))),
+        }
+    }
+
+    fn url(&self, rest: &str) -> String {
+        format!("{}/v2/{}/{rest}", self.base, self.r.repo)
+    }
+
+    fn absolute(&self, loc: &str) -> String {
+        if loc.starts_with("http://") || loc.starts_with("https://") {
+            loc.to_string()
+        } else if loc.starts_with('/') {
+            format!("{}{loc}", self.base)
+        } else {
+            format!("{}/{loc}", self.base)
+        }
+    }
+
+    fn with_auth<B>(&self, mut req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        if let Some(a) = &self.auth {
+            req = req.header("Authorization", a);
+        }
+        req
+    }
+
+    fn check(&self, resp: &mut Response<Body>, ok: &[u16], what: &str) -> Result<()> {
+        let s = resp.status().as_u16();
+        if ok.contains(&s) {
+            return Ok(());
+        }
+        let body = status_body(resp);
+        Err(match s {
+            401 | 403 => OciError::Auth { registry: self.r.host.clone(), detail: format!("{what}: HTTP {s}: {body}") },
+            404 => OciError::NotFound(format!("{what} in {}/{}: {body}", self.r.host, self.r.repo)),
+            500.. => OciError::Network { url: what.to_string(), detail: format!("HTTP {s}: {body}") },
+            _ => OciError::Refused { what: what.into(), status: s, body },
+        })
+    }
+
+    fn location(&self, resp: &Response<Body>, what: &str) -> Result<String> {
+        resp.headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(|l| self.absolute(l))
+            .ok_or_else(|| OciError::Network { url: what.into(), detail: "upload reply without Location".into() })
+    }
+
+    /// Does the repository hold this blob already?
+    pub fn has_blob(&self, digest: &str) -> Result<bool> {
+        let url = self.url(&format!("blobs/{digest}"));
+        let mut resp = self.with_auth(self.agent.head(&url)).call().map_err(|e| self.net(&url, e))?;
+        match resp.status().as_u16() {
+            200 => Ok(true),
+            404 => Ok(false),
+            _ => self.check(&mut resp, &[], &format!("HEAD blob {digest}")).map(|_| false),
+        }
+    }
+
+    /// Upload a blob from `src` (exactly `size` bytes): one PUT up to the chunk size, PATCH
+    /// chunks above it. The registry checks the digest when the upload is closed.
+    pub fn upload_blob(&self, digest: &str, size: u64, src: &mut dyn Read, progress: &dyn Progress) -> Result<()> {
+        let what = format!("upload of {digest}");
+        let url = self.url("blobs/uploads/");
+        let mut resp = self
+            .with_auth(self.agent.post(&url))
+            .header("Content-Length", "0")
+            .send_empty()
+            .map_err(|e| self.net(&url, e))?;
+        self.check(&mut resp, &[202], &what)?;
+        let mut loc = self.location(&resp, &what)?;
+        let sep = |l: &str| if l.contains('?') { '&' } else { '?' };
+        let mut src = crate::io::HashingReader::new(src, progress);
+        if size <= self.opts.chunk_size {
+            let put = format!("{loc}{}digest={digest}", sep(&loc));
+            let mut body = (&mut src).take(size);
+            let mut resp = self
+                .with_auth(self.agent.put(&put))
+                .header("Content-Type", "application/octet-stream")
+                .header("Content-Length", &size.to_string())
+                .send(ureq::SendBody::from_reader(&mut body))
+                .map_err(|e| self.net(&what, e))?;
+            return self.check(&mut resp, &[201], &what);
+        }
+        let mut start = 0u64;
+        while start < size {
+            let n = self.opts.chunk_size.min(size - start);
+            let mut body = (&mut src).take(n);
+            let mut resp = self
+                .with_auth(self.agent.patch(&loc))
+                .header("Content-Type", "application/octet-stream")
+                .header("Content-Length", &n.to_string())
+                .header("Content-Range", &format!("{start}-{}", start + n - 1))
+                .send(ureq::SendBody::from_reader(&mut body))
+                .map_err(|e| self.net(&what, e))?;
+            self.check(&mut resp, &[202], &what)?;
+            loc = self.location(&resp, &what)?;
+            start += n;
+        }
+        let put = format!("{loc}{}digest={digest}", sep(&loc));
+        let mut resp = self
+            .with_auth(self.agent.put(&put))
+            .header("Content-Length", "0")
+            .send_empty()
+            .map_err(|e| self.net(&what, e))?;
+        self.check(&mut resp, &[201], &what)
+    }
+
+    /// Push the whole artifact: layers and config (skipping blobs the registry has), then the
+    /// exact manifest bytes under the tag (or digest); the registry's digest must equal ours.
+    pub fn push(&self, a: &Artifact, progress: &dyn Progress) -> Result<PushReport> {
+        let mut uploaded = Vec::new();
+        let mut skipped = Vec::new();
+        for l in &a.layers {
+            let digest = l.digest();
+            if uploaded.iter().chain(&skipped).any(|(d, _)| *d == digest) || self.has_blob(&digest)? {
+                skipped.push((digest, l.size));
+                continue;
+            }
+            let p = a.root.join(&l.path);
+            let mut f = std::fs::File::open(&p).map_err(|e| OciError::io(format!("opening {}", p.display()), e))?;
+            progress.start(&l.path, l.size);
+            let r = self.upload_blob(&digest, l.size, &mut f, progress);
+            progress.finish();
+            r?;
+            uploaded.push((digest, l.size));
+        }
+        let cd = a.config_digest();
+        if self.has_blob(&cd)? {
+            skipped.push((cd, a.config.len() as u64));
+        } else {
+            self.upload_blob(&cd, a.config.len() as u64, &mut a.config.as_slice(), &crate::io::NoProgress)?;
+            uploaded.push((cd, a.config.len() as u64));
+        }
+        let digest = a.manifest_digest();
+        let url = self.url(&format!("manifests/{}", self.r.reference.as_str()));
+        if let TagOrDigest::Digest(d) = &self.r.reference {
+            if *d != digest {
+                return Err(OciError::Mismatch { what: "push by digest".into(), expected: d.clone(), actual: digest });
+            }
+        }
+        let mut resp = self
+            .with_auth(self.agent.put(&url))
+            .header("Content-Type", MANIFEST_MEDIA_TYPE)
+            .send(a.manifest.as_slice())
+            .map_err(|e| self.net(&url, e))?;
+        self.check(&mut resp, &[201], "manifest PUT")?;
+        if let Some(got) = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()) {
+            if got != digest {
+                return Err(OciError::Mismatch {
+                    what: "manifest digest the registry stored".into(),
+                    expected: digest,
+                    actual: got.into(),
+                });
+            }
+        }
+        Ok(PushReport { manifest_digest: digest, uploaded, skipped })
+    }
+
+    /// Fetch the manifest bytes for the reference, verifying them when named by digest.
+    pub fn manifest(&self) -> Result<Vec<u8>> {
+        let rf = self.r.reference.as_str();
+        let url = self.url(&format!("manifests/{rf}"));
+        let mut resp = self
+            .with_auth(self.agent.get(&url))
+            .header("Accept", &format!("{MANIFEST_MEDIA_TYPE}, {INDEX_MEDIA_TYPE}"))
+            .call()
+            .map_err(|e| self.net(&url, e))?;
+        self.check(&mut resp, &[200], &format!("manifest {rf}"))?;
+        let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
+        let bytes =
+            resp.body_mut().with_config().limit(MAX_MANIFEST_BYTES).read_to_vec().map_err(|e| self.net(&url, e))?;
+        if ct.starts_with(INDEX_MEDIA_TYPE) {
+            return Err(OciError::malformed(
+                "manifest",
+                "the reference names an image index, not a ModelPack manifest",
+            ));
+        }
+        if let TagOrDigest::Digest(d) = &self.r.reference {
+            let got = digest_of(&bytes);
+            if got != *d {
+                return Err(OciError::Mismatch { what: "manifest".into(), expected: d.clone(), actual: got });
+            }
+        }
+        Ok(bytes)
+    }
+
+    /// Pull the artifact into a new package directory `dest` (staged, renamed when verified).
+    pub fn pull(&self, dest: &Path, progress: &dyn Progress) -> Result<PullReport> {
+        if dest.exists() {
+            return Err(OciError::Exists(dest.to_path_buf()));
+        }
+        let manifest = self.manifest()?;
+        crate::unpack::parse_manifest(&manifest)?;
+        let staging = Staging::new(dest)?;
+        unpack(&manifest, &mut RegistryBlobs(self), staging, progress, None)
+    }
+}
+
+struct RegistryBlobs<'a>(&'a Registry);
+impl BlobSource for RegistryBlobs<'_> {
+    fn fetch(&mut self, d: &Descriptor, dest: &Path, what: &str, progress: &dyn Progress) -> Result<()> {
+        let reg = self.0;
+        let url = reg.url(&format!("blobs/{}", d.digest));
+        let mut resp = reg.with_auth(reg.agent.get(&url)).call().map_err(|e| reg.net(&url, e))?;
+        reg.check(&mut resp, &[200], &format!("blob {} ({what})", d.digest))?;
+        let mut body = resp.body_mut().as_reader();
+        progress.start(what, d.size);
+        let r = copy_verified(&mut body, dest, &d.digest, d.size, what, progress);
+        progress.finish();
+        r
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_challenges() {
+        let (s, p) = challenge_params(
+            r#"Bearer realm="https://auth.example/token",service="registry.example",scope="repository:a/b:pull""#,
+        );
+        assert_eq!(s, "bearer");
+        assert_eq!(p[0], ("realm".into(), "https://auth.example/token".into()));
+        assert_eq!(p[1], ("service".into(), "registry.example".into()));
+        assert_eq!(p[2], ("scope".into(), "repository:a/b:pull".into()));
+        let (s, p) = challenge_params(r#"Basic realm="basic-realm""#);
+        assert_eq!((s.as_str(), p[0].1.as_str()), ("basic", "basic-realm"));
+    }
+
+    #[test]
+    fn credentials_are_redacted_in_debug() {
+        let c = Credentials { username: "u".into(), password: "hunter2".into() };
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+}
