@@ -14,7 +14,18 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// What the check venv holds; a change rebuilds it.
-const PINS: &[&str] = &["torch==2.15.0", "transformers", "compressed-tensors==0.20.0", "numpy"];
+/// sentencepiece, protobuf, pyyaml and tqdm are what llama.cpp's `convert_hf_to_gguf.py` imports
+/// besides torch (`cargo xtask family-fixtures` runs it in this venv).
+const PINS: &[&str] = &[
+    "torch==2.15.0",
+    "transformers==5.23.0",
+    "compressed-tensors==0.20.0",
+    "numpy",
+    "sentencepiece",
+    "protobuf",
+    "pyyaml",
+    "tqdm",
+];
 
 /// Package variants checked, per fixture.
 const SCHEMES: &[&[&str]] = &[
@@ -55,7 +66,8 @@ fn has_fallback(pkg: &Path) -> anyhow::Result<bool> {
     Ok(c["quantization_config"]["config_groups"].as_object().map_or(0, serde_json::Map::len) > 1)
 }
 
-fn ensure_venv() -> anyhow::Result<PathBuf> {
+/// Create (or reuse) the torch venv; returns its python.
+pub fn ensure_venv() -> anyhow::Result<PathBuf> {
     let dir = cache_dir().join("hf-venv");
     let py = dir.join("bin/python");
     let marker = dir.join(".modelpack-pins");
