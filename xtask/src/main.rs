@@ -5,7 +5,9 @@
 //! - `test`: the full test suite (venv + `cargo test --workspace` with interop required).
 //! - `llama [--print-dir]`: build (or reuse) llama.cpp and the quant harness; print its directory.
 //! - `hf-check [FIXTURE...]`: local check (not CI) that HF transformers + compressed-tensors load
-//!   our cuda packages on CPU with the weights and logits of our dequantization (see `hfcheck.rs`).
+//!   our cuda packages on CPU with the weights and logits of our dequantization (see `hfcheck.rs`);
+//!   `hf-check families [FAMILY...]` does it for the family fixtures (every weight loaded, logits
+//!   cosine against the source).
 //! - `family-fixtures [FAMILY...]`: local (torch) regeneration of `fixtures/families/` with
 //!   transformers' classes and llama.cpp's converter (see `families.rs`).
 //! - `bench [--size 2GB[,4GB]] [--quick] [--runs N]`: end-to-end benchmarks side by side with the

@@ -7,6 +7,7 @@ pub mod cuda;
 pub mod exec;
 pub mod fault;
 pub mod imatrix;
+pub mod linears;
 pub mod package;
 pub mod plan;
 pub mod run;
