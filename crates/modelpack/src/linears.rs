@@ -344,7 +344,7 @@ mod tests {
         let f = facts();
         assert_eq!(classify("model.layers.0.self_attn.q_proj.weight", &[8, 8], &f), Class::Linear);
         assert_eq!(classify("model.layers.1.block_sparse_moe.experts.3.w1.weight", &[4, 8], &f), Class::Linear);
-        assert_eq!(classify("bert.encoder.layer.3.attention.self.query.weight", &[8, 8], &f), Class::Linear);
+        assert_eq!(classify("bert.encoder.layer.1.attention.self.query.weight", &[8, 8], &f), Class::Linear);
         assert_eq!(
             classify("model.layers.0.mlp.experts.gate_up_proj", &[2, 8, 8], &f),
             Class::FusedExperts { down: false }
