@@ -179,6 +179,9 @@ pub fn classify(name: &str, shape: &[usize], facts: &ModelFacts) -> Class {
     Class::Linear
 }
 
+/// Expert index -> (tensor name, shape) of one projection of one MoE module.
+type Experts = BTreeMap<usize, (String, Vec<usize>)>;
+
 /// `(prefix, expert, projection)` of a per-expert weight `prefix.experts.E.proj.weight`.
 fn per_expert(name: &str) -> Option<(&str, usize, &str)> {
     let i = name.rfind(".experts.")?;
@@ -202,7 +205,7 @@ pub fn check_experts<'a>(
         return Err(c.clone());
     }
     // prefix -> proj -> expert -> (name, shape)
-    let mut groups: BTreeMap<String, BTreeMap<String, BTreeMap<usize, (String, Vec<usize>)>>> = BTreeMap::new();
+    let mut groups: BTreeMap<String, BTreeMap<String, Experts>> = BTreeMap::new();
     let mut fused: Vec<(String, Vec<usize>)> = Vec::new();
     let mut all: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     for (name, shape) in tensors {
