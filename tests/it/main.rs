@@ -38,3 +38,4 @@ mod simd_env_cli;
 mod rebuild;
 mod sign_x509;
 mod oci;
+mod families_cuda;

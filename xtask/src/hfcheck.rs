@@ -14,7 +14,18 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 /// What the check venv holds; a change rebuilds it.
-const PINS: &[&str] = &["torch==2.15.0", "transformers", "compressed-tensors==0.20.0", "numpy"];
+/// sentencepiece, protobuf, pyyaml and tqdm are what llama.cpp's `convert_hf_to_gguf.py` imports
+/// besides torch (`cargo xtask family-fixtures` runs it in this venv).
+const PINS: &[&str] = &[
+    "torch==2.15.0",
+    "transformers==5.23.0",
+    "compressed-tensors==0.20.0",
+    "numpy",
+    "sentencepiece",
+    "protobuf",
+    "pyyaml",
+    "tqdm",
+];
 
 /// Package variants checked, per fixture.
 const SCHEMES: &[&[&str]] = &[
@@ -55,7 +66,8 @@ fn has_fallback(pkg: &Path) -> anyhow::Result<bool> {
     Ok(c["quantization_config"]["config_groups"].as_object().map_or(0, serde_json::Map::len) > 1)
 }
 
-fn ensure_venv() -> anyhow::Result<PathBuf> {
+/// Create (or reuse) the torch venv; returns its python.
+pub fn ensure_venv() -> anyhow::Result<PathBuf> {
     let dir = cache_dir().join("hf-venv");
     let py = dir.join("bin/python");
     let marker = dir.join(".modelpack-pins");
@@ -83,8 +95,86 @@ fn modelpack() -> anyhow::Result<PathBuf> {
     Ok(target_dir().join("ci").join("modelpack"))
 }
 
-/// `cargo xtask hf-check [FIXTURE...]` (default: tiny-llama and tiny-llama-f32).
+/// Family fixtures (`fixtures/families/`) and the per-expert twin a fused one is judged against.
+const FAMILIES: &[(&str, &str)] = &[
+    ("qwen3", "qwen3"),
+    ("qwen3-moe", "qwen3-moe"),
+    ("qwen3-moe-fused", "qwen3-moe"),
+    ("glm4", "glm4"),
+    ("glm4-moe", "glm4-moe"),
+    ("glm4-moe-fused", "glm4-moe"),
+    ("minimax-m2", "minimax-m2"),
+    ("minimax-m2-fused", "minimax-m2"),
+];
+
+/// Schemes of the family check and the logits cosine each must reach against the source.
+const FAMILY_SCHEMES: &[(&[&str], f64)] =
+    &[(&["--scheme", "int8", "--method", "rtn"], 0.99), (&["--scheme", "int4", "--method", "rtn"], 0.9)];
+
+/// `cargo xtask hf-check families [FAMILY...]`: every family fixture, int8 and int4, both loading
+/// paths: no missing or unexpected weights (beyond the source's own MTP layer), logits cosine
+/// against the bf16 source (`xtask/py/hf_family_check.py`); then the shared numpy judge.
+fn run_families(args: &[String]) -> anyhow::Result<()> {
+    let reference = root().join("../shared/reference/compressed_tensors_ref.py");
+    let py = ensure_venv()?;
+    let judge_py = crate::venv::ensure()?;
+    let mp = modelpack()?;
+    let script = root().join("xtask/py/hf_family_check.py");
+    let work = cache_dir().join("hf-check-families");
+    let mut failed = Vec::new();
+    for (fixture, twin) in FAMILIES.iter().filter(|(f, _)| args.is_empty() || args.iter().any(|a| a == f)) {
+        let dense = root().join("fixtures/families").join(fixture);
+        let twin = root().join("fixtures/families").join(twin);
+        for (i, (scheme, min_cos)) in FAMILY_SCHEMES.iter().enumerate() {
+            let out = work.join(format!("{fixture}-{i}"));
+            quantize(&mp, &dense, &out, scheme)?;
+            let what = format!("{fixture} [{}]", scheme.join(" "));
+            if reference.exists() {
+                let o = Command::new(&judge_py).arg(&reference).arg("check").arg(&twin).arg(&out).output()?;
+                let line = String::from_utf8_lossy(&o.stdout);
+                let last = line.lines().last().unwrap_or("").trim().to_owned();
+                if o.status.success() {
+                    println!("ok      {what} numpy judge: {last}");
+                } else {
+                    println!("FAILED  {what} numpy judge: {last}");
+                    failed.push(format!("{what} numpy judge"));
+                }
+            } else {
+                println!("skipped {what} numpy judge: {} is missing", reference.display());
+            }
+            for mode in MODES {
+                let o = Command::new(&py)
+                    .arg(&script)
+                    .arg(&dense)
+                    .arg(&out)
+                    .arg(min_cos.to_string())
+                    .arg(mode)
+                    .output()
+                    .with_context(|| format!("running {}", script.display()))?;
+                let line = String::from_utf8_lossy(&o.stdout);
+                if o.status.success() {
+                    println!("ok      {what} {mode}: {}", line.trim());
+                } else {
+                    let err = String::from_utf8_lossy(&o.stderr);
+                    let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned();
+                    println!("FAILED  {what} {mode}: {} {last}", line.trim());
+                    failed.push(format!("{what} {mode}"));
+                }
+            }
+        }
+    }
+    if !failed.is_empty() {
+        bail!("HF transformers disagreed on: {}", failed.join("; "));
+    }
+    Ok(())
+}
+
+/// `cargo xtask hf-check [FIXTURE...]` (default: tiny-llama and tiny-llama-f32), or
+/// `cargo xtask hf-check families [FAMILY...]`.
 pub fn run_cmd(args: &[String]) -> anyhow::Result<()> {
+    if args.first().is_some_and(|a| a == "families") {
+        return run_families(&args[1..]);
+    }
     let reference = root().join("../shared/reference/compressed_tensors_ref.py");
     if !reference.exists() {
         bail!("{} is missing: the check dequantizes with it", reference.display());

@@ -5,13 +5,18 @@
 //! - `test`: the full test suite (venv + `cargo test --workspace` with interop required).
 //! - `llama [--print-dir]`: build (or reuse) llama.cpp and the quant harness; print its directory.
 //! - `hf-check [FIXTURE...]`: local check (not CI) that HF transformers + compressed-tensors load
-//!   our cuda packages on CPU with the weights and logits of our dequantization (see `hfcheck.rs`).
+//!   our cuda packages on CPU with the weights and logits of our dequantization (see `hfcheck.rs`);
+//!   `hf-check families [FAMILY...]` does it for the family fixtures (every weight loaded, logits
+//!   cosine against the source).
+//! - `family-fixtures [FAMILY...]`: local (torch) regeneration of `fixtures/families/` with
+//!   transformers' classes and llama.cpp's converter (see `families.rs`).
 //! - `bench [--size 2GB[,4GB]] [--quick] [--runs N]`: end-to-end benchmarks side by side with the
 //!   reference tools (see `bench/mod.rs`).
 //! - `quality [--model DIR] [--no-embed]`: weight SQNR and embedding quality of every format ×
 //!   method on all-MiniLM-L6-v2 (see `quality.rs`).
 
 mod bench;
+mod families;
 mod fixture_gen;
 mod fixtures;
 mod fuzz;
@@ -36,6 +41,7 @@ fn main() -> anyhow::Result<()> {
         Some("test") => venv::test(rest),
         Some("llama") => llama::run(rest),
         Some("hf-check") => hfcheck::run_cmd(rest),
+        Some("family-fixtures") => families::regenerate(rest),
         Some("quality") => quality::run(rest),
         Some("bench") => bench::run(rest),
         _ => anyhow::bail!(

@@ -1,8 +1,12 @@
 //! The cuda target: a compressed-tensors "pack-quantized" checkpoint (the format compressed-tensors 0.20 writes) that vLLM and
 //! HF transformers load as it is.
 //!
-//! Every quantized Linear `P` becomes `P.weight_packed`, `P.weight_scale`, `P.weight_shape` (and
-//! `P.weight_zero_point` when asymmetric); everything else is copied bit for bit. Tensors are
+//! Which tensors are Linear weights is decided structurally by [`crate::linears`] (every 2-D
+//! weight in the layer stack minus routers, embeddings and MTP layers; fused transformers-5
+//! experts split per expert), after the experts were checked against config.json. Every
+//! quantized Linear `P` becomes `P.weight_packed`, `P.weight_scale`, `P.weight_shape` (and
+//! `P.weight_zero_point` when asymmetric); everything else is copied bit for bit, and each dense
+//! Linear is listed in `ignore` so no loader expects packed tensors for it. Tensors are
 //! laid out in the reference writer's order (dtype, then name), so a module's scales live far
 //! from its packed words: tasks run in the order of their packed data and the scales wait in the
 //! executor's small reorder buffer.
@@ -11,6 +15,7 @@ use crate::checkpoint::Checkpoint;
 use crate::exec::{OutFileSpec, Piece, TaskOutput};
 use crate::format::compressed_tensors::{self as ctf, CtGroup, CtStrategy};
 use crate::format::safetensors as stf;
+use crate::linears::{self, Class, ExpertNames, ModelFacts};
 use crate::package::write_hashed;
 use crate::plan::{Method, PlanError, QuantizeOptions, Scheme};
 use crate::quant::ct::{self, CtScheme, ScaleDtype, Strategy};
@@ -18,6 +23,7 @@ use crate::quant::metrics::ErrorStats;
 use crate::quant::SrcDtype;
 use crate::sign::manifest::TensorRecord;
 use crate::sign::FileDigest;
+use std::collections::BTreeSet;
 use std::path::Path;
 
 /// The `weight_scale` dtype when `--scale-dtype` is not given: a bf16 or f16 model keeps its
@@ -41,8 +47,9 @@ pub const fn default_scale_dtype(src: SrcDtype) -> ScaleDtype {
 /// How one output tensor gets its bytes.
 #[derive(Debug, Clone)]
 enum Role {
-    /// Copied from the source tensor of that name.
-    Copy { src: String },
+    /// Copied from the source tensor of that name, starting at byte `at` (one expert's slab of a
+    /// fused expert tensor kept dense).
+    Copy { src: String, at: usize },
     /// Part of quantized module `m` (index into `modules`).
     Packed(usize),
     /// Scale, shape or zero point of a quantized module (written by its row tasks).
@@ -67,6 +74,8 @@ struct Module {
     name: String,
     src: String,
     src_dtype: SrcDtype,
+    /// First row of the module in the source tensor (fused experts hold several modules).
+    row0: usize,
     rows: usize,
     cols: usize,
     scheme: CtScheme,
@@ -131,12 +140,28 @@ pub enum Task {
 
 const TASK_ELEMS: usize = 1 << 20;
 
-fn is_quantizable_linear(name: &str, shape: &[usize]) -> bool {
-    shape.len() == 2
-        && name.starts_with("model.layers.")
-        && name.ends_with("_proj.weight")
-        && !name.contains("embed")
-        && !name.ends_with("mlp.gate.weight")
+/// A Linear to quantize: `rows` rows of `cols` starting at row `row0` of source tensor `src`
+/// (a fused expert tensor holds several modules).
+struct LinearSrc<'a> {
+    module: String,
+    src: &'a str,
+    dtype: crate::checkpoint::Dtype,
+    row0: usize,
+    rows: usize,
+    cols: usize,
+}
+
+/// Rename a tensor of transformers 5's fused MoE layout (`…layers.N.mlp.…`) to the family's
+/// released MoE module (`block_sparse_moe` for MiniMax-M2 / Mixtral), so a package made from
+/// either layout has the released names the loaders read.
+fn released_name(name: &str, fused_layers: &BTreeSet<String>, names: ExpertNames) -> String {
+    let Some(module) = names.released_module else { return name.to_string() };
+    for layer in fused_layers {
+        if let Some(rest) = name.strip_prefix(layer.as_str()).and_then(|r| r.strip_prefix("mlp.")) {
+            return format!("{layer}{module}.{rest}");
+        }
+    }
+    name.to_string()
 }
 
 /// Plan the cuda package of `ckpt`.
@@ -153,96 +178,206 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
                 .into(),
         ));
     }
+    let facts = ModelFacts::from_config(config);
+    // Before anything else (and long before any output exists): experts consistent with each
+    // other and with config.json.
+    linears::check_experts(ckpt.tensors().map(|t| (t.name, t.shape)), &facts).map_err(PlanError::Input)?;
+    let names = facts.expert_names();
+    // `…layers.N.` prefixes whose experts are fused: their `mlp.` tensors take the released name.
+    let fused_layers: BTreeSet<String> = ckpt
+        .tensors()
+        .filter(|t| matches!(linears::classify(t.name, t.shape, &facts), Class::FusedExperts { .. }))
+        .filter_map(|t| linears::layer_index(t.name).map(|(_, end)| t.name[..end].to_string()))
+        .collect();
+
     let mut modules = Vec::new();
     let mut tensors = Vec::new();
     let mut ignore: Vec<String> = Vec::new();
     let mut kept_notes = Vec::new();
     let mut fallback: Vec<String> = Vec::new();
+    // Bytes of Linear weights inside the layer stack: quantized, and left dense.
+    let (mut linear_q, mut linear_dense) = (0u64, 0u64);
     for t in ckpt.tensors() {
         let keep = opts.keep.iter().find(|re| re.is_match(t.name));
-        let module = t.name.strip_suffix(".weight");
-        let quantize = keep.is_none() && is_quantizable_linear(t.name, t.shape);
-        if !quantize {
-            let note = if let Some(re) = keep {
-                format!("--keep {}", re.as_str())
-            } else if t.shape.len() < 2 {
-                "1-D tensor kept".into()
-            } else {
-                "not a decoder Linear: kept".into()
-            };
-            if let Some(m) = module.filter(|_| t.shape.len() == 2) {
-                if keep.is_some() || t.name.ends_with("mlp.gate.weight") || m == "lm_head" {
-                    ignore.push(m.to_string());
+        let class = linears::classify(t.name, t.shape, &facts);
+        let in_layers = linears::layer_index(t.name).is_some();
+        let out_name = released_name(t.name, &fused_layers, names);
+        let mut linears_of_t: Vec<LinearSrc> = Vec::new();
+        let dense_note = match (&class, keep) {
+            (Class::Dense { why, linear }, None) => Some((why.clone(), *linear)),
+            (Class::Dense { linear, .. }, Some(re)) => Some((
+                format!("--keep {}: kept dense{}", re.as_str(), if *linear { ", in ignore" } else { "" }),
+                *linear,
+            )),
+            (Class::Linear | Class::FusedExperts { .. }, Some(re)) => {
+                Some((format!("--keep {}: kept dense, in ignore", re.as_str()), true))
+            }
+            (Class::Linear, None) => {
+                let m = out_name.strip_suffix(".weight").expect("a Linear is a .weight").to_string();
+                linears_of_t.push(LinearSrc {
+                    module: m,
+                    src: t.name,
+                    dtype: t.dtype,
+                    row0: 0,
+                    rows: t.shape[0],
+                    cols: t.shape[1],
+                });
+                None
+            }
+            (Class::FusedExperts { down }, None) => {
+                // [E, 2F, H] (gate rows first) or [E, H, F]: one module per expert and projection,
+                // under the per-expert names of the family's releases.
+                let base = out_name.rsplit_once('.').expect("experts.<proj>").0;
+                let (e, r, c) = (t.shape[0], t.shape[1], t.shape[2]);
+                for x in 0..e {
+                    if *down {
+                        linears_of_t.push(LinearSrc {
+                            module: format!("{base}.{x}.{}", names.down),
+                            src: t.name,
+                            dtype: t.dtype,
+                            row0: x * r,
+                            rows: r,
+                            cols: c,
+                        });
+                    } else {
+                        for (half, proj) in [(0, names.gate), (1, names.up)] {
+                            linears_of_t.push(LinearSrc {
+                                module: format!("{base}.{x}.{proj}"),
+                                src: t.name,
+                                dtype: t.dtype,
+                                row0: x * r + half * (r / 2),
+                                rows: r / 2,
+                                cols: c,
+                            });
+                        }
+                    }
                 }
+                None
+            }
+        };
+        if let Some((note, linear)) = dense_note {
+            if linear && in_layers {
+                linear_dense += t.data.len() as u64;
+            }
+            let note = if t.shape.len() >= 2 { note } else { "1-D tensor kept".to_string() };
+            // (output name, shape, source byte offset, bytes) of each tensor written.
+            let mut outs: Vec<(String, Vec<usize>, usize, usize)> = Vec::new();
+            if linear && t.shape.len() == 3 {
+                // Fused experts kept dense are written per expert too: the same names as a
+                // per-expert checkpoint gives, which is what the loaders and `ignore` match.
+                let base = out_name.rsplit_once('.').map_or(out_name.as_str(), |p| p.0);
+                let (e, r, c) = (t.shape[0], t.shape[1], t.shape[2]);
+                let esz = t.data.len() / (e * r * c).max(1);
+                let parts: Vec<(&str, usize, usize)> = if out_name.ends_with("down_proj") {
+                    vec![(names.down, 0, r)]
+                } else {
+                    vec![(names.gate, 0, r / 2), (names.up, r / 2, r / 2)]
+                };
+                for x in 0..e {
+                    for &(proj, first, rows) in &parts {
+                        let m = format!("{base}.{x}.{proj}");
+                        outs.push((format!("{m}.weight"), vec![rows, c], (x * r + first) * c * esz, rows * c * esz));
+                        ignore.push(m);
+                    }
+                }
+            } else {
+                if linear {
+                    if let Some(m) = out_name.strip_suffix(".weight") {
+                        ignore.push(m.to_string());
+                    }
+                }
+                outs.push((out_name.clone(), t.shape.to_vec(), 0, t.data.len()));
             }
             kept_notes.push((t.name.to_string(), note));
-            tensors.push(OutTensor {
-                name: t.name.to_string(),
-                dtype: t.dtype.name(),
-                shape: t.shape.to_vec(),
-                role: Role::Copy { src: t.name.to_string() },
-                file: 0,
-                offset: 0,
-                size: t.data.len() as u64,
-            });
+            for (name, shape, at, size) in outs {
+                tensors.push(OutTensor {
+                    name,
+                    dtype: t.dtype.name(),
+                    shape,
+                    role: Role::Copy { src: t.name.to_string(), at },
+                    file: 0,
+                    offset: 0,
+                    size: size as u64,
+                });
+            }
             continue;
         }
-        let m = module.expect("ends with _proj.weight");
-        let src_dtype = t.dtype.as_src().ok_or_else(|| {
-            PlanError::Input(format!(
-                "tensor `{}` has dtype {} but is a Linear weight to quantize (needs F32, F16 or BF16)",
-                t.name,
-                t.dtype.name()
-            ))
-        })?;
-        let (rows, cols) = (t.shape[0], t.shape[1]);
-        let (mut scheme, mut note) = match opts.scheme {
-            Scheme::Int8 => (CtScheme { bits: 8, strategy: Strategy::Channel, symmetric: true }, "int8 channel".into()),
-            Scheme::Int4 => (
-                CtScheme { bits: 4, strategy: Strategy::Group(opts.group_size), symmetric: !opts.asymmetric },
-                format!("int4 g{}", opts.group_size),
-            ),
-        };
-        if scheme.scale_cols(cols).is_err() {
-            scheme.strategy = Strategy::Channel;
-            note = format!("in_features {cols} not divisible by group {}: per-channel", opts.group_size);
-            fallback.push(m.to_string());
+        linear_q += t.data.len() as u64;
+        for l in linears_of_t {
+            let m = l.module;
+            let src_dtype = l.dtype.as_src().ok_or_else(|| {
+                PlanError::Input(format!(
+                    "tensor `{}` has dtype {} but is a Linear weight to quantize (needs F32, F16 or BF16)",
+                    l.src,
+                    l.dtype.name()
+                ))
+            })?;
+            let (rows, cols) = (l.rows, l.cols);
+            let (mut scheme, mut note) = match opts.scheme {
+                Scheme::Int8 => {
+                    (CtScheme { bits: 8, strategy: Strategy::Channel, symmetric: true }, "int8 channel".to_string())
+                }
+                Scheme::Int4 => (
+                    CtScheme { bits: 4, strategy: Strategy::Group(opts.group_size), symmetric: !opts.asymmetric },
+                    format!("int4 g{}", opts.group_size),
+                ),
+            };
+            if scheme.scale_cols(cols).is_err() {
+                scheme.strategy = Strategy::Channel;
+                note = format!("in_features {cols} not divisible by group {}: per-channel", opts.group_size);
+                fallback.push(m.clone());
+            }
+            if l.src != format!("{m}.weight") {
+                note = format!("{note}; rows {}..{} of `{}`", l.row0, l.row0 + rows, l.src);
+            }
+            scheme.validate()?;
+            let scale_dtype = opts.scale_dtype.unwrap_or(default_scale_dtype(src_dtype));
+            let i = modules.len();
+            let base = tensors.len();
+            let sc = scheme.scale_cols(cols)?;
+            let mut push = |suffix: &str, dtype: &'static str, shape: Vec<usize>, role: Role, esz: usize| {
+                let size = (shape.iter().product::<usize>() * esz) as u64;
+                tensors.push(OutTensor { name: format!("{m}.{suffix}"), dtype, shape, role, file: 0, offset: 0, size });
+            };
+            push("weight_packed", "I32", vec![rows, scheme.packed_cols(cols)], Role::Packed(i), 4);
+            push("weight_scale", scale_dtype.safetensors_name(), vec![rows, sc], Role::Part, scale_dtype.size());
+            push("weight_shape", "I64", vec![2], Role::Part, 8);
+            let zp = (!scheme.symmetric).then(|| {
+                push("weight_zero_point", "I32", vec![scheme.zp_rows(rows), sc], Role::Part, 4);
+                base + 3
+            });
+            let (weights, note) = crate::imatrix::plan_ct_weights(opts, l.src, cols, note)?;
+            modules.push(Module {
+                name: m,
+                src: l.src.to_string(),
+                src_dtype,
+                row0: l.row0,
+                rows,
+                cols,
+                scheme,
+                scale_dtype,
+                packed: base,
+                scale: base + 1,
+                shape_t: base + 2,
+                zp,
+                note,
+                weights,
+            });
         }
-        scheme.validate()?;
-        let scale_dtype = opts.scale_dtype.unwrap_or(default_scale_dtype(src_dtype));
-        let i = modules.len();
-        let base = tensors.len();
-        let sc = scheme.scale_cols(cols)?;
-        let mut push = |suffix: &str, dtype: &'static str, shape: Vec<usize>, role: Role, esz: usize| {
-            let size = (shape.iter().product::<usize>() * esz) as u64;
-            tensors.push(OutTensor { name: format!("{m}.{suffix}"), dtype, shape, role, file: 0, offset: 0, size });
-        };
-        push("weight_packed", "I32", vec![rows, scheme.packed_cols(cols)], Role::Packed(i), 4);
-        push("weight_scale", scale_dtype.safetensors_name(), vec![rows, sc], Role::Part, scale_dtype.size());
-        push("weight_shape", "I64", vec![2], Role::Part, 8);
-        let zp = (!scheme.symmetric).then(|| {
-            push("weight_zero_point", "I32", vec![scheme.zp_rows(rows), sc], Role::Part, 4);
-            base + 3
-        });
-        let (weights, note) = crate::imatrix::plan_ct_weights(opts, t.name, cols, note)?;
-        modules.push(Module {
-            name: m.to_string(),
-            src: t.name.to_string(),
-            src_dtype,
-            rows,
-            cols,
-            scheme,
-            scale_dtype,
-            packed: base,
-            scale: base + 1,
-            shape_t: base + 2,
-            zp,
-            note,
-            weights,
-        });
     }
     if modules.is_empty() {
-        return Err(PlanError::Input("no decoder Linear weights to quantize (model.layers.N.*_proj.weight)".into()));
+        return Err(PlanError::Input(
+            "no Linear weights to quantize: no 2-D `.weight` inside a layer stack (`layers.N.`, `layer.N.`, \
+             `blocks.N.`) outside the kept ones"
+                .into(),
+        ));
+    }
+    if linear_dense > linear_q && !opts.allow_dense {
+        return Err(PlanError::Input(format!(
+            "{linear_dense} of the {} bytes of Linear weights inside the layer stack would stay dense (see the \
+             kept tensors' notes); pass --allow-dense to write such a package anyway",
+            linear_dense + linear_q
+        )));
     }
     if !ignore.iter().any(|m| m == "lm_head") {
         ignore.push("lm_head".into());
@@ -403,12 +538,12 @@ impl CudaPlan {
             }
             Task::Copy { t, b0, b1 } => {
                 let ten = &self.tensors[t];
-                let Role::Copy { src } = &ten.role else { unreachable!("copy task on a copy tensor") };
+                let Role::Copy { src, at } = &ten.role else { unreachable!("copy task on a copy tensor") };
                 let view = ckpt.tensor(src).expect("planned tensor exists");
                 pieces.push(Piece {
                     file: ten.file,
                     offset: ten.offset + b0 as u64,
-                    bytes: view.data[b0..b1].to_vec(),
+                    bytes: view.data[at + b0..at + b1].to_vec(),
                 });
                 Ok((pieces, (0, None), (b1 - b0) as u64))
             }
@@ -417,7 +552,8 @@ impl CudaPlan {
                 let view = ckpt.tensor(&md.src).expect("planned tensor exists");
                 let esz = md.src_dtype.size();
                 let rows = r1 - r0;
-                let input = &view.data[r0 * md.cols * esz..r1 * md.cols * esz];
+                let (a, b) = (md.row0 + r0, md.row0 + r1);
+                let input = &view.data[a * md.cols * esz..b * md.cols * esz];
                 let pc = md.scheme.packed_cols(md.cols);
                 let sc = md.scheme.scale_cols(md.cols)?;
                 let mut packed = vec![0u8; rows * pc * 4];
@@ -507,7 +643,7 @@ impl CudaPlan {
             .tensors
             .iter()
             .filter_map(|t| match &t.role {
-                Role::Copy { src } => Some(TensorRecord {
+                Role::Copy { src, .. } => Some(TensorRecord {
                     name: t.name.clone(),
                     shape: t.shape.iter().map(|&d| d as u64).collect(),
                     dtype_in: t.dtype.to_string(),

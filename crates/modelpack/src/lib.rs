@@ -8,6 +8,7 @@ pub mod exec;
 pub mod fault;
 pub mod imatrix;
 pub mod inspect;
+pub mod linears;
 pub mod package;
 pub mod plan;
 pub mod rebuild;

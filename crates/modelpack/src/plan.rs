@@ -82,6 +82,10 @@ pub struct QuantizeOptions {
     pub max_shard_size: u64,
     /// cuda: re-quantize a checkpoint that already has a quantization_config.
     pub force_requantize: bool,
+    /// cuda: write a package even when most Linear bytes inside the layer stack stay dense
+    /// (`--keep` patterns, routers, MTP layers); without it that is an input error, because such a
+    /// package is mostly unquantized while its config says it is quantized.
+    pub allow_dense: bool,
     /// Compute per-tensor error metrics (costs a dequantize pass).
     pub metrics: bool,
     /// llama.cpp importance matrix (`--imatrix`): per-column weights for the quantizers.

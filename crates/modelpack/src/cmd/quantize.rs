@@ -53,6 +53,10 @@ pub struct Args {
     /// cuda: re-quantize a checkpoint whose config.json already has a quantization_config.
     #[arg(long)]
     pub force_requantize: bool,
+    /// cuda: write the package even if most Linear weight bytes inside the layer stack stay dense
+    /// (by --keep, routers, MTP layers); otherwise that is refused (exit 2).
+    #[arg(long)]
+    pub allow_dense: bool,
     /// llama.cpp importance matrix (llama-imatrix's GGUF or legacy .dat) weighting each column's
     /// error by its mean squared activation, as `llama-quantize --imatrix` does (cuda: with
     /// --method mse only).
@@ -256,6 +260,7 @@ pub fn run(a: Args) -> CmdResult {
         scale_dtype: a.scale_dtype.map(ScaleDtype::from),
         max_shard_size: parse_size(&a.max_shard_size)?,
         force_requantize: a.force_requantize,
+        allow_dense: a.allow_dense,
         metrics: !a.no_metrics,
         imatrix,
     };

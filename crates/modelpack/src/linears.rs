@@ -1,0 +1,410 @@
+//! Which tensors of a checkpoint are Linear weights (the cuda target's structural rule) and the
+//! consistency of a MoE checkpoint's experts with its config.
+//!
+//! The rule is structural, not a list of names: a 2-D `*.weight` inside the layer stack
+//! (`…layers.N.…`, `…layer.N.…` as in BERT encoders, `…blocks.N.…`) is a Linear, whatever the
+//! family calls it (`q_proj`, `query`, `w1`, `experts.3.down_proj`, `dense`). A short, documented
+//! list stays dense: MoE routers, embeddings, layers past `num_hidden_layers` (MTP / nextn
+//! drafters) and everything outside the stack (`lm_head`, poolers, heads). transformers 5's fused
+//! expert tensors (`experts.gate_up_proj [E,2F,H]`, `experts.down_proj [E,H,F]`) are Linear
+//! weights too, written one module per expert as the released checkpoints name them.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+/// What the cuda target does with one checkpoint tensor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Class {
+    /// A Linear weight inside the layer stack: quantized.
+    Linear,
+    /// A fused 3-D expert tensor: quantized as one module per expert (`down` for `down_proj`).
+    FusedExperts {
+        /// `experts.down_proj [E,H,F]` rather than `experts.gate_up_proj [E,2F,H]`.
+        down: bool,
+    },
+    /// Kept in the source dtype. `linear` says whether it is a Linear's weight (then its module
+    /// goes into compressed-tensors' `ignore`, or the runtimes would expect packed tensors).
+    Dense {
+        /// Why, for the report and manifest.
+        why: String,
+        /// A Linear module left dense.
+        linear: bool,
+    },
+}
+
+/// The config.json facts the rule and the checks use (`text_config` merged over the top level).
+#[derive(Debug, Clone, Default)]
+pub struct ModelFacts {
+    /// `model_type`.
+    pub model_type: String,
+    /// Layers of the model proper; layers at or past it are MTP (nextn) layers.
+    pub num_hidden_layers: Option<usize>,
+    /// `hidden_size`.
+    pub hidden: Option<usize>,
+    /// Routed experts per MoE layer and the key it came from.
+    pub experts: Option<(usize, &'static str)>,
+    /// Rows of one expert's gate/up projection and the key it came from.
+    pub expert_ffn: Option<(usize, &'static str)>,
+    /// Two expert-count keys that disagree (`num_local_experts` 4 beside `num_experts` 3).
+    pub conflict: Option<String>,
+}
+
+impl ModelFacts {
+    /// Read the facts from a config.json value.
+    pub fn from_config(raw: &serde_json::Value) -> ModelFacts {
+        let get = |k: &str| -> Option<&serde_json::Value> {
+            raw.get("text_config").and_then(|t| t.get(k)).or_else(|| raw.get(k))
+        };
+        let num = |k: &'static str| get(k).and_then(serde_json::Value::as_u64).map(|v| (v as usize, k));
+        let first = |ks: &[&'static str]| ks.iter().find_map(|k| num(k));
+        let model_type = get("model_type").and_then(|v| v.as_str()).unwrap_or_default().to_string();
+        const EXPERT_KEYS: [&str; 3] = ["num_local_experts", "num_experts", "n_routed_experts"];
+        let experts = first(&EXPERT_KEYS).filter(|e| e.0 > 0);
+        let conflict =
+            EXPERT_KEYS.iter().filter_map(|k| num(k)).find(|o| experts.is_some_and(|e| e.0 != o.0)).map(|o| {
+                let e = experts.expect("checked");
+                format!("config.json contradicts itself: {} = {} but {} = {}", e.1, e.0, o.1, o.0)
+            });
+        // Mixtral-style configs (num_local_experts, no moe_intermediate_size) give each expert
+        // `intermediate_size` rows; the others say it with moe_intermediate_size.
+        let expert_ffn = num("moe_intermediate_size").or_else(|| {
+            (experts.is_some_and(|e| e.1 == "num_local_experts")).then(|| num("intermediate_size")).flatten()
+        });
+        ModelFacts {
+            model_type,
+            num_hidden_layers: num("num_hidden_layers").map(|v| v.0),
+            hidden: num("hidden_size").map(|v| v.0),
+            experts,
+            expert_ffn,
+            conflict,
+        }
+    }
+
+    /// Per-expert naming of the family's released checkpoints (what vLLM's loaders and
+    /// transformers' conversion mapping read): the MoE module (`mlp` in transformers 5's fused
+    /// layout, `block_sparse_moe` in Mixtral-style releases) and the gate, up, down names.
+    pub fn expert_names(&self) -> ExpertNames {
+        match self.model_type.as_str() {
+            "minimax_m2" | "minimax" | "mixtral" => {
+                ExpertNames { released_module: Some("block_sparse_moe"), gate: "w1", up: "w3", down: "w2" }
+            }
+            _ => ExpertNames { released_module: None, gate: "gate_proj", up: "up_proj", down: "down_proj" },
+        }
+    }
+}
+
+/// See [`ModelFacts::expert_names`].
+#[derive(Debug, Clone, Copy)]
+pub struct ExpertNames {
+    /// The MoE module name of the released layout when it is not transformers 5's `mlp`.
+    pub released_module: Option<&'static str>,
+    /// Gate projection.
+    pub gate: &'static str,
+    /// Up projection.
+    pub up: &'static str,
+    /// Down projection.
+    pub down: &'static str,
+}
+
+/// `N` of the first `layers.N.` / `layer.N.` / `blocks.N.` in `name`, and the byte index just
+/// past that prefix.
+pub fn layer_index(name: &str) -> Option<(usize, usize)> {
+    let parts: Vec<&str> = name.split('.').collect();
+    let mut pos = 0;
+    for w in parts.windows(2) {
+        if matches!(w[0], "layers" | "layer" | "blocks") {
+            if let Ok(n) = w[1].parse::<usize>() {
+                return Some((n, pos + w[0].len() + 1 + w[1].len() + 1));
+            }
+        }
+        pos += w[0].len() + 1;
+    }
+    None
+}
+
+fn is_embedding(name: &str) -> bool {
+    name.split('.').any(|c| c.contains("embed") || c == "wte" || c == "wpe")
+}
+
+/// Routers: the MoE gate (`mlp.gate`, `block_sparse_moe.gate`, `router`) and Qwen2-MoE's
+/// one-row `shared_expert_gate`. Kept dense: they are tiny, routing decisions are sensitive to
+/// them, and vLLM builds them unquantized.
+fn is_router(module: &str) -> bool {
+    let last = module.rsplit('.').next().unwrap_or(module);
+    matches!(last, "gate" | "router" | "shared_expert_gate") || module.ends_with(".router.classifier")
+}
+
+/// Classify one tensor.
+pub fn classify(name: &str, shape: &[usize], facts: &ModelFacts) -> Class {
+    let dense = |why: &str, linear: bool| Class::Dense { why: why.to_string(), linear };
+    let layer = layer_index(name);
+    if shape.len() == 3 && (name.ends_with(".experts.gate_up_proj") || name.ends_with(".experts.down_proj")) {
+        if let (Some((n, _)), Some(main)) = (layer, facts.num_hidden_layers) {
+            if n >= main {
+                return dense("experts of an MTP (nextn) layer past num_hidden_layers: kept", true);
+            }
+        }
+        return Class::FusedExperts { down: name.ends_with("down_proj") };
+    }
+    let Some(module) = name.strip_suffix(".weight") else {
+        return dense(if shape.len() < 2 { "1-D tensor kept" } else { "not a `.weight`: kept" }, false);
+    };
+    if shape.len() < 2 {
+        return dense("1-D tensor kept", false);
+    }
+    if shape.len() > 2 {
+        return dense("more than 2 dimensions and not a known fused expert layout: kept", false);
+    }
+    if is_embedding(name) {
+        return dense("embedding: kept", false);
+    }
+    if module == "lm_head" || module.ends_with(".lm_head") {
+        return dense("lm_head: kept dense (listed in ignore), as compressed-tensors does", true);
+    }
+    let Some((n, _)) = layer else {
+        return dense("Linear outside the layer stack (head, pooler, projector): kept dense, in ignore", true);
+    };
+    if facts.num_hidden_layers.is_some_and(|main| n >= main) {
+        return dense(
+            "MTP (nextn) layer past num_hidden_layers: kept dense, in ignore (transformers builds no such \
+             layer; vLLM loads it as a separate draft model)",
+            true,
+        );
+    }
+    if is_router(module) {
+        return dense(
+            "MoE router: kept dense, in ignore (tiny; routing is sensitive; vLLM builds it unquantized)",
+            true,
+        );
+    }
+    Class::Linear
+}
+
+/// Expert index -> (tensor name, shape) of one projection of one MoE module.
+type Experts = BTreeMap<usize, (String, Vec<usize>)>;
+
+/// `(prefix, expert, projection)` of a per-expert weight `prefix.experts.E.proj.weight`.
+fn per_expert(name: &str) -> Option<(&str, usize, &str)> {
+    let i = name.rfind(".experts.")?;
+    let rest = name[i + ".experts.".len()..].strip_suffix(".weight")?;
+    let (e, proj) = rest.split_once('.')?;
+    if proj.contains('.') {
+        return None;
+    }
+    Some((&name[..i], e.parse().ok()?, proj))
+}
+
+/// Check the experts of a checkpoint against each other and config.json: every MoE module has
+/// the same projections for experts `0..E` (E from the config when it says), one shape per
+/// projection, shapes that agree with hidden_size and the expert FFN size, fused tensors with E
+/// slabs, and a router with E rows. The error names the tensor.
+pub fn check_experts<'a>(
+    tensors: impl Iterator<Item = (&'a str, &'a [usize])>,
+    facts: &ModelFacts,
+) -> Result<(), String> {
+    if let Some(c) = &facts.conflict {
+        return Err(c.clone());
+    }
+    // prefix -> proj -> expert -> (name, shape)
+    let mut groups: BTreeMap<String, BTreeMap<String, Experts>> = BTreeMap::new();
+    let mut fused: Vec<(String, Vec<usize>)> = Vec::new();
+    let mut all: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (name, shape) in tensors {
+        all.insert(name.to_string(), shape.to_vec());
+        if let Some((prefix, e, proj)) = per_expert(name) {
+            groups
+                .entry(prefix.to_string())
+                .or_default()
+                .entry(proj.to_string())
+                .or_default()
+                .insert(e, (name.to_string(), shape.to_vec()));
+        } else if name.ends_with(".experts.gate_up_proj") || name.ends_with(".experts.down_proj") {
+            fused.push((name.to_string(), shape.to_vec()));
+        }
+    }
+    let cfg_e = facts.experts;
+    let hidden = facts.hidden;
+    let ffn = facts.expert_ffn;
+    let mut moe_modules: BTreeSet<String> = BTreeSet::new();
+    for (prefix, projs) in &groups {
+        moe_modules.insert(prefix.clone());
+        let seen: BTreeSet<usize> = projs.values().flat_map(|m| m.keys().copied()).collect();
+        let n = match cfg_e {
+            Some((e, key)) => {
+                if let Some(&bad) = seen.iter().find(|&&i| i >= e) {
+                    let (name, _) = projs.values().find_map(|m| m.get(&bad)).expect("seen");
+                    return Err(format!("tensor `{name}`: expert {bad}, but config.json says {key} = {e}"));
+                }
+                e
+            }
+            None => seen.iter().max().map_or(0, |m| m + 1),
+        };
+        for (proj, experts) in projs {
+            for i in 0..n {
+                if !experts.contains_key(&i) {
+                    let have = experts.len();
+                    return Err(format!(
+                        "missing tensor `{prefix}.experts.{i}.{proj}.weight`: the checkpoint has {have} of the {n} \
+                         experts' `{proj}`{}",
+                        cfg_e.map(|(_, k)| format!(" ({k} = {n} in config.json)")).unwrap_or_default()
+                    ));
+                }
+            }
+            let (first_name, first_shape) = &experts[&0];
+            for (name, shape) in experts.values() {
+                if shape.len() != 2 {
+                    return Err(format!("tensor `{name}` has shape {shape:?}: an expert weight must be 2-D"));
+                }
+                if shape != first_shape {
+                    return Err(format!("tensor `{name}` has shape {shape:?} but `{first_name}` has {first_shape:?}"));
+                }
+            }
+            let down = matches!(proj.as_str(), "down_proj" | "w2");
+            let (f_dim, h_dim) = if down { (first_shape[1], first_shape[0]) } else { (first_shape[0], first_shape[1]) };
+            if let Some(h) = hidden.filter(|&h| h != h_dim) {
+                return Err(format!(
+                    "tensor `{first_name}` has shape {first_shape:?}, which does not match hidden_size = {h}"
+                ));
+            }
+            if let Some((f, key)) = ffn.filter(|&(f, _)| f != f_dim) {
+                return Err(format!(
+                    "tensor `{first_name}` has shape {first_shape:?}, which does not match {key} = {f}"
+                ));
+            }
+        }
+    }
+    for (name, shape) in &fused {
+        let parent = name.rsplit_once(".experts.").map_or("", |p| p.0);
+        moe_modules.insert(parent.to_string());
+        let down = name.ends_with("down_proj");
+        if let Some((e, key)) = cfg_e.filter(|&(e, _)| e != shape[0]) {
+            return Err(format!(
+                "tensor `{name}` has shape {shape:?}: {} experts, but config.json says {key} = {e}",
+                shape[0]
+            ));
+        }
+        let (f_dim, h_dim) = if down { (shape[2], shape[1]) } else { (shape[1] / 2, shape[2]) };
+        if !down && shape[1] % 2 != 0 {
+            return Err(format!("tensor `{name}` has shape {shape:?}: gate_up rows must be 2 × the expert FFN size"));
+        }
+        if let Some(h) = hidden.filter(|&h| h != h_dim) {
+            return Err(format!("tensor `{name}` has shape {shape:?}, which does not match hidden_size = {h}"));
+        }
+        if let Some((f, key)) = ffn.filter(|&(f, _)| f != f_dim) {
+            return Err(format!("tensor `{name}` has shape {shape:?}, which does not match {key} = {f}"));
+        }
+        let twin = if down {
+            name.replace(".experts.down_proj", ".experts.gate_up_proj")
+        } else {
+            name.replace(".experts.gate_up_proj", ".experts.down_proj")
+        };
+        match all.get(&twin) {
+            None => return Err(format!("missing tensor `{twin}` (the fused experts have `{name}`)")),
+            Some(t) if t.len() != 3 || t[0] != shape[0] => {
+                return Err(format!("tensor `{twin}` has shape {t:?} but `{name}` has {shape:?}"))
+            }
+            _ => {}
+        }
+    }
+    // Every MoE module needs its router, with one row per expert.
+    for parent in &moe_modules {
+        let router =
+            ["gate.weight", "router.weight"].iter().map(|s| format!("{parent}.{s}")).find(|r| all.contains_key(r));
+        let n = cfg_e.map(|e| e.0).or_else(|| groups.get(parent).and_then(|p| p.values().next()).map(|m| m.len()));
+        match router {
+            None => {
+                return Err(format!(
+                    "missing tensor `{parent}.gate.weight`: the MoE module `{parent}` has experts but no router"
+                ))
+            }
+            Some(r) => {
+                let s = &all[&r];
+                if let Some(n) = n.filter(|&n| s.len() != 2 || s[0] != n) {
+                    return Err(format!("tensor `{r}` has shape {s:?}: a router needs one row per expert ({n})"));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts() -> ModelFacts {
+        ModelFacts {
+            model_type: "qwen3_moe".into(),
+            num_hidden_layers: Some(2),
+            hidden: Some(8),
+            experts: Some((2, "num_experts")),
+            expert_ffn: Some((4, "moe_intermediate_size")),
+            conflict: None,
+        }
+    }
+
+    #[test]
+    fn structural_rule() {
+        let f = facts();
+        assert_eq!(classify("model.layers.0.self_attn.q_proj.weight", &[8, 8], &f), Class::Linear);
+        assert_eq!(classify("model.layers.1.block_sparse_moe.experts.3.w1.weight", &[4, 8], &f), Class::Linear);
+        assert_eq!(classify("bert.encoder.layer.1.attention.self.query.weight", &[8, 8], &f), Class::Linear);
+        assert_eq!(
+            classify("model.layers.0.mlp.experts.gate_up_proj", &[2, 8, 8], &f),
+            Class::FusedExperts { down: false }
+        );
+        let dense = |n: &str, s: &[usize]| match classify(n, s, &f) {
+            Class::Dense { linear, .. } => Some(linear),
+            _ => None,
+        };
+        assert_eq!(dense("model.layers.0.mlp.gate.weight", &[2, 8]), Some(true));
+        assert_eq!(dense("model.layers.0.mlp.shared_expert_gate.weight", &[1, 8]), Some(true));
+        assert_eq!(dense("model.embed_tokens.weight", &[16, 8]), Some(false));
+        assert_eq!(dense("lm_head.weight", &[16, 8]), Some(true));
+        assert_eq!(dense("bert.pooler.dense.weight", &[8, 8]), Some(true));
+        assert_eq!(dense("model.layers.2.eh_proj.weight", &[8, 16]), Some(true));
+        assert_eq!(dense("model.layers.0.input_layernorm.weight", &[8]), Some(false));
+        assert_eq!(dense("model.layers.0.mlp.gate.e_score_correction_bias", &[2]), Some(false));
+    }
+
+    fn ok(t: &[(&str, Vec<usize>)]) -> Result<(), String> {
+        check_experts(t.iter().map(|(n, s)| (*n, s.as_slice())), &facts())
+    }
+
+    #[test]
+    fn expert_checks_name_the_tensor() {
+        let mut t: Vec<(&str, Vec<usize>)> = vec![
+            ("m.layers.0.mlp.gate.weight", vec![2, 8]),
+            ("m.layers.0.mlp.experts.0.gate_proj.weight", vec![4, 8]),
+            ("m.layers.0.mlp.experts.1.gate_proj.weight", vec![4, 8]),
+            ("m.layers.0.mlp.experts.0.down_proj.weight", vec![8, 4]),
+            ("m.layers.0.mlp.experts.1.down_proj.weight", vec![8, 4]),
+        ];
+        assert_eq!(ok(&t), Ok(()));
+        let mut missing = t.clone();
+        missing.remove(4);
+        assert!(ok(&missing).unwrap_err().contains("`m.layers.0.mlp.experts.1.down_proj.weight`"));
+        let mut extra = t.clone();
+        extra.push(("m.layers.0.mlp.experts.2.down_proj.weight", vec![8, 4]));
+        assert!(ok(&extra).unwrap_err().contains("experts.2.down_proj.weight`: expert 2"));
+        let mut shape = t.clone();
+        shape[2].1 = vec![4, 16];
+        assert!(ok(&shape).unwrap_err().contains("experts.1.gate_proj.weight"));
+        let mut ffn = t.clone();
+        for x in ffn.iter_mut().skip(1) {
+            x.1 = if x.0.contains("down") { vec![8, 6] } else { vec![6, 8] };
+        }
+        assert!(ok(&ffn).unwrap_err().contains("moe_intermediate_size = 4"));
+        let mut router = t.clone();
+        router[0].1 = vec![3, 8];
+        assert!(ok(&router).unwrap_err().contains("`m.layers.0.mlp.gate.weight`"));
+        t.remove(0);
+        assert!(ok(&t).unwrap_err().contains("missing tensor `m.layers.0.mlp.gate.weight`"));
+        let fused: Vec<(&str, Vec<usize>)> = vec![
+            ("m.layers.0.mlp.gate.weight", vec![2, 8]),
+            ("m.layers.0.mlp.experts.gate_up_proj", vec![3, 8, 8]),
+            ("m.layers.0.mlp.experts.down_proj", vec![3, 8, 4]),
+        ];
+        assert!(ok(&fused).unwrap_err().contains("num_experts = 2"));
+        assert!(ok(&fused[..2]).unwrap_err().contains("num_experts = 2"));
+    }
+}

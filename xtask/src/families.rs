@@ -1,0 +1,92 @@
+//! `fixtures/families/`: tiny checkpoints of the MoE-era families (Qwen3, Qwen3-MoE, GLM-4,
+//! GLM-4.5, MiniMax-M2) written by transformers' own classes, with the GGUFs llama.cpp's
+//! `convert_hf_to_gguf.py` makes from them (the judges of the cpu target).
+//!
+//! Making them needs torch, so it is a local task, not CI:
+//! `cargo xtask family-fixtures [FAMILY...]` runs `xtask/py/make_family_fixtures.py` in the
+//! hf-check venv against the cached llama.cpp source tree. CI checks, without torch, that the
+//! committed set is complete and unchanged (`SHA256SUMS`) and that the pinned `gguf` package reads
+//! every reference GGUF with the architecture and file type its name promises
+//! (`xtask/py/check_family_fixtures.py`).
+use crate::util::{root, run};
+use anyhow::{ensure, Context};
+use sha2::Digest;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// Files of the directory that are not listed in `SHA256SUMS` (they describe the list).
+const UNLISTED: &[&str] = &["SHA256SUMS", "PROVENANCE.md"];
+
+fn dir() -> PathBuf {
+    root().join("fixtures/families")
+}
+
+/// Regular files under `d`, relative, `/`-separated, sorted.
+fn files(d: &Path) -> anyhow::Result<Vec<String>> {
+    let mut out = Vec::new();
+    let mut stack = vec![d.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        for e in std::fs::read_dir(&p).with_context(|| format!("reading {}", p.display()))? {
+            let path = e?.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else {
+                let rel = path.strip_prefix(d)?.to_string_lossy().replace('\\', "/");
+                out.push(rel);
+            }
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Torch-free consistency check of the committed family fixtures (part of `fixtures --check`).
+pub fn check() -> anyhow::Result<()> {
+    let d = dir();
+    let sums =
+        std::fs::read_to_string(d.join("SHA256SUMS")).with_context(|| format!("reading {}/SHA256SUMS", d.display()))?;
+    let mut want = BTreeMap::new();
+    for line in sums.lines().filter(|l| !l.trim().is_empty()) {
+        let (hash, name) = line.split_once("  ").with_context(|| format!("bad SHA256SUMS line `{line}`"))?;
+        want.insert(name.to_string(), hash.to_string());
+    }
+    let have: Vec<String> = files(&d)?.into_iter().filter(|f| !UNLISTED.contains(&f.as_str())).collect();
+    let mut problems = Vec::new();
+    for f in &have {
+        match want.get(f) {
+            None => problems.push(format!("extra (not in SHA256SUMS): {f}")),
+            Some(h) => {
+                let got = hex::encode(sha2::Sha256::digest(std::fs::read(d.join(f))?));
+                if &got != h {
+                    problems.push(format!("differs from SHA256SUMS: {f}"));
+                }
+            }
+        }
+    }
+    for f in want.keys().filter(|f| !have.contains(f)) {
+        problems.push(format!("missing: {f}"));
+    }
+    ensure!(
+        problems.is_empty(),
+        "fixtures/families is inconsistent (regenerate with `cargo xtask family-fixtures`):\n  {}",
+        problems.join("\n  ")
+    );
+    let py = crate::venv::ensure()?;
+    run(Command::new(py).arg(root().join("xtask/py/check_family_fixtures.py")).arg(&d))
+        .context("the gguf/safetensors packages disagree with fixtures/families")?;
+    eprintln!("xtask: fixtures/families complete ({} files) and readable", have.len());
+    Ok(())
+}
+
+/// `cargo xtask family-fixtures [FAMILY...]`: regenerate (needs the torch venv and llama.cpp).
+pub fn regenerate(args: &[String]) -> anyhow::Result<()> {
+    let py = crate::hfcheck::ensure_venv()?;
+    let llama = crate::llama::ensure()?;
+    run(Command::new(py)
+        .arg(root().join("xtask/py/make_family_fixtures.py"))
+        .arg(dir())
+        .arg(llama.join("src"))
+        .args(args))?;
+    check()
+}
