@@ -1,0 +1,334 @@
+"""Regenerate fixtures/families/: tiny random-weight checkpoints of the MoE-era families, written by
+transformers' own classes, and the reference GGUFs llama.cpp's converter makes from them.
+
+Usage (the torch venv `cargo xtask hf-check` builds, ~/.cache/modelpack/hf-venv):
+    python make_family_fixtures.py OUT_DIR LLAMA_SRC [FAMILY...]
+OUT_DIR is fixtures/families; LLAMA_SRC is the llama.cpp source tree (`cargo xtask llama
+--print-dir`/src) holding convert_hf_to_gguf.py, conversion/ and gguf-py/. `cargo xtask
+family-fixtures` runs exactly this.
+
+Per family, OUT_DIR/<family>/ gets:
+  config.json, generation_config.json, model.safetensors   `save_pretrained` (bf16), per-expert names
+  tokenizer.json, tokenizer_config.json                     a small byte-level BPE + the family's specials
+  ref-q8_0.gguf, ref-f16.gguf                               convert_hf_to_gguf.py --outtype q8_0 / f16
+and each MoE family also OUT_DIR/<family>-fused/ with the same model in transformers 5's fused
+in-memory expert layout (`experts.gate_up_proj [E,2F,H]`, `experts.down_proj [E,H,F]`), written by
+`save_pretrained(save_original_format=False)` (see PROVENANCE.md). Finally OUT_DIR/SHA256SUMS lists
+every file so the torch-free CI check can prove the set complete and unchanged.
+
+Everything is seeded; the weights use a wide init (normal with std 1/sqrt(fan_in) for matrices,
+norms around 1 with +-30 % spread, random biases and routing biases) so a permuted head, swapped
+expert or dropped bias visibly changes the logits.
+"""
+import hashlib
+import json
+import os
+import runpy
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+import transformers
+from safetensors.torch import load_file, save_file
+
+SEED = 1414
+VOCAB = 512  # config vocab_size; the tokenizer fills it except the last PAD_SLOTS ids
+PAD_SLOTS = 4  # ids with no token: the reference writes them as [PAD{id}] (UNUSED)
+HIDDEN = 256
+HEADS = 4
+KV_HEADS = 2
+HEAD_DIM = 64  # != HIDDEN / HEADS for Qwen3 (head_dim is independent there): see qwen3 below
+
+# Probe text for the tokenizer trainer: fixed, so the vocabulary is reproducible.
+CORPUS = [
+    "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs.",
+    "modelpack quantizes Hugging Face checkpoints to GGUF and compressed-tensors packages.",
+    "Mixture of experts: a router picks the top-k experts for each token, and their outputs are mixed.",
+    "def main():\n    print('hello, world')\n    return 0\n",
+    "0 1 2 3 4 5 6 7 8 9 10 42 100 256 1024 3.14159 2.71828",
+    "User: what is the capital of France?\nAssistant: Paris is the capital of France.",
+    "Qwen, GLM and MiniMax are model families; llama.cpp runs them on a CPU.",
+    "Release engineers sign every package, verify the manifest and publish it to a registry.",
+    "Attention heads share keys and values; rotary position embeddings rotate half of each head.",
+    "Weights, scales, zero points, groups, channels, tensors, layers, blocks, tokens, vocabulary.",
+    "Il était une fois un petit modèle qui voulait apprendre à parler plusieurs langues.",
+    "Ein kleines Modell lernt schnell, wenn die Daten sauber und die Gewichte gut verteilt sind.",
+    "我想在apple工作1314151天～ нещо на Български ⚡ emoji 🦙🦙 and symbols <>{}[]()#@!$%^&*",
+] * 4
+
+# tokenizer.ggml.pre per family (families.md §1.6): the reference hashes a probe encoding to find
+# it, which no made-up tokenizer matches, so it is supplied (see `convert`).
+FAMILIES = {
+    "qwen3": dict(pre="qwen2", moe=False),
+    "qwen3-moe": dict(pre="qwen2", moe=True),
+    "glm4": dict(pre="glm4", moe=False),
+    "glm4-moe": dict(pre="glm4", moe=True),
+    "minimax-m2": dict(pre="minimax-m2", moe=True),
+}
+
+QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+QWEN_ADDED = ["<think>", "</think>"]  # added but not special, as in Qwen3's tokenizer
+GLM_SPECIALS = [
+    "<|endoftext|>", "[MASK]", "[gMASK]", "[sMASK]", "<sop>", "<eop>",
+    "<|system|>", "<|user|>", "<|assistant|>", "<|observation|>",
+]
+MINIMAX_SPECIALS = ["]~!b[", "]~b]", "[e~[", "]!d~[", "]!p~[", "<think>", "</think>"]
+
+QWEN_TEMPLATE = (
+    "{% for m in messages %}{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}"
+    "{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+GLM_TEMPLATE = (
+    "[gMASK]<sop>{% for m in messages %}{{ '<|' + m['role'] + '|>\\n' + m['content'] }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+)
+MINIMAX_TEMPLATE = (
+    "{% for m in messages %}{{ ']~b]' + m['role'] + '\\n' + m['content'] + '[e~[\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ ']~b]ai\\n' }}{% endif %}"
+)
+
+# Qwen2's split regex (the other families' real regexes differ in detail; llama.cpp only reads
+# the pre name, and HF tokenization is not what these fixtures test).
+SPLIT_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+
+
+def tokenizer_files(out: Path, specials, added, template, bos, eos, pad, unk):
+    """A byte-level BPE trained on CORPUS up to VOCAB - PAD_SLOTS tokens, specials last."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(SPLIT_REGEX), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    n_plain = VOCAB - PAD_SLOTS - len(specials) - len(added)
+    trainer = trainers.BpeTrainer(
+        vocab_size=n_plain,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        special_tokens=[],
+    )
+    tok.train_from_iterator(CORPUS, trainer=trainer)
+    assert tok.get_vocab_size() == n_plain, (tok.get_vocab_size(), n_plain)
+    tok.add_special_tokens(specials)
+    tok.add_tokens(added)
+    tok.save(str(out / "tokenizer.json"))
+    ids = {t: tok.token_to_id(t) for t in specials + added}
+    decoder = {}
+    for t in specials + added:
+        decoder[str(ids[t])] = dict(
+            content=t, lstrip=False, normalized=t in added, rstrip=False, single_word=False,
+            special=t in specials,
+        )
+    cfg = {
+        "add_bos_token": False,
+        "add_eos_token": False,
+        "added_tokens_decoder": decoder,
+        "bos_token": bos,
+        "chat_template": template,
+        "clean_up_tokenization_spaces": False,
+        "eos_token": eos,
+        "model_max_length": 4096,
+        "pad_token": pad,
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "unk_token": unk,
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
+    return ids
+
+
+def make_config(family, ids):
+    common = dict(
+        vocab_size=VOCAB,
+        hidden_size=HIDDEN,
+        num_attention_heads=HEADS,
+        num_key_value_heads=KV_HEADS,
+        head_dim=HEAD_DIM,
+        max_position_embeddings=4096,
+        rms_norm_eps=1e-6,
+        tie_word_embeddings=False,
+        dtype="bfloat16",
+    )
+    if family == "qwen3":
+        # head_dim 128 != hidden / heads = 64: the qwen3 arch takes key_length from head_dim.
+        c = dict(common, head_dim=128, intermediate_size=512, num_hidden_layers=2,
+                 bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], tie_word_embeddings=True)
+        return transformers.Qwen3Config(**c), transformers.Qwen3ForCausalLM
+    if family == "qwen3-moe":
+        c = dict(common, intermediate_size=512, moe_intermediate_size=256, num_hidden_layers=2,
+                 num_experts=4, num_experts_per_tok=2, norm_topk_prob=True, decoder_sparse_step=1,
+                 mlp_only_layers=[], bos_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"])
+        return transformers.Qwen3MoeConfig(**c), transformers.Qwen3MoeForCausalLM
+    if family == "glm4":
+        c = dict(common, intermediate_size=512, num_hidden_layers=2, partial_rotary_factor=0.5,
+                 attention_bias=True, pad_token_id=ids["<|endoftext|>"],
+                 eos_token_id=[ids["<|endoftext|>"], ids["<|user|>"], ids["<|observation|>"]])
+        return transformers.Glm4Config(**c), transformers.Glm4ForCausalLM
+    if family == "glm4-moe":
+        # 3 main layers are built: layers 0..1 are the model, layer 2 becomes the MTP (nextn) layer.
+        c = dict(common, intermediate_size=512, moe_intermediate_size=256, num_hidden_layers=3,
+                 n_routed_experts=4, n_shared_experts=1, num_experts_per_tok=2, first_k_dense_replace=1,
+                 routed_scaling_factor=2.5, norm_topk_prob=True, n_group=1, topk_group=1,
+                 partial_rotary_factor=0.5, attention_bias=True, use_qk_norm=True,
+                 num_nextn_predict_layers=1, pad_token_id=ids["<|endoftext|>"],
+                 eos_token_id=[ids["<|endoftext|>"], ids["<|user|>"], ids["<|observation|>"]])
+        return transformers.Glm4MoeConfig(**c), transformers.Glm4MoeForCausalLM
+    if family == "minimax-m2":
+        c = dict(common, intermediate_size=256, num_hidden_layers=2, num_local_experts=4,
+                 num_experts_per_tok=2, partial_rotary_factor=0.5, use_qk_norm=True,
+                 scoring_func="sigmoid", use_routing_bias=True,
+                 bos_token_id=ids["]~!b["], eos_token_id=ids["[e~["])
+        return transformers.MiniMaxM2Config(**c), transformers.MiniMaxM2ForCausalLM
+    raise ValueError(family)
+
+
+def wide_init(model, gen):
+    """Seeded init wide enough that structural mistakes change the logits."""
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+            shape = p.shape
+            if p.ndim >= 2:
+                std = 1.0 if "embed" in name else shape[-1] ** -0.5
+                if name.endswith("gate.weight") or "router" in name:
+                    std *= 4.0  # decisive routing: a swapped expert changes the choice
+                v = torch.randn(shape, generator=gen, dtype=torch.float32) * std
+            elif "norm" in name:
+                v = 1.0 + 0.3 * (torch.rand(shape, generator=gen, dtype=torch.float32) * 2 - 1)
+            else:  # biases, e_score_correction_bias
+                v = 0.1 * torch.randn(shape, generator=gen, dtype=torch.float32)
+            p.copy_(v.to(p.dtype))
+        for name, b in sorted(model.named_buffers(), key=lambda kv: kv[0]):
+            if name.endswith("e_score_correction_bias"):
+                b.copy_((0.1 * torch.randn(b.shape, generator=gen, dtype=torch.float32)).to(b.dtype))
+
+
+def rewrite_safetensors(path: Path, tensors: dict):
+    """Write tensors in name order with the metadata transformers writes."""
+    save_file({k: tensors[k].contiguous() for k in sorted(tensors)}, str(path), metadata={"format": "pt"})
+
+
+def glm4_moe_mtp(dst: Path, gen):
+    """Turn the 3-layer Glm4Moe save into 2 layers + 1 nextn (MTP) layer, as GLM-4.5 ships it:
+    layer 2 keeps its attention + MoE block and gains eh_proj, enorm, hnorm, shared_head.norm
+    (the HF class builds no MTP module; the reference maps them to blk.2.nextn.*)."""
+    cfg_path = dst / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["num_hidden_layers"] = 2
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    st = load_file(str(dst / "model.safetensors"))
+    h = HIDDEN
+    extra = {
+        "model.layers.2.eh_proj.weight": torch.randn((h, 2 * h), generator=gen) * (2 * h) ** -0.5,
+        "model.layers.2.enorm.weight": 1.0 + 0.3 * (torch.rand((h,), generator=gen) * 2 - 1),
+        "model.layers.2.hnorm.weight": 1.0 + 0.3 * (torch.rand((h,), generator=gen) * 2 - 1),
+        "model.layers.2.shared_head.norm.weight": 1.0 + 0.3 * (torch.rand((h,), generator=gen) * 2 - 1),
+    }
+    for k, v in extra.items():
+        st[k] = v.to(torch.bfloat16)
+    rewrite_safetensors(dst / "model.safetensors", st)
+
+
+def convert(llama_src: Path, model_dir: Path, outtype: str, out: Path, pre: str):
+    """Run llama.cpp's convert_hf_to_gguf.py in a child process with the pre-tokenizer name
+    supplied: `TextModel.get_vocab_base_pre` is replaced by one returning `pre` (the reference
+    would hash the probe encoding, which a made-up tokenizer never matches)."""
+    code = f"""
+import sys
+sys.path.insert(0, {str(llama_src)!r})
+sys.path.insert(1, {str(llama_src / 'gguf-py')!r})
+import conversion.base as base
+base.TextModel.get_vocab_base_pre = lambda self, tokenizer: {pre!r}
+import runpy
+sys.argv = ['convert_hf_to_gguf.py', {str(model_dir)!r}, '--outtype', {outtype!r}, '--outfile', {str(out)!r}]
+runpy.run_path({str(llama_src / 'convert_hf_to_gguf.py')!r}, run_name='__main__')
+"""
+    env = dict(os.environ, NO_LOCAL_GGUF="1", PYTHONHASHSEED="0")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.stderr.write(r.stdout[-4000:] + r.stderr[-8000:])
+        raise SystemExit(f"convert_hf_to_gguf.py --outtype {outtype} failed on {model_dir}")
+
+
+def make_family(out_root: Path, llama_src: Path, family: str):
+    spec = FAMILIES[family]
+    dst = out_root / family
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.mkdir(parents=True)
+    if family.startswith("qwen3"):
+        ids = tokenizer_files(dst, QWEN_SPECIALS, QWEN_ADDED, QWEN_TEMPLATE, None, "<|im_end|>", "<|endoftext|>", None)
+    elif family.startswith("glm4"):
+        ids = tokenizer_files(dst, GLM_SPECIALS, [], GLM_TEMPLATE, None, "<|endoftext|>", "<|endoftext|>", None)
+    else:
+        ids = tokenizer_files(dst, MINIMAX_SPECIALS, [], MINIMAX_TEMPLATE, "]~!b[", "[e~[", None, "]!d~[")
+    config, cls = make_config(family, ids)
+    gen = torch.Generator().manual_seed(SEED + sum(map(ord, family)))
+    torch.manual_seed(SEED)
+    model = cls(config)
+    wide_init(model, gen)
+    model = model.to(torch.bfloat16).eval()
+    model.save_pretrained(str(dst))
+    if family == "glm4-moe":
+        glm4_moe_mtp(dst, gen)
+    # Canonical JSON so a regeneration diffs cleanly.
+    cfg = json.loads((dst / "config.json").read_text())
+    if family == "minimax-m2":
+        # The reference reads rotary_dim (v5 saves partial_rotary_factor only): families.md §2.7.
+        cfg["rotary_dim"] = int(HEAD_DIM * cfg.get("partial_rotary_factor", 0.5))
+    (dst / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    if spec["moe"]:
+        fused = out_root / f"{family}-fused"
+        if fused.exists():
+            shutil.rmtree(fused)
+        fused.mkdir(parents=True)
+        model.save_pretrained(str(fused), save_original_format=False)
+        for f in ["config.json", "generation_config.json", "tokenizer.json", "tokenizer_config.json"]:
+            if (dst / f).exists():
+                shutil.copy(dst / f, fused / f)
+        if family == "glm4-moe":
+            # The same nextn tensors as the per-expert checkpoint, in the fused form.
+            per = load_file(str(dst / "model.safetensors"))
+            fst = load_file(str(fused / "model.safetensors"))
+            for k, v in per.items():
+                if k.startswith("model.layers.2.") and ".experts." not in k:
+                    fst[k] = v
+            for k in [k for k in fst if k.startswith("model.layers.2.") and ".experts." in k]:
+                pass  # layer 2's fused experts were saved with the 3-layer model already
+            rewrite_safetensors(fused / "model.safetensors", fst)
+    for outtype in ["q8_0", "f16"]:
+        convert(llama_src, dst, outtype, dst / f"ref-{outtype}.gguf", spec["pre"])
+
+
+def sha256sums(out_root: Path):
+    lines = []
+    for p in sorted(out_root.rglob("*")):
+        if p.is_file() and p.name not in ("SHA256SUMS", "PROVENANCE.md"):
+            h = hashlib.sha256(p.read_bytes()).hexdigest()
+            lines.append(f"{h}  {p.relative_to(out_root).as_posix()}")
+    (out_root / "SHA256SUMS").write_text("\n".join(lines) + "\n")
+
+
+def main():
+    out_root = Path(sys.argv[1])
+    llama_src = Path(sys.argv[2])
+    families = sys.argv[3:] or list(FAMILIES)
+    out_root.mkdir(parents=True, exist_ok=True)
+    for family in families:
+        make_family(out_root, llama_src, family)
+        print(f"made {family}", file=sys.stderr)
+    sha256sums(out_root)
+    versions = dict(torch=torch.__version__, transformers=transformers.__version__)
+    print(json.dumps(versions))
+
+
+if __name__ == "__main__":
+    main()
