@@ -5,9 +5,19 @@
 //! layouts), `gguf.quants.quantize` for the Q8_0 bytes, F32 for norms, biases and routers.
 //! Bad MoE input (a missing expert, a config contradicting the tensors) is refused with exit 2
 //! before any output exists.
+//!
+//! Then llama.cpp itself is the judge, on the checkpoints transformers wrote
+//! (`fixtures/families`, see its PROVENANCE.md): our int8 GGUF equals `convert_hf_to_gguf.py
+//! --outtype q8_0` (every key but `general.*`, tensor names, shapes, types and bytes), from both
+//! expert layouts, and `llama-simple` generates the same text from both; `--gguf-type q4_k_m`
+//! equals `llama-quantize … Q4_K_M` of our F32 GGUF tensor by tensor on every family, and on a
+//! generated 8-expert model whose expert rows are not whole 256-blocks (llama-quantize's
+//! 8-expert bumps and row fallbacks).
 mod common;
 
+use common::llama::{llama_dir, run};
 use std::path::Path;
+use std::process::Command;
 
 /// Writes a checkpoint of one family into argv[1]. argv[2] = family, argv[3] = "fused" to write
 /// the transformers-5 fused expert layout (`experts.gate_up_proj [E,2F,H]`, `down_proj [E,H,F]`).
@@ -18,6 +28,8 @@ d, fam, layout, fixtures = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
 rng = np.random.default_rng(11)
 H, HEADS, KV, HD, V, L = 256, 2, 1, 128, 280, 2
 E, F, FF = 4, 256, 512
+if len(sys.argv) > 5:
+    E, F, L = int(sys.argv[5]), int(sys.argv[6]), int(sys.argv[7])
 def w(*shape, s=0.5): return (rng.standard_normal(shape) * s).astype(np.float16)
 def norm(n): return (1 + 0.1 * rng.standard_normal(n)).astype(np.float16)
 t = {"model.embed_tokens.weight": w(V, H), "model.norm.weight": norm(H), "lm_head.weight": w(V, H)}
@@ -161,9 +173,17 @@ print(json.dumps({"mismatches": mism, "extra": extra, "checked": len(want), "fie
 "#;
 
 fn make(py: &Path, dir: &Path, family: &str, layout: &str) {
+    make_sized(py, dir, family, layout, &[]);
+}
+
+/// [`make`] with `[experts, expert rows, layers]`.
+fn make_sized(py: &Path, dir: &Path, family: &str, layout: &str, sizes: &[usize]) {
     std::fs::create_dir_all(dir).unwrap();
     let fixtures = common::fixture("");
-    common::run_python(py, GENERATOR, &[dir.as_os_str(), family.as_ref(), layout.as_ref(), fixtures.as_os_str()]);
+    let sizes: Vec<String> = sizes.iter().map(usize::to_string).collect();
+    let mut args: Vec<&std::ffi::OsStr> = vec![dir.as_os_str(), family.as_ref(), layout.as_ref(), fixtures.as_os_str()];
+    args.extend(sizes.iter().map(|s| std::ffi::OsStr::new(s.as_str())));
+    common::run_python(py, GENERATOR, &args);
 }
 
 fn judge(py: &Path, pkg: &Path, src: &Path) -> serde_json::Value {
@@ -249,12 +269,17 @@ fn fused_expert_layout_is_stacked_like_per_expert() {
 }
 
 fn refused(src: &Path, out: &Path, needle: &str) {
+    refused_with(src, out, &["--scheme", "int8"], needle);
+}
+
+fn refused_with(src: &Path, out: &Path, args: &[&str], needle: &str) {
     let o = common::modelpack()
         .arg("quantize")
         .arg(src)
         .arg("-o")
         .arg(out)
-        .args(["--target", "cpu", "--scheme", "int8", "--json"])
+        .args(["--target", "cpu", "--json"])
+        .args(args)
         .output()
         .unwrap();
     assert_eq!(o.status.code(), Some(2), "{}", String::from_utf8_lossy(&o.stdout));
@@ -297,4 +322,146 @@ fn bad_moe_checkpoints_are_refused_naming_the_tensor() {
     refused(&more, &tmp.path().join("o5"), "is missing: expert 4 of 5");
     let arch = edit("arch", "cfg['architectures'] = ['DeepseekV3ForCausalLM']");
     refused(&arch, &tmp.path().join("o6"), "Qwen3MoeForCausalLM, Glm4ForCausalLM");
+}
+
+/// Compares two GGUFs with the `gguf` package: every key but `general.*` (value), every tensor
+/// (shape, type, bytes). Prints the differences as JSON.
+const COMPARE: &str = r#"
+import sys, json, numpy as np, gguf
+ours, ref = gguf.GGUFReader(sys.argv[1]), gguf.GGUFReader(sys.argv[2])
+def fields(r):
+    return {k: f.contents() for k, f in r.fields.items() if not k.startswith(("GGUF.", "general."))}
+fo, fr = fields(ours), fields(ref)
+kv = [k for k in sorted(set(fo) | set(fr)) if fo.get(k) != fr.get(k)]
+to = {t.name: t for t in ours.tensors}; tr = {t.name: t for t in ref.tensors}
+bad, types = [], {}
+for n in sorted(set(to) | set(tr)):
+    a, b = to.get(n), tr.get(n)
+    if a is None or b is None: bad.append(f"{n}: only in {'ref' if a is None else 'ours'}"); continue
+    if list(a.shape) != list(b.shape): bad.append(f"{n}: shape {list(a.shape)} vs {list(b.shape)}"); continue
+    if a.tensor_type != b.tensor_type: bad.append(f"{n}: {a.tensor_type.name} vs {b.tensor_type.name}"); continue
+    types[a.tensor_type.name] = types.get(a.tensor_type.name, 0) + 1
+    if np.asarray(a.data).tobytes() != np.asarray(b.data).tobytes(): bad.append(f"{n}: bytes ({a.tensor_type.name})")
+arch = bytes(ref.fields["general.architecture"].parts[-1]).decode()
+ours_arch = bytes(ours.fields["general.architecture"].parts[-1]).decode()
+print(json.dumps({"kv": kv, "tensors": bad, "types": types, "n": len(tr), "arch": [ours_arch, arch]}))
+"#;
+
+fn compare(py: &Path, ours: &Path, reference: &Path) -> serde_json::Value {
+    let out = common::run_python(py, COMPARE, &[ours.as_os_str(), reference.as_os_str()]);
+    serde_json::from_str(&out).unwrap()
+}
+
+const FAMILIES: [&str; 5] = ["qwen3", "qwen3-moe", "glm4", "glm4-moe", "minimax-m2"];
+
+/// Greedy text of `llama-simple` (stdout only).
+fn generate(llama: &Path, gguf: &Path) -> String {
+    let out = Command::new(llama.join("bin/llama-simple"))
+        .arg("-m")
+        .arg(gguf)
+        .args(["-n", "16", "the capital of"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "llama-simple on {}: {}", gguf.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `--scheme int8` equals the converter's Q8_0 reference, from both expert layouts; llama.cpp
+/// loads ours and generates what it generates from the reference.
+#[test]
+fn int8_equals_the_converters_q8_0_reference() {
+    let Some(py) = common::python() else { return };
+    let llama = llama_dir();
+    let tmp = tempfile::tempdir().unwrap();
+    for family in FAMILIES {
+        let reference = common::fixture(&format!("families/{family}/ref-q8_0.gguf"));
+        let mut inputs = vec![family.to_string()];
+        if family.contains("moe") || family.contains("minimax") {
+            inputs.push(format!("{family}-fused"));
+        }
+        for input in inputs {
+            let pkg = tmp.path().join(&input);
+            common::quantize(
+                &common::fixture(&format!("families/{input}")),
+                &pkg,
+                &["--target", "cpu", "--scheme", "int8"],
+            );
+            let r = compare(&py, &pkg.join("model.gguf"), &reference);
+            assert_eq!(r["arch"][0], r["arch"][1], "{input}");
+            assert_eq!(r["kv"], serde_json::json!([]), "{input}: keys differ: {r}");
+            assert_eq!(r["tensors"], serde_json::json!([]), "{input}: tensors differ: {r}");
+            assert!(r["types"]["Q8_0"].as_u64().unwrap() > 0, "{input}: {r}");
+            if let Some(l) = &llama {
+                let (ours, theirs) = (generate(l, &pkg.join("model.gguf")), generate(l, &reference));
+                assert!(ours.len() > "the capital of".len(), "{input}: nothing generated: {ours:?}");
+                assert_eq!(ours, theirs, "{input}: llama.cpp generates differently");
+            }
+        }
+    }
+}
+
+/// Our F32 GGUF (llama-quantize's input) and our Q4_K_M of `src`, then llama-quantize Q4_K_M of
+/// the F32 one: the comparison result. `extra` goes to both tools (e.g. `--tensor-type`).
+fn q4km_vs_llama_quantize(py: &Path, llama: &Path, src: &Path, dir: &Path, extra: &[&str]) -> serde_json::Value {
+    let f32_pkg = dir.join("f32");
+    common::quantize(
+        src,
+        &f32_pkg,
+        &[
+            "--target",
+            "cpu",
+            "--scheme",
+            "int8",
+            "--gguf-type",
+            "f32",
+            "--tensor-type",
+            "^(output|token_embd)\\.weight$=f32",
+        ],
+    );
+    let ours = dir.join("q4km");
+    let mut args = vec!["--target", "cpu", "--scheme", "int4", "--gguf-type", "q4_k_m", "--method", "rtn"];
+    args.extend(extra);
+    common::quantize(src, &ours, &args);
+    let theirs = dir.join("llama-q4km.gguf");
+    run(Command::new(llama.join("bin/llama-quantize"))
+        .args(extra)
+        .arg(f32_pkg.join("model.gguf"))
+        .arg(&theirs)
+        .args(["Q4_K_M", "2"]));
+    compare(py, &ours.join("model.gguf"), &theirs)
+}
+
+/// `--gguf-type q4_k_m` equals llama-quantize on every family (ffn_down_exps / _shexp by block
+/// number, routers left in F32, tied embeddings as the output).
+#[test]
+fn q4_k_m_equals_llama_quantize_on_every_family() {
+    let Some(py) = common::python() else { return };
+    let Some(llama) = llama_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    for family in FAMILIES {
+        let dir = tmp.path().join(family);
+        std::fs::create_dir(&dir).unwrap();
+        let r = q4km_vs_llama_quantize(&py, &llama, &common::fixture(&format!("families/{family}")), &dir, &[]);
+        assert_eq!(r["tensors"], serde_json::json!([]), "{family}: {r}");
+        assert!(r["types"]["Q6_K"].as_u64().unwrap() >= 3, "{family}: {r}");
+    }
+}
+
+/// Exactly 8 experts (llama-quantize's Mixtral rules: attn_v and attn_k in Q8_0) and expert rows
+/// of 352 (ffn_down_exps falls back: Q4_K → Q5_0, Q6_K → Q8_0). attn_output would be Q5_K, which
+/// this build does not write, so both tools get `--tensor-type attn_output=q4_k`.
+#[test]
+fn q4_k_m_eight_experts_and_fallbacks_equal_llama_quantize() {
+    let Some(py) = common::python() else { return };
+    let Some(llama) = llama_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    make_sized(&py, &src, "qwen3moe", "per-expert", &[8, 352, 8]);
+    let r = q4km_vs_llama_quantize(&py, &llama, &src, tmp.path(), &["--tensor-type", "attn_output=q4_k"]);
+    assert_eq!(r["tensors"], serde_json::json!([]), "{r}");
+    // attn_v and attn_k of 8 layers in Q8_0, plus the Q6_K→Q8_0 fallbacks of ffn_down_exps.
+    assert!(r["types"]["Q8_0"].as_u64().unwrap() >= 16 + 4, "{r}");
+    assert!(r["types"]["Q5_0"].as_u64().unwrap() >= 1, "{r}");
+    // Without the override, Q5_K is refused up front, naming the tensor (exit 2, no output).
+    refused_with(&src, &tmp.path().join("o"), &["--scheme", "int4", "--gguf-type", "q4_k_m"], "attn_output");
 }

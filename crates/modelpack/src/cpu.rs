@@ -342,15 +342,8 @@ fn choose_type(
 ) -> Result<(GgmlType, String), PlanError> {
     let (name, shape, src) = (t.name.as_str(), t.shape.as_slice(), t.src_dtype);
     let kquant = matches!(base, GgmlType::Q4_K | GgmlType::Q6_K);
-    let mix = match mix {
-        // The mix's plain Q4_K is the scheme's type; only its bumps are worth a reason.
-        Some((id, _)) if id == GgmlType::Q4_K.id() => None,
-        Some((id, reason)) => Some((
-            GgmlType::from_id(id).ok_or_else(|| PlanError::Input(format!("tensor `{name}`: unknown type id {id}")))?,
-            reason,
-        )),
-        None => None,
-    };
+    // The mix's plain Q4_K is the scheme's type; only its bumps are worth a reason.
+    let mix = mix.filter(|(id, _)| *id != GgmlType::Q4_K.id());
     let (ty, mut reason) = if t.router {
         (GgmlType::F32, "MoE router kept in F32 (llama.cpp never quantizes it)".to_string())
     } else if let Some((re, t)) = opts.tensor_types.iter().find(|(re, _)| re.is_match(name) || re.is_match(hf)) {
@@ -363,8 +356,15 @@ fn choose_type(
         (GgmlType::Q6_K, "output projection in Q6_K (llama-quantize)".to_string())
     } else if is_output && base != GgmlType::Q8_0 {
         (GgmlType::Q8_0, "output projection kept at 8 bits".to_string())
-    } else if let Some(rule) = mix {
-        rule
+    } else if let Some((id, rule)) = mix {
+        let ty = GgmlType::from_id(id).ok_or_else(|| {
+            let ty = gguf::ggml_type_info(id).map_or("?", |i| i.name);
+            PlanError::Input(format!(
+                "tensor `{name}`: {rule} needs type {ty}, which cannot be written yet (choose another with \
+                 --tensor-type)"
+            ))
+        })?;
+        (ty, rule)
     } else {
         (base, "scheme".to_string())
     };

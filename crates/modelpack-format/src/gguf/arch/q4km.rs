@@ -9,7 +9,7 @@
 //!   `n` their count: Q6_K where `use_more_bits(i, n)`; "70B" llama: Q4_K → Q5_K; exactly 8
 //!   experts: Q8_0.
 //! - `attn_k.weight`: Q8_0 with exactly 8 experts. `attn_output.weight`: Q5_K with exactly 8
-//!   experts. `attn_qkv`: Q5_K.
+//!   experts (`attn_qkv` is attn-v-like, so its own Q5_K rule never runs for Q4_K_M).
 //! - `ffn_down*` (dense, `_exps`, `_shexp`): Q6_K where `use_more_bits(L, n_layer_all)`; with
 //!   more than one expert `L` is the tensor's block number, otherwise a running counter over
 //!   the `ffn_down` tensors in file order.
