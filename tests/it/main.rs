@@ -39,3 +39,4 @@ mod rebuild;
 mod sign_x509;
 mod oci;
 mod families_cuda;
+mod families_cpu;

@@ -101,7 +101,7 @@ pub enum FormatError {
     #[error("size overflow in {0}")]
     Overflow(String),
     /// config.json names an architecture we cannot convert.
-    #[error("unsupported architecture `{0}` (supported: LlamaForCausalLM, MistralForCausalLM, Qwen2ForCausalLM)")]
+    #[error("unsupported architecture `{0}` (supported: {supported})", supported = crate::gguf::arch::supported_list())]
     UnsupportedArchitecture(String),
     /// A config.json field is missing or has the wrong type or value.
     #[error("config.json: `{key}` {reason}")]

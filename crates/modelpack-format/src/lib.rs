@@ -6,7 +6,9 @@
 //! `inspect`, tests and fuzzing, and treat their input as hostile.
 //!
 //! - [`gguf::layout`] / [`gguf::GgufFile::parse`]: GGUF v3 writer layout and reader.
-//! - [`gguf::llama`]: config.json → hyperparameters, HF → GGUF names, q/k row permutation.
+//! - [`gguf::arch`]: the architecture registry (one module per family): config.json →
+//!   hyperparameters, HF → GGUF tensor plan (names, shapes, q/k permutation, stacked experts),
+//!   llama-quantize's Q4_K_M rules. [`gguf::llama`] keeps the first converter's API on top.
 //! - [`gguf::tokenizer`]: tokenizer.json (byte-level BPE) or tokenizer.model (SentencePiece) →
 //!   `tokenizer.*` metadata, as llama.cpp's converter writes it.
 //! - [`safetensors::safetensors_layout`]: safetensors header and offsets, byte-identical to the

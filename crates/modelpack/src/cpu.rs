@@ -1,12 +1,16 @@
-//! The cpu target: plan and tasks that turn a llama-family checkpoint into one GGUF file.
+//! The cpu target: plan and tasks that turn a checkpoint of a registered architecture
+//! ([`crate::format::gguf::arch`]) into one GGUF file.
 //!
-//! The plan decides every tensor's GGUF name, type and byte offset before any data is written;
-//! the tasks then quantize block-aligned row chunks straight from the mmap'd source into their
-//! final offsets.
+//! The plan decides every tensor's GGUF name, type and byte offset before any data is written
+//! ; the tasks then quantize block-aligned row chunks straight from the mmap'd
+//! source into their final offsets. A stacked MoE tensor (`ffn_*_exps`) is planned as
+//! the row runs of its experts' HF tensors: a task never crosses a run, so each expert's rows are
+//! quantized straight into their slab of the output and no expert is ever gathered in memory.
 
 use crate::checkpoint::{Checkpoint, TensorView};
 use crate::exec::{OutFileSpec, Piece, TaskOutput};
-use crate::format::gguf::{self, llama, GgufTensorInfo, MetaValue};
+use crate::format::gguf::arch::{self, q4km, Model, QkPermutation, Segment, SourceTensor};
+use crate::format::gguf::{self, GgufTensorInfo, MetaValue};
 use crate::plan::{Method, PlanError, QuantizeOptions, Scheme};
 use crate::quant::gguf::GgmlType;
 use crate::quant::metrics::ErrorStats;
@@ -17,12 +21,14 @@ use std::path::Path;
 /// Where a GGUF tensor's values come from.
 #[derive(Debug, Clone)]
 pub enum Source {
-    /// A checkpoint tensor, rows optionally gathered through the q/k permutation.
-    Tensor {
-        /// HF name.
-        hf: String,
+    /// Rows of checkpoint tensors, concatenated in order (one run for a plain tensor, one per
+    /// expert for a stacked one); a single run's rows may be gathered through the q/k
+    /// permutation.
+    Rows {
+        /// The runs of HF rows.
+        segments: Vec<Segment>,
         /// q/k permutation (llama arch only).
-        perm: Option<llama::QkPermutation>,
+        perm: Option<QkPermutation>,
     },
     /// Values computed from config.json (llama-3 `rope_freqs.weight`), stored as f32.
     Values(Vec<f32>),
@@ -43,6 +49,8 @@ pub struct CpuTensor {
     pub ty: GgmlType,
     /// Why this type was chosen (shown in the report).
     pub reason: String,
+    /// A MoE router (`ffn_gate_inp`): always F32.
+    pub router: bool,
     /// Per-column importance weights from `--imatrix` (`row_len` values), when the matrix has an
     /// entry for this tensor and its type uses one ([`crate::quant::imatrix::uses_weights`]).
     pub weights: Option<std::sync::Arc<Vec<f32>>>,
@@ -88,88 +96,94 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
             )
         })?
         .raw;
-    let dims = llama::LlamaDims::from_config(config)?;
-    let (arch, mut metadata) = llama::arch_metadata(config)?;
+    let model = Model::from_config(config)?;
+    let mut metadata = model.metadata()?;
+    let arch = model.arch;
 
     let base = base_type(opts)?;
-    let mut tensors = Vec::new();
-    let has_output = ckpt.tensor("lm_head.weight").is_some();
-    for t in ckpt.tensors() {
-        if llama::is_skipped_tensor(t.name) {
-            continue;
-        }
-        if has_output && dims.tied_embeddings && t.name == "lm_head.weight" {
-            // Some tied checkpoints still serialize lm_head: llama.cpp reuses token_embd.
-            continue;
-        }
-        let name = llama::tensor_name(t.name).ok_or_else(|| {
-            PlanError::Input(format!("tensor `{}` has no GGUF counterpart in the `{arch}` architecture", t.name))
-        })?;
-        let shape = t.shape.to_vec();
-        match dims.expected_shape(t.name) {
-            Some(want) if want != shape => {
-                return Err(PlanError::Input(format!(
-                    "tensor `{}` has shape {shape:?} but config.json implies {want:?}",
-                    t.name
-                )))
-            }
-            None => {
-                return Err(PlanError::Input(format!(
-                    "tensor `{}` does not fit config.json (layer or kind unknown)",
-                    t.name
-                )))
-            }
-            _ => {}
-        }
-        let src_dtype = t.dtype.as_src().ok_or_else(|| {
-            PlanError::Input(format!(
-                "tensor `{}` has dtype {} (only F32, F16 and BF16 can be converted)",
-                t.name,
-                t.dtype.name()
-            ))
-        })?;
-        let perm = llama::qk_permutation_for(&dims, t.name, shape[0])?;
-        let is_output = name == "output.weight" || (!has_output && name == "token_embd.weight");
-        let (ty, reason) = choose_type(opts, t.name, &name, &shape, src_dtype, is_output, base, dims.layers as usize)?;
-        let (weights, reason) = crate::imatrix::plan_weights(opts, &name, ty, &shape, reason)?;
-        tensors.push(CpuTensor {
-            name,
-            source: Source::Tensor { hf: t.name.to_string(), perm },
-            src_dtype,
-            shape,
-            ty,
-            reason,
-            weights,
-        });
-    }
-    if tensors.is_empty() {
+    let src: Vec<SourceTensor<'_>> = ckpt.tensors().map(|t| SourceTensor { name: t.name, shape: t.shape }).collect();
+    let planned = arch::plan_tensors(&model, &src).map_err(|e| PlanError::Input(e.to_string()))?;
+    if planned.is_empty() {
         return Err(PlanError::Input("the checkpoint has no tensors to convert".into()));
     }
-    for required in ["token_embd.weight", "output_norm.weight"] {
-        if !tensors.iter().any(|t| t.name == required) {
-            return Err(PlanError::Input(format!("the checkpoint lacks `{required}`")));
-        }
-    }
-    if let Some(freqs) = llama::llama3_rope_freqs(config)? {
+    let mut tensors = Vec::with_capacity(planned.len() + 1);
+    for p in planned {
+        let src_dtype = segments_dtype(ckpt, &p.name, &p.segments)?;
         tensors.push(CpuTensor {
-            name: "rope_freqs.weight".into(),
-            shape: vec![freqs.len()],
-            source: Source::Values(freqs),
+            name: p.name,
+            source: Source::Rows { segments: p.segments, perm: p.perm },
+            src_dtype,
+            shape: p.shape,
+            ty: GgmlType::F32,
+            reason: String::new(),
+            weights: None,
+            router: p.router,
+        });
+    }
+    for (name, vals) in model.family.computed_tensors(&model)? {
+        tensors.push(CpuTensor {
+            name,
+            shape: vec![vals.len()],
+            source: Source::Values(vals),
             src_dtype: SrcDtype::F32,
             ty: GgmlType::F32,
             reason: "llama-3 rope scaling factors".into(),
             weights: None,
+            router: false,
         });
     }
     // llama-quantize's order: non-block tensors first, then by block number, then by name.
     tensors.sort_by(|a, b| (block_of(&a.name), &a.name).cmp(&(block_of(&b.name), &b.name)));
+
+    // The Q4_K_M mix counts tensors in file order, so it is decided on the sorted list.
+    let mix = match opts.gguf_mix {
+        Some(GgufMix::Q4KM) => {
+            let info: Vec<q4km::MixTensor<'_>> = tensors
+                .iter()
+                .map(|t| q4km::MixTensor { name: &t.name, n_dims: t.shape.len(), ne0: t.row_len() })
+                .collect();
+            let m = q4km::MixModel {
+                n_expert: model.moe.as_ref().map_or(0, |m| m.experts),
+                n_layer_all: model.block_count(),
+                is_70b: model.family.is_70b(&model),
+            };
+            q4km::q4_k_m(m, &info)?
+        }
+        None => vec![None; tensors.len()],
+    };
+    let has_output = tensors.iter().any(|t| t.name == "output.weight");
+    for (t, mix) in tensors.iter_mut().zip(mix) {
+        if matches!(t.source, Source::Values(_)) {
+            continue;
+        }
+        let hf = match &t.source {
+            Source::Rows { segments, .. } => segments.first().map_or(String::new(), |s| s.hf.clone()),
+            Source::Values(_) => String::new(),
+        };
+        let is_output = t.name == "output.weight" || (!has_output && t.name == "token_embd.weight");
+        let (ty, reason) = choose_type(opts, &hf, t, is_output, base, mix)?;
+        if t.shape.len() > 2
+            && opts.imatrix.is_some()
+            && ty.can_quantize()
+            && !matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16)
+        {
+            return Err(PlanError::Input(format!(
+                "tensor `{}`: --imatrix is not supported for stacked expert tensors yet (llama.cpp keeps one matrix per expert)",
+                t.name
+            )));
+        }
+        let (weights, reason) = crate::imatrix::plan_weights(opts, &t.name, ty, &t.shape, reason)?;
+        t.ty = ty;
+        t.reason = reason;
+        t.weights = weights;
+    }
 
     if let Some(m) = &opts.imatrix {
         metadata.extend(m.gguf_metadata());
     }
     metadata.push(("general.quantization_version".into(), MetaValue::U32(2)));
     metadata.push(("general.file_type".into(), MetaValue::U32(file_type(base, opts.gguf_mix))));
-    metadata.extend(tokenizer_metadata(ckpt, config)?);
+    metadata.extend(tokenizer_metadata(ckpt, config, &model)?);
 
     let infos: Vec<GgufTensorInfo> =
         tensors.iter().map(|t| GgufTensorInfo { name: t.name.clone(), ne: t.ne(), ggml_type: t.ty.id() }).collect();
@@ -177,11 +191,43 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
     Ok(CpuPlan { tensors, layout, arch: arch.to_string(), metadata_keys: metadata.len(), method: opts.method })
 }
 
+/// The source dtype of a planned tensor: every run must come from tensors of one convertible
+/// dtype (experts of one layer in different dtypes are refused).
+fn segments_dtype(ckpt: &Checkpoint, name: &str, segments: &[Segment]) -> Result<SrcDtype, PlanError> {
+    let mut dtype = None;
+    for s in segments {
+        let t = ckpt
+            .tensor(&s.hf)
+            .ok_or_else(|| PlanError::Input(format!("tensor `{}` disappeared from the checkpoint", s.hf)))?;
+        let d = t.dtype.as_src().ok_or_else(|| {
+            PlanError::Input(format!(
+                "tensor `{}` has dtype {} (only F32, F16 and BF16 can be converted)",
+                s.hf,
+                t.dtype.name()
+            ))
+        })?;
+        match dtype {
+            Some(prev) if prev != d => {
+                return Err(PlanError::Input(format!(
+                    "tensor `{}` is {d:?} but the other parts of `{name}` are {prev:?}",
+                    s.hf
+                )))
+            }
+            _ => dtype = Some(d),
+        }
+    }
+    dtype.ok_or_else(|| PlanError::Input(format!("`{name}` has no source rows")))
+}
+
 /// The tokenizer metadata, with llama.cpp's converter precedence for the llama family
 /// (`LlamaModel.set_vocab`, `Qwen2Model.set_vocab`): a SentencePiece `tokenizer.model` wins when
 /// present (`tokenizer.ggml.model = llama`, with scores), else `tokenizer.json` must be a
 /// byte-level BPE (`gpt2`). Neither present is an input error before anything is written.
-fn tokenizer_metadata(ckpt: &Checkpoint, config: &serde_json::Value) -> Result<Vec<(String, MetaValue)>, PlanError> {
+fn tokenizer_metadata(
+    ckpt: &Checkpoint,
+    config: &serde_json::Value,
+    model: &Model,
+) -> Result<Vec<(String, MetaValue)>, PlanError> {
     let read = |name: &str| -> Result<Option<Vec<u8>>, PlanError> {
         let p = ckpt.root().join(name);
         match std::fs::read(&p) {
@@ -231,7 +277,9 @@ fn tokenizer_metadata(ckpt: &Checkpoint, config: &serde_json::Value) -> Result<V
             ckpt.root().display()
         ))
     })?;
-    Ok(gguf::tokenizer::tokenizer_metadata_with_template(&tok, tok_cfg.as_ref(), config, template.as_ref())?)
+    let mut md = gguf::tokenizer::tokenizer_metadata_with_template(&tok, tok_cfg.as_ref(), config, template.as_ref())?;
+    gguf::tokenizer::apply_family(&mut md, &tok, model.family.tokenizer_pre(), model.family.special_tokens())?;
+    Ok(md)
 }
 
 /// The type for ordinary 2-D weights.
@@ -285,34 +333,42 @@ fn keep_type(src: SrcDtype) -> GgmlType {
 /// Afterwards a row length that does not divide by the type's block size falls back (recorded in
 /// the reason) as llama-quantize's `tensor_type_fallback` does: Q4_K → Q5_0 and Q6_K → Q8_0, then
 /// any type → F16 when even 32-blocks do not fit.
-#[allow(clippy::too_many_arguments)]
 fn choose_type(
     opts: &QuantizeOptions,
     hf: &str,
-    name: &str,
-    shape: &[usize],
-    src: SrcDtype,
+    t: &CpuTensor,
     is_output: bool,
     base: GgmlType,
-    n_layer: usize,
+    mix: Option<(u32, String)>,
 ) -> Result<(GgmlType, String), PlanError> {
+    let (name, shape, src) = (t.name.as_str(), t.shape.as_slice(), t.src_dtype);
     let kquant = matches!(base, GgmlType::Q4_K | GgmlType::Q6_K);
-    let (ty, mut reason) =
-        if let Some((re, t)) = opts.tensor_types.iter().find(|(re, _)| re.is_match(name) || re.is_match(hf)) {
-            (*t, format!("--tensor-type {}", re.as_str()))
-        } else if let Some(re) = opts.keep.iter().find(|re| re.is_match(name) || re.is_match(hf)) {
-            (keep_type(src), format!("--keep {}", re.as_str()))
-        } else if shape.len() == 1 {
-            (GgmlType::F32, "1-D tensor kept in F32".to_string())
-        } else if is_output && kquant {
-            (GgmlType::Q6_K, "output projection in Q6_K (llama-quantize)".to_string())
-        } else if is_output && base != GgmlType::Q8_0 {
-            (GgmlType::Q8_0, "output projection kept at 8 bits".to_string())
-        } else if let Some(rule) = mix_rule(opts.gguf_mix, name, n_layer) {
-            rule
-        } else {
-            (base, "scheme".to_string())
-        };
+    // The mix's plain Q4_K is the scheme's type; only its bumps are worth a reason.
+    let mix = mix.filter(|(id, _)| *id != GgmlType::Q4_K.id());
+    let (ty, mut reason) = if t.router {
+        (GgmlType::F32, "MoE router kept in F32 (llama.cpp never quantizes it)".to_string())
+    } else if let Some((re, t)) = opts.tensor_types.iter().find(|(re, _)| re.is_match(name) || re.is_match(hf)) {
+        (*t, format!("--tensor-type {}", re.as_str()))
+    } else if let Some(re) = opts.keep.iter().find(|re| re.is_match(name) || re.is_match(hf)) {
+        (keep_type(src), format!("--keep {}", re.as_str()))
+    } else if shape.len() == 1 {
+        (GgmlType::F32, "1-D tensor kept in F32".to_string())
+    } else if is_output && kquant {
+        (GgmlType::Q6_K, "output projection in Q6_K (llama-quantize)".to_string())
+    } else if is_output && base != GgmlType::Q8_0 {
+        (GgmlType::Q8_0, "output projection kept at 8 bits".to_string())
+    } else if let Some((id, rule)) = mix {
+        let ty = GgmlType::from_id(id).ok_or_else(|| {
+            let ty = gguf::ggml_type_info(id).map_or("?", |i| i.name);
+            PlanError::Input(format!(
+                "tensor `{name}`: {rule} needs type {ty}, which cannot be written yet (choose another with \
+                 --tensor-type)"
+            ))
+        })?;
+        (ty, rule)
+    } else {
+        (base, "scheme".to_string())
+    };
     if !ty.can_quantize() {
         return Err(PlanError::Input(format!("tensor `{name}`: type {ty} cannot be written yet")));
     }
@@ -337,24 +393,6 @@ fn choose_type(
 /// The K-quant type mixtures of llama-quantize this plan knows.
 use crate::plan::GgufMix;
 
-/// llama-quantize's `use_more_bits`: the layers a `*_M` mix gives more bits.
-fn use_more_bits(i: usize, n: usize) -> bool {
-    // `(i - n/8) % 3 == 2` in C ints: negative left sides never equal 2.
-    i < n / 8 || i >= 7 * n / 8 || (i as i64 - (n / 8) as i64) % 3 == 2
-}
-
-/// The per-tensor rule of a type mixture, if one applies to `name` (a GGUF name).
-fn mix_rule(mix: Option<GgufMix>, name: &str, n_layer: usize) -> Option<(GgmlType, String)> {
-    match mix? {
-        GgufMix::Q4KM => {
-            let layer = usize::try_from(block_of(name)).ok()?;
-            let kind = ["attn_v.weight", "ffn_down.weight"].into_iter().find(|k| name.ends_with(k))?;
-            use_more_bits(layer, n_layer)
-                .then(|| (GgmlType::Q6_K, format!("Q4_K_M: {kind} of layer {layer}/{n_layer} in Q6_K")))
-        }
-    }
-}
-
 fn block_of(name: &str) -> i64 {
     name.strip_prefix("blk.").and_then(|r| r.split('.').next()).and_then(|n| n.parse::<i64>().ok()).unwrap_or(-1)
 }
@@ -375,6 +413,10 @@ pub fn method_used(method: Method, ty: GgmlType) -> Option<&'static str> {
 #[derive(Debug, Clone, Copy)]
 pub struct Task {
     t: usize,
+    /// The source run the rows come from (0 for computed values).
+    seg: usize,
+    /// First output row of that run.
+    seg_start: usize,
     r0: usize,
     r1: usize,
 }
@@ -388,7 +430,7 @@ impl CpuPlan {
     pub fn input_bytes(&self) -> u64 {
         self.tensors
             .iter()
-            .filter(|t| matches!(t.source, Source::Tensor { .. }))
+            .filter(|t| matches!(t.source, Source::Rows { .. }))
             .map(|t| (t.shape.iter().product::<usize>() * t.src_dtype.size()) as u64)
             .sum()
     }
@@ -400,20 +442,29 @@ impl CpuPlan {
         vec![OutFileSpec { path: dir.join(GGUF_NAME), size: self.layout.file_size, regions }]
     }
 
-    /// Block-aligned row chunks of every tensor, in file order.
+    /// Block-aligned row chunks of every tensor, in file order. A chunk never crosses a source
+    /// run (an expert's slab), so a task reads one contiguous range of one HF tensor.
     pub fn tasks(&self) -> Vec<Task> {
         let mut out = Vec::new();
         for (t, ten) in self.tensors.iter().enumerate() {
-            let rows = ten.rows();
             let step = (TASK_ELEMS / ten.row_len().max(1)).max(1);
-            let mut r0 = 0;
-            while r0 < rows {
-                let r1 = (r0 + step).min(rows);
-                out.push(Task { t, r0, r1 });
-                r0 = r1;
+            let runs: Vec<usize> = match &ten.source {
+                Source::Rows { segments, .. } => segments.iter().map(|s| s.rows).collect(),
+                Source::Values(_) => vec![ten.rows()],
+            };
+            let mut start = 0;
+            for (seg, rows) in runs.into_iter().enumerate() {
+                let mut r0 = start;
+                let end = start + rows;
+                while r0 < end {
+                    let r1 = (r0 + step).min(end);
+                    out.push(Task { t, seg, seg_start: start, r0, r1 });
+                    r0 = r1;
+                }
+                start = end;
             }
-            if rows == 0 {
-                out.push(Task { t, r0: 0, r1: 0 });
+            if ten.rows() == 0 {
+                out.push(Task { t, seg: 0, seg_start: 0, r0: 0, r1: 0 });
             }
         }
         out
@@ -447,13 +498,17 @@ impl CpuPlan {
                     v[task.r0 * row_len..task.r1 * row_len].iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
                 &gathered
             }
-            Source::Tensor { hf, perm } => {
-                let view: TensorView<'_> = ckpt.tensor(hf).expect("planned tensor exists");
+            Source::Rows { segments, perm } => {
+                let seg = &segments[task.seg];
+                let view: TensorView<'_> = ckpt.tensor(&seg.hf).expect("planned tensor exists");
+                // Rows of this run in the HF tensor.
+                let s0 = seg.row0 + (task.r0 - task.seg_start);
+                let s1 = s0 + n;
                 match perm {
-                    None => &view.data[task.r0 * row_src..task.r1 * row_src],
+                    None => &view.data[s0 * row_src..s1 * row_src],
                     Some(p) => {
                         let mut g = Vec::with_capacity(n * row_src);
-                        for r in task.r0..task.r1 {
+                        for r in s0..s1 {
                             let s = p.src_row(r);
                             g.extend_from_slice(&view.data[s * row_src..(s + 1) * row_src]);
                         }
@@ -473,7 +528,7 @@ impl CpuPlan {
         };
         quantize(ten.ty, ten.src_dtype, input, row_len, &mut out, stats.as_mut()).map_err(|e| {
             let from = match &ten.source {
-                Source::Tensor { hf, .. } => format!(" (source `{hf}`)"),
+                Source::Rows { segments, .. } => format!(" (source `{}`)", segments[task.seg].hf),
                 Source::Values(_) => String::new(),
             };
             anyhow::anyhow!("tensor `{}`{from}, rows {}..{}: {e}", ten.name, task.r0, task.r1)

@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--size 2GB[,4GB...]] [--quick] [--runs N]`: end-to-end benchmarks of
+//! `cargo xtask bench [--size 2GB[,4GB...]] [--quick] [--runs N] [--moe]`: end-to-end benchmarks of
 //! modelpack side by side with the tools users would otherwise pick, in one invocation on the
 //! same data (the machine is shared and noisy, so ratios come only from runs taken together).
 //!
@@ -22,6 +22,8 @@ use std::process::Command;
 struct Opts {
     sizes: Vec<u64>,
     quick: bool,
+    /// Benchmark a synthetic Qwen3-MoE of the same size instead of the dense llama.
+    moe: bool,
     runs: usize,
     peers: bool,
     disk: bool,
@@ -39,11 +41,12 @@ fn parse_size(s: &str) -> anyhow::Result<u64> {
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Opts> {
-    let mut o = Opts { sizes: vec![2_000_000_000], quick: false, runs: 3, peers: true, disk: false };
+    let mut o = Opts { sizes: vec![2_000_000_000], quick: false, runs: 3, peers: true, disk: false, moe: false };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--quick" => o.quick = true,
+            "--moe" => o.moe = true,
             "--no-peers" => o.peers = false,
             "--disk" => o.disk = true,
             "--size" => {
@@ -51,7 +54,9 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
                 o.sizes = v.split(',').map(parse_size).collect::<anyhow::Result<_>>()?;
             }
             "--runs" => o.runs = it.next().context("--runs needs a value")?.parse()?,
-            _ => bail!("usage: cargo xtask bench [--size 2GB[,4GB]] [--quick] [--runs N] [--no-peers] [--disk]"),
+            _ => {
+                bail!("usage: cargo xtask bench [--size 2GB[,4GB]] [--quick] [--runs N] [--no-peers] [--disk] [--moe]")
+            }
         }
     }
     if o.quick {
@@ -233,7 +238,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let pubkey = root().join("fixtures/keys/p256.pub");
     let mut all = Vec::new();
     for &size in &o.sizes {
-        let shape = if o.quick { synth::Shape::quick() } else { synth::Shape::llama_of_size(size) };
+        let shape = match (o.quick, o.moe) {
+            (true, false) => synth::Shape::quick(),
+            (true, true) => synth::Shape::quick_moe(),
+            (false, false) => synth::Shape::llama_of_size(size),
+            (false, true) => synth::Shape::moe_of_size(size),
+        };
         let shard = if o.quick { 40_000_000 } else { 1_000_000_000 };
         let input = synth::ensure(&shape, shard)?;
         let shards = shard_files(&input)?;

@@ -29,28 +29,56 @@ pub struct Shape {
     pub vocab: usize,
     /// Decoder blocks.
     pub layers: usize,
+    /// Routed experts per block (0: a dense llama; otherwise a Qwen3-MoE whose MLP is
+    /// `experts` SwiGLU experts of `intermediate` rows plus an F32-kept router).
+    pub experts: usize,
 }
 
 /// Parameters of one decoder block.
 fn layer_params(s: &Shape) -> usize {
     let kv = s.hidden / s.heads * s.kv_heads;
-    2 * s.hidden * s.hidden + 2 * s.hidden * kv + 3 * s.hidden * s.intermediate + 2 * s.hidden
+    let attn = 2 * s.hidden * s.hidden + 2 * s.hidden * kv + 2 * s.hidden;
+    if s.experts == 0 {
+        attn + 3 * s.hidden * s.intermediate
+    } else {
+        // q/k norms, router, experts.
+        attn + 2 * (s.hidden / s.heads) + s.experts * s.hidden + s.experts * 3 * s.hidden * s.intermediate
+    }
 }
 
 impl Shape {
     /// The issue's llama shape (hidden 4096, intermediate 14336, GQA 32/8, vocab 32000) with as
     /// many layers as make the bf16 size reach `bytes` (at least one; 2 GB gives the issue's 4).
     pub fn llama_of_size(bytes: u64) -> Shape {
-        let mut s = Shape { hidden: 4096, intermediate: 14336, heads: 32, kv_heads: 8, vocab: 32000, layers: 1 };
+        let s =
+            Shape { hidden: 4096, intermediate: 14336, heads: 32, kv_heads: 8, vocab: 32000, layers: 1, experts: 0 };
+        s.with_layers_for(bytes)
+    }
+
+    /// A Qwen3-MoE shape (hidden 2048, GQA 16/4, head_dim 128, 32 experts of 768 rows: the
+    /// expert width of Qwen3-30B-A3B, and not llama-quantize's special 8 experts) with as many
+    /// layers as make the bf16 size reach `bytes`.
+    pub fn moe_of_size(bytes: u64) -> Shape {
+        let s = Shape { hidden: 2048, intermediate: 768, heads: 16, kv_heads: 4, vocab: 32000, layers: 1, experts: 32 };
+        s.with_layers_for(bytes)
+    }
+
+    /// `--quick --moe`: a few tens of MB.
+    pub fn quick_moe() -> Shape {
+        Shape { hidden: 1024, intermediate: 512, heads: 8, kv_heads: 2, vocab: 8000, layers: 2, experts: 12 }
+    }
+
+    fn with_layers_for(mut self, bytes: u64) -> Shape {
+        let s = &mut self;
         let fixed = (2 * s.vocab * s.hidden + s.hidden) as f64 * 2.0;
-        let per = layer_params(&s) as f64 * 2.0;
+        let per = layer_params(s) as f64 * 2.0;
         s.layers = (((bytes as f64 - fixed) / per).ceil() as usize).max(1);
-        s
+        self
     }
 
     /// A small model for `--quick` (a few tens of MB): proves the harness, not the numbers.
     pub fn quick() -> Shape {
-        Shape { hidden: 1024, intermediate: 2816, heads: 16, kv_heads: 4, vocab: 8000, layers: 2 }
+        Shape { hidden: 1024, intermediate: 2816, heads: 16, kv_heads: 4, vocab: 8000, layers: 2, experts: 0 }
     }
 
     /// Total tensor bytes (bf16).
@@ -59,8 +87,9 @@ impl Shape {
     }
 
     fn tag(&self) -> String {
+        let moe = if self.experts > 0 { format!("-e{}", self.experts) } else { String::new() };
         format!(
-            "h{}-i{}-a{}-kv{}-v{}-l{}",
+            "h{}-i{}-a{}-kv{}-v{}-l{}{moe}",
             self.hidden, self.intermediate, self.heads, self.kv_heads, self.vocab, self.layers
         )
     }
@@ -104,9 +133,22 @@ fn specs(s: &Shape) -> Vec<TensorSpec> {
             shape: vec![s.hidden],
             kind: Kind::Norm,
         });
-        v.push(m(format!("{p}.mlp.gate_proj.weight"), s.intermediate, s.hidden));
-        v.push(m(format!("{p}.mlp.up_proj.weight"), s.intermediate, s.hidden));
-        v.push(m(format!("{p}.mlp.down_proj.weight"), s.hidden, s.intermediate));
+        if s.experts == 0 {
+            v.push(m(format!("{p}.mlp.gate_proj.weight"), s.intermediate, s.hidden));
+            v.push(m(format!("{p}.mlp.up_proj.weight"), s.intermediate, s.hidden));
+            v.push(m(format!("{p}.mlp.down_proj.weight"), s.hidden, s.intermediate));
+            continue;
+        }
+        let hd = s.hidden / s.heads;
+        for n in ["q_norm", "k_norm"] {
+            v.push(TensorSpec { name: format!("{p}.self_attn.{n}.weight"), shape: vec![hd], kind: Kind::Norm });
+        }
+        v.push(m(format!("{p}.mlp.gate.weight"), s.experts, s.hidden));
+        for e in 0..s.experts {
+            v.push(m(format!("{p}.mlp.experts.{e}.gate_proj.weight"), s.intermediate, s.hidden));
+            v.push(m(format!("{p}.mlp.experts.{e}.up_proj.weight"), s.intermediate, s.hidden));
+            v.push(m(format!("{p}.mlp.experts.{e}.down_proj.weight"), s.hidden, s.intermediate));
+        }
     }
     v.push(TensorSpec { name: "model.norm.weight".into(), shape: vec![s.hidden], kind: Kind::Norm });
     v.push(m("lm_head.weight".into(), s.vocab, s.hidden));
@@ -265,7 +307,7 @@ pub fn ensure(shape: &Shape, shard_bytes: u64) -> anyhow::Result<PathBuf> {
     }
     let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
     std::fs::write(dir.join("model.safetensors.index.json"), serde_json::to_vec_pretty(&index)?)?;
-    let config = json!({
+    let mut config = json!({
         "architectures": ["LlamaForCausalLM"], "model_type": "llama",
         "hidden_size": shape.hidden, "intermediate_size": shape.intermediate,
         "num_hidden_layers": shape.layers, "num_attention_heads": shape.heads,
@@ -274,6 +316,15 @@ pub fn ensure(shape: &Shape, shard_bytes: u64) -> anyhow::Result<PathBuf> {
         "hidden_act": "silu", "tie_word_embeddings": false, "torch_dtype": "bfloat16",
         "bos_token_id": 270, "eos_token_id": 271
     });
+    if shape.experts > 0 {
+        config["architectures"] = json!(["Qwen3MoeForCausalLM"]);
+        config["model_type"] = json!("qwen3_moe");
+        config["head_dim"] = json!(shape.hidden / shape.heads);
+        config["num_experts"] = json!(shape.experts);
+        config["num_experts_per_tok"] = json!(8);
+        config["moe_intermediate_size"] = json!(shape.intermediate);
+        config["norm_topk_prob"] = json!(true);
+    }
     std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
     // The tiny fixture's byte-level BPE tokenizer: ids above it are padded by the converter.
     for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
@@ -293,6 +344,8 @@ mod tests {
     fn the_issue_shape_of_2gb_has_four_layers() {
         let s = Shape::llama_of_size(2_000_000_000);
         assert_eq!(s.layers, 4);
+        let m = Shape::moe_of_size(1_000_000_000);
+        assert!(m.bytes() >= 1_000_000_000 && m.layers >= 2, "{m:?}");
         assert!(s.bytes() >= 2_000_000_000 && s.bytes() < 2_500_000_000, "{}", s.bytes());
         assert_eq!(Shape::llama_of_size(1).layers, 1);
         // 2·32000·4096 embedding/head params + 4096 norm + per-layer params, bf16.

@@ -5,6 +5,7 @@
 //! u32 ggml type, u64 offset relative to the data section); zero padding to the alignment; the
 //! data section, where every tensor starts on the alignment and is followed by zero padding.
 
+pub mod arch;
 pub mod llama;
 mod reader;
 pub mod split;

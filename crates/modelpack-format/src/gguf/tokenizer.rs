@@ -884,3 +884,46 @@ pub fn sentencepiece_metadata_with_template(
     }
     Ok(md)
 }
+
+/// Apply an architecture family's tokenizer facts to the `tokenizer.*` metadata of a byte-level
+/// BPE (`gpt2`) vocabulary, as llama.cpp's converter writes them for that family:
+/// - `pre`: the `tokenizer.ggml.pre` name. The reference finds it by hashing a probe encoding,
+///   which only works for the released tokenizers it knows; the family fixes the name instead.
+/// - `specials`: `(kind, content)` pairs looked up among tokenizer.json's added tokens and set
+///   only when the tokenizer files did not already set that kind (`SpecialVocab`'s
+///   `_set_special_token`). An added token the family needs and tokenizer.json lacks is an
+///   error, as it is for the reference.
+///
+/// A SentencePiece (`llama`) vocabulary is left unchanged.
+pub fn apply_family(
+    md: &mut Vec<(String, MetaValue)>,
+    tj: &Value,
+    pre: Option<&str>,
+    specials: &[(&str, &str)],
+) -> Result<(), FormatError> {
+    let is_bpe = md.iter().any(|(k, v)| k == "tokenizer.ggml.model" && *v == MetaValue::string("gpt2"));
+    if !is_bpe {
+        return Ok(());
+    }
+    if let Some(p) = pre {
+        if let Some(slot) = md.iter_mut().find(|(k, _)| k == "tokenizer.ggml.pre") {
+            slot.1 = MetaValue::string(p);
+        }
+    }
+    if specials.is_empty() {
+        return Ok(());
+    }
+    let added = added_tokens(tj)?;
+    for (kind, content) in specials {
+        let key = id_key(kind).ok_or_else(|| bad_tj(format!("unknown special token kind `{kind}`")))?;
+        if md.iter().any(|(k, _)| k == key) {
+            continue;
+        }
+        let id = added.iter().find(|t| t.content == *content).map(|t| t.id).ok_or_else(|| {
+            bad_tj(format!("added token `{content}` is missing; this architecture's {kind} token is `{content}`"))
+        })?;
+        let id = u32::try_from(id).map_err(|_| bad_tj(format!("added token `{content}` has an id beyond 32 bits")))?;
+        md.push((key.to_owned(), MetaValue::U32(id)));
+    }
+    Ok(())
+}
