@@ -28,6 +28,7 @@ fn options(target: Target, scheme: Scheme, method: Method) -> QuantizeOptions {
         force_requantize: false,
         metrics: false,
         imatrix: None,
+        allow_dense: false,
     }
 }
 
@@ -94,6 +95,7 @@ fn library_quantize_refuses_group_size_zero_and_writes_nothing() {
         options: opts,
         force: false,
         sign_key: None,
+        sign_certs: None,
         source_date_epoch: None,
         source_digests: false,
         limits: Default::default(),

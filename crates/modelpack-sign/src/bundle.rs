@@ -852,6 +852,13 @@ pub fn verify_package_trust(root: &Path, trust: &Trust) -> Result<VerifyReport, 
     Ok(report)
 }
 
+/// Is `rel` one of the paths `verify_package` skips by default? Callers that list package
+/// contents (the OCI artifact builder) skip the same files the signature does.
+pub fn is_default_ignored(rel: &str) -> bool {
+    let ig: Vec<String> = DEFAULT_IGNORE_PATHS.iter().map(|s| s.to_string()).collect();
+    crate::digest::is_ignored(rel, &ig)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

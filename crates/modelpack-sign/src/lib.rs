@@ -15,7 +15,7 @@ pub mod manifest;
 pub mod x509;
 
 pub use bundle::{
-    check_json_depth, complete_digests, model_name, pae, root_digest, sign_package,
+    check_json_depth, complete_digests, is_default_ignored, model_name, pae, root_digest, sign_package,
     sign_package_as, sign_package_with, statement_json, verify_package, verify_package_trust, write_signature,
     CertMaterial, FileCheck, FileStatus, Trust, VerifyReport, MAX_BUNDLE_BYTES, MAX_JSON_DEPTH,
 };

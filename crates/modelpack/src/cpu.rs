@@ -1,8 +1,8 @@
 //! The cpu target: plan and tasks that turn a checkpoint of a registered architecture
 //! ([`crate::format::gguf::arch`]) into one GGUF file.
 //!
-//! The plan decides every tensor's GGUF name, type and byte offset before any data is written
-//! ; the tasks then quantize block-aligned row chunks straight from the mmap'd
+//! The plan decides every tensor's GGUF name, type and byte offset before any data is written;
+//! the tasks then quantize block-aligned row chunks straight from the mmap'd
 //! source into their final offsets. A stacked MoE tensor (`ffn_*_exps`) is planned as
 //! the row runs of its experts' HF tensors: a task never crosses a run, so each expert's rows are
 //! quantized straight into their slab of the output and no expert is ever gathered in memory.

@@ -47,6 +47,8 @@ impl Command {
             Command::Keygen(a) => a.json,
             Command::Sign(a) => a.json,
             Command::Verify(a) => a.json,
+            Command::Push(a) => a.common.json,
+            Command::Pull(a) => a.common.json,
         }
     }
 }

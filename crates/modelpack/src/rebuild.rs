@@ -193,6 +193,9 @@ pub fn options_from_manifest(m: &PackageManifest) -> Result<QuantizeOptions, Reb
         // The manifest holds metrics exactly when they were computed.
         metrics: m.tensors.iter().any(|t| t.sqnr_db.is_some() || t.rel_rmse.is_some()),
         imatrix: None,
+        // The recorded package already passed the mostly-dense guard when it was made (or was
+        // asked to be dense); the rebuild replays its bytes and is judged by them, not refused.
+        allow_dense: true,
     };
     if opts.to_json() != m.options {
         return Err(recipe(format!(

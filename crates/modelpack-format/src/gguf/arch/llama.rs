@@ -108,7 +108,7 @@ impl QkPermutation {
 /// The permutation for a tensor of `rows` rows (q: `n_head` heads, k: `n_head_kv` heads).
 /// `rows` must split into heads of an even number of rows.
 pub fn permute_qk(n_head: usize, rows: usize) -> Result<QkPermutation, FormatError> {
-    if n_head == 0 || rows % n_head != 0 || (rows / n_head) % 2 != 0 {
+    if n_head == 0 || !rows.is_multiple_of(n_head) || !(rows / n_head).is_multiple_of(2) {
         return Err(FormatError::BadTensor {
             tensor: "q/k projection".into(),
             reason: format!("{rows} rows do not split into {n_head} heads of an even row count"),
