@@ -29,6 +29,9 @@ pub enum Source {
         segments: Vec<Segment>,
         /// q/k permutation (llama arch only).
         perm: Option<QkPermutation>,
+        /// Each run is a `[rows, cols]` block written transposed (MLA's `attn_k_b`): it gives
+        /// `cols` output rows of `rows` values.
+        transposed: bool,
     },
     /// Values computed from config.json (llama-3 `rope_freqs.weight`), stored as f32.
     Values(Vec<f32>),
@@ -66,6 +69,16 @@ impl CpuTensor {
     fn ne(&self) -> Vec<u64> {
         self.shape.iter().rev().map(|&d| d as u64).collect()
     }
+    /// Output rows each source run gives.
+    fn run_rows(&self) -> Vec<usize> {
+        match &self.source {
+            Source::Rows { segments, transposed: true, .. } => {
+                vec![self.shape[self.shape.len() - 2]; segments.len()]
+            }
+            Source::Rows { segments, .. } => segments.iter().map(|s| s.rows).collect(),
+            Source::Values(_) => vec![self.rows()],
+        }
+    }
 }
 
 /// The whole GGUF output, known before any data is written.
@@ -80,6 +93,8 @@ pub struct CpuPlan {
     pub metadata_keys: usize,
     /// How block scales and codes are chosen.
     pub method: Method,
+    /// Checkpoint tensors left out on purpose, with the reason (DeepSeek's MTP layers).
+    pub dropped: Vec<(String, String)>,
 }
 
 /// The file name of the GGUF inside a cpu package.
@@ -106,12 +121,14 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
     if planned.is_empty() {
         return Err(PlanError::Input("the checkpoint has no tensors to convert".into()));
     }
+    let dropped =
+        arch::dropped_tensors(&model, &src).into_iter().map(|(n, why)| (n.to_owned(), why.to_owned())).collect();
     let mut tensors = Vec::with_capacity(planned.len() + 1);
     for p in planned {
         let src_dtype = segments_dtype(ckpt, &p.name, &p.segments)?;
         tensors.push(CpuTensor {
             name: p.name,
-            source: Source::Rows { segments: p.segments, perm: p.perm },
+            source: Source::Rows { segments: p.segments, perm: p.perm, transposed: p.transposed },
             src_dtype,
             shape: p.shape,
             ty: GgmlType::F32,
@@ -188,7 +205,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
     let infos: Vec<GgufTensorInfo> =
         tensors.iter().map(|t| GgufTensorInfo { name: t.name.clone(), ne: t.ne(), ggml_type: t.ty.id() }).collect();
     let layout = gguf::layout(&metadata, &infos, 32)?;
-    Ok(CpuPlan { tensors, layout, arch: arch.to_string(), metadata_keys: metadata.len(), method: opts.method })
+    Ok(CpuPlan { tensors, layout, arch: arch.to_string(), metadata_keys: metadata.len(), method: opts.method, dropped })
 }
 
 /// The source dtype of a planned tensor: every run must come from tensors of one convertible
@@ -278,7 +295,12 @@ fn tokenizer_metadata(
         ))
     })?;
     let mut md = gguf::tokenizer::tokenizer_metadata_with_template(&tok, tok_cfg.as_ref(), config, template.as_ref())?;
-    gguf::tokenizer::apply_family(&mut md, &tok, model.family.tokenizer_pre(), model.family.special_tokens())?;
+    gguf::tokenizer::apply_family(
+        &mut md,
+        &tok,
+        model.family.tokenizer_pre_for(&model.cfg),
+        model.family.special_tokens(),
+    )?;
     Ok(md)
 }
 
@@ -448,10 +470,7 @@ impl CpuPlan {
         let mut out = Vec::new();
         for (t, ten) in self.tensors.iter().enumerate() {
             let step = (TASK_ELEMS / ten.row_len().max(1)).max(1);
-            let runs: Vec<usize> = match &ten.source {
-                Source::Rows { segments, .. } => segments.iter().map(|s| s.rows).collect(),
-                Source::Values(_) => vec![ten.rows()],
-            };
+            let runs = ten.run_rows();
             let mut start = 0;
             for (seg, rows) in runs.into_iter().enumerate() {
                 let mut r0 = start;
@@ -498,7 +517,23 @@ impl CpuPlan {
                     v[task.r0 * row_len..task.r1 * row_len].iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
                 &gathered
             }
-            Source::Rows { segments, perm } => {
+            Source::Rows { segments, transposed: true, .. } => {
+                // Output row c of this run is column c of the run's source rows.
+                let seg = &segments[task.seg];
+                let view: TensorView<'_> = ckpt.tensor(&seg.hf).expect("planned tensor exists");
+                let src_cols = ten.shape[ten.shape.len() - 2];
+                let c0 = task.r0 - task.seg_start;
+                let mut g = Vec::with_capacity(n * row_src);
+                for c in c0..c0 + n {
+                    for j in 0..seg.rows {
+                        let at = ((seg.row0 + j) * src_cols + c) * esz;
+                        g.extend_from_slice(&view.data[at..at + esz]);
+                    }
+                }
+                gathered = g;
+                &gathered
+            }
+            Source::Rows { segments, perm, .. } => {
                 let seg = &segments[task.seg];
                 let view: TensorView<'_> = ckpt.tensor(&seg.hf).expect("planned tensor exists");
                 // Rows of this run in the HF tensor.

@@ -56,6 +56,9 @@ pub struct QuantizeReport {
     pub files: Vec<ReportFile>,
     /// Per-tensor types, sizes and error metrics.
     pub tensors: Vec<TensorRecord>,
+    /// Checkpoint tensors left out on purpose, as the reference converter leaves them out
+    /// (`{tensor, reason}`; DeepSeek's multi-token-prediction layer).
+    pub dropped: Vec<DroppedTensor>,
     /// Tensor bytes read from the checkpoint.
     pub input_bytes: u64,
     /// Bytes of the weight files written.
@@ -68,6 +71,15 @@ pub struct QuantizeReport {
     pub input_gb_per_s: f64,
     /// Whether `model.sig` was written.
     pub signed: bool,
+}
+
+/// A checkpoint tensor the package does not contain, and why.
+#[derive(Debug, serde::Serialize)]
+pub struct DroppedTensor {
+    /// HF name.
+    pub tensor: String,
+    /// Why it is left out.
+    pub reason: String,
 }
 
 /// A package file in the report.
@@ -185,6 +197,12 @@ pub fn quantize(job: &QuantizeJob, progress: &(dyn Fn(u64, u64) + Sync)) -> Resu
         (executed, hashed)
     });
     let (files, mut records, extra_files) = executed?;
+    let dropped = match &planned {
+        Planned::Cpu(p) => {
+            p.dropped.iter().map(|(t, r)| DroppedTensor { tensor: t.clone(), reason: r.clone() }).collect()
+        }
+        Planned::Cuda(_) => Vec::new(),
+    };
     let output_bytes = files.iter().map(|f| f.size).sum();
 
     let mut digests: Vec<FileDigest> = files.iter().map(|f| digest_of(&dir, f)).collect();
@@ -245,6 +263,7 @@ pub fn quantize(job: &QuantizeJob, progress: &(dyn Fn(u64, u64) + Sync)) -> Resu
             .map(|d| ReportFile { path: d.path.clone(), size: d.size, sha256: hex::encode(d.sha256) })
             .collect(),
         tensors: records,
+        dropped,
         input_bytes: total,
         output_bytes,
         median_sqnr_db: crate::stats::median(&sq),

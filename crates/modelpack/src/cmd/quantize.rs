@@ -323,6 +323,9 @@ pub fn run(a: Args) -> CmdResult {
         if let Some(m) = report.median_sqnr_db {
             eprintln!("median SQNR of quantized tensors: {m:.2} dB");
         }
+        for d in &report.dropped {
+            eprintln!("  dropped {}: {}", d.tensor, d.reason);
+        }
         for t in &report.tensors {
             eprintln!(
                 "  {:<40} {:<28} {:<4} {:>10} B  {}  {}",

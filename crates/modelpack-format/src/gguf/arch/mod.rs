@@ -13,6 +13,7 @@
 //! expert's rows straight into their slab of the output and no expert is ever held in memory.
 
 pub mod config;
+mod deepseek2;
 mod glm4;
 mod glm4moe;
 pub mod llama;
@@ -58,6 +59,19 @@ pub trait Family: Sync {
         None
     }
 
+    /// [`Family::tokenizer_pre`] for one config (Kimi K2 shares DeepSeek-V3's class but not its
+    /// tokenizer).
+    fn tokenizer_pre_for(&self, _cfg: &HfConfig) -> Option<&'static str> {
+        self.tokenizer_pre()
+    }
+
+    /// Why the checkpoint's layer `layer` (≥ [`Model::block_count`]) is dropped on purpose, as
+    /// the reference drops it (DeepSeek's multi-token-prediction layers); `None`: such a layer
+    /// is an error.
+    fn dropped_layer(&self, _m: &Model, _layer: u32) -> Option<&'static str> {
+        None
+    }
+
     /// Special tokens the reference sets from the tokenizer's added tokens (`(kind, content)`,
     /// e.g. `("eot", "<|user|>")`) when the tokenizer files do not already set that kind.
     fn special_tokens(&self) -> &'static [(&'static str, &'static str)] {
@@ -92,6 +106,7 @@ pub static REGISTRY: &[(&str, &dyn Family)] = &[
     ("Glm4ForCausalLM", &glm4::Glm4),
     ("Glm4MoeForCausalLM", &glm4moe::Glm4Moe),
     ("MiniMaxM2ForCausalLM", &minimax_m2::MiniMaxM2),
+    ("DeepseekV3ForCausalLM", &deepseek2::Deepseek2),
 ];
 
 /// The supported HF architectures, comma-separated (for error messages).
@@ -303,19 +318,22 @@ fn rope_scaling(cfg: &HfConfig, kv: &mut Kvs) -> Result<(), FormatError> {
         (Some("yarn"), Some(f)) => {
             kv.str("rope.scaling.type", "yarn");
             kv.f32("rope.scaling.factor", f);
+            // The converter mirrors a top-level original_max_position_embeddings into the RoPE
+            // parameters when they lack one.
             let orig = config::positive_u32(
-                p.get("original_max_position_embeddings"),
+                p.get("original_max_position_embeddings").or_else(|| cfg.get("original_max_position_embeddings")),
                 "rope_scaling.original_max_position_embeddings",
             )?
             .ok_or_else(|| bad("rope_scaling.original_max_position_embeddings", "missing for yarn"))?;
             kv.u32("rope.scaling.original_context_length", orig);
-            for (hf, key) in [
-                ("extrapolation_factor", "rope.scaling.yarn_ext_factor"),
-                ("attention_factor", "rope.scaling.yarn_attn_factor"),
-                ("beta_fast", "rope.scaling.yarn_beta_fast"),
-                ("beta_slow", "rope.scaling.yarn_beta_slow"),
+            for (hf, alt, key) in [
+                ("extrapolation_factor", None, "rope.scaling.yarn_ext_factor"),
+                ("attention_factor", Some("attn_factor"), "rope.scaling.yarn_attn_factor"),
+                ("beta_fast", None, "rope.scaling.yarn_beta_fast"),
+                ("beta_slow", None, "rope.scaling.yarn_beta_slow"),
             ] {
-                if let Some(v) = config::finite(p.get(hf), &format!("rope_scaling.{hf}"))? {
+                let v = p.get(hf).or_else(|| alt.and_then(|a| p.get(a)));
+                if let Some(v) = config::finite(v, &format!("rope_scaling.{hf}"))? {
                     kv.f32(key, v);
                 }
             }
@@ -417,6 +435,23 @@ pub struct Slot {
     pub permute_heads: Option<u32>,
     /// A router: stays F32 (the converter's and llama-quantize's rule).
     pub router: bool,
+    /// MLA's `kv_b_proj`, written as `attn_k_b` + `attn_v_b` instead of one tensor.
+    pub split: Option<KvbSplit>,
+}
+
+/// How `kv_b_proj [heads·(nope+v), kv_lora]` is split (llama.cpp's converter, `DeepseekV2Model`):
+/// per head, the first `nope` rows are K and the next `v` rows V; `attn_k_b` is K transposed
+/// (torch `[heads, kv_lora, nope]`), `attn_v_b` is V as is (`[heads, v, kv_lora]`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KvbSplit {
+    /// Heads (the HF `num_key_value_heads`, not the GGUF's 1).
+    pub heads: usize,
+    /// `qk_nope_head_dim`.
+    pub nope: usize,
+    /// `v_head_dim`.
+    pub v: usize,
+    /// `kv_lora_rank`.
+    pub kv_lora: usize,
 }
 
 /// The experts of one MoE layer.
@@ -461,6 +496,7 @@ impl LayerSpec {
             required: true,
             permute_heads: None,
             router: false,
+            split: None,
         });
         self
     }
@@ -478,6 +514,11 @@ impl LayerSpec {
     /// Accept `hf` as another name of the last tensor.
     pub fn alias(mut self, hf: &str) -> Self {
         self.slots.last_mut().expect("a slot").aliases.push(hf.into());
+        self
+    }
+    /// Write the last tensor (MLA's `kv_b_proj`) split into `attn_k_b` and `attn_v_b`.
+    pub fn split_kv_b(mut self, split: KvbSplit) -> Self {
+        self.slots.last_mut().expect("a slot").split = Some(split);
         self
     }
     /// Mark the last tensor a router (kept F32).
@@ -545,6 +586,9 @@ pub struct PlannedTensor {
     pub perm: Option<QkPermutation>,
     /// A router, kept in F32.
     pub router: bool,
+    /// Each segment is a `[rows, cols]` block of its HF tensor written transposed: it becomes
+    /// `cols` output rows of `rows` values (`shape[len-2]` = `cols`). MLA's `attn_k_b`.
+    pub transposed: bool,
 }
 
 /// A checkpoint tensor as the planner needs it.
@@ -627,6 +671,7 @@ pub fn plan_tensors(m: &Model, src: &[SourceTensor<'_>]) -> Result<Vec<PlannedTe
         segments: vec![Segment { hf: hf.to_owned(), row0: 0, rows: rows_of(shape) }],
         perm: None,
         router: false,
+        transposed: false,
     };
     for t in src {
         if is_skipped_tensor(t.name) {
@@ -651,6 +696,9 @@ pub fn plan_tensors(m: &Model, src: &[SourceTensor<'_>]) -> Result<Vec<PlannedTe
         }
         let no_counterpart = || tensor_err(t.name, format!("has no GGUF counterpart in the `{}` architecture", m.arch));
         let (layer, tail) = split_layer(t.name).ok_or_else(no_counterpart)?;
+        if layer >= m.block_count() && m.family.dropped_layer(m, layer).is_some() {
+            continue;
+        }
         if layer >= m.block_count() {
             return Err(tensor_err(
                 t.name,
@@ -670,6 +718,10 @@ pub fn plan_tensors(m: &Model, src: &[SourceTensor<'_>]) -> Result<Vec<PlannedTe
                 None => None,
             };
             seen.insert((layer, slot.gguf.clone()), t.name);
+            if let Some(k) = slot.split {
+                out.extend(split_kv_b(layer, t.name, k));
+                continue;
+            }
             let mut p = plain(&format!("blk.{layer}.{}", slot.gguf), t.name, t.shape);
             p.perm = perm;
             p.router = slot.router;
@@ -769,6 +821,7 @@ pub fn plan_tensors(m: &Model, src: &[SourceTensor<'_>]) -> Result<Vec<PlannedTe
                 segments,
                 perm: None,
                 router: false,
+                transposed: false,
             });
         }
     }
@@ -783,6 +836,46 @@ pub fn plan_tensors(m: &Model, src: &[SourceTensor<'_>]) -> Result<Vec<PlannedTe
         return Err(tensor_err("lm_head.weight", format!("is missing; the `{}` architecture needs it", m.arch)));
     }
     Ok(out)
+}
+
+/// `attn_k_b` (per head, the K rows transposed) and `attn_v_b` (per head, the V rows) of MLA's
+/// `kv_b_proj`, as row runs of the one HF tensor.
+fn split_kv_b(layer: u32, hf: &str, k: KvbSplit) -> [PlannedTensor; 2] {
+    let per_head = k.nope + k.v;
+    let runs = |off: usize, rows: usize| -> Vec<Segment> {
+        (0..k.heads).map(|h| Segment { hf: hf.to_owned(), row0: h * per_head + off, rows }).collect()
+    };
+    [
+        PlannedTensor {
+            name: format!("blk.{layer}.attn_k_b.weight"),
+            shape: vec![k.heads, k.kv_lora, k.nope],
+            segments: runs(0, k.nope),
+            perm: None,
+            router: false,
+            transposed: true,
+        },
+        PlannedTensor {
+            name: format!("blk.{layer}.attn_v_b.weight"),
+            shape: vec![k.heads, k.v, k.kv_lora],
+            segments: runs(k.nope, k.v),
+            perm: None,
+            router: false,
+            transposed: false,
+        },
+    ]
+}
+
+/// The checkpoint tensors the family drops on purpose (MTP layers), each with the reason.
+pub fn dropped_tensors<'a>(m: &Model, src: &[SourceTensor<'a>]) -> Vec<(&'a str, &'static str)> {
+    src.iter()
+        .filter_map(|t| {
+            let (layer, _) = split_layer(t.name)?;
+            if layer < m.block_count() {
+                return None;
+            }
+            m.family.dropped_layer(m, layer).map(|why| (t.name, why))
+        })
+        .collect()
 }
 
 fn retarget(e: FormatError, hf: &str) -> FormatError {
