@@ -287,6 +287,20 @@ fn tokenizer_metadata(
             template.as_ref(),
         )?);
     }
+    if !ckpt.root().join("tokenizer.json").exists() {
+        if let Some(tt) = read("tiktoken.model")? {
+            // DeepseekV2Model.set_vocab: no tokenizer.json, so the tiktoken vocabulary (Kimi K2).
+            let pre = model.family.tokenizer_pre_for(&model.cfg);
+            if pre != Some("kimi-k2") {
+                return Err(PlanError::Input(format!(
+                    "{}: tiktoken.model without tokenizer.json is only understood for Kimi K2 (config.json \
+                     model_type `kimi_k2`), as in llama.cpp's converter",
+                    ckpt.root().display()
+                )));
+            }
+            return Ok(gguf::tiktoken::tiktoken_metadata(&tt, tok_cfg.as_ref(), config, template.as_ref(), "kimi-k2")?);
+        }
+    }
     let tok = read_json("tokenizer.json")?.ok_or_else(|| {
         PlanError::Input(format!(
             "{}: tokenizer.json is missing (and there is no SentencePiece tokenizer.model); llama.cpp needs the \

@@ -9,6 +9,7 @@ pub mod arch;
 pub mod llama;
 mod reader;
 pub mod split;
+pub mod tiktoken;
 pub mod tokenizer;
 
 pub use reader::{GgufFile, GgufTensor, ReaderLimits};

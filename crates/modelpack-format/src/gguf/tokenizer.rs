@@ -345,7 +345,7 @@ fn add_key(typ: &str) -> Option<&'static str> {
 /// tokenizer_config.json's `add_*_token` flags and `*_token` strings looked up in tokenizer.json
 /// `added_tokens`, then config.json's `*_token_id` (also under `text_config`). The first id
 /// found for a type wins; `cls` ids and flags other than bos/eos/sep have no GGUF key.
-fn special_metadata(
+pub(crate) fn special_metadata(
     tj: &Value,
     tc: Option<&Value>,
     config: &Value,
@@ -634,7 +634,7 @@ pub fn tokenizer_metadata_with_template(
     Ok(md)
 }
 
-fn i32_array(v: Vec<i32>) -> MetaValue {
+pub(crate) fn i32_array(v: Vec<i32>) -> MetaValue {
     if v.is_empty() {
         MetaValue::EmptyArray(MetaType::I32)
     } else {
