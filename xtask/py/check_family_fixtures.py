@@ -23,7 +23,16 @@ EXPECTED = {
     "glm4": ("Glm4ForCausalLM", "glm4"),
     "glm4-moe": ("Glm4MoeForCausalLM", "glm4moe"),
     "minimax-m2": ("MiniMaxM2ForCausalLM", "minimax-m2"),
+    "deepseek-v3": ("DeepseekV3ForCausalLM", "deepseek2"),
+    "deepseek-v3-fp8": ("DeepseekV3ForCausalLM", "deepseek2"),
+    "kimi-k2": ("DeepseekV3ForCausalLM", "deepseek2"),
 }
+# Families whose reference drops the MTP layers (block_count = num_hidden_layers).
+MTP_DROPPED = {"deepseek-v3", "deepseek-v3-fp8", "kimi-k2"}
+# Families with only a Q8_0 reference (size budget).
+Q8_ONLY = {"deepseek-v3-fp8", "kimi-k2"}
+# FP8 families: F8_E4M3 weights, each with an F32 weight_scale_inv of one scale per 128x128 block.
+FP8 = {"deepseek-v3-fp8"}
 FILE_TYPE = {"f16": 1, "q8_0": 7, "bf16": 32}
 REFS = ["ref-q8_0.gguf", "ref-f16.gguf"]
 
@@ -53,7 +62,7 @@ def load_bf16(path):
         if k == "__metadata__":
             continue
         a, b = v["data_offsets"]
-        dt = {"BF16": np.uint16, "F16": np.float16, "F32": np.float32}[v["dtype"]]
+        dt = {"BF16": np.uint16, "F16": np.float16, "F32": np.float32, "F8_E4M3": np.uint8}[v["dtype"]]
         out[k] = np.frombuffer(raw[base + a : base + b], dtype=dt).reshape(v["shape"])
     return out
 
@@ -97,10 +106,21 @@ def check_family(d: Path, fam: str):
     if not tensors:
         problems.append(f"{d.name}: no tensors")
     for k, v in tensors.items():
-        if v.dtype != np.uint16:
+        if fam in FP8 and v.dtype == np.uint8:
+            s = tensors.get(k + "_scale_inv")
+            want = (-(-v.shape[0] // 128), -(-v.shape[1] // 128))
+            if s is None or s.dtype != np.float32 or s.shape != want:
+                problems.append(f"{d.name}: {k} has no F32 weight_scale_inv of shape {want}")
+        elif fam in FP8 and k.endswith("_scale_inv"):
+            continue
+        elif v.dtype != np.uint16:
             problems.append(f"{d.name}: {k} is not BF16")
-    blocks = cfg["num_hidden_layers"] + cfg.get("num_nextn_predict_layers", 0)
-    for ref in REFS:
+    if fam in FP8 and cfg.get("quantization_config", {}).get("quant_method") != "fp8":
+        problems.append(f"{d.name}: config.json has no fp8 quantization_config")
+    blocks = cfg["num_hidden_layers"]
+    if fam not in MTP_DROPPED:
+        blocks += cfg.get("num_nextn_predict_layers", 0)
+    for ref in REFS[:1] if fam in Q8_ONLY else REFS:
         p = d / ref
         if not p.exists():
             problems.append(f"{d.name}: {ref} missing")

@@ -66,7 +66,80 @@ FAMILIES = {
     "glm4": dict(pre="glm4", moe=False),
     "glm4-moe": dict(pre="glm4", moe=True),
     "minimax-m2": dict(pre="minimax-m2", moe=True),
+    # DeepSeek-V3 (MLA, group routing, yarn, a dropped MTP layer); the reference only reads
+    # per-expert checkpoints for deepseek2, so no fused twin.
+    "deepseek-v3": dict(pre="deepseek-v3", moe=False),
+    # The same weights as DeepSeek ships them: F8_E4M3 + 128x128 weight_scale_inv (made from
+    # deepseek-v3, so generate that first).
+    "deepseek-v3-fp8": dict(pre="deepseek-v3", moe=False, outtypes=["q8_0"]),
+    # Kimi K2: model_type kimi_k2 (raw config, legacy rope_scaling), a tiktoken.model vocabulary.
+    "kimi-k2": dict(pre="kimi-k2", moe=False, outtypes=["q8_0"]),
 }
+
+DEEPSEEK_SPECIALS = ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>"]
+DEEPSEEK_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}{{ '<｜User｜>' + m['content'] }}"
+    "{% else %}{{ '<｜Assistant｜>' + m['content'] + eos_token }}{% endif %}{% endfor %}"
+)
+KIMI_SPECIALS = {0: "[BOS]", 1: "[EOS]", 2: "<|im_end|>", 3: "<|im_user|>", 4: "<|im_assistant|>",
+                 9: "[EOT]", 10: "<|im_system|>", 17: "<|im_middle|>", 254: "[UNK]", 255: "[PAD]"}
+KIMI_TEMPLATE = (
+    "{% for m in messages %}{{ '<|im_' + m['role'] + '|>' + m['role'] + '<|im_middle|>' + m['content'] + "
+    "'<|im_end|>' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_assistant|>assistant<|im_middle|>' }}{% endif %}"
+)
+KIMI_BASE = 384  # tiktoken base tokens: 256 bytes + 128 merges (the release has 163584)
+# Kimi's tokenizer code is remote code (tokenization_kimi.py, needs tiktoken); the reference loads it
+# with trust_remote_code and reads `model._mergeable_ranks` and `special_tokens`. This is a minimal
+# stand-in written for the fixture with the same two attributes and the same special-token naming.
+KIMI_TOKENIZER_PY = '''"""Minimal tiktoken tokenizer for modelpack's Kimi K2 fixture (not Moonshot's file)."""
+import base64
+
+import tiktoken
+from transformers import PreTrainedTokenizer
+
+PAT = r"""[\\p{L}\\p{N}]+|[^\\s\\p{L}\\p{N}]+|\\s+"""
+
+
+class TikTokenTokenizer(PreTrainedTokenizer):
+    vocab_files_names = {"vocab_file": "tiktoken.model"}
+    model_input_names = ["input_ids", "attention_mask"]
+
+    def __init__(self, vocab_file, **kwargs):
+        ranks = {}
+        with open(vocab_file, "rb") as f:
+            for line in f:
+                if line.strip():
+                    tok, rank = line.split()
+                    ranks[base64.b64decode(tok)] = int(rank)
+        n = len(ranks)
+        dec = kwargs.get("added_tokens_decoder") or {}
+        names = {}
+        for k, v in dec.items():
+            names[int(k)] = v.content if hasattr(v, "content") else v["content"]
+        self.special_tokens = {names.get(i, f"<|reserved_token_{i}|>"): i for i in range(n, n + 256)}
+        self.model = tiktoken.Encoding(name="kimi-fixture", pat_str=PAT, mergeable_ranks=ranks,
+                                       special_tokens=self.special_tokens)
+        self._id_to_bytes = {r: t for t, r in ranks.items()}
+        super().__init__(**kwargs)
+
+    @property
+    def vocab_size(self):
+        return self.model.n_vocab
+
+    def get_vocab(self):
+        v = {t.decode("latin-1"): r for t, r in self.model._mergeable_ranks.items()}
+        v.update(self.special_tokens)
+        return v
+
+    def _tokenize(self, text, **kwargs):
+        return [str(i) for i in self.model.encode(text, allowed_special="all")]
+
+    def _convert_token_to_id(self, token):
+        return self.special_tokens.get(token, int(token) if token.isdigit() else 0)
+
+    def _convert_id_to_token(self, index):
+        return str(index)
+'''
 
 QWEN_SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 QWEN_ADDED = ["<think>", "</think>"]  # added but not special, as in Qwen3's tokenizer
@@ -191,6 +264,146 @@ def make_config(family, ids):
     raise ValueError(family)
 
 
+def deepseek_config(ids, vocab, layers, kimi):
+    """DeepseekV3Config with MLA dims whose FP8 128x128 blocks have partial edges (q_lora 96,
+    kv_a rows 160, expert rows 192), group routing 2/1 over 4 experts (not for Kimi: 1/1)."""
+    c = dict(vocab_size=vocab, hidden_size=128, intermediate_size=256, moe_intermediate_size=192,
+             num_hidden_layers=layers, num_attention_heads=2, num_key_value_heads=2, n_shared_experts=1,
+             n_routed_experts=4, routed_scaling_factor=2.5, kv_lora_rank=128, q_lora_rank=96,
+             qk_rope_head_dim=32, v_head_dim=64, qk_nope_head_dim=64, n_group=1 if kimi else 2,
+             topk_group=1, num_experts_per_tok=2, first_k_dense_replace=1, norm_topk_prob=True,
+             max_position_embeddings=4096, rms_norm_eps=1e-6, tie_word_embeddings=False, dtype="bfloat16",
+             rope_parameters={"rope_type": "yarn", "rope_theta": 10000.0, "factor": 4.0,
+                              "original_max_position_embeddings": 1024, "beta_fast": 32.0, "beta_slow": 1.0,
+                              "mscale": 1.0, "mscale_all_dim": 1.0},
+             bos_token_id=ids["bos"], eos_token_id=ids["eos"])
+    return transformers.DeepseekV3Config(**c), transformers.DeepseekV3ForCausalLM
+
+
+def deepseek_mtp(dst: Path, gen):
+    """Add a multi-token-prediction layer as DeepSeek-V3 ships it (model.layers.{num_hidden_layers},
+    here a few of its tensors): the reference drops it, and so must we."""
+    st = load_file(str(dst / "model.safetensors"))
+    h = 128
+    layer = json.loads((dst / "config.json").read_text())["num_hidden_layers"]
+    p = f"model.layers.{layer}."
+    extra = {
+        p + "eh_proj.weight": torch.randn((h, 2 * h), generator=gen) * (2 * h) ** -0.5,
+        p + "enorm.weight": 1.0 + 0.3 * (torch.rand((h,), generator=gen) * 2 - 1),
+        p + "hnorm.weight": 1.0 + 0.3 * (torch.rand((h,), generator=gen) * 2 - 1),
+        p + "shared_head.norm.weight": 1.0 + 0.3 * (torch.rand((h,), generator=gen) * 2 - 1),
+        p + "input_layernorm.weight": 1.0 + 0.3 * (torch.rand((h,), generator=gen) * 2 - 1),
+        p + "self_attn.q_a_proj.weight": torch.randn((96, h), generator=gen) * h ** -0.5,
+    }
+    for k, v in extra.items():
+        st[k] = v.to(torch.bfloat16)
+    rewrite_safetensors(dst / "model.safetensors", st)
+
+
+def to_fp8(src: Path, dst: Path):
+    """DeepSeek's FP8 release format from the bf16 checkpoint: every Linear weight of the layer stack
+    (not the router, norms, embeddings, lm_head) becomes F8_E4M3 with an F32 `weight_scale_inv` per
+    128x128 block ([ceil(R/128), ceil(C/128)], partial edge blocks with their own scale; the value is
+    fp8 * scale), and config.json gets DeepSeek's quantization_config."""
+    st = load_file(str(src / "model.safetensors"))
+    out = {}
+    for k, w in st.items():
+        linear = (k.startswith("model.layers.") and k.endswith(".weight") and w.ndim == 2
+                  and not k.endswith("mlp.gate.weight"))
+        if not linear:
+            out[k] = w
+            continue
+        r, c = w.shape
+        br, bc = -(-r // 128), -(-c // 128)
+        wf = torch.zeros((br * 128, bc * 128), dtype=torch.float32)
+        wf[:r, :c] = w.float()
+        blocks = wf.view(br, 128, bc, 128)
+        amax = blocks.abs().amax(dim=(1, 3)).clamp(min=1e-8)
+        scale = amax / 448.0
+        q = (blocks / scale[:, None, :, None]).view(br * 128, bc * 128)[:r, :c]
+        out[k] = q.to(torch.float8_e4m3fn)
+        out[k + "_scale_inv"] = scale.to(torch.float32).contiguous()
+    rewrite_safetensors(dst / "model.safetensors", out)
+    cfg = json.loads((src / "config.json").read_text())
+    cfg["quantization_config"] = {"activation_scheme": "dynamic", "fmt": "e4m3", "quant_method": "fp8",
+                                  "weight_block_size": [128, 128]}
+    (dst / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    for f in ["generation_config.json", "tokenizer.json", "tokenizer_config.json"]:
+        if (src / f).exists():
+            shutil.copy(src / f, dst / f)
+
+
+def kimi_tokenizer(out: Path):
+    """A tiny tiktoken.model (a byte-level BPE trained on CORPUS: 256 byte ranks, then merged tokens
+    in merge order), Kimi's tokenizer_config.json shape (auto_map to tokenization_kimi, specials
+    named in added_tokens_decoder) and the stand-in tokenization_kimi.py. Returns the special ids."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+    import base64
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(vocab_size=KIMI_BASE, show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), special_tokens=[])
+    tok.train_from_iterator(CORPUS, trainer=trainer)
+    merges = json.loads(tok.to_str())["model"]["merges"]
+    from transformers.convert_slow_tokenizer import bytes_to_unicode
+    dec = {v: k for k, v in bytes_to_unicode().items()}
+    ranks = [bytes([b]) for b in range(256)]
+    seen = set(ranks)
+    for m in merges:
+        a, b = m if isinstance(m, list) else m.split(" ")
+        t = bytes(dec[ch] for ch in a + b)
+        if t not in seen:
+            seen.add(t)
+            ranks.append(t)
+    ranks = ranks[:KIMI_BASE]
+    assert len(ranks) == KIMI_BASE, len(ranks)
+    (out / "tiktoken.model").write_text("".join(f"{base64.b64encode(t).decode()} {r}\n" for r, t in enumerate(ranks)))
+    (out / "tokenization_kimi.py").write_text(KIMI_TOKENIZER_PY)
+    # Kimi's config.json maps AutoConfig to its remote configuration_deepseek.py; AutoTokenizer needs a
+    # loadable config first, so a stand-in subclass is shipped as Kimi does.
+    (out / "configuration_deepseek.py").write_text(
+        '"""Stand-in for Kimi K2\'s remote config class (modelpack fixture)."""\n'
+        "from transformers.models.deepseek_v3.configuration_deepseek_v3 import DeepseekV3Config as _Base\n\n\n"
+        "class DeepseekV3Config(_Base):\n    model_type = \"kimi_k2\"\n"
+    )
+    decoder = {str(KIMI_BASE + i): dict(content=c, lstrip=False, normalized=False, rstrip=False,
+                                         single_word=False, special=True) for i, c in KIMI_SPECIALS.items()}
+    cfg = {
+        "added_tokens_decoder": decoder,
+        "additional_special_tokens": ["<|im_end|>", "<|im_user|>", "<|im_assistant|>", "<|im_system|>",
+                                      "<|im_middle|>"],
+        "auto_map": {"AutoTokenizer": ["tokenization_kimi.TikTokenTokenizer", None]},
+        "bos_token": "[BOS]",
+        "chat_template": KIMI_TEMPLATE,
+        "clean_up_tokenization_spaces": False,
+        "eos_token": "[EOS]",
+        "model_max_length": 4096,
+        "pad_token": "[PAD]",
+        "tokenizer_class": "TikTokenTokenizer",
+        "unk_token": "[UNK]",
+    }
+    (out / "tokenizer_config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False) + "\n")
+    return dict(bos=KIMI_BASE, eos=KIMI_BASE + 1)
+
+
+def kimi_config(dst: Path):
+    """Rewrite the saved config as Kimi K2 ships it: model_type kimi_k2 (AutoConfig rejects it, so the
+    reference reads the raw file), 4.x-style rope_theta + rope_scaling{type: yarn}, no head_dim."""
+    cfg = json.loads((dst / "config.json").read_text())
+    rp = cfg.pop("rope_parameters")
+    for k in ["head_dim", "qk_head_dim", "rope_interleave", "output_router_logits", "pretraining_tp"]:
+        cfg.pop(k, None)
+    cfg.update(model_type="kimi_k2", rope_theta=50000.0, num_nextn_predict_layers=0, scoring_func="sigmoid",
+               topk_method="noaux_tc",
+               auto_map={"AutoConfig": "configuration_deepseek.DeepseekV3Config",
+                         "AutoModelForCausalLM": "modeling_deepseek.DeepseekV3ForCausalLM"},
+               rope_scaling={"type": "yarn", "factor": 32.0, "original_max_position_embeddings": 128,
+                             "beta_fast": 1.0, "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 1.0})
+    del rp
+    (dst / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
 def wide_init(model, gen):
     """Seeded init wide enough that structural mistakes change the logits."""
     with torch.no_grad():
@@ -261,16 +474,37 @@ runpy.run_path({str(llama_src / 'convert_hf_to_gguf.py')!r}, run_name='__main__'
 def make_family(out_root: Path, llama_src: Path, family: str):
     spec = FAMILIES[family]
     dst = out_root / family
+    if family == "deepseek-v3-fp8":
+        src = out_root / "deepseek-v3"
+        if dst.exists():
+            shutil.rmtree(dst)
+        dst.mkdir(parents=True)
+        to_fp8(src, dst)
+        for outtype in spec.get("outtypes", ["q8_0", "f16"]):
+            convert(llama_src, dst, outtype, dst / f"ref-{outtype}.gguf", spec["pre"])
+        return
     if dst.exists():
         shutil.rmtree(dst)
     dst.mkdir(parents=True)
-    if family.startswith("qwen3"):
+    if family in ("deepseek-v3", "kimi-k2"):
+        kimi = family == "kimi-k2"
+        if kimi:
+            ids = kimi_tokenizer(dst)
+            vocab = KIMI_BASE + 256
+        else:
+            t = tokenizer_files(dst, DEEPSEEK_SPECIALS, [], DEEPSEEK_TEMPLATE, DEEPSEEK_SPECIALS[0],
+                                DEEPSEEK_SPECIALS[1], DEEPSEEK_SPECIALS[2], None)
+            ids = dict(bos=t[DEEPSEEK_SPECIALS[0]], eos=t[DEEPSEEK_SPECIALS[1]])
+            vocab = VOCAB
+        config, cls = deepseek_config(ids, vocab, 2 if kimi else 3, kimi)
+    elif family.startswith("qwen3"):
         ids = tokenizer_files(dst, QWEN_SPECIALS, QWEN_ADDED, QWEN_TEMPLATE, None, "<|im_end|>", "<|endoftext|>", None)
     elif family.startswith("glm4"):
         ids = tokenizer_files(dst, GLM_SPECIALS, [], GLM_TEMPLATE, None, "<|endoftext|>", "<|endoftext|>", None)
     else:
         ids = tokenizer_files(dst, MINIMAX_SPECIALS, [], MINIMAX_TEMPLATE, "]~!b[", "[e~[", None, "]!d~[")
-    config, cls = make_config(family, ids)
+    if not family.startswith(("deepseek", "kimi")):
+        config, cls = make_config(family, ids)
     gen = torch.Generator().manual_seed(SEED + sum(map(ord, family)))
     torch.manual_seed(SEED)
     model = cls(config)
@@ -279,12 +513,20 @@ def make_family(out_root: Path, llama_src: Path, family: str):
     model.save_pretrained(str(dst))
     if family == "glm4-moe":
         glm4_moe_mtp(dst, gen)
+    if family == "deepseek-v3":
+        deepseek_mtp(dst, gen)
     # Canonical JSON so a regeneration diffs cleanly.
     cfg = json.loads((dst / "config.json").read_text())
     if family == "minimax-m2":
         # The reference reads rotary_dim (v5 saves partial_rotary_factor only): families.md §2.7.
         cfg["rotary_dim"] = int(HEAD_DIM * cfg.get("partial_rotary_factor", 0.5))
+    if family in ("deepseek-v3", "kimi-k2"):
+        # Released configs state the routing function; transformers-5 drops it (families.md §2.3).
+        cfg["scoring_func"] = "sigmoid"
+        cfg["topk_method"] = "noaux_tc"
     (dst / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    if family == "kimi-k2":
+        kimi_config(dst)
     if spec["moe"]:
         fused = out_root / f"{family}-fused"
         if fused.exists():
@@ -304,7 +546,7 @@ def make_family(out_root: Path, llama_src: Path, family: str):
             for k in [k for k in fst if k.startswith("model.layers.2.") and ".experts." in k]:
                 pass  # layer 2's fused experts were saved with the 3-layer model already
             rewrite_safetensors(fused / "model.safetensors", fst)
-    for outtype in ["q8_0", "f16"]:
+    for outtype in spec.get("outtypes", ["q8_0", "f16"]):
         convert(llama_src, dst, outtype, dst / f"ref-{outtype}.gguf", spec["pre"])
 
 
