@@ -272,7 +272,7 @@ fn refused(src: &Path, out: &Path, needle: &str) {
     refused_with(src, out, &["--scheme", "int8"], needle);
 }
 
-fn refused_with(src: &Path, out: &Path, args: &[&str], needle: &str) {
+pub(crate) fn refused_with(src: &Path, out: &Path, args: &[&str], needle: &str) {
     let o = common::modelpack()
         .arg("quantize")
         .arg(src)
@@ -320,7 +320,7 @@ fn bad_moe_checkpoints_are_refused_naming_the_tensor() {
         "import numpy as np\ncfg['num_experts'] = 5\nfor l in (0, 1): t[f'model.layers.{l}.mlp.gate.weight'] = np.zeros((5, 256), np.float16)",
     );
     refused(&more, &tmp.path().join("o5"), "is missing: expert 4 of 5");
-    let arch = edit("arch", "cfg['architectures'] = ['DeepseekV3ForCausalLM']");
+    let arch = edit("arch", "cfg['architectures'] = ['DeciLMForCausalLM']");
     refused(&arch, &tmp.path().join("o6"), "Qwen3MoeForCausalLM, Glm4ForCausalLM");
 }
 
@@ -347,7 +347,7 @@ ours_arch = bytes(ours.fields["general.architecture"].parts[-1]).decode()
 print(json.dumps({"kv": kv, "tensors": bad, "types": types, "n": len(tr), "arch": [ours_arch, arch]}))
 "#;
 
-fn compare(py: &Path, ours: &Path, reference: &Path) -> serde_json::Value {
+pub(crate) fn compare(py: &Path, ours: &Path, reference: &Path) -> serde_json::Value {
     let out = common::run_python(py, COMPARE, &[ours.as_os_str(), reference.as_os_str()]);
     serde_json::from_str(&out).unwrap()
 }
@@ -402,7 +402,13 @@ fn int8_equals_the_converters_q8_0_reference() {
 
 /// Our F32 GGUF (llama-quantize's input) and our Q4_K_M of `src`, then llama-quantize Q4_K_M of
 /// the F32 one: the comparison result. `extra` goes to both tools (e.g. `--tensor-type`).
-fn q4km_vs_llama_quantize(py: &Path, llama: &Path, src: &Path, dir: &Path, extra: &[&str]) -> serde_json::Value {
+pub(crate) fn q4km_vs_llama_quantize(
+    py: &Path,
+    llama: &Path,
+    src: &Path,
+    dir: &Path,
+    extra: &[&str],
+) -> serde_json::Value {
     let f32_pkg = dir.join("f32");
     common::quantize(
         src,

@@ -23,6 +23,7 @@ mod cli;
 mod compare;
 mod families_cpu;
 mod families_cuda;
+mod families_deepseek;
 mod faults;
 mod hostile;
 mod imatrix_e2e;

@@ -194,3 +194,112 @@ impl Family for Deepseek2 {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{plan_tensors, Model, Segment, SourceTensor};
+    use serde_json::json;
+
+    fn config(q_lora: serde_json::Value) -> serde_json::Value {
+        json!({"architectures": ["DeepseekV3ForCausalLM"], "hidden_size": 64, "intermediate_size": 128,
+               "num_hidden_layers": 2, "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": 32,
+               "max_position_embeddings": 256, "rms_norm_eps": 1e-6, "q_lora_rank": q_lora, "kv_lora_rank": 32,
+               "qk_nope_head_dim": 16, "qk_rope_head_dim": 8, "v_head_dim": 24, "n_routed_experts": 4,
+               "num_experts_per_tok": 2, "moe_intermediate_size": 32, "n_shared_experts": 1,
+               "first_k_dense_replace": 1, "n_group": 2, "topk_group": 1})
+    }
+
+    fn plan(cfg: &serde_json::Value, extra: &[(&str, Vec<usize>)]) -> Vec<super::super::PlannedTensor> {
+        let m = Model::from_config(cfg).unwrap();
+        let mut names: Vec<(String, Vec<usize>)> = vec![
+            ("model.embed_tokens.weight".into(), vec![32, 64]),
+            ("model.norm.weight".into(), vec![64]),
+            ("lm_head.weight".into(), vec![32, 64]),
+        ];
+        for l in 0..2 {
+            let p = format!("model.layers.{l}.");
+            for (n, s) in [
+                ("input_layernorm.weight", vec![64]),
+                ("post_attention_layernorm.weight", vec![64]),
+                ("self_attn.kv_a_proj_with_mqa.weight", vec![40, 64]),
+                ("self_attn.kv_a_layernorm.weight", vec![32]),
+                ("self_attn.kv_b_proj.weight", vec![80, 32]),
+                ("self_attn.o_proj.weight", vec![64, 48]),
+            ] {
+                names.push((format!("{p}{n}"), s));
+            }
+            if l == 0 {
+                for (n, s) in [("gate_proj", vec![128, 64]), ("up_proj", vec![128, 64]), ("down_proj", vec![64, 128])] {
+                    names.push((format!("{p}mlp.{n}.weight"), s));
+                }
+            } else {
+                names.push((format!("{p}mlp.gate.weight"), vec![4, 64]));
+                for e in 0..4 {
+                    for (n, s) in [("gate_proj", vec![32, 64]), ("up_proj", vec![32, 64]), ("down_proj", vec![64, 32])]
+                    {
+                        names.push((format!("{p}mlp.experts.{e}.{n}.weight"), s));
+                    }
+                }
+                for (n, s) in [("gate_proj", vec![32, 64]), ("up_proj", vec![32, 64]), ("down_proj", vec![64, 32])] {
+                    names.push((format!("{p}mlp.shared_experts.{n}.weight"), s));
+                }
+            }
+        }
+        for (n, s) in extra {
+            names.push((n.replace("{l}", "0"), s.clone()));
+            names.push((n.replace("{l}", "1"), s.clone()));
+        }
+        let src: Vec<SourceTensor<'_>> = names.iter().map(|(n, s)| SourceTensor { name: n, shape: s }).collect();
+        plan_tensors(&m, &src).unwrap()
+    }
+
+    #[test]
+    fn kv_b_is_split_per_head_and_k_is_transposed() {
+        let p = plan(&config(json!(null)), &[("model.layers.{l}.self_attn.q_proj.weight", vec![48, 64])]);
+        let k = p.iter().find(|t| t.name == "blk.0.attn_k_b.weight").unwrap();
+        let v = p.iter().find(|t| t.name == "blk.0.attn_v_b.weight").unwrap();
+        let hf = "model.layers.0.self_attn.kv_b_proj.weight".to_string();
+        assert_eq!((k.shape.clone(), k.transposed), (vec![2, 32, 16], true));
+        assert_eq!(
+            k.segments,
+            vec![Segment { hf: hf.clone(), row0: 0, rows: 16 }, Segment { hf: hf.clone(), row0: 40, rows: 16 }]
+        );
+        assert_eq!((v.shape.clone(), v.transposed), (vec![2, 24, 32], false));
+        assert_eq!(
+            v.segments,
+            vec![Segment { hf: hf.clone(), row0: 16, rows: 24 }, Segment { hf, row0: 56, rows: 24 }]
+        );
+        assert!(p.iter().any(|t| t.name == "blk.1.attn_q.weight"), "q_lora_rank null: plain attn_q");
+        assert!(!p.iter().any(|t| t.name.contains("attn_kv_b")));
+        assert!(p.iter().any(|t| t.name == "blk.1.ffn_gate_exps.weight" && t.shape == vec![4, 32, 64]));
+        assert!(p.iter().any(|t| t.name == "blk.1.ffn_up_shexp.weight"));
+    }
+
+    #[test]
+    fn q_lora_tensors_and_keys() {
+        let cfg = config(json!(16));
+        let p = plan(
+            &cfg,
+            &[
+                ("model.layers.{l}.self_attn.q_a_proj.weight", vec![16, 64]),
+                ("model.layers.{l}.self_attn.q_a_layernorm.weight", vec![16]),
+                ("model.layers.{l}.self_attn.q_b_proj.weight", vec![48, 16]),
+            ],
+        );
+        for n in ["attn_q_a.weight", "attn_q_a_norm.weight", "attn_q_b.weight"] {
+            assert!(p.iter().any(|t| t.name == format!("blk.0.{n}")), "{n}");
+        }
+        let md = Model::from_config(&cfg).unwrap().metadata().unwrap();
+        let get = |k: &str| md.iter().find(|(n, _)| n == &format!("deepseek2.{k}")).map(|(_, v)| v.clone());
+        use super::super::super::MetaValue::U32;
+        assert_eq!(get("attention.head_count_kv"), Some(U32(1)));
+        assert_eq!(get("attention.key_length"), Some(U32(40)));
+        assert_eq!(get("attention.value_length"), Some(U32(32)));
+        assert_eq!(get("attention.key_length_mla"), Some(U32(24)));
+        assert_eq!(get("attention.value_length_mla"), Some(U32(24)));
+        assert_eq!(get("attention.q_lora_rank"), Some(U32(16)));
+        assert_eq!(get("expert_gating_func"), Some(U32(2)), "sigmoid even without scoring_func");
+        assert_eq!(get("expert_group_count"), Some(U32(2)));
+        assert_eq!(get("leading_dense_block_count"), Some(U32(1)));
+    }
+}
