@@ -1,5 +1,5 @@
 //! `fixtures/families/`: tiny checkpoints of the MoE-era families (Qwen3, Qwen3-MoE, GLM-4,
-//! GLM-4.5, MiniMax-M2) written by transformers' own classes, with the GGUFs llama.cpp's
+//! GLM-4.5, MiniMax-M2, DeepSeek-V3 and its FP8 twin, Kimi K2) written by transformers' own classes, with the GGUFs llama.cpp's
 //! `convert_hf_to_gguf.py` makes from them (the judges of the cpu target).
 //!
 //! Making them needs torch, so it is a local task, not CI:
