@@ -1,6 +1,7 @@
 //! `fixtures/families/`: tiny checkpoints of the MoE-era families (Qwen3, Qwen3-MoE, GLM-4,
-//! GLM-4.5, MiniMax-M2, DeepSeek-V3 and its FP8 twin, Kimi K2) written by transformers' own classes, with the GGUFs llama.cpp's
-//! `convert_hf_to_gguf.py` makes from them (the judges of the cpu target).
+//! GLM-4.5, MiniMax-M2, DeepSeek-V3 and its FP8 twin, Kimi K2) written by transformers' own
+//! classes, with the GGUFs llama.cpp's `convert_hf_to_gguf.py` makes from them (the judges of the
+//! cpu target).
 //!
 //! Making them needs torch, so it is a local task, not CI:
 //! `cargo xtask family-fixtures [FAMILY...]` runs `xtask/py/make_family_fixtures.py` in the
