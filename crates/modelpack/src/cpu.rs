@@ -532,7 +532,9 @@ impl CpuPlan {
                 &gathered
             }
             Source::Rows { segments, transposed: true, .. } => {
-                // Output row c of this run is column c of the run's source rows.
+                // Output row c of this run is column c of the run's source rows. Raw source
+                // elements are moved, so a block-scaled source (FP8) must look its scale up at the
+                // source position (seg.row0 + j, c), not the output one.
                 let seg = &segments[task.seg];
                 let view: TensorView<'_> = ckpt.tensor(&seg.hf).expect("planned tensor exists");
                 let src_cols = ten.shape[ten.shape.len() - 2];
