@@ -89,8 +89,11 @@ fn every_part_reads_in_gguf_with_split_keys_and_same_tensors() {
     assert_eq!(out.trim(), format!("{} 21", ps.len()));
 }
 
-/// llama.cpp loads the whole set from the first part and computes the same perplexity, chunk by
-/// chunk, as from the single file; without one of the parts it refuses to load.
+/// llama.cpp loads the whole set from the first part and computes the same perplexity as from
+/// the single file: `llama-perplexity --kl-divergence-base FILE` saves the per-token log-probs
+/// of every chunk (written with stdio, unlike the log, whose async tail can be lost at exit), and
+/// the two files must be byte-identical; a different model (int4) gives a different file, and
+/// without one of the parts llama.cpp refuses to load the set.
 #[test]
 fn llama_perplexity_of_split_equals_single_file() {
     let Some(dir) = common::llama_dir() else { return };
@@ -99,31 +102,38 @@ fn llama_perplexity_of_split_equals_single_file() {
     let t = tempfile::tempdir().unwrap();
     let one = build(&t.path().join("one"), &[]);
     let split = build(&t.path().join("split"), &["--max-shard-size", LIMIT]);
+    let other = t.path().join("q4");
+    common::quantize(
+        &common::fixture("tiny-llama"),
+        &other,
+        &["--target", "cpu", "--scheme", "int4", "--method", "rtn", "--no-progress"],
+    );
     let text = t.path().join("text.txt");
     std::fs::write(&text, "the cat sat on the mat and the dog ran to the park . ".repeat(20)).unwrap();
-    let ppl = |m: &Path| -> (bool, String) {
+    let n = std::cell::Cell::new(0);
+    let logprobs = |m: &Path| -> Option<Vec<u8>> {
+        n.set(n.get() + 1);
+        let out = t.path().join(format!("{}.kld", n.get()));
         let o = Command::new(&exe)
             .arg("-m")
             .arg(m)
             .arg("-f")
             .arg(&text)
-            .args(["-c", "64", "-b", "64", "-t", "2"])
+            .args(["-c", "64", "-b", "64", "-t", "2", "--kl-divergence-base"])
+            .arg(&out)
             .output()
             .unwrap();
-        let all = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
-        let chunks: Vec<&str> = all.split_whitespace().filter(|w| w.starts_with("[1]")).collect();
-        let fin = all.lines().find(|l| l.contains("Final estimate")).map(|l| l.split("Final estimate").nth(1).unwrap());
-        (o.status.success(), format!("{chunks:?} {fin:?}"))
+        o.status.success().then(|| std::fs::read(&out).unwrap())
     };
-    let (ok1, a) = ppl(&one.join("model.gguf"));
+    let a = logprobs(&one.join("model.gguf")).expect("llama-perplexity on the single file");
     let first = parts(&split)[0].clone();
-    let (ok2, b) = ppl(&first);
-    assert!(ok1 && ok2, "{a}\n{b}");
-    assert!(a.contains("PPL"), "{a}");
-    assert_eq!(a, b);
+    let b = logprobs(&first).expect("llama-perplexity on the split set");
+    assert!(a.len() > 10_000, "{} bytes of log-probs", a.len());
+    assert!(a == b, "split and single file give different log-probs");
+    let c = logprobs(&other.join("model.gguf")).expect("llama-perplexity on the int4 file");
+    assert!(a != c, "the comparison cannot tell models apart");
     std::fs::remove_file(parts(&split)[2].clone()).unwrap();
-    let (ok3, c) = ppl(&first);
-    assert!(!ok3, "llama.cpp loaded a split set with a missing part: {c}");
+    assert!(logprobs(&first).is_none(), "llama.cpp loaded a split set with a missing part");
 }
 
 #[test]
