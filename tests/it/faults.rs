@@ -467,3 +467,37 @@ fn sigint_and_sigterm_remove_the_staging_dir_and_exit_non_zero() {
         assert_eq!(listing(d.path()), [format!("go-{point}.reached")], "staging dir and lock file removed");
     }
 }
+
+/// A pull interrupted by SIGINT or SIGTERM (held once its staging directory exists, with a file
+/// already in it) removes the staging directory and exits 130/143; nothing is at the destination.
+#[test]
+fn interrupted_pull_leaves_no_staging_dir() {
+    if !faults_enabled() {
+        return;
+    }
+    let src = tempfile::tempdir().unwrap();
+    let pkg = src.path().join("pkg");
+    common::quantize(&tiny(), &pkg, &["--target", "cpu", "--scheme", "int8", "--no-metrics"]);
+    let layout = src.path().join("layout");
+    let o = Command::new(assert_cmd::cargo::cargo_bin("modelpack"))
+        .arg("push")
+        .arg(&pkg)
+        .arg(format!("oci:{}:v1", layout.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (sig, code) in [(libc::SIGINT, 130), (libc::SIGTERM, 143)] {
+        let d = tempfile::tempdir().unwrap();
+        let out = d.path().join("out");
+        let args: Vec<std::ffi::OsString> =
+            vec!["pull".into(), format!("oci:{}:v1", layout.display()).into(), "-o".into(), out.clone().into()];
+        let held = hold(&args, "pull-staged", d.path());
+        let staging: Vec<String> = listing(d.path()).into_iter().filter(|n| n.contains("modelpack-tmp")).collect();
+        assert_eq!(staging.len(), 1, "{:?}", listing(d.path()));
+        std::fs::write(d.path().join(&staging[0]).join("partial.bin"), b"x").unwrap();
+        let o = held.signal(sig);
+        assert_eq!(o.status.code(), Some(code), "{}", stderr(&o));
+        assert!(stderr(&o).contains("removed 1 unfinished output(s)"), "{}", stderr(&o));
+        assert_eq!(listing(d.path()), ["go-pull-staged.reached".to_string()], "staging dir removed");
+    }
+}

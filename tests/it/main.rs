@@ -41,3 +41,4 @@ mod sign;
 mod sign_interop;
 mod sign_x509;
 mod simd_env_cli;
+mod split_gguf;

@@ -444,3 +444,57 @@ fn registry_dying_mid_upload_is_an_io_error_and_publishes_nothing() {
     assert_nothing_left(&out);
     let _ = skopeo;
 }
+
+/// A Docker credential helper (`credsStore`): a fake `docker-credential-fake` on PATH answers for
+/// the registry; push and pull authenticate through it, and its secret is never printed. A
+/// `credHelpers` entry naming a helper that has no entry for the host leaves the push without
+/// credentials (exit 2), as the Docker CLI does.
+#[cfg(unix)]
+#[test]
+fn docker_credential_helper_on_path_is_used() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Some((reg_bin, _skopeo, htpasswd)) = tools() else { return };
+    let t = tempfile::tempdir().unwrap();
+    let reg = Registry::start(&reg_bin, &htpasswd, &t.path().join("reg"), Some(("helper-user", "h3lper-pw")));
+    let pkg = package(t.path(), "tiny-q8");
+    let dest = format!("{}/team/tiny:v1", reg.addr);
+    let bin = t.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let log = t.path().join("helper.log");
+    for (name, user, pw) in [("fake", "helper-user", "h3lper-pw"), ("empty", "", "")] {
+        let helper = bin.join(format!("docker-credential-{name}"));
+        let answer = if user.is_empty() {
+            "echo 'credentials not found in native keychain'; exit 1".to_string()
+        } else {
+            format!("printf '{{\"ServerURL\":\"%s\",\"Username\":\"{user}\",\"Secret\":\"{pw}\"}}' \"$host\"")
+        };
+        let script = format!("#!/bin/sh\nread -r host\necho \"$1 $host\" >> {}\n{answer}\n", log.display());
+        std::fs::write(&helper, script).unwrap();
+        std::fs::set_permissions(&helper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let dc = t.path().join("docker");
+    std::fs::create_dir(&dc).unwrap();
+    std::fs::write(dc.join("config.json"), r#"{"credsStore":"fake"}"#).unwrap();
+    let env = [("DOCKER_CONFIG", dc.to_str().unwrap()), ("PATH", path.as_str())];
+    let p = pkg.to_str().unwrap();
+    let (code, v, text) = mp(&["push", p, &dest, "--plain-http", "--json"], &env);
+    assert_eq!(code, 0, "{text}");
+    assert_eq!(v["credentials"], "docker credential helper", "{v}");
+    assert!(!text.contains("h3lper-pw"), "secret printed: {text}");
+    assert!(std::fs::read_to_string(&log).unwrap().contains(&format!("get {}", reg.addr)));
+    let out = t.path().join("pulled");
+    let (code, _, text) = mp(&["pull", &dest, "-o", out.to_str().unwrap(), "--plain-http"], &env);
+    assert_eq!(code, 0, "{text}");
+    assert!(!text.contains("h3lper-pw"), "secret printed: {text}");
+    assert_eq!(tree(&out), tree(&pkg));
+
+    std::fs::write(
+        dc.join("config.json"),
+        format!(r#"{{"credsStore":"fake","credHelpers":{{"{}":"empty"}}}}"#, reg.addr),
+    )
+    .unwrap();
+    let (code, v, _) = mp(&["push", p, &format!("{}/team/tiny:v2", reg.addr), "--plain-http", "--json"], &env);
+    assert_eq!(code, 2, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("authentication"), "{v}");
+}

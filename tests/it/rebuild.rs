@@ -93,6 +93,15 @@ fn cpu_package_rebuilds_and_tampering_is_caught() {
 }
 
 #[test]
+fn split_cpu_package_rebuilds_and_tampering_is_caught() {
+    roundtrip(
+        &common::fixture("tiny-llama"),
+        &["--target", "cpu", "--scheme", "int8", "--max-shard-size", "40KB"],
+        "model-00002-of-00004.gguf",
+    );
+}
+
+#[test]
 fn sharded_cuda_package_rebuilds_and_tampering_is_caught() {
     let source = common::fixture("tiny-llama-sharded");
     roundtrip(

@@ -100,6 +100,19 @@ fn read_error(what: &str, e: std::io::Error) -> OciError {
 
 /// A staging directory beside `dest` (`.NAME.modelpack-tmp-PID`), removed on drop unless
 /// [`Staging::commit`] renamed it into place.
+/// Callbacks run when a staging directory is created and when it is committed or removed: the
+/// CLI registers it with its SIGINT/SIGTERM handler, so an interrupted pull leaves nothing.
+static STAGING_HOOKS: std::sync::OnceLock<(StagingHook, StagingHook)> = std::sync::OnceLock::new();
+
+/// A staging-directory callback (see [`set_staging_hooks`]).
+pub type StagingHook = fn(&Path);
+
+/// Install `(created, finished)` staging hooks (first call wins): `created(dir)` runs right after
+/// a staging directory exists, `finished(dir)` after it was renamed into place or removed.
+pub fn set_staging_hooks(created: StagingHook, finished: StagingHook) {
+    let _ = STAGING_HOOKS.set((created, finished));
+}
+
 pub(crate) struct Staging {
     pub path: PathBuf,
     dest: PathBuf,
@@ -120,6 +133,9 @@ impl Staging {
             let _ = std::fs::remove_dir_all(&path);
         }
         std::fs::create_dir_all(&path).map_err(|e| OciError::io(format!("creating {}", path.display()), e))?;
+        if let Some((created, _)) = STAGING_HOOKS.get() {
+            created(&path);
+        }
         Ok(Staging { path, dest: dest.to_path_buf(), done: false })
     }
 
@@ -134,6 +150,9 @@ impl Staging {
         std::fs::rename(&self.path, &self.dest)
             .map_err(|e| OciError::io(format!("renaming into {}", self.dest.display()), e))?;
         self.done = true;
+        if let Some((_, finished)) = STAGING_HOOKS.get() {
+            finished(&self.path);
+        }
         Ok(())
     }
 }
@@ -142,6 +161,9 @@ impl Drop for Staging {
     fn drop(&mut self) {
         if !self.done {
             let _ = std::fs::remove_dir_all(&self.path);
+            if let Some((_, finished)) = STAGING_HOOKS.get() {
+                finished(&self.path);
+            }
         }
     }
 }

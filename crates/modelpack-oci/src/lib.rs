@@ -17,7 +17,7 @@ pub mod unpack;
 
 pub use artifact::{build, Artifact, BuildOptions, Layer};
 pub use error::{ErrorKind, OciError, Result};
-pub use io::{NoProgress, Progress};
+pub use io::{set_staging_hooks, NoProgress, Progress};
 pub use reference::{Location, RegistryRef, TagOrDigest};
 pub use registry::{ClientOptions, Credentials, PushReport, Registry};
 pub use unpack::PullReport;

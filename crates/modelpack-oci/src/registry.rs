@@ -3,7 +3,9 @@
 //!
 //! Auth: anonymous, Basic, and the Bearer token flow (`WWW-Authenticate: Bearer realm=...`).
 //! Credentials come from `MODELPACK_REGISTRY_USERNAME` / `MODELPACK_REGISTRY_PASSWORD`, else
-//! the Docker config file (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`, `auths`).
+//! the Docker config file (`$DOCKER_CONFIG/config.json` or `~/.docker/config.json`): a
+//! credential helper (`credHelpers[host]`, else `credsStore`: `docker-credential-<name> get`
+//! with the host on stdin, as the Docker CLI runs it), else the inline `auths` entry.
 //! They are never printed: errors name the registry, not the credential.
 
 use crate::artifact::{digest_of, Artifact, INDEX_MEDIA_TYPE, MANIFEST_MEDIA_TYPE};
@@ -51,6 +53,52 @@ pub fn find_credentials(host: &str) -> (Option<Credentials>, &'static str) {
     };
     let Ok(bytes) = std::fs::read(&cfg) else { return (None, "none") };
     let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else { return (None, "none") };
+    from_docker_config(&v, host, &|name, host| {
+        helper_get(std::path::Path::new(&format!("docker-credential-{name}")), host)
+    })
+}
+
+/// Run a Docker credential helper's `get` for `host` (stdin: the server, stdout:
+/// `{"Username", "Secret"}`). `None` when the helper is missing, fails (no entry: "credentials not
+/// found") or answers something else; its stderr is discarded, so nothing secret reaches ours.
+pub fn helper_get(program: &Path, host: &str) -> Option<Credentials> {
+    use std::io::Write as _;
+    let mut child = std::process::Command::new(program)
+        .arg("get")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .ok()?;
+    let _ = child.stdin.take()?.write_all(host.as_bytes());
+    let out = child.wait_with_output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    let username = v.get("Username")?.as_str()?.to_string();
+    let password = v.get("Secret")?.as_str()?.to_string();
+    Some(Credentials { username, password })
+}
+
+/// Credentials for `host` from a parsed Docker config: `credHelpers[host]`, else `credsStore`
+/// (through `run_helper(name, host)`), else `auths[host]`.
+pub fn from_docker_config(
+    v: &serde_json::Value,
+    host: &str,
+    run_helper: &dyn Fn(&str, &str) -> Option<Credentials>,
+) -> (Option<Credentials>, &'static str) {
+    let helper = v
+        .get("credHelpers")
+        .and_then(|h| h.get(host))
+        .and_then(|n| n.as_str())
+        .or_else(|| v.get("credsStore").and_then(|n| n.as_str()))
+        .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'));
+    if let Some(name) = helper {
+        if let Some(c) = run_helper(name, host) {
+            return (Some(c), "docker credential helper");
+        }
+    }
     let Some(auths) = v.get("auths").and_then(|a| a.as_object()) else { return (None, "none") };
     for (key, entry) in auths {
         let k = key.trim_start_matches("https://").trim_start_matches("http://");
@@ -454,6 +502,61 @@ impl BlobSource for RegistryBlobs<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A fake `docker-credential-NAME`: answers for `known` only, as real helpers do.
+    #[cfg(unix)]
+    fn fake_helper(dir: &Path, name: &str, known: &str) -> std::path::PathBuf {
+        use std::os::unix::fs::PermissionsExt as _;
+        let p = dir.join(format!("docker-credential-{name}"));
+        let script = format!(
+            "#!/bin/sh\n[ \"$1\" = get ] || exit 3\nread -r host\nif [ \"$host\" = \"{known}\" ]; then\n  \
+             printf '{{\"ServerURL\":\"%s\",\"Username\":\"{name}-user\",\"Secret\":\"s3cret\"}}' \"$host\"\nelse\n  \
+             echo 'credentials not found in native keychain'; exit 1\nfi\n"
+        );
+        std::fs::write(&p, script).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn credential_helpers_take_precedence_and_fall_back() {
+        let t = tempfile::tempdir().unwrap();
+        fake_helper(t.path(), "store", "reg.example:5000");
+        fake_helper(t.path(), "special", "other.example");
+        let run = |name: &str, host: &str| helper_get(&t.path().join(format!("docker-credential-{name}")), host);
+        let auth = base64::engine::general_purpose::STANDARD.encode("inline:pw");
+        let cfg = serde_json::json!({
+            "credsStore": "store",
+            "credHelpers": { "other.example": "special" },
+            "auths": { "reg.example:5000": {}, "third.example": { "auth": auth } }
+        });
+        let (c, from) = from_docker_config(&cfg, "reg.example:5000", &run);
+        let c = c.unwrap();
+        assert_eq!(
+            (c.username.as_str(), c.password.as_str(), from),
+            ("store-user", "s3cret", "docker credential helper")
+        );
+        assert!(!format!("{c:?}").contains("s3cret"), "Debug must not print the secret");
+        let (c, _) = from_docker_config(&cfg, "other.example", &run);
+        assert_eq!(c.unwrap().username, "special-user", "credHelpers wins over credsStore");
+        // The store has no entry for this host: the inline auths entry is used.
+        let (c, from) = from_docker_config(&cfg, "third.example", &run);
+        assert_eq!((c.unwrap().password.as_str(), from), ("pw", "docker config"));
+        let (c, from) = from_docker_config(&cfg, "nobody.example", &run);
+        assert!(c.is_none() && from == "none");
+        // A helper that does not exist, or a name that would be a path, is not run.
+        let missing = serde_json::json!({ "credsStore": "absent" });
+        assert!(from_docker_config(&missing, "reg.example:5000", &run).0.is_none());
+        let sneaky = serde_json::json!({ "credsStore": "../store" });
+        let called = std::cell::Cell::new(false);
+        let spy = |_: &str, _: &str| {
+            called.set(true);
+            None
+        };
+        assert!(from_docker_config(&sneaky, "reg.example:5000", &spy).0.is_none());
+        assert!(!called.get());
+    }
 
     #[test]
     fn parses_challenges() {

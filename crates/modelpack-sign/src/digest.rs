@@ -314,6 +314,27 @@ mod tests {
         );
     }
 
+    #[test]
+    fn parallel_hashing_is_in_path_order_whatever_the_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut files = Vec::new();
+        // Sizes out of order, so the biggest-first schedule differs from the listing order.
+        for (i, n) in [3usize, 1 << 20, 0, 700_001, 5].into_iter().enumerate() {
+            let name = format!("f{i}");
+            let bytes: Vec<u8> = (0..n).map(|j| (j * 31 + i) as u8).collect();
+            std::fs::write(dir.path().join(&name), &bytes).unwrap();
+            files.push((name, n as u64, <[u8; 32]>::from(Sha256::digest(&bytes))));
+        }
+        let list: Vec<(String, u64)> = files.iter().map(|(n, s, _)| (n.clone(), *s)).collect();
+        for threads in [1, 2, 5] {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let got = pool.install(|| hash_many(dir.path(), &list)).unwrap();
+            let want: Vec<FileDigest> =
+                files.iter().map(|(n, s, d)| FileDigest { path: n.clone(), sha256: *d, size: *s }).collect();
+            assert_eq!(got, want, "{threads} threads");
+        }
+    }
+
     #[cfg(unix)]
     #[test]
     fn package_rules() {

@@ -81,12 +81,26 @@ impl CpuTensor {
     }
 }
 
+/// One GGUF file of a cpu package: the plain `model.gguf`, or one part of llama.cpp's split set.
+pub struct GgufPart {
+    /// File name inside the package.
+    pub name: String,
+    /// Which tensors (consecutive, in file order) the file holds.
+    pub tensors: std::ops::Range<usize>,
+    /// Its layout; `tensor_offsets[k]` belongs to tensor `tensors.start + k`.
+    pub layout: gguf::GgufLayout,
+}
+
 /// The whole GGUF output, known before any data is written.
 pub struct CpuPlan {
     /// Tensors in file order.
     pub tensors: Vec<CpuTensor>,
-    /// The computed layout (header bytes, offsets, sizes).
-    pub layout: gguf::GgufLayout,
+    /// The output files: one, or the parts of a split set (`--max-shard-size`).
+    pub parts: Vec<GgufPart>,
+    /// For each tensor, its part and absolute offset in that part's file.
+    placement: Vec<(usize, u64)>,
+    /// Data bytes of each tensor (unpadded).
+    sizes: Vec<u64>,
     /// `general.architecture`.
     pub arch: String,
     /// Number of metadata keys written.
@@ -99,6 +113,84 @@ pub struct CpuPlan {
 
 /// The file name of the GGUF inside a cpu package.
 pub const GGUF_NAME: &str = "model.gguf";
+/// The prefix of a split set's file names: `model-00001-of-00003.gguf`, ...
+pub const SPLIT_PREFIX: &str = "model";
+
+/// The GGUF files of a cpu package directory in load order: `model.gguf`, or the parts of a split
+/// set (`model-00001-of-0000N.gguf`, all N present). Empty when the directory has neither; an
+/// incomplete split set is an error naming the missing part.
+pub fn gguf_files(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    let single = dir.join(GGUF_NAME);
+    if single.is_file() {
+        return Ok(vec![single]);
+    }
+    let mut count = None;
+    for e in std::fs::read_dir(dir)? {
+        let name = e?.file_name().to_string_lossy().into_owned();
+        if let Some(n) = name
+            .strip_prefix(&format!("{SPLIT_PREFIX}-00001-of-"))
+            .and_then(|r| r.strip_suffix(".gguf"))
+            .and_then(|n| n.parse::<usize>().ok())
+        {
+            count = Some(n);
+        }
+    }
+    let Some(count) = count else { return Ok(Vec::new()) };
+    (0..count)
+        .map(|no| {
+            let p = dir.join(gguf::split::split_file_name(SPLIT_PREFIX, no, count));
+            if p.is_file() {
+                Ok(p)
+            } else {
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("{}: part of a split GGUF is missing", p.display()),
+                ))
+            }
+        })
+        .collect()
+}
+
+/// Plan the output files: a single `model.gguf` unless the tensor data exceeds `max_shard`
+/// (then llama.cpp's split set, cut as `llama-gguf-split --split --split-max-size` cuts it; the
+/// limit counts padded tensor data, not headers). A limit smaller than the first file's header
+/// is refused: such a value is a unit typo, and llama.cpp's loader would get thousands of files.
+fn plan_parts(
+    metadata: &[(String, MetaValue)],
+    infos: &[GgufTensorInfo],
+    max_shard: u64,
+) -> Result<Vec<GgufPart>, PlanError> {
+    let single = gguf::layout(metadata, infos, 32)?;
+    let data = single.file_size - single.header.len() as u64;
+    if max_shard == u64::MAX || data <= max_shard {
+        // gguf-split would still write `-00001-of-00001`; a plain file is what every tool expects.
+        if max_shard < single.header.len() as u64 {
+            return Err(too_small(max_shard, single.header.len()));
+        }
+        return Ok(vec![GgufPart { name: GGUF_NAME.into(), tensors: 0..infos.len(), layout: single }]);
+    }
+    let parts = gguf::split::split_layout(metadata, infos, 32, max_shard)?;
+    if max_shard < parts[0].layout.header.len() as u64 {
+        return Err(too_small(max_shard, parts[0].layout.header.len()));
+    }
+    let n = parts.len();
+    Ok(parts
+        .into_iter()
+        .enumerate()
+        .map(|(no, p)| GgufPart {
+            name: gguf::split::split_file_name(SPLIT_PREFIX, no, n),
+            tensors: p.tensors,
+            layout: p.layout,
+        })
+        .collect())
+}
+
+fn too_small(max: u64, header: usize) -> PlanError {
+    PlanError::Input(format!(
+        "--max-shard-size {max} bytes cannot hold the GGUF header and metadata ({header} bytes); give at least that \
+         (e.g. 2GB)"
+    ))
+}
 
 /// Decide the GGUF tensors, types and metadata for `ckpt`.
 pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanError> {
@@ -204,8 +296,23 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
 
     let infos: Vec<GgufTensorInfo> =
         tensors.iter().map(|t| GgufTensorInfo { name: t.name.clone(), ne: t.ne(), ggml_type: t.ty.id() }).collect();
-    let layout = gguf::layout(&metadata, &infos, 32)?;
-    Ok(CpuPlan { tensors, layout, arch: arch.to_string(), metadata_keys: metadata.len(), method: opts.method, dropped })
+    let parts = plan_parts(&metadata, &infos, opts.max_shard_size)?;
+    let mut placement = Vec::with_capacity(tensors.len());
+    let mut sizes = Vec::with_capacity(tensors.len());
+    for (pi, p) in parts.iter().enumerate() {
+        placement.extend(p.layout.tensor_offsets.iter().map(|&o| (pi, o)));
+        sizes.extend_from_slice(&p.layout.tensor_sizes);
+    }
+    Ok(CpuPlan {
+        tensors,
+        parts,
+        placement,
+        sizes,
+        arch: arch.to_string(),
+        metadata_keys: metadata.len(),
+        method: opts.method,
+        dropped,
+    })
 }
 
 /// The source dtype of a planned tensor: every run must come from tensors of one convertible
@@ -471,11 +578,16 @@ impl CpuPlan {
             .sum()
     }
 
-    /// The file to write and its planned regions.
+    /// The files to write (one per part) and their planned regions.
     pub fn files(&self, dir: &Path) -> Vec<OutFileSpec> {
-        let mut regions = vec![(0, self.layout.header.len() as u64)];
-        regions.extend(self.layout.tensor_offsets.iter().zip(&self.layout.tensor_sizes).map(|(&o, &s)| (o, s)));
-        vec![OutFileSpec { path: dir.join(GGUF_NAME), size: self.layout.file_size, regions }]
+        self.parts
+            .iter()
+            .map(|p| {
+                let mut regions = vec![(0, p.layout.header.len() as u64)];
+                regions.extend(p.layout.tensor_offsets.iter().zip(&p.layout.tensor_sizes).map(|(&o, &s)| (o, s)));
+                OutFileSpec { path: dir.join(&p.name), size: p.layout.file_size, regions }
+            })
+            .collect()
     }
 
     /// Block-aligned row chunks of every tensor, in file order. A chunk never crosses a source
@@ -585,11 +697,13 @@ impl CpuPlan {
             anyhow::anyhow!("tensor `{}`{from}, rows {}..{}: {e}", ten.name, task.r0, task.r1)
         })?;
         let mut pieces = Vec::with_capacity(2);
-        if task.t == 0 && task.r0 == 0 {
-            pieces.push(Piece { file: 0, offset: 0, bytes: self.layout.header.clone() });
+        let (file, start) = self.placement[task.t];
+        // The first task of a part's first tensor carries that part's header.
+        if task.t == self.parts[file].tensors.start && task.r0 == 0 {
+            pieces.push(Piece { file, offset: 0, bytes: self.parts[file].layout.header.clone() });
         }
-        let offset = self.layout.tensor_offsets[task.t] + (task.r0 * row_out) as u64;
-        pieces.push(Piece { file: 0, offset, bytes: out });
+        let offset = start + (task.r0 * row_out) as u64;
+        pieces.push(Piece { file, offset, bytes: out });
         Ok((pieces, (task.t, stats), (n * row_src) as u64))
     }
 
@@ -597,7 +711,7 @@ impl CpuPlan {
     pub fn records(&self) -> Vec<TensorRecord> {
         self.tensors
             .iter()
-            .zip(&self.layout.tensor_sizes)
+            .zip(&self.sizes)
             .map(|(t, &bytes)| TensorRecord {
                 name: t.name.clone(),
                 shape: t.shape.iter().map(|&d| d as u64).collect(),

@@ -307,6 +307,24 @@ pub fn ggml_type_name(id: u32) -> String {
 }
 
 impl GgufReport {
+    /// Fold a later part of a split GGUF into the first part's report: file bytes, tensor
+    /// counts and per-type totals add up; metadata stays the first file's (the only full set).
+    pub fn add_part(&mut self, part: GgufReport) {
+        self.file_bytes += part.file_bytes;
+        self.tensor_count += part.tensor_count;
+        self.parameter_count += part.parameter_count;
+        self.tensor_bytes += part.tensor_bytes;
+        for (ty, t) in part.types {
+            let e = self.types.entry(ty).or_default();
+            e.tensors += t.tensors;
+            e.elements += t.elements;
+            e.bytes += t.bytes;
+        }
+        if let (Some(a), Some(b)) = (&mut self.tensors, part.tensors) {
+            a.extend(b);
+        }
+    }
+
     /// The report of a parsed GGUF file of `file_bytes` bytes; `filter` selects listed tensors.
     pub fn new(path: &Path, file_bytes: u64, g: &GgufFile<'_>, filter: Option<&regex::Regex>) -> Self {
         let mut types: BTreeMap<String, GgufTypeTotals> = BTreeMap::new();

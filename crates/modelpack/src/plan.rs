@@ -78,7 +78,8 @@ pub struct QuantizeOptions {
     /// cuda: dtype of `weight_scale`; `None` is the default policy
     /// ([`crate::cuda::default_scale_dtype`]: the source dtype, bf16 for f32 sources).
     pub scale_dtype: Option<ScaleDtype>,
-    /// cuda: shard size limit in bytes.
+    /// Shard size limit in bytes. cuda: safetensors shards. cpu: llama.cpp's split GGUF (the
+    /// limit counts tensor data, as `llama-gguf-split --split-max-size`); `u64::MAX` is one file.
     pub max_shard_size: u64,
     /// cuda: re-quantize a checkpoint that already has a quantization_config.
     pub force_requantize: bool,
@@ -134,7 +135,8 @@ impl QuantizeOptions {
             } else {
                 None
             },
-            "max_shard_size": if self.target == Target::Cuda { Some(self.max_shard_size) } else { None },
+            // cpu: recorded only when splitting, so manifests of single-file packages are unchanged.
+            "max_shard_size": if self.target == Target::Cuda || self.max_shard_size != u64::MAX { Some(self.max_shard_size) } else { None },
         });
         // Only when given, so manifests of jobs without a matrix are unchanged.
         if let Some(m) = &self.imatrix {

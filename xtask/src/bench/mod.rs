@@ -314,6 +314,23 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             e.extend(["--sign-key", k.as_str()]);
             cases.push(quant(&format!("{task} + sign"), "modelpack", &signed, &e));
         }
+        // A multi-file cpu package (split GGUF, about four parts): `verify` hashes its files in
+        // parallel, which is what the verify-throughput goal (issue 17) is about.
+        let split_name = "cpu-q8_0-split";
+        let split_size = format!("{}B", (in_bytes / 8).max(1_000_000));
+        let split_extra = ["--target", "cpu", "--scheme", "int8", "--method", "rtn", "--max-shard-size", &split_size];
+        let split_ok = supports(&mp, &work, &split_extra);
+        if split_ok {
+            let mut e = split_extra.to_vec();
+            let k = s(&key);
+            e.extend(["--sign-key", k.as_str()]);
+            cases.push(quant(
+                "cpu int8 (Q8_0, split GGUF) + sign",
+                "modelpack",
+                &work.join(format!("{split_name}-signed")),
+                &e,
+            ));
+        }
         if work != disk_work {
             // The same job into the disk-backed cache, fsync included: what a user sees.
             let out = disk_work.join("cpu-q8_0-disk");
@@ -402,6 +419,56 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             cmd: vec![s(&mp), "verify".into(), s(&pkg), "--key".into(), s(&pubkey)],
             slow: false,
         });
+        // The multi-file package: ours against model_signing and sha256sum over the same files.
+        let split_pkg = work.join(format!("{split_name}-signed"));
+        if split_ok && split_pkg.exists() {
+            let bytes = dir_bytes(&split_pkg);
+            let task = "verify multi-file package (split GGUF)";
+            post.push(Case {
+                task: task.into(),
+                tool: "modelpack".into(),
+                bytes,
+                reset: vec![],
+                cmd: vec![s(&mp), "verify".into(), s(&split_pkg), "--key".into(), s(&pubkey)],
+                slow: false,
+            });
+            if let Some(py) = &py {
+                let ms = s(py.parent().expect("venv bin").join("model_signing"));
+                post.push(Case {
+                    task: task.into(),
+                    tool: "model_signing 1.1.1".into(),
+                    bytes,
+                    reset: vec![],
+                    cmd: vec![
+                        ms,
+                        "verify".into(),
+                        "key".into(),
+                        s(&split_pkg),
+                        "--signature".into(),
+                        s(split_pkg.join("model.sig")),
+                        "--public_key".into(),
+                        s(&pubkey),
+                    ],
+                    slow: false,
+                });
+            }
+            let mut files: Vec<String> = std::fs::read_dir(&split_pkg)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.file_name().is_some_and(|n| n != "model.sig"))
+                .map(s)
+                .collect();
+            files.sort();
+            let mut cmd = vec!["sha256sum".to_string()];
+            cmd.extend(files);
+            post.push(Case {
+                task: task.into(),
+                tool: "sha256sum (one process)".into(),
+                bytes,
+                reset: vec![],
+                cmd,
+                slow: false,
+            });
+        }
         let shard_args: Vec<String> = shards.iter().map(s).collect();
         let hash_bytes: u64 = shards.iter().filter_map(|p| p.metadata().ok()).map(|m| m.len()).sum();
         for (tool, head) in

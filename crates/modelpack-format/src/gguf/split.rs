@@ -4,7 +4,8 @@
 //! The rules (read from llama.cpp's tools/gguf-split and src/llama.cpp, 0.3.36): tensors keep
 //! their order and are cut into consecutive groups; a new file starts when the next tensor's
 //! data, padded to the alignment, would push the group's data past the limit (a single tensor
-//! larger than the limit gets a file of its own). The first file carries every metadata key;
+//! larger than the limit gets a file of its own; gguf-split refuses that for the first tensor,
+//! we do not). The first file carries every metadata key;
 //! every file then has `split.no` (u16, 0-based), `split.count` (u16) and
 //! `split.tensors.count` (i32, all tensors of the model), appended in that order.
 

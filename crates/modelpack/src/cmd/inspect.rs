@@ -149,16 +149,20 @@ fn package_report(dir: &Path, filter: Option<&regex::Regex>) -> Result<PackageRe
         SignatureInfo { present: false, details: None }
     };
 
-    let gguf_path = dir.join(modelpack::cpu::GGUF_NAME);
-    let gguf = if gguf_path.is_file() {
-        let map = map_file(&gguf_path)?;
+    // A split GGUF is summed over its parts (metadata from the first, which holds all of it).
+    let parts = modelpack::cpu::gguf_files(dir).with_context(|| dir.display().to_string()).input()?;
+    let mut gguf: Option<GgufReport> = None;
+    for gguf_path in &parts {
+        let map = map_file(gguf_path)?;
         let g = GgufFile::parse(&map)
             .with_context(|| format!("{}: not a readable GGUF file", gguf_path.display()))
             .input()?;
-        Some(GgufReport::new(&gguf_path, map.len() as u64, &g, None))
-    } else {
-        None
-    };
+        let r = GgufReport::new(gguf_path, map.len() as u64, &g, None);
+        match &mut gguf {
+            None => gguf = Some(r),
+            Some(first) => first.add_part(r),
+        }
+    }
     let config_path = dir.join(modelpack_checkpoint::CONFIG_FILE);
     let quantization_config = std::fs::read(&config_path)
         .ok()

@@ -116,6 +116,7 @@ fn source_date_epoch() -> Result<Option<u64>, CmdError> {
 
 /// Run `push`.
 pub fn push(a: PushArgs) -> CmdResult {
+    modelpack_oci::set_staging_hooks(staging_created, staging_finished);
     let loc = Location::parse(&a.dest).map_err(classify)?;
     let sde = source_date_epoch()?;
     let art = build(&a.package, &BuildOptions { name: a.name.clone(), source_date_epoch: sde }).map_err(classify)?;
@@ -157,8 +158,19 @@ pub fn push(a: PushArgs) -> CmdResult {
     Ok(OK)
 }
 
+/// A pull's (or layout push's) staging directory is removed on SIGINT/SIGTERM (exit 130/143).
+fn staging_created(dir: &std::path::Path) {
+    modelpack::signals::register_cleanup(dir);
+    modelpack::fault::pause("pull-staged");
+}
+
+fn staging_finished(dir: &std::path::Path) {
+    modelpack::signals::unregister_cleanup(dir);
+}
+
 /// Run `pull`.
 pub fn pull(a: PullArgs) -> CmdResult {
+    modelpack_oci::set_staging_hooks(staging_created, staging_finished);
     let loc = Location::parse(&a.src).map_err(classify)?;
     if a.output.exists() {
         return Err(CmdError::usage(format!("{} exists: pull writes a new package directory", a.output.display())));

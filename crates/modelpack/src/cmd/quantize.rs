@@ -47,9 +47,11 @@ pub struct Args {
     /// f32 models (the scale is rounded to it before the codes are chosen).
     #[arg(long, value_enum, value_name = "DTYPE")]
     pub scale_dtype: Option<ScaleDtypeArg>,
-    /// cuda: largest weight shard, e.g. 5GB, 500MB.
-    #[arg(long, default_value = "5GB")]
-    pub max_shard_size: String,
+    /// Largest weight shard, e.g. 5GB, 500MB. cuda: safetensors shards (default 5GB). cpu:
+    /// llama.cpp's split GGUF (`model-00001-of-0000N.gguf`, the limit counting tensor data as
+    /// `llama-gguf-split --split-max-size` does); default: one `model.gguf`.
+    #[arg(long, value_name = "SIZE")]
+    pub max_shard_size: Option<String>,
     /// cuda: re-quantize a checkpoint whose config.json already has a quantization_config.
     #[arg(long)]
     pub force_requantize: bool,
@@ -258,7 +260,11 @@ pub fn run(a: Args) -> CmdResult {
         group_size: a.group_size,
         asymmetric: a.asymmetric,
         scale_dtype: a.scale_dtype.map(ScaleDtype::from),
-        max_shard_size: parse_size(&a.max_shard_size)?,
+        max_shard_size: match (&a.max_shard_size, target) {
+            (Some(s), _) => parse_size(s)?,
+            (None, Target::Cuda) => 5_000_000_000,
+            (None, Target::Cpu) => u64::MAX,
+        },
         force_requantize: a.force_requantize,
         allow_dense: a.allow_dense,
         metrics: !a.no_metrics,
