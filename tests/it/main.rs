@@ -24,6 +24,7 @@ mod compare;
 mod families_cpu;
 mod families_cuda;
 mod faults;
+mod fp8;
 mod hostile;
 mod imatrix_e2e;
 mod inspect;
