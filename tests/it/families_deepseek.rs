@@ -132,7 +132,6 @@ fn deepseek2_q4_k_m_equals_llama_quantize() {
 /// The FP8 release format (F8_E4M3 + 128×128 `weight_scale_inv`, partial edge blocks) gives the
 /// GGUF the converter makes from the same FP8 files.
 #[test]
-#[ignore = "needs the fp8 reader (branch fp8)"]
 fn deepseek2_fp8_int8_equals_the_converters_reference() {
     let Some(py) = common::python() else { return };
     let tmp = tempfile::tempdir().unwrap();

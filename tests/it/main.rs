@@ -25,6 +25,7 @@ mod families_cpu;
 mod families_cuda;
 mod families_deepseek;
 mod faults;
+mod fp8;
 mod hostile;
 mod imatrix_e2e;
 mod inspect;

@@ -316,6 +316,15 @@ pub enum CheckpointError {
         /// What differs (size, times, identity).
         what: String,
     },
+    /// An FP8 (or other pre-quantized) weight that cannot be decoded as its
+    /// `quantization_config` describes: missing or misshapen scale, unknown format, no config.
+    #[error("tensor `{tensor}`: {message}")]
+    Quantized {
+        /// The weight (or scale) tensor at fault.
+        tensor: String,
+        /// What is wrong.
+        message: String,
+    },
     /// `config.json` is unreadable, not JSON, or has a field of the wrong type.
     #[error("{}: bad config.json: {message}", path.display())]
     BadConfig {

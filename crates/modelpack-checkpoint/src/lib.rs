@@ -9,6 +9,7 @@
 mod config;
 mod dtype;
 mod error;
+pub mod fp8;
 mod header;
 pub mod limits;
 mod snapshot;

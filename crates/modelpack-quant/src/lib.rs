@@ -7,6 +7,7 @@
 pub mod blocks;
 pub mod convert;
 pub mod ct;
+pub mod fp8;
 pub mod gguf;
 pub mod imatrix;
 pub mod kquants;

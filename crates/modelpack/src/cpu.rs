@@ -7,11 +7,13 @@
 //! the row runs of its experts' HF tensors: a task never crosses a run, so each expert's rows are
 //! quantized straight into their slab of the output and no expert is ever gathered in memory.
 
+use crate::checkpoint::fp8::Fp8Map;
 use crate::checkpoint::{Checkpoint, TensorView};
 use crate::exec::{OutFileSpec, Piece, TaskOutput};
 use crate::format::gguf::arch::{self, q4km, Model, QkPermutation, Segment, SourceTensor};
 use crate::format::gguf::{self, GgufTensorInfo, MetaValue};
 use crate::plan::{Method, PlanError, QuantizeOptions, Scheme};
+use crate::quant::fp8::Fp8Format;
 use crate::quant::gguf::GgmlType;
 use crate::quant::metrics::ErrorStats;
 use crate::quant::SrcDtype;
@@ -44,8 +46,11 @@ pub struct CpuTensor {
     pub name: String,
     /// Where the values come from.
     pub source: Source,
-    /// Source element type.
+    /// Element type the quantizers read (F32 for FP8 sources, decoded rows at a time).
     pub src_dtype: SrcDtype,
+    /// The FP8 encoding when the source rows are FP8 weights with scales (decoded to f32 in the
+    /// load step; the scale tensors are consumed, never written).
+    pub fp8: Option<Fp8Format>,
     /// HF shape (`[rows, cols]` or `[n]`).
     pub shape: Vec<usize>,
     /// Output type.
@@ -65,6 +70,14 @@ impl CpuTensor {
     }
     fn rows(&self) -> usize {
         self.shape.iter().rev().skip(1).product()
+    }
+    /// Bytes per source element as stored in the checkpoint.
+    fn in_size(&self) -> usize {
+        if self.fp8.is_some() {
+            1
+        } else {
+            self.src_dtype.size()
+        }
     }
     fn ne(&self) -> Vec<u64> {
         self.shape.iter().rev().map(|&d| d as u64).collect()
@@ -109,6 +122,8 @@ pub struct CpuPlan {
     pub method: Method,
     /// Checkpoint tensors left out on purpose, with the reason (DeepSeek's MTP layers).
     pub dropped: Vec<(String, String)>,
+    /// The checkpoint's FP8 weights (empty for bf16/f16/f32 checkpoints).
+    pub fp8: Fp8Map,
 }
 
 /// The file name of the GGUF inside a cpu package.
@@ -208,7 +223,13 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
     let arch = model.arch;
 
     let base = base_type(opts)?;
-    let src: Vec<SourceTensor<'_>> = ckpt.tensors().map(|t| SourceTensor { name: t.name, shape: t.shape }).collect();
+    // FP8 weights, their scales checked against their blocks, before anything is planned.
+    let fp8 = Fp8Map::of(ckpt).map_err(|e| PlanError::Input(e.to_string()))?;
+    let src: Vec<SourceTensor<'_>> = ckpt
+        .tensors()
+        .filter(|t| !fp8.is_consumed(t.name))
+        .map(|t| SourceTensor { name: t.name, shape: t.shape })
+        .collect();
     let planned = arch::plan_tensors(&model, &src).map_err(|e| PlanError::Input(e.to_string()))?;
     if planned.is_empty() {
         return Err(PlanError::Input("the checkpoint has no tensors to convert".into()));
@@ -217,11 +238,12 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
         arch::dropped_tensors(&model, &src).into_iter().map(|(n, why)| (n.to_owned(), why.to_owned())).collect();
     let mut tensors = Vec::with_capacity(planned.len() + 1);
     for p in planned {
-        let src_dtype = segments_dtype(ckpt, &p.name, &p.segments)?;
+        let (src_dtype, fp8) = segments_dtype(ckpt, &fp8, &p.name, &p.segments)?;
         tensors.push(CpuTensor {
             name: p.name,
             source: Source::Rows { segments: p.segments, perm: p.perm, transposed: p.transposed },
             src_dtype,
+            fp8,
             shape: p.shape,
             ty: GgmlType::F32,
             reason: String::new(),
@@ -235,6 +257,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
             shape: vec![vals.len()],
             source: Source::Values(vals),
             src_dtype: SrcDtype::F32,
+            fp8: None,
             ty: GgmlType::F32,
             reason: "llama-3 rope scaling factors".into(),
             weights: None,
@@ -312,24 +335,37 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
         metadata_keys: metadata.len(),
         method: opts.method,
         dropped,
+        fp8,
     })
 }
 
 /// The source dtype of a planned tensor: every run must come from tensors of one convertible
-/// dtype (experts of one layer in different dtypes are refused).
-fn segments_dtype(ckpt: &Checkpoint, name: &str, segments: &[Segment]) -> Result<SrcDtype, PlanError> {
+/// dtype (experts of one layer in different dtypes are refused). FP8 weights read as F32 (they
+/// are decoded to f32 rows before the quantizers see them), with their encoding.
+fn segments_dtype(
+    ckpt: &Checkpoint,
+    fp8: &Fp8Map,
+    name: &str,
+    segments: &[Segment],
+) -> Result<(SrcDtype, Option<Fp8Format>), PlanError> {
     let mut dtype = None;
     for s in segments {
         let t = ckpt
             .tensor(&s.hf)
             .ok_or_else(|| PlanError::Input(format!("tensor `{}` disappeared from the checkpoint", s.hf)))?;
-        let d = t.dtype.as_src().ok_or_else(|| {
-            PlanError::Input(format!(
-                "tensor `{}` has dtype {} (only F32, F16 and BF16 can be converted)",
-                s.hf,
-                t.dtype.name()
-            ))
-        })?;
+        let d = match fp8.get(&s.hf) {
+            Some(f) => (SrcDtype::F32, Some(f.format)),
+            None => (
+                t.dtype.as_src().ok_or_else(|| {
+                    PlanError::Input(format!(
+                        "tensor `{}` has dtype {} (only F32, F16, BF16 and FP8 with scales can be converted)",
+                        s.hf,
+                        t.dtype.name()
+                    ))
+                })?,
+                None,
+            ),
+        };
         match dtype {
             Some(prev) if prev != d => {
                 return Err(PlanError::Input(format!(
@@ -342,6 +378,10 @@ fn segments_dtype(ckpt: &Checkpoint, name: &str, segments: &[Segment]) -> Result
     }
     dtype.ok_or_else(|| PlanError::Input(format!("`{name}` has no source rows")))
 }
+
+/// Rows decoded per FP8 sub-chunk: about 64 KiB of f32, so the decoded rows are still in cache
+/// when the quantizer reads them (at least one row).
+const FP8_SUB_ELEMS: usize = 16 << 10;
 
 /// The tokenizer metadata, with llama.cpp's converter precedence for the llama family
 /// (`LlamaModel.set_vocab`, `Qwen2Model.set_vocab`): a SentencePiece `tokenizer.model` wins when
@@ -574,7 +614,7 @@ impl CpuPlan {
         self.tensors
             .iter()
             .filter(|t| matches!(t.source, Source::Rows { .. }))
-            .map(|t| (t.shape.iter().product::<usize>() * t.src_dtype.size()) as u64)
+            .map(|t| (t.shape.iter().product::<usize>() * t.in_size()) as u64)
             .sum()
     }
 
@@ -629,6 +669,9 @@ impl CpuPlan {
         with_stats: bool,
     ) -> anyhow::Result<TaskOutput<(usize, Option<ErrorStats>)>> {
         let ten = &self.tensors[task.t];
+        if ten.fp8.is_some() {
+            return self.run_fp8_task(ckpt, task, with_stats);
+        }
         let row_len = ten.row_len();
         let esz = ten.src_dtype.size();
         let row_src = row_len * esz;
@@ -682,20 +725,116 @@ impl CpuPlan {
             }
         };
         let mut stats = with_stats.then(ErrorStats::default);
-        let quantize = |ty, src, input: &[u8], row_len, out: &mut [u8], stats| match &ten.weights {
+        self.quantize(ten, ten.src_dtype, input, &mut out, stats.as_mut()).map_err(|e| self.task_error(task, e))?;
+        Ok((self.pieces(task, out), (task.t, stats), (n * row_src) as u64))
+    }
+
+    /// The tensor's quantizer (imatrix-weighted, `mse` or plain) on whole rows.
+    fn quantize(
+        &self,
+        ten: &CpuTensor,
+        src: SrcDtype,
+        input: &[u8],
+        out: &mut [u8],
+        stats: Option<&mut ErrorStats>,
+    ) -> Result<(), crate::quant::QuantError> {
+        let (ty, row_len) = (ten.ty, ten.row_len());
+        match &ten.weights {
             Some(w) => crate::imatrix::quantize_rows(self.method, ty, src, input, row_len, w, out, stats),
             None if self.method == Method::Mse => {
                 crate::quant::mse::quantize_gguf_rows(ty, src, input, row_len, out, stats)
             }
             None => crate::quant::gguf::quantize_rows(ty, src, input, row_len, out, stats),
+        }
+    }
+
+    fn task_error(&self, task: &Task, e: crate::quant::QuantError) -> anyhow::Error {
+        let ten = &self.tensors[task.t];
+        let from = match &ten.source {
+            Source::Rows { segments, .. } => format!(" (source `{}`)", segments[task.seg].hf),
+            Source::Values(_) => String::new(),
         };
-        quantize(ten.ty, ten.src_dtype, input, row_len, &mut out, stats.as_mut()).map_err(|e| {
-            let from = match &ten.source {
-                Source::Rows { segments, .. } => format!(" (source `{}`)", segments[task.seg].hf),
-                Source::Values(_) => String::new(),
+        let what = match (&e, ten.fp8) {
+            (crate::quant::QuantError::NonFinite { .. }, Some(_)) => {
+                format!("{e} (an FP8 code times its scale is not finite: check the scale tensor)")
+            }
+            _ => e.to_string(),
+        };
+        anyhow::anyhow!("tensor `{}`{from}, rows {}..{}: {what}", ten.name, task.r0, task.r1)
+    }
+
+    /// An FP8 task: a few source rows at a time are decoded (code × block scale, f32) into a small
+    /// reused buffer and quantized from it, so no tensor- or task-sized f32 copy exists. The
+    /// q/k permutation picks each decoded row's source row.
+    fn run_fp8_task(
+        &self,
+        ckpt: &Checkpoint,
+        task: &Task,
+        with_stats: bool,
+    ) -> anyhow::Result<TaskOutput<(usize, Option<ErrorStats>)>> {
+        let ten = &self.tensors[task.t];
+        let Source::Rows { segments, perm, transposed } = &ten.source else {
+            unreachable!("FP8 tensors have source rows")
+        };
+        let row_len = ten.row_len();
+        let row_out = ten.ty.row_bytes(row_len).expect("planned row size");
+        let n = task.r1 - task.r0;
+        let mut out = crate::exec::recycled_buffer(n * row_out);
+        let seg = &segments[task.seg];
+        let view: TensorView<'_> = ckpt.tensor(&seg.hf).expect("planned tensor exists");
+        let fp8_err = |e: crate::quant::QuantError, src_row: usize, src_len: usize| {
+            let e = match e {
+                crate::quant::QuantError::NonFinite { index, value } => {
+                    crate::quant::QuantError::NonFinite { index: index + src_row * src_len, value }
+                }
+                e => e,
             };
-            anyhow::anyhow!("tensor `{}`{from}, rows {}..{}: {e}", ten.name, task.r0, task.r1)
-        })?;
+            anyhow::anyhow!("tensor `{}`: {e} (a NaN/Inf FP8 code)", seg.hf)
+        };
+        if *transposed {
+            // Output row c is column c of the segment's source rows (DeepSeek's `attn_k_b`): the
+            // segment's rows (one head's K part, e.g. 128 x 512) are decoded with their own block
+            // scales at their source positions, then the run's columns are gathered from them.
+            let src_cols = ten.shape[ten.shape.len() - 2];
+            let mut dec = vec![0.0f32; seg.rows * src_cols];
+            self.fp8.dequantize_rows(ckpt, &view, seg.row0, &mut dec).map_err(|e| fp8_err(e, seg.row0, src_cols))?;
+            let c0 = task.r0 - task.seg_start;
+            let mut g = Vec::with_capacity(n * row_len);
+            for c in c0..c0 + n {
+                g.extend((0..seg.rows).map(|j| dec[j * src_cols + c]));
+            }
+            let mut stats = with_stats.then(ErrorStats::default);
+            let input = crate::quant::fp8::f32_bytes(&g);
+            self.quantize(ten, SrcDtype::F32, input, &mut out, stats.as_mut()).map_err(|e| self.task_error(task, e))?;
+            return Ok((self.pieces(task, out), (task.t, stats), (seg.rows * src_cols) as u64));
+        }
+        let s0 = seg.row0 + (task.r0 - task.seg_start);
+        let sub = (FP8_SUB_ELEMS / row_len.max(1)).max(1);
+        let mut buf = vec![0.0f32; sub.min(n.max(1)) * row_len];
+        let mut stats = with_stats.then(ErrorStats::default);
+        let mut i = 0;
+        while i < n {
+            let k = match perm {
+                None => sub.min(n - i),
+                Some(_) => 1,
+            };
+            let src_row = match perm {
+                None => s0 + i,
+                Some(p) => p.src_row(s0 + i),
+            };
+            let dec = &mut buf[..k * row_len];
+            self.fp8.dequantize_rows(ckpt, &view, src_row, dec).map_err(|e| fp8_err(e, src_row, row_len))?;
+            let input = crate::quant::fp8::f32_bytes(dec);
+            let o = &mut out[i * row_out..(i + k) * row_out];
+            self.quantize(ten, SrcDtype::F32, input, o, stats.as_mut()).map_err(|e| self.task_error(task, e))?;
+            i += k;
+        }
+        Ok((self.pieces(task, out), (task.t, stats), (n * row_len) as u64))
+    }
+
+    fn pieces(&self, task: &Task, out: Vec<u8>) -> Vec<Piece> {
+        let ten = &self.tensors[task.t];
+        let row_out = ten.ty.row_bytes(ten.row_len()).expect("planned row size");
         let mut pieces = Vec::with_capacity(2);
         let (file, start) = self.placement[task.t];
         // The first task of a part's first tensor carries that part's header.
@@ -704,7 +843,7 @@ impl CpuPlan {
         }
         let offset = start + (task.r0 * row_out) as u64;
         pieces.push(Piece { file, offset, bytes: out });
-        Ok((pieces, (task.t, stats), (n * row_src) as u64))
+        pieces
     }
 
     /// Per-tensor manifest records (sizes, types, reasons), before metrics are merged in.
@@ -715,7 +854,11 @@ impl CpuPlan {
             .map(|(t, &bytes)| TensorRecord {
                 name: t.name.clone(),
                 shape: t.shape.iter().map(|&d| d as u64).collect(),
-                dtype_in: format!("{:?}", t.src_dtype).to_uppercase(),
+                dtype_in: match t.fp8 {
+                    Some(Fp8Format::E4M3) => "F8_E4M3".to_string(),
+                    Some(Fp8Format::E5M2) => "F8_E5M2".to_string(),
+                    None => format!("{:?}", t.src_dtype).to_uppercase(),
+                },
                 type_out: t.ty.name().to_string(),
                 method: method_used(self.method, t.ty).map(str::to_string),
                 bytes_out: bytes,

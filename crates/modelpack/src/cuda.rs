@@ -11,6 +11,7 @@
 //! from its packed words: tasks run in the order of their packed data and the scales wait in the
 //! executor's small reorder buffer.
 
+use crate::checkpoint::fp8::Fp8Map;
 use crate::checkpoint::Checkpoint;
 use crate::exec::{OutFileSpec, Piece, TaskOutput};
 use crate::format::compressed_tensors::{self as ctf, CtGroup, CtStrategy};
@@ -19,6 +20,7 @@ use crate::linears::{self, Class, ExpertNames, ModelFacts};
 use crate::package::write_hashed;
 use crate::plan::{Method, PlanError, QuantizeOptions, Scheme};
 use crate::quant::ct::{self, CtScheme, ScaleDtype, Strategy};
+use crate::quant::fp8::Fp8Format;
 use crate::quant::metrics::ErrorStats;
 use crate::quant::SrcDtype;
 use crate::sign::manifest::TensorRecord;
@@ -74,6 +76,8 @@ struct Module {
     name: String,
     src: String,
     src_dtype: SrcDtype,
+    /// The source is an FP8 weight: its rows are decoded to f32 (`src_dtype` F32) first.
+    fp8: Option<Fp8Format>,
     /// First row of the module in the source tensor (fused experts hold several modules).
     row0: usize,
     rows: usize,
@@ -90,6 +94,17 @@ struct Module {
     weights: Option<crate::imatrix::SharedWeights>,
 }
 
+impl Module {
+    /// Bytes per source element as stored (1 for FP8).
+    fn in_size(&self) -> usize {
+        if self.fp8.is_some() {
+            1
+        } else {
+            self.src_dtype.size()
+        }
+    }
+}
+
 /// The whole compressed-tensors output, known before any data is written.
 pub struct CudaPlan {
     tensors: Vec<OutTensor>,
@@ -101,6 +116,8 @@ pub struct CudaPlan {
     module_record: Vec<usize>,
     /// How scales, zero points and codes are chosen.
     method: Method,
+    /// The checkpoint's FP8 weights and the scale tensors they consume.
+    fp8: Fp8Map,
 }
 
 /// A unit of work: rows `[r0, r1)` of module `m`, bytes `[b0, b1)` of a copied tensor, or a
@@ -171,7 +188,10 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
         .config()
         .ok_or_else(|| PlanError::Input("the checkpoint has no config.json: the cuda target rewrites it".into()))?
         .raw;
-    if config.get("quantization_config").is_some() && !opts.force_requantize {
+    // FP8 sources are decoded and re-quantized without --force-requantize: GPUs without FP8
+    // (A100-class) need int4/int8 packages of FP8 releases. Stated in every module's note.
+    let fp8 = Fp8Map::of(ckpt).map_err(|e| PlanError::Input(e.to_string()))?;
+    if config.get("quantization_config").is_some() && !opts.force_requantize && fp8.is_empty() {
         return Err(PlanError::Input(
             "config.json already has a quantization_config: re-quantizing loses quality \
              (pass --force-requantize to do it anyway)"
@@ -198,6 +218,9 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
     // Bytes of Linear weights inside the layer stack: quantized, and left dense.
     let (mut linear_q, mut linear_dense) = (0u64, 0u64);
     for t in ckpt.tensors() {
+        if fp8.is_consumed(t.name) {
+            continue; // a scale of an FP8 weight: decoded into it, never written
+        }
         let keep = opts.keep.iter().find(|re| re.is_match(t.name));
         let class = linears::classify(t.name, t.shape, &facts);
         let in_layers = linears::layer_index(t.name).is_some();
@@ -256,6 +279,13 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
             }
         };
         if let Some((note, linear)) = dense_note {
+            if fp8.get(t.name).is_some() {
+                return Err(PlanError::Input(format!(
+                    "tensor `{}`: an FP8 weight would be kept dense ({note}), but its scales are consumed; \
+                     quantize it (drop the --keep) or convert the checkpoint to bf16 first",
+                    t.name
+                )));
+            }
             if linear && in_layers {
                 linear_dense += t.data.len() as u64;
             }
@@ -305,13 +335,18 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
         linear_q += t.data.len() as u64;
         for l in linears_of_t {
             let m = l.module;
-            let src_dtype = l.dtype.as_src().ok_or_else(|| {
-                PlanError::Input(format!(
-                    "tensor `{}` has dtype {} but is a Linear weight to quantize (needs F32, F16 or BF16)",
-                    l.src,
-                    l.dtype.name()
-                ))
-            })?;
+            let fp8_format = fp8.get(l.src).map(|f| f.format);
+            let src_dtype = match fp8_format {
+                Some(_) => SrcDtype::F32,
+                None => l.dtype.as_src().ok_or_else(|| {
+                    PlanError::Input(format!(
+                        "tensor `{}` has dtype {} but is a Linear weight to quantize (needs F32, F16, BF16 or FP8 \
+                         with scales)",
+                        l.src,
+                        l.dtype.name()
+                    ))
+                })?,
+            };
             let (rows, cols) = (l.rows, l.cols);
             let (mut scheme, mut note) = match opts.scheme {
                 Scheme::Int8 => {
@@ -329,6 +364,15 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
             }
             if l.src != format!("{m}.weight") {
                 note = format!("{note}; rows {}..{} of `{}`", l.row0, l.row0 + rows, l.src);
+            }
+            if let Some(f) = fp8.get(l.src) {
+                note = format!(
+                    "{note}; re-quantized from FP8 ({} x `{}`, {}x{} blocks, decoded to f32 as the reference does)",
+                    l.dtype.name(),
+                    f.scale,
+                    f.layout.block_rows,
+                    f.layout.block_cols
+                );
             }
             scheme.validate()?;
             let scale_dtype = opts.scale_dtype.unwrap_or(default_scale_dtype(src_dtype));
@@ -351,6 +395,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
                 name: m,
                 src: l.src.to_string(),
                 src_dtype,
+                fp8: fp8_format,
                 row0: l.row0,
                 rows,
                 cols,
@@ -405,7 +450,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
         });
     }
     let qc = ctf::quantization_config(&groups, &ignore);
-    let config = ctf::with_quantization_config(config, qc, opts.force_requantize)?;
+    let config = ctf::with_quantization_config(config, qc, opts.force_requantize || !fp8.is_empty())?;
 
     // File layout: reference order, then shards of at most max_shard_size.
     let mut keyed: Vec<(String, &'static str, usize)> =
@@ -443,13 +488,13 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
             _ => {}
         }
     }
-    Ok(CudaPlan { tensors, modules, files, config, kept_notes, module_record, method: opts.method })
+    Ok(CudaPlan { tensors, modules, files, config, kept_notes, module_record, method: opts.method, fp8 })
 }
 
 impl CudaPlan {
     /// Tensor bytes read from the checkpoint.
     pub fn input_bytes(&self) -> u64 {
-        let q: u64 = self.modules.iter().map(|m| (m.rows * m.cols * m.src_dtype.size()) as u64).sum();
+        let q: u64 = self.modules.iter().map(|m| (m.rows * m.cols * m.in_size()) as u64).sum();
         let c: u64 = self.tensors.iter().filter(|t| matches!(t.role, Role::Copy { .. })).map(|t| t.size).sum();
         q + c
     }
@@ -553,7 +598,19 @@ impl CudaPlan {
                 let esz = md.src_dtype.size();
                 let rows = r1 - r0;
                 let (a, b) = (md.row0 + r0, md.row0 + r1);
-                let input = &view.data[a * md.cols * esz..b * md.cols * esz];
+                // FP8: the task's rows decoded to f32 (at most TASK_ELEMS values, one task's worth).
+                let decoded: Vec<f32>;
+                let input = match md.fp8 {
+                    None => &view.data[a * md.cols * esz..b * md.cols * esz],
+                    Some(_) => {
+                        let mut d = vec![0.0f32; rows * md.cols];
+                        self.fp8.dequantize_rows(ckpt, &view, a, &mut d).map_err(|e| {
+                            anyhow::anyhow!("tensor `{}` (rows {a}..{b}): {e} (a NaN/Inf FP8 code)", md.src)
+                        })?;
+                        decoded = d;
+                        crate::quant::fp8::f32_bytes(&decoded)
+                    }
+                };
                 let pc = md.scheme.packed_cols(md.cols);
                 let sc = md.scheme.scale_cols(md.cols)?;
                 let mut packed = vec![0u8; rows * pc * 4];
@@ -611,7 +668,7 @@ impl CudaPlan {
                     let word_row = r0 / md.scheme.rows_per_zp_word();
                     pieces.push(Piece { file: z.file, offset: z.offset + (word_row * sc * 4) as u64, bytes: zb });
                 }
-                Ok((pieces, (self.module_record[m], stats), (rows * md.cols * esz) as u64))
+                Ok((pieces, (self.module_record[m], stats), (rows * md.cols * md.in_size()) as u64))
             }
         }
     }
@@ -665,7 +722,11 @@ impl CudaPlan {
                     Some(TensorRecord {
                         name: md.name.clone(),
                         shape: vec![md.rows as u64, md.cols as u64],
-                        dtype_in: format!("{:?}", md.src_dtype).to_uppercase(),
+                        dtype_in: match md.fp8 {
+                            Some(Fp8Format::E4M3) => "F8_E4M3".to_string(),
+                            Some(Fp8Format::E5M2) => "F8_E5M2".to_string(),
+                            None => format!("{:?}", md.src_dtype).to_uppercase(),
+                        },
                         type_out: format!(
                             "pack-quantized int{} {}{}",
                             md.scheme.bits,

@@ -342,6 +342,52 @@ mod tests {
         }
     }
 
+    /// DeepSeek-V3 / Kimi-K2 (MLA + MoE): every projection is a packed Linear, including the
+    /// low-rank MLA ones (`kv_a_proj_with_mqa`, `q_a_proj`, `q_b_proj`, `kv_b_proj`) and the
+    /// shared experts; the router is dense (and listed in `ignore`); its correction bias, norms
+    /// and embeddings are not Linears.
+    #[test]
+    fn deepseek_v3_every_linear_is_packed() {
+        let f = ModelFacts::from_config(&serde_json::json!({
+            "model_type": "deepseek_v3", "num_hidden_layers": 2, "hidden_size": 8,
+            "n_routed_experts": 4, "moe_intermediate_size": 4
+        }));
+        for p in [
+            "self_attn.q_a_proj",
+            "self_attn.q_b_proj",
+            "self_attn.q_proj",
+            "self_attn.kv_a_proj_with_mqa",
+            "self_attn.kv_b_proj",
+            "self_attn.o_proj",
+            "mlp.gate_proj",
+            "mlp.experts.3.down_proj",
+            "mlp.shared_experts.up_proj",
+        ] {
+            let n = format!("model.layers.1.{p}.weight");
+            assert_eq!(classify(&n, &[8, 8], &f), Class::Linear, "{n}");
+        }
+        assert_eq!(
+            classify("model.layers.1.mlp.gate.weight", &[4, 8], &f),
+            Class::Dense {
+                why: "MoE router: kept dense, in ignore (tiny; routing is sensitive; vLLM builds it unquantized)"
+                    .into(),
+                linear: true
+            }
+        );
+        for (n, s) in [
+            ("model.layers.1.mlp.gate.e_score_correction_bias", &[4][..]),
+            ("model.layers.1.self_attn.kv_a_layernorm.weight", &[8][..]),
+            ("model.embed_tokens.weight", &[16, 8][..]),
+        ] {
+            assert!(matches!(classify(n, s, &f), Class::Dense { linear: false, .. }), "{n}");
+        }
+        // The MTP layer (index num_hidden_layers) stays dense, in ignore.
+        assert!(matches!(
+            classify("model.layers.2.self_attn.kv_a_proj_with_mqa.weight", &[8, 8], &f),
+            Class::Dense { linear: true, .. }
+        ));
+    }
+
     #[test]
     fn structural_rule() {
         let f = facts();
