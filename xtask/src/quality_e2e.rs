@@ -356,7 +356,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                         .arg("-f")
                         .arg(&calib)
                         .args(["-c", &CTX.to_string(), "-b", &CTX.to_string(), "-t", &o.threads.to_string()])
-                        .arg("-o")
+                        .args(["--output-format", "gguf", "-o"])
                         .arg(&imatrix)
                         .stdout(std::process::Stdio::null())
                         .stderr(std::process::Stdio::null()),
