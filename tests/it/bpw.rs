@@ -78,7 +78,7 @@ fn bpw_package_mixes_types_within_budget_as_read_by_gguf_and_runs_in_llama_perpl
         .unwrap_or_else(|| panic!("no PPL in:\n{log}"))
         .split(['[', ','])
         .filter_map(|p| p.split_once(']').and_then(|(_, v)| v.trim().parse::<f64>().ok()))
-        .last()
+        .next_back()
         .unwrap_or_else(|| panic!("no PPL in:\n{log}"));
     assert!(ppl.is_finite() && ppl > 1.0, "{ppl}");
 }

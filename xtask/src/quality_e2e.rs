@@ -347,7 +347,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         let imatrix = mdir.join("imatrix.gguf");
         if o.methods.iter().any(|m| m == "imatrix") {
             let key = format!("imatrix {f16_sha} {}", CALIBRATION.sha256);
-            if cache.get(&key).is_none() || !imatrix.exists() {
+            if !cache.contains_key(&key) || !imatrix.exists() {
                 eprintln!("quality --e2e: llama-imatrix {model} on {}", CALIBRATION.name);
                 run_cmd(
                     Command::new(llama.join("bin/llama-imatrix"))
