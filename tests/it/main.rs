@@ -19,6 +19,7 @@
 mod common;
 mod sign_support;
 
+mod bpw;
 mod cli;
 mod compare;
 mod families_cpu;

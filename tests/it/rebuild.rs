@@ -92,6 +92,15 @@ fn cpu_package_rebuilds_and_tampering_is_caught() {
     roundtrip(&common::fixture("tiny-llama"), &["--target", "cpu", "--scheme", "int4"], "model.gguf");
 }
 
+/// The per-type default method (rtn for Q5_0) and a `--bpw` budget are replayed from the
+/// manifest to the same bytes.
+#[test]
+fn cpu_default_method_and_bpw_packages_rebuild() {
+    let src = common::fixture("tiny-llama");
+    roundtrip(&src, &["--target", "cpu", "--scheme", "int4", "--gguf-type", "q5_0"], "model.gguf");
+    roundtrip(&src, &["--target", "cpu", "--scheme", "int4", "--bpw", "5.25"], "model.gguf");
+}
+
 #[test]
 fn split_cpu_package_rebuilds_and_tampering_is_caught() {
     roundtrip(

@@ -84,7 +84,7 @@ pub fn ensure() -> anyhow::Result<PathBuf> {
 }
 
 /// Download (or reuse) the sdist and check its digest; returns the tarball path.
-fn sdist() -> anyhow::Result<PathBuf> {
+pub(crate) fn sdist() -> anyhow::Result<PathBuf> {
     let downloads = cache_dir().join("downloads");
     std::fs::create_dir_all(&downloads)?;
     let name = format!("llama_cpp_python-{VERSION}.tar.gz");

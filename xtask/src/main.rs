@@ -13,7 +13,8 @@
 //! - `bench [--size 2GB[,4GB]] [--quick] [--runs N]`: end-to-end benchmarks side by side with the
 //!   reference tools (see `bench/mod.rs`).
 //! - `quality [--model DIR] [--no-embed]`: weight SQNR and embedding quality of every format ×
-//!   method on all-MiniLM-L6-v2 (see `quality.rs`).
+//!   method on all-MiniLM-L6-v2 (see `quality.rs`); `quality --e2e [--smoke]`: llama-perplexity
+//!   and KL-divergence of every GGUF type × method on SmolLM2-135M variants (see `quality_e2e.rs`).
 
 mod bench;
 mod families;
@@ -24,6 +25,7 @@ mod golden;
 mod hfcheck;
 mod llama;
 mod quality;
+mod quality_e2e;
 mod util;
 mod venv;
 

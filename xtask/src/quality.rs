@@ -216,6 +216,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         cmd.current_dir(root()).args(["run", "--quiet", "--profile", "ci", "--package", "xtask", "--", "quality"]);
         return run_cmd(cmd.args(args));
     }
+    if args.iter().any(|a| a == "--e2e" || a == "--smoke") {
+        return crate::quality_e2e::run(args);
+    }
     let a = parse(args)?;
     let model = match &a.model {
         Some(m) => m.clone(),

@@ -281,10 +281,12 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
             };
             q4km::q4_k_m(m, &info)?
         }
-        None => vec![None; tensors.len()],
+        _ => vec![None; tensors.len()],
     };
+    // `--bpw`: the 2-D weights no rule pins, whose types the budget chooses below.
+    let mut free = Vec::new();
     let has_output = tensors.iter().any(|t| t.name == "output.weight");
-    for (t, mix) in tensors.iter_mut().zip(mix) {
+    for (i, (t, mix)) in tensors.iter_mut().zip(mix).enumerate() {
         if matches!(t.source, Source::Values(_)) {
             continue;
         }
@@ -294,6 +296,16 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
         };
         let is_output = t.name == "output.weight" || (!has_output && t.name == "token_embd.weight");
         let (ty, reason) = choose_type(opts, &hf, t, is_output, base, mix)?;
+        let pinned = t.router
+            || opts.tensor_types.iter().any(|(re, _)| re.is_match(&t.name) || re.is_match(&hf))
+            || opts.keep.iter().any(|re| re.is_match(&t.name) || re.is_match(&hf));
+        if matches!(opts.gguf_mix, Some(GgufMix::Budget { .. }))
+            && !pinned
+            && t.shape.len() == 2
+            && crate::bpw::stored_type(GgmlType::Q4_0, t.row_len()).is_some()
+        {
+            free.push(i);
+        }
         if t.shape.len() > 2
             && opts.imatrix.is_some()
             && ty.can_quantize()
@@ -310,11 +322,27 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
         t.weights = weights;
     }
 
+    let mut ftype = file_type(base, opts.gguf_mix);
+    if let Some(bpw) = opts.gguf_mix.and_then(GgufMix::bpw) {
+        budget_mix(ckpt, opts, bpw, &mut tensors, &free)?;
+        // No llama_ftype names a free mixture: the type holding the most bytes names the file.
+        let mut by_type: Vec<(GgmlType, u64)> = Vec::new();
+        for t in &tensors {
+            let b = tensor_bytes(t);
+            match by_type.iter_mut().find(|(ty, _)| *ty == t.ty) {
+                Some(e) => e.1 += b,
+                None => by_type.push((t.ty, b)),
+            }
+        }
+        let top = by_type.iter().filter(|(t, _)| !matches!(t, GgmlType::F32)).max_by_key(|(_, b)| *b);
+        ftype = file_type(top.map_or(GgmlType::F32, |e| e.0), None);
+    }
+
     if let Some(m) = &opts.imatrix {
         metadata.extend(m.gguf_metadata());
     }
     metadata.push(("general.quantization_version".into(), MetaValue::U32(2)));
-    metadata.push(("general.file_type".into(), MetaValue::U32(file_type(base, opts.gguf_mix))));
+    metadata.push(("general.file_type".into(), MetaValue::U32(ftype)));
     metadata.extend(tokenizer_metadata(ckpt, config, &model)?);
 
     let infos: Vec<GgufTensorInfo> =
@@ -337,6 +365,65 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
         dropped,
         fp8,
     })
+}
+
+/// Bytes of a planned tensor in its chosen type.
+fn tensor_bytes(t: &CpuTensor) -> u64 {
+    (t.ty.row_bytes(t.row_len()).unwrap_or(0) * t.rows()) as u64
+}
+
+/// `--bpw`: sample the free tensors' rows, let [`crate::bpw::apply`] choose their types, then
+/// attach their importance weights for the chosen types.
+fn budget_mix(
+    ckpt: &Checkpoint,
+    opts: &QuantizeOptions,
+    bpw: f64,
+    tensors: &mut [CpuTensor],
+    free: &[usize],
+) -> Result<(), PlanError> {
+    let total_elems: u64 = tensors.iter().map(|t| (t.rows() * t.row_len()) as u64).sum();
+    let fixed_bytes: u64 =
+        tensors.iter().enumerate().filter(|(i, _)| !free.contains(i)).map(|(_, t)| tensor_bytes(t)).sum();
+    let mut samples = Vec::with_capacity(free.len());
+    for &i in free {
+        let t = &tensors[i];
+        let (rows, row_len) = (t.rows(), t.row_len());
+        let Source::Rows { segments, .. } = &t.source else { unreachable!("free tensors have rows") };
+        let step = (rows * row_len).div_ceil(crate::bpw::SAMPLE_ELEMS).max(1);
+        let size = t.src_dtype.size();
+        let mut rows_data = Vec::new();
+        for r in (0..rows).step_by(step) {
+            let (mut before, mut found) = (0, None);
+            for s in segments {
+                if r < before + s.rows {
+                    found = Some((s, r - before));
+                    break;
+                }
+                before += s.rows;
+            }
+            let (s, local) =
+                found.ok_or_else(|| PlanError::Input(format!("tensor `{}`: row {r} out of range", t.name)))?;
+            let view = ckpt
+                .tensor(&s.hf)
+                .ok_or_else(|| PlanError::Input(format!("tensor `{}` is missing from the checkpoint", s.hf)))?;
+            let off = (s.row0 + local) * row_len * size;
+            rows_data.push(&view.data[off..off + row_len * size]);
+        }
+        let weights = match &opts.imatrix {
+            Some(m) => m.weights_for(&t.name, row_len).map_err(PlanError::Input)?,
+            None => None,
+        };
+        samples.push(crate::bpw::Sample { src: t.src_dtype, row_len, rows, rows_data, weights });
+    }
+    crate::bpw::apply(bpw, tensors, free, samples, fixed_bytes, total_elems)?;
+    for &i in free {
+        let t = &mut tensors[i];
+        let (weights, reason) =
+            crate::imatrix::plan_weights(opts, &t.name, t.ty, &t.shape, std::mem::take(&mut t.reason))?;
+        t.weights = weights;
+        t.reason = reason;
+    }
+    Ok(())
 }
 
 /// The source dtype of a planned tensor: every run must come from tensors of one convertible
@@ -489,6 +576,7 @@ fn file_type(base: GgmlType, mix: Option<GgufMix>) -> u32 {
         GgmlType::Q4_0 => 2,
         GgmlType::Q4_1 => 3,
         GgmlType::Q8_0 => 7,
+        GgmlType::Q5_0 => 8,
         GgmlType::BF16 => 32,
         _ => 15,
     }

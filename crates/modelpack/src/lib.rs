@@ -1,6 +1,7 @@
 //! modelpack as a library: plan a quantization job, run it streaming and in parallel, and seal
 //! the result as a signed package. The `modelpack` binary is a thin clap layer over this crate.
 
+pub mod bpw;
 pub mod compare;
 pub mod cpu;
 pub mod cuda;

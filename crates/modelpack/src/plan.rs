@@ -34,13 +34,47 @@ pub enum Method {
 }
 
 impl Method {
-    /// The method used when `--method` is not given: `mse` for int4 (the quality
+    /// The cuda target's method when `--method` is not given: `mse` for int4 (the quality
     /// gain is largest there), `rtn` for int8 (byte-identical to the reference tools, and mse
     /// gains little at 8 bits).
     pub const fn default_for(scheme: Scheme) -> Method {
         match scheme {
             Scheme::Int4 => Method::Mse,
             Scheme::Int8 => Method::Rtn,
+        }
+    }
+
+    /// The cpu target's method when `--method` is not given, per GGUF type of the ordinary
+    /// weights, as chosen by the end-to-end harness (`cargo xtask quality --e2e`, figures in
+    /// docs/quality.md): `mse` only where its llama-perplexity KL-divergence was not worse than
+    /// rtn's beyond noise on every harness model (Q4_0, Q4_1). Q5_0 — and so Q4_K, whose rows
+    /// that are not whole 256-blocks fall back to Q5_0 — lost to rtn on the shipped SmolLM2
+    /// weights; Q8_0 gains nothing measurable; Q6_K has no search.
+    pub const fn default_for_gguf(ty: GgmlType) -> Method {
+        match ty {
+            GgmlType::Q4_0 | GgmlType::Q4_1 => Method::Mse,
+            _ => Method::Rtn,
+        }
+    }
+
+    /// The method of a job without `--method`: [`Method::default_for`] on cuda; on cpu
+    /// [`Method::default_for_gguf`] of the ordinary weights' type (`gguf_type`, else the
+    /// scheme's Q8_0 / Q4_0), and `rtn` for a mixture (`q4_k_m`, `--bpw`), whose Q5_0 / Q8_0
+    /// tensors are where `mse` lost.
+    pub const fn default_for_job(
+        target: Target,
+        scheme: Scheme,
+        gguf_type: Option<GgmlType>,
+        gguf_mix: Option<GgufMix>,
+    ) -> Method {
+        match (target, gguf_mix, gguf_type) {
+            (Target::Cuda, ..) => Method::default_for(scheme),
+            (Target::Cpu, Some(_), _) => Method::Rtn,
+            (Target::Cpu, None, Some(t)) => Method::default_for_gguf(t),
+            (Target::Cpu, None, None) => Method::default_for_gguf(match scheme {
+                Scheme::Int8 => GgmlType::Q8_0,
+                Scheme::Int4 => GgmlType::Q4_0,
+            }),
         }
     }
 }
@@ -52,6 +86,23 @@ pub enum GgufMix {
     /// `Q4_K_M`: Q4_K weights; `attn_v` and `ffn_down` of the layers llama-quantize's
     /// `use_more_bits` picks, and the output projection, in Q6_K.
     Q4KM,
+    /// `--bpw BITS`: per tensor, the GGUF type that minimises the estimated model error under a
+    /// total size of `millibits / 1000` bits per weight ([`crate::bpw`]). Stored in thousandths
+    /// so the options stay `Eq` and the manifest value is exact.
+    Budget {
+        /// Bits per weight × 1000.
+        millibits: u32,
+    },
+}
+
+impl GgufMix {
+    /// The `--bpw` budget in bits per weight, if this is one.
+    pub fn bpw(self) -> Option<f64> {
+        match self {
+            GgufMix::Budget { millibits } => Some(f64::from(millibits) / 1000.0),
+            GgufMix::Q4KM => None,
+        }
+    }
 }
 
 /// Everything that influences the bytes of a package.
@@ -114,6 +165,19 @@ impl QuantizeOptions {
         if self.target == Target::Cuda && !(1..=MAX_GROUP_SIZE).contains(&self.group_size) {
             return refuse("--group-size must be positive");
         }
+        if let Some(GgufMix::Budget { millibits }) = self.gguf_mix {
+            if self.target != Target::Cpu {
+                return refuse(
+                    "--bpw applies to --target cpu (compressed-tensors has no per-tensor type choice here yet)",
+                );
+            }
+            if self.gguf_type.is_some() {
+                return refuse("--bpw chooses every tensor's type: it cannot be combined with --gguf-type");
+            }
+            if millibits > 16_000 {
+                return refuse("--bpw above 16 (F16) is not a quantization budget");
+            }
+        }
         if self.imatrix.is_some() && self.target == Target::Cuda && self.method != Method::Mse {
             return refuse(
                 "--imatrix with --target cuda needs --method mse (rtn writes compressed-tensors' own bytes, which have no importance weighting)",
@@ -138,6 +202,10 @@ impl QuantizeOptions {
             // cpu: recorded only when splitting, so manifests of single-file packages are unchanged.
             "max_shard_size": if self.target == Target::Cuda || self.max_shard_size != u64::MAX { Some(self.max_shard_size) } else { None },
         });
+        // Only when given, so manifests of jobs without a budget are unchanged.
+        if let Some(GgufMix::Budget { millibits }) = self.gguf_mix {
+            v["bpw_millibits"] = millibits.into();
+        }
         // Only when given, so manifests of jobs without a matrix are unchanged.
         if let Some(m) = &self.imatrix {
             v["imatrix"] = m.to_json();
@@ -158,4 +226,28 @@ pub enum PlanError {
     /// A kernel refused a shape.
     #[error(transparent)]
     Quant(#[from] crate::quant::QuantError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The harness's table (docs/quality.md): a change here must come with new figures there.
+    #[test]
+    fn default_methods_per_target_and_type() {
+        use GgmlType as T;
+        let cpu = |t, m| Method::default_for_job(Target::Cpu, Scheme::Int4, t, m);
+        assert_eq!(cpu(None, None), Method::Mse);
+        assert_eq!(Method::default_for_job(Target::Cpu, Scheme::Int8, None, None), Method::Rtn);
+        for (t, m) in [(T::Q4_0, Method::Mse), (T::Q4_1, Method::Mse), (T::Q5_0, Method::Rtn), (T::Q8_0, Method::Rtn)] {
+            assert_eq!(cpu(Some(t), None), m, "{t}");
+        }
+        for t in [T::Q4_K, T::Q6_K, T::F16, T::F32, T::BF16] {
+            assert_eq!(cpu(Some(t), None), Method::Rtn, "{t}");
+        }
+        assert_eq!(cpu(None, Some(GgufMix::Q4KM)), Method::Rtn);
+        assert_eq!(cpu(None, Some(GgufMix::Budget { millibits: 4500 })), Method::Rtn);
+        assert_eq!(Method::default_for_job(Target::Cuda, Scheme::Int4, None, None), Method::Mse);
+        assert_eq!(Method::default_for_job(Target::Cuda, Scheme::Int8, None, None), Method::Rtn);
+    }
 }

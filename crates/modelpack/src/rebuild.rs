@@ -130,8 +130,17 @@ pub fn options_from_manifest(m: &PackageManifest) -> Result<QuantizeOptions, Reb
         s => return Err(recipe(format!("method {s:?}"))),
     };
     let o = m.options.as_object().ok_or_else(|| recipe("options is not an object"))?;
-    const KNOWN: [&str; 8] =
-        ["gguf_type", "tensor_types", "keep", "group_size", "asymmetric", "scale_dtype", "max_shard_size", "imatrix"];
+    const KNOWN: [&str; 9] = [
+        "gguf_type",
+        "tensor_types",
+        "keep",
+        "group_size",
+        "asymmetric",
+        "scale_dtype",
+        "max_shard_size",
+        "imatrix",
+        "bpw_millibits",
+    ];
     if let Some(k) = o.keys().find(|k| !KNOWN.contains(&k.as_str())) {
         return Err(recipe(format!("option {k:?} is not one this version has")));
     }
@@ -154,6 +163,13 @@ pub fn options_from_manifest(m: &PackageManifest) -> Result<QuantizeOptions, Reb
         None => (None, None),
         Some(s) if s.eq_ignore_ascii_case("q4_k_m") => (None, Some(GgufMix::Q4KM)),
         Some(s) => (Some(ggml_type(s)?), None),
+    };
+    let gguf_mix = match o.get("bpw_millibits") {
+        None | Some(serde_json::Value::Null) => gguf_mix,
+        Some(v) => {
+            let millibits = v.as_u64().and_then(|b| u32::try_from(b).ok()).ok_or_else(|| recipe("bpw_millibits"))?;
+            Some(GgufMix::Budget { millibits })
+        }
     };
     let tensor_types = str_list("tensor_types")?
         .iter()

@@ -145,7 +145,7 @@ fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
 }
 
-fn build_modelpack(profile: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn build_modelpack(profile: &str) -> anyhow::Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     run_cmd(Command::new(cargo).current_dir(root()).args(["build", "-q", "--profile", profile, "-p", "modelpack"]))?;
     let dir = if profile == "dev" { "debug" } else { profile };

@@ -24,13 +24,20 @@ pub struct Args {
     #[arg(long, value_enum)]
     pub scheme: SchemeArg,
     /// Rounding method: rtn is byte-identical to the reference tools, mse searches each block's
-    /// scale for a smaller error in the same format. Default: mse for int4, rtn for int8.
+    /// scale for a smaller error in the same format. Default: cuda mse for int4, rtn for int8;
+    /// cpu per GGUF type as the end-to-end harness chose (mse for Q4_0/Q4_1, rtn otherwise and
+    /// for mixtures; docs/quality.md).
     #[arg(long, value_enum)]
     pub method: Option<MethodArg>,
     /// cpu: GGUF type of ordinary weights (q8_0, q4_0, q4_1, q4_k, q6_k) or the llama.cpp mix
     /// q4_k_m; defaults from --scheme.
     #[arg(long, value_name = "TYPE")]
     pub gguf_type: Option<String>,
+    /// cpu: size budget in bits per weight (e.g. 4.5): each weight's GGUF type (Q4_0 … Q8_0,
+    /// K-quants) is chosen to minimise the estimated error within that total size; the choices
+    /// and their reasons go to the manifest and the --json report.
+    #[arg(long, value_name = "BITS", conflicts_with = "gguf_type")]
+    pub bpw: Option<f64>,
     /// cpu: per-tensor type, REGEX=TYPE (first match wins; matched on GGUF and HF names).
     #[arg(long, value_name = "REGEX=TYPE")]
     pub tensor_type: Vec<String>,
@@ -241,7 +248,18 @@ pub fn run(a: Args) -> CmdResult {
         })
         .collect::<Result<Vec<_>, CmdError>>()?;
     let (target, scheme) = (Target::from(a.target), Scheme::from(a.scheme));
-    let method = a.method.map_or(Method::default_for(scheme), Method::from);
+    let gguf_type = a.gguf_type.as_deref().filter(|s| !is_q4_k_m(s)).map(parse_type).transpose()?;
+    let gguf_mix = match (a.bpw, a.gguf_type.as_deref().is_some_and(is_q4_k_m)) {
+        (Some(b), _) => {
+            if !(b.is_finite() && b > 0.0 && b <= 16.0) {
+                return Err(CmdError::usage(format!("--bpw {b}: must be above 0 and at most 16 (F16)")));
+            }
+            Some(GgufMix::Budget { millibits: (b * 1000.0).round() as u32 })
+        }
+        (None, true) => Some(GgufMix::Q4KM),
+        (None, false) => None,
+    };
+    let method = a.method.map_or(Method::default_for_job(target, scheme, gguf_type, gguf_mix), Method::from);
     let imatrix = a
         .imatrix
         .as_deref()
@@ -253,8 +271,8 @@ pub fn run(a: Args) -> CmdResult {
         target,
         scheme,
         method,
-        gguf_type: a.gguf_type.as_deref().filter(|s| !is_q4_k_m(s)).map(parse_type).transpose()?,
-        gguf_mix: a.gguf_type.as_deref().filter(|s| is_q4_k_m(s)).map(|_| GgufMix::Q4KM),
+        gguf_type,
+        gguf_mix,
         tensor_types,
         keep: a.keep.iter().map(|s| regex(s)).collect::<Result<_, _>>()?,
         group_size: a.group_size,
