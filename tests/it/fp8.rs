@@ -223,3 +223,64 @@ fn bad_fp8_input_is_refused_naming_the_tensor() {
         );
     }
 }
+
+/// The FP8 checkpoint with torch's dequantized Linear weights (F32) spliced in over the FP8 ones
+/// and their scales, the other tensors' bytes copied, and no `quantization_config`: what a user
+/// would get by dequantizing with torch first. Written from the raw safetensors layout.
+const SPLICE: &str = r#"
+import sys, json, struct, os
+def read(p):
+    b = open(p, "rb").read(); n = struct.unpack("<Q", b[:8])[0]
+    h = json.loads(b[8:8 + n]); h.pop("__metadata__", None)
+    return h, b[8 + n:]
+src, deq, out = sys.argv[1], sys.argv[2], sys.argv[3]
+h, data = read(os.path.join(src, "model.safetensors")); dh, dd = read(deq)
+tensors = {}
+for k, v in h.items():
+    if k.endswith("_scale_inv") or k.endswith("_scale"): continue
+    if k in dh:
+        v, blob = dh[k], dd
+    else:
+        blob = data
+    a, e = v["data_offsets"]
+    tensors[k] = (v["dtype"], v["shape"], blob[a:e])
+hdr, off, parts = {}, 0, []
+for k in sorted(tensors):
+    dt, sh, by = tensors[k]
+    hdr[k] = {"dtype": dt, "shape": sh, "data_offsets": [off, off + len(by)]}; off += len(by); parts.append(by)
+hb = json.dumps(hdr, separators=(",", ":")).encode(); hb += b" " * (-len(hb) % 8)
+os.makedirs(out, exist_ok=True)
+with open(os.path.join(out, "model.safetensors"), "wb") as f:
+    f.write(struct.pack("<Q", len(hb))); f.write(hb); [f.write(p) for p in parts]
+cfg = json.load(open(os.path.join(src, "config.json"))); cfg.pop("quantization_config")
+json.dump(cfg, open(os.path.join(out, "config.json"), "w"))
+for n in ("tokenizer.json", "tokenizer_config.json"):
+    open(os.path.join(out, n), "wb").write(open(os.path.join(src, n), "rb").read())
+"#;
+
+/// `--bpw` samples FP8 weights decoded (not their raw code bytes): its choices and the whole GGUF
+/// equal those made from torch's dequantized f32 weights of the same checkpoint.
+#[test]
+fn bpw_on_fp8_equals_bpw_on_the_torch_dequantized_checkpoint() {
+    let Some(py) = common::python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let dense = tmp.path().join("dense");
+    let o = std::process::Command::new(&py)
+        .args(["-c", SPLICE])
+        .arg(fixture("tiny-llama-fp8"))
+        .arg(fixture("tiny-llama-fp8.dequant.safetensors"))
+        .arg(&dense)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let args = ["--target", "cpu", "--scheme", "int4", "--bpw", "6"];
+    let a = tmp.path().join("from-fp8");
+    let b = tmp.path().join("from-dense");
+    let ra = common::quantize(&fixture("tiny-llama-fp8"), &a, &args);
+    common::quantize(&dense, &b, &args);
+    let types = |r: &serde_json::Value| -> std::collections::BTreeSet<String> {
+        r["tensors"].as_array().unwrap().iter().filter_map(|t| t["type_out"].as_str().map(String::from)).collect()
+    };
+    assert!(types(&ra).len() >= 2, "a mixture was chosen: {ra}");
+    assert_eq!(std::fs::read(a.join("model.gguf")).unwrap(), std::fs::read(b.join("model.gguf")).unwrap());
+}

@@ -47,8 +47,9 @@ pub struct Sample<'a> {
     pub row_len: usize,
     /// Total rows of the tensor.
     pub rows: usize,
-    /// Sampled rows' bytes.
-    pub rows_data: Vec<&'a [u8]>,
+    /// Sampled rows' bytes: borrowed from the mapped checkpoint, or owned f32 rows decoded from an
+    /// FP8 source (whose bytes the quantizers cannot read directly).
+    pub rows_data: Vec<std::borrow::Cow<'a, [u8]>>,
     /// `--imatrix` column weights, when the matrix has an entry.
     pub weights: Option<Vec<f32>>,
 }

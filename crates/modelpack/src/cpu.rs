@@ -324,7 +324,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
 
     let mut ftype = file_type(base, opts.gguf_mix);
     if let Some(bpw) = opts.gguf_mix.and_then(GgufMix::bpw) {
-        budget_mix(ckpt, opts, bpw, &mut tensors, &free)?;
+        budget_mix(ckpt, &fp8, opts, bpw, &mut tensors, &free)?;
         // No llama_ftype names a free mixture: the type holding the most bytes names the file.
         let mut by_type: Vec<(GgmlType, u64)> = Vec::new();
         for t in &tensors {
@@ -376,6 +376,7 @@ fn tensor_bytes(t: &CpuTensor) -> u64 {
 /// attach their importance weights for the chosen types.
 fn budget_mix(
     ckpt: &Checkpoint,
+    fp8: &Fp8Map,
     opts: &QuantizeOptions,
     bpw: f64,
     tensors: &mut [CpuTensor],
@@ -406,8 +407,15 @@ fn budget_mix(
             let view = ckpt
                 .tensor(&s.hf)
                 .ok_or_else(|| PlanError::Input(format!("tensor `{}` is missing from the checkpoint", s.hf)))?;
+            if t.fp8.is_some() {
+                let mut dec = vec![0.0f32; row_len];
+                fp8.dequantize_rows(ckpt, &view, s.row0 + local, &mut dec)
+                    .map_err(|e| PlanError::Input(format!("tensor `{}`: {e}", s.hf)))?;
+                rows_data.push(std::borrow::Cow::Owned(crate::quant::fp8::f32_bytes(&dec).to_vec()));
+                continue;
+            }
             let off = (s.row0 + local) * row_len * size;
-            rows_data.push(&view.data[off..off + row_len * size]);
+            rows_data.push(std::borrow::Cow::Borrowed(&view.data[off..off + row_len * size]));
         }
         let weights = match &opts.imatrix {
             Some(m) => m.weights_for(&t.name, row_len).map_err(PlanError::Input)?,
