@@ -58,7 +58,7 @@ fn blocks(cfg: &HfConfig, layers: u32, heads: u32, hidden: u32) -> Result<Blocks
         let att = part("attention")?;
         let group = match att.get("n_heads_in_group") {
             None | Some(Value::Null) => None,
-            Some(v) => Some(v.as_u64().filter(|&g| g > 0 && u64::from(heads) % g == 0).ok_or_else(|| {
+            Some(v) => Some(v.as_u64().filter(|&g| g > 0 && u64::from(heads).is_multiple_of(g)).ok_or_else(|| {
                 bad(&key("attention", "n_heads_in_group"), format!("{v} does not divide num_attention_heads {heads}"))
             })?),
         };
@@ -107,7 +107,7 @@ impl Family for Deci {
         true
     }
     fn read(&self, cfg: &HfConfig, m: &mut Model) -> Result<(), FormatError> {
-        if m.hidden % m.heads != 0 || m.head_dim != m.hidden / m.heads {
+        if m.heads == 0 || !m.hidden.is_multiple_of(m.heads) || m.head_dim != m.hidden / m.heads {
             return Err(bad(
                 "head_dim",
                 format!(
