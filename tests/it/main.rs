@@ -24,6 +24,7 @@ mod cli;
 mod compare;
 mod families_cpu;
 mod families_cuda;
+mod families_deci;
 mod families_deepseek;
 mod faults;
 mod fp8;

@@ -26,6 +26,7 @@ EXPECTED = {
     "deepseek-v3": ("DeepseekV3ForCausalLM", "deepseek2"),
     "deepseek-v3-fp8": ("DeepseekV3ForCausalLM", "deepseek2"),
     "kimi-k2": ("DeepseekV3ForCausalLM", "deepseek2"),
+    "deci": ("DeciLMForCausalLM", "deci"),
 }
 # Families whose reference drops the MTP layers (block_count = num_hidden_layers).
 MTP_DROPPED = {"deepseek-v3", "deepseek-v3-fp8", "kimi-k2"}

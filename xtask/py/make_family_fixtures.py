@@ -74,6 +74,9 @@ FAMILIES = {
     "deepseek-v3-fp8": dict(pre="deepseek-v3", moe=False, outtypes=["q8_0"]),
     # Kimi K2: model_type kimi_k2 (raw config, legacy rope_scaling), a tiktoken.model vocabulary.
     "kimi-k2": dict(pre="kimi-k2", moe=False, outtypes=["q8_0"]),
+    # Nemotron Super/Ultra (DeciLMForCausalLM): per-layer block_configs, hand-written (no
+    # transformers class; the release ships remote code), Llama-3 tokenizer regex and RoPE.
+    "deci": dict(pre="llama-bpe", moe=False),
 }
 
 DEEPSEEK_SPECIALS = ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>"]
@@ -170,14 +173,14 @@ SPLIT_REGEX = (
 )
 
 
-def tokenizer_files(out: Path, specials, added, template, bos, eos, pad, unk):
+def tokenizer_files(out: Path, specials, added, template, bos, eos, pad, unk, split_regex=None):
     """A byte-level BPE trained on CORPUS up to VOCAB - PAD_SLOTS tokens, specials last."""
     from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
-            pre_tokenizers.Split(Regex(SPLIT_REGEX), behavior="isolated"),
+            pre_tokenizers.Split(Regex(split_regex or SPLIT_REGEX), behavior="isolated"),
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
@@ -453,14 +456,30 @@ def glm4_moe_mtp(dst: Path, gen):
 def convert(llama_src: Path, model_dir: Path, outtype: str, out: Path, pre: str):
     """Run llama.cpp's convert_hf_to_gguf.py in a child process with the pre-tokenizer name
     supplied: `TextModel.get_vocab_base_pre` is replaced by one returning `pre` (the reference
-    would hash the probe encoding, which a made-up tokenizer never matches)."""
+    would hash the probe encoding, which a made-up tokenizer never matches).
+
+    DeciLM: `DeciModel.set_vocab` takes its gpt2 path only for `vocab_size == 128256` (every
+    Nemotron Super/Ultra release) and reads anything else as DeciLM-7B's SentencePiece-style
+    vocabulary; the tiny fixture's 512 would take that path, so it is pointed at the same gpt2
+    code the releases take (`TextModel._set_vocab_gpt2`, line for line the 128256 branch). And
+    transformers 5's `AutoTokenizer` first loads the `nemotron-nas` config, which (remote code,
+    not trusted) fails; the stand-in loads tokenizer.json + tokenizer_config.json directly with
+    `PreTrainedTokenizerFast`, the class tokenizer_config.json names."""
+    deci_patch = ""
+    if model_dir.name == "deci":
+        deci_patch = (
+            "import conversion.deci as deci\n"
+            "deci.DeciModel.set_vocab = base.TextModel._set_vocab_gpt2\n"
+            "import transformers\n"
+            "transformers.AutoTokenizer.from_pretrained = transformers.PreTrainedTokenizerFast.from_pretrained\n"
+        )
     code = f"""
 import sys
 sys.path.insert(0, {str(llama_src)!r})
 sys.path.insert(1, {str(llama_src / 'gguf-py')!r})
 import conversion.base as base
 base.TextModel.get_vocab_base_pre = lambda self, tokenizer: {pre!r}
-import runpy
+{deci_patch}import runpy
 sys.argv = ['convert_hf_to_gguf.py', {str(model_dir)!r}, '--outtype', {outtype!r}, '--outfile', {str(out)!r}]
 runpy.run_path({str(llama_src / 'convert_hf_to_gguf.py')!r}, run_name='__main__')
 """
@@ -471,9 +490,96 @@ runpy.run_path({str(llama_src / 'convert_hf_to_gguf.py')!r}, run_name='__main__'
         raise SystemExit(f"convert_hf_to_gguf.py --outtype {outtype} failed on {model_dir}")
 
 
+LLAMA3_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
+LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+LLAMA3_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{{ '<|start_header_id|>' + m['role'] + '<|end_header_id|>\\n\\n' + "
+    "m['content'] + '<|eot_id|>' }}{% endfor %}"
+)
+# Per layer: (attention, ffn) as Nemotron's block_configs spell them. Every kind of layer once:
+# GQA with 2, 1 and 4 kv heads, a linear attention, a no-op attention, a no-op FFN, and FFN
+# widths from ffn_mult that round up (1.0 → 170 → 256, 2.0 → 341 → 512) or land exactly (1.5).
+DECI_BLOCKS = [
+    ({"n_heads_in_group": 2}, {"ffn_mult": 1.0}),
+    ({"n_heads_in_group": None, "replace_with_linear": True}, {"ffn_mult": 2.0}),
+    ({"n_heads_in_group": None, "no_op": True}, {"ffn_mult": 1.5}),
+    ({"n_heads_in_group": 4}, {"ffn_mult": None, "no_op": True}),
+    ({"n_heads_in_group": 1}, {"ffn_mult": 0.5}),
+]
+
+
+def deci_fixture(dst: Path, gen):
+    """Nemotron-style DeciLM checkpoint written by hand (bf16 safetensors in HF's names)."""
+    t = tokenizer_files(dst, LLAMA3_SPECIALS, [], LLAMA3_TEMPLATE, LLAMA3_SPECIALS[0], LLAMA3_SPECIALS[4],
+                        None, None, split_regex=LLAMA3_REGEX)
+    blocks = []
+    for att, ffn in DECI_BLOCKS:
+        a = dict(n_heads_in_group=None, no_op=False, replace_with_linear=False, sparsify=None)
+        a.update(att)
+        f = dict(ffn_mult=None, no_op=False, replace_with_linear=False, sparsify=None)
+        f.update(ffn)
+        blocks.append(dict(attention=a, ffn=f))
+    h, heads, d = HIDDEN, HEADS, HIDDEN // HEADS
+    cfg = dict(
+        _name_or_path="deci-fixture", architectures=["DeciLMForCausalLM"], model_type="nemotron-nas",
+        auto_map={"AutoConfig": "configuration_decilm.DeciLMConfig",
+                  "AutoModelForCausalLM": "modeling_decilm.DeciLMForCausalLM"},
+        block_configs=blocks, bos_token_id=t[LLAMA3_SPECIALS[0]], eos_token_id=t[LLAMA3_SPECIALS[4]],
+        hidden_act="silu", hidden_size=h, initializer_range=0.02, max_position_embeddings=1024,
+        num_attention_heads=heads, num_hidden_layers=len(blocks), rms_norm_eps=1e-5,
+        rope_scaling=dict(factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
+                          original_max_position_embeddings=128, rope_type="llama3"),
+        rope_theta=500000.0, tie_word_embeddings=False, torch_dtype="bfloat16", vocab_size=VOCAB,
+    )
+    (dst / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    (dst / "generation_config.json").write_text(json.dumps(
+        dict(bos_token_id=cfg["bos_token_id"], eos_token_id=cfg["eos_token_id"]), indent=2) + "\n")
+    shapes = {"model.embed_tokens.weight": (VOCAB, h), "model.norm.weight": (h,), "lm_head.weight": (VOCAB, h)}
+    for i, blk in enumerate(blocks):
+        p = f"model.layers.{i}."
+        a, f = blk["attention"], blk["ffn"]
+        if a["replace_with_linear"]:
+            shapes[p + "input_layernorm.weight"] = (h,)
+            shapes[p + "self_attn.linear_attn.weight"] = (h, h)
+        elif not a["no_op"]:
+            kv = heads // a["n_heads_in_group"]
+            shapes[p + "input_layernorm.weight"] = (h,)
+            for n, rows in [("q_proj", heads * d), ("k_proj", kv * d), ("v_proj", kv * d)]:
+                shapes[p + f"self_attn.{n}.weight"] = (rows, h)
+            shapes[p + "self_attn.o_proj.weight"] = (h, heads * d)
+        if not f["no_op"]:
+            n = int(2 * f["ffn_mult"] * h / 3)
+            ff = n if n % 256 == 0 else n + 256 - n % 256
+            shapes[p + "post_attention_layernorm.weight"] = (h,)
+            shapes[p + "mlp.gate_proj.weight"] = (ff, h)
+            shapes[p + "mlp.up_proj.weight"] = (ff, h)
+            shapes[p + "mlp.down_proj.weight"] = (h, ff)
+    st = {}
+    for name in sorted(shapes):
+        shape = shapes[name]
+        if len(shape) == 2:
+            std = 1.0 if "embed" in name else shape[-1] ** -0.5
+            v = torch.randn(shape, generator=gen, dtype=torch.float32) * std
+        else:
+            v = 1.0 + 0.3 * (torch.rand(shape, generator=gen, dtype=torch.float32) * 2 - 1)
+        st[name] = v.to(torch.bfloat16)
+    rewrite_safetensors(dst / "model.safetensors", st)
+
+
 def make_family(out_root: Path, llama_src: Path, family: str):
     spec = FAMILIES[family]
     dst = out_root / family
+    if family == "deci":
+        if dst.exists():
+            shutil.rmtree(dst)
+        dst.mkdir(parents=True)
+        deci_fixture(dst, torch.Generator().manual_seed(SEED + sum(map(ord, family))))
+        for outtype in spec.get("outtypes", ["q8_0", "f16"]):
+            convert(llama_src, dst, outtype, dst / f"ref-{outtype}.gguf", spec["pre"])
+        return
     if family == "deepseek-v3-fp8":
         src = out_root / "deepseek-v3"
         if dst.exists():

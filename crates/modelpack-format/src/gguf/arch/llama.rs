@@ -71,13 +71,15 @@ pub fn llama3_rope_freqs(m: &Model) -> Result<Option<Vec<f32>>, FormatError> {
     let out = (0..m.head_dim / 2)
         .map(|i| {
             let freq = 1.0f32 / base.powf((2 * i) as f32 / dim);
-            let wavelen = (2.0 * std::f64::consts::PI) as f32 / freq;
+            // torch computes `scalar / tensor` as `reciprocal(tensor) * scalar` in f32; the
+            // plain f32 division differs by an ulp on some heads (then 4 ulps in the factor).
+            let wavelen = (1.0 / freq) * (2.0 * std::f64::consts::PI) as f32;
             if wavelen < high_wavelen {
                 1.0
             } else if wavelen > low_wavelen {
                 factor
             } else {
-                let smooth = (old_ctx / wavelen - low) / (high - low);
+                let smooth = ((1.0 / wavelen) * old_ctx - low) / (high - low);
                 1.0 / ((1.0 - smooth) / factor + smooth)
             }
         })

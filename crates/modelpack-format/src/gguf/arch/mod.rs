@@ -13,6 +13,7 @@
 //! expert's rows straight into their slab of the output and no expert is ever held in memory.
 
 pub mod config;
+mod deci;
 mod deepseek2;
 mod glm4;
 mod glm4moe;
@@ -89,6 +90,13 @@ pub trait Family: Sync {
         Ok(Vec::new())
     }
 
+    /// Whether head counts and FFN widths come per layer from config.json's `block_configs`
+    /// (Nemotron's `DeciLMForCausalLM`): `intermediate_size` and `num_key_value_heads` are then
+    /// not required and [`Family::read`] fills [`Model::blocks`].
+    fn per_block_sizes(&self) -> bool {
+        false
+    }
+
     /// llama-quantize's "70B" model type (llama with 80 layers): `attn_v` gets Q5_K instead of
     /// Q4_K in the Q4_K_M mix.
     fn is_70b(&self, _m: &Model) -> bool {
@@ -107,6 +115,7 @@ pub static REGISTRY: &[(&str, &dyn Family)] = &[
     ("Glm4MoeForCausalLM", &glm4moe::Glm4Moe),
     ("MiniMaxM2ForCausalLM", &minimax_m2::MiniMaxM2),
     ("DeepseekV3ForCausalLM", &deepseek2::Deepseek2),
+    ("DeciLMForCausalLM", &deci::Deci),
 ];
 
 /// The supported HF architectures, comma-separated (for error messages).
@@ -150,6 +159,18 @@ pub struct Moe {
     pub leading_dense: u32,
 }
 
+/// Per-layer sizes of a heterogeneous model (Nemotron's `block_configs`); the GGUF writes them
+/// as INT32 arrays of `head_count`, `head_count_kv` and `feed_forward_length`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocks {
+    /// Query heads per layer (0: no attention; with 0 kv heads: a linear "attention" layer).
+    pub heads: Vec<u32>,
+    /// Key/value heads per layer (0: no or linear attention).
+    pub kv_heads: Vec<u32>,
+    /// FFN width per layer (0: no FFN).
+    pub ff: Vec<u32>,
+}
+
 /// Model dimensions read from config.json and checked for consistency.
 #[derive(Clone)]
 pub struct Model {
@@ -185,6 +206,8 @@ pub struct Model {
     pub moe: Option<Moe>,
     /// Extra blocks after `layers` that the GGUF keeps (GLM-4.5's multi-token-prediction layer).
     pub nextn_layers: u32,
+    /// Per-layer sizes, for families with [`Family::per_block_sizes`].
+    pub blocks: Option<Blocks>,
 }
 
 impl std::fmt::Debug for Model {
@@ -208,7 +231,8 @@ impl Model {
         let cfg = HfConfig::new(config);
         let hidden = cfg.req_u32("hidden_size")?;
         let heads = cfg.req_u32("num_attention_heads")?;
-        let kv_heads = cfg.u32("num_key_value_heads")?.unwrap_or(heads);
+        let per_block = family.per_block_sizes();
+        let kv_heads = if per_block { heads } else { cfg.u32("num_key_value_heads")?.unwrap_or(heads) };
         if heads % kv_heads != 0 {
             return Err(bad("num_key_value_heads", format!("{kv_heads} does not divide num_attention_heads {heads}")));
         }
@@ -224,7 +248,7 @@ impl Model {
             return Err(bad("head_dim", format!("{head_dim} is odd; RoPE needs pairs")));
         }
         let tied_embeddings = cfg.tied_embeddings(family.tied_default())?;
-        let intermediate = cfg.req_u32("intermediate_size")?;
+        let intermediate = if per_block { 0 } else { cfg.req_u32("intermediate_size")? };
         let layers = cfg.req_u32("num_hidden_layers")?;
         let vocab = cfg.req_u32("vocab_size")?;
         let context = cfg.req_u32("max_position_embeddings")?;
@@ -246,6 +270,7 @@ impl Model {
             rms_eps,
             moe: None,
             nextn_layers: 0,
+            blocks: None,
         };
         let cfg = m.cfg.clone();
         family.read(&cfg, &mut m)?;
@@ -287,10 +312,22 @@ impl Model {
         kv.raw("general.name", MetaValue::String(self.name()));
         kv.u32("context_length", self.context);
         kv.u32("embedding_length", self.hidden);
-        kv.u32("feed_forward_length", self.intermediate);
+        let arr = |v: &[u32]| MetaValue::Array(v.iter().map(|&x| MetaValue::I32(x as i32)).collect());
+        match &self.blocks {
+            Some(b) => kv.set("feed_forward_length", arr(&b.ff)),
+            None => kv.u32("feed_forward_length", self.intermediate),
+        }
         kv.u32("block_count", self.block_count());
-        kv.u32("attention.head_count", self.heads);
-        kv.u32("attention.head_count_kv", self.kv_heads);
+        match &self.blocks {
+            Some(b) => {
+                kv.set("attention.head_count", arr(&b.heads));
+                kv.set("attention.head_count_kv", arr(&b.kv_heads));
+            }
+            None => {
+                kv.u32("attention.head_count", self.heads);
+                kv.u32("attention.head_count_kv", self.kv_heads);
+            }
+        }
         kv.f32("rope.freq_base", self.cfg.rope_theta()?);
         kv.f32("attention.layer_norm_rms_epsilon", self.rms_eps);
         if self.head_dim_in_config {
