@@ -8,21 +8,8 @@
 use crate::common;
 use crate::families_cpu::{compare, refused_with};
 
-use common::llama::{llama_dir, run};
+use common::llama::{llama_dir, logprobs};
 use std::path::Path;
-use std::process::Command;
-
-fn perplexity(llama: &Path, gguf: &Path, text: &Path) -> String {
-    let err = run(Command::new(llama.join("bin/llama-perplexity"))
-        .arg("-m")
-        .arg(gguf)
-        .arg("-f")
-        .arg(text)
-        .args(["-c", "64", "-b", "64", "-t", "1"]));
-    err.lines()
-        .find_map(|l| l.split_once("Final estimate: ").map(|(_, r)| r.to_owned()))
-        .unwrap_or_else(|| panic!("no perplexity for {}:\n{err}", gguf.display()))
-}
 
 fn kv(py: &Path, gguf: &Path) -> serde_json::Value {
     let script = "import sys, json, gguf\nr = gguf.GGUFReader(sys.argv[1])\nprint(json.dumps({k: [f.contents(), [int(t) for t in f.types]] for k, f in r.fields.items() if k.startswith('deci.')}))";
@@ -59,8 +46,8 @@ fn deci_int8_equals_the_converters_q8_0_reference() {
         let para = "The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs. \
                     Attention heads share keys and values; rotary position embeddings rotate half of each head. ";
         std::fs::write(&text, para.repeat(12)).unwrap();
-        let (a, b) = (perplexity(&l, &ours, &text), perplexity(&l, &reference, &text));
-        assert_eq!(a, b, "llama-perplexity differs");
+        let (a, b) = (logprobs(&l, &ours, &text), logprobs(&l, &reference, &text));
+        assert!(a == b, "llama-perplexity's log-probs differ");
     }
 }
 
@@ -81,18 +68,9 @@ fn deci_f16_equals_the_converters_f16_reference() {
     assert!(r["types"]["F16"].as_u64().unwrap() >= 20, "{r}");
 }
 
-/// A copy of the fixture with config.json edited by `edit`.
+/// A copy of the families/deci fixture with config.json edited by `edit`.
 fn edited(tmp: &Path, name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> std::path::PathBuf {
-    let src = common::fixture("families/deci");
-    let d = tmp.join(name);
-    std::fs::create_dir_all(&d).unwrap();
-    for f in ["model.safetensors", "tokenizer.json", "tokenizer_config.json", "config.json"] {
-        std::fs::copy(src.join(f), d.join(f)).unwrap();
-    }
-    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("config.json")).unwrap()).unwrap();
-    edit(&mut cfg);
-    std::fs::write(d.join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
-    d
+    common::edited_fixture("families/deci", tmp, name, edit)
 }
 
 /// `block_configs` of the wrong length, missing `ffn_mult`, a group that does not divide the

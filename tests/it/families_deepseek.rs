@@ -9,23 +9,8 @@
 use crate::common;
 use crate::families_cpu::{compare, q4km_vs_llama_quantize, refused_with};
 
-use common::llama::{llama_dir, run};
+use common::llama::{llama_dir, logprobs};
 use std::path::Path;
-use std::process::Command;
-
-/// `llama-perplexity` over a short fixed text (the fixtures' tiny vocabularies tokenize it fully);
-/// the "Final estimate" line.
-fn perplexity(llama: &Path, gguf: &Path, text: &Path) -> String {
-    let err = run(Command::new(llama.join("bin/llama-perplexity"))
-        .arg("-m")
-        .arg(gguf)
-        .arg("-f")
-        .arg(text)
-        .args(["-c", "64", "-b", "64", "-t", "1"]));
-    err.lines()
-        .find_map(|l| l.split_once("Final estimate: ").map(|(_, r)| r.to_owned()))
-        .unwrap_or_else(|| panic!("no perplexity for {}:\n{err}", gguf.display()))
-}
 
 fn ppl_text(dir: &Path) -> std::path::PathBuf {
     let p = dir.join("ppl.txt");
@@ -89,8 +74,8 @@ fn deepseek2_int8_equals_the_converters_q8_0_reference() {
             _ => unreachable!(),
         }
         if let Some(l) = &llama {
-            let (ours, theirs) = (perplexity(l, &pkg.join("model.gguf"), &text), perplexity(l, &reference, &text));
-            assert_eq!(ours, theirs, "{family}: llama-perplexity differs");
+            let (ours, theirs) = (logprobs(l, &pkg.join("model.gguf"), &text), logprobs(l, &reference, &text));
+            assert!(ours == theirs, "{family}: llama-perplexity's log-probs differ");
         }
     }
 }
@@ -142,18 +127,9 @@ fn deepseek2_fp8_int8_equals_the_converters_reference() {
     assert_eq!(r["tensors"], serde_json::json!([]), "{r}");
 }
 
-/// A copy of the DeepSeek fixture with config.json edited by `edit`.
+/// A copy of the families/deepseek-v3 fixture with config.json edited by `edit`.
 fn edited(tmp: &Path, name: &str, edit: impl FnOnce(&mut serde_json::Value)) -> std::path::PathBuf {
-    let src = common::fixture("families/deepseek-v3");
-    let d = tmp.join(name);
-    std::fs::create_dir_all(&d).unwrap();
-    for f in ["model.safetensors", "tokenizer.json", "tokenizer_config.json", "config.json"] {
-        std::fs::copy(src.join(f), d.join(f)).unwrap();
-    }
-    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("config.json")).unwrap()).unwrap();
-    edit(&mut cfg);
-    std::fs::write(d.join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
-    d
+    common::edited_fixture("families/deepseek-v3", tmp, name, edit)
 }
 
 /// MLA dimensions contradicting the tensors, group routing llama.cpp cannot run, a softmax

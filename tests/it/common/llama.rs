@@ -107,3 +107,23 @@ impl Synth {
         config
     }
 }
+
+/// The per-token log-probabilities `llama-perplexity` computes for `gguf` over `text` (64-token
+/// chunks), as the file `--kl-divergence-base` saves. Two models compute the same perplexity
+/// exactly when these bytes are equal. The file is written with stdio; the log's `Final
+/// estimate` line goes through llama.cpp's asynchronous logger, which can lose its tail at exit
+/// on a loaded machine, so tests compare these bytes instead of parsing the log.
+pub fn logprobs(llama: &Path, gguf: &Path, text: &Path) -> Vec<u8> {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("logprobs.kld");
+    run(Command::new(llama.join("bin/llama-perplexity"))
+        .arg("-m")
+        .arg(gguf)
+        .arg("-f")
+        .arg(text)
+        .args(["-c", "64", "-b", "64", "-t", "1", "--kl-divergence-base"])
+        .arg(&out));
+    let b = std::fs::read(&out).unwrap_or_else(|e| panic!("{}: {e}", out.display()));
+    assert!(b.len() > 1000, "{} bytes of log-probs from {}", b.len(), gguf.display());
+    b
+}

@@ -43,3 +43,23 @@ pub fn run_python(py: &Path, script: &str, args: &[&std::ffi::OsStr]) -> String 
     String::from_utf8(out.stdout).unwrap()
 }
 pub mod registry;
+
+/// A copy of the bundled fixture `fixtures/<fixture>` (weights, tokenizer, config) under
+/// `tmp/name`, with config.json changed by `edit`: how the bad-config tests make their inputs.
+pub fn edited_fixture(
+    fixture_dir: &str,
+    tmp: &Path,
+    name: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> std::path::PathBuf {
+    let src = fixture(fixture_dir);
+    let d = tmp.join(name);
+    std::fs::create_dir_all(&d).unwrap();
+    for f in ["model.safetensors", "tokenizer.json", "tokenizer_config.json", "config.json"] {
+        std::fs::copy(src.join(f), d.join(f)).unwrap();
+    }
+    let mut cfg: serde_json::Value = serde_json::from_slice(&std::fs::read(d.join("config.json")).unwrap()).unwrap();
+    edit(&mut cfg);
+    std::fs::write(d.join("config.json"), serde_json::to_vec(&cfg).unwrap()).unwrap();
+    d
+}

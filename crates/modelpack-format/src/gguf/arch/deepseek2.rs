@@ -23,7 +23,7 @@
 //! is not how V3 routes.
 
 use super::config::{bad, HfConfig};
-use super::{moe_kvs, ExpertSpec, Family, KvbSplit, Kvs, LayerSpec, Model, Moe};
+use super::{moe_kvs, Family, KvbSplit, Kvs, LayerSpec, Model, Moe};
 use crate::FormatError;
 use serde_json::Value;
 
@@ -163,22 +163,7 @@ impl Family for Deepseek2 {
         if layer < moe.leading_dense {
             return s.swiglu("mlp", "", h, m.intermediate as usize);
         }
-        let e = moe.experts as usize;
-        s = s
-            .req("mlp.gate.weight", "ffn_gate_inp.weight", &[e, h])
-            .router()
-            .opt("mlp.gate.e_score_correction_bias", "exp_probs_b.bias", &[e])
-            .experts(ExpertSpec {
-                modules: &["mlp.experts"],
-                names: ["gate_proj", "up_proj", "down_proj"],
-                fused: true,
-                n: e,
-                ff: moe.expert_ff as usize,
-                hidden: h,
-            });
-        if moe.shared_ff > 0 {
-            s = s.swiglu("mlp.shared_experts", "_shexp", h, moe.shared_ff as usize);
-        }
+        s = s.deepseek_moe(moe, h, false);
         s
     }
     fn dropped_layer(&self, m: &Model, layer: u32) -> Option<&'static str> {

@@ -15,7 +15,7 @@
 //! `expert_weights_norm`, `nextn_predict_layers`.
 
 use super::config::{bad, HfConfig};
-use super::{glm4::glm_rope_dims, moe_kvs, ExpertSpec, Family, Kvs, LayerSpec, Model, Moe};
+use super::{glm4::glm_rope_dims, moe_kvs, Family, Kvs, LayerSpec, Model, Moe};
 use crate::FormatError;
 
 /// The GLM-4.5 family.
@@ -81,22 +81,7 @@ impl Family for Glm4Moe {
         if layer < moe.leading_dense {
             return s.swiglu("mlp", "", h, m.intermediate as usize);
         }
-        let e = moe.experts as usize;
-        s = s
-            .req("mlp.gate.weight", "ffn_gate_inp.weight", &[e, h])
-            .router()
-            .req("mlp.gate.e_score_correction_bias", "exp_probs_b.bias", &[e])
-            .experts(ExpertSpec {
-                modules: &["mlp.experts"],
-                names: ["gate_proj", "up_proj", "down_proj"],
-                fused: true,
-                n: e,
-                ff: moe.expert_ff as usize,
-                hidden: h,
-            });
-        if moe.shared_ff > 0 {
-            s = s.swiglu("mlp.shared_experts", "_shexp", h, moe.shared_ff as usize);
-        }
+        s = s.deepseek_moe(moe, h, true);
         if layer >= m.layers {
             s = s
                 .req("eh_proj.weight", "nextn.eh_proj.weight", &[h, 2 * h])

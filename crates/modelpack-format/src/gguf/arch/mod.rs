@@ -592,6 +592,31 @@ impl LayerSpec {
             .req(&format!("{prefix}.up_proj.weight"), &format!("ffn_up{gguf_suffix}.weight"), &[ff, h])
             .req(&format!("{prefix}.down_proj.weight"), &format!("ffn_down{gguf_suffix}.weight"), &[h, ff])
     }
+    /// The DeepSeek-style MoE block GLM-4.5 copied: router `mlp.gate` (F32) with its
+    /// `e_score_correction_bias` (`exp_probs_b`, required when `bias_required`), fused or
+    /// per-expert `mlp.experts`, and `moe.shared_ff`-wide shared experts (`_shexp`) when present.
+    pub fn deepseek_moe(self, moe: &Moe, h: usize, bias_required: bool) -> Self {
+        let e = moe.experts as usize;
+        let s = self.req("mlp.gate.weight", "ffn_gate_inp.weight", &[e, h]).router();
+        let s = if bias_required {
+            s.req("mlp.gate.e_score_correction_bias", "exp_probs_b.bias", &[e])
+        } else {
+            s.opt("mlp.gate.e_score_correction_bias", "exp_probs_b.bias", &[e])
+        };
+        let s = s.experts(ExpertSpec {
+            modules: &["mlp.experts"],
+            names: ["gate_proj", "up_proj", "down_proj"],
+            fused: true,
+            n: e,
+            ff: moe.expert_ff as usize,
+            hidden: h,
+        });
+        if moe.shared_ff > 0 {
+            s.swiglu("mlp.shared_experts", "_shexp", h, moe.shared_ff as usize)
+        } else {
+            s
+        }
+    }
     /// Add stacked experts.
     pub fn experts(mut self, e: ExpertSpec) -> Self {
         self.experts = Some(e);
