@@ -35,6 +35,7 @@ mod kquant_e2e;
 mod llama_run;
 mod mse;
 mod oci;
+mod oci_token;
 mod options;
 mod quantize;
 mod rebuild;

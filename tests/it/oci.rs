@@ -9,15 +9,15 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn key() -> PathBuf {
+pub(crate) fn key() -> PathBuf {
     fixture("keys/p256-pkcs8.pem")
 }
-fn pubkey() -> PathBuf {
+pub(crate) fn pubkey() -> PathBuf {
     fixture("keys/p256.pub")
 }
 
 /// A signed cpu package of the tiny llama fixture at `dir/name`.
-fn package(dir: &Path, name: &str) -> PathBuf {
+pub(crate) fn package(dir: &Path, name: &str) -> PathBuf {
     let out = dir.join(name);
     let k = key();
     common::quantize(
@@ -28,13 +28,13 @@ fn package(dir: &Path, name: &str) -> PathBuf {
     out
 }
 
-fn sha256sum(p: &Path) -> String {
+pub(crate) fn sha256sum(p: &Path) -> String {
     let o = Command::new("sha256sum").arg(p).output().unwrap();
     String::from_utf8(o.stdout).unwrap().split_whitespace().next().unwrap().to_string()
 }
 
 /// Run modelpack with args; returns (exit code, stdout JSON when `--json` was given, stderr).
-fn mp(args: &[&str], env: &[(&str, &str)]) -> (i32, Value, String) {
+pub(crate) fn mp(args: &[&str], env: &[(&str, &str)]) -> (i32, Value, String) {
     let mut c = modelpack();
     c.args(args).env_remove("MODELPACK_REGISTRY_USERNAME").env_remove("MODELPACK_REGISTRY_PASSWORD");
     for (k, v) in env {
@@ -51,7 +51,7 @@ fn mp(args: &[&str], env: &[(&str, &str)]) -> (i32, Value, String) {
 }
 
 /// Every file of a tree, relative path -> bytes.
-fn tree(root: &Path) -> Vec<(String, Vec<u8>)> {
+pub(crate) fn tree(root: &Path) -> Vec<(String, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -69,7 +69,7 @@ fn tree(root: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 /// Both verifiers accept the package.
-fn assert_verifies(pkg: &Path) {
+pub(crate) fn assert_verifies(pkg: &Path) {
     let (code, _, text) = mp(&["verify", pkg.to_str().unwrap(), "--key", pubkey().to_str().unwrap()], &[]);
     assert_eq!(code, 0, "modelpack verify: {text}");
     if let Some(py) = common::python() {
@@ -88,7 +88,7 @@ fn assert_verifies(pkg: &Path) {
 }
 
 /// Nothing at `dest` and no staging directory beside it.
-fn assert_nothing_left(dest: &Path) {
+pub(crate) fn assert_nothing_left(dest: &Path) {
     assert!(!dest.exists(), "{} exists after a failed pull", dest.display());
     let parent = dest.parent().unwrap();
     for e in std::fs::read_dir(parent).unwrap() {
@@ -97,7 +97,7 @@ fn assert_nothing_left(dest: &Path) {
     }
 }
 
-fn manifest_of_layout(dir: &Path) -> (String, Value) {
+pub(crate) fn manifest_of_layout(dir: &Path) -> (String, Value) {
     let idx: Value = serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
     let d = idx["manifests"][0]["digest"].as_str().unwrap().to_string();
     let bytes = std::fs::read(dir.join("blobs/sha256").join(d.trim_start_matches("sha256:"))).unwrap();
@@ -240,7 +240,7 @@ fn truncated_archive_and_tampered_package_are_refused() {
     assert_nothing_left(&l);
 }
 
-fn skopeo_copy(skopeo: &Path, src: &str, dst: &str) {
+pub(crate) fn skopeo_copy(skopeo: &Path, src: &str, dst: &str) {
     let o = Command::new(skopeo)
         .args(["copy", "--preserve-digests", "--src-tls-verify=false", "--dest-tls-verify=false", src, dst])
         .output()
@@ -248,7 +248,7 @@ fn skopeo_copy(skopeo: &Path, src: &str, dst: &str) {
     assert!(o.status.success(), "skopeo copy {src} {dst}: {}", String::from_utf8_lossy(&o.stderr));
 }
 
-fn skopeo_digest(skopeo: &Path, src: &str, creds: Option<&str>) -> String {
+pub(crate) fn skopeo_digest(skopeo: &Path, src: &str, creds: Option<&str>) -> String {
     let mut c = Command::new(skopeo);
     c.args(["inspect", "--raw", "--tls-verify=false"]);
     if let Some(cr) = creds {

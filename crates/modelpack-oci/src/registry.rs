@@ -150,8 +150,34 @@ pub struct Registry {
     base: String,
     r: RegistryRef,
     opts: ClientOptions,
-    auth: Option<String>,
+    /// Behind a lock because a Bearer token is renewed while `&self` methods run.
+    auth: std::sync::Mutex<Auth>,
 }
+
+/// What goes into the `Authorization` header.
+enum Auth {
+    /// The registry answered `/v2/` without a challenge.
+    Anonymous,
+    /// `Basic base64(user:password)`, sent on every request.
+    Basic(String),
+    /// A token from the realm, renewed before it expires and when the registry refuses it.
+    Bearer(Bearer),
+}
+
+/// A Bearer token and what is needed to ask for the next one.
+struct Bearer {
+    realm: String,
+    service: Option<String>,
+    /// The scopes asked for (`repository:REPO:pull,push`), merged with any a challenge names.
+    scopes: Vec<String>,
+    token: String,
+    /// When to fetch a new token rather than send this one: `expires_in` (default 60 s, the
+    /// token spec's) after it arrived, less a margin of a quarter of that, at most 10 s.
+    renew_at: std::time::Instant,
+}
+
+/// Seconds a token lives when the reply has no `expires_in` (distribution's token spec).
+const DEFAULT_TOKEN_SECS: u64 = 60;
 
 fn status_body(resp: &mut Response<Body>) -> String {
     let s = resp.body_mut().with_config().limit(4096).read_to_string().unwrap_or_default();
@@ -196,6 +222,65 @@ fn pct(s: &str) -> String {
         .collect()
 }
 
+/// Parse `repository:NAME:a,b` scopes (space-separated, possibly several) into
+/// (type:name, actions) pairs.
+fn parse_scopes<'a>(scopes: impl IntoIterator<Item = &'a str>) -> Vec<(String, Vec<String>)> {
+    let mut out: Vec<(String, Vec<String>)> = Vec::new();
+    for sc in scopes.into_iter().flat_map(|s| s.split(' ')).filter(|s| !s.is_empty()) {
+        let Some((res, actions)) = sc.rsplit_once(':') else { continue };
+        let i = match out.iter().position(|(r, _)| r == res) {
+            Some(i) => i,
+            None => {
+                out.push((res.to_string(), Vec::new()));
+                out.len() - 1
+            }
+        };
+        for a in actions.split(',').filter(|a| !a.is_empty()) {
+            if !out[i].1.iter().any(|x| x == a) {
+                out[i].1.push(a.to_string());
+            }
+        }
+    }
+    out
+}
+
+/// The scopes of `have` plus those of `want`, as `type:name:actions` strings.
+fn merge_scopes(have: &[String], want: &str) -> Vec<String> {
+    parse_scopes(have.iter().map(String::as_str).chain(std::iter::once(want)))
+        .into_iter()
+        .map(|(r, a)| format!("{r}:{}", a.join(",")))
+        .collect()
+}
+
+/// Does `have` already ask for every action `want` names?
+fn covers(have: &[String], want: &str) -> bool {
+    let have = parse_scopes(have.iter().map(String::as_str));
+    parse_scopes([want])
+        .iter()
+        .all(|(r, acts)| have.iter().any(|(hr, ha)| hr == r && acts.iter().all(|a| ha.contains(a))))
+}
+
+/// The `WWW-Authenticate` challenge of a reply, parsed.
+fn challenge_of(resp: &Response<Body>) -> Option<(String, Vec<(String, String)>)> {
+    let h = resp.headers().get("www-authenticate")?.to_str().ok()?;
+    Some(challenge_params(h))
+}
+
+/// What sending one request gives.
+type Sent = std::result::Result<Response<Body>, ureq::Error>;
+
+/// `req` with `Authorization: a` when there is one.
+fn authed<B>(req: ureq::RequestBuilder<B>, a: Option<&str>) -> ureq::RequestBuilder<B> {
+    match a {
+        Some(a) => req.header("Authorization", a),
+        None => req,
+    }
+}
+
+fn param<'a>(params: &'a [(String, String)], k: &str) -> Option<&'a str> {
+    params.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str())
+}
+
 impl Registry {
     /// Connect to the repository of `r` and negotiate auth (`push` asks for push scope).
     pub fn connect(r: &RegistryRef, opts: ClientOptions, push: bool) -> Result<Self> {
@@ -208,13 +293,36 @@ impl Registry {
             .build()
             .into();
         let scheme = if opts.plain_http { "http" } else { "https" };
-        let mut reg = Registry { agent, base: format!("{scheme}://{}", r.host), r: r.clone(), opts, auth: None };
+        let mut reg = Registry {
+            agent,
+            base: format!("{scheme}://{}", r.host),
+            r: r.clone(),
+            opts,
+            auth: std::sync::Mutex::new(Auth::Anonymous),
+        };
         reg.authenticate(push)?;
         Ok(reg)
     }
 
     fn net(&self, url: &str, e: ureq::Error) -> OciError {
         OciError::Network { url: url.to_string(), detail: e.to_string() }
+    }
+
+    fn auth_err(&self, detail: impl Into<String>) -> OciError {
+        OciError::Auth { registry: self.r.host.clone(), detail: detail.into() }
+    }
+
+    fn basic(&self) -> Option<String> {
+        self.opts.credentials.as_ref().map(|c| {
+            format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password))
+            )
+        })
+    }
+
+    fn set_auth(&self, a: Auth) {
+        *self.auth.lock().unwrap_or_else(|p| p.into_inner()) = a;
     }
 
     fn authenticate(&mut self, push: bool) -> Result<()> {
@@ -227,67 +335,138 @@ impl Registry {
         if status != 401 {
             return Err(OciError::Network { url, detail: format!("HTTP {status}: {}", status_body(&mut resp)) });
         }
-        let challenge =
-            resp.headers().get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
-        let (scheme, params) = challenge_params(&challenge);
-        let creds = self.opts.credentials.clone();
-        let basic = creds.as_ref().map(|c| {
-            format!(
-                "Basic {}",
-                base64::engine::general_purpose::STANDARD.encode(format!("{}:{}", c.username, c.password))
-            )
-        });
-        let auth_err = |detail: String| OciError::Auth { registry: self.r.host.clone(), detail };
+        let (scheme, params) = challenge_of(&resp).unwrap_or_default();
         match scheme.as_str() {
             "basic" => {
-                let Some(b) = basic else {
-                    return Err(auth_err(
-                        "the registry wants credentials: set MODELPACK_REGISTRY_USERNAME/PASSWORD or log in (docker config auths)".into(),
+                let Some(b) = self.basic() else {
+                    return Err(self.auth_err(
+                        "the registry wants credentials: set MODELPACK_REGISTRY_USERNAME/PASSWORD or log in (docker config auths)",
                     ));
                 };
                 let mut resp =
                     self.agent.get(&url).header("Authorization", &b).call().map_err(|e| self.net(&url, e))?;
                 match resp.status().as_u16() {
                     200 => {
-                        self.auth = Some(b);
+                        self.set_auth(Auth::Basic(b));
                         Ok(())
                     }
-                    401 | 403 => Err(auth_err("credentials rejected".into())),
+                    401 | 403 => Err(self.auth_err("credentials rejected")),
                     s => Err(OciError::Network { url, detail: format!("HTTP {s}: {}", status_body(&mut resp)) }),
                 }
             }
             "bearer" => {
-                let get = |k: &str| params.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
-                let realm = get("realm").ok_or_else(|| auth_err("Bearer challenge without realm".into()))?;
+                let realm = param(&params, "realm").ok_or_else(|| self.auth_err("Bearer challenge without realm"))?;
                 let scope = format!("repository:{}:{}", self.r.repo, if push { "pull,push" } else { "pull" });
-                let mut turl = format!("{realm}{}scope={}", if realm.contains('?') { "&" } else { "?" }, pct(&scope));
-                if let Some(s) = get("service") {
-                    turl.push_str(&format!("&service={}", pct(&s)));
-                }
-                let mut req = self.agent.get(&turl);
-                if let Some(b) = &basic {
-                    req = req.header("Authorization", b);
-                }
-                let mut resp = req.call().map_err(|e| self.net(&realm, e))?;
-                match resp.status().as_u16() {
-                    200 => {}
-                    401 | 403 => return Err(auth_err("token endpoint rejected the credentials".into())),
-                    s => return Err(auth_err(format!("token endpoint: HTTP {s}"))),
-                }
-                let body =
-                    resp.body_mut().with_config().limit(1 << 20).read_to_string().map_err(|e| self.net(&realm, e))?;
-                let v: serde_json::Value =
-                    serde_json::from_str(&body).map_err(|e| auth_err(format!("token reply: {e}")))?;
-                let tok = v
-                    .get("token")
-                    .or_else(|| v.get("access_token"))
-                    .and_then(|t| t.as_str())
-                    .ok_or_else(|| auth_err("token reply has no token".into()))?;
-                self.auth = Some(format!("Bearer {tok}"));
+                let b = self.fetch_token(realm, param(&params, "service"), vec![scope])?;
+                self.set_auth(Auth::Bearer(b));
                 Ok(())
             }
-            _ => Err(auth_err(format!("unsupported auth scheme {scheme:?}"))),
+            _ => Err(self.auth_err(format!("unsupported auth scheme {scheme:?}"))),
         }
+    }
+
+    /// `GET realm?scope=..&service=..` (Basic credentials when we have them): a token for `scopes`.
+    fn fetch_token(&self, realm: &str, service: Option<&str>, scopes: Vec<String>) -> Result<Bearer> {
+        let mut turl = realm.to_string();
+        let mut sep = if realm.contains('?') { '&' } else { '?' };
+        for sc in &scopes {
+            turl.push_str(&format!("{sep}scope={}", pct(sc)));
+            sep = '&';
+        }
+        if let Some(s) = service {
+            turl.push_str(&format!("{sep}service={}", pct(s)));
+        }
+        let mut req = self.agent.get(&turl);
+        let basic = self.basic();
+        if let Some(b) = &basic {
+            req = req.header("Authorization", b);
+        }
+        let mut resp = req.call().map_err(|e| self.net(realm, e))?;
+        match resp.status().as_u16() {
+            200 => {}
+            401 | 403 if basic.is_some() => return Err(self.auth_err("token endpoint rejected the credentials")),
+            401 | 403 => {
+                return Err(self.auth_err(
+                    "the token endpoint wants credentials: set MODELPACK_REGISTRY_USERNAME/PASSWORD or log in (docker config auths)",
+                ))
+            }
+            s => return Err(self.auth_err(format!("token endpoint {realm}: HTTP {s}: {}", status_body(&mut resp)))),
+        }
+        let got = std::time::Instant::now();
+        let body = resp.body_mut().with_config().limit(1 << 20).read_to_string().map_err(|e| self.net(realm, e))?;
+        let v: serde_json::Value =
+            serde_json::from_str(&body).map_err(|e| self.auth_err(format!("token reply is not JSON: {e}")))?;
+        let token = v
+            .get("token")
+            .and_then(|t| t.as_str())
+            .filter(|t| !t.is_empty())
+            .or_else(|| v.get("access_token").and_then(|t| t.as_str()))
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| self.auth_err("token reply has no token"))?
+            .to_string();
+        let secs = v.get("expires_in").and_then(|e| e.as_u64()).unwrap_or(DEFAULT_TOKEN_SECS);
+        let life = std::time::Duration::from_secs(secs);
+        let margin = (life / 4).min(std::time::Duration::from_secs(10));
+        Ok(Bearer {
+            realm: realm.to_string(),
+            service: service.map(str::to_string),
+            scopes,
+            token,
+            renew_at: got + life - margin,
+        })
+    }
+
+    /// The `Authorization` value for the next request; a Bearer token due for renewal is
+    /// renewed first (the registry checks it when a request starts, so a long upload is fine).
+    fn authorization(&self) -> Result<Option<String>> {
+        let mut a = self.auth.lock().unwrap_or_else(|p| p.into_inner());
+        match &mut *a {
+            Auth::Anonymous => Ok(None),
+            Auth::Basic(b) => Ok(Some(b.clone())),
+            Auth::Bearer(b) => {
+                if std::time::Instant::now() >= b.renew_at {
+                    *b = self.fetch_token(&b.realm, b.service.as_deref(), b.scopes.clone())?;
+                }
+                Ok(Some(format!("Bearer {}", b.token)))
+            }
+        }
+    }
+
+    /// After a 401 with a Bearer challenge: fetch a token for our scopes plus the challenge's
+    /// (`invalid_token`: ours expired or was revoked; a scope we did not ask for, e.g. `pull` on
+    /// another repository). `false` when a new token cannot help (Basic, or the challenge asks
+    /// for nothing beyond what the refused token was requested for).
+    fn renew_after(&self, resp: &Response<Body>) -> Result<bool> {
+        let Some((scheme, params)) = challenge_of(resp) else { return Ok(false) };
+        if scheme != "bearer" {
+            return Ok(false);
+        }
+        let mut a = self.auth.lock().unwrap_or_else(|p| p.into_inner());
+        let (realm, service, scopes) = match &*a {
+            Auth::Bearer(b) => (b.realm.clone(), b.service.clone(), b.scopes.clone()),
+            _ => return Ok(false),
+        };
+        let want = param(&params, "scope").unwrap_or_default();
+        let expired = param(&params, "error") == Some("invalid_token");
+        if !expired && covers(&scopes, want) {
+            return Ok(false);
+        }
+        let realm = param(&params, "realm").map(str::to_string).unwrap_or(realm);
+        let service = param(&params, "service").map(str::to_string).or(service);
+        *a = Auth::Bearer(self.fetch_token(&realm, service.as_deref(), merge_scopes(&scopes, want))?);
+        Ok(true)
+    }
+
+    /// Send a request that can be repeated (no streamed body): once, and once more with a new
+    /// token when the registry refuses the first with a Bearer challenge a new token may meet.
+    fn send(&self, url: &str, make: &dyn Fn(Option<&str>) -> Sent) -> Result<Response<Body>> {
+        let auth = self.authorization()?;
+        let resp = make(auth.as_deref()).map_err(|e| self.net(url, e))?;
+        if resp.status().as_u16() != 401 || !self.renew_after(&resp)? {
+            return Ok(resp);
+        }
+        let auth = self.authorization()?;
+        make(auth.as_deref()).map_err(|e| self.net(url, e))
     }
 
     fn url(&self, rest: &str) -> String {
@@ -304,11 +483,12 @@ impl Registry {
         }
     }
 
-    fn with_auth<B>(&self, mut req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
-        if let Some(a) = &self.auth {
-            req = req.header("Authorization", a);
-        }
-        req
+    /// Add the `Authorization` header (a streamed request: sent once, after any renewal).
+    fn with_auth<B>(&self, req: ureq::RequestBuilder<B>) -> Result<ureq::RequestBuilder<B>> {
+        Ok(match self.authorization()? {
+            Some(a) => req.header("Authorization", &a),
+            None => req,
+        })
     }
 
     fn check(&self, resp: &mut Response<Body>, ok: &[u16], what: &str) -> Result<()> {
@@ -316,9 +496,28 @@ impl Registry {
         if ok.contains(&s) {
             return Ok(());
         }
+        let challenge = challenge_of(resp);
         let body = status_body(resp);
         Err(match s {
-            401 | 403 => OciError::Auth { registry: self.r.host.clone(), detail: format!("{what}: HTTP {s}: {body}") },
+            401 | 403 => {
+                let who = if self.opts.credentials.is_some() { "the credentials given" } else { "anonymous access" };
+                let hint = if self.opts.credentials.is_some() {
+                    ""
+                } else {
+                    "; set MODELPACK_REGISTRY_USERNAME/PASSWORD or log in (docker config auths)"
+                };
+                let detail = match challenge.as_ref().map(|(_, p)| (param(p, "error"), param(p, "scope"))) {
+                    Some((Some("insufficient_scope"), scope)) => format!(
+                        "{what}: the token server did not grant {} to {who} (insufficient_scope){hint}",
+                        scope.unwrap_or("the scope needed")
+                    ),
+                    Some((Some("invalid_token"), _)) => {
+                        format!("{what}: the registry refused a newly issued token (invalid_token): HTTP {s}: {body}")
+                    }
+                    _ => format!("{what}: HTTP {s}: {body}"),
+                };
+                OciError::Auth { registry: self.r.host.clone(), detail }
+            }
             404 => OciError::NotFound(format!("{what} in {}/{}: {body}", self.r.host, self.r.repo)),
             500.. => OciError::Network { url: what.to_string(), detail: format!("HTTP {s}: {body}") },
             _ => OciError::Refused { what: what.into(), status: s, body },
@@ -336,7 +535,7 @@ impl Registry {
     /// Does the repository hold this blob already?
     pub fn has_blob(&self, digest: &str) -> Result<bool> {
         let url = self.url(&format!("blobs/{digest}"));
-        let mut resp = self.with_auth(self.agent.head(&url)).call().map_err(|e| self.net(&url, e))?;
+        let mut resp = self.send(&url, &|a| authed(self.agent.head(&url), a).call())?;
         match resp.status().as_u16() {
             200 => Ok(true),
             404 => Ok(false),
@@ -349,11 +548,8 @@ impl Registry {
     pub fn upload_blob(&self, digest: &str, size: u64, src: &mut dyn Read, progress: &dyn Progress) -> Result<()> {
         let what = format!("upload of {digest}");
         let url = self.url("blobs/uploads/");
-        let mut resp = self
-            .with_auth(self.agent.post(&url))
-            .header("Content-Length", "0")
-            .send_empty()
-            .map_err(|e| self.net(&url, e))?;
+        let mut resp =
+            self.send(&url, &|a| authed(self.agent.post(&url), a).header("Content-Length", "0").send_empty())?;
         self.check(&mut resp, &[202], &what)?;
         let mut loc = self.location(&resp, &what)?;
         let sep = |l: &str| if l.contains('?') { '&' } else { '?' };
@@ -362,7 +558,7 @@ impl Registry {
             let put = format!("{loc}{}digest={digest}", sep(&loc));
             let mut body = (&mut src).take(size);
             let mut resp = self
-                .with_auth(self.agent.put(&put))
+                .with_auth(self.agent.put(&put))?
                 .header("Content-Type", "application/octet-stream")
                 .header("Content-Length", &size.to_string())
                 .send(ureq::SendBody::from_reader(&mut body))
@@ -374,7 +570,7 @@ impl Registry {
             let n = self.opts.chunk_size.min(size - start);
             let mut body = (&mut src).take(n);
             let mut resp = self
-                .with_auth(self.agent.patch(&loc))
+                .with_auth(self.agent.patch(&loc))?
                 .header("Content-Type", "application/octet-stream")
                 .header("Content-Length", &n.to_string())
                 .header("Content-Range", &format!("{start}-{}", start + n - 1))
@@ -385,11 +581,8 @@ impl Registry {
             start += n;
         }
         let put = format!("{loc}{}digest={digest}", sep(&loc));
-        let mut resp = self
-            .with_auth(self.agent.put(&put))
-            .header("Content-Length", "0")
-            .send_empty()
-            .map_err(|e| self.net(&what, e))?;
+        let mut resp =
+            self.send(&what, &|a| authed(self.agent.put(&put), a).header("Content-Length", "0").send_empty())?;
         self.check(&mut resp, &[201], &what)
     }
 
@@ -426,11 +619,9 @@ impl Registry {
                 return Err(OciError::Mismatch { what: "push by digest".into(), expected: d.clone(), actual: digest });
             }
         }
-        let mut resp = self
-            .with_auth(self.agent.put(&url))
-            .header("Content-Type", MANIFEST_MEDIA_TYPE)
-            .send(a.manifest.as_slice())
-            .map_err(|e| self.net(&url, e))?;
+        let mut resp = self.send(&url, &|auth| {
+            authed(self.agent.put(&url), auth).header("Content-Type", MANIFEST_MEDIA_TYPE).send(a.manifest.as_slice())
+        })?;
         self.check(&mut resp, &[201], "manifest PUT")?;
         if let Some(got) = resp.headers().get("docker-content-digest").and_then(|v| v.to_str().ok()) {
             if got != digest {
@@ -448,11 +639,8 @@ impl Registry {
     pub fn manifest(&self) -> Result<Vec<u8>> {
         let rf = self.r.reference.as_str();
         let url = self.url(&format!("manifests/{rf}"));
-        let mut resp = self
-            .with_auth(self.agent.get(&url))
-            .header("Accept", &format!("{MANIFEST_MEDIA_TYPE}, {INDEX_MEDIA_TYPE}"))
-            .call()
-            .map_err(|e| self.net(&url, e))?;
+        let accept = format!("{MANIFEST_MEDIA_TYPE}, {INDEX_MEDIA_TYPE}");
+        let mut resp = self.send(&url, &|a| authed(self.agent.get(&url), a).header("Accept", &accept).call())?;
         self.check(&mut resp, &[200], &format!("manifest {rf}"))?;
         let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_string();
         let bytes =
@@ -489,7 +677,7 @@ impl BlobSource for RegistryBlobs<'_> {
     fn fetch(&mut self, d: &Descriptor, dest: &Path, what: &str, progress: &dyn Progress) -> Result<()> {
         let reg = self.0;
         let url = reg.url(&format!("blobs/{}", d.digest));
-        let mut resp = reg.with_auth(reg.agent.get(&url)).call().map_err(|e| reg.net(&url, e))?;
+        let mut resp = reg.send(&url, &|a| authed(reg.agent.get(&url), a).call())?;
         reg.check(&mut resp, &[200], &format!("blob {} ({what})", d.digest))?;
         let mut body = resp.body_mut().as_reader();
         progress.start(what, d.size);
@@ -569,6 +757,20 @@ mod tests {
         assert_eq!(p[2], ("scope".into(), "repository:a/b:pull".into()));
         let (s, p) = challenge_params(r#"Basic realm="basic-realm""#);
         assert_eq!((s.as_str(), p[0].1.as_str()), ("basic", "basic-realm"));
+    }
+
+    #[test]
+    fn scopes_merge_and_cover() {
+        let have = vec!["repository:alice/tiny:pull,push".to_string()];
+        assert!(covers(&have, "repository:alice/tiny:pull"));
+        assert!(covers(&have, "repository:alice/tiny:push,pull"));
+        assert!(!covers(&have, "repository:alice/other:pull"));
+        assert!(!covers(&["repository:alice/tiny:pull".to_string()], "repository:alice/tiny:pull,push"));
+        assert_eq!(
+            merge_scopes(&["repository:a/b:pull".to_string()], "repository:a/b:push repository:c/d:pull"),
+            ["repository:a/b:pull,push", "repository:c/d:pull"]
+        );
+        assert_eq!(merge_scopes(&have, ""), have);
     }
 
     #[test]

@@ -43,6 +43,7 @@ pub fn run_python(py: &Path, script: &str, args: &[&std::ffi::OsStr]) -> String 
     String::from_utf8(out.stdout).unwrap()
 }
 pub mod registry;
+pub mod token_server;
 
 /// A copy of the bundled fixture `fixtures/<fixture>` (weights, tokenizer, config) under
 /// `tmp/name`, with config.json changed by `edit`: how the bad-config tests make their inputs.

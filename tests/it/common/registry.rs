@@ -46,21 +46,38 @@ fn free_port() -> u16 {
 impl Registry {
     /// Start an anonymous registry, or one with htpasswd Basic auth for `user:password`.
     pub fn start(bin: &Path, htpasswd: &Path, dir: &Path, auth: Option<(&str, &str)>) -> Self {
-        std::fs::create_dir_all(dir.join("storage")).unwrap();
-        let addr = format!("127.0.0.1:{}", free_port());
-        let mut cfg = format!(
-            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n",
-            dir.join("storage").display()
-        );
+        std::fs::create_dir_all(dir).unwrap();
+        let mut auth_cfg = String::new();
         if let Some((u, p)) = auth {
             let out = Command::new(htpasswd).args(["-Bbn", u, p]).output().unwrap();
             assert!(out.status.success(), "htpasswd failed");
             std::fs::write(dir.join("htpasswd"), &out.stdout).unwrap();
-            cfg.push_str(&format!(
-                "auth:\n  htpasswd:\n    realm: basic-realm\n    path: {}\n",
-                dir.join("htpasswd").display()
-            ));
+            auth_cfg =
+                format!("auth:\n  htpasswd:\n    realm: basic-realm\n    path: {}\n", dir.join("htpasswd").display());
         }
+        Self::start_with(bin, dir, &auth_cfg)
+    }
+
+    /// Start a registry in token mode (`auth: token:`) trusting `ts`: realm, service, issuer and
+    /// root certificate bundle are the token server's.
+    pub fn start_token(bin: &Path, dir: &Path, ts: &super::token_server::TokenServer) -> Self {
+        let auth_cfg = format!(
+            "auth:\n  token:\n    realm: \"{}\"\n    service: \"{}\"\n    issuer: \"{}\"\n    rootcertbundle: \"{}\"\n",
+            ts.realm,
+            ts.service,
+            ts.issuer,
+            ts.root_pem.display()
+        );
+        Self::start_with(bin, dir, &auth_cfg)
+    }
+
+    fn start_with(bin: &Path, dir: &Path, auth_cfg: &str) -> Self {
+        std::fs::create_dir_all(dir.join("storage")).unwrap();
+        let addr = format!("127.0.0.1:{}", free_port());
+        let cfg = format!(
+            "version: 0.1\nlog:\n  level: error\n  accesslog:\n    disabled: true\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {addr}\n{auth_cfg}",
+            dir.join("storage").display()
+        );
         std::fs::write(dir.join("config.yml"), cfg).unwrap();
         let mut r = Registry { child: None, bin: bin.to_path_buf(), dir: dir.to_path_buf(), addr };
         r.restart();

@@ -176,21 +176,25 @@ pub fn pull(a: PullArgs) -> CmdResult {
         return Err(CmdError::usage(format!("{} exists: pull writes a new package directory", a.output.display())));
     }
     let bars = Bars::new(&a.common);
+    let mut credentials = None;
     let rep = match &loc {
         Location::Layout { dir, tag } => layout::pull_layout(dir, tag.as_deref(), &a.output, &bars),
         Location::Archive { file, tag } => layout::pull_archive(file, tag.as_deref(), &a.output, &bars),
         Location::Registry(r) => {
-            let (opts, _) = client_options(r, &a.common, registry::DEFAULT_CHUNK_SIZE);
+            let (opts, from) = client_options(r, &a.common, registry::DEFAULT_CHUNK_SIZE);
+            credentials = Some(from);
             Registry::connect(r, opts, false).and_then(|reg| reg.pull(&a.output, &bars))
         }
     }
     .map_err(classify)?;
     if a.common.json {
         let files: Vec<_> = rep.files.iter().map(|(p, d, s)| json!({"path": p, "digest": d, "size": s})).collect();
-        println!(
-            "{}",
-            json!({"status": "ok", "src": a.src, "output": a.output, "manifest_digest": rep.manifest_digest, "files": files})
-        );
+        let mut doc = json!({"status": "ok", "src": a.src, "output": a.output, "manifest_digest": rep.manifest_digest, "files": files});
+        if let (Some(from), Some(d)) = (credentials, doc.as_object_mut()) {
+            // Where the credentials came from (registry sources), never the credentials.
+            d.insert("credentials".into(), json!(from));
+        }
+        println!("{doc}");
     } else {
         eprintln!("pulled {} ({} files) into {}", rep.manifest_digest, rep.files.len(), a.output.display());
     }
