@@ -512,7 +512,7 @@ impl Registry {
                         scope.unwrap_or("the scope needed")
                     ),
                     Some((Some("invalid_token"), _)) => {
-                        format!("{what}: the registry refused a newly issued token (invalid_token): HTTP {s}: {body}")
+                        format!("{what}: the registry refused the token (invalid_token: expired, revoked or not signed by an issuer it trusts)")
                     }
                     _ => format!("{what}: HTTP {s}: {body}"),
                 };
