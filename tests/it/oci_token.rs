@@ -198,8 +198,18 @@ fn token_wrong_password_missing_push_scope_and_anonymous_push_are_refused() {
     assert!(err.contains("insufficient_scope") && err.contains("MODELPACK_REGISTRY_USERNAME"), "{err}");
     assert_no_repo(&s.reg, "public/tiny");
 
-    // Anonymous pull of a private repository: refused (exit 2), nothing at the destination.
+    // The registry checks the token's signature chain: alice's token signed by a certificate
+    // outside its root bundle is refused (invalid_token, even after one renewal), exit 2.
+    s.ts.set_rogue(true);
     let env = env_creds("alice", ALICE_PW, &s.no_docker);
+    let (code, v, text) = mp(&["push", p, &dest, "--plain-http", "--json"], &env);
+    assert_eq!(code, 2, "{text}");
+    assert!(v["error"].as_str().unwrap().contains("invalid_token"), "{v}");
+    assert_no_secrets(&text);
+    assert_no_repo(&s.reg, "alice/tiny");
+    s.ts.set_rogue(false);
+
+    // Anonymous pull of a private repository: refused (exit 2), nothing at the destination.
     assert_eq!(mp(&["push", p, &dest, "--plain-http"], &env).0, 0);
     let out = t.path().join("anon-private");
     let (code, v, text) = mp(&["pull", &dest, "-o", out.to_str().unwrap(), "--plain-http", "--json"], &anon);

@@ -59,6 +59,8 @@ struct State {
     issued: Vec<Issued>,
     rejected: usize,
     serial: u64,
+    /// Sign with the untrusted self-signed `rogue` certificate instead of the root's leaf.
+    rogue: bool,
 }
 
 /// A running token server; stopped on drop.
@@ -126,26 +128,32 @@ impl TokenServer {
              [leaf]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n",
         )
         .unwrap();
-        for k in ["root.key", "leaf.key"] {
-            openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", k], dir);
-        }
-        for (name, cn, ca) in
-            [("root", "modelpack test token root", None), ("leaf", "modelpack test token signer", Some("root"))]
-        {
-            let (csr, pem) = (format!("{name}.csr"), format!("{name}.pem"));
-            openssl(&["req", "-new", "-key", &format!("{name}.key"), "-subj", &format!("/CN={cn}"), "-out", &csr], dir);
+        // root signs leaf (the registry trusts root); rogue is a self-signed signer it does not trust.
+        let certs = [
+            ("root", "modelpack test token root", "root", None),
+            ("leaf", "modelpack test token signer", "leaf", Some("root")),
+            ("rogue", "modelpack rogue token signer", "leaf", None),
+        ];
+        for (serial, (name, cn, ext, ca)) in certs.into_iter().enumerate() {
+            let (key, csr, pem, serial) =
+                (format!("{name}.key"), format!("{name}.csr"), format!("{name}.pem"), (serial + 1).to_string());
+            openssl(&["genpkey", "-algorithm", "EC", "-pkeyopt", "ec_paramgen_curve:P-256", "-out", &key], dir);
+            openssl(&["req", "-new", "-key", &key, "-subj", &format!("/CN={cn}"), "-out", &csr], dir);
             let mut args = vec!["x509", "-req", "-in", &csr, "-days", "2", "-sha256", "-extfile", "ext.cnf"];
-            args.extend(["-extensions", name, "-out", &pem, "-set_serial", if ca.is_some() { "2" } else { "1" }]);
+            args.extend(["-extensions", ext, "-out", &pem, "-set_serial", &serial]);
             match ca {
                 Some(_) => args.extend(["-CA", "root.pem", "-CAkey", "root.key"]),
-                None => args.extend(["-signkey", "root.key"]),
+                None => args.extend(["-signkey", &key]),
             }
             openssl(&args, dir);
         }
-        let key =
-            p256::ecdsa::SigningKey::from_pkcs8_pem(&std::fs::read_to_string(dir.join("leaf.key")).unwrap()).unwrap();
-        let leaf_pem = std::fs::read_to_string(dir.join("leaf.pem")).unwrap();
-        let leaf_b64: String = leaf_pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let signer = |name: &str| {
+            let key = std::fs::read_to_string(dir.join(format!("{name}.key"))).unwrap();
+            let pem = std::fs::read_to_string(dir.join(format!("{name}.pem"))).unwrap();
+            let der_b64: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+            (p256::ecdsa::SigningKey::from_pkcs8_pem(&key).unwrap(), der_b64)
+        };
+        let (key, x5c) = signer("leaf");
 
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap().to_string();
@@ -159,9 +167,15 @@ impl TokenServer {
             issued: Vec::new(),
             rejected: 0,
             serial: 0,
+            rogue: false,
         }));
         let stop = Arc::new(AtomicBool::new(false));
-        let ctx = Ctx { key, x5c: leaf_b64, service: service.clone(), issuer: issuer.clone(), state: state.clone() };
+        let ctx = Ctx {
+            signers: [(key, x5c), signer("rogue")],
+            service: service.clone(),
+            issuer: issuer.clone(),
+            state: state.clone(),
+        };
         let stop2 = stop.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming() {
@@ -192,6 +206,12 @@ impl TokenServer {
         s.advertised = advertised;
     }
 
+    /// Sign tokens from now on with a self-signed certificate the registry does not trust
+    /// (`true`), or with the leaf its root bundle certifies (`false`).
+    pub fn set_rogue(&self, rogue: bool) {
+        self.state.lock().unwrap().rogue = rogue;
+    }
+
     /// Every token issued so far.
     pub fn issued(&self) -> Vec<Issued> {
         self.state.lock().unwrap().issued.clone()
@@ -211,8 +231,8 @@ impl Drop for TokenServer {
 }
 
 struct Ctx {
-    key: p256::ecdsa::SigningKey,
-    x5c: String,
+    /// (key, base64 DER certificate): the trusted leaf, then the rogue signer.
+    signers: [(p256::ecdsa::SigningKey, String); 2],
     service: String,
     issuer: String,
     state: Arc<Mutex<State>>,
@@ -337,10 +357,11 @@ impl Ctx {
             "jti": format!("modelpack-test-{}-{}", t, st.serial),
             "access": granted.iter().map(|(n, a)| serde_json::json!({"type": "repository", "name": n, "actions": a})).collect::<Vec<_>>(),
         });
-        let header = serde_json::json!({"typ": "JWT", "alg": "ES256", "x5c": [self.x5c]});
+        let (key, x5c) = &self.signers[usize::from(st.rogue)];
+        let header = serde_json::json!({"typ": "JWT", "alg": "ES256", "x5c": [x5c]});
         let signing_input =
             format!("{}.{}", b64url(header.to_string().as_bytes()), b64url(claims.to_string().as_bytes()));
-        let sig: p256::ecdsa::Signature = self.key.sign(signing_input.as_bytes());
+        let sig: p256::ecdsa::Signature = key.sign(signing_input.as_bytes());
         let jwt = format!("{signing_input}.{}", b64url(&sig.to_bytes()));
         let body = serde_json::json!({
             "token": jwt,
