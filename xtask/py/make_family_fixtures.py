@@ -479,6 +479,17 @@ def convert(llama_src: Path, model_dir: Path, outtype: str, out: Path, pre: str)
             "import transformers\n"
             "transformers.AutoTokenizer.from_pretrained = transformers.PreTrainedTokenizerFast.from_pretrained\n"
         )
+    if model_dir.name == "nemotron-h":
+        # transformers 5's NemotronHConfig fills class defaults, num_experts_per_tok = 2 among
+        # them, so with AutoConfig this tree's converter labels every dense Nemotron-H
+        # `nemotron_h_moe` with all-zero feed_forward_length (MLP layers read as recurrent; the
+        # GGUF does not load). It falls back to the raw config.json when AutoConfig fails, as
+        # for remote-code releases: the stand-in makes it take that path.
+        deci_patch = (
+            "def _no_autoconfig(*a, **k):\n"
+            "    raise ValueError('fixture: read the raw config.json')\n"
+            "base.AutoConfig.from_pretrained = _no_autoconfig\n"
+        )
     code = f"""
 import sys
 sys.path.insert(0, {str(llama_src)!r})
