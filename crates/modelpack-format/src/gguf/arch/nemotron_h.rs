@@ -19,8 +19,10 @@
 //! Refused: a pattern whose length differs from the layer count or with an unknown letter, an
 //! MLP layer (`-`) in a MoE config or a MoE layer in a dense one (the reference would write a
 //! GGUF whose layer kinds llama.cpp misreads), a vocabulary that is not a multiple of 8 (the
-//! reference pads the token list to one, which then no longer matches the embedding), and a
-//! multi-token-prediction head (`num_nextn_predict_layers` > 0, not handled here yet).
+//! reference pads the token list to one, which then no longer matches the embedding), a
+//! multi-token-prediction head (`num_nextn_predict_layers` > 0, not handled here yet), and
+//! attention biases (no release has them; the reference would permute them like q/k, which this
+//! planner does not do for vectors), which have no counterpart slot.
 
 use super::config::{bad, HfConfig};
 use super::{moe_kvs, ExpertSpec, Family, Kvs, LayerSpec, Model, Moe, Transform};
