@@ -320,7 +320,7 @@ fn bad_moe_checkpoints_are_refused_naming_the_tensor() {
         "import numpy as np\ncfg['num_experts'] = 5\nfor l in (0, 1): t[f'model.layers.{l}.mlp.gate.weight'] = np.zeros((5, 256), np.float16)",
     );
     refused(&more, &tmp.path().join("o5"), "is missing: expert 4 of 5");
-    let arch = edit("arch", "cfg['architectures'] = ['NemotronHForCausalLM']");
+    let arch = edit("arch", "cfg['architectures'] = ['JambaForCausalLM']");
     refused(&arch, &tmp.path().join("o6"), "Qwen3MoeForCausalLM, Glm4ForCausalLM");
 }
 

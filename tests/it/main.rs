@@ -26,6 +26,7 @@ mod families_cpu;
 mod families_cuda;
 mod families_deci;
 mod families_deepseek;
+mod families_nemotron_h;
 mod faults;
 mod fp8;
 mod hostile;

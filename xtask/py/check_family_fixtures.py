@@ -27,6 +27,8 @@ EXPECTED = {
     "deepseek-v3-fp8": ("DeepseekV3ForCausalLM", "deepseek2"),
     "kimi-k2": ("DeepseekV3ForCausalLM", "deepseek2"),
     "deci": ("DeciLMForCausalLM", "deci"),
+    "nemotron-h": ("NemotronHForCausalLM", "nemotron_h"),
+    "nemotron-h-moe": ("NemotronHForCausalLM", "nemotron_h_moe"),
 }
 # Families whose reference drops the MTP layers (block_count = num_hidden_layers).
 MTP_DROPPED = {"deepseek-v3", "deepseek-v3-fp8", "kimi-k2"}
@@ -118,7 +120,8 @@ def check_family(d: Path, fam: str):
             problems.append(f"{d.name}: {k} is not BF16")
     if fam in FP8 and cfg.get("quantization_config", {}).get("quant_method") != "fp8":
         problems.append(f"{d.name}: config.json has no fp8 quantization_config")
-    blocks = cfg["num_hidden_layers"]
+    # transformers 5's Nemotron-H config counts layers by its layers_block_type list.
+    blocks = len(cfg["layers_block_type"]) if "layers_block_type" in cfg else cfg["num_hidden_layers"]
     if fam not in MTP_DROPPED:
         blocks += cfg.get("num_nextn_predict_layers", 0)
     for ref in REFS[:1] if fam in Q8_ONLY else REFS:

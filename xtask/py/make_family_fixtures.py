@@ -22,6 +22,7 @@ expert or dropped bias visibly changes the logits.
 """
 import hashlib
 import json
+import math
 import os
 import runpy
 import shutil
@@ -77,6 +78,11 @@ FAMILIES = {
     # Nemotron Super/Ultra (DeciLMForCausalLM): per-layer block_configs, hand-written (no
     # transformers class; the release ships remote code), Llama-3 tokenizer regex and RoPE.
     "deci": dict(pre="llama-bpe", moe=False),
+    # Nemotron-H (NemotronHForCausalLM, Mamba2 hybrid): config.json rewritten to the releases'
+    # shape (hybrid_override_pattern string, no MoE keys), Llama-3 regex so the pre name is known.
+    "nemotron-h": dict(pre="llama-bpe", moe=False),
+    # Its MoE twin (Nemotron-3-Nano style): M/E/* pattern, routed + shared ReLU² experts.
+    "nemotron-h-moe": dict(pre="llama-bpe", moe=False),
 }
 
 DEEPSEEK_SPECIALS = ["<｜begin▁of▁sentence｜>", "<｜end▁of▁sentence｜>", "<｜▁pad▁｜>"]
@@ -473,6 +479,17 @@ def convert(llama_src: Path, model_dir: Path, outtype: str, out: Path, pre: str)
             "import transformers\n"
             "transformers.AutoTokenizer.from_pretrained = transformers.PreTrainedTokenizerFast.from_pretrained\n"
         )
+    if model_dir.name == "nemotron-h":
+        # transformers 5's NemotronHConfig fills class defaults, num_experts_per_tok = 2 among
+        # them, so with AutoConfig this tree's converter labels every dense Nemotron-H
+        # `nemotron_h_moe` with all-zero feed_forward_length (MLP layers read as recurrent; the
+        # GGUF does not load). It falls back to the raw config.json when AutoConfig fails, as
+        # for remote-code releases: the stand-in makes it take that path.
+        deci_patch = (
+            "def _no_autoconfig(*a, **k):\n"
+            "    raise ValueError('fixture: read the raw config.json')\n"
+            "base.AutoConfig.from_pretrained = _no_autoconfig\n"
+        )
     code = f"""
 import sys
 sys.path.insert(0, {str(llama_src)!r})
@@ -569,6 +586,66 @@ def deci_fixture(dst: Path, gen):
     rewrite_safetensors(dst / "model.safetensors", st)
 
 
+NEMOTRON_SPECIALS = ["<unk>", "<s>", "</s>", "<SPECIAL_10>", "<SPECIAL_11>"]
+NEMOTRON_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{{ '<SPECIAL_10>' + m['role'] + '\\n' + m['content'] + '<SPECIAL_11>\\n' }}"
+    "{% endfor %}"
+)
+# Layer patterns (M Mamba2, * attention, - ReLU² MLP, E MoE): every kind at least once, a Mamba
+# layer first (as the releases) and attention between Mamba layers.
+NEMOTRON_H_PATTERN = "M-M*-"
+NEMOTRON_H_MOE_TYPES = ["linear_attention", "moe", "full_attention", "moe", "linear_attention", "moe"]
+# Keys of transformers 5's NemotronHConfig that a dense release config.json does not have; with
+# `num_experts_per_tok` present the reference converts to nemotron_h_moe (families.md §2.8c).
+NEMOTRON_MOE_KEYS = ["n_routed_experts", "n_shared_experts", "moe_intermediate_size",
+                     "moe_shared_expert_intermediate_size", "moe_latent_size", "moe_shared_expert_overlap",
+                     "num_experts_per_tok", "routed_scaling_factor", "n_group", "topk_group", "norm_topk_prob",
+                     "num_nextn_predict_layers", "mtp_layers_block_type", "mtp_hybrid_override_pattern"]
+
+
+def nemotron_h_model(dst: Path, gen, moe: bool):
+    """NemotronHForCausalLM(NemotronHConfig(...)).save_pretrained() with Mamba2 parameters in their
+    trained ranges (A_log = log(uniform[1,16]), dt_bias = softplus^-1 of a log-uniform step in
+    [1e-3, 1e-1], D around 1). The dense twin's config.json is then rewritten to the releases'
+    shape (Nemotron-H-8B: `hybrid_override_pattern` string, no MoE keys); the MoE twin keeps the
+    transformers-5 `layers_block_type` list as saved."""
+    t = tokenizer_files(dst, NEMOTRON_SPECIALS, [], NEMOTRON_TEMPLATE, "<s>", "</s>", None, "<unk>",
+                        split_regex=LLAMA3_REGEX)
+    c = dict(vocab_size=VOCAB, hidden_size=128, num_attention_heads=4, num_key_value_heads=2, head_dim=64,
+             max_position_embeddings=4096, intermediate_size=256, mamba_num_heads=8, mamba_head_dim=32,
+             n_groups=2, ssm_state_size=16, conv_kernel=4, layer_norm_epsilon=1e-5, tie_word_embeddings=False,
+             bos_token_id=t["<s>"], eos_token_id=t["</s>"], pad_token_id=t["<unk>"], dtype="bfloat16")
+    if moe:
+        c.update(layers_block_type=NEMOTRON_H_MOE_TYPES, n_routed_experts=4, n_shared_experts=1,
+                 moe_intermediate_size=128, moe_shared_expert_intermediate_size=256, num_experts_per_tok=2,
+                 routed_scaling_factor=2.5, norm_topk_prob=True, n_group=1, topk_group=1)
+    else:
+        c.update(hybrid_override_pattern=NEMOTRON_H_PATTERN)
+    config = transformers.NemotronHConfig(**c)
+    torch.manual_seed(SEED)
+    model = transformers.NemotronHForCausalLM(config)
+    wide_init(model, gen)
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters(), key=lambda kv: kv[0]):
+            n = p.shape[0] if p.ndim else 1
+            if name.endswith("A_log"):
+                p.copy_(torch.log(1.0 + 15.0 * torch.rand((n,), generator=gen)).to(p.dtype))
+            elif name.endswith("dt_bias"):
+                dt = torch.exp(torch.rand((n,), generator=gen) * (math.log(0.1) - math.log(1e-3)) + math.log(1e-3))
+                p.copy_((dt + torch.log(-torch.expm1(-dt))).to(p.dtype))
+            elif name.endswith(".D"):
+                p.copy_((0.5 + torch.rand((n,), generator=gen)).to(p.dtype))
+    model = model.to(torch.bfloat16).eval()
+    model.save_pretrained(str(dst))
+    cfg = json.loads((dst / "config.json").read_text())
+    if not moe:
+        for k in NEMOTRON_MOE_KEYS + ["layers_block_type"]:
+            cfg.pop(k, None)
+        cfg["hybrid_override_pattern"] = NEMOTRON_H_PATTERN
+        cfg["num_hidden_layers"] = len(NEMOTRON_H_PATTERN)
+    (dst / "config.json").write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+
+
 def make_family(out_root: Path, llama_src: Path, family: str):
     spec = FAMILIES[family]
     dst = out_root / family
@@ -577,6 +654,14 @@ def make_family(out_root: Path, llama_src: Path, family: str):
             shutil.rmtree(dst)
         dst.mkdir(parents=True)
         deci_fixture(dst, torch.Generator().manual_seed(SEED + sum(map(ord, family))))
+        for outtype in spec.get("outtypes", ["q8_0", "f16"]):
+            convert(llama_src, dst, outtype, dst / f"ref-{outtype}.gguf", spec["pre"])
+        return
+    if family.startswith("nemotron-h"):
+        if dst.exists():
+            shutil.rmtree(dst)
+        dst.mkdir(parents=True)
+        nemotron_h_model(dst, torch.Generator().manual_seed(SEED + sum(map(ord, family))), family.endswith("moe"))
         for outtype in spec.get("outtypes", ["q8_0", "f16"]):
             convert(llama_src, dst, outtype, dst / f"ref-{outtype}.gguf", spec["pre"])
         return

@@ -10,7 +10,7 @@
 use crate::checkpoint::fp8::Fp8Map;
 use crate::checkpoint::{Checkpoint, TensorView};
 use crate::exec::{OutFileSpec, Piece, TaskOutput};
-use crate::format::gguf::arch::{self, q4km, Model, QkPermutation, Segment, SourceTensor};
+use crate::format::gguf::arch::{self, q4km, Model, QkPermutation, Segment, SourceTensor, Transform};
 use crate::format::gguf::{self, GgufTensorInfo, MetaValue};
 use crate::plan::{Method, PlanError, QuantizeOptions, Scheme};
 use crate::quant::fp8::Fp8Format;
@@ -59,6 +59,11 @@ pub struct CpuTensor {
     pub reason: String,
     /// A MoE router (`ffn_gate_inp`): always F32.
     pub router: bool,
+    /// Always F32, with the reason (Mamba's conv1d, `ssm_a`, `ssm_d`, grouped `ssm_norm`).
+    pub keep_f32: Option<&'static str>,
+    /// A function applied to every source value before quantization (Mamba's `A_log` →
+    /// `−exp(A_log)`).
+    pub transform: Option<Transform>,
     /// Per-column importance weights from `--imatrix` (`row_len` values), when the matrix has an
     /// entry for this tensor and its type uses one ([`crate::quant::imatrix::uses_weights`]).
     pub weights: Option<std::sync::Arc<Vec<f32>>>,
@@ -239,6 +244,12 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
     let mut tensors = Vec::with_capacity(planned.len() + 1);
     for p in planned {
         let (src_dtype, fp8) = segments_dtype(ckpt, &fp8, &p.name, &p.segments)?;
+        if p.transform.is_some() && (fp8.is_some() || p.segments.len() != 1 || p.perm.is_some() || p.transposed) {
+            return Err(PlanError::Input(format!(
+                "tensor `{}`: {} must be one plain F32/F16/BF16 tensor to be transformed",
+                p.segments[0].hf, p.name
+            )));
+        }
         tensors.push(CpuTensor {
             name: p.name,
             source: Source::Rows { segments: p.segments, perm: p.perm, transposed: p.transposed },
@@ -249,6 +260,8 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
             reason: String::new(),
             weights: None,
             router: p.router,
+            keep_f32: p.keep_f32,
+            transform: p.transform,
         });
     }
     for (name, vals) in model.family.computed_tensors(&model)? {
@@ -262,6 +275,8 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
             reason: "llama-3 rope scaling factors".into(),
             weights: None,
             router: false,
+            keep_f32: None,
+            transform: None,
         });
     }
     // llama-quantize's order: non-block tensors first, then by block number, then by name.
@@ -297,6 +312,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
         let is_output = t.name == "output.weight" || (!has_output && t.name == "token_embd.weight");
         let (ty, reason) = choose_type(opts, &hf, t, is_output, base, mix)?;
         let pinned = t.router
+            || t.keep_f32.is_some()
             || opts.tensor_types.iter().any(|(re, _)| re.is_match(&t.name) || re.is_match(&hf))
             || opts.keep.iter().any(|re| re.is_match(&t.name) || re.is_match(&hf));
         if matches!(opts.gguf_mix, Some(GgufMix::Budget { .. }))
@@ -626,6 +642,8 @@ fn choose_type(
     let mix = mix.filter(|(id, _)| *id != GgmlType::Q4_K.id());
     let (ty, mut reason) = if t.router {
         (GgmlType::F32, "MoE router kept in F32 (llama.cpp never quantizes it)".to_string())
+    } else if let Some(why) = t.keep_f32 {
+        (GgmlType::F32, why.to_string())
     } else if let Some((re, t)) = opts.tensor_types.iter().find(|(re, _)| re.is_match(name) || re.is_match(hf)) {
         (*t, format!("--tensor-type {}", re.as_str()))
     } else if let Some(re) = opts.keep.iter().find(|re| re.is_match(name) || re.is_match(hf)) {
@@ -821,6 +839,19 @@ impl CpuPlan {
             }
         };
         let mut stats = with_stats.then(ErrorStats::default);
+        if let Some(f) = ten.transform {
+            // The reference computes in the tensor's own precision: bf16 is widened to f32
+            // first, f16 stays f16 (torch rounds the result back to f16).
+            let mut vals = vec![0.0f32; n * row_len];
+            crate::quant::convert::load_slice(ten.src_dtype, input, &mut vals);
+            f.apply(&mut vals);
+            if ten.src_dtype == SrcDtype::F16 {
+                vals.iter_mut().for_each(|v| *v = crate::quant::convert::round_f16(*v));
+            }
+            let bytes = crate::quant::fp8::f32_bytes(&vals);
+            self.quantize(ten, SrcDtype::F32, bytes, &mut out, stats.as_mut()).map_err(|e| self.task_error(task, e))?;
+            return Ok((self.pieces(task, out), (task.t, stats), (n * row_src) as u64));
+        }
         self.quantize(ten, ten.src_dtype, input, &mut out, stats.as_mut()).map_err(|e| self.task_error(task, e))?;
         Ok((self.pieces(task, out), (task.t, stats), (n * row_src) as u64))
     }

@@ -19,6 +19,7 @@ mod glm4;
 mod glm4moe;
 pub mod llama;
 mod minimax_m2;
+mod nemotron_h;
 pub mod q4km;
 mod qwen2;
 mod qwen3;
@@ -102,6 +103,30 @@ pub trait Family: Sync {
     fn is_70b(&self, _m: &Model) -> bool {
         false
     }
+
+    /// The HF prefix of decoder layer tensors (`model.layers.`; Nemotron-H and other Mamba-style
+    /// checkpoints use `backbone.layers.`).
+    fn layer_prefix(&self) -> &'static str {
+        "model.layers."
+    }
+
+    /// The HF names of the token embedding and the final norm.
+    fn global_names(&self) -> [&'static str; 2] {
+        ["model.embed_tokens.weight", "model.norm.weight"]
+    }
+
+    /// The layer count when config.json states it some other way than `num_hidden_layers`
+    /// (transformers 5's Nemotron-H `layers_block_type` list, whose length the reference uses).
+    fn layer_count(&self, _cfg: &HfConfig) -> Result<Option<u32>, FormatError> {
+        Ok(None)
+    }
+
+    /// Whether the norms are described by `layer_norm_epsilon` (written as
+    /// `attention.layer_norm_epsilon`, as the reference does for Nemotron-H) instead of
+    /// `rms_norm_eps` (`attention.layer_norm_rms_epsilon`).
+    fn layer_norm_eps(&self) -> bool {
+        false
+    }
 }
 
 /// HF `architectures[0]` → family. The order is the order of the "supported" list in errors.
@@ -116,6 +141,7 @@ pub static REGISTRY: &[(&str, &dyn Family)] = &[
     ("MiniMaxM2ForCausalLM", &minimax_m2::MiniMaxM2),
     ("DeepseekV3ForCausalLM", &deepseek2::Deepseek2),
     ("DeciLMForCausalLM", &deci::Deci),
+    ("NemotronHForCausalLM", &nemotron_h::NemotronH),
 ];
 
 /// The supported HF architectures, comma-separated (for error messages).
@@ -200,7 +226,7 @@ pub struct Model {
     pub context: u32,
     /// `tie_word_embeddings`.
     pub tied_embeddings: bool,
-    /// `rms_norm_eps`.
+    /// `rms_norm_eps` (or `layer_norm_epsilon` for families with [`Family::layer_norm_eps`]).
     pub rms_eps: f64,
     /// Experts, for MoE families.
     pub moe: Option<Moe>,
@@ -249,10 +275,14 @@ impl Model {
         }
         let tied_embeddings = cfg.tied_embeddings(family.tied_default())?;
         let intermediate = if per_block { 0 } else { cfg.req_u32("intermediate_size")? };
-        let layers = cfg.req_u32("num_hidden_layers")?;
+        let layers = match family.layer_count(&cfg)? {
+            Some(n) => n,
+            None => cfg.req_u32("num_hidden_layers")?,
+        };
         let vocab = cfg.req_u32("vocab_size")?;
         let context = cfg.req_u32("max_position_embeddings")?;
-        let rms_eps = cfg.f64("rms_norm_eps")?.ok_or_else(|| bad("rms_norm_eps", "is missing"))?;
+        let eps_key = if family.layer_norm_eps() { "layer_norm_epsilon" } else { "rms_norm_eps" };
+        let rms_eps = cfg.f64(eps_key)?.ok_or_else(|| bad(eps_key, "is missing"))?;
         let mut m = Model {
             family,
             arch: family.arch(),
@@ -329,7 +359,11 @@ impl Model {
             }
         }
         kv.f32("rope.freq_base", self.cfg.rope_theta()?);
-        kv.f32("attention.layer_norm_rms_epsilon", self.rms_eps);
+        if self.family.layer_norm_eps() {
+            kv.f32("attention.layer_norm_epsilon", self.rms_eps);
+        } else {
+            kv.f32("attention.layer_norm_rms_epsilon", self.rms_eps);
+        }
         if self.head_dim_in_config {
             kv.u32("attention.key_length", self.head_dim);
             kv.u32("attention.value_length", self.head_dim);
@@ -405,6 +439,11 @@ impl Kvs {
         let k = format!("{}.{key}", self.arch);
         self.raw(&k, v);
     }
+    /// Drop `<arch>.<key>` (a generic key the family's reference does not write).
+    pub fn remove(&mut self, key: &str) {
+        let k = format!("{}.{key}", self.arch);
+        self.kv.retain(|(x, _)| *x != k);
+    }
     /// A u32 under the arch prefix.
     pub fn u32(&mut self, key: &str, v: u32) {
         self.set(key, MetaValue::U32(v));
@@ -474,6 +513,37 @@ pub struct Slot {
     pub router: bool,
     /// MLA's `kv_b_proj`, written as `attn_k_b` + `attn_v_b` instead of one tensor.
     pub split: Option<KvbSplit>,
+    /// The GGUF shape (HF order) when it differs from the checkpoint's but holds the same values
+    /// in the same order (Mamba's `conv1d [C,1,K]` → `[C,K]`, `A_log [n]` → `[n,1]`).
+    pub out_shape: Option<Vec<usize>>,
+    /// A function applied to every value (Mamba's `A_log` → `ssm_a = −exp(A_log)`).
+    pub transform: Option<Transform>,
+    /// Always written in F32, with the reason (llama.cpp never quantizes it: Mamba's conv1d,
+    /// `ssm_a`, `ssm_d`, the grouped `ssm_norm`).
+    pub keep_f32: Option<&'static str>,
+}
+
+/// An element-wise function the reference applies to a tensor before writing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transform {
+    /// `−exp(x)`: Mamba2 stores `A_log`, llama.cpp's `ssm_a` is `A = −exp(A_log)`.
+    NegExp,
+}
+
+impl Transform {
+    /// Apply in place. `exp` is evaluated in f64 and rounded once to f32 (the correctly rounded
+    /// result, the same on every machine). The reference uses torch's f32 `exp`, which is within
+    /// 1 ulp but not always correctly rounded: 45 of the 65 280 finite bf16 inputs give a value
+    /// 1 ulp away from ours (docs/families.md).
+    pub fn apply(self, x: &mut [f32]) {
+        match self {
+            Transform::NegExp => {
+                for v in x {
+                    *v = -(f64::from(*v).exp() as f32);
+                }
+            }
+        }
+    }
 }
 
 /// How `kv_b_proj [heads·(nope+v), kv_lora]` is split (llama.cpp's converter, `DeepseekV2Model`):
@@ -497,7 +567,8 @@ pub struct ExpertSpec {
     /// HF modules that may hold them (`mlp.experts`; MiniMax: `block_sparse_moe.experts`, which
     /// transformers 5 renames `mlp.experts`).
     pub modules: &'static [&'static str],
-    /// Per-expert HF names of the gate, up and down projections (`gate_proj`, `w1`, ...).
+    /// Per-expert HF names of the gate, up and down projections (`gate_proj`, `w1`, ...); an
+    /// empty name: the experts have no such projection (Nemotron-H's up/down-only experts).
     pub names: [&'static str; 3],
     /// Whether the fused transformers-5 layout (`gate_up_proj [E,2F,H]`, `down_proj [E,H,F]`)
     /// is accepted.
@@ -534,6 +605,9 @@ impl LayerSpec {
             permute_heads: None,
             router: false,
             split: None,
+            out_shape: None,
+            transform: None,
+            keep_f32: None,
         });
         self
     }
@@ -561,6 +635,21 @@ impl LayerSpec {
     /// Mark the last tensor a router (kept F32).
     pub fn router(mut self) -> Self {
         self.slots.last_mut().expect("a slot").router = true;
+        self
+    }
+    /// Write the last tensor with GGUF shape `shape` (HF order, same element count and order).
+    pub fn reshaped(mut self, shape: &[usize]) -> Self {
+        self.slots.last_mut().expect("a slot").out_shape = Some(shape.to_vec());
+        self
+    }
+    /// Apply `t` to every value of the last tensor.
+    pub fn transformed(mut self, t: Transform) -> Self {
+        self.slots.last_mut().expect("a slot").transform = Some(t);
+        self
+    }
+    /// Always write the last tensor in F32, for `why`.
+    pub fn f32(mut self, why: &'static str) -> Self {
+        self.slots.last_mut().expect("a slot").keep_f32 = Some(why);
         self
     }
     /// `input_layernorm`, q/k/v/o projections with optional biases (all optional biases: the
@@ -651,6 +740,10 @@ pub struct PlannedTensor {
     /// Each segment is a `[rows, cols]` block of its HF tensor written transposed: it becomes
     /// `cols` output rows of `rows` values (`shape[len-2]` = `cols`). MLA's `attn_k_b`.
     pub transposed: bool,
+    /// A function applied to every value before it is written.
+    pub transform: Option<Transform>,
+    /// Always F32, with the reason.
+    pub keep_f32: Option<&'static str>,
 }
 
 /// A checkpoint tensor as the planner needs it.
@@ -675,9 +768,10 @@ fn shape_err(hf: &str, got: &[usize], want: &[usize]) -> FormatError {
     tensor_err(hf, format!("has shape {got:?} but config.json implies {want:?}"))
 }
 
-/// Parse `model.layers.N.rest` with a canonical decimal N ("01" would collide with "1").
-fn split_layer(hf: &str) -> Option<(u32, &str)> {
-    let rest = hf.strip_prefix("model.layers.")?;
+/// Parse `{prefix}N.rest` (`model.layers.N.rest`) with a canonical decimal N ("01" would collide
+/// with "1").
+fn split_layer<'a>(prefix: &str, hf: &'a str) -> Option<(u32, &'a str)> {
+    let rest = hf.strip_prefix(prefix)?;
     let (n, tail) = rest.split_once('.')?;
     if n.is_empty() || (n.len() > 1 && n.starts_with('0')) || !n.bytes().all(|b| b.is_ascii_digit()) {
         return None;
@@ -708,7 +802,7 @@ fn expert_hit(spec: &ExpertSpec, tail: &str) -> Option<ExpertHit> {
     if e.is_empty() || (e.len() > 1 && e.starts_with('0')) || !e.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
-    let which = spec.names.iter().position(|n| name.strip_suffix(".weight") == Some(n))?;
+    let which = spec.names.iter().position(|n| !n.is_empty() && name.strip_suffix(".weight") == Some(n))?;
     Some(ExpertHit::One { which, expert: e.parse().ok()? })
 }
 
@@ -734,15 +828,19 @@ pub fn plan_tensors(m: &Model, src: &[SourceTensor<'_>]) -> Result<Vec<PlannedTe
         perm: None,
         router: false,
         transposed: false,
+        transform: None,
+        keep_f32: None,
     };
+    let prefix = m.family.layer_prefix();
+    let [embed_hf, norm_hf] = m.family.global_names();
     for t in src {
         if is_skipped_tensor(t.name) {
             continue;
         }
         let global = match t.name {
-            "model.embed_tokens.weight" => Some(("token_embd.weight", vec![v, h])),
+            n if n == embed_hf => Some(("token_embd.weight", vec![v, h])),
             "lm_head.weight" => Some(("output.weight", vec![v, h])),
-            "model.norm.weight" => Some(("output_norm.weight", vec![h])),
+            n if n == norm_hf => Some(("output_norm.weight", vec![h])),
             _ => None,
         };
         if let Some((name, want)) = global {
@@ -757,7 +855,7 @@ pub fn plan_tensors(m: &Model, src: &[SourceTensor<'_>]) -> Result<Vec<PlannedTe
             continue;
         }
         let no_counterpart = || tensor_err(t.name, format!("has no GGUF counterpart in the `{}` architecture", m.arch));
-        let (layer, tail) = split_layer(t.name).ok_or_else(no_counterpart)?;
+        let (layer, tail) = split_layer(prefix, t.name).ok_or_else(no_counterpart)?;
         if layer >= m.block_count() && m.family.dropped_layer(m, layer).is_some() {
             continue;
         }
@@ -784,9 +882,15 @@ pub fn plan_tensors(m: &Model, src: &[SourceTensor<'_>]) -> Result<Vec<PlannedTe
                 out.extend(split_kv_b(layer, t.name, k));
                 continue;
             }
-            let mut p = plain(&format!("blk.{layer}.{}", slot.gguf), t.name, t.shape);
+            let shape = slot.out_shape.as_deref().unwrap_or(t.shape);
+            if shape.iter().product::<usize>() != t.shape.iter().product::<usize>() {
+                return Err(tensor_err(t.name, format!("cannot be written with shape {shape:?}")));
+            }
+            let mut p = plain(&format!("blk.{layer}.{}", slot.gguf), t.name, shape);
             p.perm = perm;
             p.router = slot.router;
+            p.transform = slot.transform;
+            p.keep_f32 = slot.keep_f32;
             out.push(p);
             continue;
         }
@@ -854,19 +958,22 @@ pub fn plan_tensors(m: &Model, src: &[SourceTensor<'_>]) -> Result<Vec<PlannedTe
         for s in spec.slots.iter().filter(|s| s.required) {
             if !seen.contains_key(&(layer, s.gguf.clone())) {
                 return Err(tensor_err(
-                    &format!("model.layers.{layer}.{}", s.hf),
+                    &format!("{prefix}{layer}.{}", s.hf),
                     format!("is missing (needed for blk.{layer}.{})", s.gguf),
                 ));
             }
         }
         let Some(ex) = &spec.experts else { continue };
         for (which, gguf) in EXPS.iter().enumerate() {
+            if ex.names[which].is_empty() {
+                continue; // no such projection (Nemotron-H's ReLU² experts have no gate)
+            }
             let slots = stacks.remove(&(layer, which)).unwrap_or_else(|| vec![None; ex.n]);
             let mut segments: Vec<Segment> = Vec::with_capacity(ex.n);
             for (e, s) in slots.into_iter().enumerate() {
                 let s = s.ok_or_else(|| {
                     tensor_err(
-                        &format!("model.layers.{layer}.{}.{e}.{}.weight", ex.modules[0], ex.names[which]),
+                        &format!("{prefix}{layer}.{}.{e}.{}.weight", ex.modules[0], ex.names[which]),
                         format!("is missing: expert {e} of {} (needed for blk.{layer}.{gguf})", ex.n),
                     )
                 })?;
@@ -884,12 +991,12 @@ pub fn plan_tensors(m: &Model, src: &[SourceTensor<'_>]) -> Result<Vec<PlannedTe
                 perm: None,
                 router: false,
                 transposed: false,
+                transform: None,
+                keep_f32: None,
             });
         }
     }
-    for (hf, required) in
-        [("model.embed_tokens.weight", "token_embd.weight"), ("model.norm.weight", "output_norm.weight")]
-    {
+    for (hf, required) in [(embed_hf, "token_embd.weight"), (norm_hf, "output_norm.weight")] {
         if !out.iter().any(|t| t.name == required) {
             return Err(tensor_err(hf, format!("is missing (needed for {required})")));
         }
@@ -915,6 +1022,8 @@ fn split_kv_b(layer: u32, hf: &str, k: KvbSplit) -> [PlannedTensor; 2] {
             perm: None,
             router: false,
             transposed: true,
+            transform: None,
+            keep_f32: None,
         },
         PlannedTensor {
             name: format!("blk.{layer}.attn_v_b.weight"),
@@ -923,6 +1032,8 @@ fn split_kv_b(layer: u32, hf: &str, k: KvbSplit) -> [PlannedTensor; 2] {
             perm: None,
             router: false,
             transposed: false,
+            transform: None,
+            keep_f32: None,
         },
     ]
 }
@@ -931,7 +1042,7 @@ fn split_kv_b(layer: u32, hf: &str, k: KvbSplit) -> [PlannedTensor; 2] {
 pub fn dropped_tensors<'a>(m: &Model, src: &[SourceTensor<'a>]) -> Vec<(&'a str, &'static str)> {
     src.iter()
         .filter_map(|t| {
-            let (layer, _) = split_layer(t.name)?;
+            let (layer, _) = split_layer(m.family.layer_prefix(), t.name)?;
             if layer < m.block_count() {
                 return None;
             }
