@@ -36,6 +36,7 @@ mod llama_run;
 mod mse;
 mod oci;
 mod options;
+mod packed;
 mod quantize;
 mod rebuild;
 mod scale_dtype;

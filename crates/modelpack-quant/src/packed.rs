@@ -2,11 +2,14 @@
 //! group or per row, an optional packed zero point) decoded to f32 rows, and int4 symmetric
 //! weights moved into Q4_0 blocks without requantizing.
 //!
-//! Decoding follows compressed-tensors 0.20's `dequantize` (what HF transformers runs): the code
-//! minus the zero point, times the scale, computed in the scale's dtype. A bf16 or f16 product of
-//! two such operands is the exact f32 product rounded once, so `round_to(dtype, (u - z) * s)` is
-//! bit-exact with the library, and every SIMD path computes exactly that (integer unpack, exact
-//! int→f32, one f32 product, one rounding), so all levels give identical bits.
+//! Decoding is `(code - zero point) * scale` in f32, as llama.cpp's `convert_hf_to_gguf.py`
+//! (`dequant_packed`) does and as FP8 sources are decoded: for bf16 and f16 scales the product of
+//! a code difference (at most 8 bits) and the scale is exact in f32, so the decoded value *is* the
+//! weight the checkpoint describes, and the lossless Q4_0 repack dequantizes to the same bits.
+//! compressed-tensors' own `dequantize` computes in the scale's dtype, i.e. rounds that exact
+//! product once more to bf16/f16 ([`round_to`] of our value; tested against the library's
+//! output). Every SIMD path computes the same integer unpack, exact int→f32 and one f32 product,
+//! so all levels give identical bits.
 //!
 //! Why rows, as FP8 does: the scale depends on the element's group, which the row quantizers do
 //! not know; callers decode a few rows into a small reused buffer, never a whole tensor.
@@ -68,7 +71,7 @@ pub struct PackedTensors<'a> {
     pub words: &'a [u8],
     /// The whole `weight_scale`.
     pub scales: &'a [u8],
-    /// Its dtype; the product is rounded to it.
+    /// Its dtype.
     pub scale_dtype: SrcDtype,
     /// The whole `weight_zero_point` (I32), for asymmetric weights.
     pub zero_points: Option<&'a [u8]>,
@@ -100,7 +103,8 @@ pub fn stored_zero(l: &PackedLayout, zp: Option<&[u8]>, r: usize, g: usize) -> u
     }
 }
 
-/// Round an f32 product to the scale's dtype and back (the library computes in that dtype).
+/// Round an f32 value to `dtype` and back: what compressed-tensors' `dequantize`, which computes
+/// in the scale's dtype, makes of our exact decoded value.
 #[inline]
 pub fn round_to(dtype: SrcDtype, x: f32) -> f32 {
     match dtype {
@@ -110,7 +114,7 @@ pub fn round_to(dtype: SrcDtype, x: f32) -> f32 {
     }
 }
 
-/// Decode `out.len() / cols` rows from row `row0`: `out = round_to(scale dtype, (u - z) * s)`.
+/// Decode `out.len() / cols` rows from row `row0`: `out = (u - z) * s` in f32.
 /// Sizes are checked against the layout; a non-finite result (a NaN/Inf scale, or a product past
 /// the dtype's range) is [`QuantError::NonFinite`] at its index within `out`.
 pub fn dequantize_rows(t: PackedTensors<'_>, l: &PackedLayout, row0: usize, out: &mut [f32]) -> Result<(), QuantError> {
@@ -154,7 +158,7 @@ pub fn dequantize_rows_at(
             let s = crate::convert::load(t.scale_dtype, t.scales, r * g + gi);
             let z = stored_zero(l, t.zero_points, r, gi);
             let (c0, c1) = (gi * l.group, (gi + 1) * l.group);
-            decode_run(level, l.bits, row_words, c0, z, s, t.scale_dtype, &mut o[c0..c1]);
+            decode_run(level, l.bits, row_words, c0, z, s, &mut o[c0..c1]);
             if let Some(j) = o[c0..c1].iter().position(|v| !v.is_finite()) {
                 return Err(QuantError::NonFinite { index: i * cols + c0 + j, value: o[c0 + j] });
             }
@@ -164,9 +168,8 @@ pub fn dequantize_rows_at(
 }
 
 /// Decode elements `c0 .. c0 + out.len()` of one packed row (`row` = its words' bytes).
-#[allow(clippy::too_many_arguments)]
 #[inline]
-fn decode_run(level: Level, bits: u32, row: &[u8], c0: usize, z: u32, s: f32, dt: SrcDtype, out: &mut [f32]) {
+fn decode_run(level: Level, bits: u32, row: &[u8], c0: usize, z: u32, s: f32, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     {
         let per = 32 / bits as usize;
@@ -174,37 +177,35 @@ fn decode_run(level: Level, bits: u32, row: &[u8], c0: usize, z: u32, s: f32, dt
         if c0.is_multiple_of(per) {
             let done = match level {
                 // SAFETY: `clamp` only returns levels whose features the CPU has.
-                Level::Avx512 => unsafe { x86::run16(bits, row, c0, z, s, dt, out) },
+                Level::Avx512 => unsafe { x86::run16(bits, row, c0, z, s, out) },
                 // SAFETY: as above.
-                Level::Avx2 => unsafe { x86::run8(bits, row, c0, z, s, dt, out) },
+                Level::Avx2 => unsafe { x86::run8(bits, row, c0, z, s, out) },
                 Level::Scalar => 0,
             };
-            decode_run_scalar(bits, row, c0 + done, z, s, dt, &mut out[done..]);
+            decode_run_scalar(bits, row, c0 + done, z, s, &mut out[done..]);
             return;
         }
     }
     let _ = level;
-    decode_run_scalar(bits, row, c0, z, s, dt, out);
+    decode_run_scalar(bits, row, c0, z, s, out);
 }
 
 /// The scalar twin: one element at a time.
-fn decode_run_scalar(bits: u32, row: &[u8], c0: usize, z: u32, s: f32, dt: SrcDtype, out: &mut [f32]) {
+fn decode_run_scalar(bits: u32, row: &[u8], c0: usize, z: u32, s: f32, out: &mut [f32]) {
     let per = 32 / bits as usize;
     let mask = (1u32 << bits) - 1;
     for (k, o) in out.iter_mut().enumerate() {
         let c = c0 + k;
         let u = (word(row, c / per) >> (bits as usize * (c % per))) & mask;
-        *o = round_to(dt, (u as i32 - z as i32) as f32 * s);
+        *o = (u as i32 - z as i32) as f32 * s;
     }
 }
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     //! Words broadcast to lanes, variable right shifts and a mask unpack the codes; the integer
-    //! difference with the zero point converts to f32 exactly; one product; the rounding to bf16
-    //! is the integer round-half-even of the f32 bits, to f16 the F16C conversion (nearest even).
+    //! difference with the zero point converts to f32 exactly; one product.
 
-    use crate::SrcDtype;
     use std::arch::x86_64::*;
 
     /// Whole chunks of 16 elements from `c0` (a word boundary); returns how many were done.
@@ -212,15 +213,7 @@ mod x86 {
     /// # Safety
     /// AVX-512 F/BW/VL and F16C available.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-    pub(super) unsafe fn run16(
-        bits: u32,
-        row: &[u8],
-        c0: usize,
-        z: u32,
-        s: f32,
-        dt: SrcDtype,
-        out: &mut [f32],
-    ) -> usize {
+    pub(super) unsafe fn run16(bits: u32, row: &[u8], c0: usize, z: u32, s: f32, out: &mut [f32]) -> usize {
         let per = 32 / bits as usize;
         let full = out.len() / 16 * 16;
         // Lane k holds element k: word k / per, shift bits * (k % per).
@@ -244,17 +237,7 @@ mod x86 {
                 let w = _mm512_loadu_si512(buf.as_ptr().cast());
                 let u = _mm512_and_si512(_mm512_srlv_epi32(_mm512_permutexvar_epi32(vidx, w), vsh), mask);
                 let p = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(u, vz)), vs);
-                let r = match dt {
-                    SrcDtype::F32 => p,
-                    SrcDtype::BF16 => {
-                        let b = _mm512_castps_si512(p);
-                        let lsb = _mm512_and_si512(_mm512_srli_epi32::<16>(b), _mm512_set1_epi32(1));
-                        let b = _mm512_add_epi32(_mm512_add_epi32(b, _mm512_set1_epi32(0x7fff)), lsb);
-                        _mm512_castsi512_ps(_mm512_and_si512(b, _mm512_set1_epi32(0xffff_0000u32 as i32)))
-                    }
-                    SrcDtype::F16 => _mm512_cvtph_ps(_mm512_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(p)),
-                };
-                _mm512_storeu_ps(out.as_mut_ptr().add(k), r);
+                _mm512_storeu_ps(out.as_mut_ptr().add(k), p);
             }
             k += 16;
         }
@@ -266,15 +249,7 @@ mod x86 {
     /// # Safety
     /// AVX2 and F16C available.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn run8(
-        bits: u32,
-        row: &[u8],
-        c0: usize,
-        z: u32,
-        s: f32,
-        dt: SrcDtype,
-        out: &mut [f32],
-    ) -> usize {
+    pub(super) unsafe fn run8(bits: u32, row: &[u8], c0: usize, z: u32, s: f32, out: &mut [f32]) -> usize {
         let per = 32 / bits as usize;
         let full = out.len() / 8 * 8;
         let widx: [i32; 8] = std::array::from_fn(|k| (k / per) as i32);
@@ -297,17 +272,7 @@ mod x86 {
                 let w = _mm256_loadu_si256(buf.as_ptr().cast());
                 let u = _mm256_and_si256(_mm256_srlv_epi32(_mm256_permutevar8x32_epi32(w, vidx), vsh), mask);
                 let p = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(u, vz)), vs);
-                let r = match dt {
-                    SrcDtype::F32 => p,
-                    SrcDtype::BF16 => {
-                        let b = _mm256_castps_si256(p);
-                        let lsb = _mm256_and_si256(_mm256_srli_epi32::<16>(b), _mm256_set1_epi32(1));
-                        let b = _mm256_add_epi32(_mm256_add_epi32(b, _mm256_set1_epi32(0x7fff)), lsb);
-                        _mm256_castsi256_ps(_mm256_and_si256(b, _mm256_set1_epi32(0xffff_0000u32 as i32)))
-                    }
-                    SrcDtype::F16 => _mm256_cvtph_ps(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(p)),
-                };
-                _mm256_storeu_ps(out.as_mut_ptr().add(k), r);
+                _mm256_storeu_ps(out.as_mut_ptr().add(k), p);
             }
             k += 8;
         }

@@ -1,5 +1,5 @@
 //! pack-quantized decode: every SIMD level against an independent scalar reference written here
-//! (unpack by division, not shifts; `(u - z) * s` rounded to the scale dtype through `half`),
+//! (unpack by division, not shifts; `(u - z) * s` computed in f64 and rounded once to f32),
 //! over random int4/int8 words, symmetric and asymmetric, odd column counts, group sizes that are
 //! and are not whole words, subnormal, huge and NaN scales; and the Q4_0 repack against the
 //! decode (a repacked block dequantizes to exactly `code * scale`).
@@ -51,12 +51,8 @@ fn reference(
                 None => 1i64 << (l.bits - 1),
                 Some(z) => field(z[(r / per) * g + gi], l.bits, r % per) as i64,
             };
-            let p = (u - z) as f32 * widen(scales, dt, r * g + gi);
-            out.push(match dt {
-                SrcDtype::F32 => p,
-                SrcDtype::BF16 => half::bf16::from_f32(p).to_f32(),
-                SrcDtype::F16 => half::f16::from_f32(p).to_f32(),
-            });
+            // Exact for bf16/f16 scales (at most 8 + 11 significant bits).
+            out.push(((u - z) as f64 * widen(scales, dt, r * g + gi) as f64) as f32);
         }
     }
     out
