@@ -359,3 +359,82 @@ fn bad_packed_input_is_refused_naming_the_tensor() {
         );
     }
 }
+
+/// Args: our gguf, the converter's F32 GGUF of the same int4 checkpoint, the report's repacked
+/// tensors as JSON `{name: requantized blocks}`. Every Q4_0/Q8_0 block of ours either
+/// dequantizes to exactly the converter's f32 values (a copied block) or equals
+/// `gguf.quants.quantize` of them (`--method rtn`); copied blocks only in repacked tensors, and
+/// exactly the reported number of requantized blocks among them.
+const DS_JUDGE: &str = r#"
+import sys, json, numpy as np, gguf
+ours = {t.name: t for t in gguf.GGUFReader(sys.argv[1]).tensors}
+ref = {t.name: t for t in gguf.GGUFReader(sys.argv[2]).tensors}
+repacked = json.loads(sys.argv[3])
+bad, copied, requant = [], 0, {}
+for n, t in ours.items():
+    r = np.asarray(ref[n].data).astype(np.float32)
+    typ = t.tensor_type.name
+    if typ == "F32":
+        if not np.array_equal(np.asarray(t.data).view(np.uint32).reshape(-1), r.view(np.uint32).reshape(-1)): bad.append(n)
+        continue
+    bs, bb = {"Q4_0": (32, 18), "Q8_0": (32, 34)}[typ]
+    raw = np.asarray(t.data).reshape(-1, bb)
+    d = gguf.quants.dequantize(raw.reshape(-1), t.tensor_type).reshape(-1, bs)
+    rb = r.reshape(-1, bs)
+    q = gguf.quants.quantize(r.reshape(-1, bs), t.tensor_type).reshape(-1, bb)
+    exact = np.all(d.view(np.uint32) == rb.view(np.uint32), axis=1)
+    same = np.all(raw == q, axis=1)
+    if n in repacked:
+        copied += int(exact.sum()); requant[n] = int((~exact).sum())
+        if not np.all(exact | same): bad.append(f"{n}: a block neither copied nor requantized as gguf does")
+    elif not np.all(same): bad.append(f"{n}: bytes differ from gguf.quants.quantize")
+print(json.dumps({"bad": bad, "copied": copied, "requantized": requant}))
+"#;
+
+/// The Kimi-K2-Thinking-shaped fixture (`fixtures/packed/deepseek-v3-int4`, written by
+/// compressed-tensors 0.20 from the deepseek-v3 family fixture; see its PROVENANCE.md): llama.cpp's
+/// converter reads it too, so its GGUFs of the int4 files are the judges. int8 equals its Q8_0
+/// byte for byte; int4 copies codes and scales (dequantizing to exactly its F32 values) except
+/// the two blocks whose scale is not an f16 value and DeepSeek's transposed `attn_k_b`.
+#[test]
+fn deepseek2_from_pack_quantized_int4_matches_the_converter() {
+    let Some(py) = common::python() else { return };
+    let src = common::fixture("packed/deepseek-v3-int4");
+    let tmp = tempfile::tempdir().unwrap();
+    let q8 = tmp.path().join("q8");
+    common::quantize(&src, &q8, &["--target", "cpu", "--scheme", "int8"]);
+    let r = crate::families_cpu::compare(&py, &q8.join("model.gguf"), &src.join("ref-q8_0.gguf"));
+    assert_eq!(r["kv"], serde_json::json!([]), "{r}");
+    assert_eq!(r["tensors"], serde_json::json!([]), "{r}");
+
+    let q4 = tmp.path().join("q4");
+    let rep = common::quantize(&src, &q4, &["--target", "cpu", "--scheme", "int4", "--method", "rtn"]);
+    let mut repacked = serde_json::Map::new();
+    let mut transposed = 0;
+    for t in rep["tensors"].as_array().unwrap() {
+        let note = t["note"].as_str().unwrap_or("");
+        if t["method"] == "repack" {
+            let n: u64 = note.split(", ").nth(1).unwrap().split(' ').next().unwrap().parse().unwrap();
+            repacked.insert(t["name"].as_str().unwrap().to_string(), n.into());
+        } else if note.contains("(transposed rows)") {
+            transposed += 1;
+        }
+    }
+    // Per layer: q_a, q_b, kv_a, v_b, o (+ 3 expert stacks in the 2 MoE layers); k_b requantized.
+    assert_eq!(repacked.len(), 3 * 5 + 2 * 3, "{rep}");
+    assert_eq!(transposed, 3, "{rep}");
+    let o = common::run_python(
+        &py,
+        DS_JUDGE,
+        &[
+            q4.join("model.gguf").as_os_str(),
+            src.join("ref-f32.gguf").as_os_str(),
+            serde_json::Value::Object(repacked.clone()).to_string().as_ref(),
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(o.trim()).unwrap();
+    assert_eq!(v["bad"], serde_json::json!([]), "{o}");
+    assert_eq!(v["requantized"], serde_json::Value::Object(repacked), "reported counts: {o}");
+    assert_eq!(v["requantized"]["blk.1.ffn_up_exps.weight"], 2, "the fixture's two sub-f16 scales: {o}");
+    assert!(v["copied"].as_u64().unwrap() > 20_000, "{o}");
+}
