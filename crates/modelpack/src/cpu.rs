@@ -1009,6 +1009,11 @@ impl CpuPlan {
             return Ok((self.pieces(task, out), (task.t, stats), (seg.rows * src_cols) as u64));
         }
         let s0 = seg.row0 + (task.r0 - task.seg_start);
+        // Lossless Q4_0: the packed tensors, looked up once per task.
+        let repack = match ten.packed {
+            Some(true) => Some(self.packed.tensors(ckpt, &seg.hf).map_err(|e| fp8_err(e, s0, row_len))?),
+            _ => None,
+        };
         let sub = (FP8_SUB_ELEMS / row_len.max(1)).max(1);
         let mut buf = vec![0.0f32; sub.min(n.max(1)) * row_len];
         let mut stats = with_stats.then(ErrorStats::default);
@@ -1024,13 +1029,13 @@ impl CpuPlan {
             };
             let dec = &mut buf[..k * row_len];
             let o = &mut out[i * row_out..(i + k) * row_out];
-            if ten.packed == Some(true) {
+            if let Some((pt, l)) = &repack {
                 for j in 0..k {
                     let (a, b) = (j * row_len, (j + 1) * row_len);
                     self.repack_row(
-                        ckpt,
+                        pt,
+                        l,
                         task.t,
-                        &seg.hf,
                         src_row + j,
                         &mut dec[a..b],
                         &mut o[j * row_out..(j + 1) * row_out],
@@ -1055,15 +1060,15 @@ impl CpuPlan {
     #[allow(clippy::too_many_arguments)]
     fn repack_row(
         &self,
-        ckpt: &Checkpoint,
+        pt: &crate::quant::packed::PackedTensors<'_>,
+        l: &crate::quant::packed::PackedLayout,
         t: usize,
-        hf: &str,
         src_row: usize,
         dec: &mut [f32],
         out: &mut [u8],
         stats: Option<&mut ErrorStats>,
     ) -> Result<(), crate::quant::QuantError> {
-        let (pt, l) = self.packed.tensors(ckpt, hf)?;
+        let (pt, l) = (*pt, *l);
         let fallback = crate::quant::packed::q4_0_from_int4_row(pt, &l, src_row, out)?;
         let bb = crate::quant::packed::Q4_0_BLOCK_BYTES;
         if !fallback.is_empty() || stats.is_some() {
