@@ -38,6 +38,7 @@ mod mse;
 mod oci;
 mod oci_token;
 mod options;
+mod packed;
 mod quantize;
 mod rebuild;
 mod scale_dtype;

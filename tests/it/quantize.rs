@@ -289,7 +289,13 @@ fn hostile_inputs_fail_cleanly_and_leave_nothing() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("inside the input"));
     assert!(!inside.join("pkg").exists());
 
-    let requant = common::fixture("compressed-tensors/w4a16_g128_sym");
+    // A dense checkpoint whose config claims another quantization (pack-quantized and FP8 sources
+    // are read as such; anything else needs --force-requantize).
+    let requant = tmp.path().join("requant");
+    copy_fixture("compressed-tensors/dense_bf16", &requant);
+    let cfg = std::fs::read_to_string(requant.join("config.json")).unwrap();
+    let cfg = cfg.replacen('{', "{\"quantization_config\": {\"quant_method\": \"gptq\", \"bits\": 4},", 1);
+    std::fs::write(requant.join("config.json"), cfg).unwrap();
     fails_cleanly(&requant, &out, &["--target", "cuda", "--scheme", "int4"], 2, "already has a quantization_config");
 
     let nan = tmp.path().join("nan");

@@ -91,3 +91,15 @@ pub fn regenerate(args: &[String]) -> anyhow::Result<()> {
         .args(args))?;
     check()
 }
+
+/// `cargo xtask packed-fixtures`: regenerate `fixtures/packed/` (the deepseek-v3 family fixture
+/// written as compressed-tensors pack-quantized int4 g32 by the library itself, and the
+/// converter's references from it); needs the torch venv and llama.cpp, not run in CI.
+pub fn regenerate_packed() -> anyhow::Result<()> {
+    let py = crate::hfcheck::ensure_venv()?;
+    let llama = crate::llama::ensure()?;
+    run(Command::new(py)
+        .arg(root().join("xtask/py/make_packed_fixtures.py"))
+        .arg(root().join("fixtures/packed"))
+        .arg(llama.join("src")))
+}

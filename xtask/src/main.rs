@@ -10,6 +10,8 @@
 //!   cosine against the source).
 //! - `family-fixtures [FAMILY...]`: local (torch) regeneration of `fixtures/families/` with
 //!   transformers' classes and llama.cpp's converter (see `families.rs`).
+//! - `packed-fixtures`: local (torch + compressed-tensors) regeneration of `fixtures/packed/`, the
+//!   pack-quantized int4 DeepSeek-V3 source fixture and its converter references (see `families.rs`).
 //! - `bench [--size 2GB[,4GB]] [--quick] [--runs N]`: end-to-end benchmarks side by side with the
 //!   reference tools (see `bench/mod.rs`).
 //! - `quality [--model DIR] [--no-embed]`: weight SQNR and embedding quality of every format ×
@@ -44,6 +46,7 @@ fn main() -> anyhow::Result<()> {
         Some("llama") => llama::run(rest),
         Some("hf-check") => hfcheck::run_cmd(rest),
         Some("family-fixtures") => families::regenerate(rest),
+        Some("packed-fixtures") => families::regenerate_packed(),
         Some("quality") => quality::run(rest),
         Some("bench") => bench::run(rest),
         _ => anyhow::bail!(

@@ -12,6 +12,7 @@ mod error;
 pub mod fp8;
 mod header;
 pub mod limits;
+pub mod packed;
 mod snapshot;
 
 pub use config::ModelConfig;

@@ -13,6 +13,7 @@ pub mod imatrix;
 pub mod kquants;
 pub mod metrics;
 pub mod mse;
+pub mod packed;
 pub mod simd;
 
 pub use gguf::{dequantize_rows, quantize_rows, quantize_tensor_par, GgmlType};

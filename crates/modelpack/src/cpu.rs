@@ -8,6 +8,7 @@
 //! quantized straight into their slab of the output and no expert is ever gathered in memory.
 
 use crate::checkpoint::fp8::Fp8Map;
+use crate::checkpoint::packed::PackedMap;
 use crate::checkpoint::{Checkpoint, TensorView};
 use crate::exec::{OutFileSpec, Piece, TaskOutput};
 use crate::format::gguf::arch::{self, q4km, Model, QkPermutation, Segment, SourceTensor, Transform};
@@ -19,6 +20,7 @@ use crate::quant::metrics::ErrorStats;
 use crate::quant::SrcDtype;
 use crate::sign::manifest::TensorRecord;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Where a GGUF tensor's values come from.
 #[derive(Debug, Clone)]
@@ -51,6 +53,11 @@ pub struct CpuTensor {
     /// The FP8 encoding when the source rows are FP8 weights with scales (decoded to f32 in the
     /// load step; the scale tensors are consumed, never written).
     pub fp8: Option<Fp8Format>,
+    /// The source rows are a compressed-tensors pack-quantized weight (int4/int8 codes with
+    /// scales), decoded in the load step like FP8; `Some(lossless)` where a Q4_0 output takes
+    /// the int4 codes and scales as they are (only blocks whose scale is not an f16 value are
+    /// requantized).
+    pub packed: Option<bool>,
     /// HF shape (`[rows, cols]` or `[n]`).
     pub shape: Vec<usize>,
     /// Output type.
@@ -129,6 +136,11 @@ pub struct CpuPlan {
     pub dropped: Vec<(String, String)>,
     /// The checkpoint's FP8 weights (empty for bf16/f16/f32 checkpoints).
     pub fp8: Fp8Map,
+    /// The checkpoint's pack-quantized int4/int8 weights (empty for others).
+    pub packed: PackedMap,
+    /// Per tensor: Q4_0 blocks copied from int4 codes (lossless), and blocks requantized because
+    /// their scale is not an f16 value (filled while the tasks run, read by [`CpuPlan::records`]).
+    repacked: Vec<(AtomicU64, AtomicU64)>,
 }
 
 /// The file name of the GGUF inside a cpu package.
@@ -230,11 +242,17 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
     let base = base_type(opts)?;
     // FP8 weights, their scales checked against their blocks, before anything is planned.
     let fp8 = Fp8Map::of(ckpt).map_err(|e| PlanError::Input(e.to_string()))?;
-    let src: Vec<SourceTensor<'_>> = ckpt
+    // pack-quantized int4/int8 Linears, checked the same way; each appears as its virtual dense
+    // `P.weight` of `weight_shape`.
+    let packed = PackedMap::of(ckpt).map_err(|e| PlanError::Input(e.to_string()))?;
+    let vshapes: Vec<(&str, Vec<usize>)> = packed.virtual_weights().map(|(n, s)| (n, s.to_vec())).collect();
+    let mut src: Vec<SourceTensor<'_>> = ckpt
         .tensors()
-        .filter(|t| !fp8.is_consumed(t.name))
+        .filter(|t| !fp8.is_consumed(t.name) && !packed.is_consumed(t.name))
         .map(|t| SourceTensor { name: t.name, shape: t.shape })
         .collect();
+    src.extend(vshapes.iter().map(|(n, s)| SourceTensor { name: n, shape: s }));
+    src.sort_by(|a, b| a.name.cmp(b.name));
     let planned = arch::plan_tensors(&model, &src).map_err(|e| PlanError::Input(e.to_string()))?;
     if planned.is_empty() {
         return Err(PlanError::Input("the checkpoint has no tensors to convert".into()));
@@ -243,8 +261,8 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
         arch::dropped_tensors(&model, &src).into_iter().map(|(n, why)| (n.to_owned(), why.to_owned())).collect();
     let mut tensors = Vec::with_capacity(planned.len() + 1);
     for p in planned {
-        let (src_dtype, fp8) = segments_dtype(ckpt, &fp8, &p.name, &p.segments)?;
-        if p.transform.is_some() && (fp8.is_some() || p.segments.len() != 1 || p.perm.is_some() || p.transposed) {
+        let (src_dtype, fp8, is_packed) = segments_dtype(ckpt, &fp8, &packed, &p.name, &p.segments)?;
+        if p.transform.is_some() && (fp8.is_some() || is_packed || p.segments.len() != 1 || p.perm.is_some() || p.transposed) {
             return Err(PlanError::Input(format!(
                 "tensor `{}`: {} must be one plain F32/F16/BF16 tensor to be transformed",
                 p.segments[0].hf, p.name
@@ -255,6 +273,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
             source: Source::Rows { segments: p.segments, perm: p.perm, transposed: p.transposed },
             src_dtype,
             fp8,
+            packed: is_packed.then_some(false),
             shape: p.shape,
             ty: GgmlType::F32,
             reason: String::new(),
@@ -271,6 +290,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
             source: Source::Values(vals),
             src_dtype: SrcDtype::F32,
             fp8: None,
+            packed: None,
             ty: GgmlType::F32,
             reason: "llama-3 rope scaling factors".into(),
             weights: None,
@@ -337,10 +357,18 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
         t.reason = reason;
         t.weights = weights;
     }
+    if !packed.is_empty() {
+        for t in tensors.iter_mut() {
+            plan_packed(&packed, t);
+        }
+    }
 
     let mut ftype = file_type(base, opts.gguf_mix);
     if let Some(bpw) = opts.gguf_mix.and_then(GgufMix::bpw) {
-        budget_mix(ckpt, &fp8, opts, bpw, &mut tensors, &free)?;
+        budget_mix(ckpt, &fp8, &packed, opts, bpw, &mut tensors, &free)?;
+        for t in tensors.iter_mut() {
+            plan_packed(&packed, t);
+        }
         // No llama_ftype names a free mixture: the type holding the most bytes names the file.
         let mut by_type: Vec<(GgmlType, u64)> = Vec::new();
         for t in &tensors {
@@ -371,7 +399,6 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
         sizes.extend_from_slice(&p.layout.tensor_sizes);
     }
     Ok(CpuPlan {
-        tensors,
         parts,
         placement,
         sizes,
@@ -380,6 +407,9 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
         method: opts.method,
         dropped,
         fp8,
+        repacked: (0..tensors.len()).map(|_| (AtomicU64::new(0), AtomicU64::new(0))).collect(),
+        tensors,
+        packed,
     })
 }
 
@@ -393,6 +423,7 @@ fn tensor_bytes(t: &CpuTensor) -> u64 {
 fn budget_mix(
     ckpt: &Checkpoint,
     fp8: &Fp8Map,
+    packed: &PackedMap,
     opts: &QuantizeOptions,
     bpw: f64,
     tensors: &mut [CpuTensor],
@@ -420,6 +451,14 @@ fn budget_mix(
             }
             let (s, local) =
                 found.ok_or_else(|| PlanError::Input(format!("tensor `{}`: row {r} out of range", t.name)))?;
+            if t.packed.is_some() {
+                let mut dec = vec![0.0f32; row_len];
+                packed
+                    .dequantize_rows(ckpt, &s.hf, s.row0 + local, &mut dec)
+                    .map_err(|e| PlanError::Input(format!("tensor `{}`: {e}", s.hf)))?;
+                rows_data.push(std::borrow::Cow::Owned(crate::quant::fp8::f32_bytes(&dec).to_vec()));
+                continue;
+            }
             let view = ckpt
                 .tensor(&s.hf)
                 .ok_or_else(|| PlanError::Input(format!("tensor `{}` is missing from the checkpoint", s.hf)))?;
@@ -456,11 +495,26 @@ fn budget_mix(
 fn segments_dtype(
     ckpt: &Checkpoint,
     fp8: &Fp8Map,
+    packed: &PackedMap,
     name: &str,
     segments: &[Segment],
-) -> Result<(SrcDtype, Option<Fp8Format>), PlanError> {
+) -> Result<(SrcDtype, Option<Fp8Format>, bool), PlanError> {
     let mut dtype = None;
+    let mut n_packed = 0;
     for s in segments {
+        if packed.get(&s.hf).is_some() {
+            n_packed += 1;
+            match dtype {
+                Some(prev) if prev != (SrcDtype::F32, None) => {
+                    return Err(PlanError::Input(format!(
+                        "tensor `{}` is pack-quantized but the other parts of `{name}` are {prev:?}",
+                        s.hf
+                    )))
+                }
+                _ => dtype = Some((SrcDtype::F32, None)),
+            }
+            continue;
+        }
         let t = ckpt
             .tensor(&s.hf)
             .ok_or_else(|| PlanError::Input(format!("tensor `{}` disappeared from the checkpoint", s.hf)))?;
@@ -487,7 +541,41 @@ fn segments_dtype(
             _ => dtype = Some(d),
         }
     }
-    dtype.ok_or_else(|| PlanError::Input(format!("`{name}` has no source rows")))
+    if n_packed != 0 && n_packed != segments.len() {
+        return Err(PlanError::Input(format!(
+            "`{name}`: {n_packed} of its {} source tensors are pack-quantized and the others are not",
+            segments.len()
+        )));
+    }
+    let (d, f) = dtype.ok_or_else(|| PlanError::Input(format!("`{name}` has no source rows")))?;
+    Ok((d, f, n_packed != 0))
+}
+
+/// Decide whether a pack-quantized tensor's Q4_0 output can take the int4 codes and scales as
+/// they are: int4 symmetric, groups (or rows) of whole Q4_0 blocks, rows not transposed, no
+/// importance weights (which only matter when requantizing). Otherwise it is decoded and
+/// requantized like any source, and the note says so.
+fn plan_packed(packed: &PackedMap, t: &mut CpuTensor) {
+    let Some(_) = t.packed else { return };
+    let Source::Rows { segments, transposed, .. } = &t.source else { return };
+    let ws: Vec<_> = segments.iter().filter_map(|s| packed.get(&s.hf)).collect();
+    let Some(w) = ws.first() else { return };
+    let l = w.layout;
+    let grid = l.bits == 4 && l.symmetric && l.cols.is_multiple_of(32) && l.group.is_multiple_of(32);
+    let what = w.describe();
+    let lossless = t.ty == GgmlType::Q4_0 && grid && !*transposed && t.weights.is_none();
+    t.packed = Some(lossless);
+    t.reason = if lossless {
+        format!("{}; Q4_0 from the source's {what} codes and scales as they are (lossless)", t.reason)
+    } else {
+        let why = match () {
+            _ if t.ty != GgmlType::Q4_0 => format!("type {}", t.ty),
+            _ if !grid => "not Q4_0's grid".to_string(),
+            _ if *transposed => "transposed rows".to_string(),
+            _ => "importance weights".to_string(),
+        };
+        format!("{}; dequantized from pack-quantized {what} and requantized ({why})", t.reason)
+    };
 }
 
 /// Rows decoded per FP8 sub-chunk: about 64 KiB of f32, so the decoded rows are still in cache
@@ -728,7 +816,14 @@ impl CpuPlan {
         self.tensors
             .iter()
             .filter(|t| matches!(t.source, Source::Rows { .. }))
-            .map(|t| (t.shape.iter().product::<usize>() * t.in_size()) as u64)
+            .map(|t| match (&t.source, t.packed) {
+                // Packed words read (scales are a few percent more).
+                (Source::Rows { segments, .. }, Some(_)) => segments
+                    .iter()
+                    .filter_map(|s| self.packed.get(&s.hf).map(|w| (s.rows * w.layout.words_per_row() * 4) as u64))
+                    .sum(),
+                _ => (t.shape.iter().product::<usize>() * t.in_size()) as u64,
+            })
             .sum()
     }
 
@@ -783,7 +878,7 @@ impl CpuPlan {
         with_stats: bool,
     ) -> anyhow::Result<TaskOutput<(usize, Option<ErrorStats>)>> {
         let ten = &self.tensors[task.t];
-        if ten.fp8.is_some() {
+        if ten.fp8.is_some() || ten.packed.is_some() {
             return self.run_fp8_task(ckpt, task, with_stats);
         }
         let row_len = ten.row_len();
@@ -890,9 +985,10 @@ impl CpuPlan {
         anyhow::anyhow!("tensor `{}`{from}, rows {}..{}: {what}", ten.name, task.r0, task.r1)
     }
 
-    /// An FP8 task: a few source rows at a time are decoded (code × block scale, f32) into a small
-    /// reused buffer and quantized from it, so no tensor- or task-sized f32 copy exists. The
-    /// q/k permutation picks each decoded row's source row.
+    /// An FP8 or pack-quantized task: a few source rows at a time are decoded (code × block
+    /// scale, f32) into a small reused buffer and quantized from it, so no tensor- or task-sized
+    /// f32 copy exists. The q/k permutation picks each decoded row's source row. A lossless
+    /// pack-quantized Q4_0 tensor copies codes and scales instead ([`Self::repack_row`]).
     fn run_fp8_task(
         &self,
         ckpt: &Checkpoint,
@@ -908,7 +1004,7 @@ impl CpuPlan {
         let n = task.r1 - task.r0;
         let mut out = crate::exec::recycled_buffer(n * row_out);
         let seg = &segments[task.seg];
-        let view: TensorView<'_> = ckpt.tensor(&seg.hf).expect("planned tensor exists");
+        let what = if ten.packed.is_some() { "a non-finite packed scale" } else { "a NaN/Inf FP8 code" };
         let fp8_err = |e: crate::quant::QuantError, src_row: usize, src_len: usize| {
             let e = match e {
                 crate::quant::QuantError::NonFinite { index, value } => {
@@ -916,7 +1012,15 @@ impl CpuPlan {
                 }
                 e => e,
             };
-            anyhow::anyhow!("tensor `{}`: {e} (a NaN/Inf FP8 code)", seg.hf)
+            anyhow::anyhow!("tensor `{}`: {e} ({what})", seg.hf)
+        };
+        let decode = |row: usize, out: &mut [f32]| -> Result<(), crate::quant::QuantError> {
+            if ten.packed.is_some() {
+                self.packed.dequantize_rows(ckpt, &seg.hf, row, out)
+            } else {
+                let view: TensorView<'_> = ckpt.tensor(&seg.hf).expect("planned tensor exists");
+                self.fp8.dequantize_rows(ckpt, &view, row, out)
+            }
         };
         if *transposed {
             // Output row c is column c of the segment's source rows (DeepSeek's `attn_k_b`): the
@@ -924,7 +1028,7 @@ impl CpuPlan {
             // scales at their source positions, then the run's columns are gathered from them.
             let src_cols = ten.shape[ten.shape.len() - 2];
             let mut dec = vec![0.0f32; seg.rows * src_cols];
-            self.fp8.dequantize_rows(ckpt, &view, seg.row0, &mut dec).map_err(|e| fp8_err(e, seg.row0, src_cols))?;
+            decode(seg.row0, &mut dec).map_err(|e| fp8_err(e, seg.row0, src_cols))?;
             let c0 = task.r0 - task.seg_start;
             let mut g = Vec::with_capacity(n * row_len);
             for c in c0..c0 + n {
@@ -936,6 +1040,11 @@ impl CpuPlan {
             return Ok((self.pieces(task, out), (task.t, stats), (seg.rows * src_cols) as u64));
         }
         let s0 = seg.row0 + (task.r0 - task.seg_start);
+        // Lossless Q4_0: the packed tensors, looked up once per task.
+        let repack = match ten.packed {
+            Some(true) => Some(self.packed.tensors(ckpt, &seg.hf).map_err(|e| fp8_err(e, s0, row_len))?),
+            _ => None,
+        };
         let sub = (FP8_SUB_ELEMS / row_len.max(1)).max(1);
         let mut buf = vec![0.0f32; sub.min(n.max(1)) * row_len];
         let mut stats = with_stats.then(ErrorStats::default);
@@ -950,13 +1059,70 @@ impl CpuPlan {
                 Some(p) => p.src_row(s0 + i),
             };
             let dec = &mut buf[..k * row_len];
-            self.fp8.dequantize_rows(ckpt, &view, src_row, dec).map_err(|e| fp8_err(e, src_row, row_len))?;
-            let input = crate::quant::fp8::f32_bytes(dec);
             let o = &mut out[i * row_out..(i + k) * row_out];
+            if let Some((pt, l)) = &repack {
+                for j in 0..k {
+                    let (a, b) = (j * row_len, (j + 1) * row_len);
+                    self.repack_row(
+                        pt,
+                        l,
+                        task.t,
+                        src_row + j,
+                        &mut dec[a..b],
+                        &mut o[j * row_out..(j + 1) * row_out],
+                        stats.as_mut(),
+                    )
+                    .map_err(|e| fp8_err(e, src_row + j, row_len))?;
+                }
+                i += k;
+                continue;
+            }
+            decode(src_row, dec).map_err(|e| fp8_err(e, src_row, row_len))?;
+            let input = crate::quant::fp8::f32_bytes(dec);
             self.quantize(ten, SrcDtype::F32, input, o, stats.as_mut()).map_err(|e| self.task_error(task, e))?;
             i += k;
         }
         Ok((self.pieces(task, out), (task.t, stats), (n * row_len) as u64))
+    }
+
+    /// One Q4_0 row of a lossless pack-quantized tensor: the int4 codes and group scales are
+    /// copied into Q4_0 blocks; a block whose scale is not an f16 value is requantized from the
+    /// decoded row with the tensor's method. Counted per tensor for the report.
+    #[allow(clippy::too_many_arguments)]
+    fn repack_row(
+        &self,
+        pt: &crate::quant::packed::PackedTensors<'_>,
+        l: &crate::quant::packed::PackedLayout,
+        t: usize,
+        src_row: usize,
+        dec: &mut [f32],
+        out: &mut [u8],
+        stats: Option<&mut ErrorStats>,
+    ) -> Result<(), crate::quant::QuantError> {
+        let (pt, l) = (*pt, *l);
+        let fallback = crate::quant::packed::q4_0_from_int4_row(pt, &l, src_row, out)?;
+        let bb = crate::quant::packed::Q4_0_BLOCK_BYTES;
+        if !fallback.is_empty() || stats.is_some() {
+            crate::quant::packed::dequantize_rows(pt, &l, src_row, dec)?;
+        }
+        for &b in &fallback {
+            let input = crate::quant::fp8::f32_bytes(&dec[32 * b..32 * (b + 1)]);
+            let o = &mut out[b * bb..(b + 1) * bb];
+            if self.method == Method::Mse {
+                crate::quant::mse::quantize_gguf_rows(GgmlType::Q4_0, SrcDtype::F32, input, 32, o, None)?;
+            } else {
+                crate::quant::gguf::quantize_rows(GgmlType::Q4_0, SrcDtype::F32, input, 32, o, None)?;
+            }
+        }
+        let blocks = (l.cols / 32) as u64;
+        self.repacked[t].0.fetch_add(blocks - fallback.len() as u64, Ordering::Relaxed);
+        self.repacked[t].1.fetch_add(fallback.len() as u64, Ordering::Relaxed);
+        if let Some(st) = stats {
+            let mut deq = vec![0.0f32; dec.len()];
+            crate::quant::gguf::dequantize_rows(GgmlType::Q4_0, out, l.cols, &mut deq)?;
+            st.add(dec, &deq);
+        }
+        Ok(())
     }
 
     fn pieces(&self, task: &Task, out: Vec<u8>) -> Vec<Piece> {
@@ -978,21 +1144,40 @@ impl CpuPlan {
         self.tensors
             .iter()
             .zip(&self.sizes)
-            .map(|(t, &bytes)| TensorRecord {
+            .enumerate()
+            .map(|(i, (t, &bytes))| TensorRecord {
                 name: t.name.clone(),
                 shape: t.shape.iter().map(|&d| d as u64).collect(),
-                dtype_in: match t.fp8 {
-                    Some(Fp8Format::E4M3) => "F8_E4M3".to_string(),
-                    Some(Fp8Format::E5M2) => "F8_E5M2".to_string(),
-                    None => format!("{:?}", t.src_dtype).to_uppercase(),
+                dtype_in: match (t.fp8, t.packed, &t.source) {
+                    (Some(Fp8Format::E4M3), ..) => "F8_E4M3".to_string(),
+                    (Some(Fp8Format::E5M2), ..) => "F8_E5M2".to_string(),
+                    (None, Some(_), Source::Rows { segments, .. }) => segments
+                        .first()
+                        .and_then(|s| self.packed.get(&s.hf))
+                        .map_or("PACKED".to_string(), |w| format!("PACKED_INT{}", w.layout.bits)),
+                    _ => format!("{:?}", t.src_dtype).to_uppercase(),
                 },
                 type_out: t.ty.name().to_string(),
-                method: method_used(self.method, t.ty).map(str::to_string),
+                method: match t.packed {
+                    Some(true) => Some("repack".to_string()),
+                    _ => method_used(self.method, t.ty).map(str::to_string),
+                },
                 bytes_out: bytes,
                 sqnr_db: None,
                 rel_rmse: None,
                 max_abs_err: None,
-                note: Some(t.reason.clone()),
+                note: Some(match t.packed {
+                    Some(true) => {
+                        let (a, b) = (&self.repacked[i].0, &self.repacked[i].1);
+                        format!(
+                            "{}: {} blocks copied, {} requantized (scale not an f16 value)",
+                            t.reason,
+                            a.load(Ordering::Relaxed),
+                            b.load(Ordering::Relaxed)
+                        )
+                    }
+                    _ => t.reason.clone(),
+                }),
             })
             .collect()
     }

@@ -12,6 +12,7 @@
 //! executor's small reorder buffer.
 
 use crate::checkpoint::fp8::Fp8Map;
+use crate::checkpoint::packed::PackedMap;
 use crate::checkpoint::Checkpoint;
 use crate::exec::{OutFileSpec, Piece, TaskOutput};
 use crate::format::compressed_tensors::{self as ctf, CtGroup, CtStrategy};
@@ -78,6 +79,9 @@ struct Module {
     src_dtype: SrcDtype,
     /// The source is an FP8 weight: its rows are decoded to f32 (`src_dtype` F32) first.
     fp8: Option<Fp8Format>,
+    /// The source is a pack-quantized weight of another scheme, decoded to f32 rows likewise
+    /// (its bits, for the bytes-read figure).
+    packed_src: Option<u32>,
     /// First row of the module in the source tensor (fused experts hold several modules).
     row0: usize,
     rows: usize,
@@ -99,6 +103,9 @@ impl Module {
     fn in_size(&self) -> usize {
         if self.fp8.is_some() {
             1
+        } else if let Some(bits) = self.packed_src {
+            // Codes only (0 for int4: half a byte each, counted in `input_bytes`).
+            bits as usize / 8
         } else {
             self.src_dtype.size()
         }
@@ -118,6 +125,8 @@ pub struct CudaPlan {
     method: Method,
     /// The checkpoint's FP8 weights and the scale tensors they consume.
     fp8: Fp8Map,
+    /// The checkpoint's pack-quantized weights (passed through or decoded).
+    packed: PackedMap,
 }
 
 /// A unit of work: rows `[r0, r1)` of module `m`, bytes `[b0, b1)` of a copied tensor, or a
@@ -203,7 +212,10 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
     // FP8 sources are decoded and re-quantized without --force-requantize: GPUs without FP8
     // (A100-class) need int4/int8 packages of FP8 releases. Stated in every module's note.
     let fp8 = Fp8Map::of(ckpt).map_err(|e| PlanError::Input(e.to_string()))?;
-    if config.get("quantization_config").is_some() && !opts.force_requantize && fp8.is_empty() {
+    // pack-quantized int4/int8 sources: Linears of the target's scheme pass through as they are,
+    // others are decoded and requantized (stated per module), without --force-requantize either.
+    let packed = PackedMap::of(ckpt).map_err(|e| PlanError::Input(e.to_string()))?;
+    if config.get("quantization_config").is_some() && !opts.force_requantize && fp8.is_empty() && packed.is_empty() {
         return Err(PlanError::Input(
             "config.json already has a quantization_config: re-quantizing loses quality \
              (pass --force-requantize to do it anyway)"
@@ -213,11 +225,22 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
     let facts = ModelFacts::from_config(config);
     // Before anything else (and long before any output exists): experts consistent with each
     // other and with config.json.
-    linears::check_experts(ckpt.tensors().map(|t| (t.name, t.shape)), &facts).map_err(PlanError::Input)?;
+    // The checkpoint as dense tensors: each packed Linear appears as its virtual `P.weight`
+    // (shape `weight_shape`, data its packed words), its parts are left out.
+    let vshapes: Vec<(&str, [usize; 2])> = packed.virtual_weights().collect();
+    let mut views: Vec<crate::checkpoint::TensorView<'_>> =
+        ckpt.tensors().filter(|t| !fp8.is_consumed(t.name) && !packed.is_consumed(t.name)).collect();
+    for (name, shape) in &vshapes {
+        let w = packed.get(name).expect("listed by the map");
+        let words = ckpt.tensor(&w.packed).expect("checked by the map");
+        views.push(crate::checkpoint::TensorView { name, shape, ..words });
+    }
+    views.sort_by(|a, b| a.name.cmp(b.name));
+    linears::check_experts(views.iter().map(|t| (t.name, t.shape)), &facts).map_err(PlanError::Input)?;
     let names = facts.expert_names();
     // `…layers.N.` prefixes whose experts are fused: their `mlp.` tensors take the released name.
-    let fused_layers: BTreeSet<String> = ckpt
-        .tensors()
+    let fused_layers: BTreeSet<String> = views
+        .iter()
         .filter(|t| matches!(linears::classify(t.name, t.shape, &facts), Class::FusedExperts { .. }))
         .filter_map(|t| linears::layer_index(t.name).map(|(_, end)| t.name[..end].to_string()))
         .collect();
@@ -229,10 +252,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
     let mut fallback: Vec<String> = Vec::new();
     // Bytes of Linear weights inside the layer stack: quantized, and left dense.
     let (mut linear_q, mut linear_dense) = (0u64, 0u64);
-    for t in ckpt.tensors() {
-        if fp8.is_consumed(t.name) {
-            continue; // a scale of an FP8 weight: decoded into it, never written
-        }
+    for t in views.iter().copied() {
         let keep = opts.keep.iter().find(|re| re.is_match(t.name));
         let class = linears::classify(t.name, t.shape, &facts);
         let in_layers = linears::layer_index(t.name).is_some();
@@ -291,6 +311,13 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
             }
         };
         if let Some((note, linear)) = dense_note {
+            if packed.get(t.name).is_some() {
+                return Err(PlanError::Input(format!(
+                    "tensor `{}`: a pack-quantized weight would be kept dense ({note}); quantize it (drop the \
+                     --keep) or dequantize the checkpoint first",
+                    t.name
+                )));
+            }
             if fp8.get(t.name).is_some() {
                 return Err(PlanError::Input(format!(
                     "tensor `{}`: an FP8 weight would be kept dense ({note}), but its scales are consumed; \
@@ -348,9 +375,10 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
         for l in linears_of_t {
             let m = l.module;
             let fp8_format = fp8.get(l.src).map(|f| f.format);
-            let src_dtype = match fp8_format {
-                Some(_) => SrcDtype::F32,
-                None => l.dtype.as_src().ok_or_else(|| {
+            let pw = packed.get(l.src);
+            let src_dtype = match (fp8_format, pw) {
+                (Some(_), _) | (_, Some(_)) => SrcDtype::F32,
+                _ => l.dtype.as_src().ok_or_else(|| {
                     PlanError::Input(format!(
                         "tensor `{}` has dtype {} but is a Linear weight to quantize (needs F32, F16, BF16 or FP8 \
                          with scales)",
@@ -387,7 +415,48 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
                 );
             }
             scheme.validate()?;
-            let scale_dtype = opts.scale_dtype.unwrap_or(default_scale_dtype(src_dtype));
+            let mut scale_dtype = opts.scale_dtype.unwrap_or(default_scale_dtype(src_dtype));
+            if let Some(w) = pw {
+                let src_scale = match w.scale_dtype {
+                    SrcDtype::BF16 => ScaleDtype::BF16,
+                    SrcDtype::F16 => ScaleDtype::F16,
+                    SrcDtype::F32 => ScaleDtype::F32,
+                };
+                // A packed source keeps its scale dtype unless --scale-dtype says otherwise.
+                scale_dtype = opts.scale_dtype.unwrap_or(src_scale);
+                let l2 = w.layout;
+                let same = u32::from(scheme.bits) == l2.bits
+                    && scheme.symmetric == l2.symmetric
+                    && match scheme.strategy {
+                        Strategy::Channel => l2.group == l2.cols,
+                        Strategy::Group(g) => g == l2.group && g != l2.cols,
+                    }
+                    && scale_dtype == src_scale;
+                if same {
+                    // The source's tensors are already what this module would be: copy them.
+                    let parts = [Some(&w.packed), Some(&w.scale), w.zero_point.as_ref()];
+                    let shape_name = format!("{}_shape", l.src);
+                    for src in parts.into_iter().flatten().chain(std::iter::once(&shape_name)) {
+                        let v = ckpt.tensor(src).expect("checked by the map");
+                        let suffix = src.rsplit_once(".weight_").map_or("", |p| p.1);
+                        kept_notes.push((src.to_string(), format!("{}: passed through unchanged", w.describe())));
+                        tensors.push(OutTensor {
+                            name: format!("{m}.weight_{suffix}"),
+                            dtype: v.dtype.name(),
+                            shape: v.shape.to_vec(),
+                            role: Role::Copy { src: src.to_string(), at: 0 },
+                            file: 0,
+                            offset: 0,
+                            size: v.data.len() as u64,
+                        });
+                    }
+                    continue;
+                }
+                note = format!(
+                    "{note}; re-quantized from pack-quantized {} (decoded as compressed-tensors does)",
+                    w.describe()
+                );
+            }
             let i = modules.len();
             let base = tensors.len();
             let sc = scheme.scale_cols(cols)?;
@@ -408,6 +477,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
                 src: l.src.to_string(),
                 src_dtype,
                 fp8: fp8_format,
+                packed_src: pw.map(|w| w.layout.bits),
                 row0: l.row0,
                 rows,
                 cols,
@@ -422,7 +492,8 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
             });
         }
     }
-    if modules.is_empty() {
+    let passed = tensors.iter().any(|t| matches!(&t.role, Role::Copy { src, .. } if packed.is_consumed(src)));
+    if modules.is_empty() && !passed {
         return Err(PlanError::Input(
             "no Linear weights to quantize: no 2-D `.weight` inside a layer stack (`layers.N.`, `layer.N.`, \
              `blocks.N.`) outside the kept ones"
@@ -462,7 +533,8 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
         });
     }
     let qc = ctf::quantization_config(&groups, &ignore);
-    let config = ctf::with_quantization_config(config, qc, opts.force_requantize || !fp8.is_empty())?;
+    let config =
+        ctf::with_quantization_config(config, qc, opts.force_requantize || !fp8.is_empty() || !packed.is_empty())?;
 
     // File layout: reference order, then shards of at most max_shard_size.
     let mut keyed: Vec<(String, &'static str, usize)> =
@@ -500,13 +572,20 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
             _ => {}
         }
     }
-    Ok(CudaPlan { tensors, modules, files, config, kept_notes, module_record, method: opts.method, fp8 })
+    Ok(CudaPlan { tensors, modules, files, config, kept_notes, module_record, method: opts.method, fp8, packed })
 }
 
 impl CudaPlan {
     /// Tensor bytes read from the checkpoint.
     pub fn input_bytes(&self) -> u64 {
-        let q: u64 = self.modules.iter().map(|m| (m.rows * m.cols * m.in_size()) as u64).sum();
+        let q: u64 = self
+            .modules
+            .iter()
+            .map(|m| match m.packed_src {
+                Some(bits) => (m.rows * m.cols * bits as usize / 8) as u64,
+                None => (m.rows * m.cols * m.in_size()) as u64,
+            })
+            .sum();
         let c: u64 = self.tensors.iter().filter(|t| matches!(t.role, Role::Copy { .. })).map(|t| t.size).sum();
         q + c
     }
@@ -606,15 +685,26 @@ impl CudaPlan {
             }
             Task::Rows { m, r0, r1 } => {
                 let md = &self.modules[m];
-                let view = ckpt.tensor(&md.src).expect("planned tensor exists");
                 let esz = md.src_dtype.size();
                 let rows = r1 - r0;
                 let (a, b) = (md.row0 + r0, md.row0 + r1);
-                // FP8: the task's rows decoded to f32 (at most TASK_ELEMS values, one task's worth).
+                // FP8 / packed: the task's rows decoded to f32 (at most TASK_ELEMS values, one task's worth).
                 let decoded: Vec<f32>;
                 let input = match md.fp8 {
-                    None => &view.data[a * md.cols * esz..b * md.cols * esz],
+                    None if md.packed_src.is_some() => {
+                        let mut d = vec![0.0f32; rows * md.cols];
+                        self.packed.dequantize_rows(ckpt, &md.src, a, &mut d).map_err(|e| {
+                            anyhow::anyhow!("tensor `{}` (rows {a}..{b}): {e} (a non-finite packed scale)", md.src)
+                        })?;
+                        decoded = d;
+                        crate::quant::fp8::f32_bytes(&decoded)
+                    }
+                    None => {
+                        let view = ckpt.tensor(&md.src).expect("planned tensor exists");
+                        &view.data[a * md.cols * esz..b * md.cols * esz]
+                    }
                     Some(_) => {
+                        let view = ckpt.tensor(&md.src).expect("planned tensor exists");
                         let mut d = vec![0.0f32; rows * md.cols];
                         self.fp8.dequantize_rows(ckpt, &view, a, &mut d).map_err(|e| {
                             anyhow::anyhow!("tensor `{}` (rows {a}..{b}): {e} (a NaN/Inf FP8 code)", md.src)
@@ -734,10 +824,11 @@ impl CudaPlan {
                     Some(TensorRecord {
                         name: md.name.clone(),
                         shape: vec![md.rows as u64, md.cols as u64],
-                        dtype_in: match md.fp8 {
-                            Some(Fp8Format::E4M3) => "F8_E4M3".to_string(),
-                            Some(Fp8Format::E5M2) => "F8_E5M2".to_string(),
-                            None => format!("{:?}", md.src_dtype).to_uppercase(),
+                        dtype_in: match (md.fp8, md.packed_src) {
+                            (Some(Fp8Format::E4M3), _) => "F8_E4M3".to_string(),
+                            (Some(Fp8Format::E5M2), _) => "F8_E5M2".to_string(),
+                            (None, Some(bits)) => format!("PACKED_INT{bits}"),
+                            (None, None) => format!("{:?}", md.src_dtype).to_uppercase(),
                         },
                         type_out: format!(
                             "pack-quantized int{} {}{}",
