@@ -350,14 +350,18 @@ pub(crate) fn hash_many(root: &Path, files: &[(String, u64)]) -> Result<Vec<File
         return Err(e);
     }
     let done = done.into_inner().unwrap_or_else(|p| p.into_inner());
-    Ok(files
+    files
         .iter()
         .zip(done)
         .map(|((rel, _), d)| {
-            let (sha256, size) = d.expect("every file is hashed when no worker failed");
-            FileDigest { path: rel.clone(), sha256, size }
+            // Every file is handed to exactly one worker; a gap would be our bug, reported
+            // as an error rather than a panic or a missing digest.
+            let (sha256, size) = d.ok_or_else(|| {
+                SignError::io(root.join(rel), std::io::Error::other("file was not hashed (internal error)"))
+            })?;
+            Ok(FileDigest { path: rel.clone(), sha256, size })
         })
-        .collect())
+        .collect()
 }
 
 /// What the workers of [`hash_many`] share.

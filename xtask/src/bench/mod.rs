@@ -1,5 +1,5 @@
-//! `cargo xtask bench [--size 2GB[,4GB...]] [--quick] [--runs N] [--moe] [--only verify]`: end-to-end benchmarks of
-//! modelpack side by side with the tools users would otherwise pick, in one invocation on the
+//! `cargo xtask bench [--size 2GB[,4GB...]] [--quick] [--runs N] [--moe] [--only verify] [--profile P]`: benchmarks of
+//! modelpack, end to end, side by side with the tools users would otherwise pick, in one invocation on the
 //! same data (the machine is shared and noisy, so ratios come only from runs taken together).
 //!
 //! Every row is a whole process measured by [`measure::run`]: wall and CPU time, peak RSS and
@@ -36,6 +36,8 @@ struct Opts {
     disk: bool,
     /// Only the hashing rows (`--only verify`).
     only_hashing: bool,
+    /// Cargo profile of the measured binary (`--profile`; default `release`).
+    profile: Option<String>,
 }
 
 fn parse_size(s: &str) -> anyhow::Result<u64> {
@@ -58,6 +60,7 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
         disk: false,
         moe: false,
         only_hashing: false,
+        profile: None,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -71,6 +74,7 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
                 o.sizes = v.split(',').map(parse_size).collect::<anyhow::Result<_>>()?;
             }
             "--runs" => o.runs = it.next().context("--runs needs a value")?.parse()?,
+            "--profile" => o.profile = Some(it.next().context("--profile needs a value")?.clone()),
             "--only" => match it.next().map(String::as_str) {
                 Some("verify") => o.only_hashing = true,
                 other => bail!("--only takes `verify` (the sign/verify/hash rows), not {other:?}"),
@@ -78,7 +82,7 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
             _ => {
                 bail!(
                     "usage: cargo xtask bench [--size 2GB[,4GB]] [--quick] [--runs N] [--no-peers] [--disk] [--moe] \
-                     [--only verify]"
+                     [--only verify] [--profile P]"
                 )
             }
         }
@@ -329,7 +333,9 @@ fn s(x: impl AsRef<std::ffi::OsStr>) -> String {
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let o = parse(args)?;
     // --quick shares `cargo xtask test`'s build (its figures mean nothing anyway).
-    let profile = if o.quick { "ci-test" } else { "release" };
+    // --profile picks another build (e.g. `ci-test`, already built by `cargo xtask test`) when
+    // a fat-LTO release build is too slow to wait for; the table names the profile.
+    let profile = o.profile.as_deref().unwrap_or(if o.quick { "ci-test" } else { "release" });
     eprintln!("bench: building modelpack ({profile} profile)");
     let mp = build_modelpack(profile)?;
     // Outputs go to tmpfs when there is one: the performance budget (docs/performance.md) is
@@ -769,13 +775,13 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             (false, false) => format!("{:.1}GB", in_bytes as f64 / 1e9),
             (false, true) => format!("{:.1}GB-verify", in_bytes as f64 / 1e9),
         };
-        let md = markdown(&rows, &shape, in_bytes, o.runs);
+        let md = markdown(&rows, &shape, in_bytes, o.runs, profile);
         println!("{md}");
         let out_dir = target_dir().join("bench");
         std::fs::create_dir_all(&out_dir)?;
         std::fs::write(out_dir.join(format!("bench-{tag}.md")), &md)?;
         let doc = serde_json::json!({
-            "machine": machine(), "size_bytes": in_bytes, "layers": shape.layers, "runs": o.runs,
+            "machine": machine(), "size_bytes": in_bytes, "layers": shape.layers, "runs": o.runs, "profile": profile,
             "quick": o.quick, "rows": rows,
         });
         std::fs::write(out_dir.join(format!("bench-{tag}.json")), serde_json::to_vec_pretty(&doc)?)?;
@@ -804,9 +810,10 @@ fn ratios(rows: &mut [Row]) {
     }
 }
 
-fn markdown(rows: &[Row], shape: &synth::Shape, bytes: u64, runs: usize) -> String {
+fn markdown(rows: &[Row], shape: &synth::Shape, bytes: u64, runs: usize, profile: &str) -> String {
     let mut m = format!(
-        "### {:.2} GB bf16 llama-shaped checkpoint ({} layers, hidden {}, vocab {}), 2 threads, median of {runs}\n\n",
+        "### {:.2} GB bf16 llama-shaped checkpoint ({} layers, hidden {}, vocab {}), 2 threads, median of {runs}, \
+         `{profile}` build\n\n",
         bytes as f64 / 1e9,
         shape.layers,
         shape.hidden,
