@@ -329,7 +329,7 @@ pub(crate) fn hash_many(root: &Path, files: &[(String, u64)]) -> Result<Vec<File
     let workers = rayon::current_num_threads().clamp(1, files.len().max(1));
     let next = AtomicUsize::new(workers);
     let stop = AtomicBool::new(false);
-    let done: Mutex<Vec<Option<([u8; 32], u64)>>> = Mutex::new(vec![None; files.len()]);
+    let done: Results = Mutex::new(vec![None; files.len()]);
     let failed: Mutex<Option<(usize, SignError)>> = Mutex::new(None);
     let job = Job { root, files, order: &order, next: &next, stop: &stop, done: &done };
     rayon::scope(|s| {
@@ -364,6 +364,9 @@ pub(crate) fn hash_many(root: &Path, files: &[(String, u64)]) -> Result<Vec<File
         .collect()
 }
 
+/// Digest and size per file of [`hash_many`]'s list, filled in by the workers.
+type Results = Mutex<Vec<Option<([u8; 32], u64)>>>;
+
 /// What the workers of [`hash_many`] share.
 struct Job<'a> {
     root: &'a Path,
@@ -374,7 +377,7 @@ struct Job<'a> {
     next: &'a AtomicUsize,
     /// Set when a worker failed: the others stop at their next block run.
     stop: &'a AtomicBool,
-    done: &'a Mutex<Vec<Option<([u8; 32], u64)>>>,
+    done: &'a Results,
 }
 
 impl Job<'_> {

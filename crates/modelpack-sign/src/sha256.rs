@@ -189,7 +189,7 @@ impl Sha256State {
 
     /// Record `n` bytes compressed by the caller straight into [`Self::chaining_mut`].
     pub fn count(&mut self, n: usize) {
-        debug_assert!(self.is_aligned() && n % BLOCK == 0);
+        debug_assert!(self.is_aligned() && n.is_multiple_of(BLOCK));
         self.len += n as u64;
     }
 
@@ -244,7 +244,7 @@ mod x86 {
     /// of 64 bytes.
     #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
     pub(super) unsafe fn compress_x2_shani(a: &mut [u32; 8], da: &[u8], b: &mut [u32; 8], db: &[u8]) {
-        debug_assert!(da.len() == db.len() && da.len() % BLOCK == 0);
+        debug_assert!(da.len() == db.len() && da.len().is_multiple_of(BLOCK));
         // Byte order within each 32-bit word: the message is big-endian.
         let bswap = _mm_set_epi64x(0x0c0d0e0f_08090a0bu64 as i64, 0x04050607_00010203u64 as i64);
         let (mut abef, mut cdgh) = ([_mm_setzero_si128(); 2], [_mm_setzero_si128(); 2]);
