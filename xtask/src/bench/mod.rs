@@ -128,7 +128,7 @@ struct Conditions {
 }
 
 impl Conditions {
-    /// Short form for the markdown table: "5 files (2×0.57 + 3 small GB, largest 26%), warm, 2 thr, sha-ni x2".
+    /// Short form for the markdown table: "5 files (0.57+0.57 GB + 3 small; largest 26%), warm, threads 2, sha-ni x2".
     fn short(&self) -> String {
         let total: u64 = self.files.iter().sum();
         let big: Vec<u64> = self.files.iter().copied().filter(|&b| b >= 1_000_000).collect();
@@ -144,7 +144,7 @@ impl Conditions {
         }
         let largest = self.files.first().copied().unwrap_or(0) as f64 / total.max(1) as f64 * 100.0;
         format!(
-            "{} files ({shape}; largest {largest:.0}%), {}, {} thr, {}",
+            "{} files ({shape}; largest {largest:.0}%), {}, threads {}, {}",
             self.files.len(),
             self.cache,
             self.threads,
