@@ -687,7 +687,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             let (threads, sha256) = match c.tool.as_str() {
                 t if t.starts_with("modelpack") => (mp_threads.clone(), mp_sha.clone()),
                 t if t.starts_with("model_signing") => (
-                    "thread pool".to_string(),
+                    "pool".to_string(),
                     format!("hashlib/OpenSSL{}", if sha_ni { ", CPU has SHA-NI" } else { "" }),
                 ),
                 t if t.starts_with("openssl") => {
