@@ -686,10 +686,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             };
             let (threads, sha256) = match c.tool.as_str() {
                 t if t.starts_with("modelpack") => (mp_threads.clone(), mp_sha.clone()),
-                t if t.starts_with("model_signing") => (
-                    "pool".to_string(),
-                    format!("hashlib/OpenSSL{}", if sha_ni { ", CPU has SHA-NI" } else { "" }),
-                ),
+                t if t.starts_with("model_signing") => {
+                    ("pool".to_string(), format!("hashlib/OpenSSL{}", if sha_ni { ", CPU has SHA-NI" } else { "" }))
+                }
                 t if t.starts_with("openssl") => {
                     ("1".to_string(), format!("OpenSSL{}", if sha_ni { ", CPU has SHA-NI" } else { "" }))
                 }
