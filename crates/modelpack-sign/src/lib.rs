@@ -2,7 +2,7 @@
 //!
 //! A package is signed in the format of `model_signing` 1.1.1 (key method), so the
 //! reference verifier accepts our `model.sig` and we accept its. Entry points:
-//! [`hash_package`] / [`hash_file`] (parallel SHA-256), [`sign_package`] (returns the bundle
+//! [`hash_package`] / [`hash_file`] (parallel SHA-256, two files per core with SHA-NI: [`sha256`]), [`sign_package`] (returns the bundle
 //! bytes, [`write_signature`] stores them), [`verify_package`] (a [`VerifyReport`] naming every
 //! changed, missing or extra file), [`PrivateKey`] / [`PublicKey`], and
 //! [`manifest::PackageManifest`] for `modelpack.json`.
@@ -12,6 +12,7 @@ mod digest;
 mod error;
 mod keys;
 pub mod manifest;
+pub mod sha256;
 pub mod x509;
 
 pub use bundle::{
@@ -24,3 +25,4 @@ pub use digest::{
 };
 pub use error::SignError;
 pub use keys::{Curve, PrivateKey, PublicKey, PBKDF2_ITERATIONS};
+pub use sha256::{active_impl as sha256_impl, ShaImpl};

@@ -1,5 +1,5 @@
-//! `cargo xtask bench [--size 2GB[,4GB...]] [--quick] [--runs N] [--moe]`: end-to-end benchmarks of
-//! modelpack side by side with the tools users would otherwise pick, in one invocation on the
+//! `cargo xtask bench [--size 2GB[,4GB...]] [--quick] [--runs N] [--moe] [--only verify] [--profile P]`: benchmarks of
+//! modelpack, end to end, side by side with the tools users would otherwise pick, in one invocation on the
 //! same data (the machine is shared and noisy, so ratios come only from runs taken together).
 //!
 //! Every row is a whole process measured by [`measure::run`]: wall and CPU time, peak RSS and
@@ -8,7 +8,14 @@
 //! `--disk`, so the table measures the tools, not this VM's disk; one extra row per tool writes
 //! Q8_0 to disk (modelpack fsyncs before its rename, llama-quantize does not). Results go to stdout as a markdown table
 //! and to `target/bench/` as markdown and JSON. `--quick` (a small model, one run, the `ci`
-//! profile binary) proves the harness in CI; its numbers mean nothing.
+//! profile binary) proves the harness in CI; its numbers mean nothing. `--only verify` runs just
+//! the hashing rows (sign, verify, `model_signing`, `sha256sum`, `openssl`), after making the two
+//! signed packages they read without timing it: a quick, quiet re-run of issue 17's figures.
+//!
+//! Every row records the 1-minute load average when it started (the machine is shared); the
+//! hashing rows also record the package's shape (files and sizes), the page cache state, the
+//! threads and which SHA-256 implementation modelpack ran (from `verify --json`), so figures
+//! from different machines can be compared.
 
 pub mod measure;
 pub mod synth;
@@ -27,6 +34,10 @@ struct Opts {
     runs: usize,
     peers: bool,
     disk: bool,
+    /// Only the hashing rows (`--only verify`).
+    only_hashing: bool,
+    /// Cargo profile of the measured binary (`--profile`; default `release`).
+    profile: Option<String>,
 }
 
 fn parse_size(s: &str) -> anyhow::Result<u64> {
@@ -41,7 +52,16 @@ fn parse_size(s: &str) -> anyhow::Result<u64> {
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Opts> {
-    let mut o = Opts { sizes: vec![2_000_000_000], quick: false, runs: 3, peers: true, disk: false, moe: false };
+    let mut o = Opts {
+        sizes: vec![2_000_000_000],
+        quick: false,
+        runs: 3,
+        peers: true,
+        disk: false,
+        moe: false,
+        only_hashing: false,
+        profile: None,
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -54,8 +74,16 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
                 o.sizes = v.split(',').map(parse_size).collect::<anyhow::Result<_>>()?;
             }
             "--runs" => o.runs = it.next().context("--runs needs a value")?.parse()?,
+            "--profile" => o.profile = Some(it.next().context("--profile needs a value")?.clone()),
+            "--only" => match it.next().map(String::as_str) {
+                Some("verify") => o.only_hashing = true,
+                other => bail!("--only takes `verify` (the sign/verify/hash rows), not {other:?}"),
+            },
             _ => {
-                bail!("usage: cargo xtask bench [--size 2GB[,4GB]] [--quick] [--runs N] [--no-peers] [--disk] [--moe]")
+                bail!(
+                    "usage: cargo xtask bench [--size 2GB[,4GB]] [--quick] [--runs N] [--no-peers] [--disk] [--moe] \
+                     [--only verify] [--profile P]"
+                )
             }
         }
     }
@@ -80,6 +108,49 @@ struct Row {
     /// GB/s divided by the best peer's GB/s for the same task (peers are the non-modelpack rows).
     ratio_to_best_peer: Option<f64>,
     command: String,
+    /// 1-minute load average just before the first measured run (`/proc/loadavg`).
+    load1: f64,
+    /// For hashing rows: package shape, cache state, threads, SHA-256 implementation.
+    conditions: Option<Conditions>,
+}
+
+/// What a hashing figure depends on besides the code: recorded with the row.
+#[derive(Debug, Clone, serde::Serialize)]
+struct Conditions {
+    /// Sizes of the hashed files in bytes, biggest first.
+    files: Vec<u64>,
+    /// Page cache: "warm" (every file read just before) or "cold".
+    cache: &'static str,
+    /// Hashing threads of the tool (modelpack: its rayon pool, as it reports it).
+    threads: String,
+    /// SHA-256 code that ran, as the tool reports it.
+    sha256: String,
+}
+
+impl Conditions {
+    /// Short form for the markdown table: "5 files (0.57+0.57 GB + 3 small; largest 26%), warm, threads 2, sha-ni x2".
+    fn short(&self) -> String {
+        let total: u64 = self.files.iter().sum();
+        let big: Vec<u64> = self.files.iter().copied().filter(|&b| b >= 1_000_000).collect();
+        let small = self.files.len() - big.len();
+        let mut shape = big.iter().map(|b| format!("{:.2}", *b as f64 / 1e9)).collect::<Vec<_>>().join("+");
+        if shape.is_empty() {
+            shape.push('0');
+        }
+        if small > 0 {
+            shape.push_str(&format!(" GB + {small} small"));
+        } else {
+            shape.push_str(" GB");
+        }
+        let largest = self.files.first().copied().unwrap_or(0) as f64 / total.max(1) as f64 * 100.0;
+        format!(
+            "{} files ({shape}; largest {largest:.0}%), {}, threads {}, {}",
+            self.files.len(),
+            self.cache,
+            self.threads,
+            self.sha256
+        )
+    }
 }
 
 /// Everything a case needs to be run again: how to reset, and the command.
@@ -91,6 +162,7 @@ struct Case {
     cmd: Vec<String>,
     /// A peer is measured without a warm-up run when it is slow (≥ 20 s): the inputs are warm.
     slow: bool,
+    conditions: Option<Conditions>,
 }
 
 fn command(argv: &[String]) -> Command {
@@ -112,6 +184,7 @@ fn reset(paths: &[PathBuf]) -> anyhow::Result<()> {
 
 fn measure_case(c: &Case, runs: usize, warm_up: bool) -> anyhow::Result<Row> {
     let mut samples = Vec::new();
+    let load1 = load_average();
     let total = runs + usize::from(warm_up && !c.slow);
     for i in 0..total {
         reset(&c.reset)?;
@@ -122,11 +195,12 @@ fn measure_case(c: &Case, runs: usize, warm_up: bool) -> anyhow::Result<Row> {
     }
     let m = measure::median(&samples);
     eprintln!(
-        "  {:<34} {:<28} {:>7.3} GB/s {:>7.2} s  RssAnon {:>6.0} MB",
+        "  {:<34} {:<28} {:>7.3} GB/s {:>7.2} s {:>6.2} CPU-s  RssAnon {:>6.0} MB  load {load1:.1}",
         c.task,
         c.tool,
         c.bytes as f64 / m.wall_s / 1e9,
         m.wall_s,
+        m.cpu_s,
         m.max_rss_anon_kib as f64 / 1024.0
     );
     Ok(Row {
@@ -138,7 +212,46 @@ fn measure_case(c: &Case, runs: usize, warm_up: bool) -> anyhow::Result<Row> {
         gb_per_s: c.bytes as f64 / m.wall_s / 1e9,
         ratio_to_best_peer: None,
         command: c.cmd.join(" "),
+        load1,
+        conditions: c.conditions.clone(),
     })
+}
+
+/// The 1-minute load average (0 when unreadable).
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|x| x.parse().ok()))
+        .unwrap_or(0.0)
+}
+
+/// Sizes of the files a signature covers (everything but `model.sig`), biggest first.
+fn package_files(dir: &Path) -> Vec<u64> {
+    let mut v: Vec<u64> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.flatten()
+                .filter(|e| e.file_name() != "model.sig")
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort_unstable_by(|a, b| b.cmp(a));
+    v
+}
+
+/// Which SHA-256 code and how many threads this modelpack build hashes with, as its own
+/// `verify --json` reports them (`hashing`); "unknown" for builds that do not say.
+fn modelpack_hashing(mp: &Path, pkg: &Path, pubkey: &Path) -> (String, String) {
+    let out = Command::new(mp).arg("verify").arg(pkg).arg("--key").arg(pubkey).arg("--json").output();
+    let doc: serde_json::Value =
+        out.ok().and_then(|o| serde_json::from_slice(&o.stdout).ok()).unwrap_or(serde_json::Value::Null);
+    let h = &doc["hashing"];
+    (
+        h["sha256"].as_str().unwrap_or("unknown").to_string(),
+        h["threads"].as_u64().map_or_else(|| "unknown".to_string(), |t| t.to_string()),
+    )
 }
 
 fn target_dir() -> PathBuf {
@@ -220,7 +333,9 @@ fn s(x: impl AsRef<std::ffi::OsStr>) -> String {
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let o = parse(args)?;
     // --quick shares `cargo xtask test`'s build (its figures mean nothing anyway).
-    let profile = if o.quick { "ci-test" } else { "release" };
+    // --profile picks another build (e.g. `ci-test`, already built by `cargo xtask test`) when
+    // a fat-LTO release build is too slow to wait for; the table names the profile.
+    let profile = o.profile.as_deref().unwrap_or(if o.quick { "ci-test" } else { "release" });
     eprintln!("bench: building modelpack ({profile} profile)");
     let mp = build_modelpack(profile)?;
     // Outputs go to tmpfs when there is one: the performance budget (docs/performance.md) is
@@ -232,8 +347,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     std::fs::create_dir_all(&work)?;
     std::fs::create_dir_all(&disk_work)?;
     eprintln!("bench: outputs in {}", work.display());
-    let (py, llama) =
-        if o.peers { (Some(crate::venv::ensure()?), Some(crate::llama::ensure()?)) } else { (None, None) };
+    let (py, llama) = match (o.peers, o.only_hashing) {
+        (true, false) => (Some(crate::venv::ensure()?), Some(crate::llama::ensure()?)),
+        // The hashing rows' only Python peer is model_signing: no llama.cpp needed.
+        (true, true) => (Some(crate::venv::ensure()?), None),
+        (false, _) => (None, None),
+    };
     let key = root().join("fixtures/keys/p256-pkcs8.pem");
     let pubkey = root().join("fixtures/keys/p256.pub");
     let mut all = Vec::new();
@@ -268,6 +387,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 reset: vec![out.to_path_buf()],
                 cmd,
                 slow: false,
+                conditions: None,
             }
         };
         // (task, options, output name); rows appear only for what this build supports.
@@ -294,6 +414,16 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         let fast_flag = supports(&mp, &work, &["--target", "cpu", "--scheme", "int8", "--no-source-digests"]);
         for (task, extra, name) in &ours {
             let out = work.join(name);
+            if o.only_hashing {
+                // Only the package the sign/verify rows read (made below, untimed).
+                if *name == "cpu-q8_0" {
+                    let mut e = extra.clone();
+                    let k = s(&key);
+                    e.extend(["--sign-key", k.as_str()]);
+                    cases.push(quant(&format!("{task} + sign"), "modelpack", &work.join(format!("{name}-signed")), &e));
+                }
+                continue;
+            }
             // The searching methods are 10-30x slower: one timed case each, no warm-up, no
             // variants (the variants' cost is the same as for the rtn rows).
             if task.contains("mse") || task.contains("Q4_K_M") {
@@ -331,7 +461,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 &e,
             ));
         }
-        if work != disk_work {
+        if work != disk_work && !o.only_hashing {
             // The same job into the disk-backed cache, fsync included: what a user sees.
             let out = disk_work.join("cpu-q8_0-disk");
             let extra = ["--target", "cpu", "--scheme", "int8", "--method", "rtn"];
@@ -339,6 +469,12 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         }
         let mut rows = Vec::new();
         for c in &cases {
+            if o.only_hashing {
+                eprintln!("  making {} (not timed)", c.cmd[4]);
+                reset(&c.reset)?;
+                run_cmd(&mut command(&c.cmd))?;
+                continue;
+            }
             rows.push(measure_case(c, o.runs, !o.quick)?);
             if !c.task.ends_with("+ sign") {
                 reset(&c.reset)?; // tmpfs is RAM: keep only the signed outputs (verified below)
@@ -348,7 +484,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         let mut post = Vec::new();
         for (task, _, name) in &ours {
             let pkg = work.join(format!("{name}-signed"));
-            if !pkg.exists() {
+            if !pkg.exists() || (o.only_hashing && *name != "cpu-q8_0") {
                 continue;
             }
             let bytes = dir_bytes(&pkg);
@@ -360,6 +496,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 reset: vec![],
                 cmd,
                 slow: false,
+                conditions: None,
             });
         }
         // Sign / verify / hash side by side with model_signing and the hashing floor.
@@ -373,6 +510,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             reset: vec![],
             cmd: vec![s(&mp), "sign".into(), s(&pkg), "--key".into(), s(&key)],
             slow: false,
+            conditions: None,
         });
         if let Some(py) = &py {
             let ms = s(py.parent().expect("venv bin").join("model_signing"));
@@ -392,6 +530,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                     s(&sig),
                 ],
                 slow: false,
+                conditions: None,
             });
             post.push(Case {
                 task: "verify package (cpu int8)".into(),
@@ -409,6 +548,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                     s(&pubkey),
                 ],
                 slow: false,
+                conditions: None,
             });
         }
         post.push(Case {
@@ -418,6 +558,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             reset: vec![],
             cmd: vec![s(&mp), "verify".into(), s(&pkg), "--key".into(), s(&pubkey)],
             slow: false,
+            conditions: None,
         });
         // The multi-file package: ours against model_signing and sha256sum over the same files.
         let split_pkg = work.join(format!("{split_name}-signed"));
@@ -431,6 +572,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 reset: vec![],
                 cmd: vec![s(&mp), "verify".into(), s(&split_pkg), "--key".into(), s(&pubkey)],
                 slow: false,
+                conditions: None,
             });
             if let Some(py) = &py {
                 let ms = s(py.parent().expect("venv bin").join("model_signing"));
@@ -450,6 +592,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                         s(&pubkey),
                     ],
                     slow: false,
+                    conditions: None,
                 });
             }
             let mut files: Vec<String> = std::fs::read_dir(&split_pkg)?
@@ -467,6 +610,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 reset: vec![],
                 cmd,
                 slow: false,
+                conditions: None,
             });
         }
         let shard_args: Vec<String> = shards.iter().map(s).collect();
@@ -483,7 +627,74 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 reset: vec![],
                 cmd,
                 slow: false,
+                conditions: None,
             });
+        }
+        // Sign again, now the multi-file package: ours, then model_signing into a side file
+        // (the package's own model.sig stays modelpack's, which is deterministic).
+        if split_ok && split_pkg.exists() {
+            let bytes = dir_bytes(&split_pkg);
+            let task = "sign multi-file package (split GGUF)";
+            post.push(Case {
+                task: task.into(),
+                tool: "modelpack".into(),
+                bytes,
+                reset: vec![],
+                cmd: vec![s(&mp), "sign".into(), s(&split_pkg), "--key".into(), s(&key)],
+                slow: false,
+                conditions: None,
+            });
+            if let Some(py) = &py {
+                let ms = s(py.parent().expect("venv bin").join("model_signing"));
+                post.push(Case {
+                    task: task.into(),
+                    tool: "model_signing 1.1.1".into(),
+                    bytes,
+                    reset: vec![],
+                    cmd: vec![
+                        ms,
+                        "sign".into(),
+                        "key".into(),
+                        s(&split_pkg),
+                        "--private_key".into(),
+                        s(&key),
+                        "--signature".into(),
+                        s(work.join("split-model_signing.sig")),
+                    ],
+                    slow: false,
+                    conditions: None,
+                });
+            }
+        }
+        // What each hashing figure depends on: the files, cache, threads and SHA-256 code.
+        let (mp_sha, mp_threads) = modelpack_hashing(&mp, &pkg, &pubkey);
+        let sha_ni = std::fs::read_to_string("/proc/cpuinfo").is_ok_and(|c| c.contains(" sha_ni"));
+        for c in &mut post {
+            let args = &c.cmd[1..];
+            let files = match args.iter().map(Path::new).find(|p| p.is_dir()) {
+                Some(dir) => package_files(dir),
+                None => {
+                    let mut v: Vec<u64> = args
+                        .iter()
+                        .filter_map(|a| std::fs::metadata(a).ok())
+                        .filter(|m| m.is_file())
+                        .map(|m| m.len())
+                        .collect();
+                    v.sort_unstable_by(|a, b| b.cmp(a));
+                    v
+                }
+            };
+            let (threads, sha256) = match c.tool.as_str() {
+                t if t.starts_with("modelpack") => (mp_threads.clone(), mp_sha.clone()),
+                t if t.starts_with("model_signing") => {
+                    ("pool".to_string(), format!("hashlib/OpenSSL{}", if sha_ni { ", CPU has SHA-NI" } else { "" }))
+                }
+                t if t.starts_with("openssl") => {
+                    ("1".to_string(), format!("OpenSSL{}", if sha_ni { ", CPU has SHA-NI" } else { "" }))
+                }
+                _ => ("1".to_string(), "coreutils".to_string()),
+            };
+            c.conditions = Some(Conditions { files, cache: "warm", threads, sha256 });
         }
         for c in &post {
             rows.push(measure_case(c, o.runs, !o.quick)?);
@@ -526,6 +737,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                     reset: vec![out.clone()],
                     cmd: vec![lq.clone(), s(&f16_gguf), s(&out), ty.into(), "2".into()],
                     slow,
+                    conditions: None,
                 });
             }
             for (task, ty) in [("cpu int8 (Q8_0)", "Q8_0"), ("cpu int4 (Q4_0 rtn)", "Q4_0")] {
@@ -537,6 +749,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                     reset: vec![out.clone()],
                     cmd: vec![s(py), s(&np_script), s(&f16_gguf), s(&out), ty.into()],
                     slow: !o.quick,
+                    conditions: None,
                 });
             }
             if work != disk_work {
@@ -548,6 +761,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                     reset: vec![out.clone()],
                     cmd: vec![lq.clone(), s(&f16_gguf), s(&out), "Q8_0".into(), "2".into()],
                     slow: false,
+                    conditions: None,
                 });
             }
             for c in &peers {
@@ -555,14 +769,18 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             }
         }
         ratios(&mut rows);
-        let tag = if o.quick { "quick".to_string() } else { format!("{:.1}GB", in_bytes as f64 / 1e9) };
-        let md = markdown(&rows, &shape, in_bytes, o.runs);
+        let tag = match (o.quick, o.only_hashing) {
+            (true, _) => "quick".to_string(),
+            (false, false) => format!("{:.1}GB", in_bytes as f64 / 1e9),
+            (false, true) => format!("{:.1}GB-verify", in_bytes as f64 / 1e9),
+        };
+        let md = markdown(&rows, &shape, in_bytes, o.runs, profile);
         println!("{md}");
         let out_dir = target_dir().join("bench");
         std::fs::create_dir_all(&out_dir)?;
         std::fs::write(out_dir.join(format!("bench-{tag}.md")), &md)?;
         let doc = serde_json::json!({
-            "machine": machine(), "size_bytes": in_bytes, "layers": shape.layers, "runs": o.runs,
+            "machine": machine(), "size_bytes": in_bytes, "layers": shape.layers, "runs": o.runs, "profile": profile,
             "quick": o.quick, "rows": rows,
         });
         std::fs::write(out_dir.join(format!("bench-{tag}.json")), serde_json::to_vec_pretty(&doc)?)?;
@@ -591,19 +809,22 @@ fn ratios(rows: &mut [Row]) {
     }
 }
 
-fn markdown(rows: &[Row], shape: &synth::Shape, bytes: u64, runs: usize) -> String {
+fn markdown(rows: &[Row], shape: &synth::Shape, bytes: u64, runs: usize, profile: &str) -> String {
     let mut m = format!(
-        "### {:.2} GB bf16 llama-shaped checkpoint ({} layers, hidden {}, vocab {}), 2 threads, median of {runs}\n\n",
+        "### {:.2} GB bf16 llama-shaped checkpoint ({} layers, hidden {}, vocab {}), 2 threads, median of {runs}, \
+         `{profile}` build\n\n",
         bytes as f64 / 1e9,
         shape.layers,
         shape.hidden,
         shape.vocab
     );
-    m.push_str("| task | tool | GB/s | seconds | CPU s | peak RSS MB | peak RssAnon MB | × best peer |\n");
-    m.push_str("|---|---|---:|---:|---:|---:|---:|---:|\n");
+    m.push_str(
+        "| task | tool | GB/s | seconds | CPU s | peak RSS MB | peak RssAnon MB | × best peer | load | conditions |\n",
+    );
+    m.push_str("|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n");
     for r in rows {
         m.push_str(&format!(
-            "| {} | {} | {:.3} | {:.2} | {:.2} | {:.0} | {:.0} | {} |\n",
+            "| {} | {} | {:.3} | {:.2} | {:.2} | {:.0} | {:.0} | {} | {:.1} | {} |\n",
             r.task,
             r.tool,
             r.gb_per_s,
@@ -612,6 +833,8 @@ fn markdown(rows: &[Row], shape: &synth::Shape, bytes: u64, runs: usize) -> Stri
             r.median.max_rss_kib as f64 / 1024.0,
             r.median.max_rss_anon_kib as f64 / 1024.0,
             r.ratio_to_best_peer.map_or("–".to_string(), |x| format!("{x:.2}×")),
+            r.load1,
+            r.conditions.as_ref().map_or(String::new(), Conditions::short),
         ));
     }
     m

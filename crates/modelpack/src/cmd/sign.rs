@@ -293,6 +293,7 @@ pub fn sign(a: SignArgs) -> CmdResult {
                 "key_hint": hint,
                 "root_digest": root,
                 "counts": {"files": files, "bytes": bytes},
+                "hashing": hashing_json(),
             })
         );
     }
@@ -379,6 +380,13 @@ fn hex_opt(d: Option<[u8; 32]>) -> serde_json::Value {
     d.map_or(serde_json::Value::Null, |d| hex::encode(d).into())
 }
 
+/// How the files were hashed, so throughput figures from different machines compare: the
+/// SHA-256 code (`sha-ni x2`: two files per core interleaved; `sha-ni`; `software`) and the
+/// worker threads.
+fn hashing_json() -> serde_json::Value {
+    json!({"sha256": modelpack_sign::sha256_impl().name(), "threads": rayon::current_num_threads()})
+}
+
 /// The stable `--json` document of `verify`.
 fn report_json(r: &VerifyReport) -> serde_json::Value {
     let files: Vec<_> = r
@@ -418,6 +426,7 @@ fn report_json(r: &VerifyReport) -> serde_json::Value {
             "symlink": count("symlink"),
             "special": count("special"),
         },
+        "hashing": hashing_json(),
     })
 }
 
