@@ -777,32 +777,41 @@ pub fn quantize_gguf_rows_at(
         let ob = ty.type_size();
         let mut x = [0.0f32; QK];
         #[cfg(target_arch = "x86_64")]
-        if let (Level::Avx512, Some((lo, hi, t, flip))) = (level, sym_params(ty)) {
-            // Sixteen blocks at a time, one per lane (the tail padded with zero blocks, which
-            // have no result).
-            let mut xb = [0.0f32; 16 * QK];
-            let mut yb = [0.0f32; 16 * QK];
-            for (ib, ob) in input.chunks(16 * in_blk).zip(out.chunks_mut(16 * ob)) {
-                let nb = ib.len() / in_blk;
-                load_slice(src, ib, &mut xb[..nb * QK]);
-                xb[nb * QK..].fill(0.0);
-                yb[nb * QK..].fill(0.0);
-                // The RTN blocks' values (a block is a whole row of 32: the shape always fits).
-                let _ = gguf::dequantize_rows(ty, ob, QK, &mut yb[..nb * QK]);
-                let (mut xt, mut yt): (x86::Blocks16, x86::Blocks16) = ([[0.0; 16]; QK], [[0.0; 16]; QK]);
-                for b in 0..16 {
-                    for j in 0..QK {
-                        xt[j][b] = xb[b * QK + j];
-                        yt[j][b] = yb[b * QK + j];
+        if let (Level::Avx512 | Level::Avx2, Some((lo, hi, t, flip))) = (level, sym_params(ty)) {
+            // W blocks at a time, one per lane (the tail padded with zero blocks, which have no
+            // result), by the batched twin of `search_sym` for the level.
+            macro_rules! batched {
+                ($w:literal, $search:path) => {{
+                    let mut xb = [0.0f32; $w * QK];
+                    let mut yb = [0.0f32; $w * QK];
+                    for (ib, ob) in input.chunks($w * in_blk).zip(out.chunks_mut($w * ob)) {
+                        let nb = ib.len() / in_blk;
+                        load_slice(src, ib, &mut xb[..nb * QK]);
+                        xb[nb * QK..].fill(0.0);
+                        // The RTN blocks' values (a block is a whole row of 32: the shape fits).
+                        let _ = gguf::dequantize_rows(ty, ob, QK, &mut yb[..nb * QK]);
+                        yb[nb * QK..].fill(0.0);
+                        let (mut xt, mut yt) = ([[0.0f32; $w]; QK], [[0.0f32; $w]; QK]);
+                        for b in 0..$w {
+                            for j in 0..QK {
+                                xt[j][b] = xb[b * QK + j];
+                                yt[j][b] = yb[b * QK + j];
+                            }
+                        }
+                        // SAFETY: `level` is clamped to what the CPU supports.
+                        let f = unsafe { $search(&xt, &yt, lo, hi, t, flip) };
+                        for (b, blk) in ob.chunks_exact_mut(ty.type_size()).enumerate() {
+                            if f.win >> b & 1 == 1 {
+                                write_block(ty, f.d[b], 0.0, |j| f.codes[j][b], blk);
+                            }
+                        }
                     }
-                }
-                // SAFETY: `level` is clamped to what the CPU supports.
-                let f = unsafe { x86::search_sym_gguf16(&xt, &yt, lo, hi, t, flip) };
-                for (b, blk) in ob.chunks_exact_mut(ty.type_size()).enumerate() {
-                    if f.win >> b & 1 == 1 {
-                        write_block(ty, f.d[b], 0.0, |j| f.codes[j][b], blk);
-                    }
-                }
+                }};
+            }
+            if level == Level::Avx512 {
+                batched!(16, x86::search_sym_gguf16);
+            } else {
+                batched!(8, x86::search_sym_gguf8);
             }
             return finish_stats(level, ty, src, input, out, stats);
         }
@@ -1035,8 +1044,38 @@ mod tests {
                     xt[j][b] = xs[b][j];
                 }
             }
+            let mut xt8: [x86::Blocks8; 2] = [[[0.0; 8]; QK]; 2];
+            for b in 0..16 {
+                for j in 0..QK {
+                    xt8[b / 8][j][b % 8] = xs[b][j];
+                }
+            }
             for ty in [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0] {
                 let (lo, hi, t, flip) = sym_params(ty).unwrap();
+                // The AVX2 twin on the same blocks, eight at a time: the same fields.
+                for h in 0..2 {
+                    // SAFETY: AVX-512 machines have AVX2 and F16C.
+                    let f8 = unsafe { x86::search_sym_gguf8(&xt8[h], &[[0.0; 8]; QK], lo, hi, t, flip) };
+                    let f = unsafe { x86::search_sym_gguf16(&xt, &[[0.0; 16]; QK], lo, hi, t, flip) };
+                    for b in 0..8 {
+                        let l = 8 * h + b;
+                        assert_eq!(
+                            (f8.ok >> b & 1, f8.win >> b & 1),
+                            ((f.ok >> l & 1) as u8, (f.win >> l & 1) as u8),
+                            "{ty} {iter} {l}"
+                        );
+                        if f8.ok >> b & 1 == 1 {
+                            assert_eq!(
+                                (f8.d[b].to_bits(), f8.err[b].to_bits()),
+                                (f.d[l].to_bits(), f.err[l].to_bits()),
+                                "{ty} {iter} {l}"
+                            );
+                        }
+                        if f8.win >> b & 1 == 1 {
+                            assert!((0..QK).all(|j| f8.codes[j][b] == f.codes[j][l]), "{ty} {iter} {l}");
+                        }
+                    }
+                }
                 // SAFETY: AVX-512 checked above.
                 // Against all-zero "RTN" values every found block with an error below Σx² wins.
                 let f = unsafe { x86::search_sym_gguf16(&xt, &[[0.0; 16]; QK], lo, hi, t, flip) };
