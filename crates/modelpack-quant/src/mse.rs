@@ -648,47 +648,63 @@ fn block_err(x: &[f32], y: &[f32]) -> f32 {
     err
 }
 
+/// The symmetric search's parameters for a GGUF type: code range, RTN's code of the
+/// largest-|x| element, and the flipped mapping (formats whose scale may be negative); `None`
+/// for Q4_1 and the types without a search.
+fn sym_params(ty: GgmlType) -> Option<(f32, f32, f32, Option<f32>)> {
+    match ty {
+        GgmlType::Q8_0 => Some((-127.0, 127.0, 127.0, None)),
+        GgmlType::Q4_0 => Some((-8.0, 7.0, -8.0, Some(7.0))),
+        // RTN maps the largest-|x| element to -16 (d = max / -16); the flip maps it to +15.
+        GgmlType::Q5_0 => Some((-16.0, 15.0, -16.0, Some(15.0))),
+        GgmlType::Q4_1
+        | GgmlType::F32
+        | GgmlType::F16
+        | GgmlType::BF16
+        | GgmlType::Q5_1
+        | GgmlType::Q4_K
+        | GgmlType::Q6_K => None,
+    }
+}
+
 /// Search one GGUF block given its RTN bytes (`blk`, overwritten when the search wins).
 fn gguf_block(level: Level, ty: GgmlType, x: &[f32; QK], blk: &mut [u8]) {
-    let mut y = [0.0f32; QK];
-    let choice = match ty {
-        GgmlType::Q8_0 => {
-            rtn_deq(ty, blk, &mut y);
-            search_sym(level, ScaleDtype::F32, Store::F16, x, -127.0, 127.0, 127.0, None, false)
-        }
-        GgmlType::Q4_0 => {
-            rtn_deq(ty, blk, &mut y);
-            search_sym(level, ScaleDtype::F32, Store::F16, x, -8.0, 7.0, -8.0, Some(7.0), false)
-        }
-        GgmlType::Q5_0 => {
-            // RTN maps the largest-|x| element to -16 (d = max / -16); the flip maps it to +15.
-            rtn_deq(ty, blk, &mut y);
-            search_sym(level, ScaleDtype::F32, Store::F16, x, -16.0, 15.0, -16.0, Some(15.0), false)
-        }
-        GgmlType::Q4_1 => {
-            rtn_deq(ty, blk, &mut y);
-            search_affine(level, Store::F16, x, 15.0)
-        }
+    let choice = match (ty, sym_params(ty)) {
+        (_, Some((lo, hi, t, flip))) => search_sym(level, ScaleDtype::F32, Store::F16, x, lo, hi, t, flip, false),
+        (GgmlType::Q4_1, None) => search_affine(level, Store::F16, x, 15.0),
         // Not searched (callers check `gguf_supported`): the RTN bytes stay.
-        GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 | GgmlType::Q5_1 | GgmlType::Q4_K | GgmlType::Q6_K => return,
+        _ => return,
     };
+    gguf_finish(ty, x, blk, choice);
+}
+
+/// Write `choice` over the RTN bytes in `blk` if its error is strictly smaller than theirs.
+fn gguf_finish(ty: GgmlType, x: &[f32; QK], blk: &mut [u8], choice: Option<Choice>) {
     let Some(ch) = choice else { return };
+    let mut y = [0.0f32; QK];
+    rtn_deq(ty, blk, &mut y);
     if !(ch.err < block_err(x, &y)) {
         return;
     }
-    let d16 = f32_to_f16(ch.d);
+    let asym = ty == GgmlType::Q4_1;
+    write_block(ty, ch.d, ch.m, |j| ch.code(x[j], asym) as i32, blk);
+}
+
+/// Write a searched block: scale `d` (and Q4_1's `m`) and the codes `code(j)` of its elements.
+fn write_block(ty: GgmlType, d: f32, m: f32, code: impl Fn(usize) -> i32, blk: &mut [u8]) {
+    let d16 = f32_to_f16(d);
     match ty {
         GgmlType::Q8_0 => {
             blk[..2].copy_from_slice(&d16.to_le_bytes());
-            for (o, &v) in blk[2..34].iter_mut().zip(x) {
-                *o = (ch.code(v, false) as i32 as i8) as u8;
+            for (j, o) in blk[2..34].iter_mut().enumerate() {
+                *o = (code(j) as i8) as u8;
             }
         }
         GgmlType::Q4_0 => {
             blk[..2].copy_from_slice(&d16.to_le_bytes());
             for j in 0..QK / 2 {
-                let a = (ch.code(x[j], false) as i32 + 8) as u8;
-                let b = (ch.code(x[j + QK / 2], false) as i32 + 8) as u8;
+                let a = (code(j) + 8) as u8;
+                let b = (code(j + QK / 2) + 8) as u8;
                 blk[2 + j] = a | (b << 4);
             }
         }
@@ -697,8 +713,8 @@ fn gguf_block(level: Level, ty: GgmlType, x: &[f32; QK], blk: &mut [u8]) {
             blk[..2].copy_from_slice(&d16.to_le_bytes());
             let mut qh = 0u32;
             for j in 0..QK / 2 {
-                let a = (ch.code(x[j], false) as i32 + 16) as u8;
-                let b = (ch.code(x[j + QK / 2], false) as i32 + 16) as u8;
+                let a = (code(j) + 16) as u8;
+                let b = (code(j + QK / 2) + 16) as u8;
                 blk[6 + j] = (a & 0x0f) | ((b & 0x0f) << 4);
                 qh |= u32::from(a >> 4) << j | u32::from(b >> 4) << (j + QK / 2);
             }
@@ -706,10 +722,10 @@ fn gguf_block(level: Level, ty: GgmlType, x: &[f32; QK], blk: &mut [u8]) {
         }
         GgmlType::Q4_1 => {
             blk[..2].copy_from_slice(&d16.to_le_bytes());
-            blk[2..4].copy_from_slice(&f32_to_f16(ch.m).to_le_bytes());
+            blk[2..4].copy_from_slice(&f32_to_f16(m).to_le_bytes());
             for j in 0..QK / 2 {
-                let a = ch.code(x[j], true) as u8;
-                let b = ch.code(x[j + QK / 2], true) as u8;
+                let a = code(j) as u8;
+                let b = code(j + QK / 2) as u8;
                 blk[4 + j] = a | (b << 4);
             }
         }
@@ -760,11 +776,62 @@ pub fn quantize_gguf_rows_at(
         let in_blk = QK * src.size();
         let ob = ty.type_size();
         let mut x = [0.0f32; QK];
+        #[cfg(target_arch = "x86_64")]
+        if let (Level::Avx512 | Level::Avx2, Some((lo, hi, t, flip))) = (level, sym_params(ty)) {
+            // W blocks at a time, one per lane (the tail padded with zero blocks, which have no
+            // result), by the batched twin of `search_sym` for the level.
+            macro_rules! batched {
+                ($w:literal, $search:path) => {{
+                    let mut xb = [0.0f32; $w * QK];
+                    let mut yb = [0.0f32; $w * QK];
+                    for (ib, ob) in input.chunks($w * in_blk).zip(out.chunks_mut($w * ob)) {
+                        let nb = ib.len() / in_blk;
+                        load_slice(src, ib, &mut xb[..nb * QK]);
+                        xb[nb * QK..].fill(0.0);
+                        // The RTN blocks' values (a block is a whole row of 32: the shape fits).
+                        let _ = gguf::dequantize_rows(ty, ob, QK, &mut yb[..nb * QK]);
+                        yb[nb * QK..].fill(0.0);
+                        let (mut xt, mut yt) = ([[0.0f32; $w]; QK], [[0.0f32; $w]; QK]);
+                        for b in 0..$w {
+                            for j in 0..QK {
+                                xt[j][b] = xb[b * QK + j];
+                                yt[j][b] = yb[b * QK + j];
+                            }
+                        }
+                        // SAFETY: `level` is clamped to what the CPU supports.
+                        let f = unsafe { $search(&xt, &yt, lo, hi, t, flip) };
+                        for (b, blk) in ob.chunks_exact_mut(ty.type_size()).enumerate() {
+                            if f.win >> b & 1 == 1 {
+                                write_block(ty, f.d[b], 0.0, |j| f.codes[j][b], blk);
+                            }
+                        }
+                    }
+                }};
+            }
+            if level == Level::Avx512 {
+                batched!(16, x86::search_sym_gguf16);
+            } else {
+                batched!(8, x86::search_sym_gguf8);
+            }
+            return finish_stats(level, ty, src, input, out, stats);
+        }
         for (ib, blk) in input.chunks_exact(in_blk).zip(out.chunks_exact_mut(ob)) {
             load_slice(src, ib, &mut x);
             gguf_block(level, ty, &x, blk);
         }
     }
+    finish_stats(level, ty, src, input, out, stats)
+}
+
+/// The error statistics of the finished bytes, when asked for.
+fn finish_stats(
+    level: Level,
+    ty: GgmlType,
+    src: SrcDtype,
+    input: &[u8],
+    out: &[u8],
+    stats: Option<&mut ErrorStats>,
+) -> Result<(), QuantError> {
     if let Some(stats) = stats {
         gguf::accumulate_stats(level, ty, src, input, out, stats);
     }
@@ -939,6 +1006,95 @@ mod tests {
                         cmp!(crate::convert::F16, true, false);
                         cmp!(crate::convert::Bf16, true, false);
                         cmp!(crate::convert::Bf16, false, false);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The 16-block AVX-512 symmetric search equals the one-block search lane by lane (found or
+    /// not, scale and error bits), for every GGUF type it serves, on blocks mixing every kind of
+    /// value `Rng::val` makes (zeros, subnormals, ties, huge and tiny ranges) and all-zero /
+    /// all-subnormal / constant blocks.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn batched_sym_search_equals_one_block_search() {
+        if simd::clamp(Level::Avx512) != Level::Avx512 {
+            eprintln!("no AVX-512 on this machine: nothing to compare");
+            return;
+        }
+        let mut rng = Rng(0x005e_ed0f_b10c);
+        for iter in 0..300 {
+            let mut xs = [[0.0f32; QK]; 16];
+            for (b, blk) in xs.iter_mut().enumerate() {
+                let kind = (iter + b) % 7;
+                let scale = [1.0f32, 1e-3, 1e4, 1e-38, 1e30, 0.02, 7.0][(iter / 7 + b) % 7];
+                for v in blk.iter_mut() {
+                    *v = match kind {
+                        0 => 0.0,
+                        1 => scale,
+                        2 => f32::from_bits((rng.next() >> 41) as u32), // subnormal or zero
+                        _ => rng.val() * scale,
+                    };
+                }
+            }
+            let mut xt: x86::Blocks16 = [[0.0; 16]; QK];
+            for b in 0..16 {
+                for j in 0..QK {
+                    xt[j][b] = xs[b][j];
+                }
+            }
+            let mut xt8: [x86::Blocks8; 2] = [[[0.0; 8]; QK]; 2];
+            for b in 0..16 {
+                for j in 0..QK {
+                    xt8[b / 8][j][b % 8] = xs[b][j];
+                }
+            }
+            for ty in [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0] {
+                let (lo, hi, t, flip) = sym_params(ty).unwrap();
+                // The AVX2 twin on the same blocks, eight at a time: the same fields.
+                for h in 0..2 {
+                    // SAFETY: AVX-512 machines have AVX2 and F16C.
+                    let f8 = unsafe { x86::search_sym_gguf8(&xt8[h], &[[0.0; 8]; QK], lo, hi, t, flip) };
+                    let f = unsafe { x86::search_sym_gguf16(&xt, &[[0.0; 16]; QK], lo, hi, t, flip) };
+                    for b in 0..8 {
+                        let l = 8 * h + b;
+                        assert_eq!(
+                            (f8.ok >> b & 1, f8.win >> b & 1),
+                            ((f.ok >> l & 1) as u8, (f.win >> l & 1) as u8),
+                            "{ty} {iter} {l}"
+                        );
+                        if f8.ok >> b & 1 == 1 {
+                            assert_eq!(
+                                (f8.d[b].to_bits(), f8.err[b].to_bits()),
+                                (f.d[l].to_bits(), f.err[l].to_bits()),
+                                "{ty} {iter} {l}"
+                            );
+                        }
+                        if f8.win >> b & 1 == 1 {
+                            assert!((0..QK).all(|j| f8.codes[j][b] == f.codes[j][l]), "{ty} {iter} {l}");
+                        }
+                    }
+                }
+                // SAFETY: AVX-512 checked above.
+                // Against all-zero "RTN" values every found block with an error below Σx² wins.
+                let f = unsafe { x86::search_sym_gguf16(&xt, &[[0.0; 16]; QK], lo, hi, t, flip) };
+                for b in 0..16 {
+                    for level in [Level::Scalar, Level::Avx2] {
+                        let want = search_sym(level, ScaleDtype::F32, Store::F16, &xs[b], lo, hi, t, flip, false);
+                        let got = (f.ok >> b & 1 == 1).then_some((f.d[b].to_bits(), f.err[b].to_bits()));
+                        assert_eq!(got, want.map(|c| (c.d.to_bits(), c.err.to_bits())), "{ty} iter {iter} block {b}");
+                        let wins = want.is_some_and(|c| c.err < block_err(&xs[b], &[0.0; QK]));
+                        assert_eq!(f.win >> b & 1 == 1, wins, "{ty} iter {iter} block {b}");
+                        if let (true, Some(c)) = (wins, want) {
+                            for j in 0..QK {
+                                assert_eq!(
+                                    f.codes[j][b],
+                                    c.code(xs[b][j], false) as i32,
+                                    "{ty} iter {iter} block {b} elem {j}"
+                                );
+                            }
+                        }
                     }
                 }
             }

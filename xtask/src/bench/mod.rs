@@ -1,4 +1,4 @@
-//! `cargo xtask bench [--size 2GB[,4GB...]] [--quick] [--runs N] [--moe] [--only verify] [--profile P]`: benchmarks of
+//! `cargo xtask bench [--size 2GB[,4GB...]] [--quick] [--runs N] [--moe] [--only verify|TASK,...] [--profile P]`: benchmarks of
 //! modelpack, end to end, side by side with the tools users would otherwise pick, in one invocation on the
 //! same data (the machine is shared and noisy, so ratios come only from runs taken together).
 //!
@@ -38,6 +38,17 @@ struct Opts {
     only_hashing: bool,
     /// Cargo profile of the measured binary (`--profile`; default `release`).
     profile: Option<String>,
+    /// `--only A,B`: keep only the rows whose task contains one of these substrings (ours and
+    /// the peers'), so a kernel change can be measured against llama-quantize without the
+    /// whole table.
+    only: Vec<String>,
+}
+
+impl Opts {
+    /// Whether a row of `task` is measured in this run.
+    fn wants(&self, task: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| task.contains(p.as_str()))
+    }
 }
 
 fn parse_size(s: &str) -> anyhow::Result<u64> {
@@ -61,6 +72,7 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
         moe: false,
         only_hashing: false,
         profile: None,
+        only: vec![],
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -75,14 +87,18 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
             }
             "--runs" => o.runs = it.next().context("--runs needs a value")?.parse()?,
             "--profile" => o.profile = Some(it.next().context("--profile needs a value")?.clone()),
-            "--only" => match it.next().map(String::as_str) {
-                Some("verify") => o.only_hashing = true,
-                other => bail!("--only takes `verify` (the sign/verify/hash rows), not {other:?}"),
-            },
+            "--only" => {
+                let v = it.next().context("--only needs a value")?;
+                if v == "verify" {
+                    o.only_hashing = true;
+                } else {
+                    o.only = v.split(',').filter(|p| !p.is_empty()).map(String::from).collect();
+                }
+            }
             _ => {
                 bail!(
                     "usage: cargo xtask bench [--size 2GB[,4GB]] [--quick] [--runs N] [--no-peers] [--disk] [--moe] \
-                     [--only verify] [--profile P]"
+                     [--only verify | --only TASK,...] [--profile P]"
                 )
             }
         }
@@ -467,6 +483,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             let extra = ["--target", "cpu", "--scheme", "int8", "--method", "rtn"];
             cases.push(quant("cpu int8 (Q8_0), output on disk", "modelpack (fsync)", &out, &extra));
         }
+        cases.retain(|c| o.wants(&c.task));
         let mut rows = Vec::new();
         for c in &cases {
             if o.only_hashing {
@@ -696,12 +713,16 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             };
             c.conditions = Some(Conditions { files, cache: "warm", threads, sha256 });
         }
+        post.retain(|c| o.wants(&c.task));
         for c in &post {
             rows.push(measure_case(c, o.runs, !o.quick)?);
         }
 
         // Peers that quantize: llama.cpp from an F16 GGUF of the same weights, and gguf-py numpy.
-        if let (Some(py), Some(llama)) = (&py, &llama) {
+        let any_peer = ["cpu int8 (Q8_0)", "cpu int4 (Q4_0 rtn)", "cpu int4 (Q4_0 mse)", "cpu int4 (Q4_K_M)"]
+            .iter()
+            .any(|t| o.wants(t));
+        if let (Some(py), Some(llama), true) = (&py, &llama, any_peer) {
             let f16 = work.join("f16");
             reset(std::slice::from_ref(&f16))?;
             run_cmd(Command::new(&mp).arg("quantize").arg(&input).arg("-o").arg(&f16).args([
@@ -764,6 +785,21 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                     conditions: None,
                 });
             }
+            // llama-quantize Q4_0 is also the peer of our default int4 path (mse): issue 16 asks
+            // for that ratio. Same command, measured again under the mse row's name.
+            if o.wants("cpu int4 (Q4_0 mse)") {
+                let out = work.join("llama-Q4_0-b.gguf");
+                peers.push(Case {
+                    task: "cpu int4 (Q4_0 mse)".into(),
+                    tool: "llama-quantize Q4_0 (F16 GGUF in)".into(),
+                    bytes: in_bytes,
+                    reset: vec![out.clone()],
+                    cmd: vec![lq.clone(), s(&f16_gguf), s(&out), "Q4_0".into(), "2".into()],
+                    slow: !o.quick,
+                    conditions: None,
+                });
+            }
+            peers.retain(|c| o.wants(&c.task));
             for c in &peers {
                 rows.push(measure_case(c, o.runs, !o.quick)?);
             }

@@ -106,3 +106,541 @@ pub(super) unsafe fn eval512<E: Dtype, const ERR: bool, const ASYM: bool>(x: &[f
     st(&mut s.suu, uu);
     st(&mut s.su, us);
 }
+
+/// Sixteen GGUF blocks searched side by side by [`search_sym_gguf16`]: element `j` of block `b`
+/// is `x[j][b]` (blocks transposed so one register holds one element of every block).
+pub(super) type Blocks16 = [[f32; 16]; super::QK];
+
+/// What [`search_sym_gguf16`] found per block: the stored scale, its exact error, which lanes
+/// have a result (`ok` bit `b`; the others are `None` in the scalar search), which of those beat
+/// the RTN bytes (`win`), and the winners' codes (`codes[j][b]`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SymFound {
+    pub d: [f32; 16],
+    pub err: [f32; 16],
+    #[cfg_attr(not(test), allow(dead_code))] // the unit test compares it with the scalar search
+    pub ok: u16,
+    pub win: u16,
+    pub codes: [[i32; 16]; super::QK],
+}
+
+/// `|v|` (clears the sign bit).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+fn abs512(v: __m512) -> __m512 {
+    _mm512_castsi512_ps(_mm512_and_si512(_mm512_castps_si512(v), _mm512_set1_epi32(0x7fff_ffff)))
+}
+
+/// [`super::usable`] per lane: finite and normal.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+fn usable512(d: __m512) -> __mmask16 {
+    let a = _mm512_and_si512(_mm512_castps_si512(d), _mm512_set1_epi32(0x7fff_ffff));
+    _mm512_cmplt_epu32_mask(_mm512_sub_epi32(a, _mm512_set1_epi32(0x0080_0000)), _mm512_set1_epi32(0x7f00_0000))
+}
+
+/// `f32::is_finite` per lane: `|v| < inf` (false for NaN).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+fn finite512(v: __m512) -> __mmask16 {
+    _mm512_cmp_ps_mask::<_CMP_LT_OQ>(abs512(v), _mm512_set1_ps(f32::INFINITY))
+}
+
+/// [`super::Store::step`] for f16 per lane, on an f16-representable `v` (its exact form: the f16
+/// magnitude moved by `k` and clamped to the finite non-zero values, sign kept).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+fn step_f16_512(v: __m512, k: i32) -> __m512 {
+    if k == 0 {
+        return v;
+    }
+    let h = _mm512_cvtepu16_epi32(_mm512_cvtps_ph::<{ _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC }>(v));
+    let sign = _mm512_and_si512(h, _mm512_set1_epi32(0x8000));
+    let mag = _mm512_add_epi32(_mm512_and_si512(h, _mm512_set1_epi32(0x7fff)), _mm512_set1_epi32(k));
+    let mag = _mm512_min_epi32(_mm512_max_epi32(mag, _mm512_set1_epi32(1)), _mm512_set1_epi32(0x7bff));
+    _mm512_cvtph_ps(_mm512_cvtepi32_epi16(_mm512_or_si512(sign, mag)))
+}
+
+/// Per-lane sums of one candidate over a block, in element order.
+#[derive(Clone, Copy)]
+struct Acc {
+    err: __m512,
+    sxu: __m512,
+    suu: __m512,
+}
+
+/// Evaluate `N` candidates (inverse step `id[n]`, scale `d[n]`, per lane) on transposed blocks:
+/// `N` independent sequential sums per lane, interleaved to hide the adds' latency. Each lane
+/// does [`super::eval_scalar`]'s operations for `E = f32`, `ASYM = false`.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+fn eval_n<const N: usize, const SUMS: bool, const ERR: bool>(
+    x: &[__m512; 32],
+    id: &[__m512; N],
+    d: &[__m512; N],
+    lo: __m512,
+    hi: __m512,
+) -> [Acc; N] {
+    let z = _mm512_setzero_ps();
+    let mut a = [Acc { err: z, sxu: z, suu: z }; N];
+    for &xj in x {
+        for n in 0..N {
+            let u = _mm512_min_ps(_mm512_max_ps(_mm512_roundscale_ps::<RNE>(_mm512_mul_ps(xj, id[n])), lo), hi);
+            if SUMS {
+                a[n].sxu = _mm512_add_ps(a[n].sxu, _mm512_mul_ps(xj, u));
+                a[n].suu = _mm512_add_ps(a[n].suu, _mm512_mul_ps(u, u));
+            }
+            if ERR {
+                let q = _mm512_sub_ps(xj, _mm512_mul_ps(d[n], u));
+                a[n].err = _mm512_add_ps(a[n].err, _mm512_mul_ps(q, q));
+            }
+        }
+    }
+    a
+}
+
+/// The running arg-min of a refinement round: first smallest finite error among valid lanes.
+struct Best {
+    err: __m512,
+    d: __m512,
+    sxu: __m512,
+    suu: __m512,
+    have: __mmask16,
+}
+
+/// Offer candidate results in candidate order (ties keep the earlier one, as
+/// [`super::argmin`] does).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+fn offer(b: &mut Best, valid: __mmask16, d: __m512, a: &Acc) {
+    let c = valid & finite512(a.err) & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a.err, b.err);
+    b.err = _mm512_mask_blend_ps(c, b.err, a.err);
+    b.d = _mm512_mask_blend_ps(c, b.d, d);
+    b.have |= c;
+}
+
+/// Run 16 refinement candidates `d[k]` (valid where `valid[k]`) and return their arg-min; with
+/// `SUMS`, also the winner's `Σxu` and `Σu²` (a second pass over its codes only: the same
+/// sequential sums the scalar search takes from all sixteen).
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+fn refine16<const SUMS: bool>(
+    x: &[__m512; 32],
+    d: &[__m512; 16],
+    valid: &[__mmask16; 16],
+    lo: __m512,
+    hi: __m512,
+) -> Best {
+    let z = _mm512_setzero_ps();
+    let mut best = Best { err: _mm512_set1_ps(f32::INFINITY), d: z, sxu: z, suu: z, have: 0 };
+    let one = _mm512_set1_ps(1.0);
+    for q in 0..4 {
+        let mut dd = [z; 4];
+        let mut id = [z; 4];
+        for n in 0..4 {
+            dd[n] = d[4 * q + n];
+            id[n] = _mm512_div_ps(one, dd[n]);
+        }
+        let a = eval_n::<4, false, true>(x, &id, &dd, lo, hi);
+        for n in 0..4 {
+            offer(&mut best, valid[4 * q + n], dd[n], &a[n]);
+        }
+    }
+    if SUMS {
+        let [a] = eval_n::<1, true, false>(x, &[_mm512_div_ps(one, best.d)], &[best.d], lo, hi);
+        best.sxu = a.sxu;
+        best.suu = a.suu;
+    }
+    best
+}
+
+/// [`super::search_sym`] for GGUF blocks (scale stored as f16, elements compared in f32, scale
+/// sign free) on sixteen blocks at once, one block per lane. Every lane performs the scalar
+/// search's f32 operations in its order and every data-dependent choice is a per-lane mask, so
+/// each lane's result equals `search_sym(level, ScaleDtype::F32, Store::F16, x, lo, hi, t_rtn,
+/// flip, false)` bit for bit (`tests/mse_props.rs`; `super::tests`). Why: one block per call
+/// left the search latency-bound on one accumulator chain and its scalar driver (set-up, f16
+/// rounding, arg-mins) dominant; across blocks both vectorise.
+///
+/// # Safety
+/// AVX-512 F/BW/VL and F16C must be available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+/// `yt` holds the RTN bytes' dequantized values, transposed like `xt`: a lane wins (as in
+/// `super::gguf_finish`) when its error is strictly below `Σ (x − y)²` summed in element order.
+pub(super) unsafe fn search_sym_gguf16(
+    xt: &Blocks16,
+    yt: &Blocks16,
+    lo: f32,
+    hi: f32,
+    t_rtn: f32,
+    flip: Option<f32>,
+) -> SymFound {
+    let z = _mm512_setzero_ps();
+    let mut x = [z; 32];
+    for j in 0..32 {
+        // SAFETY: each row of `xt` is 16 f32.
+        x[j] = unsafe { _mm512_loadu_ps(xt[j].as_ptr()) };
+    }
+    let (lov, hiv) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+    // The element of largest |x| (first one on ties).
+    let mut mx = x[0];
+    for &v in &x {
+        let gt = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(abs512(v), abs512(mx));
+        mx = _mm512_mask_blend_ps(gt, mx, v);
+    }
+    let mut live = finite512(mx) & _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(mx, z);
+    let inv = _mm512_div_ps(_mm512_set1_ps(1.0), mx);
+    // Grid: 32 mappings; least-squares scale rounded to f16; scored.
+    let mut scale = [z; 2 * L];
+    let mut score = [z; 2 * L];
+    let mut valid = [0 as __mmask16; 2 * L];
+    let two = _mm512_set1_ps(2.0);
+    for q in 0..(2 * L) / 4 {
+        let mut id = [z; 4];
+        for n in 0..4 {
+            let g = 4 * q + n;
+            let t = match flip {
+                Some(f) if g >= 2 * L - 6 => f * super::SYM_GRID2[(g - (2 * L - 6)) * 3 + 6],
+                _ => t_rtn * super::SYM_GRID2[g],
+            };
+            id[n] = _mm512_mul_ps(_mm512_set1_ps(t), inv);
+        }
+        let a = eval_n::<4, true, false>(&x, &id, &id, lov, hiv);
+        for n in 0..4 {
+            let g = 4 * q + n;
+            let pos = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a[n].suu, z);
+            let d = round16::<crate::convert::F16>(_mm512_div_ps(a[n].sxu, a[n].suu));
+            valid[g] = live & pos & usable512(d);
+            scale[g] = d;
+            score[g] = _mm512_mul_ps(d, _mm512_sub_ps(_mm512_mul_ps(d, a[n].suu), _mm512_mul_ps(two, a[n].sxu)));
+        }
+    }
+    // The best grid scale, and the best one different from it.
+    let inf = _mm512_set1_ps(f32::INFINITY);
+    let (mut b0, mut s0, mut have0) = (inf, z, 0 as __mmask16);
+    for g in 0..2 * L {
+        let c = valid[g] & finite512(score[g]) & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(score[g], b0);
+        b0 = _mm512_mask_blend_ps(c, b0, score[g]);
+        s0 = _mm512_mask_blend_ps(c, s0, scale[g]);
+        have0 |= c;
+    }
+    live &= have0;
+    let (mut b1, mut s1) = (inf, s0);
+    for g in 0..2 * L {
+        let c = valid[g]
+            & finite512(score[g])
+            & _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(scale[g], s0)
+            & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(score[g], b1);
+        b1 = _mm512_mask_blend_ps(c, b1, score[g]);
+        s1 = _mm512_mask_blend_ps(c, s1, scale[g]);
+    }
+    // Refine: -5..+5 steps of the best, -2..+2 of the second best.
+    let mut d = [z; 16];
+    let mut v = [0 as __mmask16; 16];
+    for k in 0..16 {
+        d[k] = if k < 11 { step_f16_512(s0, k as i32 - 5) } else { step_f16_512(s1, k as i32 - 13) };
+        v[k] = usable512(d[k]);
+    }
+    let mut best = refine16::<true>(&x, &d, &v, lov, hiv);
+    live &= best.have;
+    // Second round around the least-squares scale of the best codes, where that differs.
+    let pos = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(best.suu, z);
+    let d2 = round16::<crate::convert::F16>(_mm512_div_ps(best.sxu, best.suu));
+    let again = live & pos & usable512(d2) & _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(d2, best.d);
+    if again != 0 {
+        for k in 0..16 {
+            d[k] = step_f16_512(d2, k as i32 - 7);
+            v[k] = usable512(d[k]) & again;
+        }
+        let b2 = refine16::<false>(&x, &d, &v, lov, hiv);
+        let win = b2.have & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(b2.err, best.err);
+        best.err = _mm512_mask_blend_ps(win, best.err, b2.err);
+        best.d = _mm512_mask_blend_ps(win, best.d, b2.d);
+    }
+    // The RTN bytes' error, and the winners' codes (the evaluation's formula, so the bytes
+    // decode to the error just compared).
+    let mut rerr = z;
+    for j in 0..32 {
+        // SAFETY: each row of `yt` is 16 f32.
+        let q = _mm512_sub_ps(x[j], unsafe { _mm512_loadu_ps(yt[j].as_ptr()) });
+        rerr = _mm512_add_ps(rerr, _mm512_mul_ps(q, q));
+    }
+    let win = live & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(best.err, rerr);
+    let mut out = SymFound { d: [0.0; 16], err: [0.0; 16], ok: live, win, codes: [[0; 16]; super::QK] };
+    let id = _mm512_div_ps(_mm512_set1_ps(1.0), best.d);
+    for j in 0..32 {
+        let u = _mm512_min_ps(_mm512_max_ps(_mm512_roundscale_ps::<RNE>(_mm512_mul_ps(x[j], id)), lov), hiv);
+        // SAFETY: each row of `codes` is 16 i32.
+        unsafe { _mm512_storeu_si512(out.codes[j].as_mut_ptr().cast(), _mm512_cvtps_epi32(u)) };
+    }
+    // SAFETY: both arrays are 16 f32 long.
+    unsafe {
+        _mm512_storeu_ps(out.d.as_mut_ptr(), best.d);
+        _mm512_storeu_ps(out.err.as_mut_ptr(), best.err);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The same search on eight blocks with AVX2 (masks are all-ones lanes instead of mask registers).
+
+/// Eight GGUF blocks for [`search_sym_gguf8`]: element `j` of block `b` is `x[j][b]`.
+pub(super) type Blocks8 = [[f32; 8]; super::QK];
+
+/// What [`search_sym_gguf8`] found: as [`SymFound`], for eight lanes.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SymFound8 {
+    pub d: [f32; 8],
+    pub err: [f32; 8],
+    #[cfg_attr(not(test), allow(dead_code))] // the unit test compares it with the scalar search
+    pub ok: u8,
+    pub win: u8,
+    pub codes: [[i32; 8]; super::QK],
+}
+
+/// All-ones lanes where `a < b` (ordered).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn lt8(a: __m256, b: __m256) -> __m256 {
+    _mm256_cmp_ps::<_CMP_LT_OQ>(a, b)
+}
+
+/// `|v|`.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn abs8(v: __m256) -> __m256 {
+    _mm256_castsi256_ps(_mm256_and_si256(_mm256_castps_si256(v), _mm256_set1_epi32(0x7fff_ffff)))
+}
+
+/// [`super::usable`] per lane (all-ones where finite and normal).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn usable8(d: __m256) -> __m256 {
+    let a = _mm256_and_si256(_mm256_castps_si256(d), _mm256_set1_epi32(0x7fff_ffff));
+    let ge = _mm256_cmpgt_epi32(a, _mm256_set1_epi32(0x007f_ffff));
+    let lt = _mm256_cmpgt_epi32(_mm256_set1_epi32(0x7f80_0000), a);
+    _mm256_castsi256_ps(_mm256_and_si256(ge, lt))
+}
+
+/// `f32::is_finite` per lane.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn finite8(v: __m256) -> __m256 {
+    lt8(abs8(v), _mm256_set1_ps(f32::INFINITY))
+}
+
+/// [`step_f16_512`] for eight lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn step_f16_8(v: __m256, k: i32) -> __m256 {
+    if k == 0 {
+        return v;
+    }
+    let h = _mm256_cvtepu16_epi32(_mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(v));
+    let sign = _mm256_and_si256(h, _mm256_set1_epi32(0x8000));
+    let mag = _mm256_add_epi32(_mm256_and_si256(h, _mm256_set1_epi32(0x7fff)), _mm256_set1_epi32(k));
+    let mag = _mm256_min_epi32(_mm256_max_epi32(mag, _mm256_set1_epi32(1)), _mm256_set1_epi32(0x7bff));
+    let r = _mm256_or_si256(sign, mag);
+    // Every lane is ≤ 0xffff: the unsigned saturating pack is exact.
+    let p = _mm_packus_epi32(_mm256_castsi256_si128(r), _mm256_extracti128_si256::<1>(r));
+    _mm256_cvtph_ps(p)
+}
+
+/// [`Acc`] for eight lanes.
+#[derive(Clone, Copy)]
+struct Acc8 {
+    err: __m256,
+    sxu: __m256,
+    suu: __m256,
+}
+
+/// [`eval_n`] for eight lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn eval_n8<const N: usize, const SUMS: bool, const ERR: bool>(
+    x: &[__m256; 32],
+    id: &[__m256; N],
+    d: &[__m256; N],
+    lo: __m256,
+    hi: __m256,
+) -> [Acc8; N] {
+    let z = _mm256_setzero_ps();
+    let mut a = [Acc8 { err: z, sxu: z, suu: z }; N];
+    for &xj in x {
+        for n in 0..N {
+            let u = _mm256_min_ps(_mm256_max_ps(_mm256_round_ps::<RNE>(_mm256_mul_ps(xj, id[n])), lo), hi);
+            if SUMS {
+                a[n].sxu = _mm256_add_ps(a[n].sxu, _mm256_mul_ps(xj, u));
+                a[n].suu = _mm256_add_ps(a[n].suu, _mm256_mul_ps(u, u));
+            }
+            if ERR {
+                let q = _mm256_sub_ps(xj, _mm256_mul_ps(d[n], u));
+                a[n].err = _mm256_add_ps(a[n].err, _mm256_mul_ps(q, q));
+            }
+        }
+    }
+    a
+}
+
+/// [`Best`] for eight lanes (`have` all-ones where a candidate was taken).
+struct Best8 {
+    err: __m256,
+    d: __m256,
+    sxu: __m256,
+    suu: __m256,
+    have: __m256,
+}
+
+/// [`refine16`] for eight lanes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn refine16_8<const SUMS: bool>(
+    x: &[__m256; 32],
+    d: &[__m256; 16],
+    valid: &[__m256; 16],
+    lo: __m256,
+    hi: __m256,
+) -> Best8 {
+    let z = _mm256_setzero_ps();
+    let mut b = Best8 { err: _mm256_set1_ps(f32::INFINITY), d: z, sxu: z, suu: z, have: z };
+    let one = _mm256_set1_ps(1.0);
+    for q in 0..4 {
+        let mut dd = [z; 4];
+        let mut id = [z; 4];
+        for n in 0..4 {
+            dd[n] = d[4 * q + n];
+            id[n] = _mm256_div_ps(one, dd[n]);
+        }
+        let a = eval_n8::<4, false, true>(x, &id, &dd, lo, hi);
+        for n in 0..4 {
+            let c = _mm256_and_ps(_mm256_and_ps(valid[4 * q + n], finite8(a[n].err)), lt8(a[n].err, b.err));
+            b.err = _mm256_blendv_ps(b.err, a[n].err, c);
+            b.d = _mm256_blendv_ps(b.d, dd[n], c);
+            b.have = _mm256_or_ps(b.have, c);
+        }
+    }
+    if SUMS {
+        let [a] = eval_n8::<1, true, false>(x, &[_mm256_div_ps(one, b.d)], &[b.d], lo, hi);
+        b.sxu = a.sxu;
+        b.suu = a.suu;
+    }
+    b
+}
+
+/// [`search_sym_gguf16`] on eight blocks with AVX2: the same per-lane operations and choices.
+///
+/// # Safety
+/// AVX2 and F16C must be available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn search_sym_gguf8(
+    xt: &Blocks8,
+    yt: &Blocks8,
+    lo: f32,
+    hi: f32,
+    t_rtn: f32,
+    flip: Option<f32>,
+) -> SymFound8 {
+    let z = _mm256_setzero_ps();
+    let mut x = [z; 32];
+    for j in 0..32 {
+        // SAFETY: each row of `xt` is 8 f32.
+        x[j] = unsafe { _mm256_loadu_ps(xt[j].as_ptr()) };
+    }
+    let (lov, hiv) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+    let mut mx = x[0];
+    for &v in &x {
+        mx = _mm256_blendv_ps(mx, v, _mm256_cmp_ps::<_CMP_GT_OQ>(abs8(v), abs8(mx)));
+    }
+    let mut live = _mm256_and_ps(finite8(mx), _mm256_cmp_ps::<_CMP_NEQ_UQ>(mx, z));
+    let inv = _mm256_div_ps(_mm256_set1_ps(1.0), mx);
+    let mut scale = [z; 2 * L];
+    let mut score = [z; 2 * L];
+    let mut valid = [z; 2 * L];
+    let two = _mm256_set1_ps(2.0);
+    for q in 0..(2 * L) / 4 {
+        let mut id = [z; 4];
+        for n in 0..4 {
+            let g = 4 * q + n;
+            let t = match flip {
+                Some(f) if g >= 2 * L - 6 => f * super::SYM_GRID2[(g - (2 * L - 6)) * 3 + 6],
+                _ => t_rtn * super::SYM_GRID2[g],
+            };
+            id[n] = _mm256_mul_ps(_mm256_set1_ps(t), inv);
+        }
+        let a = eval_n8::<4, true, false>(&x, &id, &id, lov, hiv);
+        for n in 0..4 {
+            let g = 4 * q + n;
+            let pos = _mm256_cmp_ps::<_CMP_GT_OQ>(a[n].suu, z);
+            let d = round8::<crate::convert::F16>(_mm256_div_ps(a[n].sxu, a[n].suu));
+            valid[g] = _mm256_and_ps(_mm256_and_ps(live, pos), usable8(d));
+            scale[g] = d;
+            score[g] = _mm256_mul_ps(d, _mm256_sub_ps(_mm256_mul_ps(d, a[n].suu), _mm256_mul_ps(two, a[n].sxu)));
+        }
+    }
+    let inf = _mm256_set1_ps(f32::INFINITY);
+    let (mut b0, mut s0, mut have0) = (inf, z, z);
+    for g in 0..2 * L {
+        let c = _mm256_and_ps(_mm256_and_ps(valid[g], finite8(score[g])), lt8(score[g], b0));
+        b0 = _mm256_blendv_ps(b0, score[g], c);
+        s0 = _mm256_blendv_ps(s0, scale[g], c);
+        have0 = _mm256_or_ps(have0, c);
+    }
+    live = _mm256_and_ps(live, have0);
+    let (mut b1, mut s1) = (inf, s0);
+    for g in 0..2 * L {
+        let c = _mm256_and_ps(
+            _mm256_and_ps(valid[g], finite8(score[g])),
+            _mm256_and_ps(_mm256_cmp_ps::<_CMP_NEQ_UQ>(scale[g], s0), lt8(score[g], b1)),
+        );
+        b1 = _mm256_blendv_ps(b1, score[g], c);
+        s1 = _mm256_blendv_ps(s1, scale[g], c);
+    }
+    let mut d = [z; 16];
+    let mut v = [z; 16];
+    for k in 0..16 {
+        d[k] = if k < 11 { step_f16_8(s0, k as i32 - 5) } else { step_f16_8(s1, k as i32 - 13) };
+        v[k] = usable8(d[k]);
+    }
+    let mut best = refine16_8::<true>(&x, &d, &v, lov, hiv);
+    live = _mm256_and_ps(live, best.have);
+    let pos = _mm256_cmp_ps::<_CMP_GT_OQ>(best.suu, z);
+    let d2 = round8::<crate::convert::F16>(_mm256_div_ps(best.sxu, best.suu));
+    let again =
+        _mm256_and_ps(_mm256_and_ps(live, pos), _mm256_and_ps(usable8(d2), _mm256_cmp_ps::<_CMP_NEQ_UQ>(d2, best.d)));
+    if _mm256_movemask_ps(again) != 0 {
+        for k in 0..16 {
+            d[k] = step_f16_8(d2, k as i32 - 7);
+            v[k] = _mm256_and_ps(usable8(d[k]), again);
+        }
+        let b2 = refine16_8::<false>(&x, &d, &v, lov, hiv);
+        let win = _mm256_and_ps(b2.have, lt8(b2.err, best.err));
+        best.err = _mm256_blendv_ps(best.err, b2.err, win);
+        best.d = _mm256_blendv_ps(best.d, b2.d, win);
+    }
+    let mut rerr = z;
+    for j in 0..32 {
+        // SAFETY: each row of `yt` is 8 f32.
+        let q = _mm256_sub_ps(x[j], unsafe { _mm256_loadu_ps(yt[j].as_ptr()) });
+        rerr = _mm256_add_ps(rerr, _mm256_mul_ps(q, q));
+    }
+    let win = _mm256_and_ps(live, lt8(best.err, rerr));
+    let mut out = SymFound8 {
+        d: [0.0; 8],
+        err: [0.0; 8],
+        ok: _mm256_movemask_ps(live) as u8,
+        win: _mm256_movemask_ps(win) as u8,
+        codes: [[0; 8]; super::QK],
+    };
+    let id = _mm256_div_ps(_mm256_set1_ps(1.0), best.d);
+    for j in 0..32 {
+        let u = _mm256_min_ps(_mm256_max_ps(_mm256_round_ps::<RNE>(_mm256_mul_ps(x[j], id)), lov), hiv);
+        // SAFETY: each row of `codes` is 8 i32.
+        unsafe { _mm256_storeu_si256(out.codes[j].as_mut_ptr().cast(), _mm256_cvtps_epi32(u)) };
+    }
+    // SAFETY: both arrays are 8 f32 long.
+    unsafe {
+        _mm256_storeu_ps(out.d.as_mut_ptr(), best.d);
+        _mm256_storeu_ps(out.err.as_mut_ptr(), best.err);
+    }
+    out
+}
