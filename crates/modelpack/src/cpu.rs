@@ -262,7 +262,9 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CpuPlan, PlanEr
     let mut tensors = Vec::with_capacity(planned.len() + 1);
     for p in planned {
         let (src_dtype, fp8, is_packed) = segments_dtype(ckpt, &fp8, &packed, &p.name, &p.segments)?;
-        if p.transform.is_some() && (fp8.is_some() || is_packed || p.segments.len() != 1 || p.perm.is_some() || p.transposed) {
+        if p.transform.is_some()
+            && (fp8.is_some() || is_packed || p.segments.len() != 1 || p.perm.is_some() || p.transposed)
+        {
             return Err(PlanError::Input(format!(
                 "tensor `{}`: {} must be one plain F32/F16/BF16 tensor to be transformed",
                 p.segments[0].hf, p.name
