@@ -102,6 +102,44 @@ fn cpu_int4_q4_1_from_f16_sharded_and_f32_equal_reference() {
     gguf_judge(&common::fixture("tiny-llama-f32"), &["--scheme", "int8"], 7);
 }
 
+/// `--gguf-type f16|bf16|f32` is the unquantized reference: as `convert_hf_to_gguf.py --outtype`
+/// (and llama-quantize, which never bumps the output of a float file), every 2-D weight is in that
+/// type, the output projection and a tied embedding included; 1-D tensors are F32. The `gguf`
+/// package reads the types and `gguf.quants.quantize` judges the bytes.
+#[test]
+fn cpu_float_gguf_types_keep_every_weight_in_that_type() {
+    let Some(py) = common::python() else { return };
+    const TYPES: &str = r#"
+import sys, json, gguf
+r = gguf.GGUFReader(sys.argv[1])
+print(json.dumps({t.name: [gguf.GGMLQuantizationType(t.tensor_type).name, len(t.shape)] for t in r.tensors}))
+"#;
+    let tmp = tempfile::tempdir().unwrap();
+    for (fixture, ty, want, file_type) in [
+        ("tiny-llama", "f16", "F16", 1),
+        ("tiny-llama", "bf16", "BF16", 32),
+        ("tiny-llama", "f32", "F32", 0),
+        ("tiny-qwen2", "f16", "F16", 1),
+    ] {
+        let input = common::fixture(fixture);
+        if fixture == "tiny-llama" {
+            gguf_judge(&input, &["--scheme", "int8", "--gguf-type", ty], file_type);
+        }
+        let out = tmp.path().join(format!("{fixture}-{ty}"));
+        quantize(&input, &out, &["--target", "cpu", "--scheme", "int8", "--gguf-type", ty]);
+        let res = common::run_python(&py, TYPES, &[out.join("model.gguf").as_os_str()]);
+        let types: std::collections::BTreeMap<String, (String, usize)> = serde_json::from_str(res.trim()).unwrap();
+        // The output projection (tiny-llama) or the tied embedding serving as it (tiny-qwen2).
+        let output = if fixture == "tiny-llama" { "output.weight" } else { "token_embd.weight" };
+        assert!(types.contains_key(output), "{fixture}: no {output}: {res}");
+        assert!(types.values().any(|(_, d)| *d == 1), "{fixture}: no 1-D tensor: {res}");
+        for (name, (got, dims)) in &types {
+            let expect = if *dims == 1 { "F32" } else { want };
+            assert_eq!(got, expect, "{fixture} --gguf-type {ty}: {name}");
+        }
+    }
+}
+
 fn read_st(path: &Path) -> std::collections::BTreeMap<String, (String, Vec<usize>, Vec<u8>)> {
     let ck = modelpack::checkpoint::Checkpoint::open(path).unwrap();
     ck.tensors()

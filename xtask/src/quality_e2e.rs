@@ -20,10 +20,17 @@
 //! model on a third text, `/usr/share/common-licenses/GFDL-1.3`, never on an evaluation text.
 //!
 //! **Configurations**: each GGUF type `modelpack` can write (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K)
-//! for every weight, the `q4_k_m` mix, and `bpwX` (`--bpw X`, the size-budgeted mix); methods `rtn`, `mse` (`--method mse`), `default` (no
+//! for every weight, the `q4_k_m` mix, `bpwX` (`--bpw X`, the size-budgeted mix) and `bpw@TYPE`
+//! (`--bpw` at TYPE's file size on each model: `bpw@q4_0`); methods `rtn`, `mse` (`--method mse`), `default` (no
 //! `--method`: what a user gets) and `imatrix` (the default method with `--imatrix`). A
 //! configuration whose GGUF is byte-identical to one already measured reuses its figures (the
 //! report says `= rtn`, etc.), so only distinct files are evaluated.
+//!
+//! **Noise**: besides llama.cpp's ± (a per-token standard error, which treats neighbouring tokens
+//! as independent), each figure gets the chunk-wise standard error: the per-chunk means are
+//! recovered from llama.cpp's running per-chunk rows and their spread divided by √chunks. A
+//! method is compared with rtn chunk by chunk (paired differences on the same tokens), which
+//! cancels most of the text's own variation.
 //!
 //! Results are cached per (GGUF SHA-256, text, chunks, context) in `cache.json` under `--out`
 //! (default `~/.cache/modelpack/quality-e2e/`), so an interrupted run resumes. Markdown goes to
@@ -284,7 +291,55 @@ fn ppl_kld(llama: &Path, gguf: &Path, kld: &Path, o: &Opts) -> anyhow::Result<Va
     let (kld_mean, kld_pm) = get("Mean    KLD:")?;
     let (top, top_pm) = get("Same top p:")?;
     Ok(json!({"ppl": ppl, "ppl_pm": ppl_pm, "ln_ratio": ln_ratio, "ln_ratio_pm": ln_pm,
-              "kld": kld_mean, "kld_pm": kld_pm, "same_top": top, "same_top_pm": top_pm}))
+              "kld": kld_mean, "kld_pm": kld_pm, "same_top": top, "same_top_pm": top_pm,
+              "chunk_rows": chunk_rows(&log, o.chunks)}))
+}
+
+/// The running `[ln(PPL(Q)/PPL(base)), KLD]` after each chunk, from the rows of
+/// `llama-perplexity --kl-divergence`'s per-chunk table (`   3   PPL ± σ   ln ± σ   KLD ± σ ...`);
+/// `None` unless every chunk's row is there (the log is asynchronous and can lose lines).
+fn chunk_rows(log: &str, chunks: usize) -> Option<Vec<[f64; 2]>> {
+    let mut rows: BTreeMap<usize, [f64; 2]> = BTreeMap::new();
+    for line in log.lines() {
+        let t = line.trim();
+        if !t.starts_with(|c: char| c.is_ascii_digit()) || t.matches('±').count() < 4 {
+            continue;
+        }
+        let nums: Vec<f64> =
+            t.split_whitespace().filter(|w| *w != "±" && *w != "%").filter_map(|w| w.parse().ok()).collect();
+        if nums.len() >= 7 && nums[0].fract() == 0.0 && nums[0] >= 1.0 {
+            rows.insert(nums[0] as usize, [nums[3], nums[5]]);
+        }
+    }
+    (rows.len() == chunks && rows.keys().copied().eq(1..=chunks)).then(|| rows.into_values().collect())
+}
+
+/// Per-chunk means from running means over equal-sized chunks: `x_k = k·m_k − (k−1)·m_(k−1)`.
+fn per_chunk(running: &[f64]) -> Vec<f64> {
+    running
+        .iter()
+        .enumerate()
+        .map(|(i, &m)| (i + 1) as f64 * m - if i == 0 { 0.0 } else { i as f64 * running[i - 1] })
+        .collect()
+}
+
+/// Mean and standard error of the mean of a chunk series (the chunk-wise spread: chunks are
+/// far less correlated than neighbouring tokens, so this is the honest noise of a mean).
+fn mean_se(x: &[f64]) -> (f64, f64) {
+    let n = x.len() as f64;
+    let m = x.iter().sum::<f64>() / n;
+    if x.len() < 2 {
+        return (m, f64::NAN);
+    }
+    let var = x.iter().map(|v| (v - m).powi(2)).sum::<f64>() / (n - 1.0);
+    (m, (var / n).sqrt())
+}
+
+/// Per-chunk `(ln ratio, KLD)` series of an evaluation, if its rows were all logged.
+fn chunk_series(ev: &Value) -> Option<(Vec<f64>, Vec<f64>)> {
+    let rows = ev["chunk_rows"].as_array()?;
+    let col = |j: usize| rows.iter().map(|r| r[j].as_f64()).collect::<Option<Vec<f64>>>();
+    Some((per_chunk(&col(0)?), per_chunk(&col(1)?)))
 }
 
 fn load_cache(p: &Path) -> BTreeMap<String, Value> {
@@ -368,13 +423,30 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         // Quantize every configuration first: identical files are evaluated once.
         let mut configs: Vec<(String, String, String, u64)> = Vec::new(); // type, method, sha, bytes
         for ty in &o.types {
+            // `bpw@TYPE`: the budget at TYPE's file size on this model (its rtn file's bits per
+            // weight, rounded down to the thousandth `--bpw` keeps), so the mix is never larger.
+            let at_bits = match ty.strip_prefix("bpw@") {
+                Some(of) => {
+                    let scheme = if of == "q8_0" { "int8" } else { "int4" };
+                    let r = quantize(
+                        &mp,
+                        &dir,
+                        &mdir.join(format!("{of}-size")),
+                        &["--scheme", scheme, "--gguf-type", of, "--method", "rtn", "--no-metrics"],
+                    )?;
+                    let bits = (8000.0 * size_of(&r).0 as f64 / elems as f64).floor() / 1000.0;
+                    Some(format!("{bits:.3}"))
+                }
+                None => None,
+            };
             for method in &o.methods {
                 let pkg = mdir.join(format!("{ty}-{method}"));
                 let scheme = if ty == "q8_0" { "int8" } else { "int4" };
                 // `bpwX`: modelpack's size-budgeted mix at X bits per weight.
-                let mut a = match ty.strip_prefix("bpw") {
-                    Some(bits) => vec!["--scheme", scheme, "--bpw", bits, "--no-metrics"],
-                    None => vec!["--scheme", scheme, "--gguf-type", ty.as_str(), "--no-metrics"],
+                let mut a = match (ty.strip_prefix("bpw"), &at_bits) {
+                    (_, Some(bits)) => vec!["--scheme", scheme, "--bpw", bits.as_str(), "--no-metrics"],
+                    (Some(bits), None) => vec!["--scheme", scheme, "--bpw", bits, "--no-metrics"],
+                    (None, None) => vec!["--scheme", scheme, "--gguf-type", ty.as_str(), "--no-metrics"],
                 };
                 let im = imatrix.to_string_lossy().to_string();
                 match method.as_str() {
@@ -414,9 +486,10 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             )?;
             writeln!(
                 md,
-                "| type | method | MB | bpw | PPL | ln(PPL/PPL_F16) ± | mean KLD ± | same top-1 % | same bytes as |"
+                "| type | method | MB | bpw | PPL | ln(PPL/PPL_F16) ± | chunk-wise ± | mean KLD ± | chunk-wise ± | same top-1 % | same bytes as |"
             )?;
-            writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---|")?;
+            writeln!(md, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")?;
+            let mut paired = String::new();
             results.push(json!({"model": model, "text": text.name, "type": "f16", "method": "-",
                 "bytes": f16_bytes, "bpw": 8.0 * f16_bytes as f64 / elems as f64, "eval": base}));
             for (i, (ty, method, sha, bytes)) in configs.iter().enumerate() {
@@ -441,23 +514,49 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 // the same tokens); derived so that the figure and its ratio always agree.
                 let ppl = base["ppl"].as_f64().unwrap_or(f64::NAN) * f("ln_ratio").exp();
                 let bpw = 8.0 * *bytes as f64 / elems as f64;
+                let series = chunk_series(&ev);
+                let (ln_se, kld_se) =
+                    series.as_ref().map_or((f64::NAN, f64::NAN), |(l, k)| (mean_se(l).1, mean_se(k).1));
                 writeln!(
                     md,
-                    "| {} | {method} | {:.2} | {bpw:.3} | {:.4} | {:+.5} ± {:.5} | {:.5} ± {:.5} | {:.2} | {} |",
+                    "| {} | {method} | {:.2} | {bpw:.3} | {:.4} | {:+.5} ± {:.5} | {:.5} | {:.5} ± {:.5} | {:.5} | {:.2} | {} |",
                     ty.to_uppercase(),
                     *bytes as f64 / 1e6,
                     ppl,
                     f("ln_ratio"),
                     f("ln_ratio_pm"),
+                    ln_se,
                     f("kld"),
                     f("kld_pm"),
+                    kld_se,
                     f("same_top"),
                     same.as_deref().unwrap_or("")
                 )?;
+                // Paired against the rtn file of the same type, chunk by chunk: the noise of a
+                // method comparison is the spread of the per-chunk differences.
+                if method != "rtn" && same.as_deref() != Some("rtn") {
+                    let rtn = configs.iter().find(|c| c.0 == *ty && c.1 == "rtn");
+                    let rtn_ev = rtn
+                        .and_then(|c| cache.get(&format!("kld {} {f16_sha} {} {} {CTX}", c.2, text.sha256, o.chunks)));
+                    if let (Some((l, k)), Some((lr, kr))) = (series.as_ref(), rtn_ev.and_then(chunk_series)) {
+                        let dl: Vec<f64> = l.iter().zip(&lr).map(|(a, b)| a - b).collect();
+                        let dk: Vec<f64> = k.iter().zip(&kr).map(|(a, b)| a - b).collect();
+                        let ((ml, sl), (mk, sk)) = (mean_se(&dl), mean_se(&dk));
+                        writeln!(
+                            paired,
+                            "- {} {method} − rtn: Δln(PPL) {ml:+.4} ± {sl:.4}, ΔKLD {mk:+.4} ± {sk:.4} (chunk-wise, n = {})",
+                            ty.to_uppercase(),
+                            dl.len()
+                        )?;
+                    }
+                }
                 results.push(json!({"model": model, "text": text.name, "type": ty, "method": method,
                     "sha256": sha, "bytes": bytes, "bpw": bpw, "ppl": ppl, "same_as": same, "eval": ev}));
             }
             writeln!(md)?;
+            if !paired.is_empty() {
+                writeln!(md, "{paired}")?;
+            }
         }
     }
     let doc = json!({"context": CTX, "chunks": o.chunks, "threads": o.threads, "results": results});

@@ -710,7 +710,9 @@ fn keep_type(src: SrcDtype) -> GgmlType {
 /// 3. 1-D tensors (norms, biases): F32, as llama.cpp stores them;
 /// 4. the output projection (or the tied embedding that serves as it): Q6_K when the base type is
 ///    a K-quant (as llama-quantize; Q8_0 if its rows are not whole 256-blocks), else Q8_0 (kept at
-///    8 bits beside the legacy 32-blocks);
+///    8 bits beside the legacy 32-blocks); a float base type (`--gguf-type f16|bf16|f32`) keeps it
+///    in that type, as `convert_hf_to_gguf.py --outtype` and llama-quantize do (a float file is
+///    the unquantized reference, so every 2-D weight is in the float type);
 /// 5. `--gguf-type q4_k_m`: llama-quantize's `Q4_K_M` rule, `attn_v` and `ffn_down` in Q6_K for
 ///    the layers where `use_more_bits(i, n)` holds (`i < n/8 || i >= 7n/8 || (i - n/8) % 3 == 2`);
 /// 6. the scheme's type.
@@ -742,7 +744,7 @@ fn choose_type(
         (GgmlType::F32, "1-D tensor kept in F32".to_string())
     } else if is_output && kquant {
         (GgmlType::Q6_K, "output projection in Q6_K (llama-quantize)".to_string())
-    } else if is_output && base != GgmlType::Q8_0 {
+    } else if is_output && !matches!(base, GgmlType::Q8_0 | GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
         (GgmlType::Q8_0, "output projection kept at 8 bits".to_string())
     } else if let Some((id, rule)) = mix {
         let ty = GgmlType::from_id(id).ok_or_else(|| {
