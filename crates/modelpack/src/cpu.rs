@@ -893,7 +893,8 @@ impl CpuPlan {
             // scales at their source positions, then the run's columns are gathered from them.
             let src_cols = ten.shape[ten.shape.len() - 2];
             let mut dec = vec![0.0f32; seg.rows * src_cols];
-            self.fp8.dequantize_rows(ckpt, &view, seg.row0, &mut dec).map_err(|e| fp8_err(e, seg.row0, src_cols))?;
+            let src = self.fp8.source(ckpt, &view).map_err(|e| fp8_err(e, seg.row0, src_cols))?;
+            src.dequantize_rows(seg.row0, &mut dec).map_err(|e| fp8_err(e, seg.row0, src_cols))?;
             let c0 = task.r0 - task.seg_start;
             let mut g = Vec::with_capacity(n * row_len);
             for c in c0..c0 + n {
@@ -905,6 +906,7 @@ impl CpuPlan {
             return Ok((self.pieces(task, out), (task.t, stats), (seg.rows * src_cols) as u64));
         }
         let s0 = seg.row0 + (task.r0 - task.seg_start);
+        let src = self.fp8.source(ckpt, &view).map_err(|e| fp8_err(e, s0, row_len))?;
         let sub = (FP8_SUB_ELEMS / row_len.max(1)).max(1);
         let mut buf = vec![0.0f32; sub.min(n.max(1)) * row_len];
         let mut stats = with_stats.then(ErrorStats::default);
@@ -919,7 +921,7 @@ impl CpuPlan {
                 Some(p) => p.src_row(s0 + i),
             };
             let dec = &mut buf[..k * row_len];
-            self.fp8.dequantize_rows(ckpt, &view, src_row, dec).map_err(|e| fp8_err(e, src_row, row_len))?;
+            src.dequantize_rows(src_row, dec).map_err(|e| fp8_err(e, src_row, row_len))?;
             let input = crate::quant::fp8::f32_bytes(dec);
             let o = &mut out[i * row_out..(i + k) * row_out];
             self.quantize(ten, SrcDtype::F32, input, o, stats.as_mut()).map_err(|e| self.task_error(task, e))?;

@@ -27,6 +27,11 @@ struct Opts {
     runs: usize,
     peers: bool,
     disk: bool,
+    /// `--only TEXT`: measure only the rows whose task contains TEXT (quick comparisons).
+    only: Option<String>,
+    /// `--profile NAME`: the cargo profile of the measured binary (default release; `ci` builds
+    /// in a fraction of the time, for before/after comparisons while working).
+    profile: Option<String>,
 }
 
 fn parse_size(s: &str) -> anyhow::Result<u64> {
@@ -41,7 +46,16 @@ fn parse_size(s: &str) -> anyhow::Result<u64> {
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Opts> {
-    let mut o = Opts { sizes: vec![2_000_000_000], quick: false, runs: 3, peers: true, disk: false, moe: false };
+    let mut o = Opts {
+        sizes: vec![2_000_000_000],
+        quick: false,
+        runs: 3,
+        peers: true,
+        disk: false,
+        moe: false,
+        only: None,
+        profile: None,
+    };
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
@@ -54,8 +68,10 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
                 o.sizes = v.split(',').map(parse_size).collect::<anyhow::Result<_>>()?;
             }
             "--runs" => o.runs = it.next().context("--runs needs a value")?.parse()?,
+            "--profile" => o.profile = Some(it.next().context("--profile needs a value")?.clone()),
+            "--only" => o.only = Some(it.next().context("--only needs a value")?.clone()),
             _ => {
-                bail!("usage: cargo xtask bench [--size 2GB[,4GB]] [--quick] [--runs N] [--no-peers] [--disk] [--moe]")
+                bail!("usage: cargo xtask bench [--size 2GB[,4GB]] [--quick] [--runs N] [--no-peers] [--disk] [--moe] [--only TASK-TEXT] [--profile NAME]")
             }
         }
     }
@@ -220,7 +236,7 @@ fn s(x: impl AsRef<std::ffi::OsStr>) -> String {
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let o = parse(args)?;
     // --quick shares `cargo xtask test`'s build (its figures mean nothing anyway).
-    let profile = if o.quick { "ci-test" } else { "release" };
+    let profile = o.profile.as_deref().unwrap_or(if o.quick { "ci-test" } else { "release" });
     eprintln!("bench: building modelpack ({profile} profile)");
     let mp = build_modelpack(profile)?;
     // Outputs go to tmpfs when there is one: the performance budget (docs/performance.md) is
@@ -314,6 +330,29 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             e.extend(["--sign-key", k.as_str()]);
             cases.push(quant(&format!("{task} + sign"), "modelpack", &signed, &e));
         }
+        // The FP8 E4M3 twin (issue 15): the same weights as DeepSeek-V3 ships them. GB/s is of
+        // its input bytes (half the bf16 bytes for the FP8 Linears), next to the bf16 rows above.
+        let fp8_input = synth::ensure_fp8(&shape, shard)?;
+        let fp8_bytes = shape.fp8_bytes();
+        warm(&shard_files(&fp8_input)?)?;
+        let fp8_quant = |task: &str, tool: &str, out: &Path, extra: &[&str]| {
+            let mut c = quant(task, tool, out, extra);
+            c.cmd[2] = s(&fp8_input);
+            c.bytes = fp8_bytes;
+            c
+        };
+        for (task, extra, name) in FP8_ROWS {
+            if !supports(&mp, &work, extra) {
+                eprintln!("  (skipping `{task}`: this build does not support {})", extra.join(" "));
+                continue;
+            }
+            cases.push(fp8_quant(task, "modelpack", &work.join(name), extra));
+            if fast_flag {
+                let mut e = extra.to_vec();
+                e.push("--no-source-digests");
+                cases.push(fp8_quant(task, "modelpack --no-source-digests", &work.join(format!("{name}-nsd")), &e));
+            }
+        }
         // A multi-file cpu package (split GGUF, about four parts): `verify` hashes its files in
         // parallel, which is what the verify-throughput goal (issue 17) is about.
         let split_name = "cpu-q8_0-split";
@@ -337,6 +376,8 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             let extra = ["--target", "cpu", "--scheme", "int8", "--method", "rtn"];
             cases.push(quant("cpu int8 (Q8_0), output on disk", "modelpack (fsync)", &out, &extra));
         }
+        let keep = |c: &Case| o.only.as_ref().is_none_or(|f| c.task.contains(f.as_str()));
+        cases.retain(keep);
         let mut rows = Vec::new();
         for c in &cases {
             rows.push(measure_case(c, o.runs, !o.quick)?);
@@ -485,6 +526,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 slow: false,
             });
         }
+        post.retain(keep);
         for c in &post {
             rows.push(measure_case(c, o.runs, !o.quick)?);
         }
@@ -550,13 +592,65 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                     slow: false,
                 });
             }
+            peers.retain(keep);
             for c in &peers {
                 rows.push(measure_case(c, o.runs, !o.quick)?);
             }
         }
+        // What llama.cpp needs for the FP8 twin: convert_hf_to_gguf.py dequantizes FP8 in torch
+        // (straight to Q8_0; to F16 and then llama-quantize for Q4_0). Only with the torch venv
+        // of `cargo xtask hf-check` already built (2.9 GB of wheels: never built by the bench).
+        let hf_py = cache_dir().join("hf-venv/bin/python");
+        let mut notes = Vec::new();
+        match (&llama, hf_py.exists()) {
+            (Some(llama), true) => {
+                let script = work.join("convert_fp8.py");
+                std::fs::write(&script, CONVERT_PEER)?;
+                let lq = s(llama.join("bin/llama-quantize"));
+                let src = s(llama.join("src"));
+                let mut peers = Vec::new();
+                for (task, _, _) in FP8_ROWS.iter().filter(|r| r.0.starts_with("cpu")) {
+                    let ty = if task.contains("Q8_0") { "Q8_0" } else { "Q4_0" };
+                    let out = work.join(format!("convert-fp8-{ty}.gguf"));
+                    let mid = work.join("convert-fp8-f16.gguf");
+                    peers.push(Case {
+                        task: task.to_string(),
+                        tool: if ty == "Q8_0" {
+                            "convert_hf_to_gguf.py --outtype q8_0 (torch)".into()
+                        } else {
+                            "convert_hf_to_gguf.py f16 + llama-quantize".into()
+                        },
+                        bytes: fp8_bytes,
+                        reset: vec![out.clone(), mid.clone()],
+                        cmd: vec![
+                            s(&hf_py),
+                            s(&script),
+                            src.clone(),
+                            s(&fp8_input),
+                            ty.into(),
+                            s(&out),
+                            s(&mid),
+                            lq.clone(),
+                        ],
+                        slow: !o.quick,
+                    });
+                }
+                peers.retain(keep);
+                for c in &peers {
+                    rows.push(measure_case(c, o.runs, !o.quick)?);
+                    reset(&c.reset)?;
+                }
+            }
+            _ => notes.push(format!(
+                "FP8 rows: the llama.cpp reference (convert_hf_to_gguf.py, which dequantizes FP8 in torch) \
+                 was not run: it needs the torch venv {} (`cargo xtask hf-check` builds it) and llama.cpp",
+                hf_py.display()
+            )),
+        }
         ratios(&mut rows);
         let tag = if o.quick { "quick".to_string() } else { format!("{:.1}GB", in_bytes as f64 / 1e9) };
-        let md = markdown(&rows, &shape, in_bytes, o.runs);
+        let mut md = markdown(&rows, &shape, in_bytes, o.runs);
+        md.push_str(&fp8_summary(&rows, &notes));
         println!("{md}");
         let out_dir = target_dir().join("bench");
         std::fs::create_dir_all(&out_dir)?;
@@ -573,6 +667,66 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         println!("{}", scaling(&all));
     }
     Ok(())
+}
+
+/// FP8 rows: (task, options, output name). Same options as the bf16 rows of the same kind.
+const FP8_ROWS: &[(&str, &[&str], &str)] = &[
+    ("cpu int8 (Q8_0), FP8 E4M3 in", &["--target", "cpu", "--scheme", "int8", "--method", "rtn"], "fp8-cpu-q8_0"),
+    ("cpu int4 (Q4_0 rtn), FP8 E4M3 in", &["--target", "cpu", "--scheme", "int4", "--method", "rtn"], "fp8-cpu-q4_0"),
+    (
+        "cuda int4 g128 (rtn), FP8 E4M3 in",
+        &["--target", "cuda", "--scheme", "int4", "--method", "rtn"],
+        "fp8-cuda-int4",
+    ),
+];
+
+/// The llama.cpp reference for an FP8 checkpoint: `convert_hf_to_gguf.py` (its `dequant_model`
+/// multiplies each FP8 block by its scale in torch) to Q8_0 directly, or to F16 and then
+/// `llama-quantize`. argv: llama.cpp src, model dir, Q8_0|Q4_0, output, F16 temp, llama-quantize.
+const CONVERT_PEER: &str = r#"
+import os, subprocess, sys
+src, model, ty, out, mid, lq = sys.argv[1:7]
+# The synthetic model's tokenizer is the tiny fixture's: name its pre-tokenizer instead of hashing.
+code = f"""
+import sys
+sys.path.insert(0, {src!r}); sys.path.insert(1, {src + '/gguf-py'!r})
+import conversion.base as base
+base.TextModel.get_vocab_base_pre = lambda self, tokenizer: 'llama-bpe'
+import runpy
+sys.argv = ['convert_hf_to_gguf.py', {model!r}, '--outtype', {('q8_0' if ty == 'Q8_0' else 'f16')!r}, '--outfile', {(out if ty == 'Q8_0' else mid)!r}]
+runpy.run_path({src + '/convert_hf_to_gguf.py'!r}, run_name='__main__')
+"""
+env = dict(os.environ, NO_LOCAL_GGUF="1")
+subprocess.run([sys.executable, "-c", code], env=env, check=True, stdout=subprocess.DEVNULL)
+if ty != "Q8_0":
+    subprocess.run([lq, mid, out, ty, "2"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+"#;
+
+/// Each FP8 row's GB/s of input bytes over the bf16 row of the same job and tool (issue 15 asks
+/// for ≥ 1: FP8 → Q8_0/Q4_0 at least as many input bytes per second as from bf16), and notes.
+fn fp8_summary(rows: &[Row], notes: &[String]) -> String {
+    let mut m = String::new();
+    for r in rows.iter().filter(|r| r.task.ends_with(", FP8 E4M3 in")) {
+        let bf16 = r.task.trim_end_matches(", FP8 E4M3 in");
+        if let Some(b) = rows.iter().find(|b| b.task == bf16 && b.tool == r.tool) {
+            if m.is_empty() {
+                m.push_str("\n| FP8 E4M3 in: task | tool | FP8 GB/s (input bytes) | bf16 GB/s | FP8 / bf16 | FP8 / bf16 elements per s |\n|---|---|---:|---:|---:|---:|\n");
+            }
+            m.push_str(&format!(
+                "| {} | {} | {:.3} | {:.3} | {:.2}× | {:.2}× |\n",
+                bf16,
+                r.tool,
+                r.gb_per_s,
+                b.gb_per_s,
+                r.gb_per_s / b.gb_per_s,
+                b.median.wall_s / r.median.wall_s
+            ));
+        }
+    }
+    for n in notes {
+        m.push_str(&format!("\n{n}\n"));
+    }
+    m
 }
 
 fn ratios(rows: &mut [Row]) {
