@@ -1,10 +1,12 @@
-//! `cargo xtask bench [--size 2GB[,4GB...]] [--quick] [--runs N] [--moe]`: end-to-end benchmarks of
+//! `cargo xtask bench [--size 2GB[,4GB...]] [--quick] [--runs N] [--moe] [--only TEXT] [--profile NAME]`:
+//! end-to-end benchmarks of
 //! modelpack side by side with the tools users would otherwise pick, in one invocation on the
 //! same data (the machine is shared and noisy, so ratios come only from runs taken together).
 //!
 //! Every row is a whole process measured by [`measure::run`]: wall and CPU time, peak RSS and
 //! peak RssAnon; the median of `--runs` runs after one warm-up run, page cache warm. Input is a
-//! generated llama-shaped bf16 checkpoint ([`synth`]). Outputs go to tmpfs (`/dev/shm`) unless
+//! generated llama-shaped bf16 checkpoint ([`synth`]) and its FP8 E4M3 twin (rows `…, FP8 E4M3 in`,
+//! GB/s of the FP8 bytes, compared with the bf16 rows in a second table). Outputs go to tmpfs (`/dev/shm`) unless
 //! `--disk`, so the table measures the tools, not this VM's disk; one extra row per tool writes
 //! Q8_0 to disk (modelpack fsyncs before its rename, llama-quantize does not). Results go to stdout as a markdown table
 //! and to `target/bench/` as markdown and JSON. `--quick` (a small model, one run, the `ci`
