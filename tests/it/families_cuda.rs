@@ -22,12 +22,12 @@ const FAMILIES: &[(&str, &str)] = &[
     ("minimax-m2-fused", "minimax-m2"),
 ];
 
-fn family(name: &str) -> PathBuf {
+pub(crate) fn family(name: &str) -> PathBuf {
     common::fixture("families").join(name)
 }
 
 /// Name, dtype and shape of every tensor of a safetensors file, from its JSON header.
-fn header(path: &Path) -> BTreeMap<String, (String, Vec<usize>)> {
+pub(crate) fn header(path: &Path) -> BTreeMap<String, (String, Vec<usize>)> {
     let raw = std::fs::read(path).unwrap();
     let n = u64::from_le_bytes(raw[..8].try_into().unwrap()) as usize;
     let h: serde_json::Value = serde_json::from_slice(&raw[8..8 + n]).unwrap();
@@ -42,7 +42,7 @@ fn header(path: &Path) -> BTreeMap<String, (String, Vec<usize>)> {
         .collect()
 }
 
-fn config(dir: &Path) -> serde_json::Value {
+pub(crate) fn config(dir: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(dir.join("config.json")).unwrap()).unwrap()
 }
 
@@ -53,7 +53,7 @@ fn layer(name: &str) -> Option<usize> {
 
 /// What the issue asks, from the per-expert source alone: every 2-D `.weight` of a main layer
 /// except the router is packed; routers, MTP-layer Linears and lm_head are dense and ignored.
-fn expected(src: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
+pub(crate) fn expected(src: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
     let layers = config(src)["num_hidden_layers"].as_u64().unwrap() as usize;
     let mut packed = BTreeSet::new();
     let mut ignored = BTreeSet::from(["lm_head".to_string()]);
@@ -71,7 +71,7 @@ fn expected(src: &Path) -> (BTreeSet<String>, BTreeSet<String>) {
     (packed, ignored)
 }
 
-fn quantize(input: &Path, out: &Path, scheme: &[&str]) -> serde_json::Value {
+pub(crate) fn quantize(input: &Path, out: &Path, scheme: &[&str]) -> serde_json::Value {
     let mut args = vec!["--target", "cuda", "--method", "rtn", "--no-progress"];
     args.extend_from_slice(scheme);
     common::quantize(input, out, &args)

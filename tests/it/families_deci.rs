@@ -5,8 +5,13 @@
 //! `general.*`, including the INT32 arrays of head counts and FFN widths, every tensor's name,
 //! shape, type and bytes, `rope_freqs`); our F16 equals `--outtype f16`; `llama-perplexity` gives
 //! the same figure on ours and on the reference. Bad `block_configs` are refused with exit 2.
+//! `--gguf-type q4_k_m` equals `llama-quantize Q4_K_M` of the converter's F16 GGUF; `--target
+//! cuda` packs every Linear (variable FFN widths, the linear attention) and passes the numpy
+//! compressed-tensors reference.
 use crate::common;
 use crate::families_cpu::{compare, refused_with};
+use crate::families_cuda;
+use std::collections::BTreeSet;
 
 use common::llama::{llama_dir, logprobs};
 use std::path::Path;
@@ -105,5 +110,84 @@ fn bad_deci_configs_are_refused() {
     refused_with(&ffn, &t.join("o7"), &int8, "is missing");
     for o in ["o1", "o2", "o3", "o4", "o5", "o6", "o7"] {
         assert!(!t.join(o).exists(), "{o} written");
+    }
+}
+
+/// `--gguf-type q4_k_m --method rtn` equals `llama-quantize Q4_K_M` of the converter's F16 GGUF
+/// (`ref-f16.gguf`): same type per tensor (attn_v counted over the three layers that have one,
+/// ffn_down over the four that have an FFN, as llama-quantize counts them) and same bytes.
+#[test]
+fn deci_q4_k_m_equals_llama_quantize_of_the_converters_f16() {
+    let Some(py) = common::python() else { return };
+    let Some(llama) = llama_dir() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let src = common::fixture("families/deci");
+    let ours = tmp.path().join("q4km");
+    common::quantize(&src, &ours, &["--target", "cpu", "--scheme", "int4", "--gguf-type", "q4_k_m", "--method", "rtn"]);
+    let theirs = tmp.path().join("llama-q4km.gguf");
+    let st = std::process::Command::new(llama.join("bin/llama-quantize"))
+        .arg(common::fixture("families/deci/ref-f16.gguf"))
+        .arg(&theirs)
+        .args(["Q4_K_M", "2"])
+        .output()
+        .unwrap();
+    assert!(st.status.success(), "llama-quantize: {}", String::from_utf8_lossy(&st.stderr));
+    let r = compare(&py, &ours.join("model.gguf"), &theirs);
+    assert_eq!(r["arch"], serde_json::json!(["deci", "deci"]));
+    assert_eq!(r["kv"], serde_json::json!([]), "keys differ: {r}");
+    assert_eq!(r["tensors"], serde_json::json!([]), "tensors differ: {r}");
+    // The mix really mixes: Q6_K for the output and some attn_v / ffn_down, Q4_K elsewhere.
+    assert!(r["types"]["Q6_K"].as_u64().unwrap() >= 3, "{r}");
+    assert!(r["types"]["Q4_K"].as_u64().unwrap() >= 10, "{r}");
+}
+
+/// `--target cuda`: every Linear of the layer stack is packed, whatever its layer's kind: the
+/// linear attention (`self_attn.linear_attn`), the FFNs of widths 256 and 512;
+/// no-op layers have no modules; lm_head is dense and ignored; the numpy compressed-tensors
+/// reference re-quantizes every module from the bf16 source and finds the same codes and scales.
+#[test]
+fn deci_cuda_packs_every_linear_and_passes_the_numpy_judge() {
+    let judge = common::python().zip(common::ct_reference());
+    let tmp = tempfile::tempdir().unwrap();
+    let src = common::fixture("families/deci");
+    let (want_packed, want_ignored) = families_cuda::expected(&src);
+    // What the rule must find, written out: 4 + 1 + 0 + 4 + 4 attention modules, 3 in each of four FFNs.
+    assert_eq!(want_packed.len(), 13 + 12, "{want_packed:?}");
+    assert!(want_packed.contains("model.layers.1.self_attn.linear_attn"));
+    assert!(!want_packed.iter().any(|m| m.starts_with("model.layers.2.self_attn")));
+    assert!(!want_packed.iter().any(|m| m.starts_with("model.layers.3.mlp")));
+    for scheme in [&["--scheme", "int8"][..], &["--scheme", "int4", "--group-size", "128"][..]] {
+        let out = tmp.path().join(format!("deci-{}", scheme[1]));
+        let report = families_cuda::quantize(&src, &out, scheme);
+        let st = families_cuda::header(&out.join("model.safetensors"));
+        let packed: BTreeSet<String> =
+            st.keys().filter_map(|k| k.strip_suffix(".weight_packed")).map(str::to_string).collect();
+        assert_eq!(packed, want_packed, "{scheme:?}: packed modules");
+        for m in &want_packed {
+            assert!(!st.contains_key(&format!("{m}.weight")), "{m}.weight left dense beside its packed form");
+        }
+        // Per-layer FFN widths survive: [rows, cols] of each module's weight_shape tensor is
+        // checked by the judge; here the packed widths of the 512-wide layer-1 FFN.
+        let bits: usize = if scheme[1] == "int8" { 8 } else { 4 };
+        assert_eq!(st["model.layers.1.mlp.gate_proj.weight_packed"].1, vec![512, 256 * bits / 32]);
+        assert_eq!(st["model.layers.1.mlp.down_proj.weight_packed"].1, vec![256, 512 * bits / 32]);
+        let ignore: BTreeSet<String> = families_cuda::config(&out)["quantization_config"]["ignore"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_string())
+            .collect();
+        assert_eq!(ignore, want_ignored, "{scheme:?}: ignore");
+        for t in report["tensors"].as_array().unwrap() {
+            if t["shape"].as_array().unwrap().len() >= 2 && !t["type_out"].as_str().unwrap().starts_with("pack") {
+                assert!(!t["note"].as_str().unwrap_or("").is_empty(), "{} kept without a reason", t["name"]);
+            }
+        }
+        if let Some((py, judge)) = &judge {
+            let o = std::process::Command::new(py).arg(judge).arg("check").arg(&src).arg(&out).output().unwrap();
+            let text = String::from_utf8_lossy(&o.stdout);
+            assert!(o.status.success(), "{scheme:?}: numpy judge failed:\n{text}");
+            assert!(text.contains(&format!("{0}/{0} modules bit-exact", want_packed.len())), "{text}");
+        }
     }
 }

@@ -220,22 +220,36 @@ impl Fp8Map {
         row0: usize,
         out: &mut [f32],
     ) -> Result<(), QuantError> {
+        self.source(ckpt, w)?.dequantize_rows(row0, out)
+    }
+
+    /// FP8 weight `w` with its scale tensor looked up once: a task decodes many small row
+    /// chunks of one weight, and name lookups per chunk would cost more than small decodes.
+    pub fn source<'a>(&'a self, ckpt: &'a Checkpoint, w: &TensorView<'a>) -> Result<Fp8Source<'a>, QuantError> {
         let f = self.weights.get(w.name).ok_or_else(|| QuantError::Shape(format!("`{}` is not FP8", w.name)))?;
         let s = ckpt.tensor(&f.scale).ok_or_else(|| QuantError::Shape(format!("scale `{}` missing", f.scale)))?;
-        let cols = f.layout.cols;
+        Ok(Fp8Source { codes: w.data, scales: Fp8Scales { bytes: s.data, dtype: f.scale_dtype }, weight: f })
+    }
+}
+
+/// One FP8 weight ready to decode: its codes, its scale bytes and how they cover it.
+#[derive(Debug, Clone, Copy)]
+pub struct Fp8Source<'a> {
+    codes: &'a [u8],
+    scales: Fp8Scales<'a>,
+    weight: &'a Fp8Weight,
+}
+
+impl Fp8Source<'_> {
+    /// Decode `out.len() / cols` rows from flattened row `row0` (code × block scale, f32).
+    pub fn dequantize_rows(&self, row0: usize, out: &mut [f32]) -> Result<(), QuantError> {
+        let cols = self.weight.layout.cols;
         let n = out.len() / cols.max(1);
-        let codes = w
-            .data
+        let codes = self
+            .codes
             .get(row0 * cols..(row0 + n) * cols)
-            .ok_or_else(|| QuantError::Shape(format!("rows {row0}..{} out of `{}`", row0 + n, w.name)))?;
-        modelpack_quant::fp8::dequantize_rows(
-            f.format,
-            codes,
-            Fp8Scales { bytes: s.data, dtype: f.scale_dtype },
-            &f.layout,
-            row0,
-            out,
-        )
+            .ok_or_else(|| QuantError::Shape(format!("rows {row0}..{} out of the FP8 weight", row0 + n)))?;
+        modelpack_quant::fp8::dequantize_rows(self.weight.format, codes, self.scales, &self.weight.layout, row0, out)
     }
 }
 

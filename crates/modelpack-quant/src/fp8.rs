@@ -147,37 +147,54 @@ pub fn dequantize_rows_at(
         )));
     }
     let level = simd::clamp(level);
+    // The scales of the current block row, widened once: consecutive rows share them
+    // (`block_rows` of them, 128 for DeepSeek-V3), so the per-row work is the decode alone.
+    let mut row_scales = Vec::with_capacity(sc);
+    let mut have = usize::MAX;
     for i in 0..n {
         let base = layout.scale_row_base(row0 + i);
+        if base != have {
+            row_scales.clear();
+            row_scales.extend((0..sc).map(|b| crate::convert::load(scales.dtype, scales.bytes, base + b)));
+            have = base;
+        }
         let row = &codes[i * cols..(i + 1) * cols];
         let o = &mut out[i * cols..(i + 1) * cols];
-        let mut c0 = 0;
-        for b in 0..sc {
-            let c1 = (c0 + layout.block_cols).min(cols);
-            let s = crate::convert::load(scales.dtype, scales.bytes, base + b);
-            decode_run(level, fmt, &row[c0..c1], s, &mut o[c0..c1])
-                .map_err(|j| QuantError::NonFinite { index: i * cols + c0 + j, value: decode(fmt, row[c0 + j]) })?;
-            c0 = c1;
-        }
+        decode_row(level, fmt, row, &row_scales, layout.block_cols, o)
+            .map_err(|j| QuantError::NonFinite { index: i * cols + j, value: decode(fmt, row[j]) })?;
     }
     Ok(())
 }
 
-/// One run of codes sharing scale `s`. `Err(j)`: the first non-finite code is at `j`.
+/// One row: `scales[b]` covers columns `b * block_cols ..`. `Err(j)`: the first non-finite code
+/// is at column `j`. One dispatch per row; the SIMD paths loop over the blocks themselves.
 #[inline]
-fn decode_run(level: Level, fmt: Fp8Format, codes: &[u8], s: f32, out: &mut [f32]) -> Result<(), usize> {
+fn decode_row(
+    level: Level,
+    fmt: Fp8Format,
+    codes: &[u8],
+    scales: &[f32],
+    block_cols: usize,
+    out: &mut [f32],
+) -> Result<(), usize> {
     #[cfg(target_arch = "x86_64")]
     {
         match level {
             // SAFETY: `clamp` only returns levels whose features the CPU has.
-            Level::Avx512 => return unsafe { x86::run16(fmt, codes, s, out) },
+            Level::Avx512 => return unsafe { x86::row16(fmt, codes, scales, block_cols, out) },
             // SAFETY: as above.
-            Level::Avx2 => return unsafe { x86::run8(fmt, codes, s, out) },
+            Level::Avx2 => return unsafe { x86::row8(fmt, codes, scales, block_cols, out) },
             Level::Scalar => {}
         }
     }
     let _ = level;
-    decode_run_scalar(fmt, codes, s, out)
+    let mut c0 = 0;
+    for &s in scales {
+        let c1 = (c0 + block_cols).min(codes.len());
+        decode_run_scalar(fmt, &codes[c0..c1], s, &mut out[c0..c1]).map_err(|j| c0 + j)?;
+        c0 = c1;
+    }
+    Ok(())
 }
 
 /// The scalar twin: table decode and one f32 product per element.
@@ -211,12 +228,57 @@ mod x86 {
     use super::{decode_run_scalar, Fp8Format};
     use std::arch::x86_64::*;
 
+    /// A row of blocks, each with its own scale, at 16 lanes.
+    ///
+    /// # Safety
+    /// AVX-512 F/BW/VL and F16C available.
+    #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+    pub(super) unsafe fn row16(
+        fmt: Fp8Format,
+        codes: &[u8],
+        scales: &[f32],
+        block_cols: usize,
+        out: &mut [f32],
+    ) -> Result<(), usize> {
+        let mut c0 = 0;
+        for &s in scales {
+            let c1 = (c0 + block_cols).min(codes.len());
+            // SAFETY: same features as this function.
+            unsafe { run16(fmt, &codes[c0..c1], s, &mut out[c0..c1]) }.map_err(|j| c0 + j)?;
+            c0 = c1;
+        }
+        Ok(())
+    }
+
+    /// A row of blocks, each with its own scale, at 8 lanes.
+    ///
+    /// # Safety
+    /// AVX2 and F16C available.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub(super) unsafe fn row8(
+        fmt: Fp8Format,
+        codes: &[u8],
+        scales: &[f32],
+        block_cols: usize,
+        out: &mut [f32],
+    ) -> Result<(), usize> {
+        let mut c0 = 0;
+        for &s in scales {
+            let c1 = (c0 + block_cols).min(codes.len());
+            // SAFETY: same features as this function.
+            unsafe { run8(fmt, &codes[c0..c1], s, &mut out[c0..c1]) }.map_err(|j| c0 + j)?;
+            c0 = c1;
+        }
+        Ok(())
+    }
+
     /// 16 lanes at a time; the tail goes to the scalar twin.
     ///
     /// # Safety
     /// AVX-512 F/BW/VL and F16C available.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-    pub(super) unsafe fn run16(fmt: Fp8Format, codes: &[u8], s: f32, out: &mut [f32]) -> Result<(), usize> {
+    #[inline]
+    unsafe fn run16(fmt: Fp8Format, codes: &[u8], s: f32, out: &mut [f32]) -> Result<(), usize> {
         let n = codes.len().min(out.len());
         let full = n / 16 * 16;
         let vs = _mm512_set1_ps(s);
@@ -262,7 +324,8 @@ mod x86 {
     /// # Safety
     /// AVX2 and F16C available.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn run8(fmt: Fp8Format, codes: &[u8], s: f32, out: &mut [f32]) -> Result<(), usize> {
+    #[inline]
+    unsafe fn run8(fmt: Fp8Format, codes: &[u8], s: f32, out: &mut [f32]) -> Result<(), usize> {
         let n = codes.len().min(out.len());
         let full = n / 8 * 8;
         let vs = _mm256_set1_ps(s);

@@ -1018,12 +1018,18 @@ impl CpuPlan {
             };
             anyhow::anyhow!("tensor `{}`: {e} ({what})", seg.hf)
         };
-        let decode = |row: usize, out: &mut [f32]| -> Result<(), crate::quant::QuantError> {
-            if ten.packed.is_some() {
-                self.packed.dequantize_rows(ckpt, &seg.hf, row, out)
-            } else {
+        // An FP8 weight and its scale tensor are looked up once per task, not per row chunk.
+        let fp8_src = match ten.packed {
+            Some(_) => None,
+            None => {
                 let view: TensorView<'_> = ckpt.tensor(&seg.hf).expect("planned tensor exists");
-                self.fp8.dequantize_rows(ckpt, &view, row, out)
+                Some(self.fp8.source(ckpt, &view).map_err(|e| fp8_err(e, seg.row0, row_len))?)
+            }
+        };
+        let decode = |row: usize, out: &mut [f32]| -> Result<(), crate::quant::QuantError> {
+            match &fp8_src {
+                Some(src) => src.dequantize_rows(row, out),
+                None => self.packed.dequantize_rows(ckpt, &seg.hf, row, out),
             }
         };
         if *transposed {

@@ -4,7 +4,8 @@
 //!
 //! Every row is a whole process measured by [`measure::run`]: wall and CPU time, peak RSS and
 //! peak RssAnon; the median of `--runs` runs after one warm-up run, page cache warm. Input is a
-//! generated llama-shaped bf16 checkpoint ([`synth`]). Outputs go to tmpfs (`/dev/shm`) unless
+//! generated llama-shaped bf16 checkpoint ([`synth`]) and its FP8 E4M3 twin (rows `…, FP8 E4M3 in`,
+//! GB/s of the FP8 bytes, compared with the bf16 rows in a second table). Outputs go to tmpfs (`/dev/shm`) unless
 //! `--disk`, so the table measures the tools, not this VM's disk; one extra row per tool writes
 //! Q8_0 to disk (modelpack fsyncs before its rename, llama-quantize does not). Results go to stdout as a markdown table
 //! and to `target/bench/` as markdown and JSON. `--quick` (a small model, one run, the `ci`
@@ -460,6 +461,29 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             e.extend(["--sign-key", k.as_str()]);
             cases.push(quant(&format!("{task} + sign"), "modelpack", &signed, &e));
         }
+        // The FP8 E4M3 twin (issue 15): the same weights as DeepSeek-V3 ships them. GB/s is of
+        // its input bytes (half the bf16 bytes for the FP8 Linears), next to the bf16 rows above.
+        let fp8_input = synth::ensure_fp8(&shape, shard)?;
+        let fp8_bytes = shape.fp8_bytes();
+        warm(&shard_files(&fp8_input)?)?;
+        let fp8_quant = |task: &str, tool: &str, out: &Path, extra: &[&str]| {
+            let mut c = quant(task, tool, out, extra);
+            c.cmd[2] = s(&fp8_input);
+            c.bytes = fp8_bytes;
+            c
+        };
+        for (task, extra, name) in FP8_ROWS {
+            if !supports(&mp, &work, extra) {
+                eprintln!("  (skipping `{task}`: this build does not support {})", extra.join(" "));
+                continue;
+            }
+            cases.push(fp8_quant(task, "modelpack", &work.join(name), extra));
+            if fast_flag {
+                let mut e = extra.to_vec();
+                e.push("--no-source-digests");
+                cases.push(fp8_quant(task, "modelpack --no-source-digests", &work.join(format!("{name}-nsd")), &e));
+            }
+        }
         // A multi-file cpu package (split GGUF, about four parts): `verify` hashes its files in
         // parallel, which is what the verify-throughput goal (issue 17) is about.
         let split_name = "cpu-q8_0-split";
@@ -804,13 +828,65 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 rows.push(measure_case(c, o.runs, !o.quick)?);
             }
         }
+        // What llama.cpp needs for the FP8 twin: convert_hf_to_gguf.py dequantizes FP8 in torch
+        // (straight to Q8_0; to F16 and then llama-quantize for Q4_0). Only with the torch venv
+        // of `cargo xtask hf-check` already built (2.9 GB of wheels: never built by the bench).
+        let hf_py = cache_dir().join("hf-venv/bin/python");
+        let mut notes = Vec::new();
+        match (&llama, hf_py.exists()) {
+            (Some(llama), true) => {
+                let script = work.join("convert_fp8.py");
+                std::fs::write(&script, CONVERT_PEER)?;
+                let lq = s(llama.join("bin/llama-quantize"));
+                let src = s(llama.join("src"));
+                let mut peers = Vec::new();
+                for (task, _, _) in FP8_ROWS.iter().filter(|r| r.0.starts_with("cpu")) {
+                    let ty = if task.contains("Q8_0") { "Q8_0" } else { "Q4_0" };
+                    let out = work.join(format!("convert-fp8-{ty}.gguf"));
+                    let mid = work.join("convert-fp8-f16.gguf");
+                    peers.push(Case {
+                        task: task.to_string(),
+                        tool: if ty == "Q8_0" {
+                            "convert_hf_to_gguf.py --outtype q8_0 (torch)".into()
+                        } else {
+                            "convert_hf_to_gguf.py f16 + llama-quantize".into()
+                        },
+                        bytes: fp8_bytes,
+                        reset: vec![out.clone(), mid.clone()],
+                        cmd: vec![
+                            s(&hf_py),
+                            s(&script),
+                            src.clone(),
+                            s(&fp8_input),
+                            ty.into(),
+                            s(&out),
+                            s(&mid),
+                            lq.clone(),
+                        ],
+                        slow: !o.quick,
+                        conditions: None,
+                    });
+                }
+                peers.retain(|c| o.wants(&c.task));
+                for c in &peers {
+                    rows.push(measure_case(c, o.runs, !o.quick)?);
+                    reset(&c.reset)?;
+                }
+            }
+            _ => notes.push(format!(
+                "FP8 rows: the llama.cpp reference (convert_hf_to_gguf.py, which dequantizes FP8 in torch) \
+                 was not run: it needs the torch venv {} (`cargo xtask hf-check` builds it) and llama.cpp",
+                hf_py.display()
+            )),
+        }
         ratios(&mut rows);
         let tag = match (o.quick, o.only_hashing) {
             (true, _) => "quick".to_string(),
             (false, false) => format!("{:.1}GB", in_bytes as f64 / 1e9),
             (false, true) => format!("{:.1}GB-verify", in_bytes as f64 / 1e9),
         };
-        let md = markdown(&rows, &shape, in_bytes, o.runs, profile);
+        let mut md = markdown(&rows, &shape, in_bytes, o.runs, profile);
+        md.push_str(&fp8_summary(&rows, &notes));
         println!("{md}");
         let out_dir = target_dir().join("bench");
         std::fs::create_dir_all(&out_dir)?;
@@ -827,6 +903,66 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         println!("{}", scaling(&all));
     }
     Ok(())
+}
+
+/// FP8 rows: (task, options, output name). Same options as the bf16 rows of the same kind.
+const FP8_ROWS: &[(&str, &[&str], &str)] = &[
+    ("cpu int8 (Q8_0), FP8 E4M3 in", &["--target", "cpu", "--scheme", "int8", "--method", "rtn"], "fp8-cpu-q8_0"),
+    ("cpu int4 (Q4_0 rtn), FP8 E4M3 in", &["--target", "cpu", "--scheme", "int4", "--method", "rtn"], "fp8-cpu-q4_0"),
+    (
+        "cuda int4 g128 (rtn), FP8 E4M3 in",
+        &["--target", "cuda", "--scheme", "int4", "--method", "rtn"],
+        "fp8-cuda-int4",
+    ),
+];
+
+/// The llama.cpp reference for an FP8 checkpoint: `convert_hf_to_gguf.py` (its `dequant_model`
+/// multiplies each FP8 block by its scale in torch) to Q8_0 directly, or to F16 and then
+/// `llama-quantize`. argv: llama.cpp src, model dir, Q8_0|Q4_0, output, F16 temp, llama-quantize.
+const CONVERT_PEER: &str = r#"
+import os, subprocess, sys
+src, model, ty, out, mid, lq = sys.argv[1:7]
+# The synthetic model's tokenizer is the tiny fixture's: name its pre-tokenizer instead of hashing.
+code = f"""
+import sys
+sys.path.insert(0, {src!r}); sys.path.insert(1, {src + '/gguf-py'!r})
+import conversion.base as base
+base.TextModel.get_vocab_base_pre = lambda self, tokenizer: 'llama-bpe'
+import runpy
+sys.argv = ['convert_hf_to_gguf.py', {model!r}, '--outtype', {('q8_0' if ty == 'Q8_0' else 'f16')!r}, '--outfile', {(out if ty == 'Q8_0' else mid)!r}]
+runpy.run_path({src + '/convert_hf_to_gguf.py'!r}, run_name='__main__')
+"""
+env = dict(os.environ, NO_LOCAL_GGUF="1")
+subprocess.run([sys.executable, "-c", code], env=env, check=True, stdout=subprocess.DEVNULL)
+if ty != "Q8_0":
+    subprocess.run([lq, mid, out, ty, "2"], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+"#;
+
+/// Each FP8 row's GB/s of input bytes over the bf16 row of the same job and tool (issue 15 asks
+/// for ≥ 1: FP8 → Q8_0/Q4_0 at least as many input bytes per second as from bf16), and notes.
+fn fp8_summary(rows: &[Row], notes: &[String]) -> String {
+    let mut m = String::new();
+    for r in rows.iter().filter(|r| r.task.ends_with(", FP8 E4M3 in")) {
+        let bf16 = r.task.trim_end_matches(", FP8 E4M3 in");
+        if let Some(b) = rows.iter().find(|b| b.task == bf16 && b.tool == r.tool) {
+            if m.is_empty() {
+                m.push_str("\n| FP8 E4M3 in: task | tool | FP8 GB/s (input bytes) | bf16 GB/s | FP8 / bf16 | FP8 / bf16 elements per s |\n|---|---|---:|---:|---:|---:|\n");
+            }
+            m.push_str(&format!(
+                "| {} | {} | {:.3} | {:.3} | {:.2}× | {:.2}× |\n",
+                bf16,
+                r.tool,
+                r.gb_per_s,
+                b.gb_per_s,
+                r.gb_per_s / b.gb_per_s,
+                b.median.wall_s / r.median.wall_s
+            ));
+        }
+    }
+    for n in notes {
+        m.push_str(&format!("\n{n}\n"));
+    }
+    m
 }
 
 fn ratios(rows: &mut [Row]) {

@@ -336,6 +336,229 @@ pub fn ensure(shape: &Shape, shard_bytes: u64) -> anyhow::Result<PathBuf> {
     Ok(dir)
 }
 
+/// Rows of one FP8 scale block (DeepSeek-V3's `weight_block_size` is 128×128).
+const FP8_BLOCK: usize = 128;
+
+/// The nearest E4M3 code of `x` (ties to the even code; |x| ≤ 448 after block scaling), found in
+/// modelpack-quant's decode table (codes `0x00..=0x7e` are increasing in value).
+fn e4m3_code(x: f32) -> u8 {
+    let t = modelpack_quant::fp8::table(modelpack_quant::fp8::Fp8Format::E4M3);
+    let a = x.abs().min(448.0);
+    // First positive code whose value is ≥ a.
+    let hi = t[..0x7f].partition_point(|&v| v < a);
+    let code = if hi == 0 {
+        0
+    } else if hi >= 0x7f {
+        0x7e
+    } else {
+        let (lo_d, hi_d) = (a - t[hi - 1], t[hi] - a);
+        if lo_d < hi_d || (lo_d == hi_d && (hi - 1) % 2 == 0) {
+            hi - 1
+        } else {
+            hi
+        }
+    };
+    code as u8 | if x.is_sign_negative() && code != 0 { 0x80 } else { 0 }
+}
+
+/// FP8 codes and the `ceil(cols / 128)` block scales of rows `r0..r1` (at most one block of
+/// 128 rows) of a bf16 matrix: the bf16 twin's values, scaled per 128×128 block so the block's
+/// largest magnitude maps to 448 (as DeepSeek's and llm-compressor's FP8 block quantizers do).
+fn fp8_block(t: &TensorSpec, r0: usize, r1: usize) -> (Vec<u8>, Vec<f32>) {
+    let cols = *t.shape.last().expect("shape");
+    let mut vals = Vec::with_capacity((r1 - r0) * cols);
+    // Same 64-row generator chunks as the bf16 twin, so the values are that model's.
+    let mut r = r0;
+    while r < r1 {
+        let e = (r + ROWS_PER_CHUNK).min(r1);
+        let b = chunk_bytes(t, r, e);
+        vals.extend(b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()));
+        r = e;
+    }
+    let nb = cols.div_ceil(FP8_BLOCK);
+    let mut scales = vec![0f32; nb];
+    for (b, s) in scales.iter_mut().enumerate() {
+        let (c0, c1) = (b * FP8_BLOCK, ((b + 1) * FP8_BLOCK).min(cols));
+        let amax =
+            (0..r1 - r0).flat_map(|i| vals[i * cols + c0..i * cols + c1].iter()).fold(0f32, |m, v| m.max(v.abs()));
+        *s = if amax > 0.0 { amax / 448.0 } else { 1.0 };
+    }
+    let codes = vals.iter().enumerate().map(|(k, &v)| e4m3_code(v / scales[(k % cols) / FP8_BLOCK])).collect();
+    (codes, scales)
+}
+
+/// Whether the FP8 twin stores tensor `t` as FP8: the Linear weights of the decoder blocks, as
+/// DeepSeek-V3 ships (embeddings, `lm_head`, norms and routers stay bf16).
+fn is_fp8(t: &TensorSpec) -> bool {
+    matches!(t.kind, Kind::Matrix(_)) && t.name.contains(".layers.") && !t.name.ends_with(".mlp.gate.weight")
+}
+
+/// Bytes of `t` in the FP8 twin (codes plus f32 scales, or bf16).
+fn fp8_twin_bytes(t: &TensorSpec) -> u64 {
+    let n = t.shape.iter().product::<usize>() as u64;
+    if is_fp8(t) {
+        n + (t.shape[0].div_ceil(FP8_BLOCK) * t.shape[1].div_ceil(FP8_BLOCK) * 4) as u64
+    } else {
+        n * 2
+    }
+}
+
+impl Shape {
+    /// Tensor bytes of the FP8 twin ([`ensure_fp8`]): what its GB/s figures are relative to.
+    pub fn fp8_bytes(&self) -> u64 {
+        specs(self).iter().map(fp8_twin_bytes).sum()
+    }
+}
+
+/// Write one shard of the FP8 twin: each FP8 weight with its `_scale_inv` (F32, one per
+/// 128×128 block) in the same file, from `threads` workers, 128-row blocks at a time.
+fn write_shard_fp8(path: &Path, specs: &[TensorSpec], members: &[usize], threads: usize) -> anyhow::Result<u64> {
+    // (name, dtype, shape, spec index, is the scale of that spec)
+    let mut entries: Vec<(String, &str, Vec<usize>, usize, bool)> = Vec::new();
+    for &i in members {
+        let t = &specs[i];
+        if is_fp8(t) {
+            entries.push((t.name.clone(), "F8_E4M3", t.shape.clone(), i, false));
+            let ss = vec![t.shape[0].div_ceil(FP8_BLOCK), t.shape[1].div_ceil(FP8_BLOCK)];
+            entries.push((format!("{}_scale_inv", t.name), "F32", ss, i, true));
+        } else {
+            entries.push((t.name.clone(), "BF16", t.shape.clone(), i, false));
+        }
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut header = serde_json::Map::new();
+    header.insert("__metadata__".into(), json!({"format": "pt"}));
+    let mut off = 0u64;
+    // Offsets of each spec's data and of its scales.
+    let mut data_at = std::collections::HashMap::new();
+    let mut scale_at = std::collections::HashMap::new();
+    for (name, dtype, shape, i, is_scale) in &entries {
+        let esz = match *dtype {
+            "F8_E4M3" => 1,
+            "BF16" => 2,
+            _ => 4,
+        };
+        let end = off + (shape.iter().product::<usize>() * esz) as u64;
+        header.insert(name.clone(), json!({"dtype": dtype, "shape": shape, "data_offsets": [off, end]}));
+        if *is_scale {
+            scale_at.insert(*i, off);
+        } else {
+            data_at.insert(*i, off);
+        }
+        off = end;
+    }
+    let mut h = serde_json::to_vec(&serde_json::Value::Object(header))?;
+    while h.len() % 8 != 0 {
+        h.push(b' ');
+    }
+    let base = 8 + h.len() as u64;
+    let tmp = path.with_extension("partial");
+    let f = File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    f.write_all_at(&(h.len() as u64).to_le_bytes(), 0)?;
+    f.write_all_at(&h, 8)?;
+    let mut work = Vec::new();
+    for &i in members {
+        let t = &specs[i];
+        let rows = if t.shape.len() == 1 { 1 } else { t.shape[0] };
+        let step = if is_fp8(t) { FP8_BLOCK } else { ROWS_PER_CHUNK };
+        let mut r0 = 0;
+        while r0 < rows {
+            work.push((i, r0, (r0 + step).min(rows)));
+            r0 += step;
+        }
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| -> anyhow::Result<()> {
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                s.spawn(|| -> anyhow::Result<()> {
+                    loop {
+                        let w = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(&(i, r0, r1)) = work.get(w) else { return Ok(()) };
+                        let t = &specs[i];
+                        let cols = *t.shape.last().expect("shape");
+                        if is_fp8(t) {
+                            let (codes, scales) = fp8_block(t, r0, r1);
+                            f.write_all_at(&codes, base + data_at[&i] + (r0 * cols) as u64)?;
+                            let sb: Vec<u8> = scales.iter().flat_map(|x| x.to_le_bytes()).collect();
+                            f.write_all_at(&sb, base + scale_at[&i] + (r0 / FP8_BLOCK * sb.len()) as u64)?;
+                        } else {
+                            f.write_all_at(&chunk_bytes(t, r0, r1), base + data_at[&i] + (r0 * cols * 2) as u64)?;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join().map_err(|_| anyhow::anyhow!("generator thread panicked"))??;
+        }
+        Ok(())
+    })?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(off)
+}
+
+/// Generate (or reuse) the FP8 E4M3 twin of [`ensure`]'s checkpoint: the same values, the decoder
+/// blocks' Linear weights stored as DeepSeek-V3 ships them (`F8_E4M3` codes, an F32
+/// `weight_scale_inv` per 128×128 block, `quantization_config` `fp8`), the rest bf16.
+pub fn ensure_fp8(shape: &Shape, shard_bytes: u64) -> anyhow::Result<PathBuf> {
+    let dense = ensure(shape, shard_bytes)?;
+    let dir = cache_dir().join("bench").join(format!("synth-fp8-{}", shape.tag()));
+    let key = format!("synth-fp8 v1 {} shard {shard_bytes}\n", shape.tag());
+    let stamp = dir.join(".complete");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(key.as_str()) {
+        return Ok(dir);
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&dir)?;
+    }
+    std::fs::create_dir_all(&dir)?;
+    let t0 = std::time::Instant::now();
+    eprintln!("bench: generating the FP8 twin {} ({:.2} GB)", shape.tag(), shape.fp8_bytes() as f64 / 1e9);
+    let specs = specs(shape);
+    // Shards by FP8 size (a weight and its scales never split).
+    let mut shards: Vec<Vec<usize>> = vec![Vec::new()];
+    let mut acc = 0u64;
+    for (i, t) in specs.iter().enumerate() {
+        let b = fp8_twin_bytes(t);
+        if acc > 0 && acc + b > shard_bytes {
+            shards.push(Vec::new());
+            acc = 0;
+        }
+        shards.last_mut().expect("one shard").push(i);
+        acc += b;
+    }
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let n = shards.len();
+    let mut weight_map = serde_json::Map::new();
+    let mut total = 0u64;
+    for (k, members) in shards.iter().enumerate() {
+        let name = format!("model-{:05}-of-{n:05}.safetensors", k + 1);
+        total += write_shard_fp8(&dir.join(&name), &specs, members, threads)?;
+        for &i in members {
+            weight_map.insert(specs[i].name.clone(), json!(name));
+            if is_fp8(&specs[i]) {
+                weight_map.insert(format!("{}_scale_inv", specs[i].name), json!(name));
+            }
+        }
+    }
+    let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+    std::fs::write(dir.join("model.safetensors.index.json"), serde_json::to_vec_pretty(&index)?)?;
+    let mut config: serde_json::Value = serde_json::from_slice(&std::fs::read(dense.join("config.json"))?)?;
+    config["quantization_config"] = json!({
+        "quant_method": "fp8", "fmt": "e4m3", "activation_scheme": "dynamic",
+        "weight_block_size": [FP8_BLOCK, FP8_BLOCK]
+    });
+    std::fs::write(dir.join("config.json"), serde_json::to_vec_pretty(&config)?)?;
+    for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
+        std::fs::copy(dense.join(f), dir.join(f)).with_context(|| format!("copying {f}"))?;
+    }
+    std::fs::write(&stamp, key)?;
+    eprintln!("bench: generated in {:.1} s", t0.elapsed().as_secs_f64());
+    Ok(dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -369,6 +592,44 @@ mod tests {
         for sh in shard(&sp, limit) {
             let b: u64 = sh.iter().map(|&i| sp[i].shape.iter().product::<usize>() as u64 * 2).sum();
             assert!(b <= limit || sh.len() == 1, "{b}");
+        }
+    }
+
+    #[test]
+    fn e4m3_codes_round_to_the_nearest_value() {
+        use modelpack_quant::fp8::{decode, Fp8Format::E4M3};
+        for c in 0u8..=0xfe {
+            if c & 0x7f == 0x7f || c == 0x80 {
+                continue;
+            }
+            assert_eq!(e4m3_code(decode(E4M3, c)), c, "code {c:#x}");
+        }
+        assert_eq!(e4m3_code(1.0 + 1.0 / 16.0), 0x38, "tie to even: 1.0625 between 1.0 and 1.125");
+        assert_eq!(e4m3_code(1.0 + 3.0 / 16.0), 0x3a, "tie to even: 1.1875 between 1.125 and 1.25");
+        assert_eq!(e4m3_code(-500.0), 0xfe);
+    }
+
+    #[test]
+    fn fp8_blocks_decode_close_to_the_bf16_twin() {
+        let t = TensorSpec { name: "model.layers.0.x".into(), shape: vec![130, 200], kind: Kind::Matrix(0.02) };
+        for (r0, r1) in [(0, 128), (128, 130)] {
+            let (codes, scales) = fp8_block(&t, r0, r1);
+            assert_eq!(scales.len(), 2);
+            // The bf16 twin is written in 64-row generator chunks.
+            let bf: Vec<u8> = (r0..r1)
+                .step_by(ROWS_PER_CHUNK)
+                .flat_map(|r| chunk_bytes(&t, r, (r + ROWS_PER_CHUNK).min(r1)))
+                .collect();
+            let tab = modelpack_quant::fp8::table(modelpack_quant::fp8::Fp8Format::E4M3);
+            for (k, (&c, b)) in codes.iter().zip(bf.chunks_exact(2)).enumerate() {
+                let want = half::bf16::from_le_bytes([b[0], b[1]]).to_f32();
+                let got = tab[c as usize] * scales[(k % 200) / 128];
+                // E4M3 keeps 3 mantissa bits: relative error ≤ 1/16, or the subnormal step.
+                assert!(
+                    (got - want).abs() <= want.abs() / 16.0 + scales[(k % 200) / 128] * 2f32.powi(-10),
+                    "{got} {want}"
+                );
+            }
         }
     }
 }
