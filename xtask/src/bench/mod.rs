@@ -182,6 +182,13 @@ struct Case {
     conditions: Option<Conditions>,
 }
 
+impl Case {
+    /// A timed command with nothing to reset between runs (the sign/verify/hash rows).
+    fn plain(task: impl Into<String>, tool: impl Into<String>, bytes: u64, cmd: Vec<String>) -> Case {
+        Case { task: task.into(), tool: tool.into(), bytes, reset: vec![], cmd, slow: false, conditions: None }
+    }
+}
+
 fn command(argv: &[String]) -> Command {
     let mut c = Command::new(&argv[0]);
     c.args(&argv[1..]);
@@ -530,29 +537,18 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             }
             let bytes = dir_bytes(&pkg);
             let cmd = vec![s(&mp), "verify".into(), s(&pkg), "--key".into(), s(&pubkey)];
-            post.push(Case {
-                task: format!("verify {task}"),
-                tool: "modelpack".into(),
-                bytes,
-                reset: vec![],
-                cmd,
-                slow: false,
-                conditions: None,
-            });
+            post.push(Case::plain(format!("verify {task}"), "modelpack", bytes, cmd));
         }
         // Sign / verify / hash side by side with model_signing and the hashing floor.
         let pkg = work.join("cpu-q8_0-signed");
         let pkg_bytes = dir_bytes(&pkg);
         let sig = pkg.join("model.sig");
-        post.push(Case {
-            task: "sign package (cpu int8)".into(),
-            tool: "modelpack".into(),
-            bytes: pkg_bytes,
-            reset: vec![],
-            cmd: vec![s(&mp), "sign".into(), s(&pkg), "--key".into(), s(&key)],
-            slow: false,
-            conditions: None,
-        });
+        post.push(Case::plain(
+            "sign package (cpu int8)",
+            "modelpack",
+            pkg_bytes,
+            vec![s(&mp), "sign".into(), s(&pkg), "--key".into(), s(&key)],
+        ));
         if let Some(py) = &py {
             let ms = s(py.parent().expect("venv bin").join("model_signing"));
             post.push(Case {
@@ -592,29 +588,23 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 conditions: None,
             });
         }
-        post.push(Case {
-            task: "verify package (cpu int8)".into(),
-            tool: "modelpack".into(),
-            bytes: pkg_bytes,
-            reset: vec![],
-            cmd: vec![s(&mp), "verify".into(), s(&pkg), "--key".into(), s(&pubkey)],
-            slow: false,
-            conditions: None,
-        });
+        post.push(Case::plain(
+            "verify package (cpu int8)",
+            "modelpack",
+            pkg_bytes,
+            vec![s(&mp), "verify".into(), s(&pkg), "--key".into(), s(&pubkey)],
+        ));
         // The multi-file package: ours against model_signing and sha256sum over the same files.
         let split_pkg = work.join(format!("{split_name}-signed"));
         if split_ok && split_pkg.exists() {
             let bytes = dir_bytes(&split_pkg);
             let task = "verify multi-file package (split GGUF)";
-            post.push(Case {
-                task: task.into(),
-                tool: "modelpack".into(),
+            post.push(Case::plain(
+                task,
+                "modelpack",
                 bytes,
-                reset: vec![],
-                cmd: vec![s(&mp), "verify".into(), s(&split_pkg), "--key".into(), s(&pubkey)],
-                slow: false,
-                conditions: None,
-            });
+                vec![s(&mp), "verify".into(), s(&split_pkg), "--key".into(), s(&pubkey)],
+            ));
             if let Some(py) = &py {
                 let ms = s(py.parent().expect("venv bin").join("model_signing"));
                 post.push(Case {
@@ -644,15 +634,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             files.sort();
             let mut cmd = vec!["sha256sum".to_string()];
             cmd.extend(files);
-            post.push(Case {
-                task: task.into(),
-                tool: "sha256sum (one process)".into(),
-                bytes,
-                reset: vec![],
-                cmd,
-                slow: false,
-                conditions: None,
-            });
+            post.push(Case::plain(task, "sha256sum (one process)", bytes, cmd));
         }
         let shard_args: Vec<String> = shards.iter().map(s).collect();
         let hash_bytes: u64 = shards.iter().filter_map(|p| p.metadata().ok()).map(|m| m.len()).sum();
@@ -661,30 +643,19 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         {
             let mut cmd: Vec<String> = head.into_iter().map(String::from).collect();
             cmd.extend(shard_args.iter().cloned());
-            post.push(Case {
-                task: "SHA-256 of the input shards".into(),
-                tool: tool.into(),
-                bytes: hash_bytes,
-                reset: vec![],
-                cmd,
-                slow: false,
-                conditions: None,
-            });
+            post.push(Case::plain("SHA-256 of the input shards", tool, hash_bytes, cmd));
         }
         // Sign again, now the multi-file package: ours, then model_signing into a side file
         // (the package's own model.sig stays modelpack's, which is deterministic).
         if split_ok && split_pkg.exists() {
             let bytes = dir_bytes(&split_pkg);
             let task = "sign multi-file package (split GGUF)";
-            post.push(Case {
-                task: task.into(),
-                tool: "modelpack".into(),
+            post.push(Case::plain(
+                task,
+                "modelpack",
                 bytes,
-                reset: vec![],
-                cmd: vec![s(&mp), "sign".into(), s(&split_pkg), "--key".into(), s(&key)],
-                slow: false,
-                conditions: None,
-            });
+                vec![s(&mp), "sign".into(), s(&split_pkg), "--key".into(), s(&key)],
+            ));
             if let Some(py) = &py {
                 let ms = s(py.parent().expect("venv bin").join("model_signing"));
                 post.push(Case {
