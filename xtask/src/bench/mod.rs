@@ -804,7 +804,9 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
         // of `cargo xtask hf-check` already built (2.9 GB of wheels: never built by the bench).
         let hf_py = cache_dir().join("hf-venv/bin/python");
         let mut notes = Vec::new();
+        let fp8_wanted = !o.only_hashing && FP8_ROWS.iter().any(|r| o.wants(r.0));
         match (&llama, hf_py.exists()) {
+            _ if !fp8_wanted => {}
             (Some(llama), true) => {
                 let script = work.join("convert_fp8.py");
                 std::fs::write(&script, CONVERT_PEER)?;
