@@ -278,18 +278,29 @@ fn write_shard(path: &Path, specs: &[TensorSpec], members: &[usize], threads: us
     Ok(off)
 }
 
+/// Name of the file written last into a generated checkpoint: it holds the generation key.
+const STAMP: &str = ".complete";
+
+/// True when `dir` already holds the generation `key` describes (its stamp matches, so an
+/// interrupted generation is never reused); otherwise `dir` is emptied for a fresh one.
+fn reuse_or_reset(dir: &Path, key: &str) -> anyhow::Result<bool> {
+    if std::fs::read_to_string(dir.join(STAMP)).ok().as_deref() == Some(key) {
+        return Ok(true);
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    Ok(false)
+}
+
 /// Generate (or reuse) the checkpoint for `shape`, sharded at `shard_bytes`; returns its directory.
 pub fn ensure(shape: &Shape, shard_bytes: u64) -> anyhow::Result<PathBuf> {
     let dir = cache_dir().join("bench").join(format!("synth-{}", shape.tag()));
     let key = format!("synth v1 {} shard {shard_bytes}\n", shape.tag());
-    let stamp = dir.join(".complete");
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(key.as_str()) {
+    if reuse_or_reset(&dir, &key)? {
         return Ok(dir);
     }
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir)?;
-    }
-    std::fs::create_dir_all(&dir)?;
     let t0 = std::time::Instant::now();
     eprintln!("bench: generating synthetic checkpoint {} ({:.2} GB)", shape.tag(), shape.bytes() as f64 / 1e9);
     let specs = specs(shape);
@@ -331,7 +342,7 @@ pub fn ensure(shape: &Shape, shard_bytes: u64) -> anyhow::Result<PathBuf> {
         std::fs::copy(root().join("fixtures/tiny-llama").join(f), dir.join(f))
             .with_context(|| format!("copying {f} from fixtures/tiny-llama"))?;
     }
-    std::fs::write(&stamp, key)?;
+    std::fs::write(dir.join(STAMP), key)?;
     eprintln!("bench: generated in {:.1} s", t0.elapsed().as_secs_f64());
     Ok(dir)
 }
@@ -506,14 +517,9 @@ pub fn ensure_fp8(shape: &Shape, shard_bytes: u64) -> anyhow::Result<PathBuf> {
     let dense = ensure(shape, shard_bytes)?;
     let dir = cache_dir().join("bench").join(format!("synth-fp8-{}", shape.tag()));
     let key = format!("synth-fp8 v1 {} shard {shard_bytes}\n", shape.tag());
-    let stamp = dir.join(".complete");
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(key.as_str()) {
+    if reuse_or_reset(&dir, &key)? {
         return Ok(dir);
     }
-    if dir.exists() {
-        std::fs::remove_dir_all(&dir)?;
-    }
-    std::fs::create_dir_all(&dir)?;
     let t0 = std::time::Instant::now();
     eprintln!("bench: generating the FP8 twin {} ({:.2} GB)", shape.tag(), shape.fp8_bytes() as f64 / 1e9);
     let specs = specs(shape);
@@ -554,7 +560,7 @@ pub fn ensure_fp8(shape: &Shape, shard_bytes: u64) -> anyhow::Result<PathBuf> {
     for f in ["tokenizer.json", "tokenizer_config.json", "generation_config.json"] {
         std::fs::copy(dense.join(f), dir.join(f)).with_context(|| format!("copying {f}"))?;
     }
-    std::fs::write(&stamp, key)?;
+    std::fs::write(dir.join(STAMP), key)?;
     eprintln!("bench: generated in {:.1} s", t0.elapsed().as_secs_f64());
     Ok(dir)
 }
