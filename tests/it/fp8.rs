@@ -126,28 +126,7 @@ fn refuses(variant: &str, target: &str, edit: impl Fn(&Path), want: &str) {
         std::fs::copy(e.path(), src.join(e.file_name())).unwrap();
     }
     edit(&src);
-    let out = tmp.path().join("pkg");
-    let o = common::modelpack()
-        .args(["quantize"])
-        .arg(&src)
-        .arg("-o")
-        .arg(&out)
-        .args(["--target", target, "--scheme", "int8", "--json"])
-        .output()
-        .unwrap();
-    let so = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(2), "{variant} {target} ({want}): {so}");
-    let v: serde_json::Value = serde_json::from_str(so.trim()).expect("one JSON document");
-    let msg = v["error"].as_str().unwrap_or_default();
-    assert!(msg.contains(want), "{variant} {target}: wanted {want:?} in {msg}");
-    assert!(!out.exists(), "a package was left behind");
-}
-
-fn edit_config(dir: &Path, f: impl Fn(&mut serde_json::Value)) {
-    let p = dir.join("config.json");
-    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-    f(&mut v);
-    std::fs::write(&p, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    common::assert_refused(&src, target, want, variant);
 }
 
 /// Byte range of tensor `name`'s data in a safetensors file.
@@ -177,20 +156,20 @@ fn bad_fp8_input_is_refused_naming_the_tensor() {
         refuses(
             "tiny-llama-fp8",
             target,
-            |d| edit_config(d, |c| drop(c.as_object_mut().unwrap().remove("quantization_config"))),
+            |d| common::edit_config(d, |c| drop(c.as_object_mut().unwrap().remove("quantization_config"))),
             "has no quantization_config",
         );
         refuses(
             "tiny-llama-fp8",
             target,
-            |d| edit_config(d, |c| c["quantization_config"]["fmt"] = "e9m9".into()),
+            |d| common::edit_config(d, |c| c["quantization_config"]["fmt"] = "e9m9".into()),
             "fmt \"e9m9\"",
         );
         // 64x64 blocks: down_proj [64, 192] needs a [1, 3] scale, the file has [2, 5].
         refuses(
             "tiny-llama-fp8",
             target,
-            |d| edit_config(d, |c| c["quantization_config"]["weight_block_size"] = serde_json::json!([64, 64])),
+            |d| common::edit_config(d, |c| c["quantization_config"]["weight_block_size"] = serde_json::json!([64, 64])),
             "`model.layers.0.mlp.down_proj.weight_scale_inv` has shape [2, 5] but 64x64 blocks",
         );
         refuses(
@@ -203,7 +182,7 @@ fn bad_fp8_input_is_refused_naming_the_tensor() {
             "tiny-llama-fp8-ct",
             target,
             |d| {
-                edit_config(d, |c| {
+                common::edit_config(d, |c| {
                     c["quantization_config"]["config_groups"]["group_0"]["weights"]["strategy"] = "tensor".into()
                 })
             },

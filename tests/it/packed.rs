@@ -235,28 +235,7 @@ fn refuses(variant: &str, target: &str, edit: impl Fn(&Path), want: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let src = with_tokenizer(variant, tmp.path());
     edit(&src);
-    let out = tmp.path().join("pkg");
-    let o = common::modelpack()
-        .args(["quantize"])
-        .arg(&src)
-        .arg("-o")
-        .arg(&out)
-        .args(["--target", target, "--scheme", "int8", "--json"])
-        .output()
-        .unwrap();
-    let so = String::from_utf8_lossy(&o.stdout);
-    assert_eq!(o.status.code(), Some(2), "{variant} {target} ({want}): {so}");
-    let v: serde_json::Value = serde_json::from_str(so.trim()).expect("one JSON document");
-    let msg = v["error"].as_str().unwrap_or_default();
-    assert!(msg.contains(want), "{variant} {target}: wanted {want:?} in {msg}");
-    assert!(!out.exists(), "a package was left behind");
-}
-
-fn edit_config(dir: &Path, f: impl Fn(&mut serde_json::Value)) {
-    let p = dir.join("config.json");
-    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
-    f(&mut v);
-    std::fs::write(&p, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+    common::assert_refused(&src, target, want, variant);
 }
 
 /// Replace `from` by `to` (same length) in the safetensors header.
@@ -282,7 +261,7 @@ fn bad_packed_input_is_refused_naming_the_tensor() {
         refuses(
             "w4a16_g128_sym",
             target,
-            |d| edit_config(d, |c| drop(c.as_object_mut().unwrap().remove("quantization_config"))),
+            |d| common::edit_config(d, |c| drop(c.as_object_mut().unwrap().remove("quantization_config"))),
             "has no quantization_config",
         );
         // The config says group 64: the [256, 4] scale of down_proj (in 512) is group 128.
@@ -290,7 +269,7 @@ fn bad_packed_input_is_refused_naming_the_tensor() {
             "w4a16_g128_sym",
             target,
             |d| {
-                edit_config(d, |c| {
+                common::edit_config(d, |c| {
                     let mut x = w(c);
                     x["group_size"] = 64.into();
                     c["quantization_config"]["config_groups"]["group_0"]["weights"] = x;
@@ -302,7 +281,7 @@ fn bad_packed_input_is_refused_naming_the_tensor() {
             "w4a16_g128_sym",
             target,
             |d| {
-                edit_config(d, |c| {
+                common::edit_config(d, |c| {
                     let mut x = w(c);
                     x["strategy"] = "tensor".into();
                     c["quantization_config"]["config_groups"]["group_0"]["weights"] = x;
@@ -314,7 +293,7 @@ fn bad_packed_input_is_refused_naming_the_tensor() {
             "w4a16_g128_sym",
             target,
             |d| {
-                edit_config(d, |c| {
+                common::edit_config(d, |c| {
                     c["quantization_config"]["config_groups"]["group_0"]["format"] = "int-quantized".into()
                 })
             },

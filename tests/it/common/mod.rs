@@ -17,6 +17,35 @@ pub fn modelpack() -> assert_cmd::Command {
     assert_cmd::Command::cargo_bin("modelpack").unwrap()
 }
 
+/// Rewrite `dir/config.json` through `f` (the bad-config tests' edit step).
+pub fn edit_config(dir: &Path, f: impl Fn(&mut serde_json::Value)) {
+    let p = dir.join("config.json");
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap();
+    f(&mut v);
+    std::fs::write(&p, serde_json::to_vec_pretty(&v).unwrap()).unwrap();
+}
+
+/// Quantize the bad input `src` to int8 for `target` and require what every input error
+/// promises: exit 2, one JSON document whose `error` contains `want`, and no package next to
+/// `src` (`label` names the case in failures).
+pub fn assert_refused(src: &Path, target: &str, want: &str, label: &str) {
+    let out = src.parent().unwrap().join("pkg");
+    let o = modelpack()
+        .args(["quantize"])
+        .arg(src)
+        .arg("-o")
+        .arg(&out)
+        .args(["--target", target, "--scheme", "int8", "--json"])
+        .output()
+        .unwrap();
+    let so = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(2), "{label} {target} ({want}): {so}");
+    let v: serde_json::Value = serde_json::from_str(so.trim()).expect("one JSON document");
+    let msg = v["error"].as_str().unwrap_or_default();
+    assert!(msg.contains(want), "{label} {target}: wanted {want:?} in {msg}");
+    assert!(!out.exists(), "a package was left behind");
+}
+
 /// Run `modelpack quantize INPUT -o OUT ARGS... --json`, require success and return the report.
 pub fn quantize(input: &Path, out: &Path, args: &[&str]) -> serde_json::Value {
     let o = modelpack().arg("quantize").arg(input).arg("-o").arg(out).args(args).arg("--json").output().unwrap();
