@@ -113,3 +113,10 @@ def make(name, ct):
 
 make("tiny-llama-fp8", ct=False)
 make("tiny-llama-fp8-ct", ct=True)
+
+# `cargo xtask fixtures --check` compares the tree with this list.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from make_family_fixtures import sha256sums  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+sha256sums(Path(out))

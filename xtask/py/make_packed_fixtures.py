@@ -123,6 +123,7 @@ def main():
     # decodes pack-quantized as `(code - offset) * scale.float()`), in Q8_0 and F32.
     for outtype in ("q8_0", "f32"):
         mff.convert(llama_src, dst, outtype, dst / f"ref-{outtype}.gguf", "deepseek-v3")
+    mff.sha256sums(out_root)  # `cargo xtask fixtures --check` compares the tree with it
     print(f"compressed-tensors {compressed_tensors.__version__}, torch {torch.__version__}")
 
 

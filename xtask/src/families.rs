@@ -42,9 +42,16 @@ fn files(d: &Path) -> anyhow::Result<Vec<String>> {
     Ok(out)
 }
 
-/// Torch-free consistency check of the committed family fixtures (part of `fixtures --check`).
-pub fn check() -> anyhow::Result<()> {
-    let d = dir();
+/// Fixture directories made with torch (so CI cannot regenerate them): each holds a
+/// `SHA256SUMS` that must list exactly its files, and the command that rewrites it.
+const TORCH_MADE: &[(&str, &str)] = &[
+    ("fixtures/families", "cargo xtask family-fixtures"),
+    ("fixtures/packed", "cargo xtask packed-fixtures"),
+    ("fixtures/fp8", "hf-venv/bin/python xtask/py/make_fp8_fixtures.py fixtures/fp8"),
+];
+
+/// Problems of `d` against its `SHA256SUMS`: files missing, extra or changed.
+fn sum_problems(d: &Path) -> anyhow::Result<(Vec<String>, usize)> {
     let sums =
         std::fs::read_to_string(d.join("SHA256SUMS")).with_context(|| format!("reading {}/SHA256SUMS", d.display()))?;
     let mut want = BTreeMap::new();
@@ -52,7 +59,7 @@ pub fn check() -> anyhow::Result<()> {
         let (hash, name) = line.split_once("  ").with_context(|| format!("bad SHA256SUMS line `{line}`"))?;
         want.insert(name.to_string(), hash.to_string());
     }
-    let have: Vec<String> = files(&d)?.into_iter().filter(|f| !UNLISTED.contains(&f.as_str())).collect();
+    let have: Vec<String> = files(d)?.into_iter().filter(|f| !UNLISTED.contains(&f.as_str())).collect();
     let mut problems = Vec::new();
     for f in &have {
         match want.get(f) {
@@ -68,15 +75,28 @@ pub fn check() -> anyhow::Result<()> {
     for f in want.keys().filter(|f| !have.contains(f)) {
         problems.push(format!("missing: {f}"));
     }
-    ensure!(
-        problems.is_empty(),
-        "fixtures/families is inconsistent (regenerate with `cargo xtask family-fixtures`):\n  {}",
-        problems.join("\n  ")
-    );
+    Ok((problems, have.len()))
+}
+
+/// Torch-free consistency check of the committed torch-made fixtures (part of `fixtures --check`):
+/// every directory of [`TORCH_MADE`] matches its `SHA256SUMS`, and the pinned `gguf` package
+/// reads every family reference GGUF as its name promises.
+pub fn check() -> anyhow::Result<()> {
+    for (rel, regen) in TORCH_MADE {
+        let d = root().join(rel);
+        let (problems, n) = sum_problems(&d)?;
+        ensure!(
+            problems.is_empty(),
+            "{rel} is inconsistent (regenerate with `{regen}`, which rewrites SHA256SUMS):\n  {}",
+            problems.join("\n  ")
+        );
+        eprintln!("xtask: {rel} complete ({n} files, SHA256SUMS)");
+    }
+    let d = dir();
     let py = crate::venv::ensure()?;
     run(Command::new(py).arg(root().join("xtask/py/check_family_fixtures.py")).arg(&d))
         .context("the gguf/safetensors packages disagree with fixtures/families")?;
-    eprintln!("xtask: fixtures/families complete ({} files) and readable", have.len());
+    eprintln!("xtask: fixtures/families readable by the gguf package");
     Ok(())
 }
 
