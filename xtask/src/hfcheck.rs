@@ -105,6 +105,10 @@ const FAMILIES: &[(&str, &str)] = &[
     ("glm4-moe-fused", "glm4-moe"),
     ("minimax-m2", "minimax-m2"),
     ("minimax-m2-fused", "minimax-m2"),
+    // Nemotron-H (Mamba2 hybrid): Mamba in_proj/out_proj, attention, ReLU² MLP, non-gated routed
+    // experts and the shared expert packed; conv1d, A_log/D/dt_bias and norms copied.
+    ("nemotron-h", "nemotron-h"),
+    ("nemotron-h-moe", "nemotron-h-moe"),
 ];
 
 /// Schemes of the family check and the logits cosine each must reach against the source.
