@@ -83,7 +83,12 @@ fn expected(src: &Tensors) -> (BTreeSet<String>, BTreeSet<String>, BTreeSet<Stri
 }
 
 fn ignore_of(pkg: &Path) -> BTreeSet<String> {
-    config(pkg)["quantization_config"]["ignore"].as_array().unwrap().iter().map(|v| v.as_str().unwrap().to_string()).collect()
+    config(pkg)["quantization_config"]["ignore"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
 }
 
 /// Every tensor of the package is a packed module's part or a source tensor copied bit for bit;
@@ -108,7 +113,11 @@ fn check_package(label: &str, src_dir: &Path, pkg: &Path, bits: u64) -> usize {
     let extra: Vec<&String> = st
         .keys()
         .filter(|k| !want_copied.contains(*k))
-        .filter(|k| !parts.iter().any(|p| k.strip_suffix(p).and_then(|m| m.strip_suffix('.')).is_some_and(|m| packed.contains(m))))
+        .filter(|k| {
+            !parts
+                .iter()
+                .any(|p| k.strip_suffix(p).and_then(|m| m.strip_suffix('.')).is_some_and(|m| packed.contains(m)))
+        })
         .collect();
     assert!(extra.is_empty(), "{label}: unexpected tensors {extra:?}");
     assert_eq!(ignore_of(pkg), want_ignored, "{label}: ignore");
@@ -131,8 +140,7 @@ fn numpy_judge(label: &str, src: &Path, pkg: &Path, modules: usize) {
     assert!(text.contains(&format!("{0}/{0} modules bit-exact", modules)), "{label}: {text}");
 }
 
-const SCHEMES: [(&[&str], u64); 2] =
-    [(&["--scheme", "int8"], 8), (&["--scheme", "int4", "--group-size", "128"], 4)];
+const SCHEMES: [(&[&str], u64); 2] = [(&["--scheme", "int8"], 8), (&["--scheme", "int4", "--group-size", "128"], 4)];
 
 /// Both fixtures, int8 and int4: every Linear packed (12 on the dense fixture: 2 × Mamba
 /// in/out_proj, q/k/v/o, 2 × MLP up/down; 38 on the MoE one: 3 MoE layers × (4 experts × up/down
@@ -154,7 +162,11 @@ fn every_nemotron_h_linear_is_packed_and_passes_the_numpy_judge() {
             assert!(conv["note"].as_str().unwrap().contains("Conv1d, not a Linear"), "{label}: {conv}");
             for t in tensors {
                 if t["shape"].as_array().unwrap().len() >= 2 && !t["type_out"].as_str().unwrap().starts_with("pack") {
-                    assert!(!t["note"].as_str().unwrap_or("").is_empty(), "{label}: {} kept without a reason", t["name"]);
+                    assert!(
+                        !t["note"].as_str().unwrap_or("").is_empty(),
+                        "{label}: {} kept without a reason",
+                        t["name"]
+                    );
                 }
             }
         }
@@ -195,7 +207,8 @@ fn fused_nemotron_h_experts_give_the_per_expert_package() {
         let b = tmp.path().join(format!("fused-{bits}"));
         quantize(&src, &a, scheme);
         quantize(&fused_dir, &b, scheme);
-        let (pa, pb) = (std::fs::read(a.join("model.safetensors")).unwrap(), std::fs::read(b.join("model.safetensors")).unwrap());
+        let (pa, pb) =
+            (std::fs::read(a.join("model.safetensors")).unwrap(), std::fs::read(b.join("model.safetensors")).unwrap());
         assert!(pa == pb, "{scheme:?}: the fused checkpoint's package differs from the per-expert one's");
         assert_eq!(ignore_of(&a), ignore_of(&b));
     }
@@ -233,7 +246,10 @@ fn nemotron_h_mtp_head_stays_dense_and_ignored() {
     let n = check_package("mtp", &dir, &out, 8);
     assert_eq!(n, 12);
     let ignore = ignore_of(&out);
-    assert!(ignore.contains("mtp.layers.0.mixer.q_proj") && ignore.contains("mtp.layers.1.mixer.up_proj"), "{ignore:?}");
+    assert!(
+        ignore.contains("mtp.layers.0.mixer.q_proj") && ignore.contains("mtp.layers.1.mixer.up_proj"),
+        "{ignore:?}"
+    );
 }
 
 /// Bad inputs: exit 2 naming the tensor or key, nothing written. The latent MoE of Nemotron-3

@@ -85,6 +85,14 @@ pub fn ensure_venv() -> anyhow::Result<PathBuf> {
     Ok(py)
 }
 
+/// The shared numpy compressed-tensors reference: `MODELPACK_CT_REFERENCE` (as the test kit
+/// reads it; a git worktree has no `../shared` beside it), else `../shared/reference/`.
+fn ct_reference() -> PathBuf {
+    std::env::var_os("MODELPACK_CT_REFERENCE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/reference/compressed_tensors_ref.py"))
+}
+
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
 }
@@ -119,7 +127,7 @@ const FAMILY_SCHEMES: &[(&[&str], f64)] =
 /// paths: no missing or unexpected weights (beyond the source's own MTP layer), logits cosine
 /// against the bf16 source (`xtask/py/hf_family_check.py`); then the shared numpy judge.
 fn run_families(args: &[String]) -> anyhow::Result<()> {
-    let reference = root().join("../shared/reference/compressed_tensors_ref.py");
+    let reference = ct_reference();
     let py = ensure_venv()?;
     let judge_py = crate::venv::ensure()?;
     let mp = modelpack()?;
@@ -179,7 +187,7 @@ pub fn run_cmd(args: &[String]) -> anyhow::Result<()> {
     if args.first().is_some_and(|a| a == "families") {
         return run_families(&args[1..]);
     }
-    let reference = root().join("../shared/reference/compressed_tensors_ref.py");
+    let reference = ct_reference();
     if !reference.exists() {
         bail!("{} is missing: the check dequantizes with it", reference.display());
     }

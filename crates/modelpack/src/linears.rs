@@ -296,7 +296,9 @@ pub fn check_experts<'a>(
             let down = matches!(proj.as_str(), "down_proj" | "w2");
             let (f_dim, h_dim) = if down { (first_shape[1], first_shape[0]) } else { (first_shape[0], first_shape[1]) };
             if let Some((h, key)) = hidden.filter(|&(h, _)| h != h_dim) {
-                return Err(format!("tensor `{first_name}` has shape {first_shape:?}, which does not match {key} = {h}"));
+                return Err(format!(
+                    "tensor `{first_name}` has shape {first_shape:?}, which does not match {key} = {h}"
+                ));
             }
             if let Some((f, key)) = ffn.filter(|&(f, _)| f != f_dim) {
                 return Err(format!(
@@ -332,7 +334,10 @@ pub fn check_experts<'a>(
         }
         // down_proj's twin is gate_up_proj, or up_proj for non-gated experts (Nemotron-H).
         let twins: Vec<String> = if down {
-            ["gate_up_proj", "up_proj"].iter().map(|p| name.replace(".experts.down_proj", &format!(".experts.{p}"))).collect()
+            ["gate_up_proj", "up_proj"]
+                .iter()
+                .map(|p| name.replace(".experts.down_proj", &format!(".experts.{p}")))
+                .collect()
         } else {
             let up = if gated { ".experts.gate_up_proj" } else { ".experts.up_proj" };
             vec![name.replace(up, ".experts.down_proj")]
@@ -453,7 +458,10 @@ mod tests {
             classify("backbone.layers.0.mixer.conv1d.weight", &[20, 1, 4], &f),
             Class::Dense { linear: false, ref why } if why.contains("Conv1d")
         ));
-        assert!(matches!(classify("backbone.layers.1.mixer.gate.weight", &[2, 8], &f), Class::Dense { linear: true, .. }));
+        assert!(matches!(
+            classify("backbone.layers.1.mixer.gate.weight", &[2, 8], &f),
+            Class::Dense { linear: true, .. }
+        ));
         assert!(matches!(classify("backbone.embeddings.weight", &[16, 8], &f), Class::Dense { linear: false, .. }));
         assert!(matches!(
             classify("mtp.layers.0.mixer.q_proj.weight", &[8, 8], &f),
@@ -472,9 +480,12 @@ mod tests {
             ("backbone.layers.1.mixer.experts.up_proj", vec![2, 4, 8]),
             ("backbone.layers.1.mixer.experts.down_proj", vec![2, 8, 4]),
         ];
-        let check = |t: &[(&str, Vec<usize>)], f: &ModelFacts| check_experts(t.iter().map(|(n, s)| (*n, s.as_slice())), f);
+        let check =
+            |t: &[(&str, Vec<usize>)], f: &ModelFacts| check_experts(t.iter().map(|(n, s)| (*n, s.as_slice())), f);
         assert_eq!(check(&fused, &f), Ok(()));
-        assert!(check(&fused[..2], &f).unwrap_err().contains("missing tensor `backbone.layers.1.mixer.experts.down_proj`"));
+        assert!(check(&fused[..2], &f)
+            .unwrap_err()
+            .contains("missing tensor `backbone.layers.1.mixer.experts.down_proj`"));
         // Latent MoE: the experts' input width is moe_latent_size, not hidden_size.
         let latent = ModelFacts::from_config(&serde_json::json!({
             "model_type": "nemotron_h", "hidden_size": 16, "moe_latent_size": 8, "n_routed_experts": 2,
