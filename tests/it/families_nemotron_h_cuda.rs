@@ -142,10 +142,11 @@ fn numpy_judge(label: &str, src: &Path, pkg: &Path, modules: usize) {
 
 const SCHEMES: [(&[&str], u64); 2] = [(&["--scheme", "int8"], 8), (&["--scheme", "int4", "--group-size", "128"], 4)];
 
-/// Both fixtures, int8 and int4: every Linear packed (12 on the dense fixture: 2 × Mamba
-/// in/out_proj, q/k/v/o, 2 × MLP up/down; 38 on the MoE one: 3 MoE layers × (4 experts × up/down
-/// + shared up/down) besides 2 Mamba and 1 attention layer), nothing else touched, the numpy judge re-derives
-/// every module; the dense kept tensors say why (the conv1d: a Conv1d, not a Linear).
+/// Both fixtures, int8 and int4: every Linear packed (12 on the dense fixture: 2 Mamba layers'
+/// in/out_proj, q/k/v/o, 2 MLP layers' up/down; 38 on the MoE one: in each of 3 MoE layers 4
+/// experts' and the shared expert's up/down, besides 2 Mamba and 1 attention layer), nothing else
+/// touched, the numpy judge re-derives every module; the dense kept tensors say why (the conv1d:
+/// a Conv1d, not a Linear).
 #[test]
 fn every_nemotron_h_linear_is_packed_and_passes_the_numpy_judge() {
     let tmp = tempfile::tempdir().unwrap();

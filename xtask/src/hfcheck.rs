@@ -166,6 +166,23 @@ fn run_families(args: &[String]) -> anyhow::Result<()> {
                 let line = String::from_utf8_lossy(&o.stdout);
                 if o.status.success() {
                     println!("ok      {what} {mode}: {}", line.trim());
+                } else if let Some(why) = scheme_loss_known(fixture, scheme, &line) {
+                    // Only the cosine against the source failed: pass only if the package equals
+                    // the source with the numpy reference's dequantized weights.
+                    let fq = Command::new(&py)
+                        .arg(root().join("xtask/py/hf_fakequant_check.py"))
+                        .arg(&reference)
+                        .arg(&dense)
+                        .arg(&out)
+                        .arg(mode)
+                        .output()?;
+                    let fq_line = String::from_utf8_lossy(&fq.stdout);
+                    if fq.status.success() {
+                        println!("known   {what} {mode}: {} ({why}) fake-quant: {}", line.trim(), fq_line.trim());
+                    } else {
+                        println!("FAILED  {what} {mode}: {} fake-quant: {}", line.trim(), fq_line.trim());
+                        failed.push(format!("{what} {mode}"));
+                    }
                 } else {
                     let err = String::from_utf8_lossy(&o.stderr);
                     let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned();
@@ -179,6 +196,21 @@ fn run_families(args: &[String]) -> anyhow::Result<()> {
         bail!("HF transformers disagreed on: {}", failed.join("; "));
     }
     Ok(())
+}
+
+/// Fixture and scheme whose logits cosine against the bf16 source is below the family threshold
+/// because of the scheme itself (measured 2026-12-03): Nemotron-H MoE int4 g128 RTN reaches 0.836
+/// on the random-weight fixture, and so does the source holding the numpy reference's dequantized
+/// weights (top-2-of-4 sigmoid routing with near-tied random router logits flips experts under
+/// int4 noise; g64 0.861, `--method mse` 0.889). Such a failure passes only through
+/// `hf_fakequant_check.py` (package == fake-quant model, weights bit for bit); `line` must show
+/// no problem but the cosine.
+fn scheme_loss_known(fixture: &str, scheme: &[&str], line: &str) -> Option<&'static str> {
+    let doc: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
+    let only_cosine =
+        doc["problems"].as_array()?.iter().all(|p| p.as_str().is_some_and(|p| p.starts_with("logits cosine")));
+    (only_cosine && fixture == "nemotron-h-moe" && scheme.contains(&"int4"))
+        .then_some("int4's own loss on this random-weight MoE: the fake-quant source scores the same")
 }
 
 /// `cargo xtask hf-check [FIXTURE...]` (default: tiny-llama and tiny-llama-f32), or
