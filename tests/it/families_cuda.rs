@@ -138,7 +138,7 @@ fn every_linear_of_every_family_is_packed_and_passes_the_numpy_judge() {
 }
 
 /// Rewrite a safetensors file without `drop` (offsets recomputed).
-fn without_tensor(src: &Path, dst: &Path, drop: &str) {
+pub(crate) fn without_tensor(src: &Path, dst: &Path, drop: &str) {
     let raw = std::fs::read(src).unwrap();
     let n = u64::from_le_bytes(raw[..8].try_into().unwrap()) as usize;
     let h: serde_json::Value = serde_json::from_slice(&raw[8..8 + n]).unwrap();
@@ -172,7 +172,7 @@ fn without_tensor(src: &Path, dst: &Path, drop: &str) {
     std::fs::write(dst, file).unwrap();
 }
 
-fn copy_dir(src: &Path, dst: &Path) {
+pub(crate) fn copy_dir(src: &Path, dst: &Path) {
     std::fs::create_dir_all(dst).unwrap();
     for e in std::fs::read_dir(src).unwrap() {
         let e = e.unwrap();
@@ -181,7 +181,7 @@ fn copy_dir(src: &Path, dst: &Path) {
 }
 
 /// Exit 2, a JSON error naming `needle`, and no output directory.
-fn refused(input: &Path, out: &Path, needle: &str) {
+pub(crate) fn refused(input: &Path, out: &Path, needle: &str) {
     let o = common::modelpack()
         .arg("quantize")
         .arg(input)

@@ -27,6 +27,7 @@ mod families_cuda;
 mod families_deci;
 mod families_deepseek;
 mod families_nemotron_h;
+mod families_nemotron_h_cuda;
 mod faults;
 mod fp8;
 mod hostile;

@@ -85,6 +85,14 @@ pub fn ensure_venv() -> anyhow::Result<PathBuf> {
     Ok(py)
 }
 
+/// The shared numpy compressed-tensors reference: `MODELPACK_CT_REFERENCE` (as the test kit
+/// reads it; a git worktree has no `../shared` beside it), else `../shared/reference/`.
+fn ct_reference() -> PathBuf {
+    std::env::var_os("MODELPACK_CT_REFERENCE")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/reference/compressed_tensors_ref.py"))
+}
+
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
 }
@@ -105,6 +113,10 @@ const FAMILIES: &[(&str, &str)] = &[
     ("glm4-moe-fused", "glm4-moe"),
     ("minimax-m2", "minimax-m2"),
     ("minimax-m2-fused", "minimax-m2"),
+    // Nemotron-H (Mamba2 hybrid): Mamba in_proj/out_proj, attention, ReLU² MLP, non-gated routed
+    // experts and the shared expert packed; conv1d, A_log/D/dt_bias and norms copied.
+    ("nemotron-h", "nemotron-h"),
+    ("nemotron-h-moe", "nemotron-h-moe"),
 ];
 
 /// Schemes of the family check and the logits cosine each must reach against the source.
@@ -115,7 +127,7 @@ const FAMILY_SCHEMES: &[(&[&str], f64)] =
 /// paths: no missing or unexpected weights (beyond the source's own MTP layer), logits cosine
 /// against the bf16 source (`xtask/py/hf_family_check.py`); then the shared numpy judge.
 fn run_families(args: &[String]) -> anyhow::Result<()> {
-    let reference = root().join("../shared/reference/compressed_tensors_ref.py");
+    let reference = ct_reference();
     let py = ensure_venv()?;
     let judge_py = crate::venv::ensure()?;
     let mp = modelpack()?;
@@ -154,6 +166,23 @@ fn run_families(args: &[String]) -> anyhow::Result<()> {
                 let line = String::from_utf8_lossy(&o.stdout);
                 if o.status.success() {
                     println!("ok      {what} {mode}: {}", line.trim());
+                } else if let Some(why) = scheme_loss_known(fixture, scheme, &line) {
+                    // Only the cosine against the source failed: pass only if the package equals
+                    // the source with the numpy reference's dequantized weights.
+                    let fq = Command::new(&py)
+                        .arg(root().join("xtask/py/hf_fakequant_check.py"))
+                        .arg(&reference)
+                        .arg(&dense)
+                        .arg(&out)
+                        .arg(mode)
+                        .output()?;
+                    let fq_line = String::from_utf8_lossy(&fq.stdout);
+                    if fq.status.success() {
+                        println!("known   {what} {mode}: {} ({why}) fake-quant: {}", line.trim(), fq_line.trim());
+                    } else {
+                        println!("FAILED  {what} {mode}: {} fake-quant: {}", line.trim(), fq_line.trim());
+                        failed.push(format!("{what} {mode}"));
+                    }
                 } else {
                     let err = String::from_utf8_lossy(&o.stderr);
                     let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned();
@@ -169,13 +198,28 @@ fn run_families(args: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Fixture and scheme whose logits cosine against the bf16 source is below the family threshold
+/// because of the scheme itself (measured 2026-12-03): Nemotron-H MoE int4 g128 RTN reaches 0.836
+/// on the random-weight fixture, and so does the source holding the numpy reference's dequantized
+/// weights (top-2-of-4 sigmoid routing with near-tied random router logits flips experts under
+/// int4 noise; g64 0.861, `--method mse` 0.889). Such a failure passes only through
+/// `hf_fakequant_check.py` (package == fake-quant model, weights bit for bit); `line` must show
+/// no problem but the cosine.
+fn scheme_loss_known(fixture: &str, scheme: &[&str], line: &str) -> Option<&'static str> {
+    let doc: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
+    let only_cosine =
+        doc["problems"].as_array()?.iter().all(|p| p.as_str().is_some_and(|p| p.starts_with("logits cosine")));
+    (only_cosine && fixture == "nemotron-h-moe" && scheme.contains(&"int4"))
+        .then_some("int4's own loss on this random-weight MoE: the fake-quant source scores the same")
+}
+
 /// `cargo xtask hf-check [FIXTURE...]` (default: tiny-llama and tiny-llama-f32), or
 /// `cargo xtask hf-check families [FAMILY...]`.
 pub fn run_cmd(args: &[String]) -> anyhow::Result<()> {
     if args.first().is_some_and(|a| a == "families") {
         return run_families(&args[1..]);
     }
-    let reference = root().join("../shared/reference/compressed_tensors_ref.py");
+    let reference = ct_reference();
     if !reference.exists() {
         bail!("{} is missing: the check dequantizes with it", reference.display());
     }

@@ -190,9 +190,24 @@ fn released_name(name: &str, fused_layers: &BTreeSet<String>, names: ExpertNames
     name.to_string()
 }
 
-/// Architectures the cuda target refuses: their packages have not been loaded by the runtimes'
-/// own code here, so packing them would be a guess.
-const NOT_JUDGED_ON_CUDA: &[&str] = &["NemotronHForCausalLM"];
+/// What the cuda target refuses in a Nemotron-H checkpoint because no runtime loaded such a
+/// package here: the latent MoE of Nemotron-3 Super/Ultra (`moe_latent_size`, with
+/// `fc1_latent_proj`/`fc2_latent_proj` around the experts), for which there is no fixture written
+/// by transformers. Everything else of the family (Mamba2 in_proj/out_proj, attention, ReLU² MLP,
+/// non-gated experts, shared experts) was loaded by transformers + compressed-tensors
+/// (`cargo xtask hf-check families nemotron-h nemotron-h-moe`).
+fn nemotron_h_limits(config: &serde_json::Value) -> Result<(), PlanError> {
+    if crate::format::gguf::arch::hf_architecture(config).ok() != Some("NemotronHForCausalLM") {
+        return Ok(());
+    }
+    if let Some(l) = config.get("moe_latent_size").filter(|v| !v.is_null()) {
+        return Err(PlanError::Input(format!(
+            "config.json has moe_latent_size = {l} (Nemotron-H latent MoE, fc1/fc2_latent_proj): not supported on \
+             --target cuda yet, no package of that shape has been loaded by transformers/vLLM here"
+        )));
+    }
+    Ok(())
+}
 
 /// Plan the cuda package of `ckpt`.
 pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanError> {
@@ -201,14 +216,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
         .config()
         .ok_or_else(|| PlanError::Input("the checkpoint has no config.json: the cuda target rewrites it".into()))?
         .raw;
-    if let Some(arch) =
-        NOT_JUDGED_ON_CUDA.iter().find(|a| crate::format::gguf::arch::hf_architecture(config).ok() == Some(**a))
-    {
-        return Err(PlanError::Input(format!(
-            "{arch} (Nemotron-H, Mamba2 hybrid) is supported on --target cpu only: which of its Linears vLLM and \
-             transformers accept packed (Mamba in_proj/out_proj) has not been checked against them yet"
-        )));
-    }
+    nemotron_h_limits(config)?;
     // FP8 sources are decoded and re-quantized without --force-requantize: GPUs without FP8
     // (A100-class) need int4/int8 packages of FP8 releases. Stated in every module's note.
     let fp8 = Fp8Map::of(ckpt).map_err(|e| PlanError::Input(e.to_string()))?;
@@ -279,15 +287,15 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
                 });
                 None
             }
-            (Class::FusedExperts { down }, None) => {
-                // [E, 2F, H] (gate rows first) or [E, H, F]: one module per expert and projection,
-                // under the per-expert names of the family's releases.
+            (Class::FusedExperts { down, gated }, None) => {
+                // [E, 2F, H] (gate rows first), [E, F, H] (non-gated up) or [E, H, F]: one module
+                // per expert and projection, under the per-expert names of the family's releases.
                 let base = out_name.rsplit_once('.').expect("experts.<proj>").0;
                 let (e, r, c) = (t.shape[0], t.shape[1], t.shape[2]);
                 for x in 0..e {
-                    if *down {
+                    if *down || !*gated {
                         linears_of_t.push(LinearSrc {
-                            module: format!("{base}.{x}.{}", names.down),
+                            module: format!("{base}.{x}.{}", if *down { names.down } else { names.up }),
                             src: t.name,
                             dtype: t.dtype,
                             row0: x * r,
@@ -339,6 +347,8 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
                 let esz = t.data.len() / (e * r * c).max(1);
                 let parts: Vec<(&str, usize, usize)> = if out_name.ends_with("down_proj") {
                     vec![(names.down, 0, r)]
+                } else if out_name.ends_with(".experts.up_proj") {
+                    vec![(names.up, 0, r)]
                 } else {
                     vec![(names.gate, 0, r / 2), (names.up, r / 2, r / 2)]
                 };

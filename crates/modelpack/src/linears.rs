@@ -20,6 +20,9 @@ pub enum Class {
     FusedExperts {
         /// `experts.down_proj [E,H,F]` rather than `experts.gate_up_proj [E,2F,H]`.
         down: bool,
+        /// The up side holds gate and up rows (`gate_up_proj [E,2F,H]`); false for the
+        /// non-gated experts of Nemotron-H (`experts.up_proj [E,F,H]`, ReLU² MLPs).
+        gated: bool,
     },
     /// Kept in the source dtype. `linear` says whether it is a Linear's weight (then its module
     /// goes into compressed-tensors' `ignore`, or the runtimes would expect packed tensors).
@@ -38,8 +41,9 @@ pub struct ModelFacts {
     pub model_type: String,
     /// Layers of the model proper; layers at or past it are MTP (nextn) layers.
     pub num_hidden_layers: Option<usize>,
-    /// `hidden_size`.
-    pub hidden: Option<usize>,
+    /// The experts' input width and the key it came from: `hidden_size`, or Nemotron-H's
+    /// `moe_latent_size` when its MoE runs the experts in a projected latent space.
+    pub hidden: Option<(usize, &'static str)>,
     /// Routed experts per MoE layer and the key it came from.
     pub experts: Option<(usize, &'static str)>,
     /// Rows of one expert's gate/up projection and the key it came from.
@@ -72,7 +76,7 @@ impl ModelFacts {
         ModelFacts {
             model_type,
             num_hidden_layers: num("num_hidden_layers").map(|v| v.0),
-            hidden: num("hidden_size").map(|v| v.0),
+            hidden: num("moe_latent_size").or_else(|| num("hidden_size")),
             experts,
             expert_ffn,
             conflict,
@@ -133,17 +137,41 @@ fn is_router(module: &str) -> bool {
     matches!(last, "gate" | "router" | "shared_expert_gate") || module.ends_with(".router.classifier")
 }
 
+/// A multi-token-prediction head stored beside the layer stack (`mtp.layers.N.…`, Nemotron-H and
+/// Qwen3-Next style), as opposed to DeepSeek's MTP layers numbered past `num_hidden_layers`.
+fn is_mtp(name: &str) -> bool {
+    name.split('.').next() == Some("mtp")
+}
+
+/// The projection of a fused transformers-5 expert tensor (`…experts.gate_up_proj`,
+/// `…experts.up_proj` of Nemotron-H's non-gated experts, `…experts.down_proj`).
+pub fn fused_experts(name: &str) -> Option<&'static str> {
+    ["gate_up_proj", "up_proj", "down_proj"].into_iter().find(|p| name.ends_with(&format!(".experts.{p}")))
+}
+
 /// Classify one tensor.
 pub fn classify(name: &str, shape: &[usize], facts: &ModelFacts) -> Class {
     let dense = |why: &str, linear: bool| Class::Dense { why: why.to_string(), linear };
     let layer = layer_index(name);
-    if shape.len() == 3 && (name.ends_with(".experts.gate_up_proj") || name.ends_with(".experts.down_proj")) {
+    let mtp = is_mtp(name);
+    if shape.len() == 3 && fused_experts(name).is_some() {
+        if mtp {
+            return dense("experts of an MTP head (`mtp.`): kept", true);
+        }
         if let (Some((n, _)), Some(main)) = (layer, facts.num_hidden_layers) {
             if n >= main {
                 return dense("experts of an MTP (nextn) layer past num_hidden_layers: kept", true);
             }
         }
-        return Class::FusedExperts { down: name.ends_with("down_proj") };
+        let proj = fused_experts(name).expect("checked");
+        return Class::FusedExperts { down: proj == "down_proj", gated: proj == "gate_up_proj" };
+    }
+    if shape.len() == 3 && name.ends_with(".conv1d.weight") {
+        return dense(
+            "Mamba conv1d: a depthwise nn.Conv1d, not a Linear (vLLM builds it with quant_config=None, \
+             compressed-tensors' `Linear` target does not match it): kept",
+            false,
+        );
     }
     let Some(module) = name.strip_suffix(".weight") else {
         return dense(if shape.len() < 2 { "1-D tensor kept" } else { "not a `.weight`: kept" }, false);
@@ -163,6 +191,13 @@ pub fn classify(name: &str, shape: &[usize], facts: &ModelFacts) -> Class {
     let Some((n, _)) = layer else {
         return dense("Linear outside the layer stack (head, pooler, projector): kept dense, in ignore", true);
     };
+    if mtp {
+        return dense(
+            "MTP head (`mtp.`): kept dense, in ignore (transformers drops `mtp.*` at load; vLLM loads it as a \
+             separate draft model)",
+            true,
+        );
+    }
     if facts.num_hidden_layers.is_some_and(|main| n >= main) {
         return dense(
             "MTP (nextn) layer past num_hidden_layers: kept dense, in ignore (transformers builds no such \
@@ -217,7 +252,7 @@ pub fn check_experts<'a>(
                 .entry(proj.to_string())
                 .or_default()
                 .insert(e, (name.to_string(), shape.to_vec()));
-        } else if name.ends_with(".experts.gate_up_proj") || name.ends_with(".experts.down_proj") {
+        } else if shape.len() == 3 && fused_experts(name).is_some() {
             fused.push((name.to_string(), shape.to_vec()));
         }
     }
@@ -260,9 +295,9 @@ pub fn check_experts<'a>(
             }
             let down = matches!(proj.as_str(), "down_proj" | "w2");
             let (f_dim, h_dim) = if down { (first_shape[1], first_shape[0]) } else { (first_shape[0], first_shape[1]) };
-            if let Some(h) = hidden.filter(|&h| h != h_dim) {
+            if let Some((h, key)) = hidden.filter(|&(h, _)| h != h_dim) {
                 return Err(format!(
-                    "tensor `{first_name}` has shape {first_shape:?}, which does not match hidden_size = {h}"
+                    "tensor `{first_name}` has shape {first_shape:?}, which does not match {key} = {h}"
                 ));
             }
             if let Some((f, key)) = ffn.filter(|&(f, _)| f != f_dim) {
@@ -282,24 +317,34 @@ pub fn check_experts<'a>(
                 shape[0]
             ));
         }
-        let (f_dim, h_dim) = if down { (shape[2], shape[1]) } else { (shape[1] / 2, shape[2]) };
-        if !down && shape[1] % 2 != 0 {
+        let gated = name.ends_with(".experts.gate_up_proj");
+        let (f_dim, h_dim) = match (down, gated) {
+            (true, _) => (shape[2], shape[1]),
+            (false, true) => (shape[1] / 2, shape[2]),
+            (false, false) => (shape[1], shape[2]),
+        };
+        if gated && shape[1] % 2 != 0 {
             return Err(format!("tensor `{name}` has shape {shape:?}: gate_up rows must be 2 × the expert FFN size"));
         }
-        if let Some(h) = hidden.filter(|&h| h != h_dim) {
-            return Err(format!("tensor `{name}` has shape {shape:?}, which does not match hidden_size = {h}"));
+        if let Some((h, key)) = hidden.filter(|&(h, _)| h != h_dim) {
+            return Err(format!("tensor `{name}` has shape {shape:?}, which does not match {key} = {h}"));
         }
         if let Some((f, key)) = ffn.filter(|&(f, _)| f != f_dim) {
             return Err(format!("tensor `{name}` has shape {shape:?}, which does not match {key} = {f}"));
         }
-        let twin = if down {
-            name.replace(".experts.down_proj", ".experts.gate_up_proj")
+        // down_proj's twin is gate_up_proj, or up_proj for non-gated experts (Nemotron-H).
+        let twins: Vec<String> = if down {
+            ["gate_up_proj", "up_proj"]
+                .iter()
+                .map(|p| name.replace(".experts.down_proj", &format!(".experts.{p}")))
+                .collect()
         } else {
-            name.replace(".experts.gate_up_proj", ".experts.down_proj")
+            let up = if gated { ".experts.gate_up_proj" } else { ".experts.up_proj" };
+            vec![name.replace(up, ".experts.down_proj")]
         };
-        match all.get(&twin) {
-            None => return Err(format!("missing tensor `{twin}` (the fused experts have `{name}`)")),
-            Some(t) if t.len() != 3 || t[0] != shape[0] => {
+        match twins.iter().find_map(|t| all.get(t).map(|s| (t, s))) {
+            None => return Err(format!("missing tensor `{}` (the fused experts have `{name}`)", twins[0])),
+            Some((twin, t)) if t.len() != 3 || t[0] != shape[0] => {
                 return Err(format!("tensor `{twin}` has shape {t:?} but `{name}` has {shape:?}"))
             }
             _ => {}
@@ -335,7 +380,7 @@ mod tests {
         ModelFacts {
             model_type: "qwen3_moe".into(),
             num_hidden_layers: Some(2),
-            hidden: Some(8),
+            hidden: Some((8, "hidden_size")),
             experts: Some((2, "num_experts")),
             expert_ffn: Some((4, "moe_intermediate_size")),
             conflict: None,
@@ -388,6 +433,70 @@ mod tests {
         ));
     }
 
+    /// Nemotron-H (Mamba2 hybrid): in_proj/out_proj, attention, ReLU² MLP, routed and shared
+    /// experts are packed Linears (vLLM passes them quant_config, transformers builds them as
+    /// nn.Linear); the conv1d is a Conv1d, the router dense in ignore, `mtp.*` dense in ignore.
+    #[test]
+    fn nemotron_h_linears() {
+        let f = ModelFacts::from_config(&serde_json::json!({
+            "model_type": "nemotron_h", "hidden_size": 8, "n_routed_experts": 2, "moe_intermediate_size": 4
+        }));
+        for p in [
+            "mixer.in_proj",
+            "mixer.out_proj",
+            "mixer.q_proj",
+            "mixer.o_proj",
+            "mixer.up_proj",
+            "mixer.experts.1.up_proj",
+            "mixer.experts.1.down_proj",
+            "mixer.shared_experts.down_proj",
+        ] {
+            let n = format!("backbone.layers.3.{p}.weight");
+            assert_eq!(classify(&n, &[8, 8], &f), Class::Linear, "{n}");
+        }
+        assert!(matches!(
+            classify("backbone.layers.0.mixer.conv1d.weight", &[20, 1, 4], &f),
+            Class::Dense { linear: false, ref why } if why.contains("Conv1d")
+        ));
+        assert!(matches!(
+            classify("backbone.layers.1.mixer.gate.weight", &[2, 8], &f),
+            Class::Dense { linear: true, .. }
+        ));
+        assert!(matches!(classify("backbone.embeddings.weight", &[16, 8], &f), Class::Dense { linear: false, .. }));
+        assert!(matches!(
+            classify("mtp.layers.0.mixer.q_proj.weight", &[8, 8], &f),
+            Class::Dense { linear: true, ref why } if why.contains("MTP")
+        ));
+        assert_eq!(
+            classify("backbone.layers.1.mixer.experts.up_proj", &[2, 4, 8], &f),
+            Class::FusedExperts { down: false, gated: false }
+        );
+        assert_eq!(
+            classify("backbone.layers.1.mixer.experts.down_proj", &[2, 8, 4], &f),
+            Class::FusedExperts { down: true, gated: false }
+        );
+        let fused: Vec<(&str, Vec<usize>)> = vec![
+            ("backbone.layers.1.mixer.gate.weight", vec![2, 8]),
+            ("backbone.layers.1.mixer.experts.up_proj", vec![2, 4, 8]),
+            ("backbone.layers.1.mixer.experts.down_proj", vec![2, 8, 4]),
+        ];
+        let check =
+            |t: &[(&str, Vec<usize>)], f: &ModelFacts| check_experts(t.iter().map(|(n, s)| (*n, s.as_slice())), f);
+        assert_eq!(check(&fused, &f), Ok(()));
+        assert!(check(&fused[..2], &f)
+            .unwrap_err()
+            .contains("missing tensor `backbone.layers.1.mixer.experts.down_proj`"));
+        // Latent MoE: the experts' input width is moe_latent_size, not hidden_size.
+        let latent = ModelFacts::from_config(&serde_json::json!({
+            "model_type": "nemotron_h", "hidden_size": 16, "moe_latent_size": 8, "n_routed_experts": 2,
+            "moe_intermediate_size": 4
+        }));
+        assert_eq!(check(&fused, &latent), Ok(()));
+        assert!(check(&fused, &ModelFacts { hidden: Some((16, "hidden_size")), ..f.clone() })
+            .unwrap_err()
+            .contains("hidden_size = 16"));
+    }
+
     #[test]
     fn structural_rule() {
         let f = facts();
@@ -396,7 +505,7 @@ mod tests {
         assert_eq!(classify("bert.encoder.layer.1.attention.self.query.weight", &[8, 8], &f), Class::Linear);
         assert_eq!(
             classify("model.layers.0.mlp.experts.gate_up_proj", &[2, 8, 8], &f),
-            Class::FusedExperts { down: false }
+            Class::FusedExperts { down: false, gated: true }
         );
         let dense = |n: &str, s: &[usize]| match classify(n, s, &f) {
             Class::Dense { linear, .. } => Some(linear),
