@@ -353,9 +353,31 @@ fn s(x: impl AsRef<std::ffi::OsStr>) -> String {
     x.as_ref().to_string_lossy().into_owned()
 }
 
+/// Hold `~/.cache/modelpack/bench/.lock` (exclusive `flock`) for the whole run: two benches on one
+/// machine share the synthetic models and the output directories, and their figures would be
+/// each other's load anyway, so a second one waits instead of failing halfway (seen: a
+/// concurrent run held the disk row's output lock). Released when the returned file is dropped.
+fn bench_lock() -> anyhow::Result<std::fs::File> {
+    use std::os::fd::AsRawFd;
+    let dir = cache_dir().join("bench");
+    std::fs::create_dir_all(&dir)?;
+    let path = dir.join(".lock");
+    let f = std::fs::OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+    // SAFETY: a valid open descriptor; flock has no memory effects.
+    if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        eprintln!("bench: another `cargo xtask bench` holds {}; waiting for it", path.display());
+        // SAFETY: as above.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } != 0 {
+            return Err(std::io::Error::last_os_error()).with_context(|| format!("locking {}", path.display()));
+        }
+    }
+    Ok(f)
+}
+
 /// `cargo xtask bench ...`.
 pub fn run(args: &[String]) -> anyhow::Result<()> {
     let o = parse(args)?;
+    let _lock = bench_lock()?;
     // --quick shares `cargo xtask test`'s build (its figures mean nothing anyway).
     // --profile picks another build (e.g. `ci-test`, already built by `cargo xtask test`) when
     // a fat-LTO release build is too slow to wait for; the table names the profile.
