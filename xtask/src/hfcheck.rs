@@ -109,6 +109,9 @@ const FAMILIES: &[(&str, &str)] = &[
 
 // ---- issue 15: DeepSeek-V3 / Kimi K2 sources (kept apart from FAMILIES to ease merges) ----
 
+/// `quantize` arguments and the logits cosine the package must reach against its source.
+type CheckedScheme = (&'static [&'static str], f64);
+
 /// DeepSeek-V3-shaped sources, as directories under `fixtures/`: the bf16 model, its FP8 twin
 /// (F8_E4M3 + 128x128 `weight_scale_inv`), Kimi K2 (`model_type` kimi_k2, remote-code config;
 /// loaded as DeepseekV3) and the compressed-tensors pack-quantized int4 source. A quantized
@@ -124,7 +127,7 @@ const FAMILIES: &[(&str, &str)] = &[
 /// bf16) reaches only 0.906 against it; ours are bit-identical to compressed-tensors' math (the
 /// numpy judge) and load exactly as their numpy dequantization (`vs_numpy_dequant`). The packed
 /// source re-quantized to int4 g128 rounds twice (its g32 codes, then ours): 0.8 (measured 0.844).
-const DEEPSEEK_SOURCES: &[(&str, &[(&[&str], f64)])] = &[
+const DEEPSEEK_SOURCES: &[(&str, &[CheckedScheme])] = &[
     ("families/deepseek-v3", &[(INT8, 0.99), (INT4_G128, 0.85), (INT4_G32, 0.85)]),
     ("families/deepseek-v3-fp8", &[(INT8, 0.99), (INT4_G128, 0.85), (INT4_G32, 0.85)]),
     ("families/kimi-k2", &[(INT8, 0.99), (INT4_G128, 0.9), (INT4_G32, 0.9)]),
@@ -168,7 +171,7 @@ fn run_families(args: &[String]) -> anyhow::Result<()> {
     let twin_judge = root().join("xtask/py/ct_scale_dtype_check.py");
     let work = cache_dir().join("hf-check-families");
     // (name on the command line, source dir, bf16 twin for the numpy judge or None: decoded)
-    let mut sources: Vec<(String, PathBuf, Option<PathBuf>, Vec<(&[&str], f64)>)> = FAMILIES
+    let mut sources: Vec<(String, PathBuf, Option<PathBuf>, Vec<CheckedScheme>)> = FAMILIES
         .iter()
         .map(|(f, t)| {
             let dir = root().join("fixtures/families");
