@@ -85,6 +85,16 @@ pub fn ensure_venv() -> anyhow::Result<PathBuf> {
     Ok(py)
 }
 
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
+}
+
+fn modelpack() -> anyhow::Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    run(Command::new(cargo).current_dir(root()).args(["build", "-q", "--profile", "ci", "-p", "modelpack"]))?;
+    Ok(target_dir().join("ci").join("modelpack"))
+}
+
 /// The shared numpy compressed-tensors reference: `MODELPACK_CT_REFERENCE` (as the test kit
 /// reads it; a git worktree has no `../shared` beside it), else `../shared/reference/`.
 fn ct_reference() -> PathBuf {
@@ -119,60 +129,107 @@ const FAMILIES: &[(&str, &str)] = &[
     ("nemotron-h-moe", "nemotron-h-moe"),
 ];
 
+// ---- issue 15: DeepSeek-V3 / Kimi K2 sources (kept apart from FAMILIES to ease merges) ----
+
+/// `quantize` arguments and the logits cosine the package must reach against its source.
+type CheckedScheme = (&'static [&'static str], f64);
+
+/// DeepSeek-V3-shaped sources, as directories under `fixtures/`: the bf16 model, its FP8 twin
+/// (F8_E4M3 + 128x128 `weight_scale_inv`), Kimi K2 (`model_type` kimi_k2, remote-code config;
+/// loaded as DeepseekV3) and the compressed-tensors pack-quantized int4 source. A quantized
+/// source is judged against the dense twin the check script decodes from it (`--write-twin`).
+/// Schemes: int8, int4 g128 (the default group: modules of 96 or 192 inputs fall back to
+/// per-channel, a second config group) and int4 g32 (no fallback, so transformers'
+/// dequantize-at-load path is checked too; for the packed source it is its own scheme, passed
+/// through unchanged), each with its logits cosine bound against the source.
+///
+/// Why 0.85, not 0.9, for DeepSeek-V3's int4: its routing (sigmoid, `n_group` 2 / `topk_group` 1
+/// of 4 experts) flips on small input changes. compressed-tensors' own int4 g32 of the same
+/// weights (`fixtures/packed/deepseek-v3-int4`, which even keeps the dense MLP and shared experts
+/// bf16) reaches only 0.906 against it; ours are bit-identical to compressed-tensors' math (the
+/// numpy judge) and load exactly as their numpy dequantization (`vs_numpy_dequant`). The packed
+/// source re-quantized to int4 g128 rounds twice (its g32 codes, then ours): 0.8 (measured 0.844).
+const DEEPSEEK_SOURCES: &[(&str, &[CheckedScheme])] = &[
+    ("families/deepseek-v3", &[(INT8, 0.99), (INT4_G128, 0.85), (INT4_G32, 0.85)]),
+    ("families/deepseek-v3-fp8", &[(INT8, 0.99), (INT4_G128, 0.85), (INT4_G32, 0.85)]),
+    ("families/kimi-k2", &[(INT8, 0.99), (INT4_G128, 0.9), (INT4_G32, 0.9)]),
+    ("packed/deepseek-v3-int4", &[(INT8, 0.99), (INT4_G128, 0.8), (INT4_G32, 0.9)]),
+];
+const INT8: &[&str] = &["--scheme", "int8", "--method", "rtn"];
+const INT4_G128: &[&str] = &["--scheme", "int4", "--method", "rtn"];
+const INT4_G32: &[&str] = &["--scheme", "int4", "--group-size", "32", "--method", "rtn"];
+
+// ---- end of issue 15's block ----
+
 /// Schemes of the family check and the logits cosine each must reach against the source.
 const FAMILY_SCHEMES: &[(&[&str], f64)] =
     &[(&["--scheme", "int8", "--method", "rtn"], 0.99), (&["--scheme", "int4", "--method", "rtn"], 0.9)];
 
+/// Whether a checkpoint's config.json already has a `quantization_config` (FP8 or packed).
+fn is_quantized(dir: &Path) -> anyhow::Result<bool> {
+    let c: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join("config.json"))?)?;
+    Ok(c.get("quantization_config").is_some())
+}
+
+/// Whether any module of the package is a pass-through of the source's packed tensors.
+fn has_pass_through(pkg: &Path) -> anyhow::Result<bool> {
+    let m = std::fs::read_to_string(pkg.join("modelpack.json"))?;
+    Ok(m.contains("passed through unchanged"))
+}
+
 /// `cargo xtask hf-check families [FAMILY...]`: every family fixture, int8 and int4, both loading
 /// paths: no missing or unexpected weights (beyond the source's own MTP layer), logits cosine
-/// against the bf16 source (`xtask/py/hf_family_check.py`); then the shared numpy judge.
+/// against the source (`xtask/py/hf_family_check.py`); then the numpy judge: the shared
+/// reference against the bf16 source, or `ct_scale_dtype_check.py` against the dense twin of a
+/// quantized (FP8, pack-quantized) source.
 fn run_families(args: &[String]) -> anyhow::Result<()> {
     let reference = ct_reference();
     let py = ensure_venv()?;
     let judge_py = crate::venv::ensure()?;
     let mp = modelpack()?;
     let script = root().join("xtask/py/hf_family_check.py");
+    let twin_judge = root().join("xtask/py/ct_scale_dtype_check.py");
     let work = cache_dir().join("hf-check-families");
+    // (name on the command line, source dir, bf16 twin for the numpy judge or None: decoded)
+    let mut sources: Vec<(String, PathBuf, Option<PathBuf>, Vec<CheckedScheme>)> = FAMILIES
+        .iter()
+        .map(|(f, t)| {
+            let dir = root().join("fixtures/families");
+            (f.to_string(), dir.join(f), Some(dir.join(t)), FAMILY_SCHEMES.to_vec())
+        })
+        .collect();
+    for (s, schemes) in DEEPSEEK_SOURCES {
+        let dir = root().join("fixtures").join(s);
+        let name = s.rsplit('/').next().unwrap_or(s).to_string();
+        let twin = if is_quantized(&dir)? { None } else { Some(dir.clone()) };
+        sources.push((name, dir, twin, schemes.to_vec()));
+    }
     let mut failed = Vec::new();
-    for (fixture, twin) in FAMILIES.iter().filter(|(f, _)| args.is_empty() || args.iter().any(|a| a == f)) {
-        let dense = root().join("fixtures/families").join(fixture);
-        let twin = root().join("fixtures/families").join(twin);
-        for (i, (scheme, min_cos)) in FAMILY_SCHEMES.iter().enumerate() {
+    for (fixture, dense, twin, schemes) in sources.iter().filter(|s| args.is_empty() || args.contains(&s.0)) {
+        for (i, (scheme, min_cos)) in schemes.iter().enumerate() {
             let out = work.join(format!("{fixture}-{i}"));
-            quantize(&mp, &dense, &out, scheme)?;
+            let twin_out = work.join(format!("{fixture}-twin"));
+            quantize(&mp, dense, &out, scheme)?;
             let what = format!("{fixture} [{}]", scheme.join(" "));
-            if reference.exists() {
-                let o = Command::new(&judge_py).arg(&reference).arg("check").arg(&twin).arg(&out).output()?;
-                let line = String::from_utf8_lossy(&o.stdout);
-                let last = line.lines().last().unwrap_or("").trim().to_owned();
-                if o.status.success() {
-                    println!("ok      {what} numpy judge: {last}");
-                } else {
-                    println!("FAILED  {what} numpy judge: {last}");
-                    failed.push(format!("{what} numpy judge"));
-                }
-            } else {
-                println!("skipped {what} numpy judge: {} is missing", reference.display());
-            }
             for mode in MODES {
-                let o = Command::new(&py)
-                    .arg(&script)
-                    .arg(&dense)
-                    .arg(&out)
-                    .arg(min_cos.to_string())
-                    .arg(mode)
-                    .output()
-                    .with_context(|| format!("running {}", script.display()))?;
+                let mut cmd = Command::new(&py);
+                cmd.arg(&script).arg(dense).arg(&out).arg(min_cos.to_string()).arg(mode);
+                if twin.is_none() {
+                    cmd.arg("--write-twin").arg(&twin_out);
+                }
+                let o = cmd.output().with_context(|| format!("running {}", script.display()))?;
                 let line = String::from_utf8_lossy(&o.stdout);
                 if o.status.success() {
                     println!("ok      {what} {mode}: {}", line.trim());
-                } else if let Some(why) = scheme_loss_known(fixture, scheme, &line) {
+                    continue;
+                }
+                if let Some(why) = scheme_loss_known(fixture, scheme, &line) {
                     // Only the cosine against the source failed: pass only if the package equals
                     // the source with the numpy reference's dequantized weights.
                     let fq = Command::new(&py)
                         .arg(root().join("xtask/py/hf_fakequant_check.py"))
                         .arg(&reference)
-                        .arg(&dense)
+                        .arg(dense)
                         .arg(&out)
                         .arg(mode)
                         .output()?;
@@ -183,12 +240,49 @@ fn run_families(args: &[String]) -> anyhow::Result<()> {
                         println!("FAILED  {what} {mode}: {} fake-quant: {}", line.trim(), fq_line.trim());
                         failed.push(format!("{what} {mode}"));
                     }
-                } else {
-                    let err = String::from_utf8_lossy(&o.stderr);
-                    let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned();
-                    println!("FAILED  {what} {mode}: {} {last}", line.trim());
-                    failed.push(format!("{what} {mode}"));
+                    continue;
                 }
+                let err = String::from_utf8_lossy(&o.stderr);
+                let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").trim().to_owned();
+                match known_limitation(scheme, mode, has_fallback(&out)?) {
+                    Some(why) if line.trim().is_empty() => println!("known   {what} {mode}: {why} ({last})"),
+                    _ => {
+                        println!("FAILED  {what} {mode}: {} {last}", line.trim());
+                        failed.push(format!("{what} {mode}"));
+                    }
+                }
+            }
+            let mut judge = Command::new(&judge_py);
+            match twin {
+                _ if !reference.exists() => {
+                    println!("skipped {what} numpy judge: {} is missing", reference.display());
+                    continue;
+                }
+                _ if has_pass_through(&out)? => {
+                    println!(
+                        "skipped {what} numpy judge: modules passed through from the packed source (byte identity \
+                         is tests/it/packed.rs's cuda_same_scheme_passes_through_unchanged)"
+                    );
+                    continue;
+                }
+                Some(t) => judge.arg(&reference).arg("check").arg(t).arg(&out),
+                None if twin_out.join("model.safetensors").exists() => {
+                    judge.arg(&twin_judge).arg(&reference).arg(&twin_out).arg(&out).arg("BF16")
+                }
+                None => {
+                    println!("FAILED  {what} numpy judge: the check script wrote no dense twin");
+                    failed.push(format!("{what} numpy judge"));
+                    continue;
+                }
+            };
+            let o = judge.output()?;
+            let line = String::from_utf8_lossy(&o.stdout);
+            let last = line.lines().last().unwrap_or("").trim().to_owned();
+            if o.status.success() {
+                println!("ok      {what} numpy judge: {last}");
+            } else {
+                println!("FAILED  {what} numpy judge: {last}");
+                failed.push(format!("{what} numpy judge"));
             }
         }
     }

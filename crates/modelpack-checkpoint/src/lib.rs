@@ -371,6 +371,11 @@ impl Checkpoint {
     /// snapshot is made of symlinks into its blob store; the package always receives a real copy
     /// of the content. Dangling links, links to directories, weights, the index and
     /// `config.json` (which the package writer regenerates) are left out.
+    ///
+    /// Remote code is carried too: the `X.py` of every `auto_map` entry `X.Class` of config.json
+    /// and tokenizer_config.json that the checkpoint holds (Kimi K2's `configuration_deepseek.py`,
+    /// `tokenization_kimi.py`). The copied config.json keeps its `auto_map`, and the runtimes load
+    /// such models with `trust_remote_code`, which fails on a package without those files.
     pub fn aux_files(&self) -> Vec<PathBuf> {
         let Ok(dir) = std::fs::read_dir(&self.root) else {
             return Vec::new();
@@ -381,8 +386,37 @@ impl Checkpoint {
             .filter(|e| e.file_name().to_str().is_some_and(is_aux_name))
             .map(|e| e.path())
             .collect();
+        out.extend(self.remote_code_files());
         out.sort();
+        out.dedup();
         out
+    }
+
+    /// The top-level `X.py` files named by `auto_map` (`"X.Class"`, or a list of them for
+    /// tokenizers) in config.json and tokenizer_config.json. References into another repository
+    /// (`"repo--X.Class"`) and names that are not plain module names are not files here.
+    fn remote_code_files(&self) -> Vec<PathBuf> {
+        let tok = limits::read_json_bytes(&self.root.join("tokenizer_config.json"), &self.limits)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok());
+        let maps = [self.config.as_ref().map(|c| &c.raw), tok.as_ref()];
+        let mut refs: Vec<&str> = Vec::new();
+        for map in maps.into_iter().flatten().filter_map(|v| v.get("auto_map")?.as_object()) {
+            for v in map.values() {
+                match v {
+                    serde_json::Value::String(s) => refs.push(s),
+                    serde_json::Value::Array(a) => refs.extend(a.iter().filter_map(|x| x.as_str())),
+                    _ => {}
+                }
+            }
+        }
+        refs.iter()
+            .filter(|r| !r.contains("--"))
+            .filter_map(|r| r.split_once('.').map(|(m, _)| m))
+            .filter(|m| !m.is_empty() && m.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            .map(|m| self.root.join(format!("{m}.py")))
+            .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file()))
+            .collect()
     }
 }
 
@@ -392,6 +426,7 @@ pub fn is_aux_name(name: &str) -> bool {
         "tokenizer.json",
         "tokenizer_config.json",
         "tokenizer.model",
+        "tiktoken.model",
         "special_tokens_map.json",
         "added_tokens.json",
         "generation_config.json",

@@ -258,6 +258,34 @@ fn directory_discovery_and_aux_files() {
     assert!(m.contains("bad config.json") && m.contains("vocab_size"), "{m}");
 }
 
+/// Kimi K2's layout: config.json and tokenizer_config.json name remote code in `auto_map`; the
+/// named modules present in the checkpoint are carried, references elsewhere are not files here.
+#[test]
+fn remote_code_named_by_auto_map_is_an_aux_file() {
+    let d = tempfile::tempdir().unwrap();
+    write(d.path(), "model.safetensors", &shard(&[("w", 4)]));
+    write(
+        d.path(),
+        "config.json",
+        br#"{"auto_map": {"AutoConfig": "configuration_deepseek.DeepseekV3Config",
+            "AutoModelForCausalLM": "modeling_deepseek.DeepseekV3ForCausalLM",
+            "AutoModel": "other/repo--modeling_x.X"}}"#,
+    );
+    write(
+        d.path(),
+        "tokenizer_config.json",
+        br#"{"auto_map": {"AutoTokenizer": ["tokenization_kimi.TikTokenTokenizer", null]}}"#,
+    );
+    for f in ["configuration_deepseek.py", "tokenization_kimi.py", "modeling_x.py", "unrelated.py", "tiktoken.model"] {
+        write(d.path(), f, b"#");
+    }
+    let ck = Checkpoint::open(d.path()).unwrap();
+    let aux: Vec<String> =
+        ck.aux_files().iter().map(|p| p.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    // modeling_deepseek.py is named but absent; modeling_x.py lives in another repository.
+    assert_eq!(aux, ["configuration_deepseek.py", "tiktoken.model", "tokenization_kimi.py", "tokenizer_config.json"]);
+}
+
 #[test]
 fn no_panic_on_any_truncation_or_byte_flip() {
     let good = raw_file(

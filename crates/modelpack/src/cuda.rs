@@ -55,6 +55,10 @@ enum Role {
     Copy { src: String, at: usize },
     /// Part of quantized module `m` (index into `modules`).
     Packed(usize),
+    /// An FP8 weight kept dense (an MTP layer's Linear, or `--keep`): decoded as the reference
+    /// does (code x block scale, f32) and written as BF16, the dtype DeepSeek's own FP8 -> BF16
+    /// conversion gives (FP8 releases are BF16 models: `torch_dtype` bfloat16).
+    DecodedFp8 { src: String },
     /// Scale, shape or zero point of a quantized module (written by its row tasks).
     Part,
 }
@@ -137,6 +141,15 @@ pub enum Task {
     Rows {
         /// Module index.
         m: usize,
+        /// First row.
+        r0: usize,
+        /// End row.
+        r1: usize,
+    },
+    /// Decode rows of an FP8 weight kept dense (to BF16).
+    Decode {
+        /// Output tensor index.
+        t: usize,
         /// First row.
         r0: usize,
         /// End row.
@@ -326,15 +339,43 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
                     t.name
                 )));
             }
-            if fp8.get(t.name).is_some() {
+            if fp8.get(t.name).is_some() && t.shape.len() != 2 {
                 return Err(PlanError::Input(format!(
-                    "tensor `{}`: an FP8 weight would be kept dense ({note}), but its scales are consumed; \
-                     quantize it (drop the --keep) or convert the checkpoint to bf16 first",
-                    t.name
+                    "tensor `{}`: an FP8 weight of shape {:?} would be kept dense ({note}); only 2-D FP8 \
+                     weights can be decoded to BF16: quantize it (drop the --keep) or convert the checkpoint \
+                     to bf16 first",
+                    t.name, t.shape
                 )));
             }
             if linear && in_layers {
                 linear_dense += t.data.len() as u64;
+            }
+            if let Some(f) = fp8.get(t.name) {
+                // Its scale tensor is consumed: the weight is written decoded, not as FP8 codes.
+                if linear {
+                    if let Some(m) = out_name.strip_suffix(".weight") {
+                        ignore.push(m.to_string());
+                    }
+                }
+                let note = format!(
+                    "{note}; decoded from FP8 ({} x `{}`, {}x{} blocks, f32 as the reference does) and rounded \
+                     to BF16",
+                    t.dtype.name(),
+                    f.scale,
+                    f.layout.block_rows,
+                    f.layout.block_cols
+                );
+                kept_notes.push((t.name.to_string(), note));
+                tensors.push(OutTensor {
+                    name: out_name.clone(),
+                    dtype: "BF16",
+                    shape: t.shape.to_vec(),
+                    role: Role::DecodedFp8 { src: t.name.to_string() },
+                    file: 0,
+                    offset: 0,
+                    size: (t.shape[0] * t.shape[1] * 2) as u64,
+                });
+                continue;
             }
             let note = if t.shape.len() >= 2 { note } else { "1-D tensor kept".to_string() };
             // (output name, shape, source byte offset, bytes) of each tensor written.
@@ -574,7 +615,7 @@ pub fn plan(ckpt: &Checkpoint, opts: &QuantizeOptions) -> Result<CudaPlan, PlanE
     let mut r = 0;
     for t in &tensors {
         match t.role {
-            Role::Copy { .. } => r += 1,
+            Role::Copy { .. } | Role::DecodedFp8 { .. } => r += 1,
             Role::Packed(m) => {
                 module_record[m] = r;
                 r += 1;
@@ -597,7 +638,10 @@ impl CudaPlan {
             })
             .sum();
         let c: u64 = self.tensors.iter().filter(|t| matches!(t.role, Role::Copy { .. })).map(|t| t.size).sum();
-        q + c
+        // FP8 codes (one byte each) of the weights decoded to BF16.
+        let d: u64 =
+            self.tensors.iter().filter(|t| matches!(t.role, Role::DecodedFp8 { .. })).map(|t| t.size / 2).sum();
+        q + c + d
     }
 
     /// The weight files and their planned regions.
@@ -632,6 +676,16 @@ impl CudaPlan {
             }
         }
         for (ti, t) in self.tensors.iter().enumerate() {
+            if let Role::DecodedFp8 { .. } = t.role {
+                let (rows, cols) = (t.shape[0], t.shape[1]);
+                let step = (TASK_ELEMS / cols.max(1)).max(1);
+                let mut r0 = 0;
+                while r0 < rows {
+                    let r1 = (r0 + step).min(rows);
+                    out.push((t.file, t.offset + (r0 * cols * 2) as u64, Task::Decode { t: ti, r0, r1 }));
+                    r0 = r1;
+                }
+            }
             if let Role::Copy { .. } = t.role {
                 let step = TASK_ELEMS * 2;
                 let n = t.size as usize;
@@ -657,6 +711,7 @@ impl CudaPlan {
         match *task {
             Task::Rows { m, r0, r1 } => ((r1 - r0) * self.modules[m].cols / 2) as u64,
             Task::Copy { b0, b1, .. } => (b1 - b0) as u64,
+            Task::Decode { t, r0, r1 } => ((r1 - r0) * self.tensors[t].shape[1] * 2) as u64,
             Task::Prologue { file } => self.files[file].1.header.len() as u64,
         }
     }
@@ -681,6 +736,20 @@ impl CudaPlan {
                     }
                 }
                 Ok((pieces, (0, None), 0))
+            }
+            Task::Decode { t, r0, r1 } => {
+                let ten = &self.tensors[t];
+                let Role::DecodedFp8 { src } = &ten.role else { unreachable!("decode task on a decoded tensor") };
+                let view = ckpt.tensor(src).expect("planned tensor exists");
+                let cols = ten.shape[1];
+                let mut d = vec![0.0f32; (r1 - r0) * cols];
+                self.fp8
+                    .dequantize_rows(ckpt, &view, r0, &mut d)
+                    .map_err(|e| anyhow::anyhow!("tensor `{src}` (rows {r0}..{r1}): {e} (a NaN/Inf FP8 code)"))?;
+                let bytes: Vec<u8> =
+                    d.iter().flat_map(|&x| crate::quant::convert::f32_to_bf16(x).to_le_bytes()).collect();
+                pieces.push(Piece { file: ten.file, offset: ten.offset + (r0 * cols * 2) as u64, bytes });
+                Ok((pieces, (0, None), ((r1 - r0) * cols) as u64))
             }
             Task::Copy { t, b0, b1 } => {
                 let ten = &self.tensors[t];
@@ -812,10 +881,17 @@ impl CudaPlan {
             .tensors
             .iter()
             .filter_map(|t| match &t.role {
-                Role::Copy { src, .. } => Some(TensorRecord {
+                Role::Copy { src, .. } | Role::DecodedFp8 { src } => Some(TensorRecord {
                     name: t.name.clone(),
                     shape: t.shape.iter().map(|&d| d as u64).collect(),
-                    dtype_in: t.dtype.to_string(),
+                    dtype_in: match &t.role {
+                        Role::DecodedFp8 { .. } => self.fp8.get(src).map_or("FP8", |f| match f.format {
+                            Fp8Format::E4M3 => "F8_E4M3",
+                            Fp8Format::E5M2 => "F8_E5M2",
+                        }),
+                        _ => t.dtype,
+                    }
+                    .to_string(),
                     type_out: t.dtype.to_string(),
                     method: None,
                     bytes_out: t.size,
