@@ -251,6 +251,35 @@ impl Fp8Source<'_> {
             .ok_or_else(|| QuantError::Shape(format!("rows {row0}..{} out of the FP8 weight", row0 + n)))?;
         modelpack_quant::fp8::dequantize_rows(self.weight.format, codes, self.scales, &self.weight.layout, row0, out)
     }
+
+    /// Decode and quantize `rows` rows from flattened row `row0` to a legacy GGUF type in one
+    /// pass ([`modelpack_quant::fp8::quantize_gguf_rows`]: the bytes and statistics of a decode
+    /// followed by one quantizer call). `Ok(false)`: a NaN/Inf code or non-finite product, for
+    /// the caller's two-step path to report.
+    pub fn quantize_gguf_rows(
+        &self,
+        ty: modelpack_quant::GgmlType,
+        row0: usize,
+        rows: usize,
+        out: &mut [u8],
+        stats: Option<&mut modelpack_quant::ErrorStats>,
+    ) -> Result<bool, QuantError> {
+        let cols = self.weight.layout.cols;
+        let codes = self
+            .codes
+            .get(row0 * cols..(row0 + rows) * cols)
+            .ok_or_else(|| QuantError::Shape(format!("rows {row0}..{} out of the FP8 weight", row0 + rows)))?;
+        modelpack_quant::fp8::quantize_gguf_rows(
+            ty,
+            self.weight.format,
+            codes,
+            self.scales,
+            &self.weight.layout,
+            row0,
+            out,
+            stats,
+        )
+    }
 }
 
 /// The scale granularity compressed-tensors' config promises.

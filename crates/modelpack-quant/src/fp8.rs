@@ -12,8 +12,14 @@
 //! Why decode rows instead of fusing into every quantizer's load: the scale depends on the
 //! element's (row, column) block, which the row kernels (GGUF, K-quants, compressed-tensors,
 //! `mse`, imatrix) do not know; the caller decodes a few rows at a time into a small, reused f32
-//! buffer that stays in cache, so no tensor-sized f32 copy ever exists.
+//! buffer that stays in cache, so no tensor-sized f32 copy ever exists. The `rtn` legacy GGUF
+//! types (Q8_0, Q4_0, Q4_1), where the decode is a visible share of the work, take
+//! [`quantize_gguf_rows`] instead: 2048 values at a time decoded into an L1-resident buffer and
+//! quantized from it, with the statistics carried across the pieces, so bytes and statistics
+//! are those of the two-step path.
 
+use crate::blocks::{GgmlType, QK};
+use crate::metrics::{ErrorStats, Lanes};
 use crate::{simd, Level, QuantError, SrcDtype};
 
 /// The FP8 element encoding.
@@ -137,8 +143,21 @@ pub fn dequantize_rows_at(
         )));
     }
     let n = codes.len() / cols;
-    let sc = layout.scale_cols();
-    let need = if n == 0 { 0 } else { layout.scale_row_base(row0 + n - 1) + sc };
+    check_scales(scales, layout, row0, n)?;
+    let level = simd::clamp(level);
+    let mut rs = RowScales::default();
+    for i in 0..n {
+        let row = &codes[i * cols..(i + 1) * cols];
+        let o = &mut out[i * cols..(i + 1) * cols];
+        decode_span(level, fmt, row, rs.of(scales, layout, row0 + i), layout.block_cols, 0, o)
+            .map_err(|j| QuantError::NonFinite { index: i * cols + j, value: decode(fmt, row[j]) })?;
+    }
+    Ok(())
+}
+
+/// The scales must cover rows `row0 .. row0 + n`.
+fn check_scales(scales: Fp8Scales<'_>, layout: &Fp8Layout, row0: usize, n: usize) -> Result<(), QuantError> {
+    let need = if n == 0 { 0 } else { layout.scale_row_base(row0 + n - 1) + layout.scale_cols() };
     if scales.bytes.len() < need * scales.dtype.size() {
         return Err(QuantError::Shape(format!(
             "FP8 scales: {} bytes, rows up to {} need {need} scales",
@@ -146,53 +165,158 @@ pub fn dequantize_rows_at(
             row0 + n
         )));
     }
-    let level = simd::clamp(level);
-    // The scales of the current block row, widened once: consecutive rows share them
-    // (`block_rows` of them, 128 for DeepSeek-V3), so the per-row work is the decode alone.
-    let mut row_scales = Vec::with_capacity(sc);
-    let mut have = usize::MAX;
-    for i in 0..n {
-        let base = layout.scale_row_base(row0 + i);
-        if base != have {
-            row_scales.clear();
-            row_scales.extend((0..sc).map(|b| crate::convert::load(scales.dtype, scales.bytes, base + b)));
-            have = base;
-        }
-        let row = &codes[i * cols..(i + 1) * cols];
-        let o = &mut out[i * cols..(i + 1) * cols];
-        decode_row(level, fmt, row, &row_scales, layout.block_cols, o)
-            .map_err(|j| QuantError::NonFinite { index: i * cols + j, value: decode(fmt, row[j]) })?;
-    }
     Ok(())
 }
 
-/// One row: `scales[b]` covers columns `b * block_cols ..`. `Err(j)`: the first non-finite code
-/// is at column `j`. One dispatch per row; the SIMD paths loop over the blocks themselves.
+/// The scales of the current block row, widened to f32 once: consecutive rows share them
+/// (`block_rows` of them, 128 for DeepSeek-V3), so the per-row work is the decode alone.
+#[derive(Default)]
+struct RowScales {
+    widened: Vec<f32>,
+    base: Option<usize>,
+}
+
+impl RowScales {
+    /// The widened scales of flattened row `r` (checked by [`check_scales`]).
+    fn of(&mut self, scales: Fp8Scales<'_>, layout: &Fp8Layout, r: usize) -> &[f32] {
+        let base = layout.scale_row_base(r);
+        if self.base != Some(base) {
+            self.widened.clear();
+            let sc = layout.scale_cols();
+            self.widened.extend((0..sc).map(|b| crate::convert::load(scales.dtype, scales.bytes, base + b)));
+            self.base = Some(base);
+        }
+        &self.widened
+    }
+}
+
+/// Elements of a row decoded at a time by [`quantize_gguf_rows_at`]: 8 KiB of f32, written and
+/// read back while still in L1 (the decoded rows never travel to L2 and back).
+const PIECE: usize = 2048;
+
+/// Decode FP8 rows and quantize them to a legacy GGUF block type (Q8_0, Q4_0 or Q4_1, the `rtn`
+/// quantizers) in one pass, [`PIECE`] elements at a time: the same bytes, and the same
+/// statistics, as [`dequantize_rows`] into a buffer followed by one
+/// [`crate::gguf::quantize_rows`] call (`SrcDtype::F32`) over it, without the buffer's round
+/// trip through memory.
+///
+/// `Ok(false)`: the rows hold a NaN/Inf code or a product that is not finite; `out` is then
+/// unspecified and `stats` untouched, and the caller takes the two-step path, which reports the
+/// error with its index. Shape errors as those two functions; other types are
+/// [`QuantError::Unsupported`].
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_gguf_rows(
+    ty: GgmlType,
+    fmt: Fp8Format,
+    codes: &[u8],
+    scales: Fp8Scales<'_>,
+    layout: &Fp8Layout,
+    row0: usize,
+    out: &mut [u8],
+    stats: Option<&mut ErrorStats>,
+) -> Result<bool, QuantError> {
+    quantize_gguf_rows_at(simd::active_level(), ty, fmt, codes, scales, layout, row0, out, stats)
+}
+
+/// [`quantize_gguf_rows`] at an explicit SIMD level (clamped to the CPU); identical output at
+/// every level.
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_gguf_rows_at(
+    level: Level,
+    ty: GgmlType,
+    fmt: Fp8Format,
+    codes: &[u8],
+    scales: Fp8Scales<'_>,
+    layout: &Fp8Layout,
+    row0: usize,
+    out: &mut [u8],
+    stats: Option<&mut ErrorStats>,
+) -> Result<bool, QuantError> {
+    if !matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1) {
+        return Err(QuantError::Unsupported(ty.name()));
+    }
+    let cols = layout.cols;
+    if layout.rows == 0 || layout.block_rows == 0 || layout.block_cols == 0 {
+        return Err(QuantError::Shape("FP8 layout with a zero dimension".into()));
+    }
+    let n = crate::gguf::check_shape(ty, 1, codes.len(), cols, out.len())? / cols;
+    check_scales(scales, layout, row0, n)?;
+    let level = simd::clamp(level);
+    let (rb, tsz) = (out.len() / n.max(1), ty.type_size());
+    let mut lanes = stats.is_some().then(Lanes::default);
+    let mut buf = [0f32; PIECE];
+    let mut rs = RowScales::default();
+    for i in 0..n {
+        let sc = rs.of(scales, layout, row0 + i);
+        let row = &codes[i * cols..(i + 1) * cols];
+        let orow = &mut out[i * rb..(i + 1) * rb];
+        let mut c0 = 0;
+        while c0 < cols {
+            let c1 = (c0 + PIECE).min(cols);
+            let x = &mut buf[..c1 - c0];
+            if decode_span(level, fmt, &row[c0..c1], sc, layout.block_cols, c0, x).is_err() {
+                return Ok(false);
+            }
+            let o = &mut orow[c0 / QK * tsz..c1 / QK * tsz];
+            match crate::gguf::quantize_piece(level, ty, SrcDtype::F32, f32_bytes(x), o, lanes.as_mut()) {
+                Ok(()) => {}
+                Err(QuantError::NonFinite { .. }) => return Ok(false),
+                Err(e) => return Err(e),
+            }
+            c0 = c1;
+        }
+    }
+    if let (Some(stats), Some(lanes)) = (stats, lanes) {
+        stats.merge(&lanes.finish());
+    }
+    Ok(true)
+}
+
+/// Columns `c0 .. c0 + codes.len()` of one row: `scales[b]` covers columns `b * block_cols ..`.
+/// `Err(j)`: the first non-finite code is at `codes[j]`. One dispatch per span; the SIMD paths
+/// loop over the scale blocks themselves.
 #[inline]
-fn decode_row(
+fn decode_span(
     level: Level,
     fmt: Fp8Format,
     codes: &[u8],
     scales: &[f32],
     block_cols: usize,
+    c0: usize,
     out: &mut [f32],
 ) -> Result<(), usize> {
+    debug_assert_eq!(codes.len(), out.len());
     #[cfg(target_arch = "x86_64")]
     {
         match level {
             // SAFETY: `clamp` only returns levels whose features the CPU has.
-            Level::Avx512 => return unsafe { x86::row16(fmt, codes, scales, block_cols, out) },
+            Level::Avx512 => return unsafe { x86::span16(fmt, codes, scales, block_cols, c0, out) },
             // SAFETY: as above.
-            Level::Avx2 => return unsafe { x86::row8(fmt, codes, scales, block_cols, out) },
+            Level::Avx2 => return unsafe { x86::span8(fmt, codes, scales, block_cols, c0, out) },
             Level::Scalar => {}
         }
     }
     let _ = level;
-    let mut c0 = 0;
-    for &s in scales {
-        let c1 = (c0 + block_cols).min(codes.len());
-        decode_run_scalar(fmt, &codes[c0..c1], s, &mut out[c0..c1]).map_err(|j| c0 + j)?;
-        c0 = c1;
+    for_runs(codes.len(), block_cols, c0, |a, b, blk| {
+        decode_run_scalar(fmt, &codes[a..b], scales[blk], &mut out[a..b]).map_err(|j| a + j)
+    })
+}
+
+/// Split the span of `len` columns starting at column `c0` into runs under one scale each:
+/// `f(a, b, block)` gets span-relative bounds and the scale block's index.
+#[inline(always)]
+fn for_runs(
+    len: usize,
+    block_cols: usize,
+    c0: usize,
+    mut f: impl FnMut(usize, usize, usize) -> Result<(), usize>,
+) -> Result<(), usize> {
+    let mut a = 0;
+    while a < len {
+        let blk = (c0 + a) / block_cols;
+        let b = ((blk + 1) * block_cols - c0).min(len);
+        f(a, b, blk)?;
+        a = b;
     }
     Ok(())
 }
@@ -225,54 +349,57 @@ pub fn table(fmt: Fp8Format) -> &'static [f32; 256] {
 mod x86 {
     //! FP8 → f16 bits by shifts, F16C widening, exact ×256 for E4M3, then the scale product.
 
-    use super::{decode_run_scalar, Fp8Format};
+    use super::{decode_run_scalar, for_runs, Fp8Format};
+
+    /// How far ahead (bytes) the AVX-512 decode prefetches its codes.
+    const PREFETCH: usize = 2048;
     use std::arch::x86_64::*;
 
-    /// A row of blocks, each with its own scale, at 16 lanes.
+    /// A span of a row (from column `c0`), each scale block with its own scale, at 16 lanes.
     ///
     /// # Safety
     /// AVX-512 F/BW/VL and F16C available.
     #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-    pub(super) unsafe fn row16(
+    pub(super) unsafe fn span16(
         fmt: Fp8Format,
         codes: &[u8],
         scales: &[f32],
         block_cols: usize,
+        c0: usize,
         out: &mut [f32],
     ) -> Result<(), usize> {
-        let mut c0 = 0;
-        for &s in scales {
-            let c1 = (c0 + block_cols).min(codes.len());
+        for_runs(codes.len(), block_cols, c0, |a, b, blk| {
             // SAFETY: same features as this function.
-            unsafe { run16(fmt, &codes[c0..c1], s, &mut out[c0..c1]) }.map_err(|j| c0 + j)?;
-            c0 = c1;
-        }
-        Ok(())
+            unsafe { run16(fmt, &codes[a..b], scales[blk], &mut out[a..b]) }.map_err(|j| a + j)
+        })
     }
 
-    /// A row of blocks, each with its own scale, at 8 lanes.
+    /// A span of a row (from column `c0`), each scale block with its own scale, at 8 lanes.
     ///
     /// # Safety
     /// AVX2 and F16C available.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub(super) unsafe fn row8(
+    pub(super) unsafe fn span8(
         fmt: Fp8Format,
         codes: &[u8],
         scales: &[f32],
         block_cols: usize,
+        c0: usize,
         out: &mut [f32],
     ) -> Result<(), usize> {
-        let mut c0 = 0;
-        for &s in scales {
-            let c1 = (c0 + block_cols).min(codes.len());
+        for_runs(codes.len(), block_cols, c0, |a, b, blk| {
             // SAFETY: same features as this function.
-            unsafe { run8(fmt, &codes[c0..c1], s, &mut out[c0..c1]) }.map_err(|j| c0 + j)?;
-            c0 = c1;
-        }
-        Ok(())
+            unsafe { run8(fmt, &codes[a..b], scales[blk], &mut out[a..b]) }.map_err(|j| a + j)
+        })
     }
 
-    /// 16 lanes at a time; the tail goes to the scalar twin.
+    /// 16 lanes at a time; the tail goes to the scalar twin. The codes are checked for NaN/Inf
+    /// 64 at a time (one byte compare), then each 16 become f16 bit patterns with a sign-extending
+    /// load, one shift and one mask (E4M3: `(c << 7) & 0xbf80`, the sign landing in bit 15 and the
+    /// 7 magnitude bits in f16's exponent and mantissa fields; E5M2: `c << 8`), F16C widens them
+    /// exactly, and one multiply applies the scale: E4M3's 2^8 correction is folded into the scale
+    /// (`256 × s` is exact and `v × (256 s)` is the same real product as `(256 v) × s`, one
+    /// rounding either way) unless `256 × s` overflows, where the two multiplies are kept.
     ///
     /// # Safety
     /// AVX-512 F/BW/VL and F16C available.
@@ -281,38 +408,56 @@ mod x86 {
     unsafe fn run16(fmt: Fp8Format, codes: &[u8], s: f32, out: &mut [f32]) -> Result<(), usize> {
         let n = codes.len().min(out.len());
         let full = n / 16 * 16;
-        let vs = _mm512_set1_ps(s);
-        let k256 = _mm512_set1_ps(256.0);
+        let e4 = fmt == Fp8Format::E4M3;
+        let (bad_bits, mul) = if e4 { (0x7fu8, 256.0 * s) } else { (0x7cu8, s) };
+        // E4M3 with a scale above f32::MAX / 256: scale in two steps, as the scalar twin.
+        let two_step = e4 && !mul.is_finite();
+        let (vs, vpre) = if two_step {
+            (_mm512_set1_ps(s), _mm512_set1_ps(256.0))
+        } else {
+            (_mm512_set1_ps(mul), _mm512_set1_ps(1.0))
+        };
+        let bad8 = _mm512_set1_epi8(bad_bits as i8);
+        let bad16 = _mm_set1_epi8(bad_bits as i8);
+        let p = codes.as_ptr();
+        let o = out.as_mut_ptr();
         let mut j = 0;
         while j < full {
-            // SAFETY: j + 16 <= n <= codes.len(), out.len(); unaligned loads/stores.
-            unsafe {
-                let b = _mm_loadu_si128(codes.as_ptr().add(j).cast());
-                let x = _mm256_cvtepu8_epi16(b);
-                let (h, bad) = match fmt {
-                    Fp8Format::E4M3 => {
-                        let mag = _mm256_and_si256(x, _mm256_set1_epi16(0x7f));
-                        let bad = _mm256_cmpeq_epi16_mask(mag, _mm256_set1_epi16(0x7f));
-                        let h = _mm256_or_si256(
-                            _mm256_slli_epi16::<7>(mag),
-                            _mm256_and_si256(_mm256_slli_epi16::<8>(x), _mm256_set1_epi16(0x8000u16 as i16)),
-                        );
-                        (h, bad)
-                    }
-                    Fp8Format::E5M2 => {
-                        let e = _mm256_and_si256(x, _mm256_set1_epi16(0x7c));
-                        let bad = _mm256_cmpeq_epi16_mask(e, _mm256_set1_epi16(0x7c));
-                        (_mm256_slli_epi16::<8>(x), bad)
-                    }
-                };
+            // The NaN/Inf check of the next 64 codes (or of the next 16 near the end).
+            if j % 64 == 0 && j + 64 <= full {
+                // A hint for the line 2 KiB ahead (never faults, whatever the address): the
+                // codes stream from the mmap'd checkpoint.
+                _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(j + PREFETCH).cast());
+                // SAFETY: j + 64 <= full <= codes.len(); unaligned load.
+                let v = unsafe { _mm512_loadu_si512(p.add(j).cast()) };
+                let bad = _mm512_cmpeq_epi8_mask(_mm512_and_si512(v, bad8), bad8);
                 if bad != 0 {
                     return Err(j + bad.trailing_zeros() as usize);
                 }
-                let mut f = _mm512_cvtph_ps(h);
-                if fmt == Fp8Format::E4M3 {
-                    f = _mm512_mul_ps(f, k256);
+            } else if j + 64 > full {
+                // SAFETY: j + 16 <= full; unaligned load.
+                let v = unsafe { _mm_loadu_si128(p.add(j).cast()) };
+                let bad = _mm_cmpeq_epi8_mask(_mm_and_si128(v, bad16), bad16);
+                if bad != 0 {
+                    return Err(j + bad.trailing_zeros() as usize);
                 }
-                _mm512_storeu_ps(out.as_mut_ptr().add(j), _mm512_mul_ps(f, vs));
+            }
+            // SAFETY: j + 16 <= n <= codes.len(), out.len(); unaligned loads/stores.
+            unsafe {
+                let b = _mm_loadu_si128(p.add(j).cast());
+                let h = if e4 {
+                    _mm256_and_si256(
+                        _mm256_slli_epi16::<7>(_mm256_cvtepi8_epi16(b)),
+                        _mm256_set1_epi16(0xbf80u16 as i16),
+                    )
+                } else {
+                    _mm256_slli_epi16::<8>(_mm256_cvtepu8_epi16(b))
+                };
+                let mut f = _mm512_cvtph_ps(h);
+                if two_step {
+                    f = _mm512_mul_ps(f, vpre);
+                }
+                _mm512_storeu_ps(o.add(j), _mm512_mul_ps(f, vs));
             }
             j += 16;
         }

@@ -121,6 +121,36 @@ pub fn quantize_rows_at(
     Ok(())
 }
 
+/// One piece of a chunk that [`quantize_rows_at`] would take in one call, for a legacy 32-element
+/// type (Q8_0, Q4_0, Q4_1): the statistics continue in `lanes` (at `lanes.count`), so a chunk
+/// fed piece by piece (the FP8 path decodes a few KiB at a time) gives the same bytes and, after
+/// `lanes.finish()`, the same statistics as one call over the whole chunk. `level` is clamped by
+/// the caller. On error `lanes` holds unspecified sums.
+pub(crate) fn quantize_piece(
+    level: Level,
+    ty: GgmlType,
+    src: SrcDtype,
+    input: &[u8],
+    out: &mut [u8],
+    lanes: Option<&mut Lanes>,
+) -> Result<(), QuantError> {
+    debug_assert!(matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1));
+    match lanes {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: the caller clamped `level` to what the CPU has; the AVX-512 level takes the
+        // fused AVX2 statistics kernel, as `quantize_rows_at` does.
+        Some(lanes) if matches!(level, Level::Avx2 | Level::Avx512) => unsafe {
+            avx2::quantize_with_stats(ty, src, input, out, lanes)
+        },
+        Some(lanes) => {
+            quantize_kernel(level, ty, src, input, out)?;
+            scalar::accumulate_stats(ty, src, input, out, lanes);
+            Ok(())
+        }
+        None => quantize_kernel(level, ty, src, input, out),
+    }
+}
+
 /// Quantize whole blocks (or plain-convert whole rows) of `ty` with the kernel for `level`: the
 /// single dispatch of the GGUF path. Every pair is named; a type without a kernel at a level
 /// takes its scalar reference, and a type without any quantizer is refused.

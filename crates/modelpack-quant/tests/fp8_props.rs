@@ -2,9 +2,13 @@
 //! xtask/py/make_fp8_fixtures.py), and every SIMD level against the scalar reference
 //! (`table[code] * scale`) over all 256 codes × random scales, odd lengths, partial edge blocks,
 //! stacked matrices, subnormal and huge scales, and NaN codes (same error index everywhere).
+//! The fused decode + quantize (`quantize_gguf_rows_at`) against the independent reference
+//! decode followed by the scalar GGUF quantizer: same bytes and same statistics at every level.
 
 use modelpack_quant::convert::f32_to_bf16;
-use modelpack_quant::fp8::{decode, dequantize_rows_at, table, Fp8Format, Fp8Layout, Fp8Scales};
+use modelpack_quant::fp8::{decode, dequantize_rows_at, quantize_gguf_rows_at, table, Fp8Format, Fp8Layout, Fp8Scales};
+use modelpack_quant::gguf::{quantize_rows_at, GgmlType};
+use modelpack_quant::ErrorStats;
 use modelpack_quant::{Level, QuantError, SrcDtype};
 use modelpack_testkit::SplitMix64 as Rng;
 use proptest::prelude::*;
@@ -119,7 +123,8 @@ fn all_codes_every_level() {
         // One row of all 256 codes (minus non-finite ones) with one scale, at every level.
         let codes: Vec<u8> = (0..=255u8).filter(|&c| !fp8_bad(fmt, c)).collect();
         let l = Fp8Layout { rows: 1, cols: codes.len(), block_rows: 1, block_cols: codes.len() };
-        for s in [1.0f32, 0.37, -3.5e-3, f32::from_bits(1), 3.0e38] {
+        // Subnormal, huge (256 × s overflows: the two-multiply path), just below that bound, -0.
+        for s in [1.0f32, 0.37, -3.5e-3, f32::from_bits(1), 3.0e38, f32::MAX / 256.0, -0.0, 1.0e-30] {
             let sb = s.to_le_bytes();
             let want: Vec<f32> = codes.iter().map(|&c| table(fmt)[c as usize] * s).collect();
             for level in Level::supported() {
@@ -197,5 +202,175 @@ proptest! {
         // Per-channel (block_cols = cols) and per-tensor layouts come up as br/bc ≥ the dims.
         let l = Fp8Layout { rows, cols, block_rows: br.min(rows), block_cols: bc.min(cols) };
         check_case(seed, fmt, l, matrices, sdt, nan);
+    }
+}
+
+/// The fused FP8 → Q8_0/Q4_0/Q4_1 path against the two-step definition: the reference decode
+/// above, then the scalar quantizer over the whole chunk (bytes and error statistics, bit for
+/// bit), at every level. A chunk with a NaN code or a non-finite product is `Ok(false)` with
+/// `stats` untouched; the two-step path reports its error.
+fn check_fused(seed: u64, fmt: Fp8Format, l: Fp8Layout, matrices: usize, ty: GgmlType, poison: usize) {
+    let mut r = Rng::new(seed);
+    let total_rows = l.rows * matrices;
+    let n_scales = matrices * l.rows.div_ceil(l.block_rows) * l.cols.div_ceil(l.block_cols);
+    let mut scales: Vec<f32> = (0..n_scales)
+        .map(|_| match r.below(5) {
+            0 => f32::from_bits(r.below(0x80_0000) as u32 + 1), // subnormal
+            1 => 2f32.powi(r.int(-30, 30) as i32),
+            2 => -r.unit().abs() * 1e3,
+            3 => 0.0,
+            _ => r.unit() * 2f32.powi(r.int(-12, 4) as i32),
+        })
+        .collect();
+    let start = r.below(256);
+    let mut codes: Vec<u8> = (0..total_rows * l.cols)
+        .map(|i| if i < 256 { ((start + i) % 256) as u8 } else { r.next_u64() as u8 })
+        .map(|c| if fp8_bad(fmt, c) { 0x11 } else { c })
+        .collect();
+    let row0 = r.below(total_rows);
+    let n = (total_rows - row0).min(1 + r.below(total_rows));
+    match poison {
+        // A NaN/Inf code somewhere in the window.
+        1 => {
+            let at = row0 * l.cols + r.below(n * l.cols);
+            codes[at] = if fmt == Fp8Format::E4M3 { 0x7f | (r.next_u64() as u8 & 0x80) } else { 0x7c };
+        }
+        // A scale so large that a product overflows to inf (the code 0x7e/0x7b is the largest).
+        2 => {
+            let at = row0 * l.cols + r.below(n * l.cols);
+            codes[at] = if fmt == Fp8Format::E4M3 { 0x7e } else { 0x7b };
+            scales.iter_mut().for_each(|s| *s = 3.0e38);
+        }
+        _ => {}
+    }
+    let sb = scale_bytes(&scales, SrcDtype::F32);
+    let cs = &codes[row0 * l.cols..(row0 + n) * l.cols];
+    let x = reference(fmt, cs, &scales, &l, row0);
+    let xb: Vec<u8> = x.iter().flat_map(|v| v.to_le_bytes()).collect();
+    let rb = ty.row_bytes(l.cols).unwrap();
+    let mut want = vec![0u8; n * rb];
+    let mut want_st = ErrorStats::new();
+    let two_step = quantize_rows_at(Level::Scalar, ty, SrcDtype::F32, &xb, l.cols, &mut want, Some(&mut want_st));
+    for level in Level::supported() {
+        for with_stats in [false, true] {
+            let mut out = vec![0u8; n * rb];
+            // A non-empty start: the chunk's statistics are merged into what is there.
+            let mut st = ErrorStats { count: 7, sum_sq_ref: 1.5, ..ErrorStats::new() };
+            let before = st;
+            let done = quantize_gguf_rows_at(
+                level,
+                ty,
+                fmt,
+                cs,
+                Fp8Scales { bytes: &sb, dtype: SrcDtype::F32 },
+                &l,
+                row0,
+                &mut out,
+                with_stats.then_some(&mut st),
+            )
+            .unwrap();
+            let ctx = format!("{level:?} {fmt:?} {ty:?} {l:?} row0 {row0} n {n} poison {poison}");
+            if two_step.is_err() {
+                assert!(!done, "{ctx}: the two-step path fails ({two_step:?}) but fused reported success");
+                assert_eq!(bits(&st), bits(&before), "{ctx}: statistics touched on a refused chunk");
+                continue;
+            }
+            assert!(done, "{ctx}: refused a finite chunk");
+            assert!(out == want, "{ctx}: bytes differ from decode + scalar quantize");
+            if with_stats {
+                let mut w = before;
+                w.merge(&want_st);
+                assert_eq!(bits(&st), bits(&w), "{ctx}: statistics");
+            }
+        }
+    }
+}
+
+/// Statistics as bits (a chunk with huge values has NaN sums, which `==` never equates).
+fn bits(s: &ErrorStats) -> [u64; 6] {
+    [
+        s.sum_sq_ref.to_bits(),
+        s.sum_sq_err.to_bits(),
+        s.sum_sq_deq.to_bits(),
+        s.dot.to_bits(),
+        u64::from(s.max_abs_err.to_bits()),
+        s.count,
+    ]
+}
+
+#[test]
+fn fused_refuses_other_types_and_bad_shapes() {
+    let l = Fp8Layout { rows: 2, cols: 64, block_rows: 128, block_cols: 128 };
+    let sb = 1f32.to_le_bytes();
+    let sc = Fp8Scales { bytes: &sb, dtype: SrcDtype::F32 };
+    let codes = [0x38u8; 128];
+    let mut out = vec![0u8; 2 * GgmlType::Q4_K.row_bytes(256).unwrap()];
+    let e = quantize_gguf_rows_at(Level::Scalar, GgmlType::Q4_K, Fp8Format::E4M3, &codes, sc, &l, 0, &mut out, None);
+    assert!(matches!(e, Err(QuantError::Unsupported(_))), "{e:?}");
+    // Output of the wrong size, and a row length that is not whole blocks.
+    let mut out = vec![0u8; 3 * 34];
+    let e = quantize_gguf_rows_at(Level::Scalar, GgmlType::Q8_0, Fp8Format::E4M3, &codes, sc, &l, 0, &mut out, None);
+    assert!(matches!(e, Err(QuantError::Shape(_))), "{e:?}");
+    let l40 = Fp8Layout { rows: 2, cols: 40, block_rows: 128, block_cols: 128 };
+    let mut out = vec![0u8; 2 * 34];
+    let e = quantize_gguf_rows_at(
+        Level::Scalar,
+        GgmlType::Q8_0,
+        Fp8Format::E4M3,
+        &codes[..80],
+        sc,
+        &l40,
+        0,
+        &mut out,
+        None,
+    );
+    assert!(matches!(e, Err(QuantError::Shape(_))), "{e:?}");
+    // Scales that do not cover the rows.
+    let l4 = Fp8Layout { rows: 4, cols: 64, block_rows: 1, block_cols: 64 };
+    let mut out = vec![0u8; 4 * 2 * 34];
+    let e = quantize_gguf_rows_at(
+        Level::Scalar,
+        GgmlType::Q8_0,
+        Fp8Format::E4M3,
+        &[0x38u8; 256],
+        Fp8Scales { bytes: &[0u8; 12], dtype: SrcDtype::F32 },
+        &l4,
+        0,
+        &mut out,
+        None,
+    );
+    assert!(matches!(e, Err(QuantError::Shape(_))), "{e:?}");
+}
+
+/// Rows longer than the fused path's 2048-element piece, DeepSeek-V3's 128×128 blocks.
+#[test]
+fn fused_long_rows() {
+    for (i, ty) in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1].into_iter().enumerate() {
+        for (j, (fmt, _)) in FORMATS.into_iter().enumerate() {
+            let l = Fp8Layout { rows: 130, cols: 7168 - 32 * (i + j), block_rows: 128, block_cols: 128 };
+            check_fused(0xf00d + (i * 2 + j) as u64, fmt, l, 1, ty, 0);
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(150))]
+    #[test]
+    fn fused_matches_two_step(
+        seed in any::<u64>(),
+        e5 in any::<bool>(),
+        ty in 0usize..3,
+        rows in 1usize..12,
+        blocks in 1usize..90,
+        br in 1usize..20,
+        bc in 1usize..200,
+        matrices in 1usize..3,
+        poison in prop::sample::select(vec![0usize, 0, 0, 1, 2]),
+    ) {
+        let fmt = if e5 { Fp8Format::E5M2 } else { Fp8Format::E4M3 };
+        let ty = [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1][ty];
+        let cols = 32 * blocks;
+        let l = Fp8Layout { rows, cols, block_rows: br.min(rows), block_cols: bc.min(cols) };
+        check_fused(seed, fmt, l, matrices, ty, poison);
     }
 }

@@ -1055,6 +1055,10 @@ impl CpuPlan {
             Some(true) => Some(self.packed.tensors(ckpt, &seg.hf).map_err(|e| fp8_err(e, s0, row_len))?),
             _ => None,
         };
+        // The rtn legacy types take the fused FP8 path (the others' quantizers read f32 rows).
+        let fused = self.method == Method::Rtn
+            && ten.weights.is_none()
+            && matches!(ten.ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q4_1);
         let sub = (FP8_SUB_ELEMS / row_len.max(1)).max(1);
         let mut buf = vec![0.0f32; sub.min(n.max(1)) * row_len];
         let mut stats = with_stats.then(ErrorStats::default);
@@ -1086,6 +1090,17 @@ impl CpuPlan {
                 }
                 i += k;
                 continue;
+            }
+            if let (Some(src), true) = (&fp8_src, fused) {
+                // Decode fused into the rtn quantizer (same bytes and statistics); a NaN/Inf
+                // code or product falls through to the two-step path, which reports it.
+                if src
+                    .quantize_gguf_rows(ten.ty, src_row, k, o, stats.as_mut())
+                    .map_err(|e| fp8_err(e, src_row, row_len))?
+                {
+                    i += k;
+                    continue;
+                }
             }
             decode(src_row, dec).map_err(|e| fp8_err(e, src_row, row_len))?;
             let input = crate::quant::fp8::f32_bytes(dec);
