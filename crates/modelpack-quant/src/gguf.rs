@@ -136,10 +136,8 @@ fn quantize_kernel(level: Level, ty: GgmlType, src: SrcDtype, input: &[u8], out:
         (Level::Avx2, Q8_0 | Q4_0 | Q4_1) | (Level::Avx2 | Level::Avx512, Q5_0) => {
             return unsafe { avx2::quantize(ty, src, input, out) }
         }
-        // The AVX-512 level runs the AVX2 K-quant kernel (no 16-lane version yet).
-        (Level::Avx2 | Level::Avx512, Q4_K | Q6_K) => {
-            return unsafe { crate::kquants::avx2::quantize(ty, src, input, out) }
-        }
+        (Level::Avx512, Q4_K | Q6_K) => return unsafe { crate::kquants::avx512::quantize(ty, src, input, out) },
+        (Level::Avx2, Q4_K | Q6_K) => return unsafe { crate::kquants::avx2::quantize(ty, src, input, out) },
         (Level::Scalar, _) | (Level::Avx2, F32 | F16 | BF16) | (Level::Avx2 | Level::Avx512, Q5_1) => {}
     }
     let _ = level;

@@ -21,9 +21,11 @@ use crate::convert::{f16_to_f32, f32_to_f16};
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
 
 /// Below this maximum |x| a Q6_K sub-block (and super-block) counts as all zero (`GROUP_MAX_EPS`).
-const GROUP_MAX_EPS: f32 = 1e-15;
+pub(crate) const GROUP_MAX_EPS: f32 = 1e-15;
 
 /// ggml's `nearest_int`: round half to even through the bits of `x + 12582912.0`. Exact rounding
 /// for |x| ≤ 4194303; outside that (or for NaN/inf) it returns the same garbage the C code does,
