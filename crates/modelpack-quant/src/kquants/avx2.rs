@@ -15,7 +15,8 @@
 //! which the proof fails (only possible for pathological ranges, e.g. near f32 overflow) goes to
 //! the scalar reference. The final requantization (a division per element, done once) uses the
 //! bit trick itself. Two Q4_K super-blocks run interleaved to hide the add latency of the
-//! sequential sums.
+//! sequential sums. The searches take the elements' weights as an argument, so the
+//! imatrix-weighted quantizers of [`crate::imatrix`] run here too ([`quantize_weighted`]).
 
 // The kernels walk several per-element arrays (values, weights, codes of two super-blocks) with
 // one index; iterator chains over four arrays would hide the sequential order that matters here.
@@ -574,32 +575,30 @@ unsafe fn q6k<S: Dtype>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> 
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
 fn q6k_finish(x: &[[__m256; 16]; 2], w: &[[__m256; 16]; 2], ob: &mut [u8]) {
-    {
-        let mut codes = [[_mm256_setzero_ps(); 16]; 2];
-        let sc = q6k_search(x, w, &mut codes);
-        let (a, b) = (lanes(sc[0]), lanes(sc[1]));
-        let mut scales = [0.0f32; 16];
-        scales[..8].copy_from_slice(&a);
-        scales[8..].copy_from_slice(&b);
-        let Some((mut blk6, ds)) = q6k_scales(&scales) else {
-            BlockQ6K::ZERO.write_bytes(ob);
-            return;
-        };
-        let mut lb = [0u8; QK_K];
-        for g in 0..2 {
-            let d = from_lanes(ds[8 * g..8 * g + 8].try_into().expect("8 scales"));
-            let requant = _mm256_cmp_ps::<_CMP_NEQ_UQ>(d, _mm256_setzero_ps());
-            let mut l = [_mm256_setzero_ps(); 16];
-            for i in 0..16 {
-                let q = nearest_int_clamped(_mm256_div_ps(x[g][i], d), -32, 31);
-                let q = _mm256_add_ps(q, _mm256_set1_ps(32.0));
-                l[i] = _mm256_blendv_ps(codes[g][i], q, requant);
-            }
-            untranspose(&l, &mut lb[128 * g..128 * g + 128]);
+    let mut codes = [[_mm256_setzero_ps(); 16]; 2];
+    let sc = q6k_search(x, w, &mut codes);
+    let (a, b) = (lanes(sc[0]), lanes(sc[1]));
+    let mut scales = [0.0f32; 16];
+    scales[..8].copy_from_slice(&a);
+    scales[8..].copy_from_slice(&b);
+    let Some((mut blk6, ds)) = q6k_scales(&scales) else {
+        BlockQ6K::ZERO.write_bytes(ob);
+        return;
+    };
+    let mut lb = [0u8; QK_K];
+    for g in 0..2 {
+        let d = from_lanes(ds[8 * g..8 * g + 8].try_into().expect("8 scales"));
+        let requant = _mm256_cmp_ps::<_CMP_NEQ_UQ>(d, _mm256_setzero_ps());
+        let mut l = [_mm256_setzero_ps(); 16];
+        for i in 0..16 {
+            let q = nearest_int_clamped(_mm256_div_ps(x[g][i], d), -32, 31);
+            let q = _mm256_add_ps(q, _mm256_set1_ps(32.0));
+            l[i] = _mm256_blendv_ps(codes[g][i], q, requant);
         }
-        q6k_pack(&lb, &mut blk6);
-        blk6.write_bytes(ob);
+        untranspose(&l, &mut lb[128 * g..128 * g + 128]);
     }
+    q6k_pack(&lb, &mut blk6);
+    blk6.write_bytes(ob);
 }
 
 /// The imatrix-weighted K-quants (`quantize_row_q4_K_impl` / `quantize_row_q6_K_impl`, i.e.
