@@ -4,8 +4,8 @@
 //! - [`crate::blocks`]: the type table, block layouts, the [`BlockFormat`] trait and the scalar
 //!   references (legacy formats there, K-quants in [`crate::kquants`]);
 //! - `gguf/scalar.rs`: plain float conversion and the scalar error statistics;
-//! - `gguf/avx2.rs`, `gguf/avx512.rs`: the legacy-format kernels per ISA; `kquants/avx2.rs`
-//!   the K-quant kernel;
+//! - `gguf/avx2.rs`, `gguf/avx512.rs`: the legacy-format kernels per ISA; `kquants/avx2.rs`,
+//!   `kquants/avx512.rs` the K-quant kernels (also the imatrix-weighted K-quant searches);
 //! - this file: shape checks, the dispatch (every (level, type) pair named, no catch-all arm) and
 //!   the parallel driver. [`crate::simd`] only detects the CPU level and holds the fused loads.
 //!
