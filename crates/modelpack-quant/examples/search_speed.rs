@@ -56,10 +56,6 @@ fn main() {
         (GgmlType::Q6_K, "imatrix"),
     ] {
         for level in Level::supported() {
-            // The importance-weighted quantizers have no SIMD path: one row, at the scalar level.
-            if method == "imatrix" && level != Level::Scalar {
-                continue;
-            }
             let key = format!("{ty}/{method}/{}", level.name());
             if filter.as_ref().is_some_and(|f| !key.contains(f.as_str())) {
                 continue;
@@ -70,7 +66,9 @@ fn main() {
             for ic in inp.chunks(ROW * chunk_rows * 2) {
                 let r = match method {
                     "mse" => mse::quantize_gguf_rows_at(level, ty, SrcDtype::BF16, ic, ROW, &mut out, None),
-                    "imatrix" => imatrix::quantize_rows_weighted(ty, SrcDtype::BF16, ic, ROW, &weights, &mut out, None),
+                    "imatrix" => {
+                        imatrix::quantize_rows_weighted_at(level, ty, SrcDtype::BF16, ic, ROW, &weights, &mut out, None)
+                    }
                     _ => gguf::quantize_rows_at(level, ty, SrcDtype::BF16, ic, ROW, &mut out, None),
                 };
                 r.unwrap();

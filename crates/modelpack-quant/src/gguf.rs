@@ -4,8 +4,8 @@
 //! - [`crate::blocks`]: the type table, block layouts, the [`BlockFormat`] trait and the scalar
 //!   references (legacy formats there, K-quants in [`crate::kquants`]);
 //! - `gguf/scalar.rs`: plain float conversion and the scalar error statistics;
-//! - `gguf/avx2.rs`, `gguf/avx512.rs`: the legacy-format kernels per ISA; `kquants/avx2.rs`
-//!   the K-quant kernel;
+//! - `gguf/avx2.rs`, `gguf/avx512.rs`: the legacy-format kernels per ISA; `kquants/avx2.rs`,
+//!   `kquants/avx512.rs` the K-quant kernels (also the imatrix-weighted K-quant searches);
 //! - this file: shape checks, the dispatch (every (level, type) pair named, no catch-all arm) and
 //!   the parallel driver. [`crate::simd`] only detects the CPU level and holds the fused loads.
 //!
@@ -166,10 +166,8 @@ fn quantize_kernel(level: Level, ty: GgmlType, src: SrcDtype, input: &[u8], out:
         (Level::Avx2, Q8_0 | Q4_0 | Q4_1) | (Level::Avx2 | Level::Avx512, Q5_0) => {
             return unsafe { avx2::quantize(ty, src, input, out) }
         }
-        // The AVX-512 level runs the AVX2 K-quant kernel (no 16-lane version yet).
-        (Level::Avx2 | Level::Avx512, Q4_K | Q6_K) => {
-            return unsafe { crate::kquants::avx2::quantize(ty, src, input, out) }
-        }
+        (Level::Avx512, Q4_K | Q6_K) => return unsafe { crate::kquants::avx512::quantize(ty, src, input, out) },
+        (Level::Avx2, Q4_K | Q6_K) => return unsafe { crate::kquants::avx2::quantize(ty, src, input, out) },
         (Level::Scalar, _) | (Level::Avx2, F32 | F16 | BF16) | (Level::Avx2 | Level::Avx512, Q5_1) => {}
     }
     let _ = level;

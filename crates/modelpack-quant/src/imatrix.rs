@@ -13,9 +13,11 @@
 //! | Q5_0 | `quantize_row_q5_0_impl` | `make_qx_quants(32, 16)`, same weights |
 //!
 //! Q8_0 and the float types ignore the matrix in llama.cpp (`quantize_q8_0` drops
-//! `quant_weights`), so they do here. Everything is scalar and follows the C code's f32
-//! operation order exactly (no FMA; Rust never contracts), and uses [`nearest_int`]'s bit trick,
-//! so the bytes equal `ggml_quantize_chunk(..., imatrix)`; the `kquant_llama` test checks this
+//! `quant_weights`), so they do here. The scalar code follows the C code's f32 operation order
+//! exactly (no FMA; Rust never contracts) and uses [`nearest_int`]'s bit trick, so the bytes
+//! equal `ggml_quantize_chunk(..., imatrix)`. The Q4_K and Q6_K searches also run in the AVX2 and
+//! AVX-512 K-quant kernels (one sub-block per lane, the same operations in the same order),
+//! bit-identical to this scalar code (`tests/imatrix_props.rs`); the `kquant_llama` test checks this
 //! against llama.cpp's own code through `quant_harness --weights`.
 
 use crate::blocks::BlockFormat;
@@ -48,8 +50,26 @@ pub fn quantize_rows_weighted(
     out: &mut [u8],
     stats: Option<&mut ErrorStats>,
 ) -> Result<(), QuantError> {
+    quantize_rows_weighted_at(simd::active_level(), ty, src, input, row_len, weights, out, stats)
+}
+
+/// [`quantize_rows_weighted`] at an explicit SIMD level (clamped to what the CPU supports). The
+/// bytes are the same at every level: Q4_K and Q6_K run their searches in the K-quant kernels
+/// (one sub-block per lane, the scalar operation order), the legacy types stay scalar.
+#[allow(clippy::too_many_arguments)]
+pub fn quantize_rows_weighted_at(
+    level: simd::Level,
+    ty: GgmlType,
+    src: SrcDtype,
+    input: &[u8],
+    row_len: usize,
+    weights: &[f32],
+    out: &mut [u8],
+    stats: Option<&mut ErrorStats>,
+) -> Result<(), QuantError> {
+    let level = simd::clamp(level);
     if !uses_weights(ty) {
-        return gguf::quantize_rows(ty, src, input, row_len, out, stats);
+        return gguf::quantize_rows_at(level, ty, src, input, row_len, out, stats);
     }
     if weights.len() != row_len {
         return Err(QuantError::Shape(format!(
@@ -66,12 +86,30 @@ pub fn quantize_rows_weighted(
         if let Some((k, value)) = first_non_finite(&x) {
             return Err(QuantError::NonFinite { index: r * row_len + k, value });
         }
-        quantize_row(ty, &x, weights, ob);
+        quantize_row_at(level, ty, &x, weights, ob);
     }
     if let Some(stats) = stats {
-        gguf::accumulate_stats(simd::active_level(), ty, src, input, out, stats);
+        gguf::accumulate_stats(level, ty, src, input, out, stats);
     }
     Ok(())
+}
+
+/// One finite row of a [`uses_weights`] type with the kernel of `level` (already clamped).
+fn quantize_row_at(level: simd::Level, ty: GgmlType, x: &[f32], qw: &[f32], out: &mut [u8]) {
+    #[cfg(target_arch = "x86_64")]
+    match (level, ty) {
+        // SAFETY (both arms): `simd::clamp` only returns levels whose features the CPU has;
+        // the row is whole super-blocks (checked by `check_shape`) and finite.
+        (simd::Level::Avx512, GgmlType::Q4_K | GgmlType::Q6_K) => {
+            return unsafe { crate::kquants::avx512::quantize_weighted(ty, x, qw, out) }
+        }
+        (simd::Level::Avx2, GgmlType::Q4_K | GgmlType::Q6_K) => {
+            return unsafe { crate::kquants::avx2::quantize_weighted(ty, x, qw, out) }
+        }
+        _ => {}
+    }
+    let _ = level;
+    quantize_row(ty, x, qw, out)
 }
 
 /// The `mse` method with importance weights, for the types `mse` searches
@@ -123,10 +161,10 @@ pub fn quantize_rows_mse_at(
     if !crate::mse::gguf_supported(ty) {
         // No search for this type (K-quants, floats): llama.cpp's weighted bytes, so a tensor
         // labelled `rtn` in the manifest really is what llama-quantize --imatrix writes.
-        return quantize_rows_weighted(ty, src, input, row_len, weights, out, stats);
+        return quantize_rows_weighted_at(level, ty, src, input, row_len, weights, out, stats);
     }
     // Validates shapes and finiteness; the first candidate.
-    quantize_rows_weighted(ty, src, input, row_len, weights, out, None)?;
+    quantize_rows_weighted_at(level, ty, src, input, row_len, weights, out, None)?;
     let blk = ty.block_size();
     let mut others = Vec::new();
     if uses_weights(ty) {
@@ -429,13 +467,52 @@ pub(crate) fn make_qp_quants(nmax: i32, x: &[f32], l_out: &mut [u8], qw: &[f32])
     }
 }
 
-/// `quantize_row_q4_K_impl` for one super-block with its 256 column weights.
-pub fn q4k_block(x: &[f32; QK_K], qw: &[f32; QK_K]) -> BlockQ4K {
+/// σ² of `quantize_row_q4_K_impl`: `2·Σx²/256` over the super-block, summed left to right.
+pub(crate) fn q4k_sigma2(x: &[f32]) -> f32 {
     let mut sum_x2 = 0.0f32;
-    for &v in x {
+    for &v in &x[..QK_K] {
         sum_x2 += v * v;
     }
-    let sigma2 = 2.0 * sum_x2 / QK_K as f32;
+    2.0 * sum_x2 / QK_K as f32
+}
+
+/// The second half of `quantize_row_q4_K_impl`, shared by the scalar and SIMD paths: from the
+/// eight sub-block `(scale, min)` pairs of the search and their weight sums `sw`, the 6-bit codes
+/// by `make_qp_quants`, the f16 super-scales and the final per-sub-block scales `(d, dm)` the
+/// codes are requantized with (`d == 0` keeps the search's codes).
+pub(crate) fn q4k_weighted_scales(scales: &[f32; 8], mins: &[f32; 8], sw: &[f32; 8]) -> (BlockQ4K, [f32; 8], [f32; 8]) {
+    let mut ls = [0u8; 8];
+    let mut lm = [0u8; 8];
+    let d_block = make_qp_quants(63, scales, &mut ls, sw);
+    let m_block = make_qp_quants(63, mins, &mut lm, sw);
+    let mut b = BlockQ4K { d: 0, dmin: 0, scales: [0; 12], qs: [0; 128] };
+    for j in 0..8 {
+        let (s, m) = (ls[j], lm[j]);
+        if j < 4 {
+            b.scales[j] = s;
+            b.scales[j + 4] = m;
+        } else {
+            b.scales[j + 4] = (s & 0xf) | ((m & 0xf) << 4);
+            b.scales[j - 4] |= (s >> 4) << 6;
+            b.scales[j] |= (m >> 4) << 6;
+        }
+    }
+    b.d = f32_to_f16(d_block);
+    b.dmin = f32_to_f16(m_block);
+    let (d_all, m_all) = (f16_to_f32(b.d), f16_to_f32(b.dmin));
+    let mut ds = [0.0f32; 8];
+    let mut dms = [0.0f32; 8];
+    for j in 0..8 {
+        let (sc, m) = get_scale_min_k4(j, &b.scales);
+        ds[j] = d_all * sc as f32;
+        dms[j] = m_all * m as f32;
+    }
+    (b, ds, dms)
+}
+
+/// `quantize_row_q4_K_impl` for one super-block with its 256 column weights.
+pub fn q4k_block(x: &[f32; QK_K], qw: &[f32; QK_K]) -> BlockQ4K {
+    let sigma2 = q4k_sigma2(x);
     let mut l = [0u8; QK_K];
     let mut scales = [0.0f32; 8];
     let mut mins = [0.0f32; 8];
@@ -457,32 +534,13 @@ pub fn q4k_block(x: &[f32; QK_K], qw: &[f32; QK_K]) -> BlockQ4K {
         scales[j] = s;
         mins[j] = m;
     }
-    let mut ls = [0u8; 8];
-    let mut lm = [0u8; 8];
-    let d_block = make_qp_quants(63, &scales, &mut ls, &sw);
-    let m_block = make_qp_quants(63, &mins, &mut lm, &sw);
-    let mut b = BlockQ4K { d: 0, dmin: 0, scales: [0; 12], qs: [0; 128] };
+    let (mut b, ds, dms) = q4k_weighted_scales(&scales, &mins, &sw);
     for j in 0..8 {
-        let (s, m) = (ls[j], lm[j]);
-        if j < 4 {
-            b.scales[j] = s;
-            b.scales[j + 4] = m;
-        } else {
-            b.scales[j + 4] = (s & 0xf) | ((m & 0xf) << 4);
-            b.scales[j - 4] |= (s >> 4) << 6;
-            b.scales[j] |= (m >> 4) << 6;
-        }
-    }
-    b.d = f32_to_f16(d_block);
-    b.dmin = f32_to_f16(m_block);
-    let (d_all, m_all) = (f16_to_f32(b.d), f16_to_f32(b.dmin));
-    for j in 0..8 {
-        let (sc, m) = get_scale_min_k4(j, &b.scales);
-        let d = d_all * sc as f32;
+        let d = ds[j];
         if d == 0.0 {
             continue;
         }
-        let dm = m_all * m as f32;
+        let dm = dms[j];
         for i in 0..32 {
             l[32 * j + i] = nearest_int((x[32 * j + i] + dm) / d).clamp(0, 15) as u8;
         }

@@ -11,9 +11,10 @@
 //! - scales are rounded to f16 (round to nearest even) and read back before the codes are chosen;
 //! - a sub-block whose final scale is zero keeps the codes of its search, as the C `continue` does.
 //!
-//! The AVX2 kernel ([`avx2`]) runs the same search with one sub-block per SIMD lane, so every
-//! lane performs exactly this scalar sequence of IEEE operations; it is bit-identical to these
-//! functions (property tests in `tests/kquant_props.rs`).
+//! The AVX2 and AVX-512 kernels ([`avx2`], [`avx512`]: 8 and 16 lanes) run the same search
+//! with one sub-block per SIMD lane, so every lane performs exactly this scalar sequence of IEEE
+//! operations; they are bit-identical to these functions (property tests in
+//! `tests/kquant_props.rs`).
 
 use crate::blocks::{BlockFormat, GgmlType};
 pub use crate::blocks::{BlockQ4K, BlockQ6K, QK_K};
@@ -21,9 +22,11 @@ use crate::convert::{f16_to_f32, f32_to_f16};
 
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod avx2;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
 
 /// Below this maximum |x| a Q6_K sub-block (and super-block) counts as all zero (`GROUP_MAX_EPS`).
-const GROUP_MAX_EPS: f32 = 1e-15;
+pub(crate) const GROUP_MAX_EPS: f32 = 1e-15;
 
 /// ggml's `nearest_int`: round half to even through the bits of `x + 12582912.0`. Exact rounding
 /// for |x| ≤ 4194303; outside that (or for NaN/inf) it returns the same garbage the C code does,

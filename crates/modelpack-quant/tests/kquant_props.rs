@@ -3,10 +3,15 @@
 //! NaN/inf give the same error everywhere; the parallel driver matches; dequantization stays
 //! within each format's error bound; error statistics are bit-identical at every level.
 //!
-//! Byte equality with llama.cpp itself is `tests/kquant_llama.rs`; this file proves the vectorised
-//! search equals our scalar port of it.
+//! The imatrix-weighted K-quants (`imatrix::quantize_rows_weighted_at`) get the same proof: every
+//! level equals the scalar `quantize_row_q4_K_impl` / `q6_K_impl` port bit for bit, on the same
+//! kinds of super-block with random, sparse (zeros), huge, tiny and all-zero weights.
+//!
+//! Byte equality with llama.cpp itself is `tests/kquant_llama.rs` / `tests/imatrix_llama.rs`;
+//! this file proves the vectorised searches equal our scalar port of them.
 
 use modelpack_quant::gguf::{dequantize_rows, quantize_rows_at, quantize_tensor_par, GgmlType};
+use modelpack_quant::imatrix::quantize_rows_weighted_at;
 use modelpack_quant::kquants::QK_K;
 use modelpack_quant::{ErrorStats, Level, QuantError, SrcDtype};
 use proptest::prelude::*;
@@ -252,14 +257,199 @@ fn dequantized_error_is_bounded() {
     }
 }
 
+/// Number of weight kinds [`make_weights`] knows.
+const WKINDS: u8 = 6;
+
+/// Importance weights (one per column, finite and non-negative, as `llama-imatrix` writes them).
+fn make_weights(kind: u8, seed: u64, n: usize) -> Vec<f32> {
+    let mut r = Rng(seed ^ 0xa5a5);
+    (0..n)
+        .map(|j| {
+            let g = r.gauss4();
+            match kind % WKINDS {
+                0 => g * g,
+                1 => {
+                    if j % 3 == 0 {
+                        0.0
+                    } else {
+                        g * g * 100.0
+                    }
+                }
+                2 => g.abs() * 1e8,
+                3 => 0.0,
+                4 => g.abs() * 1e-30,
+                _ => {
+                    // Whole zero sub-blocks next to ordinary ones.
+                    if (j / 32) % 2 == 0 {
+                        0.0
+                    } else {
+                        1.0 + g.abs()
+                    }
+                }
+            }
+        })
+        .collect()
+}
+
+fn quant_weighted(
+    level: Level,
+    ty: GgmlType,
+    src: SrcDtype,
+    bytes: &[u8],
+    row: usize,
+    w: &[f32],
+) -> Result<Vec<u8>, QuantError> {
+    let rows = bytes.len() / src.size() / row;
+    let mut out = vec![0u8; rows * ty.row_bytes(row).unwrap()];
+    quantize_rows_weighted_at(level, ty, src, bytes, row, w, &mut out, None).map(|_| out)
+}
+
+/// Every level's weighted bytes (and errors) equal the scalar path's.
+fn assert_weighted_levels_agree(ty: GgmlType, src: SrcDtype, x: &[f32], row: usize, w: &[f32], what: &str) {
+    let bytes = encode(src, x);
+    let want = quant_weighted(Level::Scalar, ty, src, &bytes, row, w);
+    for level in Level::supported() {
+        let got = quant_weighted(level, ty, src, &bytes, row, w);
+        match (&want, &got) {
+            (Ok(a), Ok(b)) => {
+                if a != b {
+                    let bs = ty.type_size();
+                    let blk = a.chunks(bs).zip(b.chunks(bs)).position(|(p, q)| p != q).unwrap();
+                    panic!("{ty} {src:?} {level:?} {what}: weighted super-block {blk} differs");
+                }
+            }
+            _ => assert_eq!(want, got, "{ty} {src:?} {level:?} {what}"),
+        }
+    }
+}
+
+#[test]
+fn weighted_every_kind_every_weight_every_level() {
+    for ty in TYPES {
+        for src in SRCS {
+            for kind in 0..KINDS {
+                for wkind in 0..WKINDS {
+                    for k in [-30i32, -3, 0, 20] {
+                        // 1..=9 super-blocks: every tail of the 4-block AVX-512 Q4_K group.
+                        let nb = 1 + (kind as usize + wkind as usize + k.unsigned_abs() as usize) % 9;
+                        let seed = 100 * kind as u64 + 10 * wkind as u64;
+                        let x: Vec<f32> = (0..nb as u64).flat_map(|b| make_superblock(kind, seed + b, k)).collect();
+                        let w = make_weights(wkind, seed, nb * QK_K);
+                        let what = format!("kind {kind} weights {wkind} scale 2^{k}");
+                        assert_weighted_levels_agree(ty, src, &x, nb * QK_K, &w, &what);
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn weighted_rows_of_mixed_kinds_agree() {
+    // Many rows of two super-blocks: the weights repeat per row, the values change kind.
+    let mut r = Rng(11);
+    let x: Vec<f32> =
+        (0..90).flat_map(|b| make_superblock(r.below(KINDS as usize) as u8, b, r.below(40) as i32 - 20)).collect();
+    for ty in TYPES {
+        for wkind in 0..WKINDS {
+            let w = make_weights(wkind, 5, 2 * QK_K);
+            assert_weighted_levels_agree(ty, SrcDtype::BF16, &x, 2 * QK_K, &w, &format!("weights {wkind}"));
+        }
+    }
+}
+
+#[test]
+fn range_proof_fallback_in_every_group_position() {
+    // Values near f32::MAX make `max - min` overflow, so the SIMD kernels' range proof fails and
+    // their whole group (2 or 4 super-blocks) goes to the scalar path; the others stay in SIMD.
+    for pos in 0..6 {
+        let mut x: Vec<f32> = (0..6).flat_map(|b| make_superblock(0, 40 + b, 0)).collect();
+        for (i, v) in x[pos * QK_K..(pos + 1) * QK_K].iter_mut().enumerate() {
+            *v = if i % 2 == 0 { 3.0e38 } else { -3.0e38 * (i as f32 / 256.0) };
+        }
+        for ty in TYPES {
+            assert_levels_agree(ty, SrcDtype::F32, &x, QK_K, &format!("huge block at {pos}"));
+            for wkind in [0, 3] {
+                let w = make_weights(wkind, pos as u64, 6 * QK_K);
+                assert_weighted_levels_agree(ty, SrcDtype::F32, &x, 6 * QK_K, &w, &format!("huge block at {pos}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn weighted_non_finite_is_the_same_error_everywhere() {
+    for ty in TYPES {
+        for (pos, bad) in [(5usize, f32::NAN), (300, f32::INFINITY), (1279, f32::NEG_INFINITY)] {
+            let mut x: Vec<f32> = (0..5).flat_map(|b| make_superblock(0, b, 0)).collect();
+            x[pos] = bad;
+            let w = make_weights(0, 1, QK_K);
+            for src in SRCS {
+                let bytes = encode(src, &x);
+                for level in Level::supported() {
+                    let e = quant_weighted(level, ty, src, &bytes, QK_K, &w).unwrap_err();
+                    match e {
+                        QuantError::NonFinite { index, .. } => assert_eq!(index, pos, "{ty} {src:?} {level:?}"),
+                        e => panic!("{ty} {level:?}: {e}"),
+                    }
+                }
+            }
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    #[test]
+    fn weighted_random_bits_agree(
+        ty in prop::sample::select(TYPES.to_vec()),
+        blocks in 1usize..10,
+        words in prop::collection::vec(any::<u32>(), 9 * QK_K),
+        wwords in prop::collection::vec(any::<u32>(), 9 * QK_K),
+        exp_cap in 100u32..254,
+        zero_every in 1usize..8,
+    ) {
+        // Arbitrary finite values (subnormals included); weights arbitrary finite non-negative
+        // bit patterns with every `zero_every`-th one zero.
+        let x: Vec<f32> = words[..blocks * QK_K]
+            .iter()
+            .map(|&w| {
+                let e = ((w >> 23) & 0xff) % exp_cap;
+                f32::from_bits((w & 0x807f_ffff) | (e << 23))
+            })
+            .collect();
+        let w: Vec<f32> = wwords[..blocks * QK_K]
+            .iter()
+            .enumerate()
+            .map(|(j, &b)| if j % zero_every == 0 { 0.0 } else { f32::from_bits((b & 0x7fff_ffff) % 0x7f00_0000) })
+            .collect();
+        assert_weighted_levels_agree(ty, SrcDtype::F32, &x, blocks * QK_K, &w, "random bits");
+    }
+
+    #[test]
+    fn weighted_random_gaussian_rows_agree(
+        ty in prop::sample::select(TYPES.to_vec()),
+        seed in any::<u64>(),
+        k in -40i32..40,
+        rows in 1usize..5,
+        blocks in 1usize..6,
+        wkind in 0u8..WKINDS,
+    ) {
+        let x: Vec<f32> = (0..(rows * blocks) as u64).flat_map(|b| make_superblock(0, seed ^ b, k)).collect();
+        let w = make_weights(wkind, seed, blocks * QK_K);
+        assert_weighted_levels_agree(ty, SrcDtype::F16, &x, blocks * QK_K, &w, "gaussian");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
     #[test]
     fn random_bits_agree(
         ty in prop::sample::select(TYPES.to_vec()),
-        blocks in 1usize..6,
-        words in prop::collection::vec(any::<u32>(), 6 * QK_K),
+        blocks in 1usize..10,
+        words in prop::collection::vec(any::<u32>(), 9 * QK_K),
         exp_cap in 100u32..254,
     ) {
         // Arbitrary finite bit patterns (subnormals included), exponent capped so a run mixes

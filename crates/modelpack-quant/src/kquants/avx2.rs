@@ -15,14 +15,15 @@
 //! which the proof fails (only possible for pathological ranges, e.g. near f32 overflow) goes to
 //! the scalar reference. The final requantization (a division per element, done once) uses the
 //! bit trick itself. Two Q4_K super-blocks run interleaved to hide the add latency of the
-//! sequential sums.
+//! sequential sums. The searches take the elements' weights as an argument, so the
+//! imatrix-weighted quantizers of [`crate::imatrix`] run here too ([`quantize_weighted`]).
 
 // The kernels walk several per-element arrays (values, weights, codes of two super-blocks) with
 // one index; iterator chains over four arrays would hide the sequential order that matters here.
 #![allow(clippy::needless_range_loop)]
 
 use crate::blocks::{quantize_blocks_ref, BlockFormat, BlockQ4K, BlockQ6K, GgmlType, QK_K};
-use crate::convert::{with_src, Dtype};
+use crate::convert::{with_src, Dtype, F32};
 use crate::kquants::{q4k_pack, q4k_scales, q6k_pack, q6k_scales};
 use crate::metrics::x86::LaneAcc256;
 use crate::metrics::Lanes;
@@ -193,21 +194,48 @@ struct Q4Search {
     bad: __m256,
 }
 
+/// The search parameters `(rmin, rdelta, nstep)` of `make_qkx2_quants` as `quantize_row_q4_K_ref`
+/// calls it.
+pub(crate) const QKX2: (f32, f32, i32) = (-1.0, 0.1, 20);
+/// The search parameters of `make_qkx3_quants` as `quantize_row_q4_K_impl` (imatrix) calls it.
+pub(crate) const QKX3: (f32, f32, i32) = (-0.9, 0.05, 36);
+
+/// The unweighted Q4_K weights of eight sub-blocks: `sqrt(Σx²/32) + |x|` per lane.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4k_plain_weights(x: &[__m256; 32]) -> [__m256; 32] {
+    let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
+    let mut sum_x2 = _mm256_setzero_ps();
+    for &v in x {
+        sum_x2 = _mm256_add_ps(sum_x2, _mm256_mul_ps(v, v));
+    }
+    let av_x = _mm256_sqrt_ps(_mm256_div_ps(sum_x2, _mm256_set1_ps(32.0)));
+    let mut w = [_mm256_setzero_ps(); 32];
+    for (w, &v) in w.iter_mut().zip(x) {
+        *w = _mm256_add_ps(av_x, _mm256_and_ps(v, abs_mask));
+    }
+    w
+}
+
+/// The imatrix Q4_K weights of eight sub-blocks (`quantize_row_q4_K_impl`): `qw·sqrt(σ² + x²)`
+/// per element, and each sub-block's weight sum (from 0, left to right).
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4k_imatrix_weights(x: &[__m256; 32], qw: &[__m256; 32], sigma2: __m256) -> ([__m256; 32], __m256) {
+    let mut w = [_mm256_setzero_ps(); 32];
+    let mut sum = _mm256_setzero_ps();
+    for i in 0..32 {
+        w[i] = _mm256_mul_ps(qw[i], _mm256_sqrt_ps(_mm256_add_ps(sigma2, _mm256_mul_ps(x[i], x[i]))));
+        sum = _mm256_add_ps(sum, w[i]);
+    }
+    (w, sum)
+}
+
 impl Q4Search {
-    /// Weights, extrema and sums of `make_qkx2_quants`'s first loop.
+    /// Extrema and sums of `make_qkx_quants`'s first loop, for the given weights.
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    fn new(x: &[__m256; 32]) -> Q4Search {
-        let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
-        let mut sum_x2 = _mm256_setzero_ps();
-        for &v in x {
-            sum_x2 = _mm256_add_ps(sum_x2, _mm256_mul_ps(v, v));
-        }
-        let av_x = _mm256_sqrt_ps(_mm256_div_ps(sum_x2, _mm256_set1_ps(32.0)));
-        let mut w = [_mm256_setzero_ps(); 32];
-        for (w, &v) in w.iter_mut().zip(x) {
-            *w = _mm256_add_ps(av_x, _mm256_and_ps(v, abs_mask));
-        }
+    fn new(x: &[__m256; 32], w: [__m256; 32]) -> Q4Search {
         let mut min = x[0];
         let mut max = x[0];
         let mut sum_w = w[0];
@@ -258,11 +286,17 @@ impl Q4Search {
     }
 }
 
-/// `make_qkx2_quants(32, 15, x, w, L, &min, Laux, -1, 0.1, 20, false)` on two super-blocks at
-/// once; fills `scale`, `min` (the C `*the_min`, i.e. minus the offset) and the codes.
+/// `make_qkx2_quants(32, 15, x, w, L, &min, Laux, rmin, rdelta, nstep, false)` (or
+/// `make_qkx3_quants`, the same search with [`QKX3`]) on two super-blocks at once; fills `scale`,
+/// `min` (the C `*the_min`, i.e. minus the offset) and the codes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q4k_search(s: &mut [Q4Search; 2], codes: &mut [[__m256; 32]; 2], out_min: &mut [__m256; 2]) {
+fn q4k_search(
+    s: &mut [Q4Search; 2],
+    codes: &mut [[__m256; 32]; 2],
+    out_min: &mut [__m256; 2],
+    (rmin, rdelta, nstep): (f32, f32, i32),
+) {
     let zero = _mm256_setzero_ps();
     let fifteen = _mm256_set1_ps(15.0);
     let mut laux = [[zero; 32]; 2];
@@ -286,8 +320,8 @@ fn q4k_search(s: &mut [Q4Search; 2], codes: &mut [[__m256; 32]; 2], out_min: &mu
     s[0].best_error = err[0];
     s[1].best_error = err[1];
 
-    for is in 0..=20 {
-        let c = -1.0f32 + 0.1f32 * is as f32 + 15.0f32;
+    for is in 0..=nstep {
+        let c = rmin + rdelta * is as f32 + 15.0f32;
         let iscale = [s[0].iscale(c), s[1].iscale(c)];
         let mut sum_l = [zero; 2];
         let mut sum_l2 = [zero; 2];
@@ -351,11 +385,12 @@ fn q4k_search(s: &mut [Q4Search; 2], codes: &mut [[__m256; 32]; 2], out_min: &mu
     }
 }
 
-/// Finish one Q4_K super-block from its search: scale codes, f16 super-scales, requantized codes.
+/// Finish one Q4_K super-block from its search and its header (`q4k_scales` or the imatrix
+/// twin): requantized codes, packed.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q4k_finish(s: &Q4Search, codes: &[__m256; 32], the_min: __m256, out: &mut [u8]) {
-    let (mut blk, ds, dms) = q4k_scales(&lanes(s.scale), &lanes(the_min));
+fn q4k_finish(s: &Q4Search, codes: &[__m256; 32], header: (BlockQ4K, [f32; 8], [f32; 8]), out: &mut [u8]) {
+    let (mut blk, ds, dms) = header;
     let d = from_lanes(&ds);
     let dm = from_lanes(&dms);
     // `if (!d) continue;`: NaN requantizes too.
@@ -394,10 +429,10 @@ unsafe fn q4k<S: Dtype>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> 
                 return quantize_blocks_ref::<BlockQ4K>(src, blk, &mut out[k * 144..(k + 1) * 144], k * QK_K);
             }
         }
-        let mut s = [Q4Search::new(&x[0]), Q4Search::new(&x[1])];
+        let mut s = [Q4Search::new(&x[0], q4k_plain_weights(&x[0])), Q4Search::new(&x[1], q4k_plain_weights(&x[1]))];
         let mut codes = [[_mm256_setzero_ps(); 32]; 2];
         let mut mins = [_mm256_setzero_ps(); 2];
-        q4k_search(&mut s, &mut codes, &mut mins);
+        q4k_search(&mut s, &mut codes, &mut mins, QKX2);
         let bad = _mm256_movemask_ps(_mm256_or_ps(s[0].bad, s[1].bad)) != 0;
         let end = j + 1;
         if bad {
@@ -408,9 +443,11 @@ unsafe fn q4k<S: Dtype>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> 
                 i * QK_K,
             )?;
         } else {
-            q4k_finish(&s[0], &codes[0], mins[0], &mut out[i * 144..(i + 1) * 144]);
+            let h0 = q4k_scales(&lanes(s[0].scale), &lanes(mins[0]));
+            q4k_finish(&s[0], &codes[0], h0, &mut out[i * 144..(i + 1) * 144]);
             if j != i {
-                q4k_finish(&s[1], &codes[1], mins[1], &mut out[j * 144..(j + 1) * 144]);
+                let h1 = q4k_scales(&lanes(s[1].scale), &lanes(mins[1]));
+                q4k_finish(&s[1], &codes[1], h1, &mut out[j * 144..(j + 1) * 144]);
             }
         }
         i = end;
@@ -421,18 +458,18 @@ unsafe fn q4k<S: Dtype>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> 
 // ---------------------------------------------------------------------------------------------
 // Q6_K
 
-/// `make_qx_quants(16, 32, x, L, 1, NULL)` for eight sub-blocks (one per lane); returns the
-/// scales and fills the codes (`l + 32`, 0..=63).
+/// `make_qx_quants(16, 32, x, L, 1, qw)` for two groups of eight sub-blocks (one per lane) with
+/// weights `w` (`x²` without an imatrix, as the C code's `qw == NULL` branch); returns the scales
+/// and fills the codes (`l + 32`, 0..=63).
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn q6k_search(x: &[[__m256; 16]; 2], codes: &mut [[__m256; 16]; 2]) -> [__m256; 2] {
+fn q6k_search(x: &[[__m256; 16]; 2], w: &[[__m256; 16]; 2], codes: &mut [[__m256; 16]; 2]) -> [__m256; 2] {
     let zero = _mm256_setzero_ps();
     let abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fff_ffff));
     let lo = _mm256_set1_ps(-32.0);
     let hi = _mm256_set1_ps(31.0);
     let mut max = [zero; 2];
     let mut small = [zero; 2];
-    let mut w = [[zero; 16]; 2];
     let mut wx = [[zero; 16]; 2];
     for b in 0..2 {
         let mut amax = zero;
@@ -441,7 +478,6 @@ fn q6k_search(x: &[[__m256; 16]; 2], codes: &mut [[__m256; 16]; 2]) -> [__m256; 
             let gt = _mm256_cmp_ps::<_CMP_GT_OQ>(ax, amax);
             amax = _mm256_blendv_ps(amax, ax, gt);
             max[b] = _mm256_blendv_ps(max[b], x[b][i], gt);
-            w[b][i] = _mm256_mul_ps(x[b][i], x[b][i]);
             wx[b][i] = _mm256_mul_ps(w[b][i], x[b][i]);
         }
         small[b] = _mm256_cmp_ps::<_CMP_LT_OQ>(amax, _mm256_set1_ps(super::GROUP_MAX_EPS));
@@ -523,32 +559,135 @@ unsafe fn q6k<S: Dtype>(input: &[u8], out: &mut [u8]) -> Result<(), QuantError> 
         if bad {
             return quantize_blocks_ref::<BlockQ6K>(src, blk, ob, k * QK_K);
         }
-        let mut codes = [[_mm256_setzero_ps(); 16]; 2];
-        let sc = q6k_search(&x, &mut codes);
-        let (a, b) = (lanes(sc[0]), lanes(sc[1]));
-        let mut scales = [0.0f32; 16];
-        scales[..8].copy_from_slice(&a);
-        scales[8..].copy_from_slice(&b);
-        let Some((mut blk6, ds)) = q6k_scales(&scales) else {
-            BlockQ6K::ZERO.write_bytes(ob);
-            continue;
-        };
-        let mut lb = [0u8; QK_K];
+        let mut w = [[_mm256_setzero_ps(); 16]; 2];
         for g in 0..2 {
-            let d = from_lanes(ds[8 * g..8 * g + 8].try_into().expect("8 scales"));
-            let requant = _mm256_cmp_ps::<_CMP_NEQ_UQ>(d, _mm256_setzero_ps());
-            let mut l = [_mm256_setzero_ps(); 16];
             for i in 0..16 {
-                let q = nearest_int_clamped(_mm256_div_ps(x[g][i], d), -32, 31);
-                let q = _mm256_add_ps(q, _mm256_set1_ps(32.0));
-                l[i] = _mm256_blendv_ps(codes[g][i], q, requant);
+                w[g][i] = _mm256_mul_ps(x[g][i], x[g][i]);
             }
-            untranspose(&l, &mut lb[128 * g..128 * g + 128]);
         }
-        q6k_pack(&lb, &mut blk6);
-        blk6.write_bytes(ob);
+        q6k_finish(&x, &w, ob);
     }
     Ok(())
+}
+
+/// Search, scale and requantize one Q6_K super-block (two transposed groups of eight sub-blocks)
+/// with weights `w`, and write its 210 bytes.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6k_finish(x: &[[__m256; 16]; 2], w: &[[__m256; 16]; 2], ob: &mut [u8]) {
+    let mut codes = [[_mm256_setzero_ps(); 16]; 2];
+    let sc = q6k_search(x, w, &mut codes);
+    let (a, b) = (lanes(sc[0]), lanes(sc[1]));
+    let mut scales = [0.0f32; 16];
+    scales[..8].copy_from_slice(&a);
+    scales[8..].copy_from_slice(&b);
+    let Some((mut blk6, ds)) = q6k_scales(&scales) else {
+        BlockQ6K::ZERO.write_bytes(ob);
+        return;
+    };
+    let mut lb = [0u8; QK_K];
+    for g in 0..2 {
+        let d = from_lanes(ds[8 * g..8 * g + 8].try_into().expect("8 scales"));
+        let requant = _mm256_cmp_ps::<_CMP_NEQ_UQ>(d, _mm256_setzero_ps());
+        let mut l = [_mm256_setzero_ps(); 16];
+        for i in 0..16 {
+            let q = nearest_int_clamped(_mm256_div_ps(x[g][i], d), -32, 31);
+            let q = _mm256_add_ps(q, _mm256_set1_ps(32.0));
+            l[i] = _mm256_blendv_ps(codes[g][i], q, requant);
+        }
+        untranspose(&l, &mut lb[128 * g..128 * g + 128]);
+    }
+    q6k_pack(&lb, &mut blk6);
+    blk6.write_bytes(ob);
+}
+
+/// The imatrix-weighted K-quants (`quantize_row_q4_K_impl` / `quantize_row_q6_K_impl`, i.e.
+/// [`crate::imatrix::q4k_block`] / [`crate::imatrix::q6k_block`]) on one row: `x` finite f32
+/// values (whole super-blocks), `qw` the row's column weights, `out` the row's bytes.
+/// Byte-identical to the scalar functions, which take super-blocks the range proof rejects.
+///
+/// # Safety
+/// The CPU must support AVX2 and F16C; `ty` is Q4_K or Q6_K; `x.len() == qw.len()`, a multiple
+/// of 256; `out` holds exactly the row's super-blocks.
+pub(crate) unsafe fn quantize_weighted(ty: GgmlType, x: &[f32], qw: &[f32], out: &mut [u8]) {
+    debug_assert_eq!(x.len(), qw.len());
+    // SAFETY: the caller guarantees the features; slices bound every access.
+    unsafe {
+        match ty {
+            GgmlType::Q4_K => q4k_weighted(x, qw, out),
+            _ => q6k_weighted(x, qw, out),
+        }
+    }
+}
+
+/// Load 256 f32 values as eight transposed sub-blocks of 32.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn load_f32_32(v: &[f32]) -> [__m256; 32] {
+    assert!(v.len() >= QK_K);
+    let mut t = [_mm256_setzero_ps(); 32];
+    // SAFETY: `v` holds at least 256 f32 (asserted).
+    unsafe { load_transposed::<F32, 32>(v.as_ptr().cast(), &mut t) };
+    t
+}
+
+/// The imatrix search state of one super-block and its sub-blocks' weight sums.
+#[inline]
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4k_weighted_state(xs: &[f32], ws: &[f32]) -> (Q4Search, __m256) {
+    let xt = load_f32_32(xs);
+    let qt = load_f32_32(ws);
+    let sigma2 = _mm256_set1_ps(crate::imatrix::q4k_sigma2(xs));
+    let (w, sw) = q4k_imatrix_weights(&xt, &qt, sigma2);
+    (Q4Search::new(&xt, w), sw)
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q4k_weighted(x: &[f32], qw: &[f32], out: &mut [u8]) {
+    let nb = out.len() / 144;
+    let mut i = 0;
+    while i < nb {
+        let j = if i + 1 < nb { i + 1 } else { i };
+        let (s0, sw0) = q4k_weighted_state(&x[i * QK_K..(i + 1) * QK_K], &qw[i * QK_K..(i + 1) * QK_K]);
+        let (s1, sw1) = q4k_weighted_state(&x[j * QK_K..(j + 1) * QK_K], &qw[j * QK_K..(j + 1) * QK_K]);
+        let sw = [sw0, sw1];
+        let mut st = [s0, s1];
+        let mut codes = [[_mm256_setzero_ps(); 32]; 2];
+        let mut mins = [_mm256_setzero_ps(); 2];
+        q4k_search(&mut st, &mut codes, &mut mins, QKX3);
+        let bad = _mm256_movemask_ps(_mm256_or_ps(st[0].bad, st[1].bad)) != 0;
+        for (b, k) in [i, j].into_iter().enumerate() {
+            if b == 1 && j == i {
+                break;
+            }
+            let ob = &mut out[k * 144..(k + 1) * 144];
+            if bad {
+                let xs = x[k * QK_K..(k + 1) * QK_K].try_into().expect("256");
+                let ws = qw[k * QK_K..(k + 1) * QK_K].try_into().expect("256");
+                crate::imatrix::q4k_block(xs, ws).write_bytes(ob);
+            } else {
+                let h = crate::imatrix::q4k_weighted_scales(&lanes(st[b].scale), &lanes(mins[b]), &lanes(sw[b]));
+                q4k_finish(&st[b], &codes[b], h, ob);
+            }
+        }
+        i = j + 1;
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+fn q6k_weighted(x: &[f32], qw: &[f32], out: &mut [u8]) {
+    for ((xs, ws), ob) in x.chunks_exact(QK_K).zip(qw.chunks_exact(QK_K)).zip(out.chunks_exact_mut(210)) {
+        let mut xt = [[_mm256_setzero_ps(); 16]; 2];
+        let mut wt = [[_mm256_setzero_ps(); 16]; 2];
+        for g in 0..2 {
+            // SAFETY: `xs` and `ws` hold 256 f32: two groups of 8 × 16.
+            unsafe {
+                load_transposed::<F32, 16>(xs.as_ptr().add(128 * g).cast(), &mut xt[g]);
+                load_transposed::<F32, 16>(ws.as_ptr().add(128 * g).cast(), &mut wt[g]);
+            }
+        }
+        q6k_finish(&xt, &wt, ob);
+    }
 }
 
 /// Error statistics of K-quant super-blocks (Q4_K, Q6_K) against their source, in the lane order
