@@ -103,16 +103,6 @@ fn ct_reference() -> PathBuf {
         .unwrap_or_else(|| root().join("../shared/reference/compressed_tensors_ref.py"))
 }
 
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root().join("target"))
-}
-
-fn modelpack() -> anyhow::Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    run(Command::new(cargo).current_dir(root()).args(["build", "-q", "--profile", "ci", "-p", "modelpack"]))?;
-    Ok(target_dir().join("ci").join("modelpack"))
-}
-
 /// Family fixtures (`fixtures/families/`) and the per-expert twin a fused one is judged against.
 const FAMILIES: &[(&str, &str)] = &[
     ("qwen3", "qwen3"),
