@@ -225,7 +225,7 @@ pub fn quantize(job: &QuantizeJob, progress: &(dyn Fn(u64, u64) + Sync)) -> Resu
         tool: ToolInfo { name: "modelpack".into(), version: env!("CARGO_PKG_VERSION").into() },
         target: target_name(opts.target).into(),
         scheme: format!("{:?}", opts.scheme).to_lowercase(),
-        method: format!("{:?}", opts.method).to_lowercase(),
+        method: opts.method.name().into(),
         options: opts.to_json(),
         source: SourceInfo { files: source_files },
         tensors: records.clone(),

@@ -644,3 +644,192 @@ pub(super) unsafe fn search_sym_gguf8(
     }
     out
 }
+
+// ---------------------------------------------------------------------------------------------
+// `mse-fast`: the short grid and closed-form refinement of `super::search_sym_fast`, batched.
+
+/// [`super::search_sym_fast`] on sixteen GGUF blocks at once, one block per lane: each lane
+/// performs the scalar search's f32 operations in its order, every choice a per-lane mask, so
+/// each lane's `d`, `err`, `ok` equal the scalar search's result bit for bit (`super::tests`,
+/// `tests/mse_props.rs`). `yt` as in [`search_sym_gguf16`] (the RTN bytes' values: `win` marks
+/// the lanes whose error is strictly below theirs).
+///
+/// # Safety
+/// AVX-512 F/BW/VL and F16C must be available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+pub(super) unsafe fn search_fast16(
+    xt: &Blocks16,
+    yt: &Blocks16,
+    lo: f32,
+    hi: f32,
+    t_rtn: f32,
+    flip: Option<f32>,
+) -> SymFound {
+    const G: usize = super::FAST_G + super::FAST_F;
+    let z = _mm512_setzero_ps();
+    let mut x = [z; 32];
+    for j in 0..32 {
+        // SAFETY: each row of `xt` is 16 f32.
+        x[j] = unsafe { _mm512_loadu_ps(xt[j].as_ptr()) };
+    }
+    let (lov, hiv) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+    let mut mx = x[0];
+    for &v in &x {
+        let gt = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(abs512(v), abs512(mx));
+        mx = _mm512_mask_blend_ps(gt, mx, v);
+    }
+    let mut live = finite512(mx) & _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(mx, z);
+    let one = _mm512_set1_ps(1.0);
+    let inv = _mm512_div_ps(one, mx);
+    let id: [__m512; G] =
+        std::array::from_fn(|g| _mm512_mul_ps(_mm512_set1_ps(super::fast_t(g, t_rtn, flip)), inv));
+    // Grid: sums of every candidate (four, then the rest, interleaved), scored in order.
+    let mut acc = [Acc { err: z, sxu: z, suu: z }; G];
+    let a4 = eval_n::<4, true, false>(&x, &[id[0], id[1], id[2], id[3]], &[z; 4], lov, hiv);
+    acc[..4].copy_from_slice(&a4);
+    let rest: [__m512; G - 4] = std::array::from_fn(|n| id[4 + n]);
+    let ar = eval_n::<{ G - 4 }, true, false>(&x, &rest, &[z; G - 4], lov, hiv);
+    acc[4..].copy_from_slice(&ar);
+    let two = _mm512_set1_ps(2.0);
+    let (mut bs, mut d1, mut have) = (_mm512_set1_ps(f32::INFINITY), z, 0 as __mmask16);
+    for a in &acc {
+        let pos = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a.suu, z);
+        let d = round16::<crate::convert::F16>(_mm512_div_ps(a.sxu, a.suu));
+        let score = _mm512_mul_ps(d, _mm512_sub_ps(_mm512_mul_ps(d, a.suu), _mm512_mul_ps(two, a.sxu)));
+        let c = pos & usable512(d) & finite512(score) & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(score, bs);
+        bs = _mm512_mask_blend_ps(c, bs, score);
+        d1 = _mm512_mask_blend_ps(c, d1, d);
+        have |= c;
+    }
+    live &= have;
+    // The best candidate's codes re-chosen at its scale: exact error and new sums.
+    let [a1] = eval_n::<1, true, true>(&x, &[_mm512_div_ps(one, d1)], &[d1], lov, hiv);
+    let ok1 = live & finite512(a1.err);
+    let (mut err, mut d) = (a1.err, d1);
+    let mut ok = ok1;
+    // Once more at the least-squares scale of those codes, where it differs.
+    let d2 = round16::<crate::convert::F16>(_mm512_div_ps(a1.sxu, a1.suu));
+    let again = live
+        & _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a1.suu, z)
+        & usable512(d2)
+        & _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(d2, d1);
+    if again != 0 {
+        let [a2] = eval_n::<1, false, true>(&x, &[_mm512_div_ps(one, d2)], &[d2], lov, hiv);
+        let take = again & finite512(a2.err) & (!ok1 | _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a2.err, a1.err));
+        err = _mm512_mask_blend_ps(take, err, a2.err);
+        d = _mm512_mask_blend_ps(take, d, d2);
+        ok |= take;
+    }
+    let mut rerr = z;
+    for j in 0..32 {
+        // SAFETY: each row of `yt` is 16 f32.
+        let q = _mm512_sub_ps(x[j], unsafe { _mm512_loadu_ps(yt[j].as_ptr()) });
+        rerr = _mm512_add_ps(rerr, _mm512_mul_ps(q, q));
+    }
+    let win = ok & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(err, rerr);
+    let mut out = SymFound { d: [0.0; 16], err: [0.0; 16], ok, win, codes: [[0; 16]; super::QK] };
+    let idb = _mm512_div_ps(one, d);
+    for j in 0..32 {
+        let u = _mm512_min_ps(_mm512_max_ps(_mm512_roundscale_ps::<RNE>(_mm512_mul_ps(x[j], idb)), lov), hiv);
+        // SAFETY: each row of `codes` is 16 i32.
+        unsafe { _mm512_storeu_si512(out.codes[j].as_mut_ptr().cast(), _mm512_cvtps_epi32(u)) };
+    }
+    // SAFETY: both arrays are 16 f32 long.
+    unsafe {
+        _mm512_storeu_ps(out.d.as_mut_ptr(), d);
+        _mm512_storeu_ps(out.err.as_mut_ptr(), err);
+    }
+    out
+}
+
+/// [`search_fast16`] on eight blocks with AVX2: the same per-lane operations and choices.
+///
+/// # Safety
+/// AVX2 and F16C must be available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn search_fast8(
+    xt: &Blocks8,
+    yt: &Blocks8,
+    lo: f32,
+    hi: f32,
+    t_rtn: f32,
+    flip: Option<f32>,
+) -> SymFound8 {
+    const G: usize = super::FAST_G + super::FAST_F;
+    let z = _mm256_setzero_ps();
+    let mut x = [z; 32];
+    for j in 0..32 {
+        // SAFETY: each row of `xt` is 8 f32.
+        x[j] = unsafe { _mm256_loadu_ps(xt[j].as_ptr()) };
+    }
+    let (lov, hiv) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+    let mut mx = x[0];
+    for &v in &x {
+        mx = _mm256_blendv_ps(mx, v, _mm256_cmp_ps::<_CMP_GT_OQ>(abs8(v), abs8(mx)));
+    }
+    let mut live = _mm256_and_ps(finite8(mx), _mm256_cmp_ps::<_CMP_NEQ_UQ>(mx, z));
+    let one = _mm256_set1_ps(1.0);
+    let inv = _mm256_div_ps(one, mx);
+    let id: [__m256; G] =
+        std::array::from_fn(|g| _mm256_mul_ps(_mm256_set1_ps(super::fast_t(g, t_rtn, flip)), inv));
+    let mut acc = [Acc8 { err: z, sxu: z, suu: z }; G];
+    let a4 = eval_n8::<4, true, false>(&x, &[id[0], id[1], id[2], id[3]], &[z; 4], lov, hiv);
+    acc[..4].copy_from_slice(&a4);
+    let rest: [__m256; G - 4] = std::array::from_fn(|n| id[4 + n]);
+    let ar = eval_n8::<{ G - 4 }, true, false>(&x, &rest, &[z; G - 4], lov, hiv);
+    acc[4..].copy_from_slice(&ar);
+    let two = _mm256_set1_ps(2.0);
+    let (mut bs, mut d1, mut have) = (_mm256_set1_ps(f32::INFINITY), z, z);
+    for a in &acc {
+        let pos = _mm256_cmp_ps::<_CMP_GT_OQ>(a.suu, z);
+        let d = round8::<crate::convert::F16>(_mm256_div_ps(a.sxu, a.suu));
+        let score = _mm256_mul_ps(d, _mm256_sub_ps(_mm256_mul_ps(d, a.suu), _mm256_mul_ps(two, a.sxu)));
+        let c = _mm256_and_ps(_mm256_and_ps(pos, usable8(d)), _mm256_and_ps(finite8(score), lt8(score, bs)));
+        bs = _mm256_blendv_ps(bs, score, c);
+        d1 = _mm256_blendv_ps(d1, d, c);
+        have = _mm256_or_ps(have, c);
+    }
+    live = _mm256_and_ps(live, have);
+    let [a1] = eval_n8::<1, true, true>(&x, &[_mm256_div_ps(one, d1)], &[d1], lov, hiv);
+    let ok1 = _mm256_and_ps(live, finite8(a1.err));
+    let (mut err, mut d, mut ok) = (a1.err, d1, ok1);
+    let d2 = round8::<crate::convert::F16>(_mm256_div_ps(a1.sxu, a1.suu));
+    let again = _mm256_and_ps(
+        _mm256_and_ps(live, _mm256_cmp_ps::<_CMP_GT_OQ>(a1.suu, z)),
+        _mm256_and_ps(usable8(d2), _mm256_cmp_ps::<_CMP_NEQ_UQ>(d2, d1)),
+    );
+    if _mm256_movemask_ps(again) != 0 {
+        let [a2] = eval_n8::<1, false, true>(&x, &[_mm256_div_ps(one, d2)], &[d2], lov, hiv);
+        let better = _mm256_or_ps(_mm256_andnot_ps(ok1, _mm256_castsi256_ps(_mm256_set1_epi32(-1))), lt8(a2.err, a1.err));
+        let take = _mm256_and_ps(_mm256_and_ps(again, finite8(a2.err)), better);
+        err = _mm256_blendv_ps(err, a2.err, take);
+        d = _mm256_blendv_ps(d, d2, take);
+        ok = _mm256_or_ps(ok, take);
+    }
+    let mut rerr = z;
+    for j in 0..32 {
+        // SAFETY: each row of `yt` is 8 f32.
+        let q = _mm256_sub_ps(x[j], unsafe { _mm256_loadu_ps(yt[j].as_ptr()) });
+        rerr = _mm256_add_ps(rerr, _mm256_mul_ps(q, q));
+    }
+    let win = _mm256_and_ps(ok, lt8(err, rerr));
+    let mut out = SymFound8 {
+        d: [0.0; 8],
+        err: [0.0; 8],
+        ok: _mm256_movemask_ps(ok) as u8,
+        win: _mm256_movemask_ps(win) as u8,
+        codes: [[0; 8]; super::QK],
+    };
+    let idb = _mm256_div_ps(one, d);
+    for j in 0..32 {
+        let u = _mm256_min_ps(_mm256_max_ps(_mm256_round_ps::<RNE>(_mm256_mul_ps(x[j], idb)), lov), hiv);
+        // SAFETY: each row of `codes` is 8 i32.
+        unsafe { _mm256_storeu_si256(out.codes[j].as_mut_ptr().cast(), _mm256_cvtps_epi32(u)) };
+    }
+    // SAFETY: both arrays are 8 f32 long.
+    unsafe {
+        _mm256_storeu_ps(out.d.as_mut_ptr(), d);
+        _mm256_storeu_ps(out.err.as_mut_ptr(), err);
+    }
+    out
+}
