@@ -833,3 +833,150 @@ pub(super) unsafe fn search_fast8(
     }
     out
 }
+
+// ---------------------------------------------------------------------------------------------
+// The batched drivers' data movement with AVX-512 (exact: only moves, integer ops and the
+// dequantization's one f32 product, so the bytes do not change).
+
+/// Transpose a 16×16 f32 matrix held as 16 rows (`r[i]` lane `j` = M[i][j]) into its columns
+/// (`out[j]` lane `i` = M[i][j]): 32-bit and 64-bit unpacks, then a 4×4 transpose of the
+/// 128-bit lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+fn transpose16x16(r: &[__m512; 16]) -> [__m512; 16] {
+    let z = _mm512_setzero_ps();
+    let mut t = [z; 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    // u[4i + c] lane l = M[4i..4i+4][4l + c].
+    let mut u = [z; 16];
+    let pd = _mm512_castps_pd;
+    for i in 0..4 {
+        let (a, b, c, d) = (pd(t[4 * i]), pd(t[4 * i + 2]), pd(t[4 * i + 1]), pd(t[4 * i + 3]));
+        u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+        u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+        u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+    }
+    let mut out = [z; 16];
+    for c in 0..4 {
+        let (a0, a1, a2, a3) = (u[c], u[4 + c], u[8 + c], u[12 + c]);
+        let p = _mm512_shuffle_f32x4::<0x44>(a0, a1);
+        let q = _mm512_shuffle_f32x4::<0xee>(a0, a1);
+        let r2 = _mm512_shuffle_f32x4::<0x44>(a2, a3);
+        let s = _mm512_shuffle_f32x4::<0xee>(a2, a3);
+        out[c] = _mm512_shuffle_f32x4::<0x88>(p, r2);
+        out[4 + c] = _mm512_shuffle_f32x4::<0xdd>(p, r2);
+        out[8 + c] = _mm512_shuffle_f32x4::<0x88>(q, s);
+        out[12 + c] = _mm512_shuffle_f32x4::<0xdd>(q, s);
+    }
+    out
+}
+
+/// Sixteen blocks of 32 values, block-major (`src[32·b + j]`), transposed into `dst[j][b]`.
+///
+/// # Safety
+/// AVX-512 F/BW/VL must be available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+pub(super) unsafe fn transpose_blocks16(src: &[f32; 16 * super::QK], dst: &mut Blocks16) {
+    for h in 0..2 {
+        // SAFETY: block b's half h is src[32b + 16h .. +16], in bounds for b < 16.
+        let r: [__m512; 16] = std::array::from_fn(|b| unsafe { _mm512_loadu_ps(src.as_ptr().add(32 * b + 16 * h)) });
+        let c = transpose16x16(&r);
+        for j in 0..16 {
+            // SAFETY: each row of `dst` is 16 f32.
+            unsafe { _mm512_storeu_ps(dst[16 * h + j].as_mut_ptr(), c[j]) };
+        }
+    }
+}
+
+/// The values of sixteen Q4_0 or Q8_0 blocks (`blk`, `nb` ≤ 16 of them; the rest zero),
+/// transposed into `dst[j][b]`: the `gguf` dequantization's `d · q` per element.
+///
+/// # Safety
+/// AVX-512 F/BW/VL and F16C must be available; `blk` holds `nb` blocks of `ty`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+pub(super) unsafe fn dequant_blocks16(ty: crate::gguf::GgmlType, blk: &[u8], nb: usize, dst: &mut Blocks16) {
+    use crate::gguf::GgmlType;
+    let tsz = ty.type_size();
+    let z = _mm512_setzero_ps();
+    let mut rows = [[z; 16]; 2];
+    for b in 0..nb {
+        let p = &blk[b * tsz..(b + 1) * tsz];
+        let d = _mm512_set1_ps(crate::convert::f16_to_f32(u16::from_le_bytes([p[0], p[1]])));
+        let (lo, hi) = match ty {
+            GgmlType::Q4_0 => {
+                // SAFETY: bytes 2..18 of a Q4_0 block.
+                let q = unsafe { _mm_loadu_si128(p[2..18].as_ptr().cast()) };
+                let m = _mm_set1_epi8(0x0f);
+                let l = _mm512_cvtepu8_epi32(_mm_and_si128(q, m));
+                let h = _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16::<4>(q), m));
+                let e = _mm512_set1_epi32(8);
+                (_mm512_sub_epi32(l, e), _mm512_sub_epi32(h, e))
+            }
+            _ => {
+                // Q8_0: bytes 2..34 are the i8 codes.
+                // SAFETY: bytes 2..34 of a Q8_0 block.
+                let (l, h) = unsafe {
+                    (_mm_loadu_si128(p[2..18].as_ptr().cast()), _mm_loadu_si128(p[18..34].as_ptr().cast()))
+                };
+                (_mm512_cvtepi8_epi32(l), _mm512_cvtepi8_epi32(h))
+            }
+        };
+        rows[0][b] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(lo));
+        rows[1][b] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(hi));
+    }
+    for h in 0..2 {
+        let c = transpose16x16(&rows[h]);
+        for j in 0..16 {
+            // SAFETY: each row of `dst` is 16 f32.
+            unsafe { _mm512_storeu_ps(dst[16 * h + j].as_mut_ptr(), c[j]) };
+        }
+    }
+}
+
+/// Write the winning lanes of `f` (`f.win`) over their RTN blocks in `out` (`nb` blocks of
+/// Q4_0 or Q8_0): the f16 scale, then the codes packed as the format stores them.
+///
+/// # Safety
+/// AVX-512 F/BW/VL and F16C must be available; `out` holds `nb` blocks of `ty`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+pub(super) unsafe fn write_blocks16(ty: crate::gguf::GgmlType, f: &SymFound, nb: usize, out: &mut [u8]) {
+    use crate::gguf::GgmlType;
+    if f.win == 0 {
+        return;
+    }
+    let tsz = ty.type_size();
+    // Codes back to block-major: the same transpose on their bit patterns.
+    let mut cols = [[_mm512_setzero_ps(); 16]; 2];
+    for h in 0..2 {
+        // SAFETY: each row of `codes` is 16 i32.
+        let r: [__m512; 16] = std::array::from_fn(|j| unsafe { _mm512_loadu_ps(f.codes[16 * h + j].as_ptr().cast()) });
+        cols[h] = transpose16x16(&r);
+    }
+    for b in 0..nb {
+        if f.win >> b & 1 == 0 {
+            continue;
+        }
+        let p = &mut out[b * tsz..(b + 1) * tsz];
+        p[..2].copy_from_slice(&crate::convert::f32_to_f16(f.d[b]).to_le_bytes());
+        let (lo, hi) = (_mm512_castps_si512(cols[0][b]), _mm512_castps_si512(cols[1][b]));
+        match ty {
+            GgmlType::Q4_0 => {
+                let e = _mm512_set1_epi32(8);
+                let v = _mm512_or_si512(_mm512_add_epi32(lo, e), _mm512_slli_epi32::<4>(_mm512_add_epi32(hi, e)));
+                // SAFETY: bytes 2..18 of a Q4_0 block.
+                unsafe { _mm_storeu_si128(p[2..18].as_mut_ptr().cast(), _mm512_cvtepi32_epi8(v)) };
+            }
+            _ => {
+                // SAFETY: bytes 2..34 of a Q8_0 block.
+                unsafe {
+                    _mm_storeu_si128(p[2..18].as_mut_ptr().cast(), _mm512_cvtepi32_epi8(lo));
+                    _mm_storeu_si128(p[18..34].as_mut_ptr().cast(), _mm512_cvtepi32_epi8(hi));
+                }
+            }
+        }
+    }
+}
