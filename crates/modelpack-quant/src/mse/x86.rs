@@ -171,10 +171,11 @@ struct Acc {
 
 /// Evaluate `N` candidates (inverse step `id[n]`, scale `d[n]`, per lane) on transposed blocks:
 /// `N` independent sequential sums per lane, interleaved to hide the adds' latency. Each lane
-/// does [`super::eval_scalar`]'s operations for `E = f32`, `ASYM = false`.
+/// does [`super::eval_scalar`]'s operations for `E = f32`, `ASYM = false`; with `FMA` each
+/// product is added with one rounding instead (`super::sums_f32`, the `mse-fast` search).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-fn eval_n<const N: usize, const SUMS: bool, const ERR: bool>(
+fn eval_n<const N: usize, const SUMS: bool, const ERR: bool, const FMA: bool>(
     x: &[__m512; 32],
     id: &[__m512; N],
     d: &[__m512; N],
@@ -186,13 +187,16 @@ fn eval_n<const N: usize, const SUMS: bool, const ERR: bool>(
     for &xj in x {
         for n in 0..N {
             let u = _mm512_min_ps(_mm512_max_ps(_mm512_roundscale_ps::<RNE>(_mm512_mul_ps(xj, id[n])), lo), hi);
-            if SUMS {
+            if SUMS && FMA {
+                a[n].sxu = _mm512_fmadd_ps(xj, u, a[n].sxu);
+                a[n].suu = _mm512_fmadd_ps(u, u, a[n].suu);
+            } else if SUMS {
                 a[n].sxu = _mm512_add_ps(a[n].sxu, _mm512_mul_ps(xj, u));
                 a[n].suu = _mm512_add_ps(a[n].suu, _mm512_mul_ps(u, u));
             }
             if ERR {
                 let q = _mm512_sub_ps(xj, _mm512_mul_ps(d[n], u));
-                a[n].err = _mm512_add_ps(a[n].err, _mm512_mul_ps(q, q));
+                a[n].err = if FMA { _mm512_fmadd_ps(q, q, a[n].err) } else { _mm512_add_ps(a[n].err, _mm512_mul_ps(q, q)) };
             }
         }
     }
@@ -241,13 +245,13 @@ fn refine16<const SUMS: bool>(
             dd[n] = d[4 * q + n];
             id[n] = _mm512_div_ps(one, dd[n]);
         }
-        let a = eval_n::<4, false, true>(x, &id, &dd, lo, hi);
+        let a = eval_n::<4, false, true, false>(x, &id, &dd, lo, hi);
         for n in 0..4 {
             offer(&mut best, valid[4 * q + n], dd[n], &a[n]);
         }
     }
     if SUMS {
-        let [a] = eval_n::<1, true, false>(x, &[_mm512_div_ps(one, best.d)], &[best.d], lo, hi);
+        let [a] = eval_n::<1, true, false, false>(x, &[_mm512_div_ps(one, best.d)], &[best.d], lo, hi);
         best.sxu = a.sxu;
         best.suu = a.suu;
     }
@@ -305,7 +309,7 @@ pub(super) unsafe fn search_sym_gguf16(
             };
             id[n] = _mm512_mul_ps(_mm512_set1_ps(t), inv);
         }
-        let a = eval_n::<4, true, false>(&x, &id, &id, lov, hiv);
+        let a = eval_n::<4, true, false, false>(&x, &id, &id, lov, hiv);
         for n in 0..4 {
             let g = 4 * q + n;
             let pos = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a[n].suu, z);
@@ -457,7 +461,7 @@ struct Acc8 {
 /// [`eval_n`] for eight lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn eval_n8<const N: usize, const SUMS: bool, const ERR: bool>(
+fn eval_n8<const N: usize, const SUMS: bool, const ERR: bool, const FMA: bool>(
     x: &[__m256; 32],
     id: &[__m256; N],
     d: &[__m256; N],
@@ -469,13 +473,16 @@ fn eval_n8<const N: usize, const SUMS: bool, const ERR: bool>(
     for &xj in x {
         for n in 0..N {
             let u = _mm256_min_ps(_mm256_max_ps(_mm256_round_ps::<RNE>(_mm256_mul_ps(xj, id[n])), lo), hi);
-            if SUMS {
+            if SUMS && FMA {
+                a[n].sxu = _mm256_fmadd_ps(xj, u, a[n].sxu);
+                a[n].suu = _mm256_fmadd_ps(u, u, a[n].suu);
+            } else if SUMS {
                 a[n].sxu = _mm256_add_ps(a[n].sxu, _mm256_mul_ps(xj, u));
                 a[n].suu = _mm256_add_ps(a[n].suu, _mm256_mul_ps(u, u));
             }
             if ERR {
                 let q = _mm256_sub_ps(xj, _mm256_mul_ps(d[n], u));
-                a[n].err = _mm256_add_ps(a[n].err, _mm256_mul_ps(q, q));
+                a[n].err = if FMA { _mm256_fmadd_ps(q, q, a[n].err) } else { _mm256_add_ps(a[n].err, _mm256_mul_ps(q, q)) };
             }
         }
     }
@@ -511,7 +518,7 @@ fn refine16_8<const SUMS: bool>(
             dd[n] = d[4 * q + n];
             id[n] = _mm256_div_ps(one, dd[n]);
         }
-        let a = eval_n8::<4, false, true>(x, &id, &dd, lo, hi);
+        let a = eval_n8::<4, false, true, false>(x, &id, &dd, lo, hi);
         for n in 0..4 {
             let c = _mm256_and_ps(_mm256_and_ps(valid[4 * q + n], finite8(a[n].err)), lt8(a[n].err, b.err));
             b.err = _mm256_blendv_ps(b.err, a[n].err, c);
@@ -520,7 +527,7 @@ fn refine16_8<const SUMS: bool>(
         }
     }
     if SUMS {
-        let [a] = eval_n8::<1, true, false>(x, &[_mm256_div_ps(one, b.d)], &[b.d], lo, hi);
+        let [a] = eval_n8::<1, true, false, false>(x, &[_mm256_div_ps(one, b.d)], &[b.d], lo, hi);
         b.sxu = a.sxu;
         b.suu = a.suu;
     }
@@ -567,7 +574,7 @@ pub(super) unsafe fn search_sym_gguf8(
             };
             id[n] = _mm256_mul_ps(_mm256_set1_ps(t), inv);
         }
-        let a = eval_n8::<4, true, false>(&x, &id, &id, lov, hiv);
+        let a = eval_n8::<4, true, false, false>(&x, &id, &id, lov, hiv);
         for n in 0..4 {
             let g = 4 * q + n;
             let pos = _mm256_cmp_ps::<_CMP_GT_OQ>(a[n].suu, z);
@@ -684,12 +691,7 @@ pub(super) unsafe fn search_fast16(
     let id: [__m512; G] =
         std::array::from_fn(|g| _mm512_mul_ps(_mm512_set1_ps(super::fast_t(g, t_rtn, flip)), inv));
     // Grid: sums of every candidate (four, then the rest, interleaved), scored in order.
-    let mut acc = [Acc { err: z, sxu: z, suu: z }; G];
-    let a4 = eval_n::<4, true, false>(&x, &[id[0], id[1], id[2], id[3]], &[z; 4], lov, hiv);
-    acc[..4].copy_from_slice(&a4);
-    let rest: [__m512; G - 4] = std::array::from_fn(|n| id[4 + n]);
-    let ar = eval_n::<{ G - 4 }, true, false>(&x, &rest, &[z; G - 4], lov, hiv);
-    acc[4..].copy_from_slice(&ar);
+    let acc = eval_n::<G, true, false, true>(&x, &id, &[z; G], lov, hiv);
     let two = _mm512_set1_ps(2.0);
     let (mut bs, mut d1, mut have) = (_mm512_set1_ps(f32::INFINITY), z, 0 as __mmask16);
     for a in &acc {
@@ -703,7 +705,7 @@ pub(super) unsafe fn search_fast16(
     }
     live &= have;
     // The best candidate's codes re-chosen at its scale: exact error and new sums.
-    let [a1] = eval_n::<1, true, true>(&x, &[_mm512_div_ps(one, d1)], &[d1], lov, hiv);
+    let [a1] = eval_n::<1, true, true, true>(&x, &[_mm512_div_ps(one, d1)], &[d1], lov, hiv);
     let ok1 = live & finite512(a1.err);
     let (mut err, mut d) = (a1.err, d1);
     let mut ok = ok1;
@@ -714,7 +716,7 @@ pub(super) unsafe fn search_fast16(
         & usable512(d2)
         & _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(d2, d1);
     if again != 0 {
-        let [a2] = eval_n::<1, false, true>(&x, &[_mm512_div_ps(one, d2)], &[d2], lov, hiv);
+        let [a2] = eval_n::<1, false, true, true>(&x, &[_mm512_div_ps(one, d2)], &[d2], lov, hiv);
         let take = again & finite512(a2.err) & (!ok1 | _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a2.err, a1.err));
         err = _mm512_mask_blend_ps(take, err, a2.err);
         d = _mm512_mask_blend_ps(take, d, d2);
@@ -773,10 +775,10 @@ pub(super) unsafe fn search_fast8(
     let id: [__m256; G] =
         std::array::from_fn(|g| _mm256_mul_ps(_mm256_set1_ps(super::fast_t(g, t_rtn, flip)), inv));
     let mut acc = [Acc8 { err: z, sxu: z, suu: z }; G];
-    let a4 = eval_n8::<4, true, false>(&x, &[id[0], id[1], id[2], id[3]], &[z; 4], lov, hiv);
+    let a4 = eval_n8::<4, true, false, true>(&x, &[id[0], id[1], id[2], id[3]], &[z; 4], lov, hiv);
     acc[..4].copy_from_slice(&a4);
     let rest: [__m256; G - 4] = std::array::from_fn(|n| id[4 + n]);
-    let ar = eval_n8::<{ G - 4 }, true, false>(&x, &rest, &[z; G - 4], lov, hiv);
+    let ar = eval_n8::<{ G - 4 }, true, false, true>(&x, &rest, &[z; G - 4], lov, hiv);
     acc[4..].copy_from_slice(&ar);
     let two = _mm256_set1_ps(2.0);
     let (mut bs, mut d1, mut have) = (_mm256_set1_ps(f32::INFINITY), z, z);
@@ -790,7 +792,7 @@ pub(super) unsafe fn search_fast8(
         have = _mm256_or_ps(have, c);
     }
     live = _mm256_and_ps(live, have);
-    let [a1] = eval_n8::<1, true, true>(&x, &[_mm256_div_ps(one, d1)], &[d1], lov, hiv);
+    let [a1] = eval_n8::<1, true, true, true>(&x, &[_mm256_div_ps(one, d1)], &[d1], lov, hiv);
     let ok1 = _mm256_and_ps(live, finite8(a1.err));
     let (mut err, mut d, mut ok) = (a1.err, d1, ok1);
     let d2 = round8::<crate::convert::F16>(_mm256_div_ps(a1.sxu, a1.suu));
@@ -799,7 +801,7 @@ pub(super) unsafe fn search_fast8(
         _mm256_and_ps(usable8(d2), _mm256_cmp_ps::<_CMP_NEQ_UQ>(d2, d1)),
     );
     if _mm256_movemask_ps(again) != 0 {
-        let [a2] = eval_n8::<1, false, true>(&x, &[_mm256_div_ps(one, d2)], &[d2], lov, hiv);
+        let [a2] = eval_n8::<1, false, true, true>(&x, &[_mm256_div_ps(one, d2)], &[d2], lov, hiv);
         let better = _mm256_or_ps(_mm256_andnot_ps(ok1, _mm256_castsi256_ps(_mm256_set1_epi32(-1))), lt8(a2.err, a1.err));
         let take = _mm256_and_ps(_mm256_and_ps(again, finite8(a2.err)), better);
         err = _mm256_blendv_ps(err, a2.err, take);
