@@ -266,6 +266,12 @@ pub fn run(a: Args) -> CmdResult {
         (None, false) => None,
     };
     let method = a.method.map_or(Method::default_for_job(target, scheme, gguf_type, gguf_mix), Method::from);
+    // Refused before the matrix is read (`QuantizeOptions::validate` says the same).
+    if method == Method::MseFast && a.imatrix.is_some() {
+        return Err(CmdError::usage(
+            "--method mse-fast has no importance-weighted search: use --method mse with --imatrix",
+        ));
+    }
     let imatrix = a
         .imatrix
         .as_deref()
