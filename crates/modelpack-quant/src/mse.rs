@@ -1413,7 +1413,22 @@ mod tests {
             ("3+1", vec![t * 0.94, t, t * 1.06, f * 1.07]),
             ("4+2", vec![t * 0.9, t * 0.97, t * 1.04, t * 1.11, f, f * 1.07]),
             ("6+2", vec![t * 0.88, t * 0.93, t * 0.98, t * 1.03, t * 1.08, t * 1.13, f * 1.0, f * 1.07]),
-            ("8+3", vec![t * 0.86, t * 0.9, t * 0.94, t * 0.98, t * 1.02, t * 1.06, t * 1.1, t * 1.14, f * 0.98, f * 1.04, f * 1.1]),
+            (
+                "8+3",
+                vec![
+                    t * 0.86,
+                    t * 0.9,
+                    t * 0.94,
+                    t * 0.98,
+                    t * 1.02,
+                    t * 1.06,
+                    t * 1.1,
+                    t * 1.14,
+                    f * 0.98,
+                    f * 1.04,
+                    f * 1.1,
+                ],
+            ),
         ];
         let mut tot_rtn = [0.0f64; 4];
         let mut tot_full = [0.0f64; 4];
@@ -1422,7 +1437,16 @@ mod tests {
         for (b, x) in blocks.iter().enumerate() {
             let k = b % 4;
             let mut blk = [0u8; 18];
-            crate::gguf::quantize_rows_at(Level::Scalar, GgmlType::Q4_0, SrcDtype::F32, bytemuck_f32(x), QK, &mut blk, None).unwrap();
+            crate::gguf::quantize_rows_at(
+                Level::Scalar,
+                GgmlType::Q4_0,
+                SrcDtype::F32,
+                bytemuck_f32(x),
+                QK,
+                &mut blk,
+                None,
+            )
+            .unwrap();
             let mut y = [0.0f32; QK];
             rtn_deq(GgmlType::Q4_0, &blk, &mut y);
             let er = block_err(x, &y) as f64;

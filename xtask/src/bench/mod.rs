@@ -727,7 +727,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
             "cpu int4 (Q4_K_M)",
         ]
         .iter()
-            .any(|t| o.wants(t));
+        .any(|t| o.wants(t));
         if let (Some(py), Some(llama), true) = (&py, &llama, any_peer) {
             let f16 = work.join("f16");
             reset(std::slice::from_ref(&f16))?;

@@ -196,7 +196,8 @@ fn eval_n<const N: usize, const SUMS: bool, const ERR: bool, const FMA: bool>(
             }
             if ERR {
                 let q = _mm512_sub_ps(xj, _mm512_mul_ps(d[n], u));
-                a[n].err = if FMA { _mm512_fmadd_ps(q, q, a[n].err) } else { _mm512_add_ps(a[n].err, _mm512_mul_ps(q, q)) };
+                a[n].err =
+                    if FMA { _mm512_fmadd_ps(q, q, a[n].err) } else { _mm512_add_ps(a[n].err, _mm512_mul_ps(q, q)) };
             }
         }
     }
@@ -482,7 +483,8 @@ fn eval_n8<const N: usize, const SUMS: bool, const ERR: bool, const FMA: bool>(
             }
             if ERR {
                 let q = _mm256_sub_ps(xj, _mm256_mul_ps(d[n], u));
-                a[n].err = if FMA { _mm256_fmadd_ps(q, q, a[n].err) } else { _mm256_add_ps(a[n].err, _mm256_mul_ps(q, q)) };
+                a[n].err =
+                    if FMA { _mm256_fmadd_ps(q, q, a[n].err) } else { _mm256_add_ps(a[n].err, _mm256_mul_ps(q, q)) };
             }
         }
     }
@@ -688,8 +690,7 @@ pub(super) unsafe fn search_fast16(
     let mut live = finite512(mx) & _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(mx, z);
     let one = _mm512_set1_ps(1.0);
     let inv = _mm512_div_ps(one, mx);
-    let id: [__m512; G] =
-        std::array::from_fn(|g| _mm512_mul_ps(_mm512_set1_ps(super::fast_t(g, t_rtn, flip)), inv));
+    let id: [__m512; G] = std::array::from_fn(|g| _mm512_mul_ps(_mm512_set1_ps(super::fast_t(g, t_rtn, flip)), inv));
     // Grid: sums of every candidate (four, then the rest, interleaved), scored in order.
     let acc = eval_n::<G, true, false, true>(&x, &id, &[z; G], lov, hiv);
     let two = _mm512_set1_ps(2.0);
@@ -711,10 +712,8 @@ pub(super) unsafe fn search_fast16(
     let mut ok = ok1;
     // Once more at the least-squares scale of those codes, where it differs.
     let d2 = round16::<crate::convert::F16>(_mm512_div_ps(a1.sxu, a1.suu));
-    let again = live
-        & _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a1.suu, z)
-        & usable512(d2)
-        & _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(d2, d1);
+    let again =
+        live & _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a1.suu, z) & usable512(d2) & _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(d2, d1);
     if again != 0 {
         let [a2] = eval_n::<1, false, true, true>(&x, &[_mm512_div_ps(one, d2)], &[d2], lov, hiv);
         let take = again & finite512(a2.err) & (!ok1 | _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a2.err, a1.err));
@@ -772,8 +771,7 @@ pub(super) unsafe fn search_fast8(
     let mut live = _mm256_and_ps(finite8(mx), _mm256_cmp_ps::<_CMP_NEQ_UQ>(mx, z));
     let one = _mm256_set1_ps(1.0);
     let inv = _mm256_div_ps(one, mx);
-    let id: [__m256; G] =
-        std::array::from_fn(|g| _mm256_mul_ps(_mm256_set1_ps(super::fast_t(g, t_rtn, flip)), inv));
+    let id: [__m256; G] = std::array::from_fn(|g| _mm256_mul_ps(_mm256_set1_ps(super::fast_t(g, t_rtn, flip)), inv));
     let mut acc = [Acc8 { err: z, sxu: z, suu: z }; G];
     let a4 = eval_n8::<4, true, false, true>(&x, &[id[0], id[1], id[2], id[3]], &[z; 4], lov, hiv);
     acc[..4].copy_from_slice(&a4);
@@ -802,7 +800,8 @@ pub(super) unsafe fn search_fast8(
     );
     if _mm256_movemask_ps(again) != 0 {
         let [a2] = eval_n8::<1, false, true, true>(&x, &[_mm256_div_ps(one, d2)], &[d2], lov, hiv);
-        let better = _mm256_or_ps(_mm256_andnot_ps(ok1, _mm256_castsi256_ps(_mm256_set1_epi32(-1))), lt8(a2.err, a1.err));
+        let better =
+            _mm256_or_ps(_mm256_andnot_ps(ok1, _mm256_castsi256_ps(_mm256_set1_epi32(-1))), lt8(a2.err, a1.err));
         let take = _mm256_and_ps(_mm256_and_ps(again, finite8(a2.err)), better);
         err = _mm256_blendv_ps(err, a2.err, take);
         d = _mm256_blendv_ps(d, d2, take);
@@ -921,9 +920,8 @@ pub(super) unsafe fn dequant_blocks16(ty: crate::gguf::GgmlType, blk: &[u8], nb:
             _ => {
                 // Q8_0: bytes 2..34 are the i8 codes.
                 // SAFETY: bytes 2..34 of a Q8_0 block.
-                let (l, h) = unsafe {
-                    (_mm_loadu_si128(p[2..18].as_ptr().cast()), _mm_loadu_si128(p[18..34].as_ptr().cast()))
-                };
+                let (l, h) =
+                    unsafe { (_mm_loadu_si128(p[2..18].as_ptr().cast()), _mm_loadu_si128(p[18..34].as_ptr().cast())) };
                 (_mm512_cvtepi8_epi32(l), _mm512_cvtepi8_epi32(h))
             }
         };
