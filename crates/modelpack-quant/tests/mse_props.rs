@@ -78,6 +78,7 @@ fn not_worse(a: f64, b: f64) -> bool {
 }
 
 /// The `mse` GGUF quantizer, full search or `mse-fast` (`fast`), at `level`.
+#[allow(clippy::too_many_arguments)]
 fn gguf_mse(
     fast: bool,
     level: Level,
