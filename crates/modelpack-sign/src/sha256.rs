@@ -396,7 +396,7 @@ mod tests {
     #[test]
     fn digest_pair_equals_each_alone() {
         use sha2::Digest as _;
-        let data: Vec<u8> = (0..5000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+        let data: Vec<u8> = (0..5100u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
         let lens = [0usize, 1, 55, 56, 63, 64, 65, 127, 128, 129, 1000, 4999];
         for &la in &lens {
             for &lb in &lens {
