@@ -64,6 +64,11 @@ print(json.dumps(out))
 "#;
 
 fn gguf_case(fixture: &str, args: &[&str], want_type: &str, min_gain_db: f64) {
+    gguf_case_as(fixture, args, want_type, min_gain_db, "mse");
+}
+
+/// [`gguf_case`] for a package whose recorded method is `method`.
+fn gguf_case_as(fixture: &str, args: &[&str], want_type: &str, min_gain_db: f64, method: &str) {
     let Some(py) = common::python() else { return };
     let input = common::fixture(fixture);
     let tmp = tempfile::tempdir().unwrap();
@@ -71,10 +76,10 @@ fn gguf_case(fixture: &str, args: &[&str], want_type: &str, min_gain_db: f64) {
     let mut a = vec!["--target", "cpu"];
     a.extend_from_slice(args);
     let report = quantize(&input, &out, &a);
-    assert_eq!(report["method"], "mse", "{args:?}");
+    assert_eq!(report["method"], method, "{args:?}");
     let manifest: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("modelpack.json")).unwrap()).unwrap();
-    assert_eq!(manifest["method"], "mse");
+    assert_eq!(manifest["method"], method);
     let res = common::run_python(&py, GGUF_MSE_JUDGE, &[out.join("model.gguf").as_os_str(), input.as_os_str()]);
     let v: serde_json::Value = serde_json::from_str(res.trim()).unwrap();
     let m = v.as_object().unwrap();
@@ -104,6 +109,43 @@ fn cpu_mse_q4_1_from_f16_decoded_by_gguf_never_worse_than_reference() {
 #[test]
 fn cpu_mse_q8_0_from_f32_decoded_by_gguf_never_worse_than_reference() {
     gguf_case("tiny-llama-f32", &["--scheme", "int8", "--method", "mse"], "Q8_0", 0.1);
+}
+
+/// `--method mse-fast` (the short search): the same independent judge, the same bounds (never
+/// worse than the reference RTN on any block, a clear mean gain).
+#[test]
+fn cpu_mse_fast_q4_0_and_q8_0_decoded_by_gguf_never_worse_than_reference() {
+    gguf_case_as("tiny-llama", &["--scheme", "int4", "--method", "mse-fast"], "Q4_0", 0.2, "mse-fast");
+    gguf_case_as("tiny-llama-f32", &["--scheme", "int8", "--method", "mse-fast"], "Q8_0", 0.1, "mse-fast");
+}
+
+/// `mse-fast` has no compressed-tensors or importance-weighted search: refused (exit 2, a clear
+/// message, nothing written), never silently replaced by another method.
+#[test]
+fn mse_fast_refuses_cuda_and_imatrix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = common::fixture("tiny-llama");
+    for (extra, want) in [
+        (vec!["--target", "cuda", "--scheme", "int4"], "applies to --target cpu"),
+        (vec!["--target", "cpu", "--scheme", "int4", "--imatrix", "no-such.gguf"], "--imatrix"),
+    ] {
+        let out = tmp.path().join("pkg");
+        let o = common::modelpack()
+            .arg("quantize")
+            .arg(&input)
+            .arg("-o")
+            .arg(&out)
+            .args(&extra)
+            .args(["--method", "mse-fast", "--json"])
+            .output()
+            .unwrap();
+        let so = String::from_utf8_lossy(&o.stdout);
+        assert_eq!(o.status.code(), Some(2), "{extra:?}: {so}");
+        let v: serde_json::Value = serde_json::from_str(so.trim()).expect("one JSON document");
+        let msg = v["error"].as_str().unwrap_or_default();
+        assert!(msg.contains(want) && msg.contains("mse-fast"), "{extra:?}: wanted {want:?} in {msg}");
+        assert!(!out.exists(), "a package was left behind");
+    }
 }
 
 /// Decodes our compressed-tensors package with numpy (unpacking int32 words, bf16/f16/f32

@@ -67,6 +67,7 @@ enum Format {
 enum Method {
     Rtn,
     Mse,
+    MseFast,
 }
 
 impl Method {
@@ -74,6 +75,7 @@ impl Method {
         match self {
             Method::Rtn => "rtn",
             Method::Mse => "mse",
+            Method::MseFast => "mse-fast",
         }
     }
 }
@@ -102,6 +104,11 @@ impl Format {
             Format::Q4KM => mse::gguf_supported(GgmlType::Q4_K) && mse::gguf_supported(GgmlType::Q6_K),
             Format::Ct(..) => true,
         };
+        if let Format::Gguf(t) = self {
+            if mse::gguf_fast_supported(*t) {
+                return vec![Method::Rtn, Method::Mse, Method::MseFast];
+            }
+        }
         if mse {
             vec![Method::Rtn, Method::Mse]
         } else {
@@ -436,6 +443,7 @@ fn gguf_variant(t: GgmlType, m: Method, l: &Linear<'_>) -> anyhow::Result<(Vec<f
             |(o, i)| match m {
                 Method::Rtn => gguf::quantize_rows(t, l.src, i, l.cols, o, None),
                 Method::Mse => mse::quantize_gguf_rows(t, l.src, i, l.cols, o, None),
+                Method::MseFast => mse::quantize_gguf_rows_fast(t, l.src, i, l.cols, o, None),
             },
         )
     })?;
@@ -483,7 +491,8 @@ fn ct_variant(s: &CtScheme, sd: ScaleDtype, m: Method, l: &Linear<'_>) -> anyhow
                         ct::CtOutput { packed: p, scale: sk, zp: z.as_deref_mut() },
                         None,
                     ),
-                    Method::Mse => mse::quantize_ct_rows(
+                    // `mse-fast` is GGUF-only (`Format::methods`).
+                    Method::Mse | Method::MseFast => mse::quantize_ct_rows(
                         &ct::CtChunk {
                             scheme: *s,
                             src: l.src,

@@ -21,7 +21,7 @@
 //!
 //! **Configurations**: each GGUF type `modelpack` can write (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q6_K)
 //! for every weight, the `q4_k_m` mix, `bpwX` (`--bpw X`, the size-budgeted mix) and `bpw@TYPE`
-//! (`--bpw` at TYPE's file size on each model: `bpw@q4_0`); methods `rtn`, `mse` (`--method mse`), `default` (no
+//! (`--bpw` at TYPE's file size on each model: `bpw@q4_0`); methods `rtn`, `mse` (`--method mse`), `mse-fast`, `default` (no
 //! `--method`: what a user gets) and `imatrix` (the default method with `--imatrix`). A
 //! configuration whose GGUF is byte-identical to one already measured reuses its figures (the
 //! report says `= rtn`, etc.), so only distinct files are evaluated.
@@ -83,7 +83,7 @@ const CALIBRATION: Text = Text {
 /// Every harness model: name and how it is made from the shipped folder.
 const MODELS: &[(&str, Option<u64>)] = &[("shipped", None), ("rot1", Some(1)), ("rot2", Some(2))];
 const TYPES: &[&str] = &["q4_0", "q4_1", "q5_0", "q8_0", "q4_k", "q6_k", "q4_k_m"];
-const METHODS: &[&str] = &["rtn", "mse", "default", "imatrix"];
+const METHODS: &[&str] = &["rtn", "mse", "mse-fast", "default", "imatrix"];
 
 struct Opts {
     smoke: bool,
@@ -133,7 +133,7 @@ fn parse(args: &[String]) -> anyhow::Result<Opts> {
             "--out" => o.out = PathBuf::from(it.next().context("--out needs a directory")?),
             _ => bail!(
                 "usage: cargo xtask quality --e2e [--smoke] [--chunks N] [--threads N] [--models shipped,rot1,rot2] \
-                 [--texts gpl3,readme] [--types q4_0,...] [--methods rtn,mse,default,imatrix] [--out DIR]"
+                 [--texts gpl3,readme] [--types q4_0,...] [--methods rtn,mse,mse-fast,default,imatrix] [--out DIR]"
             ),
         }
     }
@@ -452,6 +452,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
                 match method.as_str() {
                     "rtn" => a.extend(["--method", "rtn"]),
                     "mse" => a.extend(["--method", "mse"]),
+                    "mse-fast" => a.extend(["--method", "mse-fast"]),
                     "imatrix" => a.extend(["--imatrix", im.as_str()]),
                     _ => {}
                 }

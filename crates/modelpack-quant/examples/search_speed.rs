@@ -1,4 +1,4 @@
-//! Throughput of the searching quantizers (the `mse` method, K-quants, imatrix-weighted
+//! Throughput of the searching quantizers (the `mse` and `mse-fast` methods, K-quants, imatrix-weighted
 //! K-quants) per SIMD level, in Melem per CPU-second of one thread, so it can be read on a
 //! shared machine: `cargo run --profile ci -p modelpack-quant --example search_speed [MiB] [FILTER]`
 //! (FILTER: a substring of e.g. `Q4_0/mse/avx512`). Also the profiling target for `perf record`.
@@ -46,6 +46,7 @@ fn main() {
     println!("| task | level | Melem per CPU-s |\n|---|---|---:|");
     for (ty, method) in [
         (GgmlType::Q4_0, "mse"),
+        (GgmlType::Q4_0, "mse-fast"),
         (GgmlType::Q4_1, "mse"),
         (GgmlType::Q5_0, "mse"),
         (GgmlType::Q8_0, "mse"),
@@ -66,6 +67,7 @@ fn main() {
             for ic in inp.chunks(ROW * chunk_rows * 2) {
                 let r = match method {
                     "mse" => mse::quantize_gguf_rows_at(level, ty, SrcDtype::BF16, ic, ROW, &mut out, None),
+                    "mse-fast" => mse::quantize_gguf_rows_fast_at(level, ty, SrcDtype::BF16, ic, ROW, &mut out, None),
                     "imatrix" => {
                         imatrix::quantize_rows_weighted_at(level, ty, SrcDtype::BF16, ic, ROW, &weights, &mut out, None)
                     }

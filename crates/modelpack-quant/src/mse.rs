@@ -393,6 +393,106 @@ fn search_sym(
     Some(best)
 }
 
+/// Grid of the `mse-fast` search ([`search_sym_fast`]): multiples of the RTN mapping (the code
+/// the largest-|x| element maps to), then of the flipped mapping where the format has one.
+/// Chosen on synthetic Q4_0 blocks (`tests::fast_grid_experiment`: gaussian, outliers,
+/// Laplace, cubed): with the least-squares re-fit these six reach 22.49 / 17.09 / 19.83 /
+/// 19.88 dB against the full search's 22.51 / 17.09 / 19.83 / 19.89 and RTN's 21.97 / 16.82 /
+/// 19.43 / 19.55; four candidates lose 0.02–0.04 dB, eleven gain ≤ 0.01.
+pub(crate) const FAST_GRID: [f32; FAST_G] = [0.90, 0.97, 1.04, 1.11];
+/// Multiples of the flipped mapping in the `mse-fast` grid (formats with one: Q4_0, Q5_0).
+pub(crate) const FAST_FLIP: [f32; FAST_F] = [1.0, 1.07];
+/// Entries of [`FAST_GRID`].
+pub(crate) const FAST_G: usize = 4;
+/// Entries of [`FAST_FLIP`].
+pub(crate) const FAST_F: usize = 2;
+
+/// The `mse-fast` candidate `g`'s mapping of the largest-|x| element (`FAST_GRID` then
+/// `FAST_FLIP`; without a flip mapping the flip entries repeat the RTN one).
+#[inline]
+pub(crate) fn fast_t(g: usize, t_rtn: f32, flip: Option<f32>) -> f32 {
+    match flip {
+        Some(f) if g >= FAST_G => f * FAST_FLIP[g - FAST_G],
+        _ if g >= FAST_G => t_rtn,
+        _ => t_rtn * FAST_GRID[g],
+    }
+}
+
+/// One candidate's sums over a block in element order: codes `u = clamp(round(x·id), lo, hi)`,
+/// `(Σ(x − d·u)², Σxu, Σu²)` (the error only with `ERR`; `d·u` is rounded to f32 as the
+/// runtime's dequantization does). Each product is added with one rounding (fused
+/// multiply-add: IEEE-exact at every level, and a third fewer operations than `mul` + `add`).
+/// The per-lane operations of the batched kernels (`x86::search_fast16` / `search_fast8`).
+#[inline]
+fn sums_f32<const ERR: bool>(x: &[f32], id: f32, d: f32, lo: f32, hi: f32) -> (f32, f32, f32) {
+    let (mut err, mut sxu, mut suu) = (0.0f32, 0.0f32, 0.0f32);
+    for &xj in x {
+        let r = (xj * id).round_ties_even();
+        let u = if r > lo { r } else { lo };
+        let u = if u < hi { u } else { hi };
+        sxu = xj.mul_add(u, sxu);
+        suu = u.mul_add(u, suu);
+        if ERR {
+            let e = xj - d * u;
+            err = e.mul_add(e, err);
+        }
+    }
+    (err, sxu, suu)
+}
+
+/// `--method mse-fast` for the symmetric GGUF types (scale stored as f16, sign free): about
+/// a sixth of [`search_sym`]'s work. Grid: the six [`FAST_GRID`] / [`FAST_FLIP`] mappings, each
+/// scored by the error of its codes at their least-squares scale `d = Σxu/Σu²` (rounded to
+/// f16). Then the best one's codes are re-chosen at that `d` (exact error), and the
+/// least-squares scale of those codes is tried once more (codes re-chosen again, exact
+/// error); the smaller exact error wins. This is the closed-form refinement llama.cpp's
+/// `make_qx_quants` uses, with the f16 rounding of the stored scale inside the loop.
+/// The definition (scalar twin) of the batched kernels, which equal it lane by lane.
+pub(crate) fn search_sym_fast(x: &[f32], lo: f32, hi: f32, t_rtn: f32, flip: Option<f32>) -> Option<Choice> {
+    let ts: [f32; FAST_G + FAST_F] = std::array::from_fn(|g| fast_t(g, t_rtn, flip));
+    search_sym_fast_with(x, lo, hi, &ts)
+}
+
+/// [`search_sym_fast`] on an explicit list of mappings `ts` (the code the largest-|x| element
+/// maps to, per grid candidate).
+fn search_sym_fast_with(x: &[f32], lo: f32, hi: f32, ts: &[f32]) -> Option<Choice> {
+    let mut mx = x[0];
+    for &v in x {
+        if v.abs() > mx.abs() {
+            mx = v;
+        }
+    }
+    if mx == 0.0 || !mx.is_finite() {
+        return None;
+    }
+    let inv = 1.0 / mx;
+    let (mut best_score, mut best_d) = (f32::INFINITY, None);
+    for &t in ts {
+        let id = t * inv;
+        let (_, sxu, suu) = sums_f32::<false>(x, id, 0.0, lo, hi);
+        if suu > 0.0 {
+            let d = fast_round_f16(sxu / suu);
+            let score = d * (d * suu - 2.0 * sxu);
+            if usable(d) && score.is_finite() && score < best_score {
+                (best_score, best_d) = (score, Some(d));
+            }
+        }
+    }
+    let d1 = best_d?;
+    let (e1, sxu, suu) = sums_f32::<true>(x, 1.0 / d1, d1, lo, hi);
+    let mut best = e1.is_finite().then_some(Choice { id: 1.0 / d1, d: d1, m: 0.0, lo, hi, err: e1 });
+    if suu > 0.0 {
+        let d2 = fast_round_f16(sxu / suu);
+        if usable(d2) && d2 != d1 {
+            let (e2, _, _) = sums_f32::<true>(x, 1.0 / d2, d2, lo, hi);
+            if e2.is_finite() && best.is_none_or(|b| e2 < b.err) {
+                best = Some(Choice { id: 1.0 / d2, d: d2, m: 0.0, lo, hi, err: e2 });
+            }
+        }
+    }
+    best
+}
+
 /// Fractions of the range trimmed from the bottom and top by the asymmetric grid.
 const ASYM_TRIM: [(f32, f32); L] = [
     (0.0, 0.0),
@@ -769,6 +869,56 @@ pub fn quantize_gguf_rows_at(
     out: &mut [u8],
     stats: Option<&mut ErrorStats>,
 ) -> Result<(), QuantError> {
+    gguf_rows(level, false, ty, src, input, row_len, out, stats)
+}
+
+/// Whether [`quantize_gguf_rows_fast`] has its own (short) search for `ty`: the symmetric
+/// types. Q4_1 gets the full `mse` search from it; the others their RTN bytes.
+pub const fn gguf_fast_supported(ty: GgmlType) -> bool {
+    matches!(ty, GgmlType::Q8_0 | GgmlType::Q4_0 | GgmlType::Q5_0)
+}
+
+/// `--method mse-fast`: [`quantize_gguf_rows`] with the short search ([`search_sym_fast`]: 6
+/// grid candidates and a closed-form least-squares re-fit, about a sixth of the full search's
+/// work) for the types of [`gguf_fast_supported`]; Q4_1 gets the full search. Same arguments,
+/// errors and format; never worse than RTN on any block; bytes identical at every SIMD level
+/// and thread count.
+pub fn quantize_gguf_rows_fast(
+    ty: GgmlType,
+    src: SrcDtype,
+    input: &[u8],
+    row_len: usize,
+    out: &mut [u8],
+    stats: Option<&mut ErrorStats>,
+) -> Result<(), QuantError> {
+    quantize_gguf_rows_fast_at(simd::active_level(), ty, src, input, row_len, out, stats)
+}
+
+/// [`quantize_gguf_rows_fast`] at an explicit SIMD level (clamped to what the CPU supports).
+pub fn quantize_gguf_rows_fast_at(
+    level: Level,
+    ty: GgmlType,
+    src: SrcDtype,
+    input: &[u8],
+    row_len: usize,
+    out: &mut [u8],
+    stats: Option<&mut ErrorStats>,
+) -> Result<(), QuantError> {
+    gguf_rows(level, true, ty, src, input, row_len, out, stats)
+}
+
+/// The GGUF `mse` driver: RTN bytes, then the full (`fast == false`) or short search per block.
+#[allow(clippy::too_many_arguments)]
+fn gguf_rows(
+    level: Level,
+    fast: bool,
+    ty: GgmlType,
+    src: SrcDtype,
+    input: &[u8],
+    row_len: usize,
+    out: &mut [u8],
+    stats: Option<&mut ErrorStats>,
+) -> Result<(), QuantError> {
     let level = simd::clamp(level);
     // RTN first: validates shapes and finiteness, and is the fallback of every block.
     gguf::quantize_rows_at(level, ty, src, input, row_len, out, None)?;
@@ -808,8 +958,46 @@ pub fn quantize_gguf_rows_at(
                     }
                 }};
             }
+            // AVX-512: the data moves (transposes, RTN values, packing the winners' codes) are
+            // vectorised too; they took as long as the `mse-fast` search itself.
             if level == Level::Avx512 {
-                batched!(16, x86::search_sym_gguf16);
+                let simd_io = matches!(ty, GgmlType::Q4_0 | GgmlType::Q8_0);
+                let mut xb = [0.0f32; 16 * QK];
+                let mut yb = [0.0f32; 16 * QK];
+                let (mut xt, mut yt) = ([[0.0f32; 16]; QK], [[0.0f32; 16]; QK]);
+                for (ib, ob) in input.chunks(16 * in_blk).zip(out.chunks_mut(16 * ob)) {
+                    let nb = ib.len() / in_blk;
+                    load_slice(src, ib, &mut xb[..nb * QK]);
+                    xb[nb * QK..].fill(0.0);
+                    // SAFETY (all four calls): `level` is clamped to what the CPU supports, and
+                    // `ob` holds `nb` blocks of `ty`.
+                    unsafe { x86::transpose_blocks16(&xb, &mut xt) };
+                    if simd_io {
+                        unsafe { x86::dequant_blocks16(ty, ob, nb, &mut yt) };
+                    } else {
+                        let _ = gguf::dequantize_rows(ty, ob, QK, &mut yb[..nb * QK]);
+                        yb[nb * QK..].fill(0.0);
+                        unsafe { x86::transpose_blocks16(&yb, &mut yt) };
+                    }
+                    let f = if fast {
+                        unsafe { x86::search_fast16(&xt, &yt, lo, hi, t, flip) }
+                    } else {
+                        unsafe { x86::search_sym_gguf16(&xt, &yt, lo, hi, t, flip) }
+                    };
+                    if simd_io {
+                        unsafe { x86::write_blocks16(ty, &f, nb, ob) };
+                    } else {
+                        for (b, blk) in ob.chunks_exact_mut(ty.type_size()).enumerate() {
+                            if f.win >> b & 1 == 1 {
+                                write_block(ty, f.d[b], 0.0, |j| f.codes[j][b], blk);
+                            }
+                        }
+                    }
+                }
+                return finish_stats(level, ty, src, input, out, stats);
+            }
+            if fast {
+                batched!(8, x86::search_fast8);
             } else {
                 batched!(8, x86::search_sym_gguf8);
             }
@@ -817,7 +1005,10 @@ pub fn quantize_gguf_rows_at(
         }
         for (ib, blk) in input.chunks_exact(in_blk).zip(out.chunks_exact_mut(ob)) {
             load_slice(src, ib, &mut x);
-            gguf_block(level, ty, &x, blk);
+            match (fast, sym_params(ty)) {
+                (true, Some((lo, hi, t, flip))) => gguf_finish(ty, &x, blk, search_sym_fast(&x, lo, hi, t, flip)),
+                _ => gguf_block(level, ty, &x, blk),
+            }
         }
     }
     finish_stats(level, ty, src, input, out, stats)
@@ -1098,7 +1289,191 @@ mod tests {
                     }
                 }
             }
+            // `mse-fast`: both batched kernels equal the one-block search lane by lane.
+            for ty in [GgmlType::Q4_0, GgmlType::Q5_0, GgmlType::Q8_0] {
+                let (lo, hi, t, flip) = sym_params(ty).unwrap();
+                // SAFETY: AVX-512 checked above; AVX-512 machines have AVX2 and F16C.
+                let f = unsafe { x86::search_fast16(&xt, &[[0.0; 16]; QK], lo, hi, t, flip) };
+                for b in 0..16 {
+                    let f8 = unsafe { x86::search_fast8(&xt8[b / 8], &[[0.0; 8]; QK], lo, hi, t, flip) };
+                    let l8 = b % 8;
+                    let want = search_sym_fast(&xs[b], lo, hi, t, flip);
+                    let wins = want.is_some_and(|c| c.err < block_err(&xs[b], &[0.0; QK]));
+                    let got16 = (f.ok >> b & 1 == 1).then_some((f.d[b].to_bits(), f.err[b].to_bits()));
+                    let got8 = (f8.ok >> l8 & 1 == 1).then_some((f8.d[l8].to_bits(), f8.err[l8].to_bits()));
+                    let want_bits = want.map(|c| (c.d.to_bits(), c.err.to_bits()));
+                    assert_eq!(got16, want_bits, "fast {ty} iter {iter} block {b}");
+                    assert_eq!(got8, want_bits, "fast8 {ty} iter {iter} block {b}");
+                    assert_eq!(f.win >> b & 1 == 1, wins, "fast {ty} iter {iter} block {b}");
+                    assert_eq!(f8.win >> l8 & 1 == 1, wins, "fast8 {ty} iter {iter} block {b}");
+                    if let (true, Some(c)) = (wins, want) {
+                        for j in 0..QK {
+                            let code = c.code(xs[b][j], false) as i32;
+                            assert_eq!((f.codes[j][b], f8.codes[j][l8]), (code, code), "fast {ty} {iter} {b} {j}");
+                        }
+                    }
+                }
+            }
         }
+    }
+
+    /// The AVX-512 drivers' data moves equal their scalar definitions: the transpose, the RTN
+    /// values (`gguf::dequantize_rows`, transposed) and the packing of the winners (`write_block`).
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_block_moves_equal_scalar() {
+        if simd::clamp(Level::Avx512) != Level::Avx512 {
+            eprintln!("no AVX-512 on this machine: nothing to compare");
+            return;
+        }
+        let mut rng = Rng(0x7a5e_0f16);
+        for iter in 0..200 {
+            let nb = 1 + iter % 16;
+            let xb: [f32; 16 * QK] = std::array::from_fn(|_| rng.val());
+            let mut xt: x86::Blocks16 = [[0.0; 16]; QK];
+            // SAFETY: AVX-512 checked above.
+            unsafe { x86::transpose_blocks16(&xb, &mut xt) };
+            for b in 0..16 {
+                for j in 0..QK {
+                    assert_eq!(xt[j][b].to_bits(), xb[b * QK + j].to_bits(), "transpose {iter} {b} {j}");
+                }
+            }
+            for ty in [GgmlType::Q4_0, GgmlType::Q8_0] {
+                let ts = ty.type_size();
+                let blk: Vec<u8> = (0..nb * ts)
+                    .map(|i| if i % ts < 2 { (rng.next() % 0x7c) as u8 } else { rng.next() as u8 })
+                    .collect();
+                let mut want = vec![0.0f32; nb * QK];
+                gguf::dequantize_rows(ty, &blk, QK, &mut want).unwrap();
+                let mut yt: x86::Blocks16 = [[1.0; 16]; QK];
+                // SAFETY: AVX-512 checked above; `blk` holds `nb` blocks.
+                unsafe { x86::dequant_blocks16(ty, &blk, nb, &mut yt) };
+                for b in 0..16 {
+                    for j in 0..QK {
+                        let w = if b < nb { want[b * QK + j] } else { 0.0 };
+                        assert_eq!(yt[j][b].to_bits(), w.to_bits(), "{ty} dequant {iter} {b} {j}");
+                    }
+                }
+                let (lo, hi) = if ty == GgmlType::Q4_0 { (-8, 7) } else { (-127, 127) };
+                let mut f = x86::SymFound {
+                    d: std::array::from_fn(|_| rng.val()),
+                    err: [0.0; 16],
+                    ok: 0,
+                    win: rng.next() as u16,
+                    codes: [[0; 16]; QK],
+                };
+                for j in 0..QK {
+                    for b in 0..16 {
+                        f.codes[j][b] = lo + (rng.next() % (hi - lo + 1) as u64) as i32;
+                    }
+                }
+                let mut got = blk.clone();
+                let mut want = blk.clone();
+                // SAFETY: AVX-512 checked above; `got` holds `nb` blocks.
+                unsafe { x86::write_blocks16(ty, &f, nb, &mut got) };
+                for (b, o) in want.chunks_exact_mut(ts).enumerate() {
+                    if f.win >> b & 1 == 1 {
+                        write_block(ty, f.d[b], 0.0, |j| f.codes[j][b], o);
+                    }
+                }
+                assert_eq!(got, want, "{ty} write {iter}");
+            }
+        }
+    }
+
+    /// The weight error of rtn, `mse` and `mse-fast` grids on synthetic Q4_0 blocks (gaussian,
+    /// outliers, Laplace, cubed): `mse-fast`'s grid keeps nearly all of the full search's gain
+    /// over rtn. With `--nocapture` it prints the figures behind [`FAST_GRID`]'s choice.
+    #[test]
+    fn fast_grid_experiment() {
+        let mut rng = Rng(0x1234_5678_9abc_def1);
+        let mut unif = move || (rng.next() >> 40) as f32 / (1u64 << 24) as f32;
+        let nb = 20000;
+        let mut blocks = Vec::new();
+        for b in 0..nb {
+            let kind = b % 4;
+            let mut x = [0.0f32; QK];
+            for v in x.iter_mut() {
+                let g = unif() + unif() + unif() - 1.5;
+                *v = match kind {
+                    0 => g,
+                    1 => g * if unif() < 1.0 / 64.0 { 8.0 } else { 1.0 },
+                    2 => -(unif().max(1e-7)).ln() * if unif() < 0.5 { 1.0 } else { -1.0 },
+                    _ => g * g * g,
+                };
+            }
+            blocks.push(x);
+        }
+        let (lo, hi, t, flip) = sym_params(GgmlType::Q4_0).unwrap();
+        let f = flip.unwrap();
+        let grids: Vec<(&str, Vec<f32>)> = vec![
+            ("const", (0..FAST_G + FAST_F).map(|g| fast_t(g, t, flip)).collect()),
+            ("5+2", vec![t * 0.88, t * 0.94, t, t * 1.06, t * 1.12, f, f * 1.07]),
+            ("rtn only", vec![t]),
+            ("3+1", vec![t * 0.94, t, t * 1.06, f * 1.07]),
+            ("4+2", vec![t * 0.9, t * 0.97, t * 1.04, t * 1.11, f, f * 1.07]),
+            ("6+2", vec![t * 0.88, t * 0.93, t * 0.98, t * 1.03, t * 1.08, t * 1.13, f * 1.0, f * 1.07]),
+            (
+                "8+3",
+                vec![
+                    t * 0.86,
+                    t * 0.9,
+                    t * 0.94,
+                    t * 0.98,
+                    t * 1.02,
+                    t * 1.06,
+                    t * 1.1,
+                    t * 1.14,
+                    f * 0.98,
+                    f * 1.04,
+                    f * 1.1,
+                ],
+            ),
+        ];
+        let mut tot_rtn = [0.0f64; 4];
+        let mut tot_full = [0.0f64; 4];
+        let mut tot = vec![[0.0f64; 4]; grids.len()];
+        let mut sig = [0.0f64; 4];
+        for (b, x) in blocks.iter().enumerate() {
+            let k = b % 4;
+            let mut blk = [0u8; 18];
+            crate::gguf::quantize_rows_at(
+                Level::Scalar,
+                GgmlType::Q4_0,
+                SrcDtype::F32,
+                bytemuck_f32(x),
+                QK,
+                &mut blk,
+                None,
+            )
+            .unwrap();
+            let mut y = [0.0f32; QK];
+            rtn_deq(GgmlType::Q4_0, &blk, &mut y);
+            let er = block_err(x, &y) as f64;
+            sig[k] += x.iter().map(|v| (*v as f64).powi(2)).sum::<f64>();
+            tot_rtn[k] += er;
+            let full = search_sym(Level::Scalar, ScaleDtype::F32, Store::F16, x, lo, hi, t, flip, false);
+            tot_full[k] += full.map_or(er, |c| (c.err as f64).min(er));
+            for (i, (_, ts)) in grids.iter().enumerate() {
+                let c = search_sym_fast_with(x, lo, hi, ts);
+                tot[i][k] += c.map_or(er, |c| (c.err as f64).min(er));
+            }
+        }
+        let db = |e: f64, s: f64| 10.0 * (s / e).log10();
+        for k in 0..4 {
+            eprintln!("kind {k}: rtn {:.3} dB, full {:.3} dB", db(tot_rtn[k], sig[k]), db(tot_full[k], sig[k]));
+            for (i, (name, _)) in grids.iter().enumerate() {
+                eprintln!("   {name}: {:.3} dB", db(tot[i][k], sig[k]));
+            }
+            // The shipped grid ("const"): at least 90 % of the full search's gain over rtn.
+            let (r, f, c) = (db(tot_rtn[k], sig[k]), db(tot_full[k], sig[k]), db(tot[0][k], sig[k]));
+            assert!(f > r && c - r >= 0.9 * (f - r), "kind {k}: rtn {r:.3} full {f:.3} mse-fast {c:.3} dB");
+        }
+    }
+
+    fn bytemuck_f32(x: &[f32]) -> &[u8] {
+        // SAFETY: f32 has no padding and any byte pattern is a valid u8.
+        unsafe { std::slice::from_raw_parts(x.as_ptr().cast(), x.len() * 4) }
     }
 
     /// The fast f16 paths equal the exact conversions: rounding for every 2^16-th f32 pattern

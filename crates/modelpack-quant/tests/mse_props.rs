@@ -1,4 +1,4 @@
-//! Property tests of `--method mse` (`modelpack_quant::mse`): every SIMD level writes the same
+//! Property tests of `--method mse` and `mse-fast` (`modelpack_quant::mse`): every SIMD level writes the same
 //! bytes and statistics as the scalar path; on every block / group the error is never larger
 //! than round-to-nearest's (errors recomputed here in f64 from the bytes, with the runtime's
 //! dequantization formula); chunking does not change the bytes; NaN/±inf is refused exactly like
@@ -77,46 +77,68 @@ fn not_worse(a: f64, b: f64) -> bool {
     !b.is_finite() || a <= b * (1.0 + 1e-5) + 1e-40
 }
 
+/// The `mse` GGUF quantizer, full search or `mse-fast` (`fast`), at `level`.
+#[allow(clippy::too_many_arguments)]
+fn gguf_mse(
+    fast: bool,
+    level: Level,
+    ty: GgmlType,
+    src: SrcDtype,
+    inp: &[u8],
+    row_len: usize,
+    out: &mut [u8],
+    st: Option<&mut ErrorStats>,
+) -> Result<(), QuantError> {
+    if fast {
+        mse::quantize_gguf_rows_fast_at(level, ty, src, inp, row_len, out, st)
+    } else {
+        mse::quantize_gguf_rows_at(level, ty, src, inp, row_len, out, st)
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
 
     #[test]
     fn gguf_mse_same_bytes_at_every_level_and_never_worse_than_rtn((x, row_len, _rows) in data(32, 9)) {
-        for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0] {
-            for src in [SrcDtype::F32, SrcDtype::F16, SrcDtype::BF16] {
-                let inp = encode(src, &x);
-                let xs = decode(src, &inp);
-                if xs.iter().any(|v| !v.is_finite()) {
-                    continue; // f16 overflow: covered by the non-finite test
-                }
-                let nb = ty.row_bytes(row_len).unwrap() * (x.len() / row_len);
-                let mut want = vec![0u8; nb];
-                let mut want_st = ErrorStats::new();
-                mse::quantize_gguf_rows_at(Level::Scalar, ty, src, &inp, row_len, &mut want, Some(&mut want_st)).unwrap();
-                for level in Level::supported() {
-                    let mut got = vec![0u8; nb];
-                    let mut st = ErrorStats::new();
-                    mse::quantize_gguf_rows_at(level, ty, src, &inp, row_len, &mut got, Some(&mut st)).unwrap();
-                    prop_assert!(got == want, "{ty} {src:?} {level:?}: bytes differ from scalar");
-                    prop_assert_eq!(format!("{st:?}"), format!("{want_st:?}")); // NaN-safe
-                }
-                // Chunking: one row at a time gives the same bytes.
-                let rb = ty.row_bytes(row_len).unwrap();
-                for (r, ob) in want.chunks(rb).enumerate() {
-                    let mut one = vec![0u8; rb];
-                    let ib = &inp[r * row_len * src.size()..(r + 1) * row_len * src.size()];
-                    mse::quantize_gguf_rows_at(Level::Scalar, ty, src, ib, row_len, &mut one, None).unwrap();
-                    prop_assert!(one == ob);
-                }
-                let mut rtn = vec![0u8; nb];
-                gguf::quantize_rows_at(Level::Scalar, ty, src, &inp, row_len, &mut rtn, None).unwrap();
-                let (mut ym, mut yr) = (vec![0f32; xs.len()], vec![0f32; xs.len()]);
-                gguf::dequantize_rows(ty, &want, row_len, &mut ym).unwrap();
-                gguf::dequantize_rows(ty, &rtn, row_len, &mut yr).unwrap();
-                for b in 0..xs.len() / 32 {
-                    let r = b * 32..(b + 1) * 32;
-                    let (em, er) = (err64(&xs[r.clone()], &ym[r.clone()]), err64(&xs[r.clone()], &yr[r]));
-                    prop_assert!(not_worse(em, er), "{ty} {src:?} block {b}: mse {em} > rtn {er}");
+        // Both searches: `mse` and `mse-fast`.
+        for fast in [false, true] {
+            for ty in [GgmlType::Q8_0, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0] {
+                for src in [SrcDtype::F32, SrcDtype::F16, SrcDtype::BF16] {
+                    let inp = encode(src, &x);
+                    let xs = decode(src, &inp);
+                    if xs.iter().any(|v| !v.is_finite()) {
+                        continue; // f16 overflow: covered by the non-finite test
+                    }
+                    let nb = ty.row_bytes(row_len).unwrap() * (x.len() / row_len);
+                    let mut want = vec![0u8; nb];
+                    let mut want_st = ErrorStats::new();
+                    gguf_mse(fast, Level::Scalar, ty, src, &inp, row_len, &mut want, Some(&mut want_st)).unwrap();
+                    for level in Level::supported() {
+                        let mut got = vec![0u8; nb];
+                        let mut st = ErrorStats::new();
+                        gguf_mse(fast, level, ty, src, &inp, row_len, &mut got, Some(&mut st)).unwrap();
+                        prop_assert!(got == want, "{ty} {src:?} {level:?} fast {fast}: bytes differ from scalar");
+                        prop_assert_eq!(format!("{st:?}"), format!("{want_st:?}")); // NaN-safe
+                    }
+                    // Chunking: one row at a time gives the same bytes.
+                    let rb = ty.row_bytes(row_len).unwrap();
+                    for (r, ob) in want.chunks(rb).enumerate() {
+                        let mut one = vec![0u8; rb];
+                        let ib = &inp[r * row_len * src.size()..(r + 1) * row_len * src.size()];
+                        gguf_mse(fast, Level::Scalar, ty, src, ib, row_len, &mut one, None).unwrap();
+                        prop_assert!(one == ob);
+                    }
+                    let mut rtn = vec![0u8; nb];
+                    gguf::quantize_rows_at(Level::Scalar, ty, src, &inp, row_len, &mut rtn, None).unwrap();
+                    let (mut ym, mut yr) = (vec![0f32; xs.len()], vec![0f32; xs.len()]);
+                    gguf::dequantize_rows(ty, &want, row_len, &mut ym).unwrap();
+                    gguf::dequantize_rows(ty, &rtn, row_len, &mut yr).unwrap();
+                    for b in 0..xs.len() / 32 {
+                        let r = b * 32..(b + 1) * 32;
+                        let (em, er) = (err64(&xs[r.clone()], &ym[r.clone()]), err64(&xs[r.clone()], &yr[r]));
+                        prop_assert!(not_worse(em, er), "{ty} {src:?} fast {fast} block {b}: mse {em} > rtn {er}");
+                    }
                 }
             }
         }
@@ -191,10 +213,12 @@ proptest! {
             let mut b = a.clone();
             let e1 = gguf::quantize_rows_at(Level::Scalar, ty, SrcDtype::F32, &inp, 96, &mut a, None);
             for level in Level::supported() {
-                let e2 = mse::quantize_gguf_rows_at(level, ty, SrcDtype::F32, &inp, 96, &mut b, None);
-                prop_assert_eq!(format!("{e1:?}"), format!("{e2:?}"));
-                let ok = matches!(e2, Err(QuantError::NonFinite { index, .. }) if index == pos);
-                prop_assert!(ok, "{:?}", e2);
+                for fast in [false, true] {
+                    let e2 = gguf_mse(fast, level, ty, SrcDtype::F32, &inp, 96, &mut b, None);
+                    prop_assert_eq!(format!("{e1:?}"), format!("{e2:?}"));
+                    let ok = matches!(e2, Err(QuantError::NonFinite { index, .. }) if index == pos);
+                    prop_assert!(ok, "{:?}", e2);
+                }
             }
         }
         let s = CtScheme::w4_group_sym(32);

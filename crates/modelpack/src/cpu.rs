@@ -788,12 +788,14 @@ fn block_of(name: &str) -> i64 {
 
 /// The method a tensor of type `ty` really gets when `method` is asked for: `mse` only where
 /// [`crate::quant::mse::gguf_supported`] has a search (the K-quants keep llama.cpp's rounding, so
-/// calling them `mse` would be false provenance); `None` for float types, which
-/// are converted, not quantized.
+/// calling them `mse` would be false provenance); `mse-fast` only where
+/// [`crate::quant::mse::gguf_fast_supported`] has its short search (Q4_1 gets, and says, `mse`);
+/// `None` for float types, which are converted, not quantized.
 pub fn method_used(method: Method, ty: GgmlType) -> Option<&'static str> {
     match ty {
         GgmlType::F32 | GgmlType::F16 | GgmlType::BF16 => None,
-        _ if method == Method::Mse && crate::quant::mse::gguf_supported(ty) => Some("mse"),
+        _ if method == Method::MseFast && crate::quant::mse::gguf_fast_supported(ty) => Some("mse-fast"),
+        _ if method != Method::Rtn && crate::quant::mse::gguf_supported(ty) => Some("mse"),
         _ => Some("rtn"),
     }
 }
@@ -970,6 +972,9 @@ impl CpuPlan {
             None if self.method == Method::Mse => {
                 crate::quant::mse::quantize_gguf_rows(ty, src, input, row_len, out, stats)
             }
+            None if self.method == Method::MseFast => {
+                crate::quant::mse::quantize_gguf_rows_fast(ty, src, input, row_len, out, stats)
+            }
             None => crate::quant::gguf::quantize_rows(ty, src, input, row_len, out, stats),
         }
     }
@@ -1135,6 +1140,8 @@ impl CpuPlan {
             let o = &mut out[b * bb..(b + 1) * bb];
             if self.method == Method::Mse {
                 crate::quant::mse::quantize_gguf_rows(GgmlType::Q4_0, SrcDtype::F32, input, 32, o, None)?;
+            } else if self.method == Method::MseFast {
+                crate::quant::mse::quantize_gguf_rows_fast(GgmlType::Q4_0, SrcDtype::F32, input, 32, o, None)?;
             } else {
                 crate::quant::gguf::quantize_rows(GgmlType::Q4_0, SrcDtype::F32, input, 32, o, None)?;
             }

@@ -926,7 +926,7 @@ impl CudaPlan {
                             if md.scheme.symmetric { " sym" } else { " asym" }
                         ),
                         // Every compressed-tensors scheme has an mse search: the method asked for.
-                        method: Some(format!("{:?}", self.method).to_lowercase()),
+                        method: Some(self.method.name().into()),
                         bytes_out: bytes,
                         sqnr_db: None,
                         rel_rmse: None,

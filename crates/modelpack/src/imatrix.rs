@@ -165,7 +165,10 @@ pub fn quantize_rows(
 ) -> Result<(), QuantError> {
     match method {
         Method::Rtn => quantize_rows_weighted(ty, src, input, row_len, weights, out, stats),
-        Method::Mse => crate::quant::imatrix::quantize_rows_mse(ty, src, input, row_len, weights, out, stats),
+        // `mse-fast` with an imatrix is refused by `Options::validate`; kept total here.
+        Method::Mse | Method::MseFast => {
+            crate::quant::imatrix::quantize_rows_mse(ty, src, input, row_len, weights, out, stats)
+        }
     }
 }
 

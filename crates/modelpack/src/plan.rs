@@ -31,9 +31,22 @@ pub enum Method {
     Rtn,
     /// Error-minimising scale search per block/group (same on-disk format, smaller error).
     Mse,
+    /// `mse` with a short search for the symmetric GGUF types (Q4_0, Q5_0, Q8_0): 6 grid
+    /// candidates and a closed-form least-squares re-fit instead of 32 and two refinement
+    /// rounds of 16, about a sixth of the work. cpu target only; Q4_1 gets the full search.
+    MseFast,
 }
 
 impl Method {
+    /// The name on the command line and in the manifest (`rtn`, `mse`, `mse-fast`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            Method::Rtn => "rtn",
+            Method::Mse => "mse",
+            Method::MseFast => "mse-fast",
+        }
+    }
+
     /// The cuda target's method when `--method` is not given: `mse` for int4 (the quality
     /// gain is largest there), `rtn` for int8 (byte-identical to the reference tools, and mse
     /// gains little at 8 bits).
@@ -177,6 +190,12 @@ impl QuantizeOptions {
             if millibits > 16_000 {
                 return refuse("--bpw above 16 (F16) is not a quantization budget");
             }
+        }
+        if self.method == Method::MseFast && self.target != Target::Cpu {
+            return refuse("--method mse-fast applies to --target cpu (use --method mse for compressed-tensors)");
+        }
+        if self.method == Method::MseFast && self.imatrix.is_some() {
+            return refuse("--method mse-fast has no importance-weighted search: use --method mse with --imatrix");
         }
         if self.imatrix.is_some() && self.target == Target::Cuda && self.method != Method::Mse {
             return refuse(

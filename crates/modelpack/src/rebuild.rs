@@ -127,6 +127,7 @@ pub fn options_from_manifest(m: &PackageManifest) -> Result<QuantizeOptions, Reb
     let method = match m.method.as_str() {
         "rtn" => Method::Rtn,
         "mse" => Method::Mse,
+        "mse-fast" => Method::MseFast,
         s => return Err(recipe(format!("method {s:?}"))),
     };
     let o = m.options.as_object().ok_or_else(|| recipe("options is not an object"))?;

@@ -225,7 +225,7 @@ pub fn quantize(job: &QuantizeJob, progress: &(dyn Fn(u64, u64) + Sync)) -> Resu
         tool: ToolInfo { name: "modelpack".into(), version: env!("CARGO_PKG_VERSION").into() },
         target: target_name(opts.target).into(),
         scheme: format!("{:?}", opts.scheme).to_lowercase(),
-        method: format!("{:?}", opts.method).to_lowercase(),
+        method: opts.method.name().into(),
         options: opts.to_json(),
         source: SourceInfo { files: source_files },
         tensors: records.clone(),
@@ -357,17 +357,47 @@ fn hash_sources(
         };
         Ok(SourceFile { name, size, sha256 })
     };
+    // With digests, the shards (memory-mapped) are hashed two at a time by one thread,
+    // interleaved with SHA-NI (`digest_pair`): one SHA-256 stream is bound by the rounds'
+    // latency, so a pair costs far less than two streams one after the other. Biggest first,
+    // so the two of a pair have about the same length. Everything else goes one at a time.
+    let shard_of = |p: &PathBuf| ckpt.shards().iter().find(|s| s.path() == p.as_path());
+    let mut items: Vec<(usize, Option<usize>)> = Vec::new();
+    if with_digests {
+        let mut sh: Vec<usize> = (0..files.len()).filter(|&i| shard_of(&files[i]).is_some()).collect();
+        sh.sort_by_key(|&i| std::cmp::Reverse(shard_of(&files[i]).map_or(0, |s| s.size())));
+        for pair in sh.chunks(2) {
+            items.push((pair[0], pair.get(1).copied()));
+        }
+        items.extend((0..files.len()).filter(|&i| shard_of(&files[i]).is_none()).map(|i| (i, None)));
+    } else {
+        items.extend((0..files.len()).map(|i| (i, None)));
+    }
+    let pair = |i: usize, j: usize| -> Vec<SourceFile> {
+        let (a, b) = (shard_of(&files[i]), shard_of(&files[j]));
+        let (Some(a), Some(b)) = (a, b) else { unreachable!("pairs are made of shards") };
+        let stop = || cancel.load(Ordering::Relaxed);
+        let (da, db) = modelpack_sign::sha256::digest_pair(a.bytes(), b.bytes(), 8 << 20, &stop);
+        let name = |p: &PathBuf| p.strip_prefix(root).unwrap_or(p).to_string_lossy().replace('\\', "/");
+        vec![
+            SourceFile { name: name(&files[i]), size: a.size(), sha256: Some(hex::encode(da)) },
+            SourceFile { name: name(&files[j]), size: b.size(), sha256: Some(hex::encode(db)) },
+        ]
+    };
     let next = AtomicUsize::new(0);
-    let threads = if with_digests { rayon::current_num_threads().clamp(1, files.len().max(1)) } else { 1 };
+    let threads = if with_digests { rayon::current_num_threads().clamp(1, items.len().max(1)) } else { 1 };
     let mut out: Vec<SourceFile> = std::thread::scope(|scope| {
         let hs: Vec<_> = (0..threads)
             .map(|_| {
                 scope.spawn(|| {
                     let mut mine = Vec::new();
                     loop {
-                        let i = next.fetch_add(1, Ordering::Relaxed);
-                        let Some(p) = files.get(i) else { break };
-                        mine.push(one(p)?);
+                        let k = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(&(i, j)) = items.get(k) else { break };
+                        match j {
+                            Some(j) => mine.extend(pair(i, j)),
+                            None => mine.push(one(&files[i])?),
+                        }
                     }
                     Ok::<_, SignError>(mine)
                 })

@@ -171,10 +171,11 @@ struct Acc {
 
 /// Evaluate `N` candidates (inverse step `id[n]`, scale `d[n]`, per lane) on transposed blocks:
 /// `N` independent sequential sums per lane, interleaved to hide the adds' latency. Each lane
-/// does [`super::eval_scalar`]'s operations for `E = f32`, `ASYM = false`.
+/// does [`super::eval_scalar`]'s operations for `E = f32`, `ASYM = false`; with `FMA` each
+/// product is added with one rounding instead (`super::sums_f32`, the `mse-fast` search).
 #[inline]
 #[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
-fn eval_n<const N: usize, const SUMS: bool, const ERR: bool>(
+fn eval_n<const N: usize, const SUMS: bool, const ERR: bool, const FMA: bool>(
     x: &[__m512; 32],
     id: &[__m512; N],
     d: &[__m512; N],
@@ -186,13 +187,17 @@ fn eval_n<const N: usize, const SUMS: bool, const ERR: bool>(
     for &xj in x {
         for n in 0..N {
             let u = _mm512_min_ps(_mm512_max_ps(_mm512_roundscale_ps::<RNE>(_mm512_mul_ps(xj, id[n])), lo), hi);
-            if SUMS {
+            if SUMS && FMA {
+                a[n].sxu = _mm512_fmadd_ps(xj, u, a[n].sxu);
+                a[n].suu = _mm512_fmadd_ps(u, u, a[n].suu);
+            } else if SUMS {
                 a[n].sxu = _mm512_add_ps(a[n].sxu, _mm512_mul_ps(xj, u));
                 a[n].suu = _mm512_add_ps(a[n].suu, _mm512_mul_ps(u, u));
             }
             if ERR {
                 let q = _mm512_sub_ps(xj, _mm512_mul_ps(d[n], u));
-                a[n].err = _mm512_add_ps(a[n].err, _mm512_mul_ps(q, q));
+                a[n].err =
+                    if FMA { _mm512_fmadd_ps(q, q, a[n].err) } else { _mm512_add_ps(a[n].err, _mm512_mul_ps(q, q)) };
             }
         }
     }
@@ -241,13 +246,13 @@ fn refine16<const SUMS: bool>(
             dd[n] = d[4 * q + n];
             id[n] = _mm512_div_ps(one, dd[n]);
         }
-        let a = eval_n::<4, false, true>(x, &id, &dd, lo, hi);
+        let a = eval_n::<4, false, true, false>(x, &id, &dd, lo, hi);
         for n in 0..4 {
             offer(&mut best, valid[4 * q + n], dd[n], &a[n]);
         }
     }
     if SUMS {
-        let [a] = eval_n::<1, true, false>(x, &[_mm512_div_ps(one, best.d)], &[best.d], lo, hi);
+        let [a] = eval_n::<1, true, false, false>(x, &[_mm512_div_ps(one, best.d)], &[best.d], lo, hi);
         best.sxu = a.sxu;
         best.suu = a.suu;
     }
@@ -305,7 +310,7 @@ pub(super) unsafe fn search_sym_gguf16(
             };
             id[n] = _mm512_mul_ps(_mm512_set1_ps(t), inv);
         }
-        let a = eval_n::<4, true, false>(&x, &id, &id, lov, hiv);
+        let a = eval_n::<4, true, false, false>(&x, &id, &id, lov, hiv);
         for n in 0..4 {
             let g = 4 * q + n;
             let pos = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a[n].suu, z);
@@ -457,7 +462,7 @@ struct Acc8 {
 /// [`eval_n`] for eight lanes.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn eval_n8<const N: usize, const SUMS: bool, const ERR: bool>(
+fn eval_n8<const N: usize, const SUMS: bool, const ERR: bool, const FMA: bool>(
     x: &[__m256; 32],
     id: &[__m256; N],
     d: &[__m256; N],
@@ -469,13 +474,17 @@ fn eval_n8<const N: usize, const SUMS: bool, const ERR: bool>(
     for &xj in x {
         for n in 0..N {
             let u = _mm256_min_ps(_mm256_max_ps(_mm256_round_ps::<RNE>(_mm256_mul_ps(xj, id[n])), lo), hi);
-            if SUMS {
+            if SUMS && FMA {
+                a[n].sxu = _mm256_fmadd_ps(xj, u, a[n].sxu);
+                a[n].suu = _mm256_fmadd_ps(u, u, a[n].suu);
+            } else if SUMS {
                 a[n].sxu = _mm256_add_ps(a[n].sxu, _mm256_mul_ps(xj, u));
                 a[n].suu = _mm256_add_ps(a[n].suu, _mm256_mul_ps(u, u));
             }
             if ERR {
                 let q = _mm256_sub_ps(xj, _mm256_mul_ps(d[n], u));
-                a[n].err = _mm256_add_ps(a[n].err, _mm256_mul_ps(q, q));
+                a[n].err =
+                    if FMA { _mm256_fmadd_ps(q, q, a[n].err) } else { _mm256_add_ps(a[n].err, _mm256_mul_ps(q, q)) };
             }
         }
     }
@@ -511,7 +520,7 @@ fn refine16_8<const SUMS: bool>(
             dd[n] = d[4 * q + n];
             id[n] = _mm256_div_ps(one, dd[n]);
         }
-        let a = eval_n8::<4, false, true>(x, &id, &dd, lo, hi);
+        let a = eval_n8::<4, false, true, false>(x, &id, &dd, lo, hi);
         for n in 0..4 {
             let c = _mm256_and_ps(_mm256_and_ps(valid[4 * q + n], finite8(a[n].err)), lt8(a[n].err, b.err));
             b.err = _mm256_blendv_ps(b.err, a[n].err, c);
@@ -520,7 +529,7 @@ fn refine16_8<const SUMS: bool>(
         }
     }
     if SUMS {
-        let [a] = eval_n8::<1, true, false>(x, &[_mm256_div_ps(one, b.d)], &[b.d], lo, hi);
+        let [a] = eval_n8::<1, true, false, false>(x, &[_mm256_div_ps(one, b.d)], &[b.d], lo, hi);
         b.sxu = a.sxu;
         b.suu = a.suu;
     }
@@ -567,7 +576,7 @@ pub(super) unsafe fn search_sym_gguf8(
             };
             id[n] = _mm256_mul_ps(_mm256_set1_ps(t), inv);
         }
-        let a = eval_n8::<4, true, false>(&x, &id, &id, lov, hiv);
+        let a = eval_n8::<4, true, false, false>(&x, &id, &id, lov, hiv);
         for n in 0..4 {
             let g = 4 * q + n;
             let pos = _mm256_cmp_ps::<_CMP_GT_OQ>(a[n].suu, z);
@@ -643,4 +652,331 @@ pub(super) unsafe fn search_sym_gguf8(
         _mm256_storeu_ps(out.err.as_mut_ptr(), best.err);
     }
     out
+}
+
+// ---------------------------------------------------------------------------------------------
+// `mse-fast`: the short grid and closed-form refinement of `super::search_sym_fast`, batched.
+
+/// [`super::search_sym_fast`] on sixteen GGUF blocks at once, one block per lane: each lane
+/// performs the scalar search's f32 operations in its order, every choice a per-lane mask, so
+/// each lane's `d`, `err`, `ok` equal the scalar search's result bit for bit (`super::tests`,
+/// `tests/mse_props.rs`). `yt` as in [`search_sym_gguf16`] (the RTN bytes' values: `win` marks
+/// the lanes whose error is strictly below theirs).
+///
+/// # Safety
+/// AVX-512 F/BW/VL and F16C must be available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+pub(super) unsafe fn search_fast16(
+    xt: &Blocks16,
+    yt: &Blocks16,
+    lo: f32,
+    hi: f32,
+    t_rtn: f32,
+    flip: Option<f32>,
+) -> SymFound {
+    const G: usize = super::FAST_G + super::FAST_F;
+    let z = _mm512_setzero_ps();
+    let mut x = [z; 32];
+    for j in 0..32 {
+        // SAFETY: each row of `xt` is 16 f32.
+        x[j] = unsafe { _mm512_loadu_ps(xt[j].as_ptr()) };
+    }
+    let (lov, hiv) = (_mm512_set1_ps(lo), _mm512_set1_ps(hi));
+    let mut mx = x[0];
+    for &v in &x {
+        let gt = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(abs512(v), abs512(mx));
+        mx = _mm512_mask_blend_ps(gt, mx, v);
+    }
+    let mut live = finite512(mx) & _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(mx, z);
+    let one = _mm512_set1_ps(1.0);
+    let inv = _mm512_div_ps(one, mx);
+    let id: [__m512; G] = std::array::from_fn(|g| _mm512_mul_ps(_mm512_set1_ps(super::fast_t(g, t_rtn, flip)), inv));
+    // Grid: sums of every candidate (four, then the rest, interleaved), scored in order.
+    let acc = eval_n::<G, true, false, true>(&x, &id, &[z; G], lov, hiv);
+    let two = _mm512_set1_ps(2.0);
+    let (mut bs, mut d1, mut have) = (_mm512_set1_ps(f32::INFINITY), z, 0 as __mmask16);
+    for a in &acc {
+        let pos = _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a.suu, z);
+        let d = round16::<crate::convert::F16>(_mm512_div_ps(a.sxu, a.suu));
+        let score = _mm512_mul_ps(d, _mm512_sub_ps(_mm512_mul_ps(d, a.suu), _mm512_mul_ps(two, a.sxu)));
+        let c = pos & usable512(d) & finite512(score) & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(score, bs);
+        bs = _mm512_mask_blend_ps(c, bs, score);
+        d1 = _mm512_mask_blend_ps(c, d1, d);
+        have |= c;
+    }
+    live &= have;
+    // The best candidate's codes re-chosen at its scale: exact error and new sums.
+    let [a1] = eval_n::<1, true, true, true>(&x, &[_mm512_div_ps(one, d1)], &[d1], lov, hiv);
+    let ok1 = live & finite512(a1.err);
+    let (mut err, mut d) = (a1.err, d1);
+    let mut ok = ok1;
+    // Once more at the least-squares scale of those codes, where it differs.
+    let d2 = round16::<crate::convert::F16>(_mm512_div_ps(a1.sxu, a1.suu));
+    let again =
+        live & _mm512_cmp_ps_mask::<_CMP_GT_OQ>(a1.suu, z) & usable512(d2) & _mm512_cmp_ps_mask::<_CMP_NEQ_UQ>(d2, d1);
+    if again != 0 {
+        let [a2] = eval_n::<1, false, true, true>(&x, &[_mm512_div_ps(one, d2)], &[d2], lov, hiv);
+        let take = again & finite512(a2.err) & (!ok1 | _mm512_cmp_ps_mask::<_CMP_LT_OQ>(a2.err, a1.err));
+        err = _mm512_mask_blend_ps(take, err, a2.err);
+        d = _mm512_mask_blend_ps(take, d, d2);
+        ok |= take;
+    }
+    let mut rerr = z;
+    for j in 0..32 {
+        // SAFETY: each row of `yt` is 16 f32.
+        let q = _mm512_sub_ps(x[j], unsafe { _mm512_loadu_ps(yt[j].as_ptr()) });
+        rerr = _mm512_add_ps(rerr, _mm512_mul_ps(q, q));
+    }
+    let win = ok & _mm512_cmp_ps_mask::<_CMP_LT_OQ>(err, rerr);
+    let mut out = SymFound { d: [0.0; 16], err: [0.0; 16], ok, win, codes: [[0; 16]; super::QK] };
+    let idb = _mm512_div_ps(one, d);
+    for j in 0..32 {
+        let u = _mm512_min_ps(_mm512_max_ps(_mm512_roundscale_ps::<RNE>(_mm512_mul_ps(x[j], idb)), lov), hiv);
+        // SAFETY: each row of `codes` is 16 i32.
+        unsafe { _mm512_storeu_si512(out.codes[j].as_mut_ptr().cast(), _mm512_cvtps_epi32(u)) };
+    }
+    // SAFETY: both arrays are 16 f32 long.
+    unsafe {
+        _mm512_storeu_ps(out.d.as_mut_ptr(), d);
+        _mm512_storeu_ps(out.err.as_mut_ptr(), err);
+    }
+    out
+}
+
+/// [`search_fast16`] on eight blocks with AVX2: the same per-lane operations and choices.
+///
+/// # Safety
+/// AVX2 and F16C must be available.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(super) unsafe fn search_fast8(
+    xt: &Blocks8,
+    yt: &Blocks8,
+    lo: f32,
+    hi: f32,
+    t_rtn: f32,
+    flip: Option<f32>,
+) -> SymFound8 {
+    const G: usize = super::FAST_G + super::FAST_F;
+    let z = _mm256_setzero_ps();
+    let mut x = [z; 32];
+    for j in 0..32 {
+        // SAFETY: each row of `xt` is 8 f32.
+        x[j] = unsafe { _mm256_loadu_ps(xt[j].as_ptr()) };
+    }
+    let (lov, hiv) = (_mm256_set1_ps(lo), _mm256_set1_ps(hi));
+    let mut mx = x[0];
+    for &v in &x {
+        mx = _mm256_blendv_ps(mx, v, _mm256_cmp_ps::<_CMP_GT_OQ>(abs8(v), abs8(mx)));
+    }
+    let mut live = _mm256_and_ps(finite8(mx), _mm256_cmp_ps::<_CMP_NEQ_UQ>(mx, z));
+    let one = _mm256_set1_ps(1.0);
+    let inv = _mm256_div_ps(one, mx);
+    let id: [__m256; G] = std::array::from_fn(|g| _mm256_mul_ps(_mm256_set1_ps(super::fast_t(g, t_rtn, flip)), inv));
+    let mut acc = [Acc8 { err: z, sxu: z, suu: z }; G];
+    let a4 = eval_n8::<4, true, false, true>(&x, &[id[0], id[1], id[2], id[3]], &[z; 4], lov, hiv);
+    acc[..4].copy_from_slice(&a4);
+    let rest: [__m256; G - 4] = std::array::from_fn(|n| id[4 + n]);
+    let ar = eval_n8::<{ G - 4 }, true, false, true>(&x, &rest, &[z; G - 4], lov, hiv);
+    acc[4..].copy_from_slice(&ar);
+    let two = _mm256_set1_ps(2.0);
+    let (mut bs, mut d1, mut have) = (_mm256_set1_ps(f32::INFINITY), z, z);
+    for a in &acc {
+        let pos = _mm256_cmp_ps::<_CMP_GT_OQ>(a.suu, z);
+        let d = round8::<crate::convert::F16>(_mm256_div_ps(a.sxu, a.suu));
+        let score = _mm256_mul_ps(d, _mm256_sub_ps(_mm256_mul_ps(d, a.suu), _mm256_mul_ps(two, a.sxu)));
+        let c = _mm256_and_ps(_mm256_and_ps(pos, usable8(d)), _mm256_and_ps(finite8(score), lt8(score, bs)));
+        bs = _mm256_blendv_ps(bs, score, c);
+        d1 = _mm256_blendv_ps(d1, d, c);
+        have = _mm256_or_ps(have, c);
+    }
+    live = _mm256_and_ps(live, have);
+    let [a1] = eval_n8::<1, true, true, true>(&x, &[_mm256_div_ps(one, d1)], &[d1], lov, hiv);
+    let ok1 = _mm256_and_ps(live, finite8(a1.err));
+    let (mut err, mut d, mut ok) = (a1.err, d1, ok1);
+    let d2 = round8::<crate::convert::F16>(_mm256_div_ps(a1.sxu, a1.suu));
+    let again = _mm256_and_ps(
+        _mm256_and_ps(live, _mm256_cmp_ps::<_CMP_GT_OQ>(a1.suu, z)),
+        _mm256_and_ps(usable8(d2), _mm256_cmp_ps::<_CMP_NEQ_UQ>(d2, d1)),
+    );
+    if _mm256_movemask_ps(again) != 0 {
+        let [a2] = eval_n8::<1, false, true, true>(&x, &[_mm256_div_ps(one, d2)], &[d2], lov, hiv);
+        let better =
+            _mm256_or_ps(_mm256_andnot_ps(ok1, _mm256_castsi256_ps(_mm256_set1_epi32(-1))), lt8(a2.err, a1.err));
+        let take = _mm256_and_ps(_mm256_and_ps(again, finite8(a2.err)), better);
+        err = _mm256_blendv_ps(err, a2.err, take);
+        d = _mm256_blendv_ps(d, d2, take);
+        ok = _mm256_or_ps(ok, take);
+    }
+    let mut rerr = z;
+    for j in 0..32 {
+        // SAFETY: each row of `yt` is 8 f32.
+        let q = _mm256_sub_ps(x[j], unsafe { _mm256_loadu_ps(yt[j].as_ptr()) });
+        rerr = _mm256_add_ps(rerr, _mm256_mul_ps(q, q));
+    }
+    let win = _mm256_and_ps(ok, lt8(err, rerr));
+    let mut out = SymFound8 {
+        d: [0.0; 8],
+        err: [0.0; 8],
+        ok: _mm256_movemask_ps(ok) as u8,
+        win: _mm256_movemask_ps(win) as u8,
+        codes: [[0; 8]; super::QK],
+    };
+    let idb = _mm256_div_ps(one, d);
+    for j in 0..32 {
+        let u = _mm256_min_ps(_mm256_max_ps(_mm256_round_ps::<RNE>(_mm256_mul_ps(x[j], idb)), lov), hiv);
+        // SAFETY: each row of `codes` is 8 i32.
+        unsafe { _mm256_storeu_si256(out.codes[j].as_mut_ptr().cast(), _mm256_cvtps_epi32(u)) };
+    }
+    // SAFETY: both arrays are 8 f32 long.
+    unsafe {
+        _mm256_storeu_ps(out.d.as_mut_ptr(), d);
+        _mm256_storeu_ps(out.err.as_mut_ptr(), err);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------------------------
+// The batched drivers' data movement with AVX-512 (exact: only moves, integer ops and the
+// dequantization's one f32 product, so the bytes do not change).
+
+/// Transpose a 16×16 f32 matrix held as 16 rows (`r[i]` lane `j` = M[i][j]) into its columns
+/// (`out[j]` lane `i` = M[i][j]): 32-bit and 64-bit unpacks, then a 4×4 transpose of the
+/// 128-bit lanes.
+#[inline]
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+fn transpose16x16(r: &[__m512; 16]) -> [__m512; 16] {
+    let z = _mm512_setzero_ps();
+    let mut t = [z; 16];
+    for i in 0..8 {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    // u[4i + c] lane l = M[4i..4i+4][4l + c].
+    let mut u = [z; 16];
+    let pd = _mm512_castps_pd;
+    for i in 0..4 {
+        let (a, b, c, d) = (pd(t[4 * i]), pd(t[4 * i + 2]), pd(t[4 * i + 1]), pd(t[4 * i + 3]));
+        u[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+        u[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        u[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(c, d));
+        u[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(c, d));
+    }
+    let mut out = [z; 16];
+    for c in 0..4 {
+        let (a0, a1, a2, a3) = (u[c], u[4 + c], u[8 + c], u[12 + c]);
+        let p = _mm512_shuffle_f32x4::<0x44>(a0, a1);
+        let q = _mm512_shuffle_f32x4::<0xee>(a0, a1);
+        let r2 = _mm512_shuffle_f32x4::<0x44>(a2, a3);
+        let s = _mm512_shuffle_f32x4::<0xee>(a2, a3);
+        out[c] = _mm512_shuffle_f32x4::<0x88>(p, r2);
+        out[4 + c] = _mm512_shuffle_f32x4::<0xdd>(p, r2);
+        out[8 + c] = _mm512_shuffle_f32x4::<0x88>(q, s);
+        out[12 + c] = _mm512_shuffle_f32x4::<0xdd>(q, s);
+    }
+    out
+}
+
+/// Sixteen blocks of 32 values, block-major (`src[32·b + j]`), transposed into `dst[j][b]`.
+///
+/// # Safety
+/// AVX-512 F/BW/VL must be available.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+pub(super) unsafe fn transpose_blocks16(src: &[f32; 16 * super::QK], dst: &mut Blocks16) {
+    for h in 0..2 {
+        // SAFETY: block b's half h is src[32b + 16h .. +16], in bounds for b < 16.
+        let r: [__m512; 16] = std::array::from_fn(|b| unsafe { _mm512_loadu_ps(src.as_ptr().add(32 * b + 16 * h)) });
+        let c = transpose16x16(&r);
+        for j in 0..16 {
+            // SAFETY: each row of `dst` is 16 f32.
+            unsafe { _mm512_storeu_ps(dst[16 * h + j].as_mut_ptr(), c[j]) };
+        }
+    }
+}
+
+/// The values of sixteen Q4_0 or Q8_0 blocks (`blk`, `nb` ≤ 16 of them; the rest zero),
+/// transposed into `dst[j][b]`: the `gguf` dequantization's `d · q` per element.
+///
+/// # Safety
+/// AVX-512 F/BW/VL and F16C must be available; `blk` holds `nb` blocks of `ty`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+pub(super) unsafe fn dequant_blocks16(ty: crate::gguf::GgmlType, blk: &[u8], nb: usize, dst: &mut Blocks16) {
+    use crate::gguf::GgmlType;
+    let tsz = ty.type_size();
+    let z = _mm512_setzero_ps();
+    let mut rows = [[z; 16]; 2];
+    for b in 0..nb {
+        let p = &blk[b * tsz..(b + 1) * tsz];
+        let d = _mm512_set1_ps(crate::convert::f16_to_f32(u16::from_le_bytes([p[0], p[1]])));
+        let (lo, hi) = match ty {
+            GgmlType::Q4_0 => {
+                // SAFETY: bytes 2..18 of a Q4_0 block.
+                let q = unsafe { _mm_loadu_si128(p[2..18].as_ptr().cast()) };
+                let m = _mm_set1_epi8(0x0f);
+                let l = _mm512_cvtepu8_epi32(_mm_and_si128(q, m));
+                let h = _mm512_cvtepu8_epi32(_mm_and_si128(_mm_srli_epi16::<4>(q), m));
+                let e = _mm512_set1_epi32(8);
+                (_mm512_sub_epi32(l, e), _mm512_sub_epi32(h, e))
+            }
+            _ => {
+                // Q8_0: bytes 2..34 are the i8 codes.
+                // SAFETY: bytes 2..34 of a Q8_0 block.
+                let (l, h) =
+                    unsafe { (_mm_loadu_si128(p[2..18].as_ptr().cast()), _mm_loadu_si128(p[18..34].as_ptr().cast())) };
+                (_mm512_cvtepi8_epi32(l), _mm512_cvtepi8_epi32(h))
+            }
+        };
+        rows[0][b] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(lo));
+        rows[1][b] = _mm512_mul_ps(d, _mm512_cvtepi32_ps(hi));
+    }
+    for h in 0..2 {
+        let c = transpose16x16(&rows[h]);
+        for j in 0..16 {
+            // SAFETY: each row of `dst` is 16 f32.
+            unsafe { _mm512_storeu_ps(dst[16 * h + j].as_mut_ptr(), c[j]) };
+        }
+    }
+}
+
+/// Write the winning lanes of `f` (`f.win`) over their RTN blocks in `out` (`nb` blocks of
+/// Q4_0 or Q8_0): the f16 scale, then the codes packed as the format stores them.
+///
+/// # Safety
+/// AVX-512 F/BW/VL and F16C must be available; `out` holds `nb` blocks of `ty`.
+#[target_feature(enable = "avx512f,avx512bw,avx512vl,f16c")]
+pub(super) unsafe fn write_blocks16(ty: crate::gguf::GgmlType, f: &SymFound, nb: usize, out: &mut [u8]) {
+    use crate::gguf::GgmlType;
+    if f.win == 0 {
+        return;
+    }
+    let tsz = ty.type_size();
+    // Codes back to block-major: the same transpose on their bit patterns.
+    let mut cols = [[_mm512_setzero_ps(); 16]; 2];
+    for h in 0..2 {
+        // SAFETY: each row of `codes` is 16 i32.
+        let r: [__m512; 16] = std::array::from_fn(|j| unsafe { _mm512_loadu_ps(f.codes[16 * h + j].as_ptr().cast()) });
+        cols[h] = transpose16x16(&r);
+    }
+    for b in 0..nb {
+        if f.win >> b & 1 == 0 {
+            continue;
+        }
+        let p = &mut out[b * tsz..(b + 1) * tsz];
+        p[..2].copy_from_slice(&crate::convert::f32_to_f16(f.d[b]).to_le_bytes());
+        let (lo, hi) = (_mm512_castps_si512(cols[0][b]), _mm512_castps_si512(cols[1][b]));
+        match ty {
+            GgmlType::Q4_0 => {
+                let e = _mm512_set1_epi32(8);
+                let v = _mm512_or_si512(_mm512_add_epi32(lo, e), _mm512_slli_epi32::<4>(_mm512_add_epi32(hi, e)));
+                // SAFETY: bytes 2..18 of a Q4_0 block.
+                unsafe { _mm_storeu_si128(p[2..18].as_mut_ptr().cast(), _mm512_cvtepi32_epi8(v)) };
+            }
+            _ => {
+                // SAFETY: bytes 2..34 of a Q8_0 block.
+                unsafe {
+                    _mm_storeu_si128(p[2..18].as_mut_ptr().cast(), _mm512_cvtepi32_epi8(lo));
+                    _mm_storeu_si128(p[18..34].as_mut_ptr().cast(), _mm512_cvtepi32_epi8(hi));
+                }
+            }
+        }
+    }
 }
