@@ -138,7 +138,7 @@ fn cpu_default_method_per_type_is_the_harness_table() {
     let src = common::fixture("tiny-llama");
     let tmp = tempfile::tempdir().unwrap();
     for (ty, scheme, method) in [
-        ("q4_0", "int4", "mse"),
+        ("q4_0", "int4", "mse-fast"),
         ("q4_1", "int4", "mse"),
         ("q5_0", "int4", "rtn"),
         ("q8_0", "int8", "rtn"),
@@ -157,8 +157,8 @@ fn cpu_default_method_per_type_is_the_harness_table() {
             "{ty}: default bytes are {method}'s"
         );
     }
-    // Without --gguf-type: the scheme's type (int4 → Q4_0 → mse, int8 → Q8_0 → rtn).
+    // Without --gguf-type: the scheme's type (int4 → Q4_0 → mse-fast, int8 → Q8_0 → rtn).
     let r4 = common::quantize(&src, &tmp.path().join("i4"), &["--target", "cpu", "--scheme", "int4"]);
     let r8 = common::quantize(&src, &tmp.path().join("i8"), &["--target", "cpu", "--scheme", "int8"]);
-    assert_eq!((r4["method"].as_str(), r8["method"].as_str()), (Some("mse"), Some("rtn")));
+    assert_eq!((r4["method"].as_str(), r8["method"].as_str()), (Some("mse-fast"), Some("rtn")));
 }

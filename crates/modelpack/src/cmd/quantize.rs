@@ -265,7 +265,9 @@ pub fn run(a: Args) -> CmdResult {
         (None, true) => Some(GgufMix::Q4KM),
         (None, false) => None,
     };
-    let method = a.method.map_or(Method::default_for_job(target, scheme, gguf_type, gguf_mix), Method::from);
+    let method = a
+        .method
+        .map_or(Method::default_for_job(target, scheme, gguf_type, gguf_mix, a.imatrix.is_some()), Method::from);
     // Refused before the matrix is read (`QuantizeOptions::validate` says the same).
     if method == Method::MseFast && a.imatrix.is_some() {
         return Err(CmdError::usage(
